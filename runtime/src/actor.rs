@@ -1,0 +1,174 @@
+//! Virtual actors: the handler trait, the factories that activate actors, and the context
+//! a handler runs in.
+
+use std::any::Any;
+use std::fmt;
+
+use crate::envelope::{ActorId, Envelope, MessageKind, Nanos, SchedContext, ShardId};
+use crate::shard::Outbound;
+
+/// State an actor hands back when it is deactivated, and gets again when it is
+/// reactivated.
+pub type SavedState = Box<dyn Any + Send>;
+
+/// One partition of one operator: handles the messages addressed to it, one at a time, on
+/// its home shard.
+///
+/// ```
+/// use dirigo_runtime::{Actor, Context, Envelope, SavedState};
+///
+/// /// Counts what it sees and keeps the count across deactivation.
+/// struct Counter(u64);
+///
+/// impl Actor<u64> for Counter {
+///     fn receive(&mut self, _ctx: &mut Context<'_, u64>, message: Envelope<u64>) {
+///         self.0 += message.payload;
+///     }
+///     fn deactivate(self: Box<Self>) -> Option<SavedState> {
+///         Some(Box::new(self.0))
+///     }
+/// }
+/// ```
+pub trait Actor<M>: 'static {
+    /// Handles one message. Messages sent through `ctx` leave when the handler returns.
+    fn receive(&mut self, ctx: &mut Context<'_, M>, message: Envelope<M>);
+
+    /// Called when the actor has been idle past the runtime's deactivation timeout (and at
+    /// no other time). What it returns is handed to the factory at the next activation.
+    fn deactivate(self: Box<Self>) -> Option<SavedState> {
+        None
+    }
+}
+
+/// Creates the actors of one operator, on the shard where they live, when their first
+/// message arrives (and again after a deactivation, with the state they saved).
+///
+/// Any `Fn(ActorId, Option<SavedState>) -> Box<dyn Actor<M>>` is a factory.
+pub trait ActorFactory<M>: Send + Sync + 'static {
+    /// Activates actor `id`; `saved` is what its last deactivation returned, if anything.
+    fn activate(&self, id: ActorId, saved: Option<SavedState>) -> Box<dyn Actor<M>>;
+}
+
+impl<M, F> ActorFactory<M> for F
+where
+    F: Fn(ActorId, Option<SavedState>) -> Box<dyn Actor<M>> + Send + Sync + 'static,
+{
+    fn activate(&self, id: ActorId, saved: Option<SavedState>) -> Box<dyn Actor<M>> {
+        self(id, saved)
+    }
+}
+
+/// Why a message could not be sent. The message is handed back.
+pub enum SendError<M> {
+    /// No factory is registered for the target's operator.
+    UnknownOperator(Envelope<M>),
+    /// The runtime no longer accepts messages from outside (it is shutting down).
+    Closed(Envelope<M>),
+    /// The shard's intake is full (only from `Ingress::try_send`).
+    Full(Envelope<M>),
+}
+
+impl<M> SendError<M> {
+    /// The message that was not sent.
+    pub fn into_envelope(self) -> Envelope<M> {
+        match self {
+            Self::UnknownOperator(envelope) | Self::Closed(envelope) | Self::Full(envelope) => {
+                envelope
+            }
+        }
+    }
+}
+
+impl<M> fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl<M> fmt::Display for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownOperator(envelope) => write!(
+                f,
+                "no operator {}/{} is registered (message for actor {})",
+                envelope.target.app, envelope.target.operator, envelope.target
+            ),
+            Self::Closed(envelope) => write!(
+                f,
+                "the runtime is shutting down and accepts no new messages (message for actor {})",
+                envelope.target
+            ),
+            Self::Full(envelope) => {
+                write!(f, "intake full (message for actor {})", envelope.target)
+            }
+        }
+    }
+}
+
+impl<M> std::error::Error for SendError<M> {}
+
+/// What a handler can do besides changing its own state: send messages and look at the
+/// runtime.
+pub struct Context<'a, M> {
+    pub(crate) out: &'a mut Outbound<M>,
+    pub(crate) me: ActorId,
+    pub(crate) current: SchedContext,
+}
+
+impl<M> Context<'_, M> {
+    /// The actor being run.
+    pub fn me(&self) -> ActorId {
+        self.me
+    }
+
+    /// The shard it runs on.
+    pub fn shard(&self) -> ShardId {
+        self.out.shard
+    }
+
+    /// How many shards the runtime has.
+    pub fn shards(&self) -> usize {
+        self.out.shared.shards()
+    }
+
+    /// The shard where `actor` lives.
+    pub fn home_shard(&self, actor: ActorId) -> ShardId {
+        self.out.shared.router.route(&actor)
+    }
+
+    /// Whether `shard` is parked right now (a hint, read without locks).
+    pub fn shard_sleeping(&self, shard: ShardId) -> bool {
+        self.out.shared.doorbells[shard].is_sleeping()
+    }
+
+    /// The scheduling context of the message being handled.
+    pub fn current(&self) -> SchedContext {
+        self.current
+    }
+
+    /// Now, on the runtime clock.
+    pub fn now(&self) -> Nanos {
+        crate::clock::now()
+    }
+
+    /// Sends a user message to `target`; it inherits the scheduling context of the message
+    /// being handled. It leaves when the handler returns, after the messages sent before
+    /// it to the same shard.
+    pub fn send(&mut self, target: ActorId, payload: M) -> Result<(), SendError<M>> {
+        let envelope = Envelope {
+            target,
+            source: Some(self.me),
+            kind: MessageKind::User,
+            ctx: self.current,
+            payload,
+        };
+        self.out.send(envelope)
+    }
+
+    /// Sends a fully formed envelope (its own kind and scheduling context); the source is
+    /// set to this actor.
+    pub fn send_envelope(&mut self, mut envelope: Envelope<M>) -> Result<(), SendError<M>> {
+        envelope.source = Some(self.me);
+        self.out.send(envelope)
+    }
+}

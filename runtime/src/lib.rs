@@ -1,0 +1,37 @@
+//! The dirigo engine: thread-per-core shards, the lock-free mesh between them, and the
+//! virtual actors they host.
+//!
+//! What lives where:
+//! - [`runtime`]: the [`Runtime`] and its builder, outside intake ([`Ingress`]), shutdown;
+//! - `shard`: the loop of one shard — intake, dispatch, the ready queue, outboxes, parking;
+//! - [`mesh`]: one SPSC [`ring`](mesh::ring) per ordered pair of shards, and each
+//!   shard's [`Doorbell`](mesh::Doorbell) (the sleep/wake handshake);
+//! - [`actor`]: the [`Actor`] trait, factories, and the handler [`Context`];
+//! - [`envelope`]: addresses, messages and their scheduling context;
+//! - [`placement`] and [`preflight`]: which CPU each shard gets, and what the machine
+//!   must offer;
+//! - [`fence`]: the asymmetric barriers behind the doorbell; [`clock`]: the runtime clock;
+//! - [`stats`]: per-shard counters.
+//!
+//! A virtual actor is addressed by `(app, operator, partition)`; it lives on a home shard
+//! chosen by a stable hash of that address, is activated by its operator's factory on
+//! its first message, and is deactivated after an idle timeout with its state kept.
+
+pub mod actor;
+pub mod clock;
+pub mod envelope;
+pub mod fence;
+pub mod mesh;
+pub mod placement;
+pub mod preflight;
+pub mod runtime;
+mod shard;
+pub mod stats;
+mod sync;
+
+pub use actor::{Actor, ActorFactory, Context, SavedState, SendError};
+pub use envelope::{
+    ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, PartitionId, SchedContext, ShardId,
+};
+pub use runtime::{BuildError, Ingress, Runtime, RuntimeBuilder, RuntimeReport};
+pub use stats::ShardStats;

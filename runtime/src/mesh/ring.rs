@@ -1,0 +1,176 @@
+//! A bounded single-producer single-consumer ring, one per ordered pair of shards.
+//!
+//! Each slot carries its own sequence number next to the value (a FastForward-style
+//! ring): the consumer learns that a slot is full by reading the slot itself, and the
+//! producer learns that it is free the same way. There are no shared head or tail
+//! indices, so one message crossing cores moves one slot's cache line and nothing else —
+//! the cost of the hardware floor. Slots are padded to their own cache lines so that a
+//! producer filling slot `k + 1` never contends with a consumer reading slot `k`.
+//!
+//! Sequence protocol, for a ring of capacity `cap` (a power of two, at least 2):
+//! slot `i` starts with `seq = i`. The producer at position `p` may write slot
+//! `p % cap` when `seq == p`, then publishes `seq = p + 1` (release). The consumer at
+//! position `c` may read slot `c % cap` when `seq == c + 1` (acquire), then frees it with
+//! `seq = c + cap` (release), which is exactly what the producer waits for one lap later.
+
+use std::mem::MaybeUninit;
+
+use crossbeam_utils::CachePadded;
+
+use crate::sync::{Arc, AtomicUsize, Ordering, UnsafeCell};
+
+struct Slot<T> {
+    seq: AtomicUsize,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+struct Ring<T> {
+    slots: Box<[CachePadded<Slot<T>>]>,
+    mask: usize,
+}
+
+// SAFETY: the ring hands each value from exactly one producer thread to exactly one
+// consumer thread; a slot's value is only touched by the side that the slot's sequence
+// number (acquire/release) currently grants it to. So sharing the ring is sound whenever
+// the values themselves may be sent between threads.
+unsafe impl<T: Send> Sync for Ring<T> {}
+// SAFETY: see the `Sync` impl; the ring owns its values.
+unsafe impl<T: Send> Send for Ring<T> {}
+
+impl<T> Drop for Ring<T> {
+    fn drop(&mut self) {
+        for (index, slot) in self.slots.iter().enumerate() {
+            let seq = slot.seq.load(Ordering::Acquire);
+            // A slot holds a value iff its sequence is one past a producer position
+            // congruent to its index (see the module doc); `cap >= 2` keeps "free" and
+            // "full" distinct modulo `cap`.
+            if seq.wrapping_sub(index) & self.mask == 1 {
+                // SAFETY: we have `&mut self`, so neither handle exists any more, and the
+                // sequence says this slot was published and never consumed.
+                slot.value
+                    .with_mut(|value| unsafe { (*value).assume_init_drop() });
+            }
+        }
+    }
+}
+
+/// Creates a ring holding at most `capacity` values (rounded up to a power of two, at
+/// least 2) and returns its two ends.
+///
+/// ```
+/// use dirigo_runtime::mesh::ring;
+///
+/// let (mut tx, mut rx) = ring::<u32>(4);
+/// assert!(tx.try_push(7).is_ok());
+/// assert_eq!(rx.try_pop(), Some(7));
+/// assert_eq!(rx.try_pop(), None);
+/// ```
+pub fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
+    let capacity = capacity.max(2).next_power_of_two();
+    let slots = (0..capacity)
+        .map(|index| {
+            CachePadded::new(Slot {
+                seq: AtomicUsize::new(index),
+                value: UnsafeCell::new(MaybeUninit::uninit()),
+            })
+        })
+        .collect();
+    let ring = Arc::new(Ring {
+        slots,
+        mask: capacity - 1,
+    });
+    (
+        Producer {
+            ring: ring.clone(),
+            position: 0,
+        },
+        Consumer { ring, position: 0 },
+    )
+}
+
+/// The sending end of a [`ring`]; owned by exactly one thread at a time.
+pub struct Producer<T> {
+    ring: Arc<Ring<T>>,
+    position: usize,
+}
+
+impl<T> Producer<T> {
+    /// Appends `value`, or gives it back when the ring is full.
+    #[inline]
+    pub fn try_push(&mut self, value: T) -> Result<(), T> {
+        let slot = &self.ring.slots[self.position & self.ring.mask];
+        if slot.seq.load(Ordering::Acquire) != self.position {
+            return Err(value);
+        }
+        // SAFETY: `seq == position` means the consumer freed this slot (its release
+        // store happened-before our acquire load) and will not touch it again until we
+        // publish `position + 1`; we are the only producer.
+        slot.value.with_mut(|cell| unsafe {
+            (*cell).write(value);
+        });
+        slot.seq
+            .store(self.position.wrapping_add(1), Ordering::Release);
+        self.position = self.position.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Whether the next push would fail right now.
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        let slot = &self.ring.slots[self.position & self.ring.mask];
+        slot.seq.load(Ordering::Acquire) != self.position
+    }
+
+    /// How many values the ring holds at most.
+    pub fn capacity(&self) -> usize {
+        self.ring.mask + 1
+    }
+}
+
+/// The receiving end of a [`ring`]; owned by exactly one thread at a time.
+pub struct Consumer<T> {
+    ring: Arc<Ring<T>>,
+    position: usize,
+}
+
+impl<T> Consumer<T> {
+    /// Takes the oldest value, if any.
+    #[inline]
+    pub fn try_pop(&mut self) -> Option<T> {
+        let slot = &self.ring.slots[self.position & self.ring.mask];
+        if slot.seq.load(Ordering::Acquire) != self.position.wrapping_add(1) {
+            return None;
+        }
+        // SAFETY: `seq == position + 1` means the producer published this slot (release
+        // store happened-before our acquire load) and will not touch it again until we
+        // free it below; we are the only consumer, and we read the value exactly once.
+        let value = slot
+            .value
+            .with(|cell| unsafe { (*cell).assume_init_read() });
+        slot.seq.store(
+            self.position.wrapping_add(self.ring.mask + 1),
+            Ordering::Release,
+        );
+        self.position = self.position.wrapping_add(1);
+        Some(value)
+    }
+
+    /// Whether a value is ready to be taken.
+    #[inline]
+    pub fn has_pending(&self) -> bool {
+        let slot = &self.ring.slots[self.position & self.ring.mask];
+        slot.seq.load(Ordering::Acquire) == self.position.wrapping_add(1)
+    }
+
+    /// Takes every value that is ready now, oldest first, handing each to `sink`; returns
+    /// how many there were.
+    #[inline]
+    pub fn drain(&mut self, mut sink: impl FnMut(T)) -> usize {
+        let mut taken = 0;
+        while let Some(value) = self.try_pop() {
+            sink(value);
+            taken += 1;
+        }
+        taken
+    }
+}

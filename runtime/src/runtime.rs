@@ -1,0 +1,610 @@
+//! The runtime: its builder, the state shared by all shards, outside intake, and
+//! shutdown.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+use rustc_hash::FxHashMap;
+
+use crate::actor::{ActorFactory, SendError};
+use crate::envelope::{ActorId, AppId, Envelope, OperatorId, ShardId};
+use crate::mesh::{build_links, Doorbell};
+use crate::placement::{self, CpuSpec, Placement};
+use crate::preflight::{self, PreflightError, PreflightReport};
+use crate::shard::{Shard, ShardStart};
+use crate::stats::{ShardCounters, ShardStats};
+
+/// Tunables every shard reads.
+#[derive(Clone, Debug)]
+pub(crate) struct ShardConfig {
+    pub(crate) spin_budget: Duration,
+    pub(crate) park_timeout: Duration,
+    pub(crate) idle_deactivation: Option<Duration>,
+    pub(crate) backlog_high_water: usize,
+}
+
+/// The one place that decides which shard runs a message: the target's home shard, by a
+/// stable hash of its address.
+#[derive(Clone, Debug)]
+pub(crate) struct Router {
+    shards: u64,
+}
+
+impl Router {
+    #[inline]
+    pub(crate) fn route(&self, target: &ActorId) -> ShardId {
+        // Multiply-shift range reduction: uniform like `%`, without a division.
+        ((u128::from(target.stable_hash()) * u128::from(self.shards)) >> 64) as ShardId
+    }
+}
+
+/// The outside intake of one shard: a bounded flume channel plus a counter of what was
+/// posted, so that the shard checks one cache line instead of the channel's lock.
+struct Intake<M> {
+    sender: flume::Sender<Envelope<M>>,
+    posted: CachePadded<AtomicU64>,
+}
+
+/// State shared by all shards and by every `Ingress`.
+pub(crate) struct Shared<M> {
+    pub(crate) config: ShardConfig,
+    pub(crate) router: Router,
+    pub(crate) doorbells: Box<[Doorbell]>,
+    pub(crate) counters: Box<[CachePadded<ShardCounters>]>,
+    pub(crate) cpus: Vec<Option<usize>>,
+    pub(crate) stop: AtomicBool,
+    intakes: Box<[Intake<M>]>,
+    factories: FxHashMap<(AppId, OperatorId), Arc<dyn ActorFactory<M>>>,
+    accepting: AtomicBool,
+    /// Messages accepted from outside threads.
+    accepted: CachePadded<AtomicU64>,
+}
+
+impl<M> Shared<M> {
+    pub(crate) fn shards(&self) -> usize {
+        self.doorbells.len()
+    }
+
+    #[inline]
+    pub(crate) fn knows_operator(&self, target: &ActorId) -> bool {
+        self.factories.contains_key(&(target.app, target.operator))
+    }
+
+    pub(crate) fn factory(&self, target: &ActorId) -> &dyn ActorFactory<M> {
+        self.factories[&(target.app, target.operator)].as_ref()
+    }
+
+    #[inline]
+    pub(crate) fn intake_posted(&self, shard: ShardId) -> u64 {
+        self.intakes[shard].posted.load(Ordering::Acquire)
+    }
+
+    /// Messages created (accepted from outside, or sent by handlers) and messages handled.
+    fn totals(&self) -> (u64, u64) {
+        let mut created = self.accepted.load(Ordering::SeqCst);
+        let mut handled = 0;
+        for counters in self.counters.iter() {
+            created += counters.msgs_out.load(Ordering::SeqCst);
+            handled += counters.handled.load(Ordering::SeqCst);
+        }
+        (created, handled)
+    }
+}
+
+/// Why a runtime could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The shard or CPU request itself is wrong.
+    Placement(String),
+    /// The machine cannot run shards (see the message for what to do).
+    Preflight(PreflightError),
+    /// A shard's glommio executor could not start.
+    Executor {
+        /// The shard.
+        shard: ShardId,
+        /// glommio's error.
+        error: String,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Placement(message) => write!(f, "bad shard placement: {message}"),
+            Self::Preflight(error) => write!(f, "{error}"),
+            Self::Executor { shard, error } => {
+                write!(f, "shard {shard} could not start its executor: {error}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Configures and starts a [`Runtime`].
+///
+/// Defaults:
+///
+/// | setting | default | meaning |
+/// | --- | --- | --- |
+/// | shards | one per available CPU | `shards(n)` or `cpus([..])` |
+/// | ring capacity | 1024 | messages per shard-to-shard ring (rounded up to a power of two) |
+/// | spin budget | 100 µs | how long an idle shard polls before it parks |
+/// | park timeout | 10 ms | longest park, so glommio's timers and I/O still get turns |
+/// | idle deactivation | 60 s | an actor idle this long is deactivated, its state kept |
+/// | intake capacity | 4096 | messages from outside threads waiting per shard |
+/// | I/O memory | 1 MiB | memory each shard's glommio executor registers with io_uring |
+///
+/// ```
+/// use dirigo_runtime::{Actor, ActorId, Context, Envelope, Runtime};
+///
+/// struct Echo;
+/// impl Actor<u64> for Echo {
+///     fn receive(&mut self, _ctx: &mut Context<'_, u64>, _message: Envelope<u64>) {}
+/// }
+///
+/// let runtime = Runtime::<u64>::builder()
+///     .shards(2)
+///     .operator(0, 0, |_id, _saved| Box::new(Echo) as Box<dyn Actor<u64>>)
+///     .build()
+///     .unwrap();
+/// runtime.ingress().send_to(ActorId::new(0, 0, 7), 42).unwrap();
+/// let report = runtime.shutdown();
+/// assert_eq!(report.handled(), 1);
+/// ```
+pub struct RuntimeBuilder<M> {
+    cpus: Option<CpuSpec>,
+    ring_capacity: usize,
+    spin_budget: Duration,
+    park_timeout: Duration,
+    idle_deactivation: Option<Duration>,
+    intake_capacity: usize,
+    io_memory: usize,
+    factories: FxHashMap<(AppId, OperatorId), Arc<dyn ActorFactory<M>>>,
+}
+
+impl<M: Send + 'static> Default for RuntimeBuilder<M> {
+    fn default() -> Self {
+        Self {
+            cpus: None,
+            ring_capacity: 1024,
+            spin_budget: Duration::from_micros(100),
+            park_timeout: Duration::from_millis(10),
+            idle_deactivation: Some(Duration::from_secs(60)),
+            intake_capacity: 4096,
+            io_memory: 1 << 20,
+            factories: FxHashMap::default(),
+        }
+    }
+}
+
+impl<M: Send + 'static> RuntimeBuilder<M> {
+    /// Runs `shards` shards, pinned to the first available CPUs; unpinned (with a warning)
+    /// when there are fewer CPUs than shards.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.cpus = Some(CpuSpec::Shards(shards));
+        self
+    }
+
+    /// Runs one shard per listed CPU; unpinned (with a warning) if any is not available.
+    pub fn cpus(mut self, cpus: impl Into<Vec<usize>>) -> Self {
+        self.cpus = Some(CpuSpec::Cpus(cpus.into()));
+        self
+    }
+
+    /// Capacity of each shard-to-shard ring, in messages.
+    pub fn ring_capacity(mut self, capacity: usize) -> Self {
+        self.ring_capacity = capacity;
+        self
+    }
+
+    /// How long an idle shard keeps polling before it parks; zero parks at once.
+    pub fn spin_budget(mut self, budget: Duration) -> Self {
+        self.spin_budget = budget;
+        self
+    }
+
+    /// The longest a parked shard sleeps before it looks around by itself.
+    pub fn park_timeout(mut self, timeout: Duration) -> Self {
+        self.park_timeout = timeout.max(Duration::from_micros(1));
+        self
+    }
+
+    /// Deactivate actors idle for this long (`None`: never).
+    pub fn idle_deactivation(mut self, after: Option<Duration>) -> Self {
+        self.idle_deactivation = after;
+        self
+    }
+
+    /// How many messages from outside threads may wait per shard before senders block.
+    pub fn intake_capacity(mut self, capacity: usize) -> Self {
+        self.intake_capacity = capacity.max(1);
+        self
+    }
+
+    /// Memory each shard's executor registers with io_uring for storage I/O.
+    pub fn io_memory(mut self, bytes: usize) -> Self {
+        self.io_memory = bytes;
+        self
+    }
+
+    /// Registers the factory for the actors of `operator` in `app`.
+    pub fn operator(
+        mut self,
+        app: AppId,
+        operator: OperatorId,
+        factory: impl ActorFactory<M>,
+    ) -> Self {
+        self.factories.insert((app, operator), Arc::new(factory));
+        self
+    }
+
+    /// Checks the machine, starts the shards, and returns once all of them run.
+    pub fn build(self) -> Result<Runtime<M>, BuildError> {
+        let spec = self
+            .cpus
+            .clone()
+            .unwrap_or_else(|| CpuSpec::Shards(placement::available_cpus().len().max(1)));
+        let placement = placement::decide(&spec, &placement::available_cpus())
+            .map_err(BuildError::Placement)?;
+        if let Some(reason) = &placement.unpinned_reason {
+            tracing::warn!("running {} shards unpinned: {reason}", placement.shards());
+        }
+        let preflight = preflight::preflight(placement.shards(), self.io_memory)
+            .map_err(BuildError::Preflight)?;
+        if !preflight.missing_opcodes.is_empty() {
+            tracing::warn!(
+                missing = ?preflight.missing_opcodes,
+                "this kernel's io_uring lacks some opcodes; file and network I/O that needs them will fail"
+            );
+        }
+        let asymmetric = crate::fence::init();
+        tracing::debug!(asymmetric, "sleep/wake barrier mode");
+        self.start(placement, preflight)
+    }
+
+    fn start(
+        self,
+        placement: Placement,
+        preflight: PreflightReport,
+    ) -> Result<Runtime<M>, BuildError> {
+        let shards = placement.shards();
+        let mut threads = Vec::with_capacity(shards);
+        let mut starters = Vec::with_capacity(shards);
+        let (ready_tx, ready_rx) = flume::unbounded::<(ShardId, Result<(), String>)>();
+        for (shard, cpu) in placement.cpus.iter().copied().enumerate() {
+            let (start_tx, start_rx) = flume::bounded::<ShardStart<M>>(1);
+            let ready_tx = ready_tx.clone();
+            let io_memory = self.io_memory;
+            let thread = std::thread::Builder::new()
+                .name(format!("dirigo-shard-{shard}"))
+                .spawn(move || shard_thread(shard, cpu, io_memory, ready_tx, start_rx))
+                .map_err(|error| BuildError::Executor {
+                    shard,
+                    error: error.to_string(),
+                })?;
+            threads.push(thread);
+            starters.push(start_tx);
+        }
+        drop(ready_tx);
+        let mut failure = None;
+        for _ in 0..shards {
+            match ready_rx.recv() {
+                Ok((_, Ok(()))) => {}
+                Ok((shard, Err(error))) => {
+                    failure.get_or_insert(BuildError::Executor { shard, error });
+                }
+                Err(_) => {
+                    failure.get_or_insert(BuildError::Executor {
+                        shard: 0,
+                        error: "a shard thread exited during start-up".into(),
+                    });
+                    break;
+                }
+            }
+        }
+        if let Some(error) = failure {
+            // Dropping the starters tells every waiting shard thread to exit.
+            drop(starters);
+            for thread in threads {
+                let _ = thread.join();
+            }
+            return Err(error);
+        }
+
+        let doorbells = threads
+            .iter()
+            .map(|thread| Doorbell::new(thread.thread().clone()))
+            .collect();
+        let mut receivers = Vec::with_capacity(shards);
+        let intakes = (0..shards)
+            .map(|_| {
+                let (sender, receiver) = flume::bounded(self.intake_capacity);
+                receivers.push(receiver);
+                Intake {
+                    sender,
+                    posted: CachePadded::new(AtomicU64::new(0)),
+                }
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            config: ShardConfig {
+                spin_budget: self.spin_budget,
+                park_timeout: self.park_timeout,
+                idle_deactivation: self.idle_deactivation,
+                backlog_high_water: self.ring_capacity.max(2).next_power_of_two() * 4,
+            },
+            router: Router {
+                shards: shards as u64,
+            },
+            doorbells,
+            counters: (0..shards).map(|_| CachePadded::default()).collect(),
+            cpus: placement.cpus.clone(),
+            stop: AtomicBool::new(false),
+            intakes,
+            factories: self.factories,
+            accepting: AtomicBool::new(true),
+            accepted: CachePadded::new(AtomicU64::new(0)),
+        });
+        let links = build_links(shards, self.ring_capacity);
+        for ((starter, links), intake) in starters.iter().zip(links).zip(receivers) {
+            starter
+                .send(ShardStart {
+                    shared: shared.clone(),
+                    links,
+                    intake,
+                })
+                .expect("shard threads wait for their start");
+        }
+        Ok(Runtime {
+            shared,
+            threads,
+            placement,
+            preflight,
+            started: Instant::now(),
+        })
+    }
+}
+
+fn shard_thread<M: Send + 'static>(
+    shard: ShardId,
+    cpu: Option<usize>,
+    io_memory: usize,
+    ready: flume::Sender<(ShardId, Result<(), String>)>,
+    start: flume::Receiver<ShardStart<M>>,
+) -> ShardStats {
+    let placement = match cpu {
+        Some(cpu) => glommio::Placement::Fixed(cpu),
+        None => glommio::Placement::Unbound,
+    };
+    let executor = glommio::LocalExecutorBuilder::new(placement)
+        .name(&format!("dirigo-shard-{shard}"))
+        .io_memory(io_memory)
+        .make();
+    let executor = match executor {
+        Ok(executor) => {
+            let _ = ready.send((shard, Ok(())));
+            executor
+        }
+        Err(error) => {
+            let _ = ready.send((shard, Err(error.to_string())));
+            return ShardStats::default();
+        }
+    };
+    drop(ready);
+    let Ok(start) = start.recv() else {
+        return ShardStats::default();
+    };
+    executor.run(Shard::new(shard, start).run())
+}
+
+/// A running dirigo runtime: one pinned glommio shard per core, the mesh between them,
+/// and the virtual actors they host. See [`RuntimeBuilder`] for an example.
+///
+/// Dropping a runtime shuts it down the same way as [`Runtime::shutdown`].
+pub struct Runtime<M: Send + 'static> {
+    shared: Arc<Shared<M>>,
+    threads: Vec<JoinHandle<ShardStats>>,
+    placement: Placement,
+    preflight: PreflightReport,
+    started: Instant,
+}
+
+impl<M: Send + 'static> Runtime<M> {
+    /// A builder with the documented defaults.
+    pub fn builder() -> RuntimeBuilder<M> {
+        RuntimeBuilder::default()
+    }
+
+    /// A handle for threads outside the runtime to send messages in.
+    pub fn ingress(&self) -> Ingress<M> {
+        Ingress {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// How many shards run.
+    pub fn shards(&self) -> usize {
+        self.shared.shards()
+    }
+
+    /// Where each shard runs.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// What the preflight found.
+    pub fn preflight(&self) -> &PreflightReport {
+        &self.preflight
+    }
+
+    /// The home shard of `actor`.
+    pub fn home_shard(&self, actor: ActorId) -> ShardId {
+        self.shared.router.route(&actor)
+    }
+
+    /// Whether `shard` is parked right now (a hint).
+    pub fn shard_sleeping(&self, shard: ShardId) -> bool {
+        self.shared.doorbells[shard].is_sleeping()
+    }
+
+    /// A live snapshot of every shard's counters.
+    pub fn stats(&self) -> Vec<ShardStats> {
+        self.shared
+            .counters
+            .iter()
+            .enumerate()
+            .map(|(shard, counters)| counters.snapshot(shard, self.shared.cpus[shard]))
+            .collect()
+    }
+
+    /// Stops intake, waits until every accepted message (and everything it caused) has
+    /// been handled, stops and joins the shards, and returns their final counters.
+    pub fn shutdown(mut self) -> RuntimeReport {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> RuntimeReport {
+        self.shared.accepting.store(false, Ordering::SeqCst);
+        self.wait_until_quiet();
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for doorbell in self.shared.doorbells.iter() {
+            doorbell.ring();
+        }
+        let mut shards = Vec::with_capacity(self.threads.len());
+        for (shard, thread) in self.threads.drain(..).enumerate() {
+            shards.push(thread.join().unwrap_or_else(|_| {
+                tracing::error!(shard, "shard thread panicked");
+                ShardStats {
+                    shard,
+                    ..ShardStats::default()
+                }
+            }));
+        }
+        RuntimeReport {
+            elapsed: self.started.elapsed(),
+            shards,
+        }
+    }
+
+    /// Waits until nothing is in flight: "created" equals "handled" in two consecutive
+    /// reads of every shard's counters. Counters only grow, so two equal reads mean each
+    /// shard was idle between its two reads, and all those intervals overlap at the
+    /// moment the second read began.
+    fn wait_until_quiet(&self) {
+        let mut previous = None;
+        loop {
+            let totals = self.shared.totals();
+            if totals.0 == totals.1 && previous == Some(totals) {
+                return;
+            }
+            previous = Some(totals);
+            if self.threads.iter().any(JoinHandle::is_finished) {
+                tracing::error!("a shard thread died; shutting down without draining");
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+impl<M: Send + 'static> Drop for Runtime<M> {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop();
+        }
+    }
+}
+
+/// The final counters of a runtime.
+#[derive(Clone, Debug)]
+pub struct RuntimeReport {
+    /// From start to the end of shutdown.
+    pub elapsed: Duration,
+    /// Per shard.
+    pub shards: Vec<ShardStats>,
+}
+
+impl RuntimeReport {
+    /// Messages handled on all shards.
+    pub fn handled(&self) -> u64 {
+        self.shards.iter().map(|shard| shard.handled).sum()
+    }
+}
+
+/// Sends messages into the runtime from threads outside it. Cheap to clone.
+pub struct Ingress<M> {
+    shared: Arc<Shared<M>>,
+}
+
+impl<M> Clone for Ingress<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<M: Send + 'static> Ingress<M> {
+    /// Sends `envelope` to its actor's home shard, waiting while that shard's intake is
+    /// full.
+    pub fn send(&self, envelope: Envelope<M>) -> Result<(), SendError<M>> {
+        self.submit(envelope, true)
+    }
+
+    /// Like [`send`](Self::send) but fails with `Full` instead of waiting.
+    pub fn try_send(&self, envelope: Envelope<M>) -> Result<(), SendError<M>> {
+        self.submit(envelope, false)
+    }
+
+    /// Sends `payload` to `target` as a user message entering now.
+    pub fn send_to(&self, target: ActorId, payload: M) -> Result<(), SendError<M>> {
+        self.send(Envelope::user(target, payload))
+    }
+
+    /// The home shard of `actor`.
+    pub fn home_shard(&self, actor: ActorId) -> ShardId {
+        self.shared.router.route(&actor)
+    }
+
+    fn submit(&self, envelope: Envelope<M>, wait: bool) -> Result<(), SendError<M>> {
+        let shared = &*self.shared;
+        if !shared.knows_operator(&envelope.target) {
+            return Err(SendError::UnknownOperator(envelope));
+        }
+        // Count first, then check: shutdown closes intake before it starts counting, so
+        // every message that passes the check is in the count it waits for.
+        shared.accepted.fetch_add(1, Ordering::SeqCst);
+        if !shared.accepting.load(Ordering::SeqCst) {
+            shared.accepted.fetch_sub(1, Ordering::SeqCst);
+            return Err(SendError::Closed(envelope));
+        }
+        let shard = shared.router.route(&envelope.target);
+        let intake = &shared.intakes[shard];
+        let sent = if wait {
+            intake
+                .sender
+                .send(envelope)
+                .map_err(|error| SendError::Closed(error.into_inner()))
+        } else {
+            intake
+                .sender
+                .try_send(envelope)
+                .map_err(|error| match error {
+                    flume::TrySendError::Full(envelope) => SendError::Full(envelope),
+                    flume::TrySendError::Disconnected(envelope) => SendError::Closed(envelope),
+                })
+        };
+        if let Err(error) = sent {
+            shared.accepted.fetch_sub(1, Ordering::SeqCst);
+            return Err(error);
+        }
+        intake.posted.fetch_add(1, Ordering::AcqRel);
+        shared.doorbells[shard].ring();
+        Ok(())
+    }
+}

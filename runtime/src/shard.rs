@@ -1,0 +1,442 @@
+//! One shard: the loop that runs on one glommio executor and owns everything on its core
+//! — its actors, their mailboxes, its ends of the mesh, its outboxes and counters.
+//!
+//! Each turn of the loop (1) drains every inbound ring and the outside intake into actor
+//! mailboxes, (2) runs a bounded batch of ready messages, (3) flushes outboxes into the
+//! rings and rings the doorbells of parked receivers. With nothing to do it spins for the
+//! spin budget, then parks (see `mesh::Doorbell`).
+//!
+//! Two places carry the scheduling decisions: [`Router::route`](crate::runtime::Router)
+//! decides where a message runs, and [`Shard::next_message`] picks which ready message
+//! runs next (FIFO across actors in arrival order; FIFO inside an actor).
+//!
+//! Backpressure: rings are bounded. A message that finds its ring full waits, in order,
+//! in the sender shard's outbox for that destination, so nothing is dropped; and because
+//! a shard never stops draining its inbound rings, cycles (A→B→A) and all-to-all traffic
+//! cannot deadlock. What bounds memory is the intake: while a shard's outboxes hold more
+//! than the high-water mark, it stops taking messages from outside threads, whose sends
+//! then block (or fail with `Full` for `try_send`).
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::actor::{Actor, Context, SavedState, SendError};
+use crate::clock;
+use crate::envelope::{ActorId, Envelope, Nanos, ShardId};
+use crate::mesh::{Consumer, Producer, ShardLinks};
+use crate::runtime::Shared;
+use crate::stats::{bump, ShardCounters, ShardStats};
+
+/// How many ready messages a shard runs before it looks at its inputs again.
+const RUN_BATCH: usize = 64;
+/// How many messages from outside a shard takes per turn.
+const INTAKE_BATCH: usize = 256;
+
+/// What a handler's sends go through: staged locally, or queued towards another shard.
+pub(crate) struct Outbound<M> {
+    pub(crate) shard: ShardId,
+    pub(crate) shared: Arc<Shared<M>>,
+    /// Messages for actors on this shard, dispatched right after the handler returns.
+    local: VecDeque<Envelope<M>>,
+    /// Per destination shard: messages not yet in the ring, in send order.
+    remote: Vec<VecDeque<Envelope<M>>>,
+    /// Destinations whose outbox is not empty.
+    dirty: Vec<ShardId>,
+    /// Messages waiting in all outboxes.
+    backlog: usize,
+}
+
+impl<M> Outbound<M> {
+    fn new(shard: ShardId, shared: Arc<Shared<M>>) -> Self {
+        let shards = shared.shards();
+        Self {
+            shard,
+            shared,
+            local: VecDeque::new(),
+            remote: (0..shards).map(|_| VecDeque::new()).collect(),
+            dirty: Vec::with_capacity(shards),
+            backlog: 0,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn send(&mut self, envelope: Envelope<M>) -> Result<(), SendError<M>> {
+        if !self.shared.knows_operator(&envelope.target) {
+            return Err(SendError::UnknownOperator(envelope));
+        }
+        let destination = self.shared.router.route(&envelope.target);
+        // Counted before the message can be seen anywhere: shutdown's quiescence check
+        // relies on "sent" never lagging behind "handled".
+        bump(&self.shared.counters[self.shard].msgs_out, 1);
+        if destination == self.shard {
+            self.local.push_back(envelope);
+        } else {
+            let outbox = &mut self.remote[destination];
+            if outbox.is_empty() {
+                self.dirty.push(destination);
+            }
+            outbox.push_back(envelope);
+            self.backlog += 1;
+        }
+        Ok(())
+    }
+}
+
+struct ActorSlot<M> {
+    id: ActorId,
+    actor: Box<dyn Actor<M>>,
+    mailbox: VecDeque<Envelope<M>>,
+    /// Whether the slot is in the ready queue.
+    queued: bool,
+    /// When a turn last ran one of its messages (runtime clock).
+    last_active: Nanos,
+}
+
+/// The actors active on one shard, in a slab indexed through a hash map.
+struct ActorTable<M> {
+    index: FxHashMap<ActorId, u32>,
+    slots: Vec<Option<ActorSlot<M>>>,
+    free: Vec<u32>,
+    /// State of deactivated actors, until their next message.
+    dormant: FxHashMap<ActorId, SavedState>,
+}
+
+impl<M: Send + 'static> ActorTable<M> {
+    fn new() -> Self {
+        Self {
+            index: FxHashMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            dormant: FxHashMap::default(),
+        }
+    }
+
+    fn activate(&mut self, id: ActorId, shared: &Shared<M>, counters: &ShardCounters) -> u32 {
+        let saved = self.dormant.remove(&id);
+        let actor = shared.factory(&id).activate(id, saved);
+        let slot = ActorSlot {
+            id,
+            actor,
+            mailbox: VecDeque::new(),
+            queued: false,
+            last_active: clock::now(),
+        };
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.slots[index as usize] = Some(slot);
+                index
+            }
+            None => {
+                self.slots.push(Some(slot));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(id, index);
+        bump(&counters.activations, 1);
+        index
+    }
+
+    /// Puts a message in its actor's mailbox, activating the actor if needed, and marks the
+    /// actor ready.
+    #[inline]
+    fn enqueue(
+        &mut self,
+        envelope: Envelope<M>,
+        ready: &mut VecDeque<u32>,
+        shared: &Shared<M>,
+        counters: &ShardCounters,
+    ) {
+        let index = match self.index.get(&envelope.target) {
+            Some(&index) => index,
+            None => self.activate(envelope.target, shared, counters),
+        };
+        let slot = self.slots[index as usize]
+            .as_mut()
+            .expect("indexed actor slots are occupied");
+        slot.mailbox.push_back(envelope);
+        if !slot.queued {
+            slot.queued = true;
+            ready.push_back(index);
+        }
+    }
+
+    /// Deactivates every actor idle since before `cutoff`, keeping the state it returns.
+    fn deactivate_idle(&mut self, cutoff: Nanos, counters: &ShardCounters) {
+        for index in 0..self.slots.len() {
+            let idle = matches!(
+                &self.slots[index],
+                Some(slot) if !slot.queued && slot.mailbox.is_empty() && slot.last_active < cutoff
+            );
+            if !idle {
+                continue;
+            }
+            let slot = self.slots[index].take().expect("checked above");
+            self.index.remove(&slot.id);
+            self.free.push(index as u32);
+            if let Some(state) = slot.actor.deactivate() {
+                self.dormant.insert(slot.id, state);
+            }
+            bump(&counters.deactivations, 1);
+        }
+    }
+}
+
+/// Everything a shard needs to start, handed to its thread once all shards exist.
+pub(crate) struct ShardStart<M> {
+    pub(crate) shared: Arc<Shared<M>>,
+    pub(crate) links: ShardLinks<Envelope<M>>,
+    pub(crate) intake: flume::Receiver<Envelope<M>>,
+}
+
+pub(crate) struct Shard<M> {
+    id: ShardId,
+    shared: Arc<Shared<M>>,
+    incoming: Vec<(usize, Consumer<Envelope<M>>)>,
+    outgoing: Vec<Option<Producer<Envelope<M>>>>,
+    intake: flume::Receiver<Envelope<M>>,
+    intake_taken: u64,
+    actors: ActorTable<M>,
+    ready: VecDeque<u32>,
+    out: Outbound<M>,
+    /// When the last deactivation sweep ran.
+    last_sweep: Nanos,
+    busy_ns: u64,
+}
+
+impl<M: Send + 'static> Shard<M> {
+    pub(crate) fn new(id: ShardId, start: ShardStart<M>) -> Self {
+        let ShardStart {
+            shared,
+            links,
+            intake,
+        } = start;
+        Self {
+            id,
+            out: Outbound::new(id, shared.clone()),
+            shared,
+            incoming: links.incoming,
+            outgoing: links.outgoing,
+            intake,
+            intake_taken: 0,
+            actors: ActorTable::new(),
+            ready: VecDeque::new(),
+            last_sweep: clock::now(),
+            busy_ns: 0,
+        }
+    }
+
+    fn counters(&self) -> &ShardCounters {
+        &self.shared.counters[self.id]
+    }
+
+    /// Runs the shard until shutdown; returns its final counters.
+    pub(crate) async fn run(mut self) -> ShardStats {
+        let spin_budget_ns = self.shared.config.spin_budget.as_nanos() as u64;
+        let mut idle_since: Option<u64> = None;
+        loop {
+            let turn_start = clock::now();
+            let moved = self.drain_inbound() + self.run_ready(turn_start) + self.flush();
+            if moved > 0 {
+                idle_since = None;
+                self.busy_ns += clock::now().saturating_sub(turn_start);
+                self.counters()
+                    .busy_ns
+                    .store(self.busy_ns, Ordering::Relaxed);
+                glommio::yield_if_needed().await;
+                continue;
+            }
+            if self.out.backlog > 0 {
+                // Rings towards some shard are full: retry until it drains them. Parking
+                // here could sleep through the moment space frees up.
+                std::thread::yield_now();
+                continue;
+            }
+            if self.shared.stop.load(Ordering::Acquire) {
+                break;
+            }
+            self.sweep_idle_actors(turn_start);
+            match idle_since {
+                None => idle_since = Some(turn_start),
+                Some(since) if turn_start - since >= spin_budget_ns => {
+                    self.park().await;
+                    idle_since = None;
+                }
+                Some(_) => std::hint::spin_loop(),
+            }
+        }
+        self.counters().snapshot(self.id, self.shared.cpus[self.id])
+    }
+
+    /// Whether anything waits in an inbound ring or the intake.
+    fn has_inbound(&self) -> bool {
+        self.incoming.iter().any(|(_, ring)| ring.has_pending())
+            || self.shared.intake_posted(self.id) != self.intake_taken
+    }
+
+    async fn park(&mut self) {
+        // Let other tasks on this executor (timers, I/O) run before the thread sleeps.
+        futures_lite::future::yield_now().await;
+        let doorbell = &self.shared.doorbells[self.id];
+        doorbell.prepare_sleep();
+        if self.has_inbound() || self.shared.stop.load(Ordering::Acquire) {
+            doorbell.cancel_sleep();
+            return;
+        }
+        bump(&self.shared.counters[self.id].parks, 1);
+        doorbell.sleep(self.shared.config.park_timeout);
+    }
+
+    fn drain_inbound(&mut self) -> usize {
+        let Self {
+            shared,
+            incoming,
+            actors,
+            ready,
+            intake,
+            intake_taken,
+            out,
+            id,
+            ..
+        } = self;
+        let shared = &**shared;
+        let counters = &shared.counters[*id];
+        let mut arrived = 0;
+        for (_, ring) in incoming.iter_mut() {
+            arrived += ring.drain(|envelope| actors.enqueue(envelope, ready, shared, counters));
+        }
+        let intake_open = out.backlog <= shared.config.backlog_high_water;
+        if intake_open && shared.intake_posted(*id) != *intake_taken {
+            for _ in 0..INTAKE_BATCH {
+                let Ok(envelope) = intake.try_recv() else {
+                    break;
+                };
+                *intake_taken += 1;
+                arrived += 1;
+                actors.enqueue(envelope, ready, shared, counters);
+            }
+        }
+        if arrived > 0 {
+            bump(&counters.msgs_in, arrived as u64);
+        }
+        arrived
+    }
+
+    /// The one place that picks the next message to run: the oldest message of the actor
+    /// at the head of the ready queue; the actor goes to the back if it has more.
+    #[inline]
+    fn next_message(&mut self) -> Option<(u32, Envelope<M>)> {
+        let index = self.ready.pop_front()?;
+        let slot = self.actors.slots[index as usize]
+            .as_mut()
+            .expect("ready actors are active");
+        let envelope = slot.mailbox.pop_front().expect("ready actors have mail");
+        if slot.mailbox.is_empty() {
+            slot.queued = false;
+        } else {
+            self.ready.push_back(index);
+        }
+        Some((index, envelope))
+    }
+
+    fn run_ready(&mut self, turn_start: Nanos) -> usize {
+        let mut ran = 0;
+        while ran < RUN_BATCH {
+            let Some((index, envelope)) = self.next_message() else {
+                break;
+            };
+            self.run_one(index, envelope, turn_start);
+            ran += 1;
+        }
+        ran
+    }
+
+    fn run_one(&mut self, index: u32, envelope: Envelope<M>, turn_start: Nanos) {
+        let slot = self.actors.slots[index as usize]
+            .as_mut()
+            .expect("ready actors are active");
+        slot.last_active = turn_start;
+        let mut ctx = Context {
+            out: &mut self.out,
+            me: slot.id,
+            current: envelope.ctx,
+        };
+        let actor = &mut slot.actor;
+        let outcome = catch_unwind(AssertUnwindSafe(|| actor.receive(&mut ctx, envelope)));
+        let counters = &self.shared.counters[self.id];
+        if outcome.is_err() {
+            let id = slot.id;
+            tracing::error!(actor = %id, shard = self.id, "handler panicked; restarting the actor from its factory");
+            slot.actor = self.shared.factory(&id).activate(id, None);
+            bump(&counters.handler_panics, 1);
+        }
+        // Released after the handler's sends were counted (see `Outbound::send`).
+        counters.handled.store(
+            counters.handled.load(Ordering::Relaxed) + 1,
+            Ordering::Release,
+        );
+        let local = self.out.local.len();
+        if local > 0 {
+            for envelope in self.out.local.drain(..) {
+                self.actors
+                    .enqueue(envelope, &mut self.ready, &self.shared, counters);
+            }
+            bump(&counters.msgs_in, local as u64);
+        }
+    }
+
+    /// Moves outboxes into the rings; returns how many messages moved.
+    fn flush(&mut self) -> usize {
+        if self.out.dirty.is_empty() {
+            return 0;
+        }
+        let counters = &self.shared.counters[self.id];
+        let mut moved = 0;
+        let mut still_dirty = 0;
+        for position in 0..self.out.dirty.len() {
+            let destination = self.out.dirty[position];
+            let producer = self.outgoing[destination]
+                .as_mut()
+                .expect("remote destinations have rings");
+            let outbox = &mut self.out.remote[destination];
+            let mut pushed = 0;
+            while let Some(envelope) = outbox.pop_front() {
+                if let Err(envelope) = producer.try_push(envelope) {
+                    outbox.push_front(envelope);
+                    bump(&counters.ring_full, 1);
+                    break;
+                }
+                pushed += 1;
+            }
+            if pushed > 0 && self.shared.doorbells[destination].ring() {
+                bump(&counters.wakes, 1);
+            }
+            if !outbox.is_empty() {
+                self.out.dirty[still_dirty] = destination;
+                still_dirty += 1;
+            }
+            moved += pushed;
+        }
+        self.out.dirty.truncate(still_dirty);
+        self.out.backlog -= moved;
+        moved
+    }
+
+    fn sweep_idle_actors(&mut self, now: Nanos) {
+        let Some(timeout) = self.shared.config.idle_deactivation else {
+            return;
+        };
+        let timeout_ns = timeout.as_nanos() as u64;
+        let interval_ns = (timeout_ns / 4).clamp(1_000_000, 1_000_000_000);
+        if now - self.last_sweep < interval_ns {
+            return;
+        }
+        self.last_sweep = now;
+        let counters = &self.shared.counters[self.id];
+        self.actors
+            .deactivate_idle(now.saturating_sub(timeout_ns), counters);
+    }
+}

@@ -1,0 +1,79 @@
+//! Per-shard counters: written by the owning shard only (plain stores, no read-modify-
+//! write), readable by anyone at any time without locks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The live counters of one shard. Each field has a single writer, the shard's thread.
+#[derive(Default, Debug)]
+pub(crate) struct ShardCounters {
+    pub(crate) msgs_in: AtomicU64,
+    pub(crate) msgs_out: AtomicU64,
+    pub(crate) handled: AtomicU64,
+    pub(crate) ring_full: AtomicU64,
+    pub(crate) parks: AtomicU64,
+    pub(crate) wakes: AtomicU64,
+    pub(crate) busy_ns: AtomicU64,
+    pub(crate) activations: AtomicU64,
+    pub(crate) deactivations: AtomicU64,
+    pub(crate) handler_panics: AtomicU64,
+}
+
+/// Adds `n` to a single-writer counter: a load and a store, no locked instruction.
+#[inline(always)]
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+/// A snapshot of one shard's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// The shard.
+    pub shard: usize,
+    /// The CPU it is pinned to, or `None` when unpinned.
+    pub cpu: Option<usize>,
+    /// Messages that arrived at the shard (from other shards, from outside, or sent by its
+    /// own actors to each other).
+    pub msgs_in: u64,
+    /// Messages its handlers sent.
+    pub msgs_out: u64,
+    /// Messages its handlers finished.
+    pub handled: u64,
+    /// Times a ring towards another shard was found full (the message waited in the
+    /// shard's outbox; nothing is dropped).
+    pub ring_full: u64,
+    /// Times the shard parked its thread.
+    pub parks: u64,
+    /// Times it woke another, parked shard.
+    pub wakes: u64,
+    /// Nanoseconds spent running handlers and runtime work (not spinning idle).
+    pub busy_ns: u64,
+    /// Actor activations (first message, or first after a deactivation).
+    pub activations: u64,
+    /// Actor deactivations after their idle timeout.
+    pub deactivations: u64,
+    /// Handlers that panicked (the actor is restarted from its factory).
+    pub handler_panics: u64,
+}
+
+impl ShardCounters {
+    pub(crate) fn snapshot(&self, shard: usize, cpu: Option<usize>) -> ShardStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Acquire);
+        ShardStats {
+            shard,
+            cpu,
+            msgs_in: read(&self.msgs_in),
+            msgs_out: read(&self.msgs_out),
+            handled: read(&self.handled),
+            ring_full: read(&self.ring_full),
+            parks: read(&self.parks),
+            wakes: read(&self.wakes),
+            busy_ns: read(&self.busy_ns),
+            activations: read(&self.activations),
+            deactivations: read(&self.deactivations),
+            handler_panics: read(&self.handler_panics),
+        }
+    }
+}

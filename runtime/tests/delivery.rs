@@ -1,0 +1,424 @@
+//! Delivery guarantees of the shard runtime: per-pair FIFO, nothing lost or duplicated
+//! under full rings (cycles, all-to-all), more shards than cores, deactivation keeping
+//! state, and shutdown draining what was accepted.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dirigo_runtime::{Actor, ActorId, Context, Envelope, Runtime, SavedState, SendError};
+
+/// Runs `body` on its own thread and fails the test if it does not finish in time, so a
+/// deadlock shows up as a failure instead of a hung test run.
+fn within<T: Send + 'static>(seconds: u64, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let body = std::thread::spawn(body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    while !body.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "test did not finish in {seconds} s: deadlock or livelock"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    body.join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+#[derive(Debug, Clone)]
+enum Msg {
+    /// Ask a sender to emit `count` sequenced messages to each of `targets`.
+    Burst { count: u64, targets: Vec<ActorId> },
+    /// One sequenced message from `from`.
+    Seq { from: ActorId, seq: u64 },
+    /// A token that travels `hops_left` more hops.
+    Token { id: u64, hops_left: u32 },
+}
+
+const SENDERS: u32 = 0;
+const RECEIVERS: u32 = 1;
+
+/// Per receiver: for each source, the next expected sequence number; any gap or
+/// reordering is recorded as a violation.
+#[derive(Default)]
+struct FifoLog {
+    next: Mutex<HashMap<(ActorId, ActorId), u64>>,
+    violations: AtomicU64,
+    received: AtomicU64,
+}
+
+struct Sender;
+impl Actor<Msg> for Sender {
+    fn receive(&mut self, ctx: &mut Context<'_, Msg>, message: Envelope<Msg>) {
+        if let Msg::Burst { count, targets } = message.payload {
+            for seq in 0..count {
+                for target in &targets {
+                    let me = ctx.me();
+                    ctx.send(*target, Msg::Seq { from: me, seq }).unwrap();
+                }
+            }
+        }
+    }
+}
+
+struct Receiver(Arc<FifoLog>);
+impl Actor<Msg> for Receiver {
+    fn receive(&mut self, ctx: &mut Context<'_, Msg>, message: Envelope<Msg>) {
+        if let Msg::Seq { from, seq } = message.payload {
+            assert_eq!(message.source, Some(from));
+            let mut next = self.0.next.lock().unwrap();
+            let expected = next.entry((from, ctx.me())).or_insert(0);
+            if *expected != seq {
+                self.0.violations.fetch_add(1, Ordering::Relaxed);
+            }
+            *expected = seq + 1;
+            self.0.received.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn fifo_run(shards: usize, ring_capacity: usize) {
+    let log = Arc::new(FifoLog::default());
+    let receiver_log = log.clone();
+    let runtime = Runtime::<Msg>::builder()
+        .shards(shards)
+        .ring_capacity(ring_capacity)
+        .spin_budget(Duration::from_micros(20))
+        .operator(0, SENDERS, |_, _| Box::new(Sender) as Box<dyn Actor<Msg>>)
+        .operator(0, RECEIVERS, move |_, _| {
+            Box::new(Receiver(receiver_log.clone())) as Box<dyn Actor<Msg>>
+        })
+        .build()
+        .unwrap();
+    let targets: Vec<ActorId> = (0..6).map(|p| ActorId::new(0, RECEIVERS, p)).collect();
+    let count = 3_000;
+    let ingress = runtime.ingress();
+    for sender in 0..8 {
+        ingress
+            .send_to(
+                ActorId::new(0, SENDERS, sender),
+                Msg::Burst {
+                    count,
+                    targets: targets.clone(),
+                },
+            )
+            .unwrap();
+    }
+    let report = runtime.shutdown();
+    assert_eq!(log.violations.load(Ordering::Relaxed), 0);
+    assert_eq!(log.received.load(Ordering::Relaxed), 8 * 6 * count);
+    assert_eq!(report.handled(), 8 + 8 * 6 * count);
+    let sent: u64 = report.shards.iter().map(|s| s.msgs_out).sum();
+    assert_eq!(sent, 8 * 6 * count);
+}
+
+#[test]
+fn per_pair_fifo_across_shards() {
+    within(120, || fifo_run(2, 8));
+}
+
+#[test]
+fn per_pair_fifo_on_one_shard() {
+    within(120, || fifo_run(1, 8));
+}
+
+/// Forwards tokens: to the other actor of a pair (a cycle A→B→A), or to a pseudo-random
+/// actor (all-to-all). Records each token's arrival at its last hop.
+struct Forwarder {
+    peers: u32,
+    /// For the cycle: two partitions whose home shards differ.
+    pair: Arc<std::sync::OnceLock<[u32; 2]>>,
+    arrivals: Arc<Mutex<HashMap<u64, u32>>>,
+    hops: Arc<AtomicU64>,
+}
+
+impl Actor<Msg> for Forwarder {
+    fn receive(&mut self, ctx: &mut Context<'_, Msg>, message: Envelope<Msg>) {
+        let Msg::Token { id, hops_left } = message.payload else {
+            return;
+        };
+        self.hops.fetch_add(1, Ordering::Relaxed);
+        if hops_left == 0 {
+            *self.arrivals.lock().unwrap().entry(id).or_default() += 1;
+            return;
+        }
+        let me = ctx.me().partition;
+        let next = if let Some(pair) = self.pair.get() {
+            if me == pair[0] {
+                pair[1]
+            } else {
+                pair[0]
+            }
+        } else {
+            // A different actor each hop, spread over every shard.
+            (id.wrapping_mul(31).wrapping_add(u64::from(hops_left) * 17) % u64::from(self.peers))
+                as u32
+        };
+        ctx.send(
+            ActorId::new(0, 0, next),
+            Msg::Token {
+                id,
+                hops_left: hops_left - 1,
+            },
+        )
+        .unwrap();
+    }
+}
+
+fn token_run(shards: usize, peers: u32, tokens: u64, hops: u32, ring_capacity: usize) {
+    let arrivals = Arc::new(Mutex::new(HashMap::new()));
+    let hop_count = Arc::new(AtomicU64::new(0));
+    let (factory_arrivals, factory_hops) = (arrivals.clone(), hop_count.clone());
+    let pair = Arc::new(std::sync::OnceLock::new());
+    let factory_pair = pair.clone();
+    let runtime = Runtime::<Msg>::builder()
+        .shards(shards)
+        .ring_capacity(ring_capacity)
+        .spin_budget(Duration::from_micros(20))
+        .operator(0, 0, move |_, _| {
+            Box::new(Forwarder {
+                peers,
+                pair: factory_pair.clone(),
+                arrivals: factory_arrivals.clone(),
+                hops: factory_hops.clone(),
+            }) as Box<dyn Actor<Msg>>
+        })
+        .build()
+        .unwrap();
+    let mut starts: Vec<u32> = (0..peers).collect();
+    if peers == 2 {
+        // The cycle only means something if its two ends are on different shards.
+        let home = |partition| runtime.home_shard(ActorId::new(0, 0, partition));
+        let other = (1..).find(|&p| home(p) != home(0)).unwrap();
+        pair.set([0, other]).unwrap();
+        starts = vec![0, other];
+    }
+    let ingress = runtime.ingress();
+    for id in 0..tokens {
+        let start = starts[(id % u64::from(peers)) as usize];
+        ingress
+            .send_to(
+                ActorId::new(0, 0, start),
+                Msg::Token {
+                    id,
+                    hops_left: hops,
+                },
+            )
+            .unwrap();
+    }
+    let report = runtime.shutdown();
+    let arrivals = arrivals.lock().unwrap();
+    assert_eq!(arrivals.len() as u64, tokens, "every token arrives");
+    assert!(arrivals.values().all(|&n| n == 1), "no token arrives twice");
+    let expected_hops = tokens * (u64::from(hops) + 1);
+    assert_eq!(hop_count.load(Ordering::Relaxed), expected_hops);
+    assert_eq!(report.handled(), expected_hops);
+    if shards > 1 {
+        let full: u64 = report.shards.iter().map(|s| s.ring_full).sum();
+        assert!(full > 0, "the test must actually fill rings: {report:?}");
+    }
+}
+
+#[test]
+fn nothing_lost_or_duplicated_in_a_cycle_with_full_rings() {
+    within(120, || token_run(2, 2, 20_000, 30, 2));
+}
+
+#[test]
+fn nothing_lost_or_duplicated_all_to_all_with_full_rings() {
+    within(120, || token_run(4, 64, 10_000, 20, 2));
+}
+
+#[test]
+fn more_shards_than_cores() {
+    within(180, || {
+        let runtime = Runtime::<Msg>::builder()
+            .shards(8)
+            .operator(0, 0, |_, _| Box::new(Sender) as Box<dyn Actor<Msg>>)
+            .build()
+            .unwrap();
+        let cores = dirigo_runtime::placement::available_cpus().len();
+        assert_eq!(runtime.shards(), 8);
+        assert_eq!(runtime.placement().pinned(), cores >= 8);
+        drop(runtime);
+        token_run(8, 64, 5_000, 20, 4);
+    });
+}
+
+/// Counts what it is sent; keeps the count across deactivation.
+struct Counter {
+    count: u64,
+    reports: flume::Sender<u64>,
+}
+
+impl Actor<Msg> for Counter {
+    fn receive(&mut self, _ctx: &mut Context<'_, Msg>, message: Envelope<Msg>) {
+        match message.payload {
+            Msg::Seq { seq, .. } => self.count += seq,
+            _ => self.reports.send(self.count).unwrap(),
+        }
+    }
+
+    fn deactivate(self: Box<Self>) -> Option<SavedState> {
+        Some(Box::new(self.count))
+    }
+}
+
+#[test]
+fn deactivation_and_reactivation_keep_state() {
+    within(60, || {
+        let (reports_tx, reports_rx) = flume::unbounded();
+        let runtime = Runtime::<Msg>::builder()
+            .shards(2)
+            .idle_deactivation(Some(Duration::from_millis(30)))
+            .park_timeout(Duration::from_millis(2))
+            .operator(0, 0, move |_, saved: Option<SavedState>| {
+                let count = saved.map_or(0, |state| *state.downcast::<u64>().unwrap());
+                Box::new(Counter {
+                    count,
+                    reports: reports_tx.clone(),
+                }) as Box<dyn Actor<Msg>>
+            })
+            .build()
+            .unwrap();
+        let counter = ActorId::new(0, 0, 5);
+        let ingress = runtime.ingress();
+        let add = |seq| Msg::Seq { from: counter, seq };
+        for value in 1..=4 {
+            ingress.send_to(counter, add(value)).unwrap();
+        }
+        ingress
+            .send_to(
+                counter,
+                Msg::Burst {
+                    count: 0,
+                    targets: vec![],
+                },
+            )
+            .unwrap();
+        assert_eq!(reports_rx.recv().unwrap(), 10);
+        let shard = runtime.home_shard(counter);
+        while runtime.stats()[shard].deactivations == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        ingress.send_to(counter, add(5)).unwrap();
+        ingress
+            .send_to(
+                counter,
+                Msg::Burst {
+                    count: 0,
+                    targets: vec![],
+                },
+            )
+            .unwrap();
+        assert_eq!(reports_rx.recv().unwrap(), 15);
+        let report = runtime.shutdown();
+        assert_eq!(report.shards[shard].activations, 2);
+        assert!(report.shards[shard].deactivations >= 1);
+    });
+}
+
+#[test]
+fn shutdown_with_messages_in_flight_loses_nothing_accepted() {
+    within(120, || {
+        let arrivals = Arc::new(Mutex::new(HashMap::new()));
+        let hops = Arc::new(AtomicU64::new(0));
+        let (factory_arrivals, factory_hops) = (arrivals.clone(), hops.clone());
+        let runtime = Runtime::<Msg>::builder()
+            .shards(2)
+            .ring_capacity(4)
+            .operator(0, 0, move |_, _| {
+                Box::new(Forwarder {
+                    peers: 16,
+                    pair: Arc::default(),
+                    arrivals: factory_arrivals.clone(),
+                    hops: factory_hops.clone(),
+                }) as Box<dyn Actor<Msg>>
+            })
+            .build()
+            .unwrap();
+        let ingress = runtime.ingress();
+        // A thread keeps sending while shutdown starts; whatever was accepted must arrive.
+        let feeder = std::thread::spawn(move || {
+            let mut accepted = 0u64;
+            for id in 0.. {
+                match ingress.send_to(
+                    ActorId::new(0, 0, (id % 16) as u32),
+                    Msg::Token { id, hops_left: 50 },
+                ) {
+                    Ok(()) => accepted += 1,
+                    Err(SendError::Closed(_)) => return accepted,
+                    Err(error) => panic!("unexpected: {error}"),
+                }
+            }
+            unreachable!()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let report = runtime.shutdown();
+        let accepted = feeder.join().unwrap();
+        assert!(accepted > 0);
+        let arrivals = arrivals.lock().unwrap();
+        assert_eq!(arrivals.len() as u64, accepted);
+        assert!(arrivals.values().all(|&n| n == 1));
+        assert_eq!(report.handled(), accepted * 51);
+    });
+}
+
+#[test]
+fn unknown_operators_are_refused_with_the_message() {
+    let runtime = Runtime::<Msg>::builder()
+        .shards(1)
+        .operator(0, 0, |_, _| Box::new(Sender) as Box<dyn Actor<Msg>>)
+        .build()
+        .unwrap();
+    let error = runtime
+        .ingress()
+        .send_to(
+            ActorId::new(9, 9, 0),
+            Msg::Token {
+                id: 1,
+                hops_left: 0,
+            },
+        )
+        .unwrap_err();
+    assert!(error.to_string().contains("no operator 9/9"));
+    assert!(matches!(
+        error.into_envelope().payload,
+        Msg::Token { id: 1, .. }
+    ));
+}
+
+struct Fragile(Arc<AtomicU64>);
+impl Actor<Msg> for Fragile {
+    fn receive(&mut self, _ctx: &mut Context<'_, Msg>, message: Envelope<Msg>) {
+        if let Msg::Token { id: 13, .. } = message.payload {
+            panic!("unlucky token");
+        }
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_panicking_handler_does_not_stop_the_shard() {
+    within(60, || {
+        let seen = Arc::new(AtomicU64::new(0));
+        let factory_seen = seen.clone();
+        let runtime = Runtime::<Msg>::builder()
+            .shards(1)
+            .operator(0, 0, move |_, _| {
+                Box::new(Fragile(factory_seen.clone())) as Box<dyn Actor<Msg>>
+            })
+            .build()
+            .unwrap();
+        let ingress = runtime.ingress();
+        for id in 0..20 {
+            ingress
+                .send_to(ActorId::new(0, 0, 0), Msg::Token { id, hops_left: 0 })
+                .unwrap();
+        }
+        let report = runtime.shutdown();
+        assert_eq!(seen.load(Ordering::Relaxed), 19);
+        assert_eq!(report.shards[0].handler_panics, 1);
+        assert_eq!(report.handled(), 20);
+    });
+}
