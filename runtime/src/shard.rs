@@ -205,6 +205,7 @@ pub(crate) struct Shard<M> {
     /// When the last deactivation sweep ran.
     last_sweep: Nanos,
     busy_ns: u64,
+    pinned: bool,
 }
 
 impl<M: Send + 'static> Shard<M> {
@@ -216,6 +217,7 @@ impl<M: Send + 'static> Shard<M> {
         } = start;
         Self {
             id,
+            pinned: shared.cpus[id].is_some(),
             out: Outbound::new(id, shared.clone()),
             shared,
             incoming: links.incoming,
@@ -265,7 +267,10 @@ impl<M: Send + 'static> Shard<M> {
                     self.park().await;
                     idle_since = None;
                 }
-                Some(_) => std::hint::spin_loop(),
+                // Unpinned shards may share a core with other shards: spinning there would
+                // keep the very shard we wait for off the CPU.
+                Some(_) if self.pinned => std::hint::spin_loop(),
+                Some(_) => std::thread::yield_now(),
             }
         }
         self.counters().snapshot(self.id, self.shared.cpus[self.id])
