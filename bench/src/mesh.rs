@@ -14,7 +14,9 @@
 //! | `ring_oneway_msgs_per_s` | the raw shard-to-shard ring alone, same message type |
 //!
 //! Round trips are timed one by one with the TSC clock into HdrHistogram; the first 10 %
-//! of each series is warm-up and not recorded. In the parked series both sides wait until
+//! of each series is warm-up and not recorded. The dirigo round trips and their baselines
+//! (floor, futex) run in five alternating rounds, so that drift in the machine's speed
+//! hits both sides of each ratio alike. In the parked series both sides wait until
 //! the peer has announced that it sleeps, plus a settle time, before each message, so
 //! every round trip pays two real wake-ups — in dirigo exactly as in the futex baseline.
 
@@ -173,10 +175,28 @@ pub fn run(config: &MeshBenchConfig) -> Result<MeshReport, String> {
         tracing::warn!("fewer than two CPUs available: the mesh benchmark runs unpinned");
         [None, None]
     };
-    let floor = floor_rtt(cpus, config.round_trips);
-    let dirigo = dirigo_rtt(cpus, config.round_trips, None)?;
-    let dirigo_parked = dirigo_rtt(cpus, config.parked_round_trips, Some(config.settle))?;
-    let futex = futex_rtt(cpus, config.parked_round_trips, config.settle);
+    // The machine's speed drifts (other tenants, vCPU placement): measure each figure
+    // and its baseline in alternating rounds, so that a ratio compares like with like.
+    let mut floor = new_histogram();
+    let mut dirigo = new_histogram();
+    let mut futex = new_histogram();
+    let mut dirigo_parked = new_histogram();
+    let per_round = (config.round_trips / ROUNDS).max(10);
+    let parked_per_round = (config.parked_round_trips / ROUNDS).max(10);
+    for _ in 0..ROUNDS {
+        add(&mut floor, &floor_rtt(cpus, per_round));
+        add(&mut dirigo, &dirigo_rtt(cpus, per_round, None)?);
+        add(&mut futex, &futex_rtt(cpus, parked_per_round, config.settle));
+        add(
+            &mut dirigo_parked,
+            &dirigo_rtt(cpus, parked_per_round, Some(config.settle))?,
+        );
+    }
+    let (floor, dirigo) = (LatencySummary::of(&floor), LatencySummary::of(&dirigo));
+    let (futex, dirigo_parked) = (
+        LatencySummary::of(&futex),
+        LatencySummary::of(&dirigo_parked),
+    );
     let glommio_channel = glommio_rtt(cpus, config.round_trips / 4)?;
     let flume = flume_rtt(cpus, config.round_trips);
     let dirigo_oneway = dirigo_oneway(cpus, config.oneway_messages)?;
@@ -216,6 +236,13 @@ fn on_own_thread<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
+/// Rounds of alternating measurements (see `run`).
+const ROUNDS: usize = 5;
+
+fn add(total: &mut Histogram<u64>, round: &Histogram<u64>) {
+    total.add(round).expect("histograms share their bounds");
+}
+
 fn warmup_of(round_trips: usize) -> usize {
     round_trips / 10
 }
@@ -228,7 +255,7 @@ fn spin_for(duration: Duration) {
 }
 
 /// Atomic ping-pong through two cache lines.
-fn floor_rtt(cpus: [Option<usize>; 2], round_trips: usize) -> LatencySummary {
+fn floor_rtt(cpus: [Option<usize>; 2], round_trips: usize) -> Histogram<u64> {
     // Never pin the calling thread: later runtimes take their CPUs from its mask.
     on_own_thread(move || {
         let ping = Arc::new(CachePadded::new(AtomicU64::new(0)));
@@ -259,13 +286,13 @@ fn floor_rtt(cpus: [Option<usize>; 2], round_trips: usize) -> LatencySummary {
             }
         }
         echo.join().expect("echo thread");
-        LatencySummary::of(&histogram)
+        histogram
     })
 }
 
 /// Raw park/unpark ping-pong: each side announces it sleeps, parks, and is unparked by
 /// the other; the pinger waits until the echo sleeps (plus `settle`) before each ping.
-fn futex_rtt(cpus: [Option<usize>; 2], round_trips: usize, settle: Duration) -> LatencySummary {
+fn futex_rtt(cpus: [Option<usize>; 2], round_trips: usize, settle: Duration) -> Histogram<u64> {
     // Never pin the calling thread: later runtimes take their CPUs from its mask.
     on_own_thread(move || {
         struct Side {
@@ -330,12 +357,16 @@ fn futex_rtt(cpus: [Option<usize>; 2], round_trips: usize, settle: Duration) -> 
             }
         }
         echo.join().expect("echo thread");
-        LatencySummary::of(&histogram)
+        histogram
     })
 }
 
 /// Flume ping-pong between two pinned, spinning threads.
 fn flume_rtt(cpus: [Option<usize>; 2], round_trips: usize) -> LatencySummary {
+    LatencySummary::of(&flume_histogram(cpus, round_trips))
+}
+
+fn flume_histogram(cpus: [Option<usize>; 2], round_trips: usize) -> Histogram<u64> {
     // Never pin the calling thread: later runtimes take their CPUs from its mask.
     on_own_thread(move || {
         let (ping_tx, ping_rx) = flume::bounded::<u64>(1);
@@ -369,7 +400,7 @@ fn flume_rtt(cpus: [Option<usize>; 2], round_trips: usize) -> LatencySummary {
             }
         }
         echo.join().expect("echo thread");
-        LatencySummary::of(&histogram)
+        histogram
     })
 }
 
@@ -425,31 +456,34 @@ fn glommio_rtt(cpus: [Option<usize>; 2], round_trips: usize) -> Result<LatencySu
     Ok(LatencySummary::of(&histogram))
 }
 
-/// What the dirigo scenarios send.
+/// What the dirigo scenarios send: 16 bytes, so that an envelope fills one cache line.
 #[derive(Clone, Debug)]
 enum BenchMsg {
-    Start {
-        round_trips: usize,
-        peer: ActorId,
-        settle: Option<Duration>,
-    },
+    Start(Box<PingStart>),
     Ping,
     Pong,
-    Go {
-        total: u64,
-        peer: ActorId,
-    },
-    Data {
-        seq: u64,
-        total: u64,
-    },
-    Ack(u64),
+    Go(Box<Go>),
+    Data { seq: u32, total: u32 },
+    Ack(u32),
 }
 
-const PINGER: u32 = 0;
-const ECHO: u32 = 1;
-const PRODUCER: u32 = 2;
-const CONSUMER: u32 = 3;
+#[derive(Clone, Debug)]
+struct PingStart {
+    round_trips: usize,
+    peer: ActorId,
+    settle: Option<Duration>,
+}
+
+#[derive(Clone, Debug)]
+struct Go {
+    total: u32,
+    peer: ActorId,
+}
+
+const PINGER: u16 = 0;
+const ECHO: u16 = 1;
+const PRODUCER: u16 = 2;
+const CONSUMER: u16 = 3;
 
 struct Pinger {
     results: flume::Sender<Histogram<u64>>,
@@ -481,11 +515,12 @@ impl Pinger {
 impl Actor<BenchMsg> for Pinger {
     fn receive(&mut self, ctx: &mut Context<'_, BenchMsg>, message: Envelope<BenchMsg>) {
         match message.payload {
-            BenchMsg::Start {
-                round_trips,
-                peer,
-                settle,
-            } => {
+            BenchMsg::Start(start) => {
+                let PingStart {
+                    round_trips,
+                    peer,
+                    settle,
+                } = *start;
                 self.peer = peer;
                 self.settle = settle;
                 self.warmup = warmup_of(round_trips);
@@ -519,14 +554,14 @@ impl Actor<BenchMsg> for Echo {
 }
 
 /// Credits a producer may have outstanding, and how often the consumer returns them.
-const WINDOW: u64 = 4096;
-const ACK_EVERY: u64 = 512;
+const WINDOW: u32 = 4096;
+const ACK_EVERY: u32 = 512;
 
 struct Producer {
     peer: ActorId,
-    next: u64,
-    total: u64,
-    in_flight: u64,
+    next: u32,
+    total: u32,
+    in_flight: u32,
 }
 
 impl Producer {
@@ -549,9 +584,9 @@ impl Producer {
 impl Actor<BenchMsg> for Producer {
     fn receive(&mut self, ctx: &mut Context<'_, BenchMsg>, message: Envelope<BenchMsg>) {
         match message.payload {
-            BenchMsg::Go { total, peer } => {
-                self.peer = peer;
-                self.total = total;
+            BenchMsg::Go(go) => {
+                self.peer = go.peer;
+                self.total = go.total;
                 self.next = 0;
                 self.in_flight = 0;
                 self.pump(ctx);
@@ -566,7 +601,7 @@ impl Actor<BenchMsg> for Producer {
 }
 
 struct Consumer {
-    received: u64,
+    received: u32,
     done: flume::Sender<u64>,
 }
 
@@ -637,7 +672,7 @@ fn bench_runtime(
 }
 
 /// The first partition of `operator` whose home is `shard`.
-fn partition_on(runtime: &Runtime<BenchMsg>, operator: u32, shard: usize) -> ActorId {
+fn partition_on(runtime: &Runtime<BenchMsg>, operator: u16, shard: usize) -> ActorId {
     (0..)
         .map(|partition| ActorId::new(0, operator, partition))
         .find(|actor| runtime.home_shard(*actor) == shard)
@@ -650,7 +685,7 @@ fn dirigo_rtt(
     cpus: [Option<usize>; 2],
     round_trips: usize,
     settle: Option<Duration>,
-) -> Result<LatencySummary, String> {
+) -> Result<Histogram<u64>, String> {
     let (histograms_tx, histograms_rx) = flume::unbounded();
     let (done_tx, _done_rx) = flume::unbounded();
     let spin = if settle.is_some() {
@@ -665,22 +700,23 @@ fn dirigo_rtt(
         .ingress()
         .send_to(
             pinger,
-            BenchMsg::Start {
+            BenchMsg::Start(Box::new(PingStart {
                 round_trips,
                 peer: echo,
                 settle,
-            },
+            })),
         )
         .map_err(|error| error.to_string())?;
     let histogram = histograms_rx
         .recv()
         .map_err(|_| "the pinger stopped".to_string())?;
     runtime.shutdown();
-    Ok(LatencySummary::of(&histogram))
+    Ok(histogram)
 }
 
 /// Messages per second from an actor on shard 0 to an actor on shard 1.
 fn dirigo_oneway(cpus: [Option<usize>; 2], total: u64) -> Result<f64, String> {
+    let total = u32::try_from(total).map_err(|_| "at most 2^32 - 1 one-way messages".to_string())?;
     let (histograms_tx, _histograms_rx) = flume::unbounded();
     let (done_tx, done_rx) = flume::unbounded();
     let runtime = bench_runtime(cpus, Duration::from_secs(3600), histograms_tx, done_tx)?;
@@ -694,16 +730,16 @@ fn dirigo_oneway(cpus: [Option<usize>; 2], total: u64) -> Result<f64, String> {
         ingress
             .send_to(
                 producer,
-                BenchMsg::Go {
+                BenchMsg::Go(Box::new(Go {
                     total,
                     peer: consumer,
-                },
+                })),
             )
             .map_err(|error| error.to_string())?;
         let finished = done_rx
             .recv()
             .map_err(|_| "the consumer stopped".to_string())?;
-        rate = total as f64 / ((finished - started) as f64 / 1e9);
+        rate = f64::from(total) / ((finished - started) as f64 / 1e9);
     }
     runtime.shutdown();
     Ok(rate)
@@ -730,7 +766,10 @@ fn ring_oneway(cpus: [Option<usize>; 2], total: u64) -> f64 {
                         source: Some(target),
                         kind: MessageKind::User,
                         ctx: SchedContext::at(started),
-                        payload: BenchMsg::Data { seq, total },
+                        payload: BenchMsg::Data {
+                        seq: seq as u32,
+                        total: total as u32,
+                    },
                     };
                     loop {
                         match producer.try_push(envelope) {
@@ -752,7 +791,7 @@ fn ring_oneway(cpus: [Option<usize>; 2], total: u64) -> f64 {
         while received < total {
             received += consumer.drain(|envelope| {
                 if let BenchMsg::Data { seq, .. } = envelope.payload {
-                    checksum = checksum.wrapping_add(seq);
+                    checksum = checksum.wrapping_add(u64::from(seq));
                 }
             }) as u64;
         }

@@ -78,6 +78,37 @@ fn ring_hands_over_each_value_once_in_order() {
 }
 
 #[test]
+fn ring_look_ahead_never_overwrites_an_unread_slot() {
+    // Capacity 8: the producer probes two slots ahead, so it writes some slots without
+    // reading their own sequence. Values carry heap data, so a slot written before the
+    // consumer finished with it would show up as a race on the cell or a wrong value.
+    bounded_model(|| {
+        let (mut tx, mut rx) = ring::ring::<Box<u32>>(8);
+        let total = 11;
+        let producer = loom::thread::spawn(move || {
+            let mut next = 0;
+            while next < total {
+                match tx.try_push(Box::new(next)) {
+                    Ok(()) => next += 1,
+                    Err(_) => loom::thread::yield_now(),
+                }
+            }
+        });
+        let mut expected = 0;
+        while expected < total {
+            match rx.try_pop() {
+                Some(value) => {
+                    assert_eq!(*value, expected);
+                    expected += 1;
+                }
+                None => loom::thread::yield_now(),
+            }
+        }
+        producer.join().unwrap();
+    });
+}
+
+#[test]
 fn ring_drops_what_was_never_taken() {
     bounded_model(|| {
         let (mut tx, rx) = ring::ring::<loom::sync::Arc<()>>(2);

@@ -42,9 +42,9 @@ impl Default for DemoArgs {
     }
 }
 
-const APP: u32 = 0;
-const COUNTER: u32 = 0;
-const AGGREGATOR: u32 = 1;
+const APP: u16 = 0;
+const COUNTER: u16 = 0;
+const AGGREGATOR: u16 = 1;
 
 enum DemoMsg {
     /// One occurrence of a word.

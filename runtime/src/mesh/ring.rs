@@ -12,6 +12,14 @@
 //! `p % cap` when `seq == p`, then publishes `seq = p + 1` (release). The consumer at
 //! position `c` may read slot `c % cap` when `seq == c + 1` (acquire), then frees it with
 //! `seq = c + cap` (release), which is exactly what the producer waits for one lap later.
+//!
+//! The producer does not read a slot's sequence before every write: that read would be a
+//! cache miss on the critical path (the consumer wrote the line when it freed the slot).
+//! Instead it probes a slot a stretch ahead: since the consumer frees slots in order, and
+//! its release store on the probed slot comes after its frees of all earlier slots, one
+//! acquire load there proves the whole stretch free. Writes into a known-free stretch are
+//! stores only, which the store buffer absorbs — so a message crossing cores costs what a
+//! plain cache-line ping costs.
 
 use std::mem::MaybeUninit;
 
@@ -83,6 +91,7 @@ pub fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
         Producer {
             ring: ring.clone(),
             position: 0,
+            free_until: 0,
         },
         Consumer { ring, position: 0 },
     )
@@ -92,19 +101,49 @@ pub fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
 pub struct Producer<T> {
     ring: Arc<Ring<T>>,
     position: usize,
+    /// Every position below this one is known to be free.
+    free_until: usize,
 }
 
 impl<T> Producer<T> {
+    /// How far ahead the producer probes for free slots: a quarter lap.
+    #[inline]
+    fn stretch(&self) -> usize {
+        (self.ring.mask + 1) / 4
+    }
+
+    /// Tries to learn that the slot at `position` is free; extends `free_until`.
+    #[inline]
+    fn find_free(&mut self) -> bool {
+        let stretch = self.stretch();
+        if stretch > 1 {
+            let ahead = self.position.wrapping_add(stretch - 1);
+            let slot = &self.ring.slots[ahead & self.ring.mask];
+            if slot.seq.load(Ordering::Acquire) == ahead {
+                self.free_until = ahead.wrapping_add(1);
+                return true;
+            }
+        }
+        let slot = &self.ring.slots[self.position & self.ring.mask];
+        if slot.seq.load(Ordering::Acquire) == self.position {
+            self.free_until = self.position.wrapping_add(1);
+            return true;
+        }
+        false
+    }
+
     /// Appends `value`, or gives it back when the ring is full.
     #[inline]
     pub fn try_push(&mut self, value: T) -> Result<(), T> {
-        let slot = &self.ring.slots[self.position & self.ring.mask];
-        if slot.seq.load(Ordering::Acquire) != self.position {
+        if self.position == self.free_until && !self.find_free() {
             return Err(value);
         }
-        // SAFETY: `seq == position` means the consumer freed this slot (its release
-        // store happened-before our acquire load) and will not touch it again until we
-        // publish `position + 1`; we are the only producer.
+        let slot = &self.ring.slots[self.position & self.ring.mask];
+        // SAFETY: `position < free_until`, so an acquire load of this slot's sequence, or
+        // of a later slot's (the consumer frees in order), saw the consumer's free of this
+        // slot: its last read of the old value happened-before this write, and it will
+        // not touch the slot again until we publish `position + 1`. We are the only
+        // producer.
         slot.value.with_mut(|cell| unsafe {
             (*cell).write(value);
         });
@@ -117,6 +156,9 @@ impl<T> Producer<T> {
     /// Whether the next push would fail right now.
     #[inline]
     pub fn is_full(&self) -> bool {
+        if self.position != self.free_until {
+            return false;
+        }
         let slot = &self.ring.slots[self.position & self.ring.mask];
         slot.seq.load(Ordering::Acquire) != self.position
     }
