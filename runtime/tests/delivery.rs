@@ -35,8 +35,8 @@ enum Msg {
     Token { id: u64, hops_left: u32 },
 }
 
-const SENDERS: u32 = 0;
-const RECEIVERS: u32 = 1;
+const SENDERS: u16 = 0;
+const RECEIVERS: u16 = 1;
 
 /// Per receiver: for each source, the next expected sequence number; any gap or
 /// reordering is recorded as a violation.
