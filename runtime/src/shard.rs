@@ -294,8 +294,12 @@ impl<M: Send + 'static> Shard<M> {
         if arrived == 0 && self.ready.is_empty() && self.out.dirty.is_empty() {
             return None;
         }
-        self.run_ready(start);
-        self.flush();
+        let ran = self.run_ready(start);
+        let moved = self.flush();
+        if arrived + ran + moved == 0 {
+            // Only outboxes towards full rings: nothing moved, so this was no work.
+            return None;
+        }
         let end = clock::now();
         self.busy_ns += end.saturating_sub(start);
         self.counters()
@@ -308,18 +312,20 @@ impl<M: Send + 'static> Shard<M> {
     /// then parks. Returns when input was found, or `None` when the shard must stop.
     ///
     /// Reading the clock costs more on this path than everything else a hop does, so the
-    /// poll loop reads it only every `POLLS_PER_CHECK` polls, and the moment input was
+    /// poll loop reads it only every 64 polls, and the moment input was
     /// found is interpolated from the number of polls since the last reading and the
     /// measured average poll duration. Busy time therefore starts within a poll or two of
     /// the real start, without a clock read between finding a message and running it.
     async fn idle(&mut self, idle_since: Nanos) -> Option<Nanos> {
-        /// Polls between two looks at the clock and the stop flag.
-        const POLLS_PER_CHECK: u64 = 64;
+        // Polls between two looks at the clock and the stop flag. Unpinned shards yield
+        // the CPU after each poll, which takes far longer than a poll, so they look at the
+        // clock after every one.
+        let polls_per_check: u64 = if self.pinned { 64 } else { 1 };
         self.sweep_idle_actors(idle_since);
         let spin_budget_ns = self.shared.config.spin_budget.as_nanos() as u64;
         let mut last_reading = idle_since;
         loop {
-            for polls in 1..=POLLS_PER_CHECK {
+            for polls in 1..=polls_per_check {
                 if self.has_inbound() {
                     return Some(last_reading + polls * self.poll_ns);
                 }
@@ -332,7 +338,7 @@ impl<M: Send + 'static> Shard<M> {
                 }
             }
             let now = clock::now();
-            let per_poll = now.saturating_sub(last_reading) / POLLS_PER_CHECK;
+            let per_poll = now.saturating_sub(last_reading) / polls_per_check;
             self.poll_ns = (self.poll_ns * 7 + per_poll) / 8;
             last_reading = now;
             if self.shared.stop.load(Ordering::Acquire) {
@@ -417,13 +423,16 @@ impl<M: Send + 'static> Shard<M> {
         Some((index, envelope))
     }
 
-    fn run_ready(&mut self, turn_start: Nanos) {
-        for _ in 0..RUN_BATCH {
+    fn run_ready(&mut self, turn_start: Nanos) -> usize {
+        let mut ran = 0;
+        while ran < RUN_BATCH {
             let Some((index, envelope)) = self.next_message() else {
                 break;
             };
             self.run_one(index, envelope, turn_start);
+            ran += 1;
         }
+        ran
     }
 
     fn run_one(&mut self, index: u32, envelope: Envelope<M>, turn_start: Nanos) {
@@ -460,10 +469,11 @@ impl<M: Send + 'static> Shard<M> {
         }
     }
 
-    /// Moves outboxes into the rings, in order, as far as they have room.
-    fn flush(&mut self) {
+    /// Moves outboxes into the rings, in order, as far as they have room; returns how
+    /// many messages moved.
+    fn flush(&mut self) -> usize {
         if self.out.dirty.is_empty() {
-            return;
+            return 0;
         }
         let counters = &self.shared.counters[self.id];
         let mut moved = 0;
@@ -494,6 +504,7 @@ impl<M: Send + 'static> Shard<M> {
         }
         self.out.dirty.truncate(still_dirty);
         self.out.backlog -= moved;
+        moved
     }
 
     fn sweep_idle_actors(&mut self, now: Nanos) {
