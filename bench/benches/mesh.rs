@@ -1,6 +1,9 @@
 //! Micro benchmarks of the mesh's hot path: ring push/pop on one thread, and dispatching
 //! a message from one actor to another on the same shard.
 
+// criterion_group! generates an undocumented function.
+#![allow(missing_docs)]
+
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};

@@ -186,7 +186,10 @@ pub fn run(config: &MeshBenchConfig) -> Result<MeshReport, String> {
     for _ in 0..ROUNDS {
         add(&mut floor, &floor_rtt(cpus, per_round));
         add(&mut dirigo, &dirigo_rtt(cpus, per_round, None)?);
-        add(&mut futex, &futex_rtt(cpus, parked_per_round, config.settle));
+        add(
+            &mut futex,
+            &futex_rtt(cpus, parked_per_round, config.settle),
+        );
         add(
             &mut dirigo_parked,
             &dirigo_rtt(cpus, parked_per_round, Some(config.settle))?,
@@ -716,7 +719,8 @@ fn dirigo_rtt(
 
 /// Messages per second from an actor on shard 0 to an actor on shard 1.
 fn dirigo_oneway(cpus: [Option<usize>; 2], total: u64) -> Result<f64, String> {
-    let total = u32::try_from(total).map_err(|_| "at most 2^32 - 1 one-way messages".to_string())?;
+    let total =
+        u32::try_from(total).map_err(|_| "at most 2^32 - 1 one-way messages".to_string())?;
     let (histograms_tx, _histograms_rx) = flume::unbounded();
     let (done_tx, done_rx) = flume::unbounded();
     let runtime = bench_runtime(cpus, Duration::from_secs(3600), histograms_tx, done_tx)?;
@@ -767,9 +771,9 @@ fn ring_oneway(cpus: [Option<usize>; 2], total: u64) -> f64 {
                         kind: MessageKind::User,
                         ctx: SchedContext::at(started),
                         payload: BenchMsg::Data {
-                        seq: seq as u32,
-                        total: total as u32,
-                    },
+                            seq: seq as u32,
+                            total: total as u32,
+                        },
                     };
                     loop {
                         match producer.try_push(envelope) {

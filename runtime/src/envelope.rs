@@ -157,7 +157,10 @@ mod tests {
     #[test]
     fn stable_hash_is_fixed_and_spreads() {
         // Pinned: a change moves every actor to another home shard.
-        assert_eq!(ActorId::new(1, 2, 3).stable_hash(), mix64(0x0001_0002_0000_0003));
+        assert_eq!(
+            ActorId::new(1, 2, 3).stable_hash(),
+            mix64(0x0001_0002_0000_0003)
+        );
         // Pinned values: a change here moves every actor's home shard.
         assert_eq!(
             ActorId::new(0, 0, 0).stable_hash(),

@@ -49,9 +49,9 @@ mod tests {
     #[test]
     fn every_ordered_pair_has_its_own_ring() {
         let mut links = build_links::<(usize, usize)>(3, 4);
-        for from in 0..3 {
-            for to in 0..3 {
-                let producer = links[from].outgoing[to].as_mut();
+        for (from, shard) in links.iter_mut().enumerate() {
+            for (to, producer) in shard.outgoing.iter_mut().enumerate() {
+                let producer = producer.as_mut();
                 assert_eq!(producer.is_some(), from != to);
                 if let Some(producer) = producer {
                     producer.try_push((from, to)).unwrap();
