@@ -26,7 +26,7 @@ use rustc_hash::FxHashMap;
 
 use crate::actor::{Actor, Context, SavedState, SendError};
 use crate::clock;
-use crate::envelope::{ActorId, AppId, Envelope, Nanos, OperatorId, ShardId};
+use crate::envelope::{ActorId, Envelope, Nanos, ShardId};
 use crate::mesh::{Consumer, Producer, ShardLinks};
 use crate::runtime::Shared;
 use crate::stats::{bump, ShardCounters, ShardStats};
@@ -48,8 +48,9 @@ pub(crate) struct Outbound<M> {
     dirty: Vec<ShardId>,
     /// Messages waiting in all outboxes.
     backlog: usize,
-    /// The operator of the last target found registered.
-    known_operator: Option<(AppId, OperatorId)>,
+    /// The last target sent to, and its shard: a handler that keeps sending to one actor
+    /// skips the registry lookup and the hash.
+    last_route: Option<(ActorId, ShardId)>,
 }
 
 impl<M> Outbound<M> {
@@ -62,20 +63,23 @@ impl<M> Outbound<M> {
             remote: (0..shards).map(|_| VecDeque::new()).collect(),
             dirty: Vec::with_capacity(shards),
             backlog: 0,
-            known_operator: None,
+            last_route: None,
         }
     }
 
     #[inline]
     pub(crate) fn send(&mut self, envelope: Envelope<M>) -> Result<(), SendError<M>> {
-        let operator = (envelope.target.app, envelope.target.operator);
-        if self.known_operator != Some(operator) {
-            if !self.shared.knows_operator(&envelope.target) {
-                return Err(SendError::UnknownOperator(envelope));
+        let destination = match self.last_route {
+            Some((target, shard)) if target == envelope.target => shard,
+            _ => {
+                if !self.shared.knows_operator(&envelope.target) {
+                    return Err(SendError::UnknownOperator(envelope));
+                }
+                let shard = self.shared.router.route(&envelope.target);
+                self.last_route = Some((envelope.target, shard));
+                shard
             }
-            self.known_operator = Some(operator);
-        }
-        let destination = self.shared.router.route(&envelope.target);
+        };
         // Counted before the message can be seen anywhere: shutdown's quiescence check
         // relies on "sent" never lagging behind "handled".
         bump(&self.shared.counters[self.shard].msgs_out, 1);

@@ -422,3 +422,53 @@ fn a_panicking_handler_does_not_stop_the_shard() {
         assert_eq!(report.handled(), 20);
     });
 }
+
+/// Sleeps in every handler, so that its shard falls behind its intake.
+struct Slow(Arc<AtomicU64>);
+impl Actor<Msg> for Slow {
+    fn receive(&mut self, _ctx: &mut Context<'_, Msg>, _message: Envelope<Msg>) {
+        std::thread::sleep(Duration::from_millis(2));
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_full_intake_pushes_back_on_outside_senders_and_loses_nothing() {
+    within(60, || {
+        let handled = Arc::new(AtomicU64::new(0));
+        let factory_handled = handled.clone();
+        let runtime = Runtime::<Msg>::builder()
+            .shards(1)
+            .intake_capacity(4)
+            .operator(0, 0, move |_, _| {
+                Box::new(Slow(factory_handled.clone())) as Box<dyn Actor<Msg>>
+            })
+            .build()
+            .unwrap();
+        let ingress = runtime.ingress();
+        let target = ActorId::new(0, 0, 0);
+        let token = |id| Msg::Token { id, hops_left: 0 };
+        let mut accepted = 0;
+        let mut refused = 0;
+        for id in 0..40 {
+            match ingress.try_send(Envelope::user(target, token(id))) {
+                Ok(()) => accepted += 1,
+                Err(SendError::Full(envelope)) => {
+                    refused += 1;
+                    // The refused message comes back whole; a blocking send gets it in.
+                    ingress.send(envelope).unwrap();
+                    accepted += 1;
+                }
+                Err(error) => panic!("unexpected: {error}"),
+            }
+        }
+        assert!(
+            refused > 0,
+            "a 4-deep intake in front of a slow actor must fill up"
+        );
+        let report = runtime.shutdown();
+        assert_eq!(accepted, 40);
+        assert_eq!(handled.load(Ordering::Relaxed), 40);
+        assert_eq!(report.handled(), 40);
+    });
+}
