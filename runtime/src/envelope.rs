@@ -16,7 +16,7 @@ pub type ShardId = usize;
 /// A virtual actor always exists logically; the runtime activates it on its first message.
 /// It packs into 8 bytes, so that an envelope's header stays at 40 bytes and an envelope
 /// with a payload of up to 16 bytes fills one cache line in a ring slot.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default)]
+#[derive(Clone, Copy, Eq, PartialOrd, Ord, Debug, Default)]
 pub struct ActorId {
     /// The application.
     pub app: AppId,
@@ -47,6 +47,13 @@ impl ActorId {
     #[inline]
     pub const fn packed(&self) -> u64 {
         (self.app as u64) << 48 | (self.operator as u64) << 32 | self.partition as u64
+    }
+}
+
+impl PartialEq for ActorId {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.packed() == other.packed()
     }
 }
 

@@ -8,7 +8,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
-use rustc_hash::FxHashMap;
 
 use crate::actor::{ActorFactory, SendError};
 use crate::envelope::{ActorId, AppId, Envelope, OperatorId, ShardId};
@@ -42,6 +41,38 @@ impl Router {
     }
 }
 
+/// The operators' factories, indexed by app and then operator: a lookup on every send is
+/// two bounds-checked indexings, not a hash.
+struct Registry<M> {
+    apps: Vec<Vec<Option<Arc<dyn ActorFactory<M>>>>>,
+}
+
+impl<M> Registry<M> {
+    fn new() -> Self {
+        Self { apps: Vec::new() }
+    }
+
+    fn insert(&mut self, app: AppId, operator: OperatorId, factory: Arc<dyn ActorFactory<M>>) {
+        let (app, operator) = (usize::from(app), usize::from(operator));
+        if self.apps.len() <= app {
+            self.apps.resize_with(app + 1, Vec::new);
+        }
+        let operators = &mut self.apps[app];
+        if operators.len() <= operator {
+            operators.resize_with(operator + 1, || None);
+        }
+        operators[operator] = Some(factory);
+    }
+
+    #[inline]
+    fn get(&self, target: &ActorId) -> Option<&dyn ActorFactory<M>> {
+        self.apps
+            .get(usize::from(target.app))?
+            .get(usize::from(target.operator))?
+            .as_deref()
+    }
+}
+
 /// The outside intake of one shard: a bounded flume channel plus a counter of what was
 /// posted, so that the shard checks one cache line instead of the channel's lock.
 struct Intake<M> {
@@ -58,7 +89,7 @@ pub(crate) struct Shared<M> {
     pub(crate) cpus: Vec<Option<usize>>,
     pub(crate) stop: AtomicBool,
     intakes: Box<[Intake<M>]>,
-    factories: FxHashMap<(AppId, OperatorId), Arc<dyn ActorFactory<M>>>,
+    factories: Registry<M>,
     accepting: AtomicBool,
     /// Messages accepted from outside threads.
     accepted: CachePadded<AtomicU64>,
@@ -71,11 +102,13 @@ impl<M> Shared<M> {
 
     #[inline]
     pub(crate) fn knows_operator(&self, target: &ActorId) -> bool {
-        self.factories.contains_key(&(target.app, target.operator))
+        self.factories.get(target).is_some()
     }
 
     pub(crate) fn factory(&self, target: &ActorId) -> &dyn ActorFactory<M> {
-        self.factories[&(target.app, target.operator)].as_ref()
+        self.factories
+            .get(target)
+            .expect("messages for unregistered operators are refused at send")
     }
 
     #[inline]
@@ -164,7 +197,7 @@ pub struct RuntimeBuilder<M> {
     idle_deactivation: Option<Duration>,
     intake_capacity: usize,
     io_memory: usize,
-    factories: FxHashMap<(AppId, OperatorId), Arc<dyn ActorFactory<M>>>,
+    factories: Registry<M>,
 }
 
 impl<M: Send + 'static> Default for RuntimeBuilder<M> {
@@ -177,7 +210,7 @@ impl<M: Send + 'static> Default for RuntimeBuilder<M> {
             idle_deactivation: Some(Duration::from_secs(60)),
             intake_capacity: 4096,
             io_memory: 1 << 20,
-            factories: FxHashMap::default(),
+            factories: Registry::new(),
         }
     }
 }
@@ -239,7 +272,7 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
         operator: OperatorId,
         factory: impl ActorFactory<M>,
     ) -> Self {
-        self.factories.insert((app, operator), Arc::new(factory));
+        self.factories.insert(app, operator, Arc::new(factory));
         self
     }
 

@@ -130,6 +130,8 @@ impl<M: Send + 'static> ActorTable<M> {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn activate(&mut self, id: ActorId, shared: &Shared<M>, counters: &ShardCounters) -> u32 {
         let saved = self.dormant.remove(&id);
         let actor = shared.factory(&id).activate(id, saved);
@@ -155,6 +157,16 @@ impl<M: Send + 'static> ActorTable<M> {
         index
     }
 
+    /// The slot of `target`, activating it if needed; remembered as the last hit.
+    fn lookup(&mut self, target: ActorId, shared: &Shared<M>, counters: &ShardCounters) -> u32 {
+        let index = match self.index.get(&target) {
+            Some(&index) => index,
+            None => self.activate(target, shared, counters),
+        };
+        self.last_hit = Some((target, index));
+        index
+    }
+
     /// Puts a message in its actor's mailbox, activating the actor if needed, and marks the
     /// actor ready.
     #[inline]
@@ -168,14 +180,7 @@ impl<M: Send + 'static> ActorTable<M> {
         let target = envelope.target;
         let index = match self.last_hit {
             Some((id, index)) if id == target => index,
-            _ => {
-                let index = match self.index.get(&target) {
-                    Some(&index) => index,
-                    None => self.activate(target, shared, counters),
-                };
-                self.last_hit = Some((target, index));
-                index
-            }
+            _ => self.lookup(target, shared, counters),
         };
         let slot = self.slots[index as usize]
             .as_mut()
