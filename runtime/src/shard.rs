@@ -42,10 +42,17 @@ pub(crate) struct Outbound<M> {
     pub(crate) shared: Arc<Shared<M>>,
     /// Messages for actors on this shard, dispatched right after the handler returns.
     local: VecDeque<Envelope<M>>,
-    /// Per destination shard: messages not yet in the ring, in send order.
+    /// Per destination shard: the ring towards it (`None` for this shard).
+    rings: Vec<Option<Producer<Envelope<M>>>>,
+    /// Per destination shard: messages that found the ring full, in send order. While
+    /// one waits here, later messages to that shard queue behind it.
     remote: Vec<VecDeque<Envelope<M>>>,
     /// Destinations whose outbox is not empty.
     dirty: Vec<ShardId>,
+    /// Destinations that got messages since their doorbell was last rung.
+    unrung: Vec<ShardId>,
+    /// `unrung` as flags, indexed by shard.
+    is_unrung: Vec<bool>,
     /// Messages waiting in all outboxes.
     backlog: usize,
     /// The last target sent to, and its shard: a handler that keeps sending to one actor
@@ -54,14 +61,21 @@ pub(crate) struct Outbound<M> {
 }
 
 impl<M> Outbound<M> {
-    fn new(shard: ShardId, shared: Arc<Shared<M>>) -> Self {
+    fn new(
+        shard: ShardId,
+        shared: Arc<Shared<M>>,
+        rings: Vec<Option<Producer<Envelope<M>>>>,
+    ) -> Self {
         let shards = shared.shards();
         Self {
             shard,
             shared,
             local: VecDeque::new(),
+            rings,
             remote: (0..shards).map(|_| VecDeque::new()).collect(),
             dirty: Vec::with_capacity(shards),
+            unrung: Vec::with_capacity(shards),
+            is_unrung: vec![false; shards],
             backlog: 0,
             last_route: None,
         }
@@ -85,14 +99,34 @@ impl<M> Outbound<M> {
         bump(&self.shared.counters[self.shard].msgs_out, 1);
         if destination == self.shard {
             self.local.push_back(envelope);
-        } else {
-            let outbox = &mut self.remote[destination];
-            if outbox.is_empty() {
-                self.dirty.push(destination);
-            }
-            outbox.push_back(envelope);
-            self.backlog += 1;
+            return Ok(());
         }
+        let outbox = &mut self.remote[destination];
+        let envelope = if outbox.is_empty() {
+            // Nothing waits for this shard: straight into the ring. The doorbell is rung
+            // once per turn, in `Shard::flush`.
+            let ring = self.rings[destination]
+                .as_mut()
+                .expect("remote destinations have rings");
+            match ring.try_push(envelope) {
+                Ok(()) => {
+                    if !self.is_unrung[destination] {
+                        self.is_unrung[destination] = true;
+                        self.unrung.push(destination);
+                    }
+                    return Ok(());
+                }
+                Err(envelope) => {
+                    bump(&self.shared.counters[self.shard].ring_full, 1);
+                    self.dirty.push(destination);
+                    envelope
+                }
+            }
+        } else {
+            envelope
+        };
+        outbox.push_back(envelope);
+        self.backlog += 1;
         Ok(())
     }
 }
@@ -227,7 +261,6 @@ pub(crate) struct Shard<M> {
     id: ShardId,
     shared: Arc<Shared<M>>,
     incoming: Vec<(usize, Consumer<Envelope<M>>)>,
-    outgoing: Vec<Option<Producer<Envelope<M>>>>,
     intake: flume::Receiver<Envelope<M>>,
     intake_taken: u64,
     actors: ActorTable<M>,
@@ -251,10 +284,9 @@ impl<M: Send + 'static> Shard<M> {
         Self {
             id,
             pinned: shared.cpus[id].is_some(),
-            out: Outbound::new(id, shared.clone()),
+            out: Outbound::new(id, shared.clone(), links.outgoing),
             shared,
             incoming: links.incoming,
-            outgoing: links.outgoing,
             intake,
             intake_taken: 0,
             actors: ActorTable::new(),
@@ -301,6 +333,7 @@ impl<M: Send + 'static> Shard<M> {
     fn turn(&mut self, start: Nanos) -> Option<Nanos> {
         let arrived = self.drain_inbound();
         if arrived == 0 && self.ready.is_empty() && self.out.dirty.is_empty() {
+            // `unrung` is only ever filled by handlers, whose turn flushes it.
             return None;
         }
         let ran = self.run_ready(start);
@@ -478,41 +511,50 @@ impl<M: Send + 'static> Shard<M> {
         }
     }
 
-    /// Moves outboxes into the rings, in order, as far as they have room; returns how
-    /// many messages moved.
+    /// Moves outboxes into the rings, in order, as far as they have room, and rings the
+    /// doorbell of every shard that got messages this turn; returns how many messages
+    /// moved out of outboxes.
     fn flush(&mut self) -> usize {
-        if self.out.dirty.is_empty() {
+        let out = &mut self.out;
+        if out.dirty.is_empty() && out.unrung.is_empty() {
             return 0;
         }
         let counters = &self.shared.counters[self.id];
         let mut moved = 0;
         let mut still_dirty = 0;
-        for position in 0..self.out.dirty.len() {
-            let destination = self.out.dirty[position];
-            let producer = self.outgoing[destination]
+        for position in 0..out.dirty.len() {
+            let destination = out.dirty[position];
+            let ring = out.rings[destination]
                 .as_mut()
                 .expect("remote destinations have rings");
-            let outbox = &mut self.out.remote[destination];
+            let outbox = &mut out.remote[destination];
             let mut pushed = 0;
             while let Some(envelope) = outbox.pop_front() {
-                if let Err(envelope) = producer.try_push(envelope) {
+                if let Err(envelope) = ring.try_push(envelope) {
                     outbox.push_front(envelope);
                     bump(&counters.ring_full, 1);
                     break;
                 }
                 pushed += 1;
             }
-            if pushed > 0 && self.shared.doorbells[destination].ring() {
-                bump(&counters.wakes, 1);
+            if pushed > 0 && !out.is_unrung[destination] {
+                out.is_unrung[destination] = true;
+                out.unrung.push(destination);
             }
             if !outbox.is_empty() {
-                self.out.dirty[still_dirty] = destination;
+                out.dirty[still_dirty] = destination;
                 still_dirty += 1;
             }
             moved += pushed;
         }
-        self.out.dirty.truncate(still_dirty);
-        self.out.backlog -= moved;
+        out.dirty.truncate(still_dirty);
+        out.backlog -= moved;
+        for destination in out.unrung.drain(..) {
+            out.is_unrung[destination] = false;
+            if self.shared.doorbells[destination].ring() {
+                bump(&counters.wakes, 1);
+            }
+        }
         moved
     }
 
