@@ -472,3 +472,108 @@ fn a_full_intake_pushes_back_on_outside_senders_and_loses_nothing() {
         assert_eq!(report.handled(), 40);
     });
 }
+
+#[test]
+fn busy_time_counts_handlers_not_idle_spinning() {
+    within(60, || {
+        let handled = Arc::new(AtomicU64::new(0));
+        let factory_handled = handled.clone();
+        let runtime = Runtime::<Msg>::builder()
+            .shards(2)
+            // Spin for the whole idle stretch: none of it may count as busy.
+            .spin_budget(Duration::from_secs(10))
+            .operator(0, 0, move |_, _| {
+                Box::new(Slow(factory_handled.clone())) as Box<dyn Actor<Msg>>
+            })
+            .build()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let idle = runtime.stats();
+        assert!(
+            idle.iter().all(|shard| shard.busy_ns < 5_000_000),
+            "idle spinning counted as busy: {idle:?}"
+        );
+        let target = ActorId::new(0, 0, 3);
+        let shard = runtime.home_shard(target);
+        for id in 0..10 {
+            runtime
+                .ingress()
+                .send_to(target, Msg::Token { id, hops_left: 0 })
+                .unwrap();
+        }
+        let report = runtime.shutdown();
+        assert_eq!(handled.load(Ordering::Relaxed), 10);
+        // Ten handlers of 2 ms each ran on that shard.
+        let busy = report.shards[shard].busy_ns;
+        assert!(
+            (20_000_000..200_000_000).contains(&busy),
+            "busy {busy} ns for 20 ms of handlers"
+        );
+    });
+}
+
+#[test]
+fn parked_shards_are_woken_and_counted() {
+    within(60, || {
+        let arrivals = Arc::new(Mutex::new(HashMap::new()));
+        let hops = Arc::new(AtomicU64::new(0));
+        let (factory_arrivals, factory_hops) = (arrivals.clone(), hops.clone());
+        let runtime = Runtime::<Msg>::builder()
+            .shards(2)
+            .spin_budget(Duration::ZERO)
+            .park_timeout(Duration::from_secs(5))
+            .operator(0, 0, move |_, _| {
+                Box::new(Forwarder {
+                    peers: 16,
+                    pair: Arc::default(),
+                    arrivals: factory_arrivals.clone(),
+                    hops: factory_hops.clone(),
+                }) as Box<dyn Actor<Msg>>
+            })
+            .build()
+            .unwrap();
+        let ingress = runtime.ingress();
+        for id in 0..20 {
+            // Let both shards fall asleep before each token.
+            std::thread::sleep(Duration::from_millis(5));
+            ingress
+                .send_to(
+                    ActorId::new(0, 0, (id % 16) as u32),
+                    Msg::Token { id, hops_left: 6 },
+                )
+                .unwrap();
+        }
+        let report = runtime.shutdown();
+        assert_eq!(arrivals.lock().unwrap().len(), 20);
+        let parks: u64 = report.shards.iter().map(|s| s.parks).sum();
+        let wakes: u64 = report.shards.iter().map(|s| s.wakes).sum();
+        assert!(parks >= 20, "{report:?}");
+        // Hops between shards found the receiver parked and woke it (a 5 s park timeout
+        // would otherwise make this test take minutes).
+        assert!(wakes > 0, "{report:?}");
+    });
+}
+
+#[test]
+fn missing_cpus_run_unpinned_and_bad_requests_fail() {
+    let runtime = Runtime::<Msg>::builder()
+        .cpus(vec![0, 4096])
+        .operator(0, 0, |_, _| Box::new(Sender) as Box<dyn Actor<Msg>>)
+        .build()
+        .unwrap();
+    assert!(!runtime.placement().pinned());
+    assert!(runtime
+        .placement()
+        .unpinned_reason
+        .as_deref()
+        .unwrap()
+        .contains("4096"));
+    drop(runtime);
+    let error = Runtime::<Msg>::builder()
+        .cpus(vec![0, 0])
+        .build()
+        .err()
+        .expect("a CPU listed twice is refused");
+    assert!(error.to_string().contains("listed twice"), "{error}");
+    assert!(Runtime::<Msg>::builder().shards(0).build().is_err());
+}
