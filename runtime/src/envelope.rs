@@ -15,15 +15,30 @@ pub type ShardId = usize;
 ///
 /// A virtual actor always exists logically; the runtime activates it on its first message.
 /// It packs into 8 bytes, so that an envelope's header stays at 40 bytes and an envelope
-/// with a payload of up to 16 bytes fills one cache line in a ring slot.
-#[derive(Clone, Copy, Eq, PartialOrd, Ord, Debug, Default)]
+/// with a payload of up to 16 bytes fills one cache line in a ring slot. The fields are
+/// laid out (low to high) as in [`ActorId::packed`], so comparing and hashing addresses
+/// compiles to single 8-byte loads. Addresses order by app, then operator, then partition.
+#[derive(Clone, Copy, Eq, Debug, Default)]
+#[repr(C)]
 pub struct ActorId {
-    /// The application.
-    pub app: AppId,
-    /// The operator inside the application.
-    pub operator: OperatorId,
     /// The partition of the operator.
     pub partition: PartitionId,
+    /// The operator inside the application.
+    pub operator: OperatorId,
+    /// The application.
+    pub app: AppId,
+}
+
+impl Ord for ActorId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.packed().cmp(&other.packed())
+    }
+}
+
+impl PartialOrd for ActorId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl ActorId {
@@ -153,6 +168,26 @@ impl<M> Envelope<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_order_by_app_then_operator_then_partition() {
+        let mut ids = vec![
+            ActorId::new(1, 0, 0),
+            ActorId::new(0, 2, 0),
+            ActorId::new(0, 1, 9),
+            ActorId::new(0, 1, 3),
+        ];
+        ids.sort();
+        assert_eq!(
+            ids,
+            [
+                ActorId::new(0, 1, 3),
+                ActorId::new(0, 1, 9),
+                ActorId::new(0, 2, 0),
+                ActorId::new(1, 0, 0)
+            ]
+        );
+    }
 
     #[test]
     fn envelopes_stay_compact() {

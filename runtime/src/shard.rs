@@ -41,7 +41,7 @@ pub(crate) struct Outbound<M> {
     pub(crate) shard: ShardId,
     pub(crate) shared: Arc<Shared<M>>,
     /// Messages for actors on this shard, dispatched right after the handler returns.
-    local: VecDeque<Envelope<M>>,
+    local: Vec<Envelope<M>>,
     /// Per destination shard: the ring towards it (`None` for this shard).
     rings: Vec<Option<Producer<Envelope<M>>>>,
     /// Per destination shard: messages that found the ring full, in send order. While
@@ -70,7 +70,7 @@ impl<M> Outbound<M> {
         Self {
             shard,
             shared,
-            local: VecDeque::new(),
+            local: Vec::new(),
             rings,
             remote: (0..shards).map(|_| VecDeque::new()).collect(),
             dirty: Vec::with_capacity(shards),
@@ -98,7 +98,7 @@ impl<M> Outbound<M> {
         // relies on "sent" never lagging behind "handled".
         bump(&self.shared.counters[self.shard].msgs_out, 1);
         if destination == self.shard {
-            self.local.push_back(envelope);
+            self.local.push(envelope);
             return Ok(());
         }
         let outbox = &mut self.remote[destination];
