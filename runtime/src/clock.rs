@@ -20,6 +20,12 @@ fn epoch() -> &'static Epoch {
 }
 
 /// Nanoseconds since the clock's epoch.
+///
+/// ```
+/// let before = dirigo_runtime::clock::now();
+/// std::thread::sleep(std::time::Duration::from_millis(1));
+/// assert!(dirigo_runtime::clock::now() - before >= 900_000);
+/// ```
 #[inline]
 pub fn now() -> u64 {
     let epoch = epoch();

@@ -46,6 +46,17 @@ pub fn available_cpus() -> Vec<usize> {
 
 /// Decides the placement of `spec` given the `available` CPUs. Errors are mistakes in the
 /// request itself (no shards, a CPU listed twice), not missing CPUs.
+///
+/// ```
+/// use dirigo_runtime::placement::{decide, CpuSpec};
+///
+/// let pinned = decide(&CpuSpec::Shards(2), &[0, 1, 2, 3]).unwrap();
+/// assert_eq!(pinned.cpus, [Some(0), Some(1)]);
+///
+/// let unpinned = decide(&CpuSpec::Shards(8), &[0, 1]).unwrap();
+/// assert!(!unpinned.pinned());
+/// assert!(unpinned.unpinned_reason.unwrap().contains("only 2 CPUs"));
+/// ```
 pub fn decide(spec: &CpuSpec, available: &[usize]) -> Result<Placement, String> {
     let unpinned = |shards: usize, reason: String| Placement {
         cpus: vec![None; shards],

@@ -82,6 +82,14 @@ const WANTED_OPCODES: &[(u8, &str)] = &[
 
 /// Checks io_uring and the memlock limit for `shards` shards that each register
 /// `io_memory` bytes.
+///
+/// ```
+/// match dirigo_runtime::preflight::preflight(2, 1 << 20) {
+///     Ok(report) => assert!(report.memlock_needed >= 2 << 20),
+///     // The message says what to change, e.g. which `ulimit -l` to set.
+///     Err(error) => eprintln!("cannot run here: {error}"),
+/// }
+/// ```
 pub fn preflight(shards: usize, io_memory: usize) -> Result<PreflightReport, PreflightError> {
     let missing_opcodes = probe_io_uring()?;
     let memlock_limit = memlock_limit();

@@ -570,6 +570,34 @@ impl RuntimeReport {
 }
 
 /// Sends messages into the runtime from threads outside it. Cheap to clone.
+///
+/// ```
+/// use dirigo_runtime::{Actor, ActorId, Context, Envelope, Runtime, SendError};
+///
+/// struct Sink(flume::Sender<u32>);
+/// impl Actor<u32> for Sink {
+///     fn receive(&mut self, _ctx: &mut Context<'_, u32>, message: Envelope<u32>) {
+///         self.0.send(message.payload).unwrap();
+///     }
+/// }
+///
+/// let (tx, rx) = flume::unbounded();
+/// let runtime = Runtime::<u32>::builder()
+///     .shards(1)
+///     .operator(0, 0, move |_, _| Box::new(Sink(tx.clone())) as Box<dyn Actor<u32>>)
+///     .build()
+///     .unwrap();
+/// let ingress = runtime.ingress();
+/// ingress.send_to(ActorId::new(0, 0, 0), 1).unwrap();
+/// match ingress.try_send(Envelope::user(ActorId::new(0, 0, 0), 2)) {
+///     Ok(()) | Err(SendError::Full(_)) => {}
+///     Err(error) => panic!("{error}"),
+/// }
+/// assert_eq!(rx.recv().unwrap(), 1);
+/// runtime.shutdown();
+/// // After shutdown, sends are refused and the message comes back.
+/// assert!(matches!(ingress.send_to(ActorId::new(0, 0, 0), 3), Err(SendError::Closed(_))));
+/// ```
 pub struct Ingress<M> {
     shared: Arc<Shared<M>>,
 }

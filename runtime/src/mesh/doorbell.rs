@@ -22,6 +22,33 @@ use crossbeam_utils::CachePadded;
 use crate::sync::{heavy_barrier, light_barrier, park_timeout, AtomicBool, Ordering, Thread};
 
 /// The sleep flag and thread handle of one shard.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use dirigo_runtime::mesh::{ring, Doorbell};
+///
+/// let (mut tx, mut rx) = ring::<u32>(8);
+/// let bell = Arc::new(Doorbell::new(std::thread::current()));
+/// let sender_bell = bell.clone();
+/// let sender = std::thread::spawn(move || {
+///     tx.try_push(7).unwrap();
+///     sender_bell.ring(); // wakes the receiver only if it announced that it sleeps
+/// });
+/// let value = loop {
+///     if let Some(value) = rx.try_pop() {
+///         break value;
+///     }
+///     bell.prepare_sleep();
+///     if rx.has_pending() {
+///         bell.cancel_sleep();
+///     } else {
+///         bell.sleep(Duration::from_secs(1));
+///     }
+/// };
+/// assert_eq!(value, 7);
+/// sender.join().unwrap();
+/// ```
 pub struct Doorbell {
     sleeping: CachePadded<AtomicBool>,
     thread: Thread,
