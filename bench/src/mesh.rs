@@ -74,6 +74,19 @@ pub struct MeshRatios {
     pub targets_met: bool,
 }
 
+/// The JSON keys of the round-trip latencies, each an object `{p50, p99, p999, mean}`.
+pub const LATENCY_KEYS: [&str; 6] = [
+    "floor_rtt_ns",
+    "dirigo_rtt_ns",
+    "dirigo_parked_rtt_ns",
+    "futex_rtt_ns",
+    "glommio_channel_rtt_ns",
+    "flume_rtt_ns",
+];
+
+/// The JSON keys of the one-way throughputs, in messages per second.
+pub const THROUGHPUT_KEYS: [&str; 2] = ["dirigo_oneway_msgs_per_s", "ring_oneway_msgs_per_s"];
+
 /// The result of `dirigo bench mesh`; JSON keys as named.
 #[derive(Clone, Debug, Serialize)]
 pub struct MeshReport {
@@ -832,20 +845,14 @@ mod tests {
         assert!(report.dirigo_oneway_msgs_per_s > 0.0);
         assert!(report.ring_oneway_msgs_per_s > 0.0);
         let json = serde_json::to_value(&report).unwrap();
-        for key in [
-            "floor_rtt_ns",
-            "dirigo_rtt_ns",
-            "dirigo_parked_rtt_ns",
-            "futex_rtt_ns",
-            "glommio_channel_rtt_ns",
-            "flume_rtt_ns",
-        ] {
+        for key in LATENCY_KEYS {
             for field in ["p50", "p99", "p999", "mean"] {
                 assert!(json[key][field].is_number(), "{key}.{field}");
             }
         }
-        assert!(json["dirigo_oneway_msgs_per_s"].is_number());
-        assert!(json["ring_oneway_msgs_per_s"].is_number());
+        for key in THROUGHPUT_KEYS {
+            assert!(json[key].is_number(), "{key}");
+        }
         assert!(report.table().contains("dirigo rtt / floor"));
     }
 }

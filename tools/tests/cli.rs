@@ -78,19 +78,12 @@ fn bench_mesh_writes_every_key() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("dirigo rtt / floor"));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    for key in [
-        "floor_rtt_ns",
-        "dirigo_rtt_ns",
-        "dirigo_parked_rtt_ns",
-        "futex_rtt_ns",
-        "glommio_channel_rtt_ns",
-        "flume_rtt_ns",
-    ] {
+    for key in dirigo_bench::mesh::LATENCY_KEYS {
         for field in ["p50", "p99", "p999", "mean"] {
             assert!(report[key][field].is_number(), "{key}.{field} in {report}");
         }
     }
-    for key in ["dirigo_oneway_msgs_per_s", "ring_oneway_msgs_per_s"] {
+    for key in dirigo_bench::mesh::THROUGHPUT_KEYS {
         assert!(report[key].as_f64().unwrap() > 0.0, "{key}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
