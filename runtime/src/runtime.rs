@@ -88,6 +88,8 @@ pub(crate) struct Shared<M> {
     pub(crate) counters: Box<[CachePadded<ShardCounters>]>,
     pub(crate) cpus: Vec<Option<usize>>,
     pub(crate) stop: AtomicBool,
+    /// Stop at once, even with work left (a shutdown that ran out of time).
+    pub(crate) abort: AtomicBool,
     intakes: Box<[Intake<M>]>,
     factories: Registry<M>,
     accepting: AtomicBool,
@@ -378,6 +380,7 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
             counters: (0..shards).map(|_| CachePadded::default()).collect(),
             cpus: placement.cpus.clone(),
             stop: AtomicBool::new(false),
+            abort: AtomicBool::new(false),
             intakes,
             factories: self.factories,
             accepting: AtomicBool::new(true),
@@ -498,12 +501,22 @@ impl<M: Send + 'static> Runtime<M> {
     /// Stops intake, waits until every accepted message (and everything it caused) has
     /// been handled, stops and joins the shards, and returns their final counters.
     pub fn shutdown(mut self) -> RuntimeReport {
-        self.stop()
+        self.stop(None)
     }
 
-    fn stop(&mut self) -> RuntimeReport {
+    /// Like [`shutdown`](Self::shutdown), but gives up draining after `timeout` — for
+    /// pipelines that never fall quiet, such as actors that keep sending to each other.
+    /// Shards then stop where they are; the report says how many messages were still in
+    /// flight (`RuntimeReport::abandoned`), and those are dropped.
+    pub fn shutdown_within(mut self, timeout: Duration) -> RuntimeReport {
+        self.stop(Some(Instant::now() + timeout))
+    }
+
+    fn stop(&mut self, deadline: Option<Instant>) -> RuntimeReport {
         self.shared.accepting.store(false, Ordering::SeqCst);
-        self.wait_until_quiet();
+        if !self.wait_until_quiet(deadline) {
+            self.shared.abort.store(true, Ordering::SeqCst);
+        }
         self.shared.stop.store(true, Ordering::SeqCst);
         for doorbell in self.shared.doorbells.iter() {
             doorbell.ring();
@@ -518,9 +531,18 @@ impl<M: Send + 'static> Runtime<M> {
                 }
             }));
         }
+        let (created, handled) = self.shared.totals();
+        let abandoned = created.saturating_sub(handled);
+        if abandoned > 0 {
+            tracing::warn!(
+                abandoned,
+                "shut down with messages still in flight; they were dropped"
+            );
+        }
         RuntimeReport {
             elapsed: self.started.elapsed(),
             shards,
+            abandoned,
         }
     }
 
@@ -528,17 +550,21 @@ impl<M: Send + 'static> Runtime<M> {
     /// reads of every shard's counters. Counters only grow, so two equal reads mean each
     /// shard was idle between its two reads, and all those intervals overlap at the
     /// moment the second read began.
-    fn wait_until_quiet(&self) {
+    /// Returns `false` when it gave up: at `deadline`, or because a shard thread died.
+    fn wait_until_quiet(&self, deadline: Option<Instant>) -> bool {
         let mut previous = None;
         loop {
             let totals = self.shared.totals();
             if totals.0 == totals.1 && previous == Some(totals) {
-                return;
+                return true;
             }
             previous = Some(totals);
             if self.threads.iter().any(JoinHandle::is_finished) {
                 tracing::error!("a shard thread died; shutting down without draining");
-                return;
+                return false;
+            }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return false;
             }
             std::thread::sleep(Duration::from_micros(200));
         }
@@ -548,7 +574,7 @@ impl<M: Send + 'static> Runtime<M> {
 impl<M: Send + 'static> Drop for Runtime<M> {
     fn drop(&mut self) {
         if !self.threads.is_empty() {
-            self.stop();
+            self.stop(None);
         }
     }
 }
@@ -560,6 +586,9 @@ pub struct RuntimeReport {
     pub elapsed: Duration,
     /// Per shard.
     pub shards: Vec<ShardStats>,
+    /// Messages still in flight when the shards stopped: zero after a drained shutdown,
+    /// possibly more after [`Runtime::shutdown_within`] ran out of time.
+    pub abandoned: u64,
 }
 
 impl RuntimeReport {

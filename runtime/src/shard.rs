@@ -309,10 +309,16 @@ impl<M: Send + 'static> Shard<M> {
         loop {
             if let Some(end) = self.turn(work_since) {
                 work_since = end;
+                if self.shared.abort.load(Ordering::Relaxed) {
+                    break;
+                }
                 glommio::yield_if_needed().await;
                 continue;
             }
             if self.out.backlog > 0 {
+                if self.shared.abort.load(Ordering::Relaxed) {
+                    break;
+                }
                 // Rings towards some shard are full: retry until it drains them. Parking
                 // here could sleep through the moment space frees up.
                 std::thread::yield_now();

@@ -577,3 +577,41 @@ fn missing_cpus_run_unpinned_and_bad_requests_fail() {
     assert!(error.to_string().contains("listed twice"), "{error}");
     assert!(Runtime::<Msg>::builder().shards(0).build().is_err());
 }
+
+/// Sends every message it gets straight back to itself: never quiet.
+struct Perpetual;
+impl Actor<Msg> for Perpetual {
+    fn receive(&mut self, ctx: &mut Context<'_, Msg>, message: Envelope<Msg>) {
+        let me = ctx.me();
+        ctx.send(me, message.payload).unwrap();
+    }
+}
+
+#[test]
+fn a_pipeline_that_never_falls_quiet_can_still_be_shut_down() {
+    within(60, || {
+        let runtime = Runtime::<Msg>::builder()
+            .shards(2)
+            .operator(0, 0, |_, _| Box::new(Perpetual) as Box<dyn Actor<Msg>>)
+            .build()
+            .unwrap();
+        for partition in 0..4 {
+            runtime
+                .ingress()
+                .send_to(
+                    ActorId::new(0, 0, partition),
+                    Msg::Token {
+                        id: 0,
+                        hops_left: 0,
+                    },
+                )
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let started = std::time::Instant::now();
+        let report = runtime.shutdown_within(Duration::from_millis(100));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(report.abandoned, 4, "the four circulating messages");
+        assert!(report.handled() > 100);
+    });
+}
