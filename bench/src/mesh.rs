@@ -16,7 +16,8 @@
 //! Round trips are timed one by one with the TSC clock into HdrHistogram; the first 10 %
 //! of each series is warm-up and not recorded. The dirigo round trips and their baselines
 //! (floor, futex) run in five alternating rounds, so that drift in the machine's speed
-//! hits both sides of each ratio alike. In the parked series both sides wait until
+//! hits both sides of each ratio alike; so do the two one-way throughputs, each reported
+//! as the median of its five rounds. In the parked series both sides wait until
 //! the peer has announced that it sleeps, plus a settle time, before each message, so
 //! every round trip pays two real wake-ups — in dirigo exactly as in the futex baseline.
 
@@ -215,8 +216,14 @@ pub fn run(config: &MeshBenchConfig) -> Result<MeshReport, String> {
     );
     let glommio_channel = glommio_rtt(cpus, config.round_trips / 4)?;
     let flume = flume_rtt(cpus, config.round_trips);
-    let dirigo_oneway = dirigo_oneway(cpus, config.oneway_messages)?;
-    let ring_oneway = ring_oneway(cpus, config.oneway_messages);
+    let mut dirigo_rates = Vec::with_capacity(ROUNDS);
+    let mut ring_rates = Vec::with_capacity(ROUNDS);
+    let per_round_messages = (config.oneway_messages / ROUNDS as u64).max(1000);
+    for _ in 0..ROUNDS {
+        dirigo_rates.push(dirigo_oneway(cpus, per_round_messages)?);
+        ring_rates.push(ring_oneway(cpus, per_round_messages));
+    }
+    let (dirigo_oneway, ring_oneway) = (median(dirigo_rates), median(ring_rates));
 
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::INFINITY };
     let mut ratios = MeshRatios {
@@ -254,6 +261,11 @@ fn on_own_thread<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -
 
 /// Rounds of alternating measurements (see `run`).
 const ROUNDS: usize = 5;
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
 
 fn add(total: &mut Histogram<u64>, round: &Histogram<u64>) {
     total.add(round).expect("histograms share their bounds");

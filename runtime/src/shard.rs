@@ -344,6 +344,12 @@ impl<M: Send + 'static> Shard<M> {
         }
         let ran = self.run_ready(start);
         let moved = self.flush();
+        if arrived > 0 {
+            // Only now, with this turn's messages out, give the read slots back.
+            for (_, ring) in &mut self.incoming {
+                ring.release();
+            }
+        }
         if arrived + ran + moved == 0 {
             // Only outboxes towards full rings: nothing moved, so this was no work.
             return None;

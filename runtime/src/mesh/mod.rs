@@ -81,6 +81,9 @@ mod ring_tests {
         assert!(tx.is_full());
         assert_eq!(tx.try_push("x".into()), Err("x".into()));
         assert_eq!(rx.try_pop().as_deref(), Some("0"));
+        // Read but not yet released: the producer still sees the slot taken.
+        assert!(tx.is_full());
+        rx.release();
         tx.try_push("4".into()).unwrap();
         let mut seen = Vec::new();
         assert_eq!(rx.drain(|v| seen.push(v)), 4);

@@ -93,8 +93,20 @@ pub fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
             position: 0,
             free_until: 0,
         },
-        Consumer { ring, position: 0 },
+        Consumer {
+            ring,
+            position: 0,
+            released: 0,
+        },
     )
+}
+
+impl<T> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        // Slots read but not released still look full; the ring's own drop must not drop
+        // their (moved-out) values again.
+        self.release();
+    }
 }
 
 /// The sending end of a [`ring`]; owned by exactly one thread at a time.
@@ -173,10 +185,14 @@ impl<T> Producer<T> {
 pub struct Consumer<T> {
     ring: Arc<Ring<T>>,
     position: usize,
+    /// Slots below `position` but at or above this one were read and not yet handed back
+    /// to the producer (see [`Consumer::release`]).
+    released: usize,
 }
 
 impl<T> Consumer<T> {
-    /// Takes the oldest value, if any.
+    /// Takes the oldest value, if any. The slot goes back to the producer at the next
+    /// [`release`](Self::release) (or by itself once a quarter of the ring waits).
     #[inline]
     pub fn try_pop(&mut self) -> Option<T> {
         let slot = &self.ring.slots[self.position & self.ring.mask];
@@ -185,16 +201,34 @@ impl<T> Consumer<T> {
         }
         // SAFETY: `seq == position + 1` means the producer published this slot (release
         // store happened-before our acquire load) and will not touch it again until we
-        // free it below; we are the only consumer, and we read the value exactly once.
+        // release it; we are the only consumer, and we read each value exactly once
+        // (`position` moves past it now).
         let value = slot
             .value
             .with(|cell| unsafe { (*cell).assume_init_read() });
-        slot.seq.store(
-            self.position.wrapping_add(self.ring.mask + 1),
-            Ordering::Release,
-        );
         self.position = self.position.wrapping_add(1);
+        if self.position.wrapping_sub(self.released) > (self.ring.mask + 1) / 4 {
+            self.release();
+        }
         Some(value)
+    }
+
+    /// Hands every slot read so far back to the producer.
+    ///
+    /// Freeing a slot is a store to a line the producer shares, which needs a cross-core
+    /// ownership change. On x86 stores leave in program order, so a free issued right
+    /// after a read would hold back every store behind it — such as the reply the shard
+    /// is about to publish in another ring. Shards therefore release once per turn, after
+    /// their own messages are out.
+    #[inline]
+    pub fn release(&mut self) {
+        let capacity = self.ring.mask + 1;
+        while self.released != self.position {
+            let slot = &self.ring.slots[self.released & self.ring.mask];
+            slot.seq
+                .store(self.released.wrapping_add(capacity), Ordering::Release);
+            self.released = self.released.wrapping_add(1);
+        }
     }
 
     /// Whether a value is ready to be taken.
