@@ -30,7 +30,12 @@ pub type SavedState = Box<dyn Any + Send>;
 /// }
 /// ```
 pub trait Actor<M>: 'static {
-    /// Handles one message. Messages sent through `ctx` leave when the handler returns.
+    /// Handles one message. Messages sent through `ctx` to other shards may leave while
+    /// the handler still runs; those for this shard run after it returns.
+    ///
+    /// A handler that panics does not take its shard down: the panic is logged and
+    /// counted, what the handler sent before it panicked is delivered, and the actor is
+    /// dropped and re-created by its factory without saved state.
     fn receive(&mut self, ctx: &mut Context<'_, M>, message: Envelope<M>);
 
     /// Called when the actor has been idle past the runtime's deactivation timeout (and at

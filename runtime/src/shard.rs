@@ -365,11 +365,11 @@ impl<M: Send + 'static> Shard<M> {
     /// Waits for input: polls until the spin budget (counted from `idle_since`) is spent,
     /// then parks. Returns when input was found, or `None` when the shard must stop.
     ///
-    /// Reading the clock costs more on this path than everything else a hop does, so the
-    /// poll loop reads it only every 64 polls, and the moment input was
-    /// found is interpolated from the number of polls since the last reading and the
-    /// measured average poll duration. Busy time therefore starts within a poll or two of
-    /// the real start, without a clock read between finding a message and running it.
+    /// A clock read (rdtsc, which virtual machines make slow) costs a large share of a
+    /// whole hop, so the poll loop reads the clock only every 64 polls, and the moment
+    /// input was found is interpolated from the number of polls since the last reading and
+    /// the measured average poll duration. Busy time therefore starts within a poll or two
+    /// of the real start, without a clock read between finding a message and running it.
     async fn idle(&mut self, idle_since: Nanos) -> Option<Nanos> {
         // Polls between two looks at the clock and the stop flag. Unpinned shards yield
         // the CPU after each poll, which takes far longer than a poll, so they look at the
