@@ -250,6 +250,16 @@ impl<M: Send + 'static> ActorTable<M> {
     }
 }
 
+/// How an idle spell ended.
+enum Idle {
+    /// Input arrived (at about this time).
+    Found(Nanos),
+    /// The spin budget is spent: park.
+    Park,
+    /// The runtime is stopping.
+    Stop,
+}
+
 /// Everything a shard needs to start, handed to its thread once all shards exist.
 pub(crate) struct ShardStart<M> {
     pub(crate) shared: Arc<Shared<M>>,
@@ -325,9 +335,13 @@ impl<M: Send + 'static> Shard<M> {
                 work_since = clock::now();
                 continue;
             }
-            match self.idle(work_since).await {
-                Some(found_at) => work_since = found_at,
-                None => break,
+            match self.idle(work_since) {
+                Idle::Found(at) => work_since = at,
+                Idle::Park => {
+                    self.park().await;
+                    work_since = clock::now();
+                }
+                Idle::Stop => break,
             }
         }
         self.counters().snapshot(self.id, self.shared.cpus[self.id])
@@ -362,15 +376,16 @@ impl<M: Send + 'static> Shard<M> {
         Some(end)
     }
 
-    /// Waits for input: polls until the spin budget (counted from `idle_since`) is spent,
-    /// then parks. Returns when input was found, or `None` when the shard must stop.
+    /// Waits for input: polls until input arrives, the spin budget (counted from
+    /// `idle_since`) is spent, or the shard must stop. A plain function, not an `async`
+    /// one: leaving it is on the path of every message that finds the shard idle.
     ///
     /// A clock read (rdtsc, which virtual machines make slow) costs a large share of a
     /// whole hop, so the poll loop reads the clock only every 64 polls, and the moment
     /// input was found is interpolated from the number of polls since the last reading and
     /// the measured average poll duration. Busy time therefore starts within a poll or two
     /// of the real start, without a clock read between finding a message and running it.
-    async fn idle(&mut self, idle_since: Nanos) -> Option<Nanos> {
+    fn idle(&mut self, idle_since: Nanos) -> Idle {
         // Polls between two looks at the clock and the stop flag. Unpinned shards yield
         // the CPU after each poll, which takes far longer than a poll, so they look at the
         // clock after every one.
@@ -381,7 +396,7 @@ impl<M: Send + 'static> Shard<M> {
         loop {
             for polls in 1..=polls_per_check {
                 if self.has_inbound() {
-                    return Some(last_reading + polls * self.poll_ns);
+                    return Idle::Found(last_reading + polls * self.poll_ns);
                 }
                 if self.pinned {
                     std::hint::spin_loop();
@@ -396,11 +411,10 @@ impl<M: Send + 'static> Shard<M> {
             self.poll_ns = (self.poll_ns * 7 + per_poll) / 8;
             last_reading = now;
             if self.shared.stop.load(Ordering::Acquire) {
-                return None;
+                return Idle::Stop;
             }
             if now.saturating_sub(idle_since) >= spin_budget_ns {
-                self.park().await;
-                return Some(clock::now());
+                return Idle::Park;
             }
         }
     }
