@@ -5,6 +5,7 @@
 //! | key | what |
 //! | --- | --- |
 //! | `floor_rtt_ns` | atomic ping-pong through two cache lines between two pinned threads |
+//! | `ring_rtt_ns` | the same threads through two raw shard-to-shard rings (no runtime) |
 //! | `dirigo_rtt_ns` | actor on shard 0 → actor on shard 1 → back; both shards spinning |
 //! | `dirigo_parked_rtt_ns` | the same, with the receiving shard parked before each message |
 //! | `futex_rtt_ns` | raw thread park/unpark ping-pong, each side parked before it is woken |
@@ -76,8 +77,9 @@ pub struct MeshRatios {
 }
 
 /// The JSON keys of the round-trip latencies, each an object `{p50, p99, p999, mean}`.
-pub const LATENCY_KEYS: [&str; 6] = [
+pub const LATENCY_KEYS: [&str; 7] = [
     "floor_rtt_ns",
+    "ring_rtt_ns",
     "dirigo_rtt_ns",
     "dirigo_parked_rtt_ns",
     "futex_rtt_ns",
@@ -97,6 +99,8 @@ pub struct MeshReport {
     pub asymmetric_barriers: bool,
     /// See the module doc.
     pub floor_rtt_ns: LatencySummary,
+    /// See the module doc.
+    pub ring_rtt_ns: LatencySummary,
     /// See the module doc.
     pub dirigo_rtt_ns: LatencySummary,
     /// See the module doc.
@@ -135,6 +139,7 @@ impl MeshReport {
         ));
         for (name, summary) in [
             ("floor (atomics)", &self.floor_rtt_ns),
+            ("raw rings", &self.ring_rtt_ns),
             ("dirigo", &self.dirigo_rtt_ns),
             ("dirigo, parked", &self.dirigo_parked_rtt_ns),
             ("futex park/unpark", &self.futex_rtt_ns),
@@ -192,6 +197,7 @@ pub fn run(config: &MeshBenchConfig) -> Result<MeshReport, String> {
     // The machine's speed drifts (other tenants, vCPU placement): measure each figure
     // and its baseline in alternating rounds, so that a ratio compares like with like.
     let mut floor = new_histogram();
+    let mut ring = new_histogram();
     let mut dirigo = new_histogram();
     let mut futex = new_histogram();
     let mut dirigo_parked = new_histogram();
@@ -199,6 +205,7 @@ pub fn run(config: &MeshBenchConfig) -> Result<MeshReport, String> {
     let parked_per_round = (config.parked_round_trips / ROUNDS).max(10);
     for _ in 0..ROUNDS {
         add(&mut floor, &floor_rtt(cpus, per_round));
+        add(&mut ring, &ring_histogram(cpus, per_round));
         add(&mut dirigo, &dirigo_rtt(cpus, per_round, None)?);
         add(
             &mut futex,
@@ -209,7 +216,11 @@ pub fn run(config: &MeshBenchConfig) -> Result<MeshReport, String> {
             &dirigo_rtt(cpus, parked_per_round, Some(config.settle))?,
         );
     }
-    let (floor, dirigo) = (LatencySummary::of(&floor), LatencySummary::of(&dirigo));
+    let (floor, ring, dirigo) = (
+        LatencySummary::of(&floor),
+        LatencySummary::of(&ring),
+        LatencySummary::of(&dirigo),
+    );
     let (futex, dirigo_parked) = (
         LatencySummary::of(&futex),
         LatencySummary::of(&dirigo_parked),
@@ -241,6 +252,7 @@ pub fn run(config: &MeshBenchConfig) -> Result<MeshReport, String> {
         cpus: cpus.to_vec(),
         asymmetric_barriers: dirigo_runtime::fence::asymmetric(),
         floor_rtt_ns: floor,
+        ring_rtt_ns: ring,
         dirigo_rtt_ns: dirigo,
         dirigo_parked_rtt_ns: dirigo_parked,
         futex_rtt_ns: futex,
@@ -426,6 +438,58 @@ fn flume_histogram(cpus: [Option<usize>; 2], round_trips: usize) -> Histogram<u6
             if i >= warmup_of(round_trips) as u64 {
                 record(&mut histogram, clock::raw_delta_ns(start, clock::raw()));
             }
+        }
+        echo.join().expect("echo thread");
+        histogram
+    })
+}
+
+/// Ping-pong through two raw shard-to-shard rings carrying the benchmark's envelopes,
+/// each side releasing slots after replying, as shards do: the mesh without the runtime.
+fn ring_histogram(cpus: [Option<usize>; 2], round_trips: usize) -> Histogram<u64> {
+    fn envelope(seq: u32) -> Envelope<BenchMsg> {
+        let target = ActorId::new(0, ECHO, 0);
+        Envelope {
+            target,
+            source: Some(target),
+            kind: MessageKind::User,
+            ctx: SchedContext::at(0),
+            payload: BenchMsg::Data { seq, total: 0 },
+        }
+    }
+    fn receive(ring: &mut mesh::Consumer<Envelope<BenchMsg>>) -> Envelope<BenchMsg> {
+        loop {
+            if let Some(envelope) = ring.try_pop() {
+                return envelope;
+            }
+            std::hint::spin_loop();
+        }
+    }
+    on_own_thread(move || {
+        let (mut ping_tx, mut ping_rx) = mesh::ring::<Envelope<BenchMsg>>(1024);
+        let (mut pong_tx, mut pong_rx) = mesh::ring::<Envelope<BenchMsg>>(1024);
+        let total = round_trips + warmup_of(round_trips);
+        let echo = std::thread::spawn(move || {
+            pin_current(cpus[1]);
+            for _ in 0..total {
+                let ping = receive(&mut ping_rx);
+                assert!(pong_tx.try_push(ping).is_ok(), "one message in flight");
+                ping_rx.release();
+            }
+        });
+        pin_current(cpus[0]);
+        let mut histogram = new_histogram();
+        for i in 0..total {
+            let start = clock::raw();
+            assert!(
+                ping_tx.try_push(envelope(i as u32)).is_ok(),
+                "one message in flight"
+            );
+            receive(&mut pong_rx);
+            if i >= warmup_of(round_trips) {
+                record(&mut histogram, clock::raw_delta_ns(start, clock::raw()));
+            }
+            pong_rx.release();
         }
         echo.join().expect("echo thread");
         histogram
@@ -848,6 +912,7 @@ mod tests {
         .unwrap();
         for summary in [
             report.floor_rtt_ns,
+            report.ring_rtt_ns,
             report.dirigo_rtt_ns,
             report.dirigo_parked_rtt_ns,
             report.futex_rtt_ns,
