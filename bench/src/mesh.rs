@@ -117,6 +117,11 @@ pub struct MeshReport {
     pub ring_oneway_msgs_per_s: f64,
     /// The targets, as ratios of this run.
     pub ratios: MeshRatios,
+    /// Whether the floor is so low (under 150 ns) that the two CPUs most likely share a
+    /// physical core (SMT siblings, or a hypervisor placing both vCPUs there): then cache
+    /// lines never cross cores, the fixed software cost of a hop dominates every ratio,
+    /// and the ratios are not comparable with cross-core runs.
+    pub shared_core_suspected: bool,
 }
 
 impl MeshReport {
@@ -158,6 +163,12 @@ impl MeshReport {
             "raw ring one-way msg/s",
             self.ring_oneway_msgs_per_s
         ));
+        if self.shared_core_suspected {
+            out.push_str(&format!(
+                "note: the floor is under {SHARED_CORE_FLOOR_NS} ns, so these two CPUs most likely share a \
+                 physical core; the ratios below are not comparable with cross-core runs\n\n"
+            ));
+        }
         let r = &self.ratios;
         let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
         out.push_str(&format!(
@@ -260,9 +271,13 @@ pub fn run(config: &MeshBenchConfig) -> Result<MeshReport, String> {
         flume_rtt_ns: flume,
         dirigo_oneway_msgs_per_s: dirigo_oneway,
         ring_oneway_msgs_per_s: ring_oneway,
+        shared_core_suspected: floor.p50 < SHARED_CORE_FLOOR_NS,
         ratios,
     })
 }
+
+/// A floor round trip below this means the two CPUs share caches below the last level.
+const SHARED_CORE_FLOOR_NS: u64 = 150;
 
 /// Runs `body` on a fresh thread, so that pinning inside it leaves the caller alone.
 fn on_own_thread<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -> T {
