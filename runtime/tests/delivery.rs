@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dirigo_runtime::{Actor, ActorId, Context, Envelope, Runtime, SavedState, SendError};
+use dirigo_runtime::{
+    Actor, ActorId, Context, Envelope, Runtime, RuntimeBuilder, SavedState, SendError,
+};
 
 /// Runs `body` on its own thread and fails the test if it does not finish in time, so a
 /// deadlock shows up as a failure instead of a hung test run.
@@ -165,16 +167,24 @@ impl Actor<Msg> for Forwarder {
     }
 }
 
-fn token_run(shards: usize, peers: u32, tokens: u64, hops: u32, ring_capacity: usize) {
+/// Starts `builder` with Forwarders of `peers` partitions as operator 0/0; returns the
+/// runtime, the log of last-hop arrivals, the hop count, and the cycle's pair (unset).
+#[allow(clippy::type_complexity)]
+fn with_forwarders(
+    builder: RuntimeBuilder<Msg>,
+    peers: u32,
+) -> (
+    Runtime<Msg>,
+    Arc<Mutex<HashMap<u64, u32>>>,
+    Arc<AtomicU64>,
+    Arc<std::sync::OnceLock<[u32; 2]>>,
+) {
     let arrivals = Arc::new(Mutex::new(HashMap::new()));
-    let hop_count = Arc::new(AtomicU64::new(0));
-    let (factory_arrivals, factory_hops) = (arrivals.clone(), hop_count.clone());
+    let hops = Arc::new(AtomicU64::new(0));
     let pair = Arc::new(std::sync::OnceLock::new());
-    let factory_pair = pair.clone();
-    let runtime = Runtime::<Msg>::builder()
-        .shards(shards)
-        .ring_capacity(ring_capacity)
-        .spin_budget(Duration::from_micros(20))
+    let (factory_arrivals, factory_hops, factory_pair) =
+        (arrivals.clone(), hops.clone(), pair.clone());
+    let runtime = builder
         .operator(0, 0, move |_, _| {
             Box::new(Forwarder {
                 peers,
@@ -185,6 +195,32 @@ fn token_run(shards: usize, peers: u32, tokens: u64, hops: u32, ring_capacity: u
         })
         .build()
         .unwrap();
+    (runtime, arrivals, hops, pair)
+}
+
+/// Starts `builder` with `make(counter)` as operator 0/0; returns the runtime and the
+/// counter its actors share.
+fn with_counter(
+    builder: RuntimeBuilder<Msg>,
+    make: fn(Arc<AtomicU64>) -> Box<dyn Actor<Msg>>,
+) -> (Runtime<Msg>, Arc<AtomicU64>) {
+    let counter = Arc::new(AtomicU64::new(0));
+    let factory_counter = counter.clone();
+    let runtime = builder
+        .operator(0, 0, move |_, _| make(factory_counter.clone()))
+        .build()
+        .unwrap();
+    (runtime, counter)
+}
+
+fn token_run(shards: usize, peers: u32, tokens: u64, hops: u32, ring_capacity: usize) {
+    let (runtime, arrivals, hop_count, pair) = with_forwarders(
+        Runtime::builder()
+            .shards(shards)
+            .ring_capacity(ring_capacity)
+            .spin_budget(Duration::from_micros(20)),
+        peers,
+    );
     let mut starts: Vec<u32> = (0..peers).collect();
     if peers == 2 {
         // The cycle only means something if its two ends are on different shards.
@@ -321,22 +357,8 @@ fn deactivation_and_reactivation_keep_state() {
 #[test]
 fn shutdown_with_messages_in_flight_loses_nothing_accepted() {
     within(120, || {
-        let arrivals = Arc::new(Mutex::new(HashMap::new()));
-        let hops = Arc::new(AtomicU64::new(0));
-        let (factory_arrivals, factory_hops) = (arrivals.clone(), hops.clone());
-        let runtime = Runtime::<Msg>::builder()
-            .shards(2)
-            .ring_capacity(4)
-            .operator(0, 0, move |_, _| {
-                Box::new(Forwarder {
-                    peers: 16,
-                    pair: Arc::default(),
-                    arrivals: factory_arrivals.clone(),
-                    hops: factory_hops.clone(),
-                }) as Box<dyn Actor<Msg>>
-            })
-            .build()
-            .unwrap();
+        let (runtime, arrivals, _, _) =
+            with_forwarders(Runtime::builder().shards(2).ring_capacity(4), 16);
         let ingress = runtime.ingress();
         // A thread keeps sending while shutdown starts; whatever was accepted must arrive.
         let feeder = std::thread::spawn(move || {
@@ -401,15 +423,8 @@ impl Actor<Msg> for Fragile {
 #[test]
 fn a_panicking_handler_does_not_stop_the_shard() {
     within(60, || {
-        let seen = Arc::new(AtomicU64::new(0));
-        let factory_seen = seen.clone();
-        let runtime = Runtime::<Msg>::builder()
-            .shards(1)
-            .operator(0, 0, move |_, _| {
-                Box::new(Fragile(factory_seen.clone())) as Box<dyn Actor<Msg>>
-            })
-            .build()
-            .unwrap();
+        let (runtime, seen) =
+            with_counter(Runtime::builder().shards(1), |seen| Box::new(Fragile(seen)));
         let ingress = runtime.ingress();
         for id in 0..20 {
             ingress
@@ -435,16 +450,10 @@ impl Actor<Msg> for Slow {
 #[test]
 fn a_full_intake_pushes_back_on_outside_senders_and_loses_nothing() {
     within(60, || {
-        let handled = Arc::new(AtomicU64::new(0));
-        let factory_handled = handled.clone();
-        let runtime = Runtime::<Msg>::builder()
-            .shards(1)
-            .intake_capacity(4)
-            .operator(0, 0, move |_, _| {
-                Box::new(Slow(factory_handled.clone())) as Box<dyn Actor<Msg>>
-            })
-            .build()
-            .unwrap();
+        let (runtime, handled) =
+            with_counter(Runtime::builder().shards(1).intake_capacity(4), |handled| {
+                Box::new(Slow(handled))
+            });
         let ingress = runtime.ingress();
         let target = ActorId::new(0, 0, 0);
         let token = |id| Msg::Token { id, hops_left: 0 };
@@ -476,17 +485,13 @@ fn a_full_intake_pushes_back_on_outside_senders_and_loses_nothing() {
 #[test]
 fn busy_time_counts_handlers_not_idle_spinning() {
     within(60, || {
-        let handled = Arc::new(AtomicU64::new(0));
-        let factory_handled = handled.clone();
-        let runtime = Runtime::<Msg>::builder()
-            .shards(2)
+        let (runtime, handled) = with_counter(
             // Spin for the whole idle stretch: none of it may count as busy.
-            .spin_budget(Duration::from_secs(10))
-            .operator(0, 0, move |_, _| {
-                Box::new(Slow(factory_handled.clone())) as Box<dyn Actor<Msg>>
-            })
-            .build()
-            .unwrap();
+            Runtime::builder()
+                .shards(2)
+                .spin_budget(Duration::from_secs(10)),
+            |handled| Box::new(Slow(handled)),
+        );
         std::thread::sleep(Duration::from_millis(200));
         let idle = runtime.stats();
         assert!(
@@ -516,23 +521,13 @@ fn busy_time_counts_handlers_not_idle_spinning() {
 #[test]
 fn parked_shards_are_woken_and_counted() {
     within(60, || {
-        let arrivals = Arc::new(Mutex::new(HashMap::new()));
-        let hops = Arc::new(AtomicU64::new(0));
-        let (factory_arrivals, factory_hops) = (arrivals.clone(), hops.clone());
-        let runtime = Runtime::<Msg>::builder()
-            .shards(2)
-            .spin_budget(Duration::ZERO)
-            .park_timeout(Duration::from_secs(5))
-            .operator(0, 0, move |_, _| {
-                Box::new(Forwarder {
-                    peers: 16,
-                    pair: Arc::default(),
-                    arrivals: factory_arrivals.clone(),
-                    hops: factory_hops.clone(),
-                }) as Box<dyn Actor<Msg>>
-            })
-            .build()
-            .unwrap();
+        let (runtime, arrivals, _, _) = with_forwarders(
+            Runtime::builder()
+                .shards(2)
+                .spin_budget(Duration::ZERO)
+                .park_timeout(Duration::from_secs(5)),
+            16,
+        );
         let ingress = runtime.ingress();
         for id in 0..20 {
             // Let both shards fall asleep before each token.
