@@ -26,6 +26,7 @@ pub mod placement;
 pub mod preflight;
 pub mod runtime;
 mod shard;
+pub mod snapshot;
 pub mod stats;
 mod sync;
 
