@@ -4,8 +4,10 @@
 use std::any::Any;
 use std::fmt;
 
+use crate::dual::{Barrier, Control, ScaleChange, ScaleError};
 use crate::envelope::{ActorId, Envelope, MessageKind, Nanos, SchedContext, ShardId};
 use crate::shard::Outbound;
+use crate::snapshot::{Snapshot, SnapshotError};
 
 /// State an actor hands back when it is deactivated, and gets again when it is
 /// reactivated.
@@ -42,6 +44,44 @@ pub trait Actor<M>: 'static {
     /// no other time). What it returns is handed to the factory at the next activation.
     fn deactivate(self: Box<Self>) -> Option<SavedState> {
         None
+    }
+
+    /// Mergeable operators (see [`StateKind`](crate::StateKind)): takes this worker's
+    /// partial state as a snapshot, leaving the actor with empty state. Called on a lessee
+    /// when its lessor consolidates; `Ok(None)` when there is nothing to hand over.
+    fn snapshot(&mut self) -> Result<Option<Snapshot>, SnapshotError> {
+        Ok(None)
+    }
+
+    /// Mergeable operators: merges a lessee's partial state (what its
+    /// [`snapshot`](Self::snapshot) returned) into this, the lessor's, state — typically by
+    /// reading it in place with [`Snapshot::archived`].
+    fn merge(&mut self, partial: &Snapshot) -> Result<(), SnapshotError> {
+        let _ = partial;
+        Ok(())
+    }
+
+    /// The ordering key of a message: messages with the same key never run concurrently
+    /// or out of order, lessees or not. `None` (the default): the message may run on any
+    /// worker. Called on the lessor, for every message while the actor has lessees.
+    fn ordering_key(&self, message: &Envelope<M>) -> Option<u64> {
+        let _ = message;
+        None
+    }
+
+    /// For a critical message: what it waits for (default: nothing; it runs alone).
+    fn barrier(&self, message: &Envelope<M>) -> Barrier {
+        let _ = message;
+        Barrier::Single
+    }
+
+    /// Runs a critical section on the consolidated state: the critical messages of one
+    /// barrier (one message for [`Barrier::Single`]), in arrival order. By default, each
+    /// goes to [`receive`](Self::receive).
+    fn critical(&mut self, ctx: &mut Context<'_, M>, messages: Vec<Envelope<M>>) {
+        for message in messages {
+            self.receive(ctx, message);
+        }
     }
 }
 
@@ -118,6 +158,7 @@ pub struct Context<'a, M> {
     pub(crate) out: &'a mut Outbound<M>,
     pub(crate) me: ActorId,
     pub(crate) current: SchedContext,
+    pub(crate) epoch: u64,
 }
 
 impl<M> Context<'_, M> {
@@ -168,6 +209,42 @@ impl<M> Context<'_, M> {
             payload,
         };
         self.out.send(envelope)
+    }
+
+    /// Sends a critical message to `target` (see [`MessageKind::Critical`]).
+    pub fn send_critical(&mut self, target: ActorId, payload: M) -> Result<(), SendError<M>> {
+        let envelope = Envelope {
+            target,
+            source: Some(self.me),
+            kind: MessageKind::Critical,
+            ctx: self.current,
+            payload,
+        };
+        self.out.send(envelope)
+    }
+
+    /// How many critical sections this actor has completed before the message being
+    /// handled: the same on the lessor and on every lessee, so outputs can say which
+    /// stretch between critical sections they belong to.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Asks for a lessee of `actor` on `shard`; it starts at the actor's next
+    /// consolidation point. Refused at once, with the reason, when it cannot be done.
+    pub fn add_lessee(&mut self, actor: ActorId, shard: ShardId) -> Result<(), ScaleError> {
+        self.scale(actor, ScaleChange::Add(shard))
+    }
+
+    /// Asks to retire the lessee of `actor` on `shard`, after merging its state.
+    pub fn remove_lessee(&mut self, actor: ActorId, shard: ShardId) -> Result<(), ScaleError> {
+        self.scale(actor, ScaleChange::Remove(shard))
+    }
+
+    fn scale(&mut self, actor: ActorId, change: ScaleChange) -> Result<(), ScaleError> {
+        let home = self.out.shared.check_scale(actor, change)?;
+        self.out.control(home, Control::Scale { actor, change });
+        Ok(())
     }
 
     /// Sends a fully formed envelope (its own kind and scheduling context); the source is

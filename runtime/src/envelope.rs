@@ -101,6 +101,10 @@ pub enum MessageKind {
     /// Produced by an operator (or by ingress on its behalf).
     #[default]
     User,
+    /// A user message that must run sequentially on the lessor, after every message that
+    /// arrived before it and before every one after it, on the actor's consolidated state
+    /// (a window end, a watermark, a read of the whole state). See [`crate::dual`].
+    Critical,
     /// Produced by the runtime itself (scaling, state transfer, synchronization).
     Control,
 }
@@ -156,6 +160,26 @@ impl<M> Envelope<M> {
             ctx: SchedContext::at(crate::clock::now()),
             payload,
         }
+    }
+
+    /// A critical message for `target`, entering now (see [`MessageKind::Critical`]).
+    pub fn critical(target: ActorId, payload: M) -> Self {
+        Self {
+            kind: MessageKind::Critical,
+            ..Self::user(target, payload)
+        }
+    }
+
+    /// The same message, as sent by `source` (the input a barrier counts it under).
+    pub fn from_source(mut self, source: ActorId) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Whether the message is critical.
+    #[inline]
+    pub fn is_critical(&self) -> bool {
+        self.kind == MessageKind::Critical
     }
 
     /// The application the message belongs to.

@@ -7,6 +7,8 @@
 //! - [`mesh`]: one SPSC [`ring`](mesh::ring) per ordered pair of shards, and each
 //!   shard's [`Doorbell`](mesh::Doorbell) (the sleep/wake handshake);
 //! - [`actor`]: the [`Actor`] trait, factories, and the handler [`Context`];
+//! - [`dual`]: dual-mode actors — lessors and lessees, critical messages and barriers,
+//!   consolidation; [`snapshot`]: the rkyv archives partial states travel in;
 //! - [`envelope`]: addresses, messages and their scheduling context;
 //! - [`placement`] and [`preflight`]: which CPU each shard gets, and what the machine
 //!   must offer;
@@ -19,6 +21,7 @@
 
 pub mod actor;
 pub mod clock;
+pub mod dual;
 pub mod envelope;
 pub mod fence;
 pub mod mesh;
@@ -31,8 +34,10 @@ pub mod stats;
 mod sync;
 
 pub use actor::{Actor, ActorFactory, Context, SavedState, SendError};
+pub use dual::{ActorMetrics, Barrier, ScaleChange, ScaleError, StateKind};
 pub use envelope::{
     ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, PartitionId, SchedContext, ShardId,
 };
 pub use runtime::{BuildError, Ingress, Runtime, RuntimeBuilder, RuntimeReport};
+pub use snapshot::{Snapshot, SnapshotError};
 pub use stats::ShardStats;

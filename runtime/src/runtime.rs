@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 
 use crate::actor::{ActorFactory, SendError};
+use crate::dual::{Control, Packet, ScaleChange, ScaleError, StateKind};
 use crate::envelope::{ActorId, AppId, Envelope, OperatorId, ShardId};
 use crate::mesh::{build_links, Doorbell};
 use crate::placement::{self, CpuSpec, Placement};
@@ -44,7 +45,13 @@ impl Router {
 /// The operators' factories, indexed by app and then operator: a lookup on every send is
 /// two bounds-checked indexings, not a hash.
 struct Registry<M> {
-    apps: Vec<Vec<Option<Arc<dyn ActorFactory<M>>>>>,
+    apps: Vec<Vec<Option<Registered<M>>>>,
+}
+
+/// An operator's factory and how its state behaves under scaling.
+struct Registered<M> {
+    factory: Arc<dyn ActorFactory<M>>,
+    state: StateKind,
 }
 
 impl<M> Registry<M> {
@@ -52,7 +59,13 @@ impl<M> Registry<M> {
         Self { apps: Vec::new() }
     }
 
-    fn insert(&mut self, app: AppId, operator: OperatorId, factory: Arc<dyn ActorFactory<M>>) {
+    fn insert(
+        &mut self,
+        app: AppId,
+        operator: OperatorId,
+        factory: Arc<dyn ActorFactory<M>>,
+        state: StateKind,
+    ) {
         let (app, operator) = (usize::from(app), usize::from(operator));
         if self.apps.len() <= app {
             self.apps.resize_with(app + 1, Vec::new);
@@ -61,22 +74,22 @@ impl<M> Registry<M> {
         if operators.len() <= operator {
             operators.resize_with(operator + 1, || None);
         }
-        operators[operator] = Some(factory);
+        operators[operator] = Some(Registered { factory, state });
     }
 
     #[inline]
-    fn get(&self, target: &ActorId) -> Option<&dyn ActorFactory<M>> {
+    fn get(&self, target: &ActorId) -> Option<&Registered<M>> {
         self.apps
             .get(usize::from(target.app))?
             .get(usize::from(target.operator))?
-            .as_deref()
+            .as_ref()
     }
 }
 
 /// The outside intake of one shard: a bounded flume channel plus a counter of what was
 /// posted, so that the shard checks one cache line instead of the channel's lock.
 struct Intake<M> {
-    sender: flume::Sender<Envelope<M>>,
+    sender: flume::Sender<Packet<M>>,
     posted: CachePadded<AtomicU64>,
 }
 
@@ -108,9 +121,42 @@ impl<M> Shared<M> {
     }
 
     pub(crate) fn factory(&self, target: &ActorId) -> &dyn ActorFactory<M> {
-        self.factories
+        &*self
+            .factories
             .get(target)
             .expect("messages for unregistered operators are refused at send")
+            .factory
+    }
+
+    /// Whether a lessee for `actor` may be asked for; its home shard if so. The lessor
+    /// checks the rest (an existing lessee, a lessee to retire) when it applies the change.
+    pub(crate) fn check_scale(
+        &self,
+        actor: ActorId,
+        change: ScaleChange,
+    ) -> Result<ShardId, ScaleError> {
+        let Some(registered) = self.factories.get(&actor) else {
+            return Err(ScaleError::UnknownOperator(actor));
+        };
+        let home = self.router.route(&actor);
+        let shard = match change {
+            ScaleChange::Add(shard) | ScaleChange::Remove(shard) => shard,
+        };
+        if shard >= self.shards() {
+            return Err(ScaleError::NoSuchShard {
+                shard,
+                shards: self.shards(),
+            });
+        }
+        if let ScaleChange::Add(_) = change {
+            if registered.state == StateKind::Exclusive {
+                return Err(ScaleError::Exclusive(actor));
+            }
+            if shard == home {
+                return Err(ScaleError::HomeShard { actor, shard });
+            }
+        }
+        Ok(home)
     }
 
     #[inline]
@@ -267,14 +313,30 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
         self
     }
 
-    /// Registers the factory for the actors of `operator` in `app`.
+    /// Registers the factory for the actors of `operator` in `app`. Their state is
+    /// [`StateKind::Exclusive`]: they never get lessees.
     pub fn operator(
         mut self,
         app: AppId,
         operator: OperatorId,
         factory: impl ActorFactory<M>,
     ) -> Self {
-        self.factories.insert(app, operator, Arc::new(factory));
+        self.factories
+            .insert(app, operator, Arc::new(factory), StateKind::Exclusive);
+        self
+    }
+
+    /// Registers the factory for the actors of `operator` in `app`, whose state is
+    /// [`StateKind::Mergeable`]: they may get lessees, and implement
+    /// [`Actor::snapshot`](crate::Actor::snapshot) and [`Actor::merge`](crate::Actor::merge).
+    pub fn mergeable_operator(
+        mut self,
+        app: AppId,
+        operator: OperatorId,
+        factory: impl ActorFactory<M>,
+    ) -> Self {
+        self.factories
+            .insert(app, operator, Arc::new(factory), StateKind::Mergeable);
         self
     }
 
@@ -661,6 +723,37 @@ impl<M: Send + 'static> Ingress<M> {
         self.shared.router.route(&actor)
     }
 
+    /// Asks for a lessee of `actor` on `shard`. Refused at once, with the reason, when the
+    /// actor's state is exclusive or the shard is wrong; otherwise the lessee starts at
+    /// the actor's next consolidation point (at once when it has none pending).
+    pub fn add_lessee(&self, actor: ActorId, shard: ShardId) -> Result<(), ScaleError> {
+        self.scale(actor, ScaleChange::Add(shard))
+    }
+
+    /// Asks to retire the lessee of `actor` on `shard`; its partial state is merged into
+    /// the lessor's first, so nothing is lost.
+    pub fn remove_lessee(&self, actor: ActorId, shard: ShardId) -> Result<(), ScaleError> {
+        self.scale(actor, ScaleChange::Remove(shard))
+    }
+
+    fn scale(&self, actor: ActorId, change: ScaleChange) -> Result<(), ScaleError> {
+        let shared = &*self.shared;
+        let home = shared.check_scale(actor, change)?;
+        shared.accepted.fetch_add(1, Ordering::SeqCst);
+        if !shared.accepting.load(Ordering::SeqCst) {
+            shared.accepted.fetch_sub(1, Ordering::SeqCst);
+            return Err(ScaleError::Closed);
+        }
+        let packet = Packet::Control(Box::new(Control::Scale { actor, change }));
+        if shared.intakes[home].sender.send(packet).is_err() {
+            shared.accepted.fetch_sub(1, Ordering::SeqCst);
+            return Err(ScaleError::Closed);
+        }
+        shared.intakes[home].posted.fetch_add(1, Ordering::AcqRel);
+        shared.doorbells[home].ring();
+        Ok(())
+    }
+
     fn submit(&self, envelope: Envelope<M>, wait: bool) -> Result<(), SendError<M>> {
         let shared = &*self.shared;
         if !shared.knows_operator(&envelope.target) {
@@ -675,19 +768,21 @@ impl<M: Send + 'static> Ingress<M> {
         }
         let shard = shared.router.route(&envelope.target);
         let intake = &shared.intakes[shard];
+        let packet = Packet::Message(envelope);
+        let unwrap = |packet| match packet {
+            Packet::Message(envelope) => envelope,
+            Packet::Control(_) => unreachable!("only messages are submitted here"),
+        };
         let sent = if wait {
             intake
                 .sender
-                .send(envelope)
-                .map_err(|error| SendError::Closed(error.into_inner()))
+                .send(packet)
+                .map_err(|error| SendError::Closed(unwrap(error.into_inner())))
         } else {
-            intake
-                .sender
-                .try_send(envelope)
-                .map_err(|error| match error {
-                    flume::TrySendError::Full(envelope) => SendError::Full(envelope),
-                    flume::TrySendError::Disconnected(envelope) => SendError::Closed(envelope),
-                })
+            intake.sender.try_send(packet).map_err(|error| match error {
+                flume::TrySendError::Full(packet) => SendError::Full(unwrap(packet)),
+                flume::TrySendError::Disconnected(packet) => SendError::Closed(unwrap(packet)),
+            })
         };
         if let Err(error) = sent {
             shared.accepted.fetch_sub(1, Ordering::SeqCst);

@@ -10,6 +10,12 @@
 //! decides where a message runs, and [`Shard::next_message`] picks which ready message
 //! runs next (FIFO across actors in arrival order; FIFO inside an actor).
 //!
+//! Dual-mode actors (see [`crate::dual`]) hook in at three places: admission of a
+//! message into its actor (`ActorTable::enqueue`: plain actors take a fast path;
+//! lessors may hold the message, forward it to a lessee, or start a sync), control
+//! messages arriving through the same rings (`ActorTable::accept_control`), and the end of
+//! each handler run (`Shard::after_run`: lessee progress, consolidation points).
+//!
 //! Backpressure: rings are bounded. A message that finds its ring full waits, in order,
 //! in the sender shard's outbox for that destination, so nothing is dropped; and because
 //! a shard never stops draining its inbound rings, cycles (A→B→A) and all-to-all traffic
@@ -26,7 +32,11 @@ use rustc_hash::FxHashMap;
 
 use crate::actor::{Actor, Context, SavedState, SendError};
 use crate::clock;
-use crate::envelope::{ActorId, Envelope, Nanos, ShardId};
+use crate::dual::{
+    ActorMetrics, Barrier, Control, Coordinator, LesseeLink, LesseeProgress, LesseeState, Packet,
+    PendingBarrier, ScaleChange, SyncPoint,
+};
+use crate::envelope::{mix64, ActorId, Envelope, Nanos, ShardId};
 use crate::mesh::{Consumer, Producer, ShardLinks};
 use crate::runtime::Shared;
 use crate::stats::{bump, ShardCounters, ShardStats};
@@ -42,11 +52,13 @@ pub(crate) struct Outbound<M> {
     pub(crate) shared: Arc<Shared<M>>,
     /// Messages for actors on this shard, dispatched right after the handler returns.
     local: Vec<Envelope<M>>,
+    /// Control messages for this shard, handled right after the handler returns.
+    local_controls: Vec<Control>,
     /// Per destination shard: the ring towards it (`None` for this shard).
-    rings: Vec<Option<Producer<Envelope<M>>>>,
+    rings: Vec<Option<Producer<Packet<M>>>>,
     /// Per destination shard: messages that found the ring full, in send order. While
     /// one waits here, later messages to that shard queue behind it.
-    remote: Vec<VecDeque<Envelope<M>>>,
+    remote: Vec<VecDeque<Packet<M>>>,
     /// Destinations whose outbox is not empty.
     dirty: Vec<ShardId>,
     /// Destinations that got messages since their doorbell was last rung.
@@ -64,13 +76,14 @@ impl<M> Outbound<M> {
     fn new(
         shard: ShardId,
         shared: Arc<Shared<M>>,
-        rings: Vec<Option<Producer<Envelope<M>>>>,
+        rings: Vec<Option<Producer<Packet<M>>>>,
     ) -> Self {
         let shards = shared.shards();
         Self {
             shard,
             shared,
             local: Vec::new(),
+            local_controls: Vec::new(),
             rings,
             remote: (0..shards).map(|_| VecDeque::new()).collect(),
             dirty: Vec::with_capacity(shards),
@@ -101,34 +114,64 @@ impl<M> Outbound<M> {
             self.local.push(envelope);
             return Ok(());
         }
+        self.push(destination, Packet::Message(envelope));
+        Ok(())
+    }
+
+    /// Passes a message already counted as sent on to `destination` (a lessee's shard).
+    pub(crate) fn forward(&mut self, destination: ShardId, envelope: Envelope<M>) {
+        self.push(destination, Packet::Message(envelope));
+    }
+
+    /// Sends a control message; it counts as a message until its receiver handles it.
+    pub(crate) fn control(&mut self, destination: ShardId, control: Control) {
+        bump(&self.shared.counters[self.shard].msgs_out, 1);
+        if destination == self.shard {
+            self.local_controls.push(control);
+        } else {
+            self.push(destination, Packet::Control(Box::new(control)));
+        }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, destination: ShardId, packet: Packet<M>) {
         let outbox = &mut self.remote[destination];
-        let envelope = if outbox.is_empty() {
+        let packet = if outbox.is_empty() {
             // Nothing waits for this shard: straight into the ring. The doorbell is rung
             // once per turn, in `Shard::flush`.
             let ring = self.rings[destination]
                 .as_mut()
                 .expect("remote destinations have rings");
-            match ring.try_push(envelope) {
+            match ring.try_push(packet) {
                 Ok(()) => {
                     if !self.is_unrung[destination] {
                         self.is_unrung[destination] = true;
                         self.unrung.push(destination);
                     }
-                    return Ok(());
+                    return;
                 }
-                Err(envelope) => {
+                Err(packet) => {
                     bump(&self.shared.counters[self.shard].ring_full, 1);
                     self.dirty.push(destination);
-                    envelope
+                    packet
                 }
             }
         } else {
-            envelope
+            packet
         };
-        outbox.push_back(envelope);
+        outbox.push_back(packet);
         self.backlog += 1;
-        Ok(())
     }
+}
+
+/// What an active actor is, besides its handler.
+enum Role<M> {
+    /// Runs alone on its home shard and has never needed the dual-mode machinery.
+    Plain,
+    /// The actor's lessor, with its dual-mode state.
+    Lessor(Box<Coordinator<M>>),
+    /// A lessee of an actor whose home is another shard.
+    Lessee(Box<LesseeState>),
 }
 
 struct ActorSlot<M> {
@@ -139,18 +182,60 @@ struct ActorSlot<M> {
     queued: bool,
     /// When a turn last ran one of its messages (runtime clock).
     last_active: Nanos,
+    role: Role<M>,
 }
 
-/// The actors active on one shard, in a slab indexed through a hash map.
+impl<M> ActorSlot<M> {
+    /// The epoch a handler of this actor runs in (see `Context::epoch`).
+    fn epoch(&self) -> u64 {
+        match &self.role {
+            Role::Plain => 0,
+            Role::Lessor(coordinator) => coordinator.epoch,
+            Role::Lessee(lessee) => lessee.epoch,
+        }
+    }
+
+    /// The lessor's dual-mode state, created on first use.
+    fn coordinator(&mut self) -> &mut Coordinator<M> {
+        if matches!(self.role, Role::Plain) {
+            self.role = Role::Lessor(Box::new(Coordinator::new(self.id, 0)));
+        }
+        match &mut self.role {
+            Role::Lessor(coordinator) => coordinator,
+            _ => unreachable!("lessees never coordinate"),
+        }
+    }
+}
+
+/// What a deactivated actor leaves behind until its next message.
+struct Dormant {
+    state: Option<SavedState>,
+    /// Critical sections it had completed.
+    epoch: u64,
+}
+
+/// The actors active on one shard, in a slab indexed through a hash map, and the queue of
+/// those with work ready.
 struct ActorTable<M> {
     index: FxHashMap<ActorId, u32>,
     slots: Vec<Option<ActorSlot<M>>>,
     free: Vec<u32>,
-    /// State of deactivated actors, until their next message.
-    dormant: FxHashMap<ActorId, SavedState>,
+    /// What deactivated actors left, until their next message.
+    dormant: FxHashMap<ActorId, Dormant>,
     /// The last actor looked up and its slot: runs of messages for one actor skip the
     /// hash map.
     last_hit: Option<(ActorId, u32)>,
+    /// Actors with ready work, in the order they became ready.
+    ready: VecDeque<u32>,
+}
+
+/// Runs user code that is not a handler (ordering keys, barriers, snapshots, merges):
+/// a panic there is logged and answered with `fallback`, never unwinds into the shard.
+fn guarded<T>(actor: ActorId, what: &str, fallback: T, call: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|_| {
+        tracing::error!(actor = %actor, "`{what}` panicked; using its default");
+        fallback
+    })
 }
 
 impl<M: Send + 'static> ActorTable<M> {
@@ -161,21 +246,19 @@ impl<M: Send + 'static> ActorTable<M> {
             free: Vec::new(),
             dormant: FxHashMap::default(),
             last_hit: None,
+            ready: VecDeque::new(),
         }
     }
 
-    #[cold]
-    #[inline(never)]
-    fn activate(&mut self, id: ActorId, shared: &Shared<M>, counters: &ShardCounters) -> u32 {
-        let saved = self.dormant.remove(&id);
-        let actor = shared.factory(&id).activate(id, saved);
-        let slot = ActorSlot {
-            id,
-            actor,
-            mailbox: VecDeque::new(),
-            queued: false,
-            last_active: clock::now(),
-        };
+    #[inline]
+    fn slot_mut(&mut self, index: u32) -> &mut ActorSlot<M> {
+        self.slots[index as usize]
+            .as_mut()
+            .expect("indexed actor slots are occupied")
+    }
+
+    fn insert(&mut self, slot: ActorSlot<M>) -> u32 {
+        let id = slot.id;
         let index = match self.free.pop() {
             Some(index) => {
                 self.slots[index as usize] = Some(slot);
@@ -187,6 +270,42 @@ impl<M: Send + 'static> ActorTable<M> {
             }
         };
         self.index.insert(id, index);
+        index
+    }
+
+    fn remove(&mut self, index: u32) -> ActorSlot<M> {
+        let slot = self.slots[index as usize]
+            .take()
+            .expect("removed slots are occupied");
+        self.index.remove(&slot.id);
+        if self.last_hit.is_some_and(|(id, _)| id == slot.id) {
+            self.last_hit = None;
+        }
+        self.free.push(index);
+        slot
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn activate(&mut self, id: ActorId, shared: &Shared<M>, counters: &ShardCounters) -> u32 {
+        let (saved, epoch) = match self.dormant.remove(&id) {
+            Some(dormant) => (dormant.state, dormant.epoch),
+            None => (None, 0),
+        };
+        let actor = shared.factory(&id).activate(id, saved);
+        let role = if epoch > 0 {
+            Role::Lessor(Box::new(Coordinator::new(id, epoch)))
+        } else {
+            Role::Plain
+        };
+        let index = self.insert(ActorSlot {
+            id,
+            actor,
+            mailbox: VecDeque::new(),
+            queued: false,
+            last_active: clock::now(),
+            role,
+        });
         bump(&counters.activations, 1);
         index
     }
@@ -201,53 +320,389 @@ impl<M: Send + 'static> ActorTable<M> {
         index
     }
 
-    /// Puts a message in its actor's mailbox, activating the actor if needed, and marks the
-    /// actor ready.
+    fn mark_ready(&mut self, index: u32) {
+        let slot = self.slot_mut(index);
+        if !slot.queued {
+            slot.queued = true;
+            self.ready.push_back(index);
+        }
+    }
+
+    /// Admits a message into its actor, activating the actor if needed: into its mailbox
+    /// (marking it ready) for plain actors and lessees; lessors decide (see `admit`).
     #[inline]
-    fn enqueue(
-        &mut self,
-        envelope: Envelope<M>,
-        ready: &mut VecDeque<u32>,
-        shared: &Shared<M>,
-        counters: &ShardCounters,
-    ) {
+    fn enqueue(&mut self, envelope: Envelope<M>, out: &mut Outbound<M>, shared: &Shared<M>) {
         let target = envelope.target;
         let index = match self.last_hit {
             Some((id, index)) if id == target => index,
-            _ => self.lookup(target, shared, counters),
+            _ => self.lookup(target, shared, &shared.counters[out.shard]),
         };
-        let slot = self.slots[index as usize]
-            .as_mut()
-            .expect("indexed actor slots are occupied");
+        let slot = self.slot_mut(index);
+        let direct = match slot.role {
+            Role::Plain => !envelope.is_critical(),
+            Role::Lessee(_) => true,
+            Role::Lessor(_) => false,
+        };
+        if !direct {
+            return self.admit(index, envelope, out);
+        }
         slot.mailbox.push_back(envelope);
         if !slot.queued {
             slot.queued = true;
-            ready.push_back(index);
+            self.ready.push_back(index);
+        }
+    }
+
+    /// A lessor's admission: hold the message (the actor is blocked, or its input already
+    /// delivered its part of a pending barrier), start a barrier or a sync for a critical
+    /// message, or run a user message here or on a lessee.
+    fn admit(&mut self, index: u32, envelope: Envelope<M>, out: &mut Outbound<M>) {
+        let slot = self.slot_mut(index);
+        let id = slot.id;
+        let lessor_queue = slot.mailbox.len() as u64;
+        slot.coordinator();
+        let ActorSlot {
+            actor,
+            role: Role::Lessor(coordinator),
+            ..
+        } = slot
+        else {
+            unreachable!("`coordinator` made this slot a lessor");
+        };
+        let input = envelope.source;
+        if coordinator.sync.is_some() || coordinator.held_inputs.contains(&input) {
+            coordinator.held.push_back(envelope);
+            return;
+        }
+        if envelope.is_critical() {
+            let barrier = guarded(id, "barrier", Barrier::Single, || actor.barrier(&envelope));
+            let complete = match (barrier, &mut coordinator.barrier) {
+                (Barrier::Wait { id, .. }, Some(pending)) if pending.id == id => {
+                    pending.arrived.push(envelope);
+                    coordinator.held_inputs.push(input);
+                    pending.arrived.len() >= pending.inputs as usize
+                }
+                (Barrier::Single, _) => {
+                    // Runs after everything that arrived before it, except what a pending
+                    // barrier holds (that comes after the barrier, which may itself come
+                    // after this message).
+                    begin_sync(coordinator, id, vec![envelope], None, out);
+                    self.check_consolidated(index);
+                    return;
+                }
+                (Barrier::Wait { .. }, Some(_)) => {
+                    // Another barrier's part, from an input that has not delivered its
+                    // part of the pending one: it comes after the pending barrier.
+                    coordinator.held_inputs.push(input);
+                    coordinator.held.push_back(envelope);
+                    return;
+                }
+                (Barrier::Wait { id, inputs }, None) => {
+                    coordinator.barrier = Some(PendingBarrier {
+                        id,
+                        inputs,
+                        arrived: vec![envelope],
+                    });
+                    coordinator.held_inputs.push(input);
+                    inputs <= 1
+                }
+            };
+            if complete {
+                let barrier = coordinator.barrier.take().expect("completed above");
+                coordinator.held_inputs.clear();
+                begin_sync(coordinator, id, barrier.arrived, None, out);
+                self.check_consolidated(index);
+            }
+            return;
+        }
+        if coordinator.lessees.is_empty() {
+            return self.run_here(index, envelope);
+        }
+        let workers = coordinator.lessees.len() as u64 + 1;
+        let worker = match guarded(id, "ordering_key", None, || actor.ordering_key(&envelope)) {
+            Some(key) => (mix64(key) % workers) as usize,
+            None => {
+                // The worker with the least queued work; the lessor on ties.
+                let mut best = (lessor_queue, 0);
+                for (position, lessee) in coordinator.lessees.iter().enumerate() {
+                    best = best.min((lessee.queued(), position + 1));
+                }
+                best.1
+            }
+        };
+        if worker == 0 {
+            return self.run_here(index, envelope);
+        }
+        let lessee = &mut coordinator.lessees[worker - 1];
+        lessee.forwarded += 1;
+        out.forward(lessee.shard, envelope);
+    }
+
+    fn run_here(&mut self, index: u32, envelope: Envelope<M>) {
+        self.slot_mut(index).mailbox.push_back(envelope);
+        self.mark_ready(index);
+    }
+
+    /// Queues a blocked lessor's consolidation point to run once every partial state is
+    /// merged and its own mailbox (what arrived before the sync) is empty.
+    fn check_consolidated(&mut self, index: u32) {
+        let slot = self.slot_mut(index);
+        let Role::Lessor(coordinator) = &slot.role else {
+            return;
+        };
+        let due = coordinator
+            .sync
+            .as_ref()
+            .is_some_and(|sync| sync.awaiting == 0);
+        if due && slot.mailbox.is_empty() && !slot.queued {
+            slot.queued = true;
+            self.ready.push_back(index);
+        }
+    }
+
+    /// Starts a scale change now, or refuses it with a logged reason.
+    fn start_scale(&mut self, index: u32, change: ScaleChange, out: &mut Outbound<M>) {
+        let slot = self.slot_mut(index);
+        let id = slot.id;
+        let coordinator = slot.coordinator();
+        if let Err(reason) = coordinator.check(change, out.shard) {
+            tracing::warn!(actor = %id, ?change, "scale request refused: {reason}");
+            coordinator.metrics.refused_scale_requests += 1;
+            return;
+        }
+        begin_sync(coordinator, id, Vec::new(), Some(change), out);
+        self.check_consolidated(index);
+    }
+
+    /// Handles a control message that arrived at this shard.
+    fn accept_control(&mut self, control: Control, out: &mut Outbound<M>, shared: &Shared<M>) {
+        let counters = &shared.counters[out.shard];
+        let actor = control.actor();
+        match control {
+            Control::Scale { change, .. } => {
+                let index = self.lookup(actor, shared, counters);
+                let coordinator = self.slot_mut(index).coordinator();
+                if coordinator.sync.is_some() {
+                    coordinator.scale_queue.push_back(change);
+                } else {
+                    self.start_scale(index, change, out);
+                }
+            }
+            Control::Lease {
+                home,
+                epoch,
+                progress,
+                ..
+            } => {
+                if self.index.contains_key(&actor) {
+                    tracing::error!(actor = %actor, shard = out.shard, "lease for an actor already active here; ignored");
+                } else {
+                    let actor_box = shared.factory(&actor).activate(actor, None);
+                    self.insert(ActorSlot {
+                        id: actor,
+                        actor: actor_box,
+                        mailbox: VecDeque::new(),
+                        queued: false,
+                        last_active: clock::now(),
+                        role: Role::Lessee(Box::new(LesseeState {
+                            home,
+                            epoch,
+                            progress,
+                            processed: 0,
+                            pending_sync: None,
+                        })),
+                    });
+                    bump(&counters.activations, 1);
+                }
+            }
+            Control::Sync {
+                retire,
+                epoch_after,
+                ..
+            } => match self.index.get(&actor).copied() {
+                Some(index) => {
+                    let slot = self.slot_mut(index);
+                    if let Role::Lessee(lessee) = &mut slot.role {
+                        lessee.pending_sync = Some((retire, epoch_after));
+                        if slot.mailbox.is_empty() {
+                            self.answer_sync(index, out);
+                        }
+                    }
+                }
+                None => {
+                    tracing::error!(actor = %actor, shard = out.shard, "sync for a lessee that does not exist")
+                }
+            },
+            Control::Partial {
+                from,
+                snapshot,
+                retired,
+                ..
+            } => {
+                let Some(index) = self.index.get(&actor).copied() else {
+                    tracing::error!(actor = %actor, "partial state for an inactive lessor; dropped");
+                    return;
+                };
+                let slot = self.slot_mut(index);
+                let ActorSlot {
+                    actor: handler,
+                    role: Role::Lessor(coordinator),
+                    ..
+                } = slot
+                else {
+                    tracing::error!(actor = %actor, "partial state for an actor that is not a lessor; dropped");
+                    return;
+                };
+                if let Some(snapshot) = snapshot {
+                    let started = clock::now();
+                    let merged = guarded(actor, "merge", Err(None), || {
+                        handler.merge(&snapshot).map_err(Some)
+                    });
+                    let metrics = &mut coordinator.metrics;
+                    metrics.merge_ns += clock::now().saturating_sub(started);
+                    metrics.consolidations += 1;
+                    metrics.consolidated_bytes += snapshot.len() as u64;
+                    if let Err(error) = merged {
+                        metrics.snapshot_errors += 1;
+                        if let Some(error) = error {
+                            tracing::error!(actor = %actor, "merge failed: {error}");
+                        }
+                    }
+                }
+                if retired {
+                    coordinator.lessees.retain(|lessee| lessee.shard != from);
+                    coordinator.record_lessees(clock::now());
+                }
+                if let Some(sync) = &mut coordinator.sync {
+                    sync.awaiting = sync.awaiting.saturating_sub(1);
+                    if sync.awaiting == 0 {
+                        coordinator.metrics.consolidation_ns +=
+                            clock::now().saturating_sub(sync.started);
+                    }
+                }
+                self.check_consolidated(index);
+            }
+        }
+        counters.handled.store(
+            counters.handled.load(Ordering::Relaxed) + 1,
+            Ordering::Release,
+        );
+    }
+
+    /// A lessee's answer to a sync, once it has run everything forwarded before it: its
+    /// partial state, to the lessor. A retiring lessee then leaves.
+    fn answer_sync(&mut self, index: u32, out: &mut Outbound<M>) {
+        let slot = self.slot_mut(index);
+        let id = slot.id;
+        let ActorSlot {
+            actor,
+            role: Role::Lessee(lessee),
+            ..
+        } = slot
+        else {
+            return;
+        };
+        let Some((retire, epoch_after)) = lessee.pending_sync.take() else {
+            return;
+        };
+        let snapshot = match guarded(id, "snapshot", Ok(None), || actor.snapshot()) {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                tracing::error!(actor = %id, "snapshot failed, its partial state is lost: {error}");
+                None
+            }
+        };
+        lessee.epoch = epoch_after;
+        let home = lessee.home;
+        out.control(
+            home,
+            Control::Partial {
+                actor: id,
+                from: out.shard,
+                snapshot,
+                retired: retire,
+            },
+        );
+        if retire {
+            self.remove(index);
         }
     }
 
     /// Deactivates every actor idle since before `cutoff`, keeping the state it returns.
+    /// Lessees, and lessors with lessees or held work, stay.
     fn deactivate_idle(&mut self, cutoff: Nanos, counters: &ShardCounters) {
         for index in 0..self.slots.len() {
             let idle = matches!(
                 &self.slots[index],
-                Some(slot) if !slot.queued && slot.mailbox.is_empty() && slot.last_active < cutoff
+                Some(slot) if !slot.queued
+                    && slot.mailbox.is_empty()
+                    && slot.last_active < cutoff
+                    && match &slot.role {
+                        Role::Plain => true,
+                        Role::Lessor(coordinator) => coordinator.is_quiet(),
+                        Role::Lessee(_) => false,
+                    }
             );
             if !idle {
                 continue;
             }
-            let slot = self.slots[index].take().expect("checked above");
-            self.index.remove(&slot.id);
-            if self.last_hit.is_some_and(|(id, _)| id == slot.id) {
-                self.last_hit = None;
-            }
-            self.free.push(index as u32);
-            if let Some(state) = slot.actor.deactivate() {
-                self.dormant.insert(slot.id, state);
+            let slot = self.remove(index as u32);
+            let epoch = slot.epoch();
+            let state = slot.actor.deactivate();
+            if state.is_some() || epoch > 0 {
+                self.dormant.insert(slot.id, Dormant { state, epoch });
             }
             bump(&counters.deactivations, 1);
         }
     }
+
+    /// The dual-mode metrics of every lessor here.
+    fn metrics(&self) -> Vec<ActorMetrics> {
+        let mut metrics: Vec<ActorMetrics> = self
+            .slots
+            .iter()
+            .flatten()
+            .filter_map(|slot| match &slot.role {
+                Role::Lessor(coordinator) => Some(coordinator.metrics.clone()),
+                _ => None,
+            })
+            .collect();
+        metrics.sort_by_key(|metrics| metrics.actor);
+        metrics
+    }
+}
+
+/// Blocks a lessor: asks every lessee for its partial state (retiring the one `scale`
+/// removes), and records what to do once consolidated.
+fn begin_sync<M>(
+    coordinator: &mut Coordinator<M>,
+    actor: ActorId,
+    critical: Vec<Envelope<M>>,
+    scale: Option<ScaleChange>,
+    out: &mut Outbound<M>,
+) {
+    let retiring = match scale {
+        Some(ScaleChange::Remove(shard)) => Some(shard),
+        _ => None,
+    };
+    let epoch_after = coordinator.epoch + u64::from(!critical.is_empty());
+    for lessee in &coordinator.lessees {
+        out.control(
+            lessee.shard,
+            Control::Sync {
+                actor,
+                retire: retiring == Some(lessee.shard),
+                epoch_after,
+            },
+        );
+    }
+    coordinator.metrics.syncs += 1;
+    coordinator.sync = Some(SyncPoint {
+        critical,
+        scale,
+        awaiting: coordinator.lessees.len(),
+        started: clock::now(),
+    });
 }
 
 /// How an idle spell ended.
@@ -263,18 +718,17 @@ enum Idle {
 /// Everything a shard needs to start, handed to its thread once all shards exist.
 pub(crate) struct ShardStart<M> {
     pub(crate) shared: Arc<Shared<M>>,
-    pub(crate) links: ShardLinks<Envelope<M>>,
-    pub(crate) intake: flume::Receiver<Envelope<M>>,
+    pub(crate) links: ShardLinks<Packet<M>>,
+    pub(crate) intake: flume::Receiver<Packet<M>>,
 }
 
 pub(crate) struct Shard<M> {
     id: ShardId,
     shared: Arc<Shared<M>>,
-    incoming: Vec<(usize, Consumer<Envelope<M>>)>,
-    intake: flume::Receiver<Envelope<M>>,
+    incoming: Vec<(usize, Consumer<Packet<M>>)>,
+    intake: flume::Receiver<Packet<M>>,
     intake_taken: u64,
     actors: ActorTable<M>,
-    ready: VecDeque<u32>,
     out: Outbound<M>,
     /// When the last deactivation sweep ran.
     last_sweep: Nanos,
@@ -300,7 +754,6 @@ impl<M: Send + 'static> Shard<M> {
             intake,
             intake_taken: 0,
             actors: ActorTable::new(),
-            ready: VecDeque::new(),
             last_sweep: clock::now(),
             busy_ns: 0,
             poll_ns: 20,
@@ -344,7 +797,9 @@ impl<M: Send + 'static> Shard<M> {
                 Idle::Stop => break,
             }
         }
-        self.counters().snapshot(self.id, self.shared.cpus[self.id])
+        let mut stats = self.counters().snapshot(self.id, self.shared.cpus[self.id]);
+        stats.actors = self.actors.metrics();
+        stats
     }
 
     /// One turn: take what arrived, run a batch of ready messages, flush the outboxes.
@@ -352,7 +807,7 @@ impl<M: Send + 'static> Shard<M> {
     /// there was nothing to do.
     fn turn(&mut self, start: Nanos) -> Option<Nanos> {
         let arrived = self.drain_inbound();
-        if arrived == 0 && self.ready.is_empty() && self.out.dirty.is_empty() {
+        if arrived == 0 && self.actors.ready.is_empty() && self.out.dirty.is_empty() {
             // `unrung` is only ever filled by handlers, whose turn flushes it.
             return None;
         }
@@ -375,7 +830,6 @@ impl<M: Send + 'static> Shard<M> {
             .store(self.busy_ns, Ordering::Relaxed);
         Some(end)
     }
-
     /// Waits for input: polls until input arrives, the spin budget (counted from
     /// `idle_since`) is spent, or the shard must stop. A plain function, not an `async`
     /// one: leaving it is on the path of every message that finds the shard idle.
@@ -444,7 +898,6 @@ impl<M: Send + 'static> Shard<M> {
             shared,
             incoming,
             actors,
-            ready,
             intake,
             intake_taken,
             out,
@@ -455,17 +908,23 @@ impl<M: Send + 'static> Shard<M> {
         let counters = &shared.counters[*id];
         let mut arrived = 0;
         for (_, ring) in incoming.iter_mut() {
-            arrived += ring.drain(|envelope| actors.enqueue(envelope, ready, shared, counters));
+            arrived += ring.drain(|packet| match packet {
+                Packet::Message(envelope) => actors.enqueue(envelope, out, shared),
+                Packet::Control(control) => actors.accept_control(*control, out, shared),
+            });
         }
         let intake_open = out.backlog <= shared.config.backlog_high_water;
         if intake_open && shared.intake_posted(*id) != *intake_taken {
             for _ in 0..INTAKE_BATCH {
-                let Ok(envelope) = intake.try_recv() else {
+                let Ok(packet) = intake.try_recv() else {
                     break;
                 };
                 *intake_taken += 1;
                 arrived += 1;
-                actors.enqueue(envelope, ready, shared, counters);
+                match packet {
+                    Packet::Message(envelope) => actors.enqueue(envelope, out, shared),
+                    Packet::Control(control) => actors.accept_control(*control, out, shared),
+                }
             }
         }
         if arrived > 0 {
@@ -475,20 +934,24 @@ impl<M: Send + 'static> Shard<M> {
     }
 
     /// The one place that picks the next message to run: the oldest message of the actor
-    /// at the head of the ready queue; the actor goes to the back if it has more.
+    /// at the head of the ready queue; the actor goes to the back if it has more. A ready
+    /// actor with an empty mailbox is a lessor whose consolidation point is due (`None`).
     #[inline]
-    fn next_message(&mut self) -> Option<(u32, Envelope<M>)> {
-        let index = self.ready.pop_front()?;
+    fn next_message(&mut self) -> Option<(u32, Option<Envelope<M>>)> {
+        let index = self.actors.ready.pop_front()?;
         let slot = self.actors.slots[index as usize]
             .as_mut()
             .expect("ready actors are active");
-        let envelope = slot.mailbox.pop_front().expect("ready actors have mail");
+        let Some(envelope) = slot.mailbox.pop_front() else {
+            slot.queued = false;
+            return Some((index, None));
+        };
         if slot.mailbox.is_empty() {
             slot.queued = false;
         } else {
-            self.ready.push_back(index);
+            self.actors.ready.push_back(index);
         }
-        Some((index, envelope))
+        Some((index, Some(envelope)))
     }
 
     fn run_ready(&mut self, turn_start: Nanos) -> usize {
@@ -497,7 +960,10 @@ impl<M: Send + 'static> Shard<M> {
             let Some((index, envelope)) = self.next_message() else {
                 break;
             };
-            self.run_one(index, envelope, turn_start);
+            match envelope {
+                Some(envelope) => self.run_one(index, envelope, turn_start),
+                None => self.consolidated(index, turn_start),
+            }
             ran += 1;
         }
         ran
@@ -512,6 +978,7 @@ impl<M: Send + 'static> Shard<M> {
             out: &mut self.out,
             me: slot.id,
             current: envelope.ctx,
+            epoch: slot.epoch(),
         };
         let actor = &mut slot.actor;
         let outcome = catch_unwind(AssertUnwindSafe(|| actor.receive(&mut ctx, envelope)));
@@ -522,18 +989,130 @@ impl<M: Send + 'static> Shard<M> {
             slot.actor = self.shared.factory(&id).activate(id, None);
             bump(&counters.handler_panics, 1);
         }
+        let plain = matches!(slot.role, Role::Plain);
         // Released after the handler's sends were counted (see `Outbound::send`).
         counters.handled.store(
             counters.handled.load(Ordering::Relaxed) + 1,
             Ordering::Release,
         );
+        if !plain {
+            self.after_run(index);
+        }
+        self.dispatch_local();
+    }
+
+    /// Dual-mode bookkeeping after a lessor or lessee ran a message.
+    fn after_run(&mut self, index: u32) {
+        let slot = self.actors.slot_mut(index);
+        match &mut slot.role {
+            Role::Lessee(lessee) => {
+                lessee.processed += 1;
+                lessee
+                    .progress
+                    .processed
+                    .store(lessee.processed, Ordering::Relaxed);
+                if lessee.pending_sync.is_some() && slot.mailbox.is_empty() {
+                    self.actors.answer_sync(index, &mut self.out);
+                }
+            }
+            Role::Lessor(_) => self.actors.check_consolidated(index),
+            Role::Plain => {}
+        }
+    }
+
+    /// Dispatches what handlers sent to actors on this shard, and control messages for it.
+    fn dispatch_local(&mut self) {
         let local = self.out.local.len();
         if local > 0 {
-            for envelope in self.out.local.drain(..) {
-                self.actors
-                    .enqueue(envelope, &mut self.ready, &self.shared, counters);
+            let mut messages = std::mem::take(&mut self.out.local);
+            for envelope in messages.drain(..) {
+                self.actors.enqueue(envelope, &mut self.out, &self.shared);
             }
-            bump(&counters.msgs_in, local as u64);
+            self.out.local = messages;
+            bump(&self.shared.counters[self.id].msgs_in, local as u64);
+        }
+        while !self.out.local_controls.is_empty() {
+            let controls = std::mem::take(&mut self.out.local_controls);
+            for control in controls {
+                self.actors
+                    .accept_control(control, &mut self.out, &self.shared);
+            }
+        }
+    }
+
+    /// A lessor's consolidation point: every partial state is merged and everything that
+    /// arrived before the sync has run. Runs the critical section, applies the scale
+    /// change, and releases the held messages in arrival order.
+    fn consolidated(&mut self, index: u32, turn_start: Nanos) {
+        let slot = self.actors.slot_mut(index);
+        slot.last_active = turn_start;
+        let id = slot.id;
+        let ActorSlot {
+            actor,
+            role: Role::Lessor(coordinator),
+            ..
+        } = slot
+        else {
+            return;
+        };
+        let Some(sync) = coordinator.sync.take() else {
+            return;
+        };
+        let counters = &self.shared.counters[self.id];
+        if let Some(first) = sync.critical.first() {
+            let critical = sync.critical.len() as u64;
+            let mut ctx = Context {
+                out: &mut self.out,
+                me: id,
+                current: first.ctx,
+                epoch: coordinator.epoch,
+            };
+            let messages = sync.critical;
+            let outcome = catch_unwind(AssertUnwindSafe(|| actor.critical(&mut ctx, messages)));
+            if outcome.is_err() {
+                tracing::error!(actor = %id, shard = self.id, "critical section panicked; restarting the actor from its factory");
+                *actor = self.shared.factory(&id).activate(id, None);
+                bump(&counters.handler_panics, 1);
+            }
+            coordinator.epoch += 1;
+            coordinator.metrics.critical_sections += 1;
+            counters.handled.store(
+                counters.handled.load(Ordering::Relaxed) + critical,
+                Ordering::Release,
+            );
+        }
+        let now = clock::now();
+        if let Some(ScaleChange::Add(shard)) = sync.scale {
+            let progress = Arc::new(LesseeProgress::default());
+            self.out.control(
+                shard,
+                Control::Lease {
+                    actor: id,
+                    home: self.id,
+                    epoch: coordinator.epoch,
+                    progress: progress.clone(),
+                },
+            );
+            coordinator.lessees.push(LesseeLink {
+                shard,
+                forwarded: 0,
+                progress,
+            });
+            coordinator.record_lessees(now);
+        }
+        coordinator.metrics.blocked_ns += now.saturating_sub(sync.started);
+        let held = std::mem::take(&mut coordinator.held);
+        self.dispatch_local();
+        for envelope in held {
+            self.actors.enqueue(envelope, &mut self.out, &self.shared);
+        }
+        let slot = self.actors.slot_mut(index);
+        if let Role::Lessor(coordinator) = &mut slot.role {
+            if coordinator.sync.is_none() {
+                if let Some(change) = coordinator.scale_queue.pop_front() {
+                    self.actors.start_scale(index, change, &mut self.out);
+                }
+            }
         }
     }
 
@@ -555,9 +1134,9 @@ impl<M: Send + 'static> Shard<M> {
                 .expect("remote destinations have rings");
             let outbox = &mut out.remote[destination];
             let mut pushed = 0;
-            while let Some(envelope) = outbox.pop_front() {
-                if let Err(envelope) = ring.try_push(envelope) {
-                    outbox.push_front(envelope);
+            while let Some(packet) = outbox.pop_front() {
+                if let Err(packet) = ring.try_push(packet) {
+                    outbox.push_front(packet);
                     bump(&counters.ring_full, 1);
                     break;
                 }

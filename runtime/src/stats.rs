@@ -56,6 +56,9 @@ pub struct ShardStats {
     pub deactivations: u64,
     /// Handlers that panicked (the actor is restarted from its factory).
     pub handler_panics: u64,
+    /// Dual-mode metrics of the lessors on this shard that had critical messages or
+    /// lessees (filled in the final report only; empty in live snapshots).
+    pub actors: Vec<crate::dual::ActorMetrics>,
 }
 
 impl ShardCounters {
@@ -74,6 +77,7 @@ impl ShardCounters {
             activations: read(&self.activations),
             deactivations: read(&self.deactivations),
             handler_panics: read(&self.handler_panics),
+            actors: Vec::new(),
         }
     }
 }
