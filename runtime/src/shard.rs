@@ -45,6 +45,8 @@ use crate::stats::{bump, ShardCounters, ShardStats};
 const RUN_BATCH: usize = 64;
 /// How many messages from outside a shard takes per turn.
 const INTAKE_BATCH: usize = 256;
+/// How often a lessee publishes how many messages it has run.
+const PROGRESS_EVERY: u64 = 16;
 
 /// What a handler's sends go through: staged locally, or queued towards another shard.
 pub(crate) struct Outbound<M> {
@@ -227,6 +229,17 @@ struct ActorTable<M> {
     last_hit: Option<(ActorId, u32)>,
     /// Actors with ready work, in the order they became ready.
     ready: VecDeque<u32>,
+    /// Partial states this shard's lessors wait for: while there are any, the shard looks
+    /// at its rings between messages, not only between turns.
+    awaiting_partials: usize,
+}
+
+/// The occupied slot at `index` (borrowing only the slab, not the whole table).
+#[inline]
+fn slot_in<M>(slots: &mut [Option<ActorSlot<M>>], index: u32) -> &mut ActorSlot<M> {
+    slots[index as usize]
+        .as_mut()
+        .expect("indexed actor slots are occupied")
 }
 
 /// Runs user code that is not a handler (ordering keys, barriers, snapshots, merges):
@@ -247,14 +260,13 @@ impl<M: Send + 'static> ActorTable<M> {
             dormant: FxHashMap::default(),
             last_hit: None,
             ready: VecDeque::new(),
+            awaiting_partials: 0,
         }
     }
 
     #[inline]
     fn slot_mut(&mut self, index: u32) -> &mut ActorSlot<M> {
-        self.slots[index as usize]
-            .as_mut()
-            .expect("indexed actor slots are occupied")
+        slot_in(&mut self.slots, index)
     }
 
     fn insert(&mut self, slot: ActorSlot<M>) -> u32 {
@@ -357,7 +369,7 @@ impl<M: Send + 'static> ActorTable<M> {
     /// delivered its part of a pending barrier), start a barrier or a sync for a critical
     /// message, or run a user message here or on a lessee.
     fn admit(&mut self, index: u32, envelope: Envelope<M>, out: &mut Outbound<M>) {
-        let slot = self.slot_mut(index);
+        let slot = slot_in(&mut self.slots, index);
         let id = slot.id;
         let lessor_queue = slot.mailbox.len() as u64;
         slot.coordinator();
@@ -386,7 +398,8 @@ impl<M: Send + 'static> ActorTable<M> {
                     // Runs after everything that arrived before it, except what a pending
                     // barrier holds (that comes after the barrier, which may itself come
                     // after this message).
-                    begin_sync(coordinator, id, vec![envelope], None, out);
+                    self.awaiting_partials +=
+                        begin_sync(coordinator, id, vec![envelope], None, out);
                     self.check_consolidated(index);
                     return;
                 }
@@ -410,7 +423,7 @@ impl<M: Send + 'static> ActorTable<M> {
             if complete {
                 let barrier = coordinator.barrier.take().expect("completed above");
                 coordinator.held_inputs.clear();
-                begin_sync(coordinator, id, barrier.arrived, None, out);
+                self.awaiting_partials += begin_sync(coordinator, id, barrier.arrived, None, out);
                 self.check_consolidated(index);
             }
             return;
@@ -462,7 +475,7 @@ impl<M: Send + 'static> ActorTable<M> {
 
     /// Starts a scale change now, or refuses it with a logged reason.
     fn start_scale(&mut self, index: u32, change: ScaleChange, out: &mut Outbound<M>) {
-        let slot = self.slot_mut(index);
+        let slot = slot_in(&mut self.slots, index);
         let id = slot.id;
         let coordinator = slot.coordinator();
         if let Err(reason) = coordinator.check(change, out.shard) {
@@ -470,7 +483,7 @@ impl<M: Send + 'static> ActorTable<M> {
             coordinator.metrics.refused_scale_requests += 1;
             return;
         }
-        begin_sync(coordinator, id, Vec::new(), Some(change), out);
+        self.awaiting_partials += begin_sync(coordinator, id, Vec::new(), Some(change), out);
         self.check_consolidated(index);
     }
 
@@ -543,7 +556,7 @@ impl<M: Send + 'static> ActorTable<M> {
                     tracing::error!(actor = %actor, "partial state for an inactive lessor; dropped");
                     return;
                 };
-                let slot = self.slot_mut(index);
+                let slot = slot_in(&mut self.slots, index);
                 let ActorSlot {
                     actor: handler,
                     role: Role::Lessor(coordinator),
@@ -575,6 +588,7 @@ impl<M: Send + 'static> ActorTable<M> {
                 }
                 if let Some(sync) = &mut coordinator.sync {
                     sync.awaiting = sync.awaiting.saturating_sub(1);
+                    self.awaiting_partials = self.awaiting_partials.saturating_sub(1);
                     if sync.awaiting == 0 {
                         coordinator.metrics.consolidation_ns +=
                             clock::now().saturating_sub(sync.started);
@@ -673,14 +687,15 @@ impl<M: Send + 'static> ActorTable<M> {
 }
 
 /// Blocks a lessor: asks every lessee for its partial state (retiring the one `scale`
-/// removes), and records what to do once consolidated.
+/// removes), and records what to do once consolidated. Returns how many partial states
+/// it waits for.
 fn begin_sync<M>(
     coordinator: &mut Coordinator<M>,
     actor: ActorId,
     critical: Vec<Envelope<M>>,
     scale: Option<ScaleChange>,
     out: &mut Outbound<M>,
-) {
+) -> usize {
     let retiring = match scale {
         Some(ScaleChange::Remove(shard)) => Some(shard),
         _ => None,
@@ -703,6 +718,7 @@ fn begin_sync<M>(
         awaiting: coordinator.lessees.len(),
         started: clock::now(),
     });
+    coordinator.lessees.len()
 }
 
 /// How an idle spell ended.
@@ -811,7 +827,8 @@ impl<M: Send + 'static> Shard<M> {
             // `unrung` is only ever filled by handlers, whose turn flushes it.
             return None;
         }
-        let ran = self.run_ready(start);
+        let (ran, arrived_meanwhile) = self.run_ready(start);
+        let arrived = arrived + arrived_meanwhile;
         let moved = self.flush();
         if arrived > 0 {
             // Only now, with this turn's messages out, give the read slots back.
@@ -954,9 +971,18 @@ impl<M: Send + 'static> Shard<M> {
         Some((index, Some(envelope)))
     }
 
-    fn run_ready(&mut self, turn_start: Nanos) -> usize {
+    /// Runs up to a batch of ready messages; returns how many ran, and how many arrived
+    /// meanwhile (a lessor waiting for partial states looks at the rings between
+    /// messages, so that a consolidation does not wait for the end of a long turn).
+    fn run_ready(&mut self, turn_start: Nanos) -> (usize, usize) {
         let mut ran = 0;
+        let mut arrived = 0;
         while ran < RUN_BATCH {
+            if self.actors.awaiting_partials > 0
+                && self.incoming.iter().any(|(_, ring)| ring.has_pending())
+            {
+                arrived += self.drain_inbound();
+            }
             let Some((index, envelope)) = self.next_message() else {
                 break;
             };
@@ -966,7 +992,7 @@ impl<M: Send + 'static> Shard<M> {
             }
             ran += 1;
         }
-        ran
+        (ran, arrived)
     }
 
     fn run_one(&mut self, index: u32, envelope: Envelope<M>, turn_start: Nanos) {
@@ -1007,10 +1033,14 @@ impl<M: Send + 'static> Shard<M> {
         match &mut slot.role {
             Role::Lessee(lessee) => {
                 lessee.processed += 1;
-                lessee
-                    .progress
-                    .processed
-                    .store(lessee.processed, Ordering::Relaxed);
+                // Published now and then, not after every message: the lessor reads it on
+                // every dispatch, and each store would cost it a cache miss.
+                if lessee.processed % PROGRESS_EVERY == 0 || slot.mailbox.is_empty() {
+                    lessee
+                        .progress
+                        .processed
+                        .store(lessee.processed, Ordering::Relaxed);
+                }
                 if lessee.pending_sync.is_some() && slot.mailbox.is_empty() {
                     self.actors.answer_sync(index, &mut self.out);
                 }
