@@ -2,9 +2,15 @@
 //!
 //! - [`mesh`]: the `dirigo bench mesh` scenario — shard-to-shard round trips and one-way
 //!   throughput, side by side with the hardware floor and with other channels, in one run;
+//! - [`consolidate`]: the `dirigo bench consolidate` scenario — merging a lessee's
+//!   partial state read in place from its rkyv archive, against deserializing it first;
+//! - [`dual`]: the `dirigo bench lessee` and `dirigo bench barrier` scenarios — a
+//!   mergeable operator with and without a lessee, and the cost of a barrier;
 //! - [`latency`]: latency summaries from HdrHistogram, in the shape every report uses;
 //! - `benches/`: criterion micro benchmarks (ring push/pop, same-shard dispatch).
 
+pub mod consolidate;
+pub mod dual;
 pub mod latency;
 pub mod mesh;
 mod pin;

@@ -11,7 +11,8 @@
 //!
 //! - **Runnable**: a user message runs on the lessor, or is forwarded to a lessee: to the
 //!   worker its *ordering key* hashes to (so messages with one key never run concurrently
-//!   or out of order), or, without a key, to the worker with the least queued work.
+//!   or out of order), or, without a key, to the worker with the least queued work
+//!   (ties rotate among the workers).
 //! - **Blocked**: a critical message (or a barrier's last one, or a scale request) is
 //!   due. New messages are held back in arrival order. Every lessee gets `Sync`; when it
 //!   has run everything forwarded before, it archives its partial state
@@ -263,6 +264,8 @@ pub(crate) struct Coordinator<M> {
     pub(crate) barrier: Option<PendingBarrier<M>>,
     pub(crate) sync: Option<SyncPoint<M>>,
     pub(crate) scale_queue: VecDeque<ScaleChange>,
+    /// Where the search for the least loaded worker starts next (ties rotate).
+    pub(crate) rotation: u32,
     pub(crate) metrics: ActorMetrics,
 }
 
@@ -276,6 +279,7 @@ impl<M> Coordinator<M> {
             barrier: None,
             sync: None,
             scale_queue: VecDeque::new(),
+            rotation: 0,
             metrics: ActorMetrics {
                 actor,
                 ..ActorMetrics::default()

@@ -435,10 +435,22 @@ impl<M: Send + 'static> ActorTable<M> {
         let worker = match guarded(id, "ordering_key", None, || actor.ordering_key(&envelope)) {
             Some(key) => (mix64(key) % workers) as usize,
             None => {
-                // The worker with the least queued work; the lessor on ties.
-                let mut best = (lessor_queue, 0);
-                for (position, lessee) in coordinator.lessees.iter().enumerate() {
-                    best = best.min((lessee.queued(), position + 1));
+                // The worker with the least queued work. Ties rotate, so that under light
+                // load a lessee still gets its share and stays warm (an idle lessee parks,
+                // and waking it would add to the next consolidation).
+                let start = coordinator.rotation as usize % workers as usize;
+                coordinator.rotation = coordinator.rotation.wrapping_add(1);
+                let queued = |worker: usize| match worker {
+                    0 => lessor_queue,
+                    lessee => coordinator.lessees[lessee - 1].queued(),
+                };
+                let mut best = (queued(start), start);
+                for step in 1..workers as usize {
+                    let worker = (start + step) % workers as usize;
+                    let load = queued(worker);
+                    if load < best.0 {
+                        best = (load, worker);
+                    }
                 }
                 best.1
             }
@@ -456,8 +468,8 @@ impl<M: Send + 'static> ActorTable<M> {
         self.mark_ready(index);
     }
 
-    /// Queues a blocked lessor's consolidation point to run once every partial state is
-    /// merged and its own mailbox (what arrived before the sync) is empty.
+    /// Queues a blocked lessor's consolidation point to run next, once every partial
+    /// state is merged and its own mailbox (what arrived before the sync) is empty.
     fn check_consolidated(&mut self, index: u32) {
         let slot = self.slot_mut(index);
         let Role::Lessor(coordinator) = &slot.role else {
@@ -469,7 +481,7 @@ impl<M: Send + 'static> ActorTable<M> {
             .is_some_and(|sync| sync.awaiting == 0);
         if due && slot.mailbox.is_empty() && !slot.queued {
             slot.queued = true;
-            self.ready.push_back(index);
+            self.ready.push_front(index);
         }
     }
 
@@ -965,6 +977,10 @@ impl<M: Send + 'static> Shard<M> {
         };
         if slot.mailbox.is_empty() {
             slot.queued = false;
+        } else if matches!(&slot.role, Role::Lessor(coordinator) if coordinator.sync.is_some()) {
+            // A blocked lessor's mailbox holds what its critical section waits for: it
+            // runs first, so that a consolidation is not spread over many turns.
+            self.actors.ready.push_front(index);
         } else {
             self.actors.ready.push_back(index);
         }
@@ -1135,6 +1151,12 @@ impl<M: Send + 'static> Shard<M> {
         self.dispatch_local();
         for envelope in held {
             self.actors.enqueue(envelope, &mut self.out, &self.shared);
+        }
+        // Messages held through the block are the oldest waiting here: they run next,
+        // not behind whatever became ready while the actor was blocked.
+        if self.actors.ready.back() == Some(&index) {
+            self.actors.ready.pop_back();
+            self.actors.ready.push_front(index);
         }
         let slot = self.actors.slot_mut(index);
         if let Role::Lessor(coordinator) = &mut slot.role {

@@ -2,7 +2,13 @@
 //!
 //! - `dirigo` (no arguments) or `dirigo demo`: a built-in demo that runs actors across
 //!   shards and prints what each shard did;
-//! - `dirigo bench mesh [--json PATH]`: the mesh benchmark (see `dirigo_bench::mesh`).
+//! - `dirigo bench mesh [--json PATH]`: the mesh benchmark (see `dirigo_bench::mesh`);
+//! - `dirigo bench consolidate [--json PATH]`: the cost of merging a lessee's partial
+//!   state, read in place from its rkyv archive against copied out of it first (see
+//!   `dirigo_bench::consolidate`);
+//! - `dirigo bench lessee [--json PATH]` and `dirigo bench barrier [--json PATH]`: a
+//!   mergeable operator with and without a lessee, and the round trip of a barrier (see
+//!   `dirigo_bench::dual`).
 
 mod demo;
 
@@ -16,7 +22,7 @@ use clap::{Parser, Subcommand};
     name = "dirigo",
     version,
     about = "A thread-per-core stream-processing runtime for one machine, built for tail latency.",
-    after_help = "Examples:\n  dirigo                              run the built-in demo\n  dirigo demo --shards 4 --events 2000000\n  dirigo bench mesh --json mesh.json  measure shard-to-shard hops against their floors"
+    after_help = "Examples:\n  dirigo                              run the built-in demo\n  dirigo demo --shards 4 --events 2000000\n  dirigo bench mesh --json mesh.json  measure shard-to-shard hops against their floors\n  dirigo bench consolidate --json consolidate.json\n                                      merge partial state in place vs. copied\n  dirigo bench lessee --json lessee.json\n                                      throughput of a lessor alone vs. with a lessee\n  dirigo bench barrier --json barrier.json\n                                      block, consolidate, run a critical message, resume"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -54,6 +60,67 @@ enum BenchScenario {
         #[arg(long, default_value_t = 4_000_000)]
         messages: u64,
     },
+    /// Merge a lessee's partial state (a per-key count map) into its lessor at 1 KiB,
+    /// 64 KiB, 1 MiB and 16 MiB: read in place from the rkyv archive, against
+    /// deserializing it into an owned state first, in one run.
+    #[command(after_help = "Example:\n  dirigo bench consolidate --json consolidate.json")]
+    Consolidate {
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Timed rounds per size (the median is reported).
+        #[arg(long, default_value_t = 25)]
+        repetitions: usize,
+        /// Skip sizes above this many bytes (for quick runs).
+        #[arg(long, value_name = "BYTES", hide = true)]
+        max_bytes: Option<usize>,
+        /// Keys in the lessor state per key in the partial state.
+        #[arg(long, default_value_t = 2, value_name = "N")]
+        lessor_keys_per_partial_key: usize,
+        /// Share of the partial state's keys that the lessor has never seen, in percent.
+        #[arg(long, default_value_t = 5, value_name = "PERCENT")]
+        new_key_percent: u32,
+    },
+    /// Throughput of a CPU-heavy mergeable operator (per-key histograms, about 2 µs per
+    /// record) on 2 shards: its lessor alone against lessor + 1 lessee, in alternating
+    /// rounds; reports `speedup`.
+    #[command(after_help = "Example:
+  dirigo bench lessee --json lessee.json")]
+    Lessee {
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Records per round.
+        #[arg(long, default_value_t = 200_000)]
+        records: u64,
+        /// Alternating rounds of each configuration (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// CPU per record, in nanoseconds (calibrated on this machine).
+        #[arg(long, default_value_t = 2_000)]
+        work_ns: u64,
+    },
+    /// The round trip of a barrier with one lessee on busy shards: block, collect the
+    /// lessee's partial state, merge, run the critical message, resume.
+    #[command(after_help = "Example:
+  dirigo bench barrier --json barrier.json")]
+    Barrier {
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Barriers to measure.
+        #[arg(long, default_value_t = 20_000)]
+        barriers: u64,
+        /// Records between two critical messages.
+        #[arg(long, default_value_t = 64)]
+        critical_every: u64,
+        /// CPU per record, in nanoseconds (calibrated on this machine).
+        #[arg(long, default_value_t = 200)]
+        work_ns: u64,
+        /// Nanoseconds between two records (open loop).
+        #[arg(long, default_value_t = 400)]
+        interval_ns: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,6 +142,48 @@ fn main() -> ExitCode {
                 parked_round_trips,
                 messages,
             } => bench_mesh(json, round_trips, parked_round_trips, messages),
+            BenchScenario::Consolidate {
+                json,
+                repetitions,
+                max_bytes,
+                lessor_keys_per_partial_key,
+                new_key_percent,
+            } => bench_consolidate(
+                json,
+                max_bytes,
+                dirigo_bench::consolidate::ConsolidateConfig {
+                    repetitions: repetitions.max(1),
+                    lessor_keys_per_partial_key: lessor_keys_per_partial_key.max(1),
+                    new_key_percent,
+                    ..Default::default()
+                },
+            ),
+            BenchScenario::Lessee {
+                json,
+                records,
+                rounds,
+                work_ns,
+            } => dirigo_bench::dual::lessee(&dirigo_bench::dual::LesseeBenchConfig {
+                records: records.max(100),
+                rounds: rounds.max(1),
+                work_ns,
+                ..Default::default()
+            })
+            .and_then(|report| emit(json, &report, report.table())),
+            BenchScenario::Barrier {
+                json,
+                barriers,
+                critical_every,
+                work_ns,
+                interval_ns,
+            } => dirigo_bench::dual::barrier(&dirigo_bench::dual::BarrierBenchConfig {
+                barriers: barriers.max(10),
+                critical_every: critical_every.max(1),
+                work_ns,
+                interval_ns,
+                ..Default::default()
+            })
+            .and_then(|report| emit(json, &report, report.table())),
         },
     };
     match result {
@@ -102,6 +211,40 @@ fn bench_mesh(
     print!("{}", report.table());
     if let Some(path) = json {
         write_json(&path, &report)?;
+    }
+    Ok(())
+}
+
+fn bench_consolidate(
+    json: Option<PathBuf>,
+    max_bytes: Option<usize>,
+    mut config: dirigo_bench::consolidate::ConsolidateConfig,
+) -> Result<(), String> {
+    if let Some(max) = max_bytes {
+        config.sizes.retain(|&bytes| bytes <= max);
+        if config.sizes.is_empty() {
+            return Err(format!(
+                "--max-bytes {max} leaves no size to measure (the smallest is 1024)"
+            ));
+        }
+    }
+    let report = dirigo_bench::consolidate::run(&config)?;
+    print!("{}", report.table());
+    if let Some(path) = json {
+        write_json(&path, &report)?;
+    }
+    Ok(())
+}
+
+/// Prints a report's table and writes its JSON where asked.
+fn emit(
+    json: Option<PathBuf>,
+    report: &impl serde::Serialize,
+    table: String,
+) -> Result<(), String> {
+    print!("{table}");
+    if let Some(path) = json {
+        write_json(&path, report)?;
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The `dirigo` binary end to end: the demo, the mesh benchmark's JSON, help and errors.
+//! The `dirigo` binary end to end: the demo, the benchmarks' JSON, help and errors.
 
 use std::process::Command;
 
@@ -87,6 +87,91 @@ fn bench_mesh_writes_every_key() {
         assert!(report[key].as_f64().unwrap() > 0.0, "{key}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bench_consolidate_writes_every_size() {
+    let dir = std::env::temp_dir().join(format!("dirigo-cli-consolidate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("consolidate.json");
+    let output = dirigo()
+        .args([
+            "bench",
+            "consolidate",
+            "--repetitions",
+            "3",
+            "--max-bytes",
+            "65536",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("rkyv/copy"));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let sizes = report["sizes"].as_array().unwrap();
+    assert_eq!(sizes.len(), 2, "1 KiB and 64 KiB: {report}");
+    for (size, most) in sizes.iter().zip([1024, 65536]) {
+        let bytes = size["bytes"].as_u64().unwrap();
+        assert!(bytes <= most && bytes > most * 9 / 10, "{size}");
+        for key in ["rkyv_ns", "copy_ns"] {
+            assert!(size[key].as_f64().unwrap() > 0.0, "{key} in {size}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Runs `dirigo bench <args> --json <tmp>` and returns the parsed JSON.
+fn bench_json(scenario: &str, args: &[&str]) -> serde_json::Value {
+    let dir = std::env::temp_dir().join(format!("dirigo-cli-{scenario}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let output = dirigo()
+        .args(["bench", scenario])
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    report
+}
+
+#[test]
+fn bench_lessee_reports_a_speedup_and_checks_the_merged_state() {
+    // The run fails (non-zero exit) if the consolidated state misses any record.
+    let report = bench_json(
+        "lessee",
+        &["--records", "4000", "--rounds", "1", "--work-ns", "500"],
+    );
+    assert!(report["speedup"].as_f64().unwrap() > 0.0, "{report}");
+    let share = report["lessee_share"].as_f64().unwrap();
+    assert!(
+        share > 0.0 && share < 1.0,
+        "the lessee ran records: {report}"
+    );
+}
+
+#[test]
+fn bench_barrier_reports_its_latency() {
+    let report = bench_json("barrier", &["--barriers", "200"]);
+    let barrier = &report["barrier_ns"];
+    for key in ["p50", "p99", "p999", "mean"] {
+        assert!(barrier[key].as_f64().unwrap() > 0.0, "{key} in {report}");
+    }
+    assert!(report["barriers"].as_u64().unwrap() >= 150, "{report}");
 }
 
 #[test]
