@@ -561,6 +561,12 @@ pub struct BarrierReport {
     pub mean_consolidation_ns: f64,
     /// Mean time of one merge, in nanoseconds.
     pub mean_merge_ns: f64,
+    /// Times each shard parked during the whole run (a parked lessee must be woken
+    /// before it can hand over its state).
+    pub parks: Vec<u64>,
+    /// How often the machine stopped a spinning thread on each of the two CPUs, measured
+    /// just before: a barrier that overlaps such a stop takes at least its length.
+    pub machine_noise: Vec<crate::noise::CpuNoise>,
 }
 
 impl BarrierReport {
@@ -571,7 +577,7 @@ impl BarrierReport {
             "barrier: {} critical messages, one every {} records of {:.0} ns, a record every {} ns, 1 lessee\n  \
              {:<12} {:>8} {:>8} {:>8} {:>10}\n  {:<12} {:>8} {:>8} {:>8} {:>10.0}\n  \
              partial state {:.0} bytes per sync; per sync (means): blocked {:.0} ns, state collected {:.0} ns, merge {:.0} ns\n  \
-             target p99 <= 10000 ns\n",
+             parks per shard: {:?}; target p99 <= 10000 ns\n{}",
             self.barriers,
             self.critical_every,
             self.work_ns_per_record,
@@ -590,12 +596,21 @@ impl BarrierReport {
             self.mean_blocked_ns,
             self.mean_consolidation_ns,
             self.mean_merge_ns,
+            self.parks,
+            crate::noise::describe(&self.machine_noise),
         )
     }
 }
 
 /// Runs `dirigo bench barrier`.
 pub fn barrier(config: &BarrierBenchConfig) -> Result<BarrierReport, String> {
+    let available = dirigo_runtime::placement::available_cpus();
+    let cpus: Vec<Option<usize>> = if available.len() >= 2 {
+        vec![Some(available[0]), Some(available[1])]
+    } else {
+        vec![None, None]
+    };
+    let machine_noise = crate::noise::measure(&cpus, Duration::from_millis(500));
     let (iterations, work_ns) = calibrate(config.work_ns);
     let mut bench = Bench::start(iterations, config.keys.max(1))?;
     let actor = bench.actor_on_shard_0(OPERATOR);
@@ -640,5 +655,7 @@ pub fn barrier(config: &BarrierBenchConfig) -> Result<BarrierReport, String> {
         mean_blocked_ns: metrics.blocked_ns as f64 / syncs,
         mean_consolidation_ns: metrics.consolidation_ns as f64 / syncs,
         mean_merge_ns: metrics.merge_ns as f64 / metrics.consolidations.max(1) as f64,
+        parks: report.shards.iter().map(|shard| shard.parks).collect(),
+        machine_noise,
     })
 }

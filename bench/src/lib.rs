@@ -6,6 +6,8 @@
 //!   partial state read in place from its rkyv archive, against deserializing it first;
 //! - [`dual`]: the `dirigo bench lessee` and `dirigo bench barrier` scenarios — a
 //!   mergeable operator with and without a lessee, and the cost of a barrier;
+//! - [`noise`]: how often the machine itself stops a running thread, reported next to
+//!   tail latencies;
 //! - [`latency`]: latency summaries from HdrHistogram, in the shape every report uses;
 //! - `benches/`: criterion micro benchmarks (ring push/pop, same-shard dispatch).
 
@@ -13,4 +15,5 @@ pub mod consolidate;
 pub mod dual;
 pub mod latency;
 pub mod mesh;
+pub mod noise;
 mod pin;
