@@ -1,16 +1,17 @@
 //! The runtime: its builder, the state shared by all shards, outside intake, and
 //! shutdown.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
 use crate::actor::{ActorFactory, SendError};
-use crate::dual::{Control, Packet, ScaleChange, ScaleError, StateKind};
+use crate::dual::{ActorMetrics, Control, Packet, ScaleChange, ScaleError, StateKind};
 use crate::envelope::{ActorId, AppId, Envelope, OperatorId, ShardId};
 use crate::mesh::{build_links, Doorbell};
 use crate::placement::{self, CpuSpec, Placement};
@@ -108,6 +109,8 @@ pub(crate) struct Shared<M> {
     accepting: AtomicBool,
     /// Messages accepted from outside threads.
     accepted: CachePadded<AtomicU64>,
+    /// Per shard: the last published metrics of its lessors.
+    pub(crate) live_metrics: Box<[Mutex<BTreeMap<ActorId, ActorMetrics>>]>,
 }
 
 impl<M> Shared<M> {
@@ -329,6 +332,59 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
     /// Registers the factory for the actors of `operator` in `app`, whose state is
     /// [`StateKind::Mergeable`]: they may get lessees, and implement
     /// [`Actor::snapshot`](crate::Actor::snapshot) and [`Actor::merge`](crate::Actor::merge).
+    ///
+    /// A per-key counter that spreads onto a second shard, and a critical message that
+    /// reads the consolidated counts:
+    ///
+    /// ```
+    /// use dirigo_runtime::{Actor, ActorId, Context, Envelope, Runtime, Snapshot, SnapshotError};
+    ///
+    /// #[derive(Clone, Debug)]
+    /// enum Msg {
+    ///     Count(u64),
+    ///     Report(flume::Sender<Vec<(u64, u64)>>),
+    /// }
+    ///
+    /// #[derive(Default)]
+    /// struct Counts(std::collections::BTreeMap<u64, u64>);
+    ///
+    /// impl Actor<Msg> for Counts {
+    ///     fn receive(&mut self, _ctx: &mut Context<'_, Msg>, message: Envelope<Msg>) {
+    ///         match message.payload {
+    ///             Msg::Count(key) => *self.0.entry(key).or_default() += 1,
+    ///             // Critical messages run on the lessor, on the consolidated state.
+    ///             Msg::Report(reply) => reply.send(self.0.clone().into_iter().collect()).unwrap(),
+    ///         }
+    ///     }
+    ///     fn snapshot(&mut self) -> Result<Option<Snapshot>, SnapshotError> {
+    ///         let partial: Vec<(u64, u64)> = std::mem::take(&mut self.0).into_iter().collect();
+    ///         Snapshot::of(&partial).map(Some)
+    ///     }
+    ///     fn merge(&mut self, partial: &Snapshot) -> Result<(), SnapshotError> {
+    ///         for entry in partial.archived::<Vec<(u64, u64)>>()?.iter() {
+    ///             *self.0.entry(entry.0.to_native()).or_default() += entry.1.to_native();
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let runtime = Runtime::<Msg>::builder()
+    ///     .shards(2)
+    ///     .mergeable_operator(0, 0, |_, _| Box::new(Counts::default()) as Box<dyn Actor<Msg>>)
+    ///     .build()
+    ///     .unwrap();
+    /// let ingress = runtime.ingress();
+    /// let counter = ActorId::new(0, 0, 0);
+    /// let elsewhere = 1 - runtime.home_shard(counter);
+    /// ingress.add_lessee(counter, elsewhere).unwrap();
+    /// for key in 0..1000 {
+    ///     ingress.send_to(counter, Msg::Count(key % 10)).unwrap();
+    /// }
+    /// let (reply, counts) = flume::bounded(1);
+    /// ingress.send(Envelope::critical(counter, Msg::Report(reply))).unwrap();
+    /// assert_eq!(counts.recv().unwrap(), (0..10).map(|key| (key, 100)).collect::<Vec<_>>());
+    /// runtime.shutdown();
+    /// ```
     pub fn mergeable_operator(
         mut self,
         app: AppId,
@@ -447,6 +503,7 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
             factories: self.factories,
             accepting: AtomicBool::new(true),
             accepted: CachePadded::new(AtomicU64::new(0)),
+            live_metrics: (0..shards).map(|_| Mutex::default()).collect(),
         });
         let links = build_links(shards, self.ring_capacity);
         for ((starter, links), intake) in starters.iter().zip(links).zip(receivers) {
@@ -558,6 +615,27 @@ impl<M: Send + 'static> Runtime<M> {
             .enumerate()
             .map(|(shard, counters)| counters.snapshot(shard, self.shared.cpus[shard]))
             .collect()
+    }
+
+    /// The dual-mode metrics of every actor that has had critical messages or lessees:
+    /// lessees over time, time blocked, consolidations. Shards publish them at most once
+    /// a millisecond while busy, and before they park, so they may lag by that much.
+    pub fn actor_metrics(&self) -> Vec<ActorMetrics> {
+        let mut metrics: Vec<ActorMetrics> = self
+            .shared
+            .live_metrics
+            .iter()
+            .flat_map(|shard| {
+                shard
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .values()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        metrics.sort_by_key(|metrics| metrics.actor);
+        metrics
     }
 
     /// Stops intake, waits until every accepted message (and everything it caused) has

@@ -45,6 +45,8 @@ use crate::stats::{bump, ShardCounters, ShardStats};
 const RUN_BATCH: usize = 64;
 /// How many messages from outside a shard takes per turn.
 const INTAKE_BATCH: usize = 256;
+/// How often, at most, a busy shard publishes changed lessor metrics.
+const METRICS_EVERY_NS: u64 = 1_000_000;
 /// How often a lessee publishes how many messages it has run.
 const PROGRESS_EVERY: u64 = 16;
 
@@ -232,6 +234,8 @@ struct ActorTable<M> {
     /// Partial states this shard's lessors wait for: while there are any, the shard looks
     /// at its rings between messages, not only between turns.
     awaiting_partials: usize,
+    /// Lessors whose metrics changed since they were last published.
+    metrics_dirty: Vec<ActorId>,
 }
 
 /// The occupied slot at `index` (borrowing only the slab, not the whole table).
@@ -261,6 +265,7 @@ impl<M: Send + 'static> ActorTable<M> {
             last_hit: None,
             ready: VecDeque::new(),
             awaiting_partials: 0,
+            metrics_dirty: Vec::new(),
         }
     }
 
@@ -493,6 +498,7 @@ impl<M: Send + 'static> ActorTable<M> {
         if let Err(reason) = coordinator.check(change, out.shard) {
             tracing::warn!(actor = %id, ?change, "scale request refused: {reason}");
             coordinator.metrics.refused_scale_requests += 1;
+            self.metrics_dirty.push(id);
             return;
         }
         self.awaiting_partials += begin_sync(coordinator, id, Vec::new(), Some(change), out);
@@ -760,6 +766,8 @@ pub(crate) struct Shard<M> {
     out: Outbound<M>,
     /// When the last deactivation sweep ran.
     last_sweep: Nanos,
+    /// When lessor metrics were last published.
+    last_publish: Nanos,
     busy_ns: u64,
     pinned: bool,
     /// Average duration of one idle poll (see `idle`).
@@ -783,6 +791,7 @@ impl<M: Send + 'static> Shard<M> {
             intake_taken: 0,
             actors: ActorTable::new(),
             last_sweep: clock::now(),
+            last_publish: 0,
             busy_ns: 0,
             poll_ns: 20,
         }
@@ -819,12 +828,14 @@ impl<M: Send + 'static> Shard<M> {
             match self.idle(work_since) {
                 Idle::Found(at) => work_since = at,
                 Idle::Park => {
+                    self.publish_metrics(clock::now());
                     self.park().await;
                     work_since = clock::now();
                 }
                 Idle::Stop => break,
             }
         }
+        self.publish_metrics(clock::now());
         let mut stats = self.counters().snapshot(self.id, self.shared.cpus[self.id]);
         stats.actors = self.actors.metrics();
         stats
@@ -853,6 +864,9 @@ impl<M: Send + 'static> Shard<M> {
             return None;
         }
         let end = clock::now();
+        if end.saturating_sub(self.last_publish) >= METRICS_EVERY_NS {
+            self.publish_metrics(end);
+        }
         self.busy_ns += end.saturating_sub(start);
         self.counters()
             .busy_ns
@@ -1148,6 +1162,7 @@ impl<M: Send + 'static> Shard<M> {
         }
         coordinator.metrics.blocked_ns += now.saturating_sub(sync.started);
         let held = std::mem::take(&mut coordinator.held);
+        self.actors.metrics_dirty.push(id);
         self.dispatch_local();
         for envelope in held {
             self.actors.enqueue(envelope, &mut self.out, &self.shared);
@@ -1213,6 +1228,30 @@ impl<M: Send + 'static> Shard<M> {
             }
         }
         moved
+    }
+
+    /// Publishes the metrics of lessors that changed, for `Runtime::actor_metrics`.
+    /// Called at most once per `METRICS_EVERY_NS` while busy, and before parking.
+    fn publish_metrics(&mut self, now: Nanos) {
+        if self.actors.metrics_dirty.is_empty() {
+            return;
+        }
+        self.last_publish = now;
+        let mut published = self.shared.live_metrics[self.id]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for id in self.actors.metrics_dirty.drain(..) {
+            let Some(&index) = self.actors.index.get(&id) else {
+                continue;
+            };
+            if let Some(ActorSlot {
+                role: Role::Lessor(coordinator),
+                ..
+            }) = &self.actors.slots[index as usize]
+            {
+                published.insert(id, coordinator.metrics.clone());
+            }
+        }
     }
 
     fn sweep_idle_actors(&mut self, now: Nanos) {

@@ -592,6 +592,33 @@ fn lessees_run_messages_and_retiring_loses_nothing() {
         "no record ran on a lessee: {:?}",
         written.ran_on
     );
+    // The lessor's metrics tell the story: two lessees came and went, their states were
+    // merged, and the dump ran as a critical section.
+    let started = std::time::Instant::now();
+    let metrics = loop {
+        let found = harness
+            .runtime
+            .actor_metrics()
+            .into_iter()
+            .find(|metrics| metrics.actor == actor && metrics.critical_sections == 1);
+        if let Some(metrics) = found {
+            break metrics;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "metrics never published"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let counts: Vec<u32> = metrics.lessee_timeline.iter().map(|(_, n)| *n).collect();
+    assert_eq!(counts, [1, 2, 1, 0], "{metrics:?}");
+    assert_eq!(metrics.lessees, 0);
+    assert!(
+        metrics.consolidations >= 2 && metrics.consolidated_bytes > 0,
+        "{metrics:?}"
+    );
+    assert!(metrics.syncs >= 5 && metrics.blocked_ns > 0, "{metrics:?}");
+    assert_eq!(metrics.refused_scale_requests, 0);
 }
 
 #[test]
