@@ -39,5 +39,5 @@ pub use envelope::{
     ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, PartitionId, SchedContext, ShardId,
 };
 pub use runtime::{BuildError, Ingress, Runtime, RuntimeBuilder, RuntimeReport};
-pub use snapshot::{Snapshot, SnapshotError};
+pub use snapshot::{Snapshot, SnapshotError, SnapshotFile};
 pub use stats::ShardStats;

@@ -10,6 +10,10 @@
 //! - [`access_checked`], for bytes that crossed a trust boundary (read from disk, received
 //!   from elsewhere): every byte is validated with bytecheck before it is read.
 //!
+//! The same archived form serves checkpoints on disk: [`Snapshot::write_to`] writes it
+//! (to a temporary file, then renamed into place), and [`SnapshotFile`] maps it back into
+//! memory without copying and validates it before every read.
+//!
 //! ```
 //! use dirigo_runtime::snapshot::Snapshot;
 //!
@@ -22,6 +26,9 @@
 
 use std::any::{type_name, TypeId};
 use std::fmt;
+use std::io::{self, Write};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
 
 use rkyv::api::high::{HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
@@ -66,6 +73,13 @@ pub enum SnapshotError {
     },
     /// The bytes are not a valid archive of the type (validation failed).
     Invalid(rancor::Error),
+    /// A checkpoint file could not be opened or mapped.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        error: io::Error,
+    },
 }
 
 impl fmt::Display for SnapshotError {
@@ -77,6 +91,7 @@ impl fmt::Display for SnapshotError {
                 "snapshot of `{made_from}` read as `{read_as}`; merge reads the type snapshot archived"
             ),
             Self::Invalid(error) => write!(f, "archived bytes failed validation: {error}"),
+            Self::Io { path, error } => write!(f, "{}: {error}", path.display()),
         }
     }
 }
@@ -131,6 +146,87 @@ impl Snapshot {
     /// The name of the type the snapshot was made from.
     pub fn type_name(&self) -> &'static str {
         self.type_name
+    }
+
+    /// Writes the archive to `path` as a checkpoint: into a temporary file next to it,
+    /// flushed to disk, then renamed over `path`, so a crash leaves the old checkpoint or
+    /// the new one, never half of one. Read it back with [`SnapshotFile::open`].
+    pub fn write_to(&self, path: impl AsRef<Path>) -> io::Result<()> {
+        let path = path.as_ref();
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(".partial");
+        let temporary = PathBuf::from(temporary);
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(&self.bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temporary, path)
+    }
+}
+
+/// A checkpoint on disk, mapped into memory and read in place as the archived form of `T`.
+///
+/// The bytes come from outside the process, so they are validated (bytecheck) before
+/// every read; a file that is not a valid archive of `T` gives an error, never a crash.
+///
+/// ```
+/// use dirigo_runtime::snapshot::{Snapshot, SnapshotFile};
+///
+/// let path = std::env::temp_dir().join(format!("dirigo-doc-{}.ckpt", std::process::id()));
+/// Snapshot::of(&vec![(1u64, 5u64), (2, 7)]).unwrap().write_to(&path).unwrap();
+/// let file = SnapshotFile::<Vec<(u64, u64)>>::open(&path).unwrap();
+/// assert_eq!(file.archived().unwrap()[1].1, 7);
+/// std::fs::remove_file(&path).unwrap();
+/// ```
+pub struct SnapshotFile<T> {
+    map: memmap2::Mmap,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> SnapshotFile<T>
+where
+    T: Archive,
+    T::Archived: Portable + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+{
+    /// Maps the checkpoint at `path` and validates it once, so that a bad file is
+    /// reported when it is opened.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, SnapshotError> {
+        let path = path.as_ref();
+        let file = std::fs::File::open(path).map_err(|error| SnapshotError::Io {
+            path: path.to_owned(),
+            error,
+        })?;
+        // SAFETY: the map is read-only and private to this process, and nothing in it is
+        // trusted: every read goes through `access_checked`, which validates the bytes
+        // first. What remains is memmap2's contract that the file is not truncated or
+        // rewritten in place while mapped; checkpoints are written to a temporary file and
+        // renamed over the old one (`Snapshot::write_to`), which leaves an open map on the
+        // old, unchanged file. Tested by `checkpoints_round_trip_and_bad_files_are_refused`.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|error| SnapshotError::Io {
+            path: path.to_owned(),
+            error,
+        })?;
+        let checkpoint = Self {
+            map,
+            _type: PhantomData,
+        };
+        checkpoint.archived()?;
+        Ok(checkpoint)
+    }
+
+    /// Validates the mapped bytes and reads them in place (page aligned, as rkyv needs).
+    pub fn archived(&self) -> Result<&T::Archived, SnapshotError> {
+        access_checked::<T>(&self.map)
+    }
+
+    /// How many bytes the checkpoint takes.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the file is empty (an empty file never opens: it is not an archive).
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 }
 
@@ -188,6 +284,44 @@ mod tests {
         let snapshot = Snapshot::of(&vec![1u64, 2]).unwrap();
         let error = snapshot.archived::<Vec<u32>>().unwrap_err();
         assert!(error.to_string().contains("read as"), "{error}");
+    }
+
+    #[test]
+    fn checkpoints_round_trip_and_bad_files_are_refused() {
+        let dir = std::env::temp_dir().join(format!("dirigo-snapshot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("counts.ckpt");
+        let counts: Vec<(u64, u64)> = (0..10_000).map(|k| (k, k + 1)).collect();
+        Snapshot::of(&counts).unwrap().write_to(&path).unwrap();
+        let file = SnapshotFile::<Vec<(u64, u64)>>::open(&path).unwrap();
+        // A new checkpoint renamed over the old one leaves the open map intact.
+        Snapshot::of(&vec![(0u64, 0u64)])
+            .unwrap()
+            .write_to(&path)
+            .unwrap();
+        let archived = file.archived().unwrap();
+        assert_eq!(archived.len(), 10_000);
+        assert_eq!(archived[9_999].1, 10_000);
+        assert_eq!(
+            SnapshotFile::<Vec<(u64, u64)>>::open(&path)
+                .unwrap()
+                .archived()
+                .unwrap()
+                .len(),
+            1
+        );
+        // Garbage, an empty file and a missing file are errors, not crashes.
+        std::fs::write(&path, [0xa5u8; 100]).unwrap();
+        assert!(SnapshotFile::<Vec<(u64, u64)>>::open(&path).is_err());
+        std::fs::write(&path, []).unwrap();
+        assert!(SnapshotFile::<Vec<(u64, u64)>>::open(&path).is_err());
+        let missing = SnapshotFile::<Vec<(u64, u64)>>::open(dir.join("missing.ckpt"));
+        let error = missing
+            .err()
+            .expect("a missing file is an error")
+            .to_string();
+        assert!(error.contains("missing.ckpt"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
