@@ -7,6 +7,8 @@
 //! - [`mesh`]: one SPSC [`ring`](mesh::ring) per ordered pair of shards, and each
 //!   shard's [`Doorbell`](mesh::Doorbell) (the sleep/wake handshake);
 //! - [`actor`]: the [`Actor`] trait, factories, and the handler [`Context`];
+//! - [`scheduling`]: SLOs, deadlines, measured operator costs, and the policy that orders
+//!   each shard's ready work;
 //! - [`dual`]: dual-mode actors — lessors and lessees, critical messages and barriers,
 //!   consolidation; [`snapshot`]: the rkyv archives partial states travel in;
 //! - [`envelope`]: addresses, messages and their scheduling context;
@@ -28,6 +30,7 @@ pub mod mesh;
 pub mod placement;
 pub mod preflight;
 pub mod runtime;
+pub mod scheduling;
 mod shard;
 pub mod snapshot;
 pub mod stats;

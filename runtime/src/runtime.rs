@@ -16,6 +16,7 @@ use crate::envelope::{ActorId, AppId, Envelope, OperatorId, ShardId};
 use crate::mesh::{build_links, Doorbell};
 use crate::placement::{self, CpuSpec, Placement};
 use crate::preflight::{self, PreflightError, PreflightReport};
+use crate::scheduling::{self, CostTable, Fifo, OperatorCosts, SchedulingPolicy};
 use crate::shard::{Shard, ShardStart};
 use crate::stats::{ShardCounters, ShardStats};
 
@@ -111,6 +112,14 @@ pub(crate) struct Shared<M> {
     accepted: CachePadded<AtomicU64>,
     /// Per shard: the last published metrics of its lessors.
     pub(crate) live_metrics: Box<[Mutex<BTreeMap<ActorId, ActorMetrics>>]>,
+    /// Orders every shard's ready work.
+    pub(crate) policy: Arc<dyn SchedulingPolicy>,
+    /// Per app: its SLO in nanoseconds, 0 for none.
+    slo_ns: Vec<u64>,
+    /// Measured operator costs and the edges between operators.
+    pub(crate) costs: CostTable,
+    /// Whether handlers are timed (some app has an SLO, or the policy wants costs).
+    pub(crate) measure_costs: bool,
 }
 
 impl<M> Shared<M> {
@@ -160,6 +169,20 @@ impl<M> Shared<M> {
             }
         }
         Ok(home)
+    }
+
+    /// Stamps the start deadline `t + L − C(o)` on a message for an app with an SLO.
+    #[inline]
+    pub(crate) fn stamp_deadline(&self, envelope: &mut Envelope<M>) {
+        if let Some(&slo) = self.slo_ns.get(usize::from(envelope.target.app)) {
+            if slo > 0 {
+                envelope.ctx.deadline = scheduling::deadline(
+                    envelope.ctx.ingress,
+                    slo,
+                    self.costs.path_ns(&envelope.target),
+                );
+            }
+        }
     }
 
     #[inline]
@@ -249,6 +272,8 @@ pub struct RuntimeBuilder<M> {
     intake_capacity: usize,
     io_memory: usize,
     factories: Registry<M>,
+    policy: Arc<dyn SchedulingPolicy>,
+    slos: BTreeMap<AppId, Duration>,
 }
 
 impl<M: Send + 'static> Default for RuntimeBuilder<M> {
@@ -262,6 +287,8 @@ impl<M: Send + 'static> Default for RuntimeBuilder<M> {
             intake_capacity: 4096,
             io_memory: 1 << 20,
             factories: Registry::new(),
+            policy: Arc::new(Fifo),
+            slos: BTreeMap::new(),
         }
     }
 }
@@ -313,6 +340,20 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
     /// Memory each shard's executor registers with io_uring for storage I/O.
     pub fn io_memory(mut self, bytes: usize) -> Self {
         self.io_memory = bytes;
+        self
+    }
+
+    /// The scheduling policy every shard orders its ready work by (default:
+    /// [`Fifo`](crate::scheduling::Fifo)).
+    pub fn policy(mut self, policy: impl SchedulingPolicy) -> Self {
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// The latency target of `app`, from an event's ingress to its output: its messages
+    /// get deadlines (see [`scheduling`](crate::scheduling)). A zero SLO means none.
+    pub fn app_slo(mut self, app: AppId, slo: Duration) -> Self {
+        self.slos.insert(app, slo);
         self
     }
 
@@ -484,6 +525,16 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
                 }
             })
             .collect();
+        let operators: Vec<usize> = self.factories.apps.iter().map(Vec::len).collect();
+        let mut slo_ns = vec![0u64; operators.len()];
+        for (&app, slo) in &self.slos {
+            if let Some(entry) = slo_ns.get_mut(usize::from(app)) {
+                *entry = slo.as_nanos().min(u128::from(u64::MAX / 2)) as u64;
+            } else {
+                tracing::warn!(app, "an SLO was set for an app without operators; ignored");
+            }
+        }
+        let measure_costs = self.policy.wants_costs() || slo_ns.iter().any(|&slo| slo > 0);
         let shared = Arc::new(Shared {
             config: ShardConfig {
                 spin_budget: self.spin_budget,
@@ -504,6 +555,10 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
             accepting: AtomicBool::new(true),
             accepted: CachePadded::new(AtomicU64::new(0)),
             live_metrics: (0..shards).map(|_| Mutex::default()).collect(),
+            policy: self.policy,
+            slo_ns,
+            costs: CostTable::new(&operators),
+            measure_costs,
         });
         let links = build_links(shards, self.ring_capacity);
         for ((starter, links), intake) in starters.iter().zip(links).zip(receivers) {
@@ -615,6 +670,13 @@ impl<M: Send + 'static> Runtime<M> {
             .enumerate()
             .map(|(shard, counters)| counters.snapshot(shard, self.shared.cpus[shard]))
             .collect()
+    }
+
+    /// The measured cost of every registered operator: its own handler cost and `C(o)`,
+    /// which deadlines subtract (zero until measured; measured only while some app has an
+    /// SLO or the policy asks for costs).
+    pub fn operator_costs(&self) -> Vec<OperatorCosts> {
+        self.shared.costs.snapshot()
     }
 
     /// The dual-mode metrics of every actor that has had critical messages or lessees:
@@ -846,6 +908,8 @@ impl<M: Send + 'static> Ingress<M> {
         }
         let shard = shared.router.route(&envelope.target);
         let intake = &shared.intakes[shard];
+        let mut envelope = envelope;
+        shared.stamp_deadline(&mut envelope);
         let packet = Packet::Message(envelope);
         let unwrap = |packet| match packet {
             Packet::Message(envelope) => envelope,

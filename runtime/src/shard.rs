@@ -28,7 +28,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::actor::{Actor, Context, SavedState, SendError};
 use crate::clock;
@@ -36,9 +36,10 @@ use crate::dual::{
     ActorMetrics, Barrier, Control, Coordinator, LesseeLink, LesseeProgress, LesseeState, Packet,
     PendingBarrier, ScaleChange, SyncPoint,
 };
-use crate::envelope::{mix64, ActorId, Envelope, Nanos, ShardId};
+use crate::envelope::{mix64, ActorId, AppId, Envelope, Nanos, OperatorId, ShardId};
 use crate::mesh::{Consumer, Producer, ShardLinks};
 use crate::runtime::Shared;
+use crate::scheduling::{ReadyQueue, SchedulingPolicy};
 use crate::stats::{bump, ShardCounters, ShardStats};
 
 /// How many ready messages a shard runs before it looks at its inputs again.
@@ -74,6 +75,12 @@ pub(crate) struct Outbound<M> {
     /// The last target sent to, and its shard: a handler that keeps sending to one actor
     /// skips the registry lookup and the hash.
     last_route: Option<(ActorId, ShardId)>,
+    /// Whether messages get deadlines and operator edges are learned (some app has an
+    /// SLO, or the policy wants costs).
+    scheduled: bool,
+    /// Operator-to-operator edges this shard has seen, and those not yet published.
+    edges_seen: FxHashSet<(AppId, OperatorId, OperatorId)>,
+    new_edges: Vec<(AppId, OperatorId, OperatorId)>,
 }
 
 impl<M> Outbound<M> {
@@ -83,6 +90,7 @@ impl<M> Outbound<M> {
         rings: Vec<Option<Producer<Packet<M>>>>,
     ) -> Self {
         let shards = shared.shards();
+        let shared_scheduled = shared.measure_costs;
         Self {
             shard,
             shared,
@@ -95,11 +103,14 @@ impl<M> Outbound<M> {
             is_unrung: vec![false; shards],
             backlog: 0,
             last_route: None,
+            scheduled: shared_scheduled,
+            edges_seen: FxHashSet::default(),
+            new_edges: Vec::new(),
         }
     }
 
     #[inline]
-    pub(crate) fn send(&mut self, envelope: Envelope<M>) -> Result<(), SendError<M>> {
+    pub(crate) fn send(&mut self, mut envelope: Envelope<M>) -> Result<(), SendError<M>> {
         let destination = match self.last_route {
             Some((target, shard)) if target == envelope.target => shard,
             _ => {
@@ -108,9 +119,15 @@ impl<M> Outbound<M> {
                 }
                 let shard = self.shared.router.route(&envelope.target);
                 self.last_route = Some((envelope.target, shard));
+                if self.scheduled {
+                    self.learn_edge(&envelope);
+                }
                 shard
             }
         };
+        if self.scheduled {
+            self.shared.stamp_deadline(&mut envelope);
+        }
         // Counted before the message can be seen anywhere: shutdown's quiescence check
         // relies on "sent" never lagging behind "handled".
         bump(&self.shared.counters[self.shard].msgs_out, 1);
@@ -120,6 +137,21 @@ impl<M> Outbound<M> {
         }
         self.push(destination, Packet::Message(envelope));
         Ok(())
+    }
+
+    /// Notes the edge from the sending operator to the target's, for path costs.
+    #[cold]
+    fn learn_edge(&mut self, envelope: &Envelope<M>) {
+        let Some(source) = envelope.source else {
+            return;
+        };
+        let target = envelope.target;
+        if source.app == target.app && source.operator != target.operator {
+            let edge = (target.app, source.operator, target.operator);
+            if self.edges_seen.insert(edge) {
+                self.new_edges.push(edge);
+            }
+        }
     }
 
     /// Passes a message already counted as sent on to `destination` (a lessee's shard).
@@ -229,8 +261,10 @@ struct ActorTable<M> {
     /// The last actor looked up and its slot: runs of messages for one actor skip the
     /// hash map.
     last_hit: Option<(ActorId, u32)>,
-    /// Actors with ready work, in the order they became ready.
-    ready: VecDeque<u32>,
+    /// Actors with ready work, in the order the policy runs them.
+    ready: ReadyQueue,
+    /// The scheduling policy (for the rank of ready actors).
+    policy: Arc<dyn SchedulingPolicy>,
     /// Partial states this shard's lessors wait for: while there are any, the shard looks
     /// at its rings between messages, not only between turns.
     awaiting_partials: usize,
@@ -256,14 +290,15 @@ fn guarded<T>(actor: ActorId, what: &str, fallback: T, call: impl FnOnce() -> T)
 }
 
 impl<M: Send + 'static> ActorTable<M> {
-    fn new() -> Self {
+    fn new(policy: Arc<dyn SchedulingPolicy>) -> Self {
         Self {
             index: FxHashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
             dormant: FxHashMap::default(),
             last_hit: None,
-            ready: VecDeque::new(),
+            ready: ReadyQueue::new(policy.by_priority()),
+            policy,
             awaiting_partials: 0,
             metrics_dirty: Vec::new(),
         }
@@ -337,11 +372,25 @@ impl<M: Send + 'static> ActorTable<M> {
         index
     }
 
+    /// The rank of an actor whose oldest ready message is `head`.
+    #[inline]
+    fn rank(&self, head: Option<&Envelope<M>>) -> u64 {
+        match head {
+            Some(envelope) if self.ready.is_ranked() => self.policy.priority(&envelope.ctx),
+            _ => 0,
+        }
+    }
+
     fn mark_ready(&mut self, index: u32) {
-        let slot = self.slot_mut(index);
+        let slot = slot_in(&mut self.slots, index);
         if !slot.queued {
             slot.queued = true;
-            self.ready.push_back(index);
+            let rank = self.rank(
+                self.slots[index as usize]
+                    .as_ref()
+                    .and_then(|s| s.mailbox.front()),
+            );
+            self.ready.push(index, rank);
         }
     }
 
@@ -354,7 +403,7 @@ impl<M: Send + 'static> ActorTable<M> {
             Some((id, index)) if id == target => index,
             _ => self.lookup(target, shared, &shared.counters[out.shard]),
         };
-        let slot = self.slot_mut(index);
+        let slot = slot_in(&mut self.slots, index);
         let direct = match slot.role {
             Role::Plain => !envelope.is_critical(),
             Role::Lessee(_) => true,
@@ -363,10 +412,15 @@ impl<M: Send + 'static> ActorTable<M> {
         if !direct {
             return self.admit(index, envelope, out);
         }
+        let rank = if self.ready.is_ranked() && !slot.queued {
+            self.policy.priority(&envelope.ctx)
+        } else {
+            0
+        };
         slot.mailbox.push_back(envelope);
         if !slot.queued {
             slot.queued = true;
-            self.ready.push_back(index);
+            self.ready.push(index, rank);
         }
     }
 
@@ -486,7 +540,7 @@ impl<M: Send + 'static> ActorTable<M> {
             .is_some_and(|sync| sync.awaiting == 0);
         if due && slot.mailbox.is_empty() && !slot.queued {
             slot.queued = true;
-            self.ready.push_front(index);
+            self.ready.push_first(index);
         }
     }
 
@@ -781,6 +835,7 @@ impl<M: Send + 'static> Shard<M> {
             links,
             intake,
         } = start;
+        let start_policy = shared.policy.clone();
         Self {
             id,
             pinned: shared.cpus[id].is_some(),
@@ -789,7 +844,7 @@ impl<M: Send + 'static> Shard<M> {
             incoming: links.incoming,
             intake,
             intake_taken: 0,
-            actors: ActorTable::new(),
+            actors: ActorTable::new(start_policy),
             last_sweep: clock::now(),
             last_publish: 0,
             busy_ns: 0,
@@ -866,6 +921,7 @@ impl<M: Send + 'static> Shard<M> {
         let end = clock::now();
         if end.saturating_sub(self.last_publish) >= METRICS_EVERY_NS {
             self.publish_metrics(end);
+            self.tick(end);
         }
         self.busy_ns += end.saturating_sub(start);
         self.counters()
@@ -981,7 +1037,7 @@ impl<M: Send + 'static> Shard<M> {
     /// actor with an empty mailbox is a lessor whose consolidation point is due (`None`).
     #[inline]
     fn next_message(&mut self) -> Option<(u32, Option<Envelope<M>>)> {
-        let index = self.actors.ready.pop_front()?;
+        let index = self.actors.ready.pop()?;
         let slot = self.actors.slots[index as usize]
             .as_mut()
             .expect("ready actors are active");
@@ -994,9 +1050,14 @@ impl<M: Send + 'static> Shard<M> {
         } else if matches!(&slot.role, Role::Lessor(coordinator) if coordinator.sync.is_some()) {
             // A blocked lessor's mailbox holds what its critical section waits for: it
             // runs first, so that a consolidation is not spread over many turns.
-            self.actors.ready.push_front(index);
+            self.actors.ready.push_first(index);
         } else {
-            self.actors.ready.push_back(index);
+            let rank = if self.actors.ready.is_ranked() {
+                self.actors.policy.priority(&slot.mailbox[0].ctx)
+            } else {
+                0
+            };
+            self.actors.ready.push(index, rank);
         }
         Some((index, Some(envelope)))
     }
@@ -1037,7 +1098,14 @@ impl<M: Send + 'static> Shard<M> {
             epoch: slot.epoch(),
         };
         let actor = &mut slot.actor;
+        let measure = self.shared.measure_costs;
+        let started = if measure { clock::raw() } else { 0 };
         let outcome = catch_unwind(AssertUnwindSafe(|| actor.receive(&mut ctx, envelope)));
+        if measure {
+            let cost = clock::raw_delta_ns(started, clock::raw());
+            self.shared.costs.record(&slot.id, cost);
+            self.shared.policy.post_apply(slot.id, cost);
+        }
         let counters = &self.shared.counters[self.id];
         if outcome.is_err() {
             let id = slot.id;
@@ -1169,10 +1237,7 @@ impl<M: Send + 'static> Shard<M> {
         }
         // Messages held through the block are the oldest waiting here: they run next,
         // not behind whatever became ready while the actor was blocked.
-        if self.actors.ready.back() == Some(&index) {
-            self.actors.ready.pop_back();
-            self.actors.ready.push_front(index);
-        }
+        self.actors.ready.promote_last(index);
         let slot = self.actors.slot_mut(index);
         if let Role::Lessor(coordinator) = &mut slot.role {
             if coordinator.sync.is_none() {
@@ -1228,6 +1293,19 @@ impl<M: Send + 'static> Shard<M> {
             }
         }
         moved
+    }
+
+    /// Periodic housekeeping while busy (about once a millisecond): publish the operator
+    /// edges seen, and recompute path costs from the latest measured costs.
+    fn tick(&mut self, now: Nanos) {
+        self.last_publish = now;
+        if !self.shared.measure_costs {
+            return;
+        }
+        if !self.out.new_edges.is_empty() {
+            self.shared.costs.add_edges(self.out.new_edges.drain(..));
+        }
+        self.shared.costs.refresh_paths();
     }
 
     /// Publishes the metrics of lessors that changed, for `Runtime::actor_metrics`.

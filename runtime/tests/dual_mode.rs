@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
+use dirigo_runtime::scheduling::Edf;
 use dirigo_runtime::{
     Actor, ActorId, Barrier, Context, Envelope, Ingress, Runtime, ScaleError, Snapshot,
     SnapshotError,
@@ -272,9 +273,21 @@ struct Harness {
     next_partition: AtomicU32,
 }
 
+/// The runtime under test: arrival-order scheduling, or earliest deadline first with an
+/// SLO on the app (ranked ready queues, deadlines on every message). Every case runs on
+/// both.
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
-    HARNESS.get_or_init(|| {
+    HARNESS.get_or_init(|| start_harness(false))
+}
+
+fn edf_harness() -> &'static Harness {
+    static HARNESS: OnceLock<Harness> = OnceLock::new();
+    HARNESS.get_or_init(|| start_harness(true))
+}
+
+fn start_harness(edf: bool) -> Harness {
+    {
         let outputs: Outputs = Arc::default();
         let factory = |outputs: Outputs| {
             move |id: ActorId, _saved| {
@@ -285,10 +298,14 @@ fn harness() -> &'static Harness {
                 }) as Box<dyn Actor<Msg>>
             }
         };
-        let runtime = Runtime::builder()
+        let mut builder = Runtime::builder()
             .shards(SHARDS)
             .spin_budget(Duration::from_micros(50))
-            .park_timeout(Duration::from_millis(1))
+            .park_timeout(Duration::from_millis(1));
+        if edf {
+            builder = builder.policy(Edf).app_slo(APP, Duration::from_millis(10));
+        }
+        let runtime = builder
             .mergeable_operator(APP, ORDERED, factory(outputs.clone()))
             .mergeable_operator(APP, UNORDERED, factory(outputs.clone()))
             .operator(APP, EXCLUSIVE, factory(outputs.clone()))
@@ -299,7 +316,7 @@ fn harness() -> &'static Harness {
             outputs,
             next_partition: AtomicU32::new(0),
         }
-    })
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -420,8 +437,7 @@ fn normalize(operator: u16, outputs: &[Out]) -> (Vec<Out>, ItemGroups) {
     (critical, items)
 }
 
-fn run_case(operator: u16, steps: &[Step]) -> Result<(), TestCaseError> {
-    let harness = harness();
+fn run_case(harness: &Harness, operator: u16, steps: &[Step]) -> Result<(), TestCaseError> {
     let partition = harness.next_partition.fetch_add(1, Ordering::Relaxed);
     let actor = ActorId::new(APP, operator, partition);
     let ingress: Ingress<Msg> = harness.runtime.ingress();
@@ -547,7 +563,8 @@ proptest! {
     #[test]
     fn scaling_never_changes_outputs_or_state((operator, inputs, steps) in case()) {
         let _ = inputs;
-        run_case(operator, &steps)?;
+        run_case(harness(), operator, &steps)?;
+        run_case(edf_harness(), operator, &steps)?;
     }
 }
 

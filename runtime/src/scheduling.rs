@@ -1,0 +1,399 @@
+//! Data-plane scheduling: per-app latency targets (SLOs), each message's deadline, the
+//! measured cost of operators, and the policy that orders a shard's ready work.
+//!
+//! # Deadlines
+//!
+//! Following Cameo, a message for operator `o` of an app with SLO `L`, whose event entered
+//! at `t`, should start by `S = t + L − C(o)`, where `C(o)` is `o`'s own measured cost
+//! plus the largest summed cost of any path from `o` to the end of the pipeline. The
+//! runtime stamps `S` into [`SchedContext::deadline`] whenever a message is sent to an
+//! operator of an app with an SLO (apps without one keep `Nanos::MAX`).
+//!
+//! Costs are measured around handlers (only while some app has an SLO or the policy asks
+//! for them), smoothed as moving averages per operator, and propagated upstream along the
+//! edges the runtime observes between operators (a handler of operator `a` sending to
+//! operator `b`), recomputed about once a millisecond.
+//!
+//! # Policies
+//!
+//! A [`SchedulingPolicy`] decides the order in which a shard runs its ready actors: each
+//! actor with ready messages is ranked by the [`priority`](SchedulingPolicy::priority) of
+//! its oldest one (messages inside an actor keep their arrival order, so that per-sender
+//! order and ordering keys hold). Built in: [`Fifo`] (arrival order, the baseline) and
+//! [`Edf`] (earliest deadline first). Lessees, forwarding decisions and shedding are made
+//! by the dual-mode machinery for now and will become policy hooks.
+//!
+//! ```
+//! use std::time::Duration;
+//! use dirigo_runtime::scheduling::Edf;
+//! use dirigo_runtime::{Actor, Context, Envelope, Runtime};
+//!
+//! struct Work;
+//! impl Actor<u32> for Work {
+//!     fn receive(&mut self, ctx: &mut Context<'_, u32>, _message: Envelope<u32>) {
+//!         // Every message of app 1 carries a deadline: ingress + 5 ms − measured costs.
+//!         assert!(ctx.current().deadline <= ctx.current().ingress + 5_000_000);
+//!     }
+//! }
+//!
+//! let runtime = Runtime::<u32>::builder()
+//!     .shards(1)
+//!     .policy(Edf)
+//!     .app_slo(1, Duration::from_millis(5))
+//!     .operator(1, 0, |_, _| Box::new(Work) as Box<dyn Actor<u32>>)
+//!     .build()
+//!     .unwrap();
+//! runtime.ingress().send_to(dirigo_runtime::ActorId::new(1, 0, 0), 7).unwrap();
+//! runtime.shutdown();
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::envelope::{ActorId, AppId, Nanos, OperatorId, SchedContext};
+
+/// Orders a shard's ready work. One instance serves every shard, so methods take `&self`;
+/// keep per-call work small: [`priority`](Self::priority) runs for every message.
+pub trait SchedulingPolicy: Send + Sync + 'static {
+    /// The policy's name, for logs and reports.
+    fn name(&self) -> &str;
+
+    /// Whether ready actors run in arrival order (`false`), or by
+    /// [`priority`](Self::priority) (`true`).
+    fn by_priority(&self) -> bool;
+
+    /// The rank of an actor whose oldest ready message has this context: lower runs
+    /// first; ties run in arrival order. Only called when [`by_priority`] is `true`.
+    ///
+    /// [`by_priority`]: Self::by_priority
+    fn priority(&self, message: &SchedContext) -> u64 {
+        message.deadline
+    }
+
+    /// Whether the runtime should measure handler costs for this policy even when no app
+    /// has an SLO.
+    fn wants_costs(&self) -> bool {
+        false
+    }
+
+    /// After a handler ran: the actor and the handler's cost in nanoseconds (measured
+    /// only while costs are measured, see [`wants_costs`](Self::wants_costs)).
+    fn post_apply(&self, actor: ActorId, cost_ns: u64) {
+        let _ = (actor, cost_ns);
+    }
+}
+
+/// Arrival order across actors: no priorities (the paper's baseline).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fifo;
+
+impl SchedulingPolicy for Fifo {
+    fn name(&self) -> &str {
+        "fifo"
+    }
+
+    fn by_priority(&self) -> bool {
+        false
+    }
+}
+
+/// Earliest deadline first across actors (messages without a deadline last).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Edf;
+
+impl SchedulingPolicy for Edf {
+    fn name(&self) -> &str {
+        "edf"
+    }
+
+    fn by_priority(&self) -> bool {
+        true
+    }
+}
+
+/// A shard's actors with ready work: in arrival order, or ranked by priority.
+pub(crate) enum ReadyQueue {
+    Arrival(VecDeque<u32>),
+    Ranked {
+        heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
+        /// Arrival stamps, so equal ranks run in arrival order.
+        next: u64,
+    },
+}
+
+impl ReadyQueue {
+    pub(crate) fn new(by_priority: bool) -> Self {
+        if by_priority {
+            Self::Ranked {
+                heap: BinaryHeap::new(),
+                next: 0,
+            }
+        } else {
+            Self::Arrival(VecDeque::new())
+        }
+    }
+
+    pub(crate) fn is_ranked(&self) -> bool {
+        matches!(self, Self::Ranked { .. })
+    }
+
+    /// Queues actor `index`, whose oldest ready message has rank `rank` (ignored in
+    /// arrival order).
+    #[inline]
+    pub(crate) fn push(&mut self, index: u32, rank: u64) {
+        match self {
+            Self::Arrival(queue) => queue.push_back(index),
+            Self::Ranked { heap, next } => {
+                heap.push(Reverse((rank, *next, index)));
+                *next += 1;
+            }
+        }
+    }
+
+    /// Queues actor `index` ahead of everything else.
+    pub(crate) fn push_first(&mut self, index: u32) {
+        match self {
+            Self::Arrival(queue) => queue.push_front(index),
+            Self::Ranked { heap, .. } => heap.push(Reverse((0, 0, index))),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Option<u32> {
+        match self {
+            Self::Arrival(queue) => queue.pop_front(),
+            Self::Ranked { heap, .. } => heap.pop().map(|Reverse((_, _, index))| index),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        match self {
+            Self::Arrival(queue) => queue.is_empty(),
+            Self::Ranked { heap, .. } => heap.is_empty(),
+        }
+    }
+
+    /// Moves actor `index` to the front if it was the last one queued (arrival order
+    /// only: ranked queues already order old work by its rank).
+    pub(crate) fn promote_last(&mut self, index: u32) {
+        if let Self::Arrival(queue) = self {
+            if queue.back() == Some(&index) {
+                queue.pop_back();
+                queue.push_front(index);
+            }
+        }
+    }
+}
+
+/// Measured costs per operator, and the edges seen between operators.
+pub(crate) struct CostTable {
+    /// Indexed by app, then operator: own cost and path cost, in nanoseconds.
+    apps: Vec<Vec<OperatorCost>>,
+    /// `(app, from, to)` for every operator-to-operator send seen.
+    edges: Mutex<BTreeSet<(AppId, OperatorId, OperatorId)>>,
+}
+
+#[derive(Default)]
+struct OperatorCost {
+    own_ns: AtomicU64,
+    path_ns: AtomicU64,
+}
+
+/// The measured cost of one operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OperatorCosts {
+    /// The app.
+    pub app: AppId,
+    /// The operator.
+    pub operator: OperatorId,
+    /// Its own handler cost (moving average), in nanoseconds.
+    pub own_ns: u64,
+    /// Its own cost plus the costliest path downstream of it, in nanoseconds: `C(o)`.
+    pub path_ns: u64,
+}
+
+impl CostTable {
+    /// A table for operators `0..operators[app]` of each app.
+    pub(crate) fn new(operators: &[usize]) -> Self {
+        Self {
+            apps: operators
+                .iter()
+                .map(|&count| (0..count).map(|_| OperatorCost::default()).collect())
+                .collect(),
+            edges: Mutex::default(),
+        }
+    }
+
+    fn cost(&self, app: AppId, operator: OperatorId) -> Option<&OperatorCost> {
+        self.apps.get(usize::from(app))?.get(usize::from(operator))
+    }
+
+    /// `C(o)` of the actor's operator.
+    #[inline]
+    pub(crate) fn path_ns(&self, actor: &ActorId) -> u64 {
+        self.cost(actor.app, actor.operator)
+            .map_or(0, |cost| cost.path_ns.load(Ordering::Relaxed))
+    }
+
+    /// Folds one measured handler cost into the operator's moving average (weight 1/8).
+    /// Shards update without locks; a lost update between two shards only delays the
+    /// average by one sample.
+    pub(crate) fn record(&self, actor: &ActorId, cost_ns: u64) {
+        if let Some(cost) = self.cost(actor.app, actor.operator) {
+            let old = cost.own_ns.load(Ordering::Relaxed);
+            let new = if old == 0 {
+                cost_ns
+            } else {
+                old - old / 8 + cost_ns / 8
+            };
+            cost.own_ns.store(new.max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Adds edges seen by a shard.
+    pub(crate) fn add_edges(
+        &self,
+        seen: impl IntoIterator<Item = (AppId, OperatorId, OperatorId)>,
+    ) {
+        let mut edges = self
+            .edges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        edges.extend(seen);
+    }
+
+    /// Recomputes every operator's path cost from own costs and edges. Cycles in the
+    /// observed graph are cut where a path would revisit an operator.
+    pub(crate) fn refresh_paths(&self) {
+        let edges: Vec<(AppId, OperatorId, OperatorId)> = self
+            .edges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect();
+        for (app, operators) in self.apps.iter().enumerate() {
+            let app = app as AppId;
+            let successors = |operator: OperatorId| {
+                edges
+                    .iter()
+                    .filter(move |(a, from, _)| *a == app && *from == operator)
+                    .map(|(_, _, to)| *to)
+            };
+            let mut memo: Vec<Option<u64>> = vec![None; operators.len()];
+            for operator in 0..operators.len() {
+                let mut on_path = vec![false; operators.len()];
+                let cost = path(
+                    operator as OperatorId,
+                    operators,
+                    &successors,
+                    &mut memo,
+                    &mut on_path,
+                );
+                operators[operator].path_ns.store(cost, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Every operator's costs.
+    pub(crate) fn snapshot(&self) -> Vec<OperatorCosts> {
+        let mut all = Vec::new();
+        for (app, operators) in self.apps.iter().enumerate() {
+            for (operator, cost) in operators.iter().enumerate() {
+                all.push(OperatorCosts {
+                    app: app as AppId,
+                    operator: operator as OperatorId,
+                    own_ns: cost.own_ns.load(Ordering::Relaxed),
+                    path_ns: cost.path_ns.load(Ordering::Relaxed),
+                });
+            }
+        }
+        all
+    }
+}
+
+fn path<I: Iterator<Item = OperatorId>>(
+    operator: OperatorId,
+    operators: &[OperatorCost],
+    successors: &impl Fn(OperatorId) -> I,
+    memo: &mut [Option<u64>],
+    on_path: &mut [bool],
+) -> u64 {
+    let index = usize::from(operator);
+    if index >= operators.len() || on_path[index] {
+        return 0;
+    }
+    if let Some(known) = memo[index] {
+        return known;
+    }
+    on_path[index] = true;
+    let downstream = successors(operator)
+        .map(|next| path(next, operators, successors, memo, on_path))
+        .max()
+        .unwrap_or(0);
+    on_path[index] = false;
+    let total = operators[index].own_ns.load(Ordering::Relaxed) + downstream;
+    memo[index] = Some(total);
+    total
+}
+
+/// The Cameo start deadline `t + L − C(o)` (saturating at the clock's ends).
+#[inline]
+pub(crate) fn deadline(event_time: Nanos, slo_ns: u64, path_ns: u64) -> Nanos {
+    event_time.saturating_add(slo_ns).saturating_sub(path_ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_costs_follow_the_costliest_downstream_path() {
+        // 0 → 1 → 3 and 0 → 2 → 3, with 2 costlier than 1; plus a cycle 3 → 0.
+        let table = CostTable::new(&[4]);
+        for (operator, cost) in [(0, 100), (1, 10), (2, 50), (3, 7)] {
+            table.record(&ActorId::new(0, operator, 0), cost);
+        }
+        table.add_edges([(0, 0, 1), (0, 0, 2), (0, 1, 3), (0, 2, 3), (0, 3, 0)]);
+        table.refresh_paths();
+        let paths: Vec<u64> = table.snapshot().iter().map(|c| c.path_ns).collect();
+        assert_eq!(paths, [157, 17, 57, 7]);
+    }
+
+    #[test]
+    fn costs_are_smoothed() {
+        let table = CostTable::new(&[1]);
+        let actor = ActorId::new(0, 0, 0);
+        table.record(&actor, 800);
+        table.record(&actor, 1600);
+        assert_eq!(table.snapshot()[0].own_ns, 800 - 100 + 200);
+    }
+
+    #[test]
+    fn deadlines_saturate() {
+        assert_eq!(deadline(1_000, 500, 200), 1_300);
+        assert_eq!(deadline(100, 10, 1_000), 0);
+        assert_eq!(deadline(Nanos::MAX - 1, 10, 0), Nanos::MAX);
+    }
+
+    #[test]
+    fn ranked_queues_run_lowest_rank_first_and_ties_in_arrival_order() {
+        let mut queue = ReadyQueue::new(true);
+        queue.push(1, 50);
+        queue.push(2, 10);
+        queue.push(3, 50);
+        queue.push_first(4);
+        let order: Vec<u32> = std::iter::from_fn(|| queue.pop()).collect();
+        assert_eq!(order, [4, 2, 1, 3]);
+        let mut queue = ReadyQueue::new(false);
+        queue.push(1, 50);
+        queue.push(2, 10);
+        queue.promote_last(2);
+        assert_eq!(
+            std::iter::from_fn(|| queue.pop()).collect::<Vec<_>>(),
+            [2, 1]
+        );
+    }
+}
