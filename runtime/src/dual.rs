@@ -225,6 +225,9 @@ pub(crate) struct LesseeLink {
     pub(crate) shard: ShardId,
     pub(crate) forwarded: u64,
     pub(crate) progress: Arc<LesseeProgress>,
+    /// `forwarded` at the last idleness check, and since when it has not moved.
+    pub(crate) seen_forwarded: u64,
+    pub(crate) idle_since: Nanos,
 }
 
 impl LesseeLink {

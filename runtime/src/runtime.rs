@@ -127,6 +127,14 @@ impl<M> Shared<M> {
         self.doorbells.len()
     }
 
+    /// Whether the target's operator has mergeable state.
+    #[inline]
+    pub(crate) fn is_mergeable(&self, target: &ActorId) -> bool {
+        self.factories
+            .get(target)
+            .is_some_and(|registered| registered.state == StateKind::Mergeable)
+    }
+
     #[inline]
     pub(crate) fn knows_operator(&self, target: &ActorId) -> bool {
         self.factories.get(target).is_some()

@@ -19,9 +19,10 @@
 //! A [`SchedulingPolicy`] decides the order in which a shard runs its ready actors: each
 //! actor with ready messages is ranked by the [`priority`](SchedulingPolicy::priority) of
 //! its oldest one (messages inside an actor keep their arrival order, so that per-sender
-//! order and ordering keys hold). Built in: [`Fifo`] (arrival order, the baseline) and
-//! [`Edf`] (earliest deadline first). Lessees, forwarding decisions and shedding are made
-//! by the dual-mode machinery for now and will become policy hooks.
+//! order and ordering keys hold). Built in: [`Fifo`] (arrival order, the baseline),
+//! [`Edf`] (earliest deadline first) and [`Dirigo`] (deadlines, laxity admission, and
+//! lessees added on other shards when a message cannot start in time, retired when idle).
+//! A policy returns its decisions as data ([`Admission`]); the runtime carries them out.
 //!
 //! ```
 //! use std::time::Duration;
@@ -52,7 +53,7 @@ use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::envelope::{ActorId, AppId, Nanos, OperatorId, SchedContext};
+use crate::envelope::{ActorId, AppId, Nanos, OperatorId, SchedContext, ShardId};
 
 /// Orders a shard's ready work. One instance serves every shard, so methods take `&self`;
 /// keep per-call work small: [`priority`](Self::priority) runs for every message.
@@ -82,6 +83,163 @@ pub trait SchedulingPolicy: Send + Sync + 'static {
     /// only while costs are measured, see [`wants_costs`](Self::wants_costs)).
     fn post_apply(&self, actor: ActorId, cost_ns: u64) {
         let _ = (actor, cost_ns);
+    }
+
+    /// Whether the policy decides where messages for mergeable operators run
+    /// ([`on_enqueue`](Self::on_enqueue)). When `false` (the default), messages run on
+    /// the lessor, or on the least loaded of the lessees added through the API.
+    fn admits(&self) -> bool {
+        false
+    }
+
+    /// On the lessor's shard, for each message (without an ordering key) of a mergeable
+    /// operator, when [`admits`](Self::admits): where it runs, and whether to ask for a
+    /// lessee. The runtime carries the decision out; messages with an ordering key always
+    /// go where their key maps.
+    fn on_enqueue(&self, view: &AdmissionView<'_>) -> Admission {
+        let _ = view;
+        Admission::Local
+    }
+
+    /// Retire a lessee once it has been given nothing for this long (`None`: never).
+    fn retire_idle_lessees_after(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
+
+/// What a policy sees when it decides where a message runs. Every figure is read without
+/// locks, and is an estimate.
+#[derive(Debug)]
+pub struct AdmissionView<'a> {
+    /// Now, on the runtime clock.
+    pub now: Nanos,
+    /// The actor.
+    pub actor: ActorId,
+    /// The lessor's shard.
+    pub home: ShardId,
+    /// The message's scheduling context (its deadline is the latest start).
+    pub message: &'a SchedContext,
+    /// The operator's own measured cost per message, in nanoseconds (0: not measured yet).
+    pub cost_ns: u64,
+    /// Work queued on the lessor's shard ahead of this message, in nanoseconds.
+    pub local_backlog_ns: u64,
+    /// The actor's lessees: their shard and how many messages each has not run yet.
+    pub lessees: &'a [(ShardId, u64)],
+    /// Every shard: messages waiting in its mailboxes, and whether it is parked.
+    pub shards: &'a [ShardLoad],
+    /// Whether a change of lessees is already under way (another request is ignored).
+    pub scaling: bool,
+}
+
+/// The load of one shard, as a policy sees it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShardLoad {
+    /// Messages waiting in the shard's mailboxes.
+    pub queued: u64,
+    /// Whether the shard is parked (idle).
+    pub parked: bool,
+}
+
+/// Where a message runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// On the lessor.
+    Local,
+    /// On the lessee at this position of [`AdmissionView::lessees`].
+    Lessee(usize),
+    /// On the lessor, and add a lessee on this shard (it takes messages after the actor's
+    /// next consolidation point).
+    AddLessee(ShardId),
+    /// Dropped: it cannot meet its deadline (counted per shard as `shed`).
+    Shed,
+}
+
+/// Deadlines plus laxity admission plus lessees (Dirigo): a message runs on the lessor if
+/// the work queued ahead of it still lets it start by its deadline; otherwise on the
+/// lessee that can start it soonest; and when none can, a lessee is added on the least
+/// loaded other shard. Lessees given nothing for `retire_after` are retired. Messages
+/// that cannot meet their deadline anywhere are shed only when `shed` is set.
+#[derive(Clone, Copy, Debug)]
+pub struct Dirigo {
+    /// Drop messages that cannot start by their deadline anywhere (off by default).
+    pub shed: bool,
+    /// Retire a lessee that was given nothing for this long.
+    pub retire_after: std::time::Duration,
+    /// The most lessees one actor gets.
+    pub max_lessees: usize,
+}
+
+impl Default for Dirigo {
+    fn default() -> Self {
+        Self {
+            shed: false,
+            retire_after: std::time::Duration::from_millis(20),
+            max_lessees: usize::MAX,
+        }
+    }
+}
+
+impl SchedulingPolicy for Dirigo {
+    fn name(&self) -> &str {
+        "dirigo"
+    }
+
+    fn by_priority(&self) -> bool {
+        true
+    }
+
+    fn wants_costs(&self) -> bool {
+        true
+    }
+
+    fn admits(&self) -> bool {
+        true
+    }
+
+    fn on_enqueue(&self, view: &AdmissionView<'_>) -> Admission {
+        let deadline = view.message.deadline;
+        if view.now.saturating_add(view.local_backlog_ns) <= deadline {
+            return Admission::Local;
+        }
+        // The lessee that can start it soonest.
+        let best = view
+            .lessees
+            .iter()
+            .enumerate()
+            .map(|(position, (_, queued))| (queued.saturating_mul(view.cost_ns), position))
+            .min();
+        if let Some((backlog, position)) = best {
+            if view.now.saturating_add(backlog) <= deadline {
+                return Admission::Lessee(position);
+            }
+        }
+        if !view.scaling && view.lessees.len() < self.max_lessees {
+            let home = view.home;
+            let candidate = view
+                .shards
+                .iter()
+                .enumerate()
+                .filter(|(shard, _)| {
+                    *shard != home && !view.lessees.iter().any(|(lessee, _)| lessee == shard)
+                })
+                .min_by_key(|(_, load)| (!load.parked, load.queued));
+            if let Some((shard, _)) = candidate {
+                return Admission::AddLessee(shard);
+            }
+        }
+        if self.shed {
+            return Admission::Shed;
+        }
+        match best {
+            Some((backlog, position)) if backlog < view.local_backlog_ns => {
+                Admission::Lessee(position)
+            }
+            _ => Admission::Local,
+        }
+    }
+
+    fn retire_idle_lessees_after(&self) -> Option<std::time::Duration> {
+        Some(self.retire_after)
     }
 }
 
@@ -228,6 +386,13 @@ impl CostTable {
 
     fn cost(&self, app: AppId, operator: OperatorId) -> Option<&OperatorCost> {
         self.apps.get(usize::from(app))?.get(usize::from(operator))
+    }
+
+    /// The own cost of the actor's operator.
+    #[inline]
+    pub(crate) fn own_ns(&self, actor: &ActorId) -> u64 {
+        self.cost(actor.app, actor.operator)
+            .map_or(0, |cost| cost.own_ns.load(Ordering::Relaxed))
     }
 
     /// `C(o)` of the actor's operator.

@@ -25,7 +25,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -39,7 +39,7 @@ use crate::dual::{
 use crate::envelope::{mix64, ActorId, AppId, Envelope, Nanos, OperatorId, ShardId};
 use crate::mesh::{Consumer, Producer, ShardLinks};
 use crate::runtime::Shared;
-use crate::scheduling::{ReadyQueue, SchedulingPolicy};
+use crate::scheduling::{Admission, AdmissionView, ReadyQueue, SchedulingPolicy, ShardLoad};
 use crate::stats::{bump, ShardCounters, ShardStats};
 
 /// How many ready messages a shard runs before it looks at its inputs again.
@@ -270,6 +270,15 @@ struct ActorTable<M> {
     awaiting_partials: usize,
     /// Lessors whose metrics changed since they were last published.
     metrics_dirty: Vec<ActorId>,
+    /// Whether the policy decides where mergeable operators' messages run.
+    admits: bool,
+    /// The mean cost of a handler on this shard (while costs are measured).
+    avg_cost_ns: u64,
+    /// Lessors here that have lessees (checked for idle lessees on each tick).
+    with_lessees: Vec<ActorId>,
+    /// Scratch space for admission views.
+    scratch_lessees: Vec<(ShardId, u64)>,
+    scratch_shards: Vec<ShardLoad>,
 }
 
 /// The occupied slot at `index` (borrowing only the slab, not the whole table).
@@ -298,7 +307,12 @@ impl<M: Send + 'static> ActorTable<M> {
             dormant: FxHashMap::default(),
             last_hit: None,
             ready: ReadyQueue::new(policy.by_priority()),
+            admits: policy.admits(),
             policy,
+            avg_cost_ns: 0,
+            with_lessees: Vec::new(),
+            scratch_lessees: Vec::new(),
+            scratch_shards: Vec::new(),
             awaiting_partials: 0,
             metrics_dirty: Vec::new(),
         }
@@ -405,13 +419,14 @@ impl<M: Send + 'static> ActorTable<M> {
         };
         let slot = slot_in(&mut self.slots, index);
         let direct = match slot.role {
-            Role::Plain => !envelope.is_critical(),
+            Role::Plain => !(envelope.is_critical() || self.admits && shared.is_mergeable(&target)),
             Role::Lessee(_) => true,
             Role::Lessor(_) => false,
         };
         if !direct {
-            return self.admit(index, envelope, out);
+            return self.admit(index, envelope, out, shared);
         }
+        bump(&shared.counters[out.shard].queued, 1);
         let rank = if self.ready.is_ranked() && !slot.queued {
             self.policy.priority(&envelope.ctx)
         } else {
@@ -427,7 +442,13 @@ impl<M: Send + 'static> ActorTable<M> {
     /// A lessor's admission: hold the message (the actor is blocked, or its input already
     /// delivered its part of a pending barrier), start a barrier or a sync for a critical
     /// message, or run a user message here or on a lessee.
-    fn admit(&mut self, index: u32, envelope: Envelope<M>, out: &mut Outbound<M>) {
+    fn admit(
+        &mut self,
+        index: u32,
+        envelope: Envelope<M>,
+        out: &mut Outbound<M>,
+        shared: &Shared<M>,
+    ) {
         let slot = slot_in(&mut self.slots, index);
         let id = slot.id;
         let lessor_queue = slot.mailbox.len() as u64;
@@ -487,11 +508,19 @@ impl<M: Send + 'static> ActorTable<M> {
             }
             return;
         }
+        let admits = self.admits && shared.is_mergeable(&id);
+        if coordinator.lessees.is_empty() && !admits {
+            return self.run_here(index, envelope, &shared.counters[out.shard].queued);
+        }
+        let key = guarded(id, "ordering_key", None, || actor.ordering_key(&envelope));
+        if key.is_none() && admits {
+            return self.admit_by_policy(index, envelope, out, shared);
+        }
         if coordinator.lessees.is_empty() {
-            return self.run_here(index, envelope);
+            return self.run_here(index, envelope, &shared.counters[out.shard].queued);
         }
         let workers = coordinator.lessees.len() as u64 + 1;
-        let worker = match guarded(id, "ordering_key", None, || actor.ordering_key(&envelope)) {
+        let worker = match key {
             Some(key) => (mix64(key) % workers) as usize,
             None => {
                 // The worker with the least queued work. Ties rotate, so that under light
@@ -515,14 +544,88 @@ impl<M: Send + 'static> ActorTable<M> {
             }
         };
         if worker == 0 {
-            return self.run_here(index, envelope);
+            return self.run_here(index, envelope, &shared.counters[out.shard].queued);
         }
         let lessee = &mut coordinator.lessees[worker - 1];
         lessee.forwarded += 1;
         out.forward(lessee.shard, envelope);
     }
 
-    fn run_here(&mut self, index: u32, envelope: Envelope<M>) {
+    /// Asks the policy where a message runs, and carries its decision out.
+    fn admit_by_policy(
+        &mut self,
+        index: u32,
+        envelope: Envelope<M>,
+        out: &mut Outbound<M>,
+        shared: &Shared<M>,
+    ) {
+        let now = clock::now();
+        let home = out.shard;
+        self.scratch_shards.clear();
+        for (shard, counters) in shared.counters.iter().enumerate() {
+            self.scratch_shards.push(ShardLoad {
+                queued: counters.queued.load(Ordering::Relaxed),
+                parked: shared.doorbells[shard].is_sleeping(),
+            });
+        }
+        let local_backlog_ns = self.scratch_shards[home]
+            .queued
+            .saturating_mul(self.avg_cost_ns);
+        let slot = slot_in(&mut self.slots, index);
+        let id = slot.id;
+        let coordinator = slot.coordinator();
+        self.scratch_lessees.clear();
+        self.scratch_lessees.extend(
+            coordinator
+                .lessees
+                .iter()
+                .map(|lessee| (lessee.shard, lessee.queued())),
+        );
+        let view = AdmissionView {
+            now,
+            actor: id,
+            home,
+            message: &envelope.ctx,
+            cost_ns: shared.costs.own_ns(&id),
+            local_backlog_ns,
+            lessees: &self.scratch_lessees,
+            shards: &self.scratch_shards,
+            scaling: coordinator.sync.is_some() || !coordinator.scale_queue.is_empty(),
+        };
+        let policy = &self.policy;
+        let decision = guarded(id, "on_enqueue", Admission::Local, || {
+            policy.on_enqueue(&view)
+        });
+        match decision {
+            Admission::Lessee(position) if position < coordinator.lessees.len() => {
+                let lessee = &mut coordinator.lessees[position];
+                lessee.forwarded += 1;
+                out.forward(lessee.shard, envelope);
+            }
+            Admission::Shed => {
+                let counters = &shared.counters[home];
+                bump(&counters.shed, 1);
+                // A shed message counts as handled: shutdown waits for nothing more.
+                counters.handled.store(
+                    counters.handled.load(Ordering::Relaxed) + 1,
+                    Ordering::Release,
+                );
+            }
+            Admission::AddLessee(shard) => {
+                self.run_here(index, envelope, &shared.counters[out.shard].queued);
+                let coordinator = slot_in(&mut self.slots, index).coordinator();
+                if coordinator.sync.is_none() && coordinator.scale_queue.is_empty() {
+                    self.start_scale(index, ScaleChange::Add(shard), out);
+                }
+            }
+            Admission::Local | Admission::Lessee(_) => {
+                self.run_here(index, envelope, &shared.counters[out.shard].queued)
+            }
+        }
+    }
+
+    fn run_here(&mut self, index: u32, envelope: Envelope<M>, queued: &AtomicU64) {
+        bump(queued, 1);
         self.slot_mut(index).mailbox.push_back(envelope);
         self.mark_ready(index);
     }
@@ -548,8 +651,15 @@ impl<M: Send + 'static> ActorTable<M> {
     fn start_scale(&mut self, index: u32, change: ScaleChange, out: &mut Outbound<M>) {
         let slot = slot_in(&mut self.slots, index);
         let id = slot.id;
+        let mergeable = out.shared.is_mergeable(&id);
         let coordinator = slot.coordinator();
-        if let Err(reason) = coordinator.check(change, out.shard) {
+        let checked = match change {
+            ScaleChange::Add(_) if !mergeable => {
+                Err("its state is exclusive and cannot be split across shards".to_string())
+            }
+            _ => coordinator.check(change, out.shard),
+        };
+        if let Err(reason) = checked {
             tracing::warn!(actor = %id, ?change, "scale request refused: {reason}");
             coordinator.metrics.refused_scale_requests += 1;
             self.metrics_dirty.push(id);
@@ -657,6 +767,9 @@ impl<M: Send + 'static> ActorTable<M> {
                 if retired {
                     coordinator.lessees.retain(|lessee| lessee.shard != from);
                     coordinator.record_lessees(clock::now());
+                    if coordinator.lessees.is_empty() {
+                        self.with_lessees.retain(|lessor| *lessor != actor);
+                    }
                 }
                 if let Some(sync) = &mut coordinator.sync {
                     sync.awaiting = sync.awaiting.saturating_sub(1);
@@ -799,6 +912,8 @@ enum Idle {
     Found(Nanos),
     /// The spin budget is spent: park.
     Park,
+    /// Periodic housekeeping is due (at about this time).
+    Tick(Nanos),
     /// The runtime is stopping.
     Stop,
 }
@@ -882,6 +997,16 @@ impl<M: Send + 'static> Shard<M> {
             }
             match self.idle(work_since) {
                 Idle::Found(at) => work_since = at,
+                Idle::Tick(at) => {
+                    self.publish_metrics(at);
+                    self.tick(at);
+                    self.flush();
+                    if !self.actors.ready.is_empty() {
+                        // The tick made work (a consolidation to run): busy from now.
+                        work_since = at;
+                    }
+                    // Otherwise still idle: the spin budget keeps counting.
+                }
                 Idle::Park => {
                     self.publish_metrics(clock::now());
                     self.park().await;
@@ -966,6 +1091,9 @@ impl<M: Send + 'static> Shard<M> {
             if self.shared.stop.load(Ordering::Acquire) {
                 return Idle::Stop;
             }
+            if now.saturating_sub(self.last_publish) >= METRICS_EVERY_NS {
+                return Idle::Tick(now);
+            }
             if now.saturating_sub(idle_since) >= spin_budget_ns {
                 return Idle::Park;
             }
@@ -1045,6 +1173,11 @@ impl<M: Send + 'static> Shard<M> {
             slot.queued = false;
             return Some((index, None));
         };
+        let queued = &self.shared.counters[self.id].queued;
+        queued.store(
+            queued.load(Ordering::Relaxed).wrapping_sub(1),
+            Ordering::Relaxed,
+        );
         if slot.mailbox.is_empty() {
             slot.queued = false;
         } else if matches!(&slot.role, Role::Lessor(coordinator) if coordinator.sync.is_some()) {
@@ -1105,6 +1238,12 @@ impl<M: Send + 'static> Shard<M> {
             let cost = clock::raw_delta_ns(started, clock::raw());
             self.shared.costs.record(&slot.id, cost);
             self.shared.policy.post_apply(slot.id, cost);
+            let average = &mut self.actors.avg_cost_ns;
+            *average = if *average == 0 {
+                cost
+            } else {
+                *average - *average / 16 + cost / 16
+            };
         }
         let counters = &self.shared.counters[self.id];
         if outcome.is_err() {
@@ -1172,7 +1311,7 @@ impl<M: Send + 'static> Shard<M> {
     /// arrived before the sync has run. Runs the critical section, applies the scale
     /// change, and releases the held messages in arrival order.
     fn consolidated(&mut self, index: u32, turn_start: Nanos) {
-        let slot = self.actors.slot_mut(index);
+        let slot = slot_in(&mut self.actors.slots, index);
         slot.last_active = turn_start;
         let id = slot.id;
         let ActorSlot {
@@ -1225,8 +1364,13 @@ impl<M: Send + 'static> Shard<M> {
                 shard,
                 forwarded: 0,
                 progress,
+                seen_forwarded: 0,
+                idle_since: now,
             });
             coordinator.record_lessees(now);
+            if !self.actors.with_lessees.contains(&id) {
+                self.actors.with_lessees.push(id);
+            }
         }
         coordinator.metrics.blocked_ns += now.saturating_sub(sync.started);
         let held = std::mem::take(&mut coordinator.held);
@@ -1306,6 +1450,44 @@ impl<M: Send + 'static> Shard<M> {
             self.shared.costs.add_edges(self.out.new_edges.drain(..));
         }
         self.shared.costs.refresh_paths();
+        if let Some(after) = self.shared.policy.retire_idle_lessees_after() {
+            self.retire_idle_lessees(now, after.as_nanos() as u64);
+        }
+    }
+
+    /// Retires lessees given nothing for `after_ns` (one per lessor per tick).
+    fn retire_idle_lessees(&mut self, now: Nanos, after_ns: u64) {
+        for position in 0..self.actors.with_lessees.len() {
+            let Some(id) = self.actors.with_lessees.get(position).copied() else {
+                break;
+            };
+            let Some(&index) = self.actors.index.get(&id) else {
+                continue;
+            };
+            let slot = self.actors.slot_mut(index);
+            let Role::Lessor(coordinator) = &mut slot.role else {
+                continue;
+            };
+            if coordinator.sync.is_some() || !coordinator.scale_queue.is_empty() {
+                continue;
+            }
+            let mut idle = None;
+            for lessee in &mut coordinator.lessees {
+                if lessee.forwarded != lessee.seen_forwarded {
+                    lessee.seen_forwarded = lessee.forwarded;
+                    lessee.idle_since = now;
+                } else if idle.is_none()
+                    && now.saturating_sub(lessee.idle_since) >= after_ns
+                    && lessee.queued() == 0
+                {
+                    idle = Some(lessee.shard);
+                }
+            }
+            if let Some(shard) = idle {
+                self.actors
+                    .start_scale(index, ScaleChange::Remove(shard), &mut self.out);
+            }
+        }
     }
 
     /// Publishes the metrics of lessors that changed, for `Runtime::actor_metrics`.

@@ -16,6 +16,9 @@ pub(crate) struct ShardCounters {
     pub(crate) activations: AtomicU64,
     pub(crate) deactivations: AtomicU64,
     pub(crate) handler_panics: AtomicU64,
+    /// Messages waiting in the shard's mailboxes now.
+    pub(crate) queued: AtomicU64,
+    pub(crate) shed: AtomicU64,
 }
 
 /// Adds `n` to a single-writer counter: a load and a store, no locked instruction.
@@ -56,6 +59,8 @@ pub struct ShardStats {
     pub deactivations: u64,
     /// Handlers that panicked (the actor is restarted from its factory).
     pub handler_panics: u64,
+    /// Messages the scheduling policy dropped because they could not meet their deadline.
+    pub shed: u64,
     /// Dual-mode metrics of the lessors on this shard that had critical messages or
     /// lessees (filled in the final report only; empty in live snapshots).
     pub actors: Vec<crate::dual::ActorMetrics>,
@@ -77,6 +82,7 @@ impl ShardCounters {
             activations: read(&self.activations),
             deactivations: read(&self.deactivations),
             handler_panics: read(&self.handler_panics),
+            shed: read(&self.shed),
             actors: Vec::new(),
         }
     }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
-use dirigo_runtime::scheduling::Edf;
+use dirigo_runtime::scheduling::{Dirigo, Edf};
 use dirigo_runtime::{
     Actor, ActorId, Barrier, Context, Envelope, Ingress, Runtime, ScaleError, Snapshot,
     SnapshotError,
@@ -278,15 +278,30 @@ struct Harness {
 /// both.
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
-    HARNESS.get_or_init(|| start_harness(false))
+    HARNESS.get_or_init(|| start_harness(Scheduling::Fifo))
 }
 
 fn edf_harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
-    HARNESS.get_or_init(|| start_harness(true))
+    HARNESS.get_or_init(|| start_harness(Scheduling::Edf))
 }
 
-fn start_harness(edf: bool) -> Harness {
+/// The Dirigo policy deciding the scaling: with an SLO of one microsecond no message can
+/// start in time, so the policy asks for lessees all the time, and retires them after a
+/// millisecond without work.
+fn dirigo_harness() -> &'static Harness {
+    static HARNESS: OnceLock<Harness> = OnceLock::new();
+    HARNESS.get_or_init(|| start_harness(Scheduling::Dirigo))
+}
+
+#[derive(Clone, Copy)]
+enum Scheduling {
+    Fifo,
+    Edf,
+    Dirigo,
+}
+
+fn start_harness(scheduling: Scheduling) -> Harness {
     {
         let outputs: Outputs = Arc::default();
         let factory = |outputs: Outputs| {
@@ -302,8 +317,19 @@ fn start_harness(edf: bool) -> Harness {
             .shards(SHARDS)
             .spin_budget(Duration::from_micros(50))
             .park_timeout(Duration::from_millis(1));
-        if edf {
-            builder = builder.policy(Edf).app_slo(APP, Duration::from_millis(10));
+        match scheduling {
+            Scheduling::Fifo => {}
+            Scheduling::Edf => {
+                builder = builder.policy(Edf).app_slo(APP, Duration::from_millis(10));
+            }
+            Scheduling::Dirigo => {
+                builder = builder
+                    .policy(Dirigo {
+                        retire_after: Duration::from_millis(1),
+                        ..Dirigo::default()
+                    })
+                    .app_slo(APP, Duration::from_micros(1));
+            }
         }
         let runtime = builder
             .mergeable_operator(APP, ORDERED, factory(outputs.clone()))
@@ -565,6 +591,7 @@ proptest! {
         let _ = inputs;
         run_case(harness(), operator, &steps)?;
         run_case(edf_harness(), operator, &steps)?;
+        run_case(dirigo_harness(), operator, &steps)?;
     }
 }
 

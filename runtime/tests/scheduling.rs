@@ -188,3 +188,106 @@ fn deadlines_subtract_the_measured_cost_of_the_path_ahead() {
         "the deadline leaves room for the path ahead: slack {slack} ns, {costs:?}"
     );
 }
+
+/// A mergeable counter that costs about 100 µs per message and remembers where it ran.
+struct Heavy {
+    count: u64,
+    ran_on: Arc<Mutex<Vec<usize>>>,
+    total: Arc<AtomicU64>,
+}
+
+impl Actor<u64> for Heavy {
+    fn receive(&mut self, ctx: &mut Context<'_, u64>, message: Envelope<u64>) {
+        if message.is_critical() {
+            self.total.store(self.count, Ordering::Release);
+            return;
+        }
+        spin_for(Duration::from_micros(100));
+        self.count += 1;
+        self.ran_on.lock().unwrap().push(ctx.shard());
+    }
+
+    fn snapshot(
+        &mut self,
+    ) -> Result<Option<dirigo_runtime::Snapshot>, dirigo_runtime::SnapshotError> {
+        dirigo_runtime::Snapshot::of(&std::mem::take(&mut self.count)).map(Some)
+    }
+
+    fn merge(
+        &mut self,
+        partial: &dirigo_runtime::Snapshot,
+    ) -> Result<(), dirigo_runtime::SnapshotError> {
+        self.count += partial.archived::<u64>()?.to_native();
+        Ok(())
+    }
+}
+
+#[test]
+fn the_dirigo_policy_adds_a_lessee_under_a_burst_and_retires_it_when_idle() {
+    let ran_on = Arc::new(Mutex::new(Vec::new()));
+    let total = Arc::new(AtomicU64::new(u64::MAX));
+    let (for_ran_on, for_total) = (ran_on.clone(), total.clone());
+    let runtime = Runtime::<u64>::builder()
+        .shards(2)
+        .policy(dirigo_runtime::scheduling::Dirigo {
+            retire_after: Duration::from_millis(20),
+            ..Default::default()
+        })
+        .app_slo(1, Duration::from_millis(2))
+        .mergeable_operator(1, 0, move |_, _| {
+            Box::new(Heavy {
+                count: 0,
+                ran_on: for_ran_on.clone(),
+                total: for_total.clone(),
+            }) as Box<dyn Actor<u64>>
+        })
+        .build()
+        .unwrap();
+    let actor = ActorId::new(1, 0, 0);
+    let home = runtime.home_shard(actor);
+    let ingress = runtime.ingress();
+    // A warm-up message measures the cost; then a burst far beyond one shard's capacity
+    // within the SLO (2 ms / 100 µs = 20 messages).
+    ingress.send_to(actor, 0).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    for value in 0..400 {
+        ingress.send_to(actor, value).unwrap();
+    }
+    // Then quiet: the lessee is retired after 20 ms without work.
+    let started = Instant::now();
+    let metrics = loop {
+        let metrics = runtime
+            .actor_metrics()
+            .into_iter()
+            .find(|metrics| metrics.actor == actor);
+        if let Some(metrics) = metrics {
+            let counts: Vec<u32> = metrics.lessee_timeline.iter().map(|(_, n)| *n).collect();
+            if counts.contains(&1) && counts.last() == Some(&0) {
+                break metrics;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no lessee came and went: {:?}",
+            runtime.actor_metrics()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    ingress.send(Envelope::critical(actor, 0)).unwrap();
+    while total.load(Ordering::Acquire) == u64::MAX {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        total.load(Ordering::Acquire),
+        401,
+        "every message counted once"
+    );
+    let on_lessee = ran_on
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|&&shard| shard != home)
+        .count();
+    assert!(on_lessee > 0, "the lessee ran messages: {metrics:?}");
+    runtime.shutdown();
+}
