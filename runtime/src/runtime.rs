@@ -179,6 +179,12 @@ impl<M> Shared<M> {
         Ok(home)
     }
 
+    /// The SLO of `app` in nanoseconds (0: none).
+    #[inline]
+    pub(crate) fn slo_ns(&self, app: AppId) -> u64 {
+        self.slo_ns.get(usize::from(app)).copied().unwrap_or(0)
+    }
+
     /// Stamps the start deadline `t + L − C(o)` on a message for an app with an SLO.
     #[inline]
     pub(crate) fn stamp_deadline(&self, envelope: &mut Envelope<M>) {

@@ -129,6 +129,8 @@ pub struct AdmissionView<'a> {
     pub shards: &'a [ShardLoad],
     /// Whether a change of lessees is already under way (another request is ignored).
     pub scaling: bool,
+    /// The app's SLO in nanoseconds (0: none).
+    pub slo_ns: u64,
 }
 
 /// The load of one shard, as a policy sees it.
@@ -155,10 +157,11 @@ pub enum Admission {
 }
 
 /// Deadlines plus laxity admission plus lessees (Dirigo): a message runs on the lessor if
-/// the work queued ahead of it still lets it start by its deadline; otherwise on the
-/// lessee that can start it soonest; and when none can, a lessee is added on the least
-/// loaded other shard. Lessees given nothing for `retire_after` are retired. Messages
-/// that cannot meet their deadline anywhere are shed only when `shed` is set.
+/// the work queued ahead of it leaves it enough slack to start by its deadline (at least
+/// `headroom` × SLO); otherwise on the lessee that can start it soonest; and when no
+/// worker has that slack, a lessee is added on the least loaded other shard (parked
+/// shards first). Lessees given nothing for `retire_after` are retired. Messages that
+/// cannot meet their deadline anywhere are shed only when `shed` is set.
 #[derive(Clone, Copy, Debug)]
 pub struct Dirigo {
     /// Drop messages that cannot start by their deadline anywhere (off by default).
@@ -167,6 +170,10 @@ pub struct Dirigo {
     pub retire_after: std::time::Duration,
     /// The most lessees one actor gets.
     pub max_lessees: usize,
+    /// Ask for a lessee once a message's slack (how long it could still wait and start by
+    /// its deadline) falls below this fraction of the SLO: capacity arrives before
+    /// deadlines are missed, not after.
+    pub headroom: f64,
 }
 
 impl Default for Dirigo {
@@ -175,6 +182,7 @@ impl Default for Dirigo {
             shed: false,
             retire_after: std::time::Duration::from_millis(20),
             max_lessees: usize::MAX,
+            headroom: 0.5,
         }
     }
 }
@@ -197,8 +205,13 @@ impl SchedulingPolicy for Dirigo {
     }
 
     fn on_enqueue(&self, view: &AdmissionView<'_>) -> Admission {
-        let deadline = view.message.deadline;
-        if view.now.saturating_add(view.local_backlog_ns) <= deadline {
+        let deadline = i128::from(view.message.deadline);
+        let now = i128::from(view.now);
+        // How long a message could still wait and start by its deadline, behind `backlog`.
+        let slack = |backlog: u64| deadline - now - i128::from(backlog);
+        let headroom = (view.slo_ns as f64 * self.headroom) as i128;
+        let local = slack(view.local_backlog_ns);
+        if local >= headroom {
             return Admission::Local;
         }
         // The lessee that can start it soonest.
@@ -208,32 +221,35 @@ impl SchedulingPolicy for Dirigo {
             .enumerate()
             .map(|(position, (_, queued))| (queued.saturating_mul(view.cost_ns), position))
             .min();
-        if let Some((backlog, position)) = best {
-            if view.now.saturating_add(backlog) <= deadline {
+        let lessee_slack = best.map(|(backlog, _)| slack(backlog));
+        if let (Some((_, position)), Some(lessee)) = (best, lessee_slack) {
+            if lessee >= headroom || (lessee >= 0 && lessee > local) {
                 return Admission::Lessee(position);
             }
         }
+        // Every worker is short of headroom: ask for one more (this message runs here).
         if !view.scaling && view.lessees.len() < self.max_lessees {
-            let home = view.home;
             let candidate = view
                 .shards
                 .iter()
                 .enumerate()
                 .filter(|(shard, _)| {
-                    *shard != home && !view.lessees.iter().any(|(lessee, _)| lessee == shard)
+                    *shard != view.home
+                        && !view.lessees.iter().any(|(lessee, _)| lessee == shard)
                 })
                 .min_by_key(|(_, load)| (!load.parked, load.queued));
             if let Some((shard, _)) = candidate {
                 return Admission::AddLessee(shard);
             }
         }
-        if self.shed {
+        if local >= 0 {
+            return Admission::Local;
+        }
+        if self.shed && lessee_slack.is_none_or(|lessee| lessee < 0) {
             return Admission::Shed;
         }
-        match best {
-            Some((backlog, position)) if backlog < view.local_backlog_ns => {
-                Admission::Lessee(position)
-            }
+        match (best, lessee_slack) {
+            (Some((_, position)), Some(lessee)) if lessee > local => Admission::Lessee(position),
             _ => Admission::Local,
         }
     }

@@ -591,6 +591,7 @@ impl<M: Send + 'static> ActorTable<M> {
             lessees: &self.scratch_lessees,
             shards: &self.scratch_shards,
             scaling: coordinator.sync.is_some() || !coordinator.scale_queue.is_empty(),
+            slo_ns: shared.slo_ns(id.app),
         };
         let policy = &self.policy;
         let decision = guarded(id, "on_enqueue", Admission::Local, || {
