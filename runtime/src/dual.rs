@@ -34,8 +34,11 @@
 //! even while a barrier is pending: it comes after everything that arrived before it
 //! except what the pending barrier holds, which comes after the barrier.
 //!
-//! Membership changes (adding or retiring a lessee) happen only at such a consolidation
-//! point, so the ordering-key-to-worker map never changes while a key has work in flight.
+//! Membership changes (adding or retiring a lessee) happen at such a consolidation point,
+//! so the ordering-key-to-worker map never changes while a key has work in flight. The
+//! one exception: a lessee is added at once, without blocking, when no message the actor
+//! has dispatched or holds in its mailbox carries an ordering key (then no key has work
+//! in flight).
 //!
 //! The correctness rule: for any input and any sequence of scale events, every output
 //! and the final state equal those of a run on the lessor alone. What "equal" means for
@@ -269,6 +272,8 @@ pub(crate) struct Coordinator<M> {
     pub(crate) scale_queue: VecDeque<ScaleChange>,
     /// Where the search for the least loaded worker starts next (ties rotate).
     pub(crate) rotation: u32,
+    /// Whether any message dispatched so far had an ordering key.
+    pub(crate) saw_keys: bool,
     pub(crate) metrics: ActorMetrics,
 }
 
@@ -283,6 +288,7 @@ impl<M> Coordinator<M> {
             sync: None,
             scale_queue: VecDeque::new(),
             rotation: 0,
+            saw_keys: false,
             metrics: ActorMetrics {
                 actor,
                 ..ActorMetrics::default()

@@ -234,8 +234,7 @@ impl SchedulingPolicy for Dirigo {
                 .iter()
                 .enumerate()
                 .filter(|(shard, _)| {
-                    *shard != view.home
-                        && !view.lessees.iter().any(|(lessee, _)| lessee == shard)
+                    *shard != view.home && !view.lessees.iter().any(|(lessee, _)| lessee == shard)
                 })
                 .min_by_key(|(_, load)| (!load.parked, load.queued));
             if let Some((shard, _)) = candidate {

@@ -513,6 +513,7 @@ impl<M: Send + 'static> ActorTable<M> {
             return self.run_here(index, envelope, &shared.counters[out.shard].queued);
         }
         let key = guarded(id, "ordering_key", None, || actor.ordering_key(&envelope));
+        coordinator.saw_keys |= key.is_some();
         if key.is_none() && admits {
             return self.admit_by_policy(index, envelope, out, shared);
         }
@@ -653,7 +654,16 @@ impl<M: Send + 'static> ActorTable<M> {
         let slot = slot_in(&mut self.slots, index);
         let id = slot.id;
         let mergeable = out.shared.is_mergeable(&id);
-        let coordinator = slot.coordinator();
+        slot.coordinator();
+        let ActorSlot {
+            actor,
+            mailbox,
+            role: Role::Lessor(coordinator),
+            ..
+        } = slot
+        else {
+            unreachable!("`coordinator` made this slot a lessor");
+        };
         let checked = match change {
             ScaleChange::Add(_) if !mergeable => {
                 Err("its state is exclusive and cannot be split across shards".to_string())
@@ -665,6 +675,22 @@ impl<M: Send + 'static> ActorTable<M> {
             coordinator.metrics.refused_scale_requests += 1;
             self.metrics_dirty.push(id);
             return;
+        }
+        if let ScaleChange::Add(shard) = change {
+            // Without ordering keys in flight, a new worker changes no key's home: add it
+            // now, without blocking the actor.
+            let keyless = !coordinator.saw_keys
+                && mailbox.iter().all(|message| {
+                    guarded(id, "ordering_key", Some(0), || actor.ordering_key(message)).is_none()
+                });
+            if keyless {
+                lease(coordinator, id, shard, out);
+                if !self.with_lessees.contains(&id) {
+                    self.with_lessees.push(id);
+                }
+                self.metrics_dirty.push(id);
+                return;
+            }
         }
         self.awaiting_partials += begin_sync(coordinator, id, Vec::new(), Some(change), out);
         self.check_consolidated(index);
@@ -870,6 +896,35 @@ impl<M: Send + 'static> ActorTable<M> {
         metrics.sort_by_key(|metrics| metrics.actor);
         metrics
     }
+}
+
+/// Starts a lessee of `actor` on `shard`: the lease travels ahead of every message
+/// forwarded to it, on the same ring.
+fn lease<M>(
+    coordinator: &mut Coordinator<M>,
+    actor: ActorId,
+    shard: ShardId,
+    out: &mut Outbound<M>,
+) {
+    let now = clock::now();
+    let progress = Arc::new(LesseeProgress::default());
+    out.control(
+        shard,
+        Control::Lease {
+            actor,
+            home: out.shard,
+            epoch: coordinator.epoch,
+            progress: progress.clone(),
+        },
+    );
+    coordinator.lessees.push(LesseeLink {
+        shard,
+        forwarded: 0,
+        progress,
+        seen_forwarded: 0,
+        idle_since: now,
+    });
+    coordinator.record_lessees(now);
 }
 
 /// Blocks a lessor: asks every lessee for its partial state (retiring the one `scale`
@@ -1351,24 +1406,7 @@ impl<M: Send + 'static> Shard<M> {
         }
         let now = clock::now();
         if let Some(ScaleChange::Add(shard)) = sync.scale {
-            let progress = Arc::new(LesseeProgress::default());
-            self.out.control(
-                shard,
-                Control::Lease {
-                    actor: id,
-                    home: self.id,
-                    epoch: coordinator.epoch,
-                    progress: progress.clone(),
-                },
-            );
-            coordinator.lessees.push(LesseeLink {
-                shard,
-                forwarded: 0,
-                progress,
-                seen_forwarded: 0,
-                idle_since: now,
-            });
-            coordinator.record_lessees(now);
+            lease(coordinator, id, shard, &mut self.out);
             if !self.actors.with_lessees.contains(&id) {
                 self.actors.with_lessees.push(id);
             }

@@ -661,7 +661,8 @@ fn lessees_run_messages_and_retiring_loses_nothing() {
         metrics.consolidations >= 2 && metrics.consolidated_bytes > 0,
         "{metrics:?}"
     );
-    assert!(metrics.syncs >= 5 && metrics.blocked_ns > 0, "{metrics:?}");
+    // Adding a lessee to a key-less actor needs no sync; retiring one and the dump do.
+    assert!(metrics.syncs >= 3 && metrics.blocked_ns > 0, "{metrics:?}");
     assert_eq!(metrics.refused_scale_requests, 0);
 }
 
