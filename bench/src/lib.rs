@@ -6,6 +6,8 @@
 //!   partial state read in place from its rkyv archive, against deserializing it first;
 //! - [`dual`]: the `dirigo bench lessee` and `dirigo bench barrier` scenarios — a
 //!   mergeable operator with and without a lessee, and the cost of a barrier;
+//! - [`scale`]: the `dirigo bench scale-step` scenario — how fast the `dirigo` policy adds
+//!   a lessee when the load steps past one shard's capacity;
 //! - [`noise`]: how often the machine itself stops a running thread, reported next to
 //!   tail latencies;
 //! - [`latency`]: latency summaries from HdrHistogram, in the shape every report uses;
@@ -17,3 +19,4 @@ pub mod latency;
 pub mod mesh;
 pub mod noise;
 mod pin;
+pub mod scale;

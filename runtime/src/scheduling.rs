@@ -182,7 +182,7 @@ impl Default for Dirigo {
             shed: false,
             retire_after: std::time::Duration::from_millis(20),
             max_lessees: usize::MAX,
-            headroom: 0.5,
+            headroom: 0.75,
         }
     }
 }

@@ -8,12 +8,15 @@
 //!   `dirigo_bench::consolidate`);
 //! - `dirigo bench lessee [--json PATH]` and `dirigo bench barrier [--json PATH]`: a
 //!   mergeable operator with and without a lessee, and the round trip of a barrier (see
-//!   `dirigo_bench::dual`).
+//!   `dirigo_bench::dual`);
+//! - `dirigo bench scale-step [--json PATH]`: the `dirigo` policy under a load step (see
+//!   `dirigo_bench::scale`).
 
 mod demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -22,7 +25,7 @@ use clap::{Parser, Subcommand};
     name = "dirigo",
     version,
     about = "A thread-per-core stream-processing runtime for one machine, built for tail latency.",
-    after_help = "Examples:\n  dirigo                              run the built-in demo\n  dirigo demo --shards 4 --events 2000000\n  dirigo bench mesh --json mesh.json  measure shard-to-shard hops against their floors\n  dirigo bench consolidate --json consolidate.json\n                                      merge partial state in place vs. copied\n  dirigo bench lessee --json lessee.json\n                                      throughput of a lessor alone vs. with a lessee\n  dirigo bench barrier --json barrier.json\n                                      block, consolidate, run a critical message, resume"
+    after_help = "Examples:\n  dirigo                              run the built-in demo\n  dirigo demo --shards 4 --events 2000000\n  dirigo bench mesh --json mesh.json  measure shard-to-shard hops against their floors\n  dirigo bench consolidate --json consolidate.json\n                                      merge partial state in place vs. copied\n  dirigo bench lessee --json lessee.json\n                                      throughput of a lessor alone vs. with a lessee\n  dirigo bench barrier --json barrier.json\n                                      block, consolidate, run a critical message, resume\n  dirigo bench scale-step --json scale-step.json\n                                      a load step past one shard: how fast a lessee arrives"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -121,6 +124,30 @@ enum BenchScenario {
         #[arg(long, default_value_t = 400)]
         interval_ns: u64,
     },
+    /// A load step from 30 % to 150 % of one shard's capacity on a mergeable operator
+    /// under the `dirigo` policy: time to the first record on a lessee, and latency
+    /// before, during and after the step.
+    #[command(
+        name = "scale-step",
+        after_help = "Example:\n  dirigo bench scale-step --json scale-step.json"
+    )]
+    ScaleStep {
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// CPU per record, in microseconds.
+        #[arg(long, default_value_t = 20)]
+        cost_us: u64,
+        /// Seconds of low load before the step.
+        #[arg(long, default_value_t = 1.0)]
+        before_s: f64,
+        /// Seconds of high load after the step.
+        #[arg(long, default_value_t = 2.0)]
+        after_s: f64,
+        /// The app's SLO, in microseconds.
+        #[arg(long, default_value_t = 1000)]
+        slo_us: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -184,6 +211,24 @@ fn main() -> ExitCode {
                 ..Default::default()
             })
             .and_then(|report| emit(json, &report, report.table())),
+            BenchScenario::ScaleStep {
+                json,
+                cost_us,
+                before_s,
+                after_s,
+                slo_us,
+            } => seconds(before_s)
+                .and_then(|before| Ok((before, seconds(after_s)?)))
+                .and_then(|(before, after)| {
+                    dirigo_bench::scale::scale_step(&dirigo_bench::scale::ScaleStepConfig {
+                        cost_ns: cost_us.max(1) * 1000,
+                        before,
+                        after,
+                        slo: Duration::from_micros(slo_us.max(1)),
+                        ..Default::default()
+                    })
+                })
+                .and_then(|report| emit(json, &report, report.table())),
         },
     };
     match result {
@@ -234,6 +279,11 @@ fn bench_consolidate(
         write_json(&path, &report)?;
     }
     Ok(())
+}
+
+/// A duration from a command-line number of seconds.
+fn seconds(value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value).map_err(|_| format!("{value} is not a number of seconds"))
 }
 
 /// Prints a report's table and writes its JSON where asked.

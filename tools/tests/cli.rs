@@ -175,6 +175,30 @@ fn bench_barrier_reports_its_latency() {
 }
 
 #[test]
+fn bench_scale_step_reports_the_first_lessee_and_three_phases() {
+    // The run fails if the consolidated count differs from the records that ran.
+    let report = bench_json(
+        "scale-step",
+        &["--before-s", "0.2", "--after-s", "0.3", "--cost-us", "50"],
+    );
+    for phase in ["before", "during", "after"] {
+        assert!(
+            report[phase]["p99"].as_u64().unwrap() > 0,
+            "{phase} in {report}"
+        );
+    }
+    for key in ["p99_before_ns", "p99_during_ns", "p99_after_ns"] {
+        assert!(report[key].as_u64().unwrap() > 0, "{key} in {report}");
+    }
+    // 150 % of one shard cannot be served without a lessee.
+    assert!(
+        report["first_lessee_after_step_ns"].as_u64().is_some(),
+        "{report}"
+    );
+    assert!(report["records"].as_u64().unwrap() > 1000, "{report}");
+}
+
+#[test]
 fn help_shows_examples_and_bad_flags_fail() {
     let output = dirigo().arg("--help").output().unwrap();
     assert!(output.status.success());
