@@ -16,7 +16,9 @@ use crate::envelope::{ActorId, AppId, Envelope, OperatorId, ShardId};
 use crate::mesh::{build_links, Doorbell};
 use crate::placement::{self, CpuSpec, Placement};
 use crate::preflight::{self, PreflightError, PreflightReport};
-use crate::scheduling::{self, CostTable, Fifo, OperatorCosts, SchedulingPolicy};
+use crate::scheduling::{
+    self, AppUsage, CostTable, Fifo, OperatorCosts, SchedulingPolicy, UsageTable,
+};
 use crate::shard::{Shard, ShardStart};
 use crate::stats::{ShardCounters, ShardStats};
 
@@ -120,6 +122,8 @@ pub(crate) struct Shared<M> {
     pub(crate) costs: CostTable,
     /// Whether handlers are timed (some app has an SLO, or the policy wants costs).
     pub(crate) measure_costs: bool,
+    /// Per shard and app: busy and reserved time.
+    pub(crate) usage: UsageTable,
 }
 
 impl<M> Shared<M> {
@@ -573,6 +577,7 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
             slo_ns,
             costs: CostTable::new(&operators),
             measure_costs,
+            usage: UsageTable::new(shards, operators.len()),
         });
         let links = build_links(shards, self.ring_capacity);
         for ((starter, links), intake) in starters.iter().zip(links).zip(receivers) {
@@ -691,6 +696,14 @@ impl<M: Send + 'static> Runtime<M> {
     /// SLO or the policy asks for costs).
     pub fn operator_costs(&self) -> Vec<OperatorCosts> {
         self.shared.costs.snapshot()
+    }
+
+    /// What each app used so far: busy time in its handlers (measured while costs are
+    /// measured: some app has an SLO, or the policy wants costs), and reserved
+    /// shard-time (how long each shard hosted at least one of its actors, lessors or
+    /// lessees, summed over shards).
+    pub fn app_usage(&self) -> Vec<AppUsage> {
+        self.shared.usage.snapshot(crate::clock::now())
     }
 
     /// The dual-mode metrics of every actor that has had critical messages or lessees:

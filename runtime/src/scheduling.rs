@@ -519,6 +519,100 @@ fn path<I: Iterator<Item = OperatorId>>(
     total
 }
 
+/// What an app used: CPU time in its handlers, and shards it occupied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppUsage {
+    /// The app.
+    pub app: AppId,
+    /// Nanoseconds its handlers ran, on all shards (measured while costs are measured).
+    pub busy_ns: u64,
+    /// Shard-nanoseconds reserved: for each shard, how long at least one of the app's
+    /// actors (a lessor or a lessee) was active there, summed over shards.
+    pub reserved_ns: u64,
+}
+
+/// One shard's usage counters for one app; written by that shard only.
+#[derive(Default)]
+struct UsageCell {
+    busy_ns: AtomicU64,
+    /// Closed intervals of occupation.
+    reserved_ns: AtomicU64,
+    /// Start of the open interval (`0`: the app has no actor on the shard now).
+    open_since: AtomicU64,
+}
+
+/// Per shard and app: busy and reserved time.
+pub(crate) struct UsageTable {
+    rows: Box<[Box<[UsageCell]>]>,
+}
+
+impl UsageTable {
+    pub(crate) fn new(shards: usize, apps: usize) -> Self {
+        Self {
+            rows: (0..shards)
+                .map(|_| (0..apps).map(|_| UsageCell::default()).collect())
+                .collect(),
+        }
+    }
+
+    fn cell(&self, shard: usize, app: AppId) -> Option<&UsageCell> {
+        self.rows.get(shard)?.get(usize::from(app))
+    }
+
+    /// Adds handler time (single writer: the shard).
+    #[inline]
+    pub(crate) fn busy(&self, shard: usize, app: AppId, ns: u64) {
+        if let Some(cell) = self.cell(shard, app) {
+            let busy = &cell.busy_ns;
+            busy.store(busy.load(Ordering::Relaxed) + ns, Ordering::Relaxed);
+        }
+    }
+
+    /// The app's first actor on the shard became active.
+    pub(crate) fn occupy(&self, shard: usize, app: AppId, now: Nanos) {
+        if let Some(cell) = self.cell(shard, app) {
+            cell.open_since.store(now.max(1), Ordering::Release);
+        }
+    }
+
+    /// The app's last actor on the shard went away.
+    pub(crate) fn vacate(&self, shard: usize, app: AppId, now: Nanos) {
+        if let Some(cell) = self.cell(shard, app) {
+            let since = cell.open_since.swap(0, Ordering::AcqRel);
+            if since > 0 {
+                let reserved = &cell.reserved_ns;
+                reserved.store(
+                    reserved.load(Ordering::Relaxed) + now.saturating_sub(since),
+                    Ordering::Release,
+                );
+            }
+        }
+    }
+
+    /// Every app's usage until `now`.
+    pub(crate) fn snapshot(&self, now: Nanos) -> Vec<AppUsage> {
+        let apps = self.rows.first().map_or(0, |row| row.len());
+        (0..apps)
+            .map(|app| {
+                let mut usage = AppUsage {
+                    app: app as AppId,
+                    ..AppUsage::default()
+                };
+                for row in self.rows.iter() {
+                    let cell = &row[app];
+                    usage.busy_ns += cell.busy_ns.load(Ordering::Relaxed);
+                    usage.reserved_ns += cell.reserved_ns.load(Ordering::Acquire);
+                    let since = cell.open_since.load(Ordering::Acquire);
+                    if since > 0 {
+                        usage.reserved_ns += now.saturating_sub(since);
+                    }
+                }
+                usage
+            })
+            .collect()
+    }
+}
+
 /// The Cameo start deadline `t + L − C(o)` (saturating at the clock's ends).
 #[inline]
 pub(crate) fn deadline(event_time: Nanos, slo_ns: u64, path_ns: u64) -> Nanos {
@@ -549,6 +643,24 @@ mod tests {
         table.record(&actor, 800);
         table.record(&actor, 1600);
         assert_eq!(table.snapshot()[0].own_ns, 800 - 100 + 200);
+    }
+
+    #[test]
+    fn usage_sums_busy_time_and_occupied_intervals() {
+        let usage = UsageTable::new(2, 1);
+        usage.busy(0, 0, 300);
+        usage.busy(1, 0, 200);
+        usage.occupy(0, 0, 1_000);
+        usage.vacate(0, 0, 4_000);
+        usage.occupy(1, 0, 2_000);
+        assert_eq!(
+            usage.snapshot(10_000),
+            [AppUsage {
+                app: 0,
+                busy_ns: 500,
+                reserved_ns: 3_000 + 8_000
+            }]
+        );
     }
 
     #[test]

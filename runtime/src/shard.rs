@@ -276,6 +276,8 @@ struct ActorTable<M> {
     avg_cost_ns: u64,
     /// Lessors here that have lessees (checked for idle lessees on each tick).
     with_lessees: Vec<ActorId>,
+    /// Active actors (lessors, plain actors and lessees) here, per app.
+    app_actors: Vec<u32>,
     /// Scratch space for admission views.
     scratch_lessees: Vec<(ShardId, u64)>,
     scratch_shards: Vec<ShardLoad>,
@@ -311,6 +313,7 @@ impl<M: Send + 'static> ActorTable<M> {
             policy,
             avg_cost_ns: 0,
             with_lessees: Vec::new(),
+            app_actors: Vec::new(),
             scratch_lessees: Vec::new(),
             scratch_shards: Vec::new(),
             awaiting_partials: 0,
@@ -321,6 +324,22 @@ impl<M: Send + 'static> ActorTable<M> {
     #[inline]
     fn slot_mut(&mut self, index: u32) -> &mut ActorSlot<M> {
         slot_in(&mut self.slots, index)
+    }
+
+    /// Counts an actor of `app` in or out of this shard, for reserved time.
+    fn occupancy(&mut self, app: AppId, delta: i32, shard: ShardId, shared: &Shared<M>) {
+        let app_index = usize::from(app);
+        if self.app_actors.len() <= app_index {
+            self.app_actors.resize(app_index + 1, 0);
+        }
+        let count = &mut self.app_actors[app_index];
+        let before = *count;
+        *count = count.saturating_add_signed(delta);
+        match (before, *count) {
+            (0, 1..) => shared.usage.occupy(shard, app, clock::now()),
+            (1.., 0) => shared.usage.vacate(shard, app, clock::now()),
+            _ => {}
+        }
     }
 
     fn insert(&mut self, slot: ActorSlot<M>) -> u32 {
@@ -373,6 +392,8 @@ impl<M: Send + 'static> ActorTable<M> {
             role,
         });
         bump(&counters.activations, 1);
+        let shard = shared.router.route(&id);
+        self.occupancy(id.app, 1, shard, shared);
         index
     }
 
@@ -735,6 +756,7 @@ impl<M: Send + 'static> ActorTable<M> {
                         })),
                     });
                     bump(&counters.activations, 1);
+                    self.occupancy(actor.app, 1, out.shard, shared);
                 }
             }
             Control::Sync {
@@ -851,12 +873,14 @@ impl<M: Send + 'static> ActorTable<M> {
         );
         if retire {
             self.remove(index);
+            self.occupancy(id.app, -1, out.shard, &out.shared);
         }
     }
 
     /// Deactivates every actor idle since before `cutoff`, keeping the state it returns.
     /// Lessees, and lessors with lessees or held work, stay.
-    fn deactivate_idle(&mut self, cutoff: Nanos, counters: &ShardCounters) {
+    fn deactivate_idle(&mut self, cutoff: Nanos, shard: ShardId, shared: &Shared<M>) {
+        let counters = &shared.counters[shard];
         for index in 0..self.slots.len() {
             let idle = matches!(
                 &self.slots[index],
@@ -879,6 +903,7 @@ impl<M: Send + 'static> ActorTable<M> {
                 self.dormant.insert(slot.id, Dormant { state, epoch });
             }
             bump(&counters.deactivations, 1);
+            self.occupancy(slot.id.app, -1, shard, shared);
         }
     }
 
@@ -1293,6 +1318,7 @@ impl<M: Send + 'static> Shard<M> {
         if measure {
             let cost = clock::raw_delta_ns(started, clock::raw());
             self.shared.costs.record(&slot.id, cost);
+            self.shared.usage.busy(self.id, slot.id.app, cost);
             self.shared.policy.post_apply(slot.id, cost);
             let average = &mut self.actors.avg_cost_ns;
             *average = if *average == 0 {
@@ -1563,8 +1589,7 @@ impl<M: Send + 'static> Shard<M> {
             return;
         }
         self.last_sweep = now;
-        let counters = &self.shared.counters[self.id];
         self.actors
-            .deactivate_idle(now.saturating_sub(timeout_ns), counters);
+            .deactivate_idle(now.saturating_sub(timeout_ns), self.id, &self.shared);
     }
 }

@@ -289,5 +289,17 @@ fn the_dirigo_policy_adds_a_lessee_under_a_burst_and_retires_it_when_idle() {
         .filter(|&&shard| shard != home)
         .count();
     assert!(on_lessee > 0, "the lessee ran messages: {metrics:?}");
+    // 401 messages of 100 µs ran; the home shard was held all along, the lessee's shard
+    // for a while.
+    let usage = runtime
+        .app_usage()
+        .into_iter()
+        .find(|usage| usage.app == 1)
+        .unwrap();
+    assert!(
+        (38_000_000..400_000_000).contains(&usage.busy_ns),
+        "{usage:?}"
+    );
+    assert!(usage.reserved_ns > usage.busy_ns, "{usage:?}");
     runtime.shutdown();
 }
