@@ -8,6 +8,8 @@
 //!   mergeable operator with and without a lessee, and the cost of a barrier;
 //! - [`scale`]: the `dirigo bench scale-step` scenario — how fast the `dirigo` policy adds
 //!   a lessee when the load steps past one shard's capacity;
+//! - [`slo`]: the `dirigo bench slo` scenario — three tenants on two shards under `fifo`,
+//!   `edf` and `dirigo`: latency targets met, and cores held;
 //! - [`noise`]: how often the machine itself stops a running thread, reported next to
 //!   tail latencies;
 //! - [`latency`]: latency summaries from HdrHistogram, in the shape every report uses;
@@ -20,3 +22,4 @@ pub mod mesh;
 pub mod noise;
 mod pin;
 pub mod scale;
+pub mod slo;

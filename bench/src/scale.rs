@@ -162,11 +162,10 @@ impl Actor<StepMsg> for Source {
             let _ = ctx.send_envelope(Envelope::critical(plan.target, StepMsg::Finish));
             self.plan = None;
         } else {
-            // A fresh context: a turn that inherited the start's ingress time would carry
-            // the earliest deadline on the shard forever, and deadline-first scheduling
-            // would run nothing else there.
+            // The next turn fires when the next record is due; a fresh context, since one
+            // inherited from the start would carry the earliest deadline on the shard.
             let me = ctx.me();
-            let _ = ctx.send_envelope(Envelope::user(me, StepMsg::Turn));
+            let _ = ctx.send_at(plan.intended(self.sent), Envelope::user(me, StepMsg::Turn));
         }
     }
 }

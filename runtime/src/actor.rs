@@ -223,6 +223,15 @@ impl<M> Context<'_, M> {
         self.out.send(envelope)
     }
 
+    /// Sends `envelope` (its source set to this actor) at time `at` on the runtime clock
+    /// ([`Context::now`]) rather than now: it waits on this shard until then, without
+    /// occupying it. For sources that pace themselves, and timeouts. A time in the past
+    /// sends at the next turn.
+    pub fn send_at(&mut self, at: Nanos, mut envelope: Envelope<M>) -> Result<(), SendError<M>> {
+        envelope.source = Some(self.me);
+        self.out.send_at(at, envelope)
+    }
+
     /// How many critical sections this actor has completed before the message being
     /// handled: the same on the lessor and on every lessee, so outputs can say which
     /// stretch between critical sections they belong to.

@@ -17,7 +17,7 @@ use crate::mesh::{build_links, Doorbell};
 use crate::placement::{self, CpuSpec, Placement};
 use crate::preflight::{self, PreflightError, PreflightReport};
 use crate::scheduling::{
-    self, AppUsage, CostTable, Fifo, OperatorCosts, SchedulingPolicy, UsageTable,
+    self, AppUsage, CostTable, OperatorCosts, RoundRobin, SchedulingPolicy, UsageTable,
 };
 use crate::shard::{Shard, ShardStart};
 use crate::stats::{ShardCounters, ShardStats};
@@ -305,7 +305,7 @@ impl<M: Send + 'static> Default for RuntimeBuilder<M> {
             intake_capacity: 4096,
             io_memory: 1 << 20,
             factories: Registry::new(),
-            policy: Arc::new(Fifo),
+            policy: Arc::new(RoundRobin),
             slos: BTreeMap::new(),
         }
     }
@@ -362,7 +362,7 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
     }
 
     /// The scheduling policy every shard orders its ready work by (default:
-    /// [`Fifo`](crate::scheduling::Fifo)).
+    /// [`RoundRobin`](crate::scheduling::RoundRobin)).
     pub fn policy(mut self, policy: impl SchedulingPolicy) -> Self {
         self.policy = Arc::new(policy);
         self

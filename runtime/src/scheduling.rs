@@ -19,7 +19,8 @@
 //! A [`SchedulingPolicy`] decides the order in which a shard runs its ready actors: each
 //! actor with ready messages is ranked by the [`priority`](SchedulingPolicy::priority) of
 //! its oldest one (messages inside an actor keep their arrival order, so that per-sender
-//! order and ordering keys hold). Built in: [`Fifo`] (arrival order, the baseline),
+//! order and ordering keys hold). Built in: [`RoundRobin`] (ready actors take turns; the
+//! default), [`Fifo`] (oldest event first: no priorities, the paper's baseline),
 //! [`Edf`] (earliest deadline first) and [`Dirigo`] (deadlines, laxity admission, and
 //! lessees added on other shards when a message cannot start in time, retired when idle).
 //! A policy returns its decisions as data ([`Admission`]); the runtime carries them out.
@@ -214,6 +215,12 @@ impl SchedulingPolicy for Dirigo {
         if local >= headroom {
             return Admission::Local;
         }
+        // Short of slack. Unless the work queued here is what eats it (the message may
+        // simply have arrived late), another worker would not start it any sooner.
+        let queueing = view.local_backlog_ns as f64 >= view.slo_ns as f64 * (1.0 - self.headroom);
+        if !queueing && local >= 0 {
+            return Admission::Local;
+        }
         // The lessee that can start it soonest.
         let best = view
             .lessees
@@ -258,7 +265,23 @@ impl SchedulingPolicy for Dirigo {
     }
 }
 
-/// Arrival order across actors: no priorities (the paper's baseline).
+/// Actors take turns in the order they became ready, one message per turn: every actor
+/// with work gets the shard in rotation. The default: the cheapest order to keep.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RoundRobin;
+
+impl SchedulingPolicy for RoundRobin {
+    fn name(&self) -> &str {
+        "round-robin"
+    }
+
+    fn by_priority(&self) -> bool {
+        false
+    }
+}
+
+/// Oldest event first, whatever its app: no priorities (the paper's baseline). Ranks each
+/// ready actor by the ingress time of its oldest message.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Fifo;
 
@@ -268,7 +291,11 @@ impl SchedulingPolicy for Fifo {
     }
 
     fn by_priority(&self) -> bool {
-        false
+        true
+    }
+
+    fn priority(&self, message: &SchedContext) -> u64 {
+        message.ingress
     }
 }
 

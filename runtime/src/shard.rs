@@ -46,6 +46,8 @@ use crate::stats::{bump, ShardCounters, ShardStats};
 const RUN_BATCH: usize = 64;
 /// How many messages from outside a shard takes per turn.
 const INTAKE_BATCH: usize = 256;
+/// Handler time after which a turn ends early (only while handlers are timed).
+const TURN_BUDGET_NS: u64 = 100_000;
 /// How often, at most, a busy shard publishes changed lessor metrics.
 const METRICS_EVERY_NS: u64 = 1_000_000;
 /// How often a lessee publishes how many messages it has run.
@@ -59,6 +61,9 @@ pub(crate) struct Outbound<M> {
     local: Vec<Envelope<M>>,
     /// Control messages for this shard, handled right after the handler returns.
     local_controls: Vec<Control>,
+    /// Messages to send later: `(when, message)`, moved into the shard's timers after the
+    /// handler returns.
+    delayed: Vec<(Nanos, Envelope<M>)>,
     /// Per destination shard: the ring towards it (`None` for this shard).
     rings: Vec<Option<Producer<Packet<M>>>>,
     /// Per destination shard: messages that found the ring full, in send order. While
@@ -96,6 +101,7 @@ impl<M> Outbound<M> {
             shared,
             local: Vec::new(),
             local_controls: Vec::new(),
+            delayed: Vec::new(),
             rings,
             remote: (0..shards).map(|_| VecDeque::new()).collect(),
             dirty: Vec::with_capacity(shards),
@@ -152,6 +158,29 @@ impl<M> Outbound<M> {
                 self.new_edges.push(edge);
             }
         }
+    }
+
+    /// Stages a message to send at `at`; it counts as sent now (shutdown waits for it).
+    pub(crate) fn send_at(&mut self, at: Nanos, envelope: Envelope<M>) -> Result<(), SendError<M>> {
+        if !self.shared.knows_operator(&envelope.target) {
+            return Err(SendError::UnknownOperator(envelope));
+        }
+        bump(&self.shared.counters[self.shard].msgs_out, 1);
+        self.delayed.push((at, envelope));
+        Ok(())
+    }
+
+    /// Sends a message that was counted when it was staged (a timer that fired).
+    fn send_counted(&mut self, mut envelope: Envelope<M>) -> Option<Envelope<M>> {
+        let destination = self.shared.router.route(&envelope.target);
+        if self.scheduled {
+            self.shared.stamp_deadline(&mut envelope);
+        }
+        if destination == self.shard {
+            return Some(envelope);
+        }
+        self.push(destination, Packet::Message(envelope));
+        None
     }
 
     /// Passes a message already counted as sent on to `destination` (a lessee's shard).
@@ -278,9 +307,23 @@ struct ActorTable<M> {
     with_lessees: Vec<ActorId>,
     /// Active actors (lessors, plain actors and lessees) here, per app.
     app_actors: Vec<u32>,
+    /// While the policy admits: messages waiting in mailboxes here, per app, and the mean
+    /// handler cost here, per app — what runs ahead of a message under deadline order.
+    app_queued: Vec<u64>,
+    app_cost_ns: Vec<u64>,
     /// Scratch space for admission views.
     scratch_lessees: Vec<(ShardId, u64)>,
     scratch_shards: Vec<ShardLoad>,
+}
+
+/// Adds `delta` to `app`'s entry, growing the table as needed.
+#[inline]
+fn count_app(table: &mut Vec<u64>, app: AppId, delta: i64) {
+    let index = usize::from(app);
+    if table.len() <= index {
+        table.resize(index + 1, 0);
+    }
+    table[index] = table[index].saturating_add_signed(delta);
 }
 
 /// The occupied slot at `index` (borrowing only the slab, not the whole table).
@@ -314,6 +357,8 @@ impl<M: Send + 'static> ActorTable<M> {
             avg_cost_ns: 0,
             with_lessees: Vec::new(),
             app_actors: Vec::new(),
+            app_queued: Vec::new(),
+            app_cost_ns: Vec::new(),
             scratch_lessees: Vec::new(),
             scratch_shards: Vec::new(),
             awaiting_partials: 0,
@@ -448,6 +493,9 @@ impl<M: Send + 'static> ActorTable<M> {
             return self.admit(index, envelope, out, shared);
         }
         bump(&shared.counters[out.shard].queued, 1);
+        if self.admits {
+            count_app(&mut self.app_queued, target.app, 1);
+        }
         let rank = if self.ready.is_ranked() && !slot.queued {
             self.policy.priority(&envelope.ctx)
         } else {
@@ -573,6 +621,27 @@ impl<M: Send + 'static> ActorTable<M> {
         out.forward(lessee.shard, envelope);
     }
 
+    /// The work queued here that runs before a new message of `app` under deadline order:
+    /// every app's queued messages whose SLO is no longer than `app`'s (an app without an
+    /// SLO comes last), at each app's mean cost here.
+    fn backlog_ahead(&self, app: AppId, shared: &Shared<M>) -> u64 {
+        let slo = |app: usize| match shared.slo_ns(app as AppId) {
+            0 => u64::MAX,
+            slo => slo,
+        };
+        let own = slo(usize::from(app));
+        let fallback = self.avg_cost_ns;
+        self.app_queued
+            .iter()
+            .enumerate()
+            .filter(|&(other, &queued)| queued > 0 && slo(other) <= own)
+            .map(|(other, &queued)| {
+                let cost = self.app_cost_ns.get(other).copied().unwrap_or(0);
+                queued.saturating_mul(if cost > 0 { cost } else { fallback })
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// Asks the policy where a message runs, and carries its decision out.
     fn admit_by_policy(
         &mut self,
@@ -590,9 +659,7 @@ impl<M: Send + 'static> ActorTable<M> {
                 parked: shared.doorbells[shard].is_sleeping(),
             });
         }
-        let local_backlog_ns = self.scratch_shards[home]
-            .queued
-            .saturating_mul(self.avg_cost_ns);
+        let local_backlog_ns = self.backlog_ahead(envelope.target.app, shared);
         let slot = slot_in(&mut self.slots, index);
         let id = slot.id;
         let coordinator = slot.coordinator();
@@ -649,6 +716,9 @@ impl<M: Send + 'static> ActorTable<M> {
 
     fn run_here(&mut self, index: u32, envelope: Envelope<M>, queued: &AtomicU64) {
         bump(queued, 1);
+        if self.admits {
+            count_app(&mut self.app_queued, envelope.target.app, 1);
+        }
         self.slot_mut(index).mailbox.push_back(envelope);
         self.mark_ready(index);
     }
@@ -1006,8 +1076,39 @@ pub(crate) struct ShardStart<M> {
     pub(crate) intake: flume::Receiver<Packet<M>>,
 }
 
+/// A message waiting for its time (see `Context::send_at`).
+struct Timer<M> {
+    at: Nanos,
+    seq: u64,
+    envelope: Envelope<M>,
+}
+
+impl<M> PartialEq for Timer<M> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl<M> Eq for Timer<M> {}
+
+impl<M> PartialOrd for Timer<M> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<M> Ord for Timer<M> {
+    /// Reversed, so that the max-heap pops the earliest timer first.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
 pub(crate) struct Shard<M> {
     id: ShardId,
+    /// Messages waiting for their time, earliest first.
+    timers: std::collections::BinaryHeap<Timer<M>>,
+    timer_seq: u64,
     shared: Arc<Shared<M>>,
     incoming: Vec<(usize, Consumer<Packet<M>>)>,
     intake: flume::Receiver<Packet<M>>,
@@ -1034,6 +1135,8 @@ impl<M: Send + 'static> Shard<M> {
         let start_policy = shared.policy.clone();
         Self {
             id,
+            timers: std::collections::BinaryHeap::new(),
+            timer_seq: 0,
             pinned: shared.cpus[id].is_some(),
             out: Outbound::new(id, shared.clone(), links.outgoing),
             shared,
@@ -1106,7 +1209,8 @@ impl<M: Send + 'static> Shard<M> {
     /// `start` is when the work was found. Returns when the turn ended, or `None` when
     /// there was nothing to do.
     fn turn(&mut self, start: Nanos) -> Option<Nanos> {
-        let arrived = self.drain_inbound();
+        let fired = self.fire_timers(start);
+        let arrived = self.drain_inbound() + fired;
         if arrived == 0 && self.actors.ready.is_empty() && self.out.dirty.is_empty() {
             // `unrung` is only ever filled by handlers, whose turn flushes it.
             return None;
@@ -1175,6 +1279,9 @@ impl<M: Send + 'static> Shard<M> {
             if now.saturating_sub(self.last_publish) >= METRICS_EVERY_NS {
                 return Idle::Tick(now);
             }
+            if self.next_timer().is_some_and(|at| at <= now) {
+                return Idle::Found(now);
+            }
             if now.saturating_sub(idle_since) >= spin_budget_ns {
                 return Idle::Park;
             }
@@ -1198,7 +1305,12 @@ impl<M: Send + 'static> Shard<M> {
             return;
         }
         bump(&self.shared.counters[self.id].parks, 1);
-        doorbell.sleep(self.shared.config.park_timeout);
+        let mut timeout = self.shared.config.park_timeout;
+        if let Some(at) = self.next_timer() {
+            let until = std::time::Duration::from_nanos(at.saturating_sub(clock::now()));
+            timeout = timeout.min(until.max(std::time::Duration::from_micros(1)));
+        }
+        doorbell.sleep(timeout);
     }
 
     fn drain_inbound(&mut self) -> usize {
@@ -1254,6 +1366,9 @@ impl<M: Send + 'static> Shard<M> {
             slot.queued = false;
             return Some((index, None));
         };
+        if self.actors.admits {
+            count_app(&mut self.actors.app_queued, envelope.target.app, -1);
+        }
         let queued = &self.shared.counters[self.id].queued;
         queued.store(
             queued.load(Ordering::Relaxed).wrapping_sub(1),
@@ -1261,9 +1376,13 @@ impl<M: Send + 'static> Shard<M> {
         );
         if slot.mailbox.is_empty() {
             slot.queued = false;
-        } else if matches!(&slot.role, Role::Lessor(coordinator) if coordinator.sync.is_some()) {
-            // A blocked lessor's mailbox holds what its critical section waits for: it
-            // runs first, so that a consolidation is not spread over many turns.
+        } else if !self.actors.ready.is_ranked()
+            && matches!(&slot.role, Role::Lessor(coordinator) if coordinator.sync.is_some())
+        {
+            // A blocked lessor's mailbox holds what its critical section waits for: in
+            // arrival order it runs first, so that a consolidation is not spread over
+            // many turns. Ranked policies keep their own order (a deep mailbox must not
+            // jump ahead of tighter deadlines).
             self.actors.ready.push_first(index);
         } else {
             let rank = if self.actors.ready.is_ranked() {
@@ -1282,7 +1401,11 @@ impl<M: Send + 'static> Shard<M> {
     fn run_ready(&mut self, turn_start: Nanos) -> (usize, usize) {
         let mut ran = 0;
         let mut arrived = 0;
-        while ran < RUN_BATCH {
+        // While handlers are timed, a turn also ends after `TURN_BUDGET_NS` of handler
+        // time, so that timers, inbound rings and the reactor get a look often enough
+        // whatever the handlers cost.
+        let mut spent = 0;
+        while ran < RUN_BATCH && spent < TURN_BUDGET_NS {
             if self.actors.awaiting_partials > 0
                 && self.incoming.iter().any(|(_, ring)| ring.has_pending())
             {
@@ -1292,7 +1415,7 @@ impl<M: Send + 'static> Shard<M> {
                 break;
             };
             match envelope {
-                Some(envelope) => self.run_one(index, envelope, turn_start),
+                Some(envelope) => spent += self.run_one(index, envelope, turn_start),
                 None => self.consolidated(index, turn_start),
             }
             ran += 1;
@@ -1300,7 +1423,8 @@ impl<M: Send + 'static> Shard<M> {
         (ran, arrived)
     }
 
-    fn run_one(&mut self, index: u32, envelope: Envelope<M>, turn_start: Nanos) {
+    /// Runs one message; returns the handler's cost when handlers are timed, else 0.
+    fn run_one(&mut self, index: u32, envelope: Envelope<M>, turn_start: Nanos) -> u64 {
         let slot = self.actors.slots[index as usize]
             .as_mut()
             .expect("ready actors are active");
@@ -1315,17 +1439,28 @@ impl<M: Send + 'static> Shard<M> {
         let measure = self.shared.measure_costs;
         let started = if measure { clock::raw() } else { 0 };
         let outcome = catch_unwind(AssertUnwindSafe(|| actor.receive(&mut ctx, envelope)));
+        let mut cost = 0;
         if measure {
-            let cost = clock::raw_delta_ns(started, clock::raw());
+            cost = clock::raw_delta_ns(started, clock::raw());
             self.shared.costs.record(&slot.id, cost);
             self.shared.usage.busy(self.id, slot.id.app, cost);
             self.shared.policy.post_apply(slot.id, cost);
-            let average = &mut self.actors.avg_cost_ns;
-            *average = if *average == 0 {
-                cost
-            } else {
-                *average - *average / 16 + cost / 16
+            let smooth = |average: &mut u64| {
+                *average = if *average == 0 {
+                    cost
+                } else {
+                    *average - *average / 16 + cost / 16
+                };
             };
+            smooth(&mut self.actors.avg_cost_ns);
+            if self.actors.admits {
+                let app = usize::from(slot.id.app);
+                let costs = &mut self.actors.app_cost_ns;
+                if costs.len() <= app {
+                    costs.resize(app + 1, 0);
+                }
+                smooth(&mut costs[app]);
+            }
         }
         let counters = &self.shared.counters[self.id];
         if outcome.is_err() {
@@ -1344,6 +1479,7 @@ impl<M: Send + 'static> Shard<M> {
             self.after_run(index);
         }
         self.dispatch_local();
+        cost
     }
 
     /// Dual-mode bookkeeping after a lessor or lessee ran a message.
@@ -1369,8 +1505,41 @@ impl<M: Send + 'static> Shard<M> {
         }
     }
 
+    /// When the earliest timer is due, if any.
+    fn next_timer(&self) -> Option<Nanos> {
+        self.timers.peek().map(|timer| timer.at)
+    }
+
+    /// Sends every timer due by `now`; returns how many fired.
+    fn fire_timers(&mut self, now: Nanos) -> usize {
+        let mut local = 0;
+        let mut fired = 0;
+        while self.timers.peek().is_some_and(|timer| timer.at <= now) {
+            let timer = self.timers.pop().expect("peeked");
+            fired += 1;
+            if let Some(envelope) = self.out.send_counted(timer.envelope) {
+                self.actors.enqueue(envelope, &mut self.out, &self.shared);
+                local += 1;
+            }
+        }
+        if local > 0 {
+            bump(&self.shared.counters[self.id].msgs_in, local as u64);
+        }
+        fired
+    }
+
     /// Dispatches what handlers sent to actors on this shard, and control messages for it.
     fn dispatch_local(&mut self) {
+        if !self.out.delayed.is_empty() {
+            for (at, envelope) in std::mem::take(&mut self.out.delayed) {
+                self.timer_seq += 1;
+                self.timers.push(Timer {
+                    at,
+                    seq: self.timer_seq,
+                    envelope,
+                });
+            }
+        }
         let local = self.out.local.len();
         if local > 0 {
             let mut messages = std::mem::take(&mut self.out.local);

@@ -10,7 +10,9 @@
 //!   mergeable operator with and without a lessee, and the round trip of a barrier (see
 //!   `dirigo_bench::dual`);
 //! - `dirigo bench scale-step [--json PATH]`: the `dirigo` policy under a load step (see
-//!   `dirigo_bench::scale`).
+//!   `dirigo_bench::scale`);
+//! - `dirigo bench slo [--json PATH]`: three tenants under `fifo`, `edf` and `dirigo` (see
+//!   `dirigo_bench::slo`).
 
 mod demo;
 
@@ -25,7 +27,7 @@ use clap::{Parser, Subcommand};
     name = "dirigo",
     version,
     about = "A thread-per-core stream-processing runtime for one machine, built for tail latency.",
-    after_help = "Examples:\n  dirigo                              run the built-in demo\n  dirigo demo --shards 4 --events 2000000\n  dirigo bench mesh --json mesh.json  measure shard-to-shard hops against their floors\n  dirigo bench consolidate --json consolidate.json\n                                      merge partial state in place vs. copied\n  dirigo bench lessee --json lessee.json\n                                      throughput of a lessor alone vs. with a lessee\n  dirigo bench barrier --json barrier.json\n                                      block, consolidate, run a critical message, resume\n  dirigo bench scale-step --json scale-step.json\n                                      a load step past one shard: how fast a lessee arrives"
+    after_help = "Examples:\n  dirigo                              run the built-in demo\n  dirigo demo --shards 4 --events 2000000\n  dirigo bench mesh --json mesh.json  measure shard-to-shard hops against their floors\n  dirigo bench consolidate --json consolidate.json\n                                      merge partial state in place vs. copied\n  dirigo bench lessee --json lessee.json\n                                      throughput of a lessor alone vs. with a lessee\n  dirigo bench barrier --json barrier.json\n                                      block, consolidate, run a critical message, resume\n  dirigo bench scale-step --json scale-step.json\n                                      a load step past one shard: how fast a lessee arrives\n  dirigo bench slo --json slo.json    three tenants, three policies: SLOs met, cores held"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -124,6 +126,18 @@ enum BenchScenario {
         #[arg(long, default_value_t = 400)]
         interval_ns: u64,
     },
+    /// Three tenants on two shards — a latency-critical app and two bursty analytics
+    /// apps — under `fifo` and `edf` with static parallelism and under `dirigo` starting
+    /// without lessees: satisfaction, latency, and core-seconds reserved and busy.
+    #[command(after_help = "Example:\n  dirigo bench slo --json slo.json")]
+    Slo {
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Seconds each policy runs.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+    },
     /// A load step from 30 % to 150 % of one shard's capacity on a mergeable operator
     /// under the `dirigo` policy: time to the first record on a lessee, and latency
     /// before, during and after the step.
@@ -211,6 +225,13 @@ fn main() -> ExitCode {
                 ..Default::default()
             })
             .and_then(|report| emit(json, &report, report.table())),
+            BenchScenario::Slo { json, seconds } => {
+                dirigo_bench::slo::slo(&dirigo_bench::slo::SloBenchConfig {
+                    seconds: seconds.clamp(0.1, 3600.0),
+                    ..Default::default()
+                })
+                .and_then(|report| emit(json, &report, report.table()))
+            }
             BenchScenario::ScaleStep {
                 json,
                 cost_us,

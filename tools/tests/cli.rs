@@ -199,6 +199,35 @@ fn bench_scale_step_reports_the_first_lessee_and_three_phases() {
 }
 
 #[test]
+fn bench_slo_reports_every_policy_and_app_with_complete_outputs() {
+    // One second: both analytics apps burst once (the second half a second in).
+    let report = bench_json("slo", &["--seconds", "1"]);
+    for policy in ["fifo", "edf", "dirigo"] {
+        let result = &report["policies"][policy];
+        assert!(
+            result["reserved_core_seconds"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+        assert!(
+            result["busy_core_seconds"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+        for app in ["alerts", "analytics-a", "analytics-b"] {
+            let app = &result["apps"][app];
+            let events_in = app["events_in"].as_u64().unwrap();
+            assert!(events_in > 0, "{report}");
+            assert_eq!(app["events_out"].as_u64(), Some(events_in), "{report}");
+            let satisfaction = app["satisfaction"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&satisfaction), "{report}");
+            for key in ["p50_ns", "p99_ns", "p999_ns", "lessee_events"] {
+                assert!(app[key].as_u64().is_some(), "{key}: {report}");
+            }
+            assert!(app["critical"].as_bool().is_some(), "{report}");
+        }
+    }
+}
+
+#[test]
 fn help_shows_examples_and_bad_flags_fail() {
     let output = dirigo().arg("--help").output().unwrap();
     assert!(output.status.success());
