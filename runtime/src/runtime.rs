@@ -29,6 +29,7 @@ pub(crate) struct ShardConfig {
     pub(crate) park_timeout: Duration,
     pub(crate) idle_deactivation: Option<Duration>,
     pub(crate) backlog_high_water: usize,
+    pub(crate) handler_warning_ns: u64,
 }
 
 /// The one place that decides which shard runs a message: the target's home shard, by a
@@ -292,6 +293,7 @@ pub struct RuntimeBuilder<M> {
     factories: Registry<M>,
     policy: Arc<dyn SchedulingPolicy>,
     slos: BTreeMap<AppId, Duration>,
+    handler_warning: Duration,
 }
 
 impl<M: Send + 'static> Default for RuntimeBuilder<M> {
@@ -307,6 +309,7 @@ impl<M: Send + 'static> Default for RuntimeBuilder<M> {
             factories: Registry::new(),
             policy: Arc::new(RoundRobin),
             slos: BTreeMap::new(),
+            handler_warning: Duration::from_millis(10),
         }
     }
 }
@@ -365,6 +368,15 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
     /// [`RoundRobin`](crate::scheduling::RoundRobin)).
     pub fn policy(mut self, policy: impl SchedulingPolicy) -> Self {
         self.policy = Arc::new(policy);
+        self
+    }
+
+    /// A handler that holds its shard longer than this is logged (at most once a second
+    /// per shard) and counted (`ShardStats::slow_handlers`): handlers cannot be
+    /// preempted, so everything queued behind one waits. Checked while handlers are timed
+    /// (some app has an SLO, or the policy wants costs). Default 10 ms.
+    pub fn handler_warning(mut self, bound: Duration) -> Self {
+        self.handler_warning = bound;
         self
     }
 
@@ -559,6 +571,8 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
                 park_timeout: self.park_timeout,
                 idle_deactivation: self.idle_deactivation,
                 backlog_high_water: self.ring_capacity.max(2).next_power_of_two() * 4,
+                handler_warning_ns: self.handler_warning.as_nanos().min(u128::from(u64::MAX))
+                    as u64,
             },
             router: Router {
                 shards: shards as u64,

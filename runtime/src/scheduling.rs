@@ -80,10 +80,37 @@ pub trait SchedulingPolicy: Send + Sync + 'static {
         false
     }
 
+    /// Before a handler runs (only while costs are measured, see
+    /// [`wants_costs`](Self::wants_costs)): the actor and the message's context.
+    fn pre_apply(&self, actor: ActorId, message: &SchedContext) {
+        let _ = (actor, message);
+    }
+
     /// After a handler ran: the actor and the handler's cost in nanoseconds (measured
     /// only while costs are measured, see [`wants_costs`](Self::wants_costs)).
     fn post_apply(&self, actor: ActorId, cost_ns: u64) {
         let _ = (actor, cost_ns);
+    }
+
+    /// Whether [`prepare_send`](Self::prepare_send) runs for every message sent by a
+    /// handler (default `false`: it costs a call per send).
+    fn prepares_sends(&self) -> bool {
+        false
+    }
+
+    /// On the sender's shard, before a handler's message is queued, after the runtime
+    /// stamped its deadline: may adjust its scheduling context, or return `false` to shed
+    /// it (it is dropped and counted as `shed`; the sender is not told).
+    fn prepare_send(&self, target: ActorId, message: &mut SchedContext) -> bool {
+        let _ = (target, message);
+        true
+    }
+
+    /// About once a millisecond on every shard: housekeeping, and scale requests to
+    /// carry out (refused ones are logged and counted, as for the API).
+    fn on_tick(&self, view: &TickView<'_>) -> Vec<(ActorId, crate::dual::ScaleChange)> {
+        let _ = view;
+        Vec::new()
     }
 
     /// Whether the policy decides where messages for mergeable operators run
@@ -132,6 +159,17 @@ pub struct AdmissionView<'a> {
     pub scaling: bool,
     /// The app's SLO in nanoseconds (0: none).
     pub slo_ns: u64,
+}
+
+/// What a policy sees on a tick.
+#[derive(Debug)]
+pub struct TickView<'a> {
+    /// The shard ticking.
+    pub shard: ShardId,
+    /// Now, on the runtime clock.
+    pub now: Nanos,
+    /// Every shard's load.
+    pub shards: &'a [ShardLoad],
 }
 
 /// The load of one shard, as a policy sees it.

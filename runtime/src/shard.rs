@@ -39,7 +39,9 @@ use crate::dual::{
 use crate::envelope::{mix64, ActorId, AppId, Envelope, Nanos, OperatorId, ShardId};
 use crate::mesh::{Consumer, Producer, ShardLinks};
 use crate::runtime::Shared;
-use crate::scheduling::{Admission, AdmissionView, ReadyQueue, SchedulingPolicy, ShardLoad};
+use crate::scheduling::{
+    Admission, AdmissionView, ReadyQueue, SchedulingPolicy, ShardLoad, TickView,
+};
 use crate::stats::{bump, ShardCounters, ShardStats};
 
 /// How many ready messages a shard runs before it looks at its inputs again.
@@ -83,6 +85,8 @@ pub(crate) struct Outbound<M> {
     /// Whether messages get deadlines and operator edges are learned (some app has an
     /// SLO, or the policy wants costs).
     scheduled: bool,
+    /// Whether the policy looks at every send (`SchedulingPolicy::prepare_send`).
+    prepares_sends: bool,
     /// Operator-to-operator edges this shard has seen, and those not yet published.
     edges_seen: FxHashSet<(AppId, OperatorId, OperatorId)>,
     new_edges: Vec<(AppId, OperatorId, OperatorId)>,
@@ -96,6 +100,7 @@ impl<M> Outbound<M> {
     ) -> Self {
         let shards = shared.shards();
         let shared_scheduled = shared.measure_costs;
+        let shared_prepares = shared.policy.prepares_sends();
         Self {
             shard,
             shared,
@@ -110,6 +115,7 @@ impl<M> Outbound<M> {
             backlog: 0,
             last_route: None,
             scheduled: shared_scheduled,
+            prepares_sends: shared_prepares,
             edges_seen: FxHashSet::default(),
             new_edges: Vec::new(),
         }
@@ -133,6 +139,15 @@ impl<M> Outbound<M> {
         };
         if self.scheduled {
             self.shared.stamp_deadline(&mut envelope);
+        }
+        if self.prepares_sends
+            && !self
+                .shared
+                .policy
+                .prepare_send(envelope.target, &mut envelope.ctx)
+        {
+            bump(&self.shared.counters[self.shard].shed, 1);
+            return Ok(());
         }
         // Counted before the message can be seen anywhere: shutdown's quiescence check
         // relies on "sent" never lagging behind "handled".
@@ -1119,6 +1134,8 @@ pub(crate) struct Shard<M> {
     last_sweep: Nanos,
     /// When lessor metrics were last published.
     last_publish: Nanos,
+    /// When a slow handler was last warned about.
+    last_slow_warning: Nanos,
     busy_ns: u64,
     pinned: bool,
     /// Average duration of one idle poll (see `idle`).
@@ -1146,6 +1163,7 @@ impl<M: Send + 'static> Shard<M> {
             actors: ActorTable::new(start_policy),
             last_sweep: clock::now(),
             last_publish: 0,
+            last_slow_warning: 0,
             busy_ns: 0,
             poll_ns: 20,
         }
@@ -1158,11 +1176,14 @@ impl<M: Send + 'static> Shard<M> {
     /// Runs the shard until shutdown; returns its final counters.
     pub(crate) async fn run(mut self) -> ShardStats {
         // When the current stretch of work began or will begin: the end of the previous
-        // turn, or the moment idle polling found input.
+        // turn, the moment idle polling found input, or the last tick.
         let mut work_since = clock::now();
+        // When the shard last ran out of work (the spin budget counts from here).
+        let mut idle_since = work_since;
         loop {
             if let Some(end) = self.turn(work_since) {
                 work_since = end;
+                idle_since = end;
                 if self.shared.abort.load(Ordering::Relaxed) {
                     break;
                 }
@@ -1177,24 +1198,24 @@ impl<M: Send + 'static> Shard<M> {
                 // here could sleep through the moment space frees up.
                 std::thread::yield_now();
                 work_since = clock::now();
+                idle_since = work_since;
                 continue;
             }
-            match self.idle(work_since) {
+            match self.idle(idle_since, work_since) {
                 Idle::Found(at) => work_since = at,
                 Idle::Tick(at) => {
                     self.publish_metrics(at);
                     self.tick(at);
                     self.flush();
-                    if !self.actors.ready.is_empty() {
-                        // The tick made work (a consolidation to run): busy from now.
-                        work_since = at;
-                    }
-                    // Otherwise still idle: the spin budget keeps counting.
+                    // Work found from here on is counted from the tick, not from the
+                    // start of the idle spell; the spin budget keeps counting.
+                    work_since = at;
                 }
                 Idle::Park => {
                     self.publish_metrics(clock::now());
                     self.park().await;
                     work_since = clock::now();
+                    idle_since = work_since;
                 }
                 Idle::Stop => break,
             }
@@ -1248,14 +1269,16 @@ impl<M: Send + 'static> Shard<M> {
     /// input was found is interpolated from the number of polls since the last reading and
     /// the measured average poll duration. Busy time therefore starts within a poll or two
     /// of the real start, without a clock read between finding a message and running it.
-    fn idle(&mut self, idle_since: Nanos) -> Idle {
+    /// `polling_from` is when this call starts polling (the last clock reading), later
+    /// than `idle_since` when a tick interrupted the idle spell.
+    fn idle(&mut self, idle_since: Nanos, polling_from: Nanos) -> Idle {
         // Polls between two looks at the clock and the stop flag. Unpinned shards yield
         // the CPU after each poll, which takes far longer than a poll, so they look at the
         // clock after every one.
         let polls_per_check: u64 = if self.pinned { 64 } else { 1 };
         self.sweep_idle_actors(idle_since);
         let spin_budget_ns = self.shared.config.spin_budget.as_nanos() as u64;
-        let mut last_reading = idle_since;
+        let mut last_reading = polling_from.max(idle_since);
         loop {
             for polls in 1..=polls_per_check {
                 if self.has_inbound() {
@@ -1437,11 +1460,27 @@ impl<M: Send + 'static> Shard<M> {
         };
         let actor = &mut slot.actor;
         let measure = self.shared.measure_costs;
+        if measure {
+            self.shared.policy.pre_apply(slot.id, &envelope.ctx);
+        }
         let started = if measure { clock::raw() } else { 0 };
         let outcome = catch_unwind(AssertUnwindSafe(|| actor.receive(&mut ctx, envelope)));
         let mut cost = 0;
         if measure {
             cost = clock::raw_delta_ns(started, clock::raw());
+            if cost > self.shared.config.handler_warning_ns {
+                bump(&self.shared.counters[self.id].slow_handlers, 1);
+                let now = clock::now();
+                if now.saturating_sub(self.last_slow_warning) >= 1_000_000_000 {
+                    self.last_slow_warning = now;
+                    tracing::warn!(
+                        actor = %slot.id,
+                        shard = self.id,
+                        cost_us = cost / 1000,
+                        "a handler held its shard past the bound; messages behind it waited (more are counted as slow_handlers, warned at most once a second)"
+                    );
+                }
+            }
             self.shared.costs.record(&slot.id, cost);
             self.shared.usage.busy(self.id, slot.id.app, cost);
             self.shared.policy.post_apply(slot.id, cost);
@@ -1673,19 +1712,46 @@ impl<M: Send + 'static> Shard<M> {
         moved
     }
 
-    /// Periodic housekeeping while busy (about once a millisecond): publish the operator
-    /// edges seen, and recompute path costs from the latest measured costs.
+    /// Periodic housekeeping (about once a millisecond, busy or idle): publish the operator
+    /// edges seen and recompute path costs, retire idle lessees, and the policy's
+    /// `on_tick`.
     fn tick(&mut self, now: Nanos) {
         self.last_publish = now;
-        if !self.shared.measure_costs {
-            return;
+        if self.shared.measure_costs {
+            if !self.out.new_edges.is_empty() {
+                self.shared.costs.add_edges(self.out.new_edges.drain(..));
+            }
+            self.shared.costs.refresh_paths();
         }
-        if !self.out.new_edges.is_empty() {
-            self.shared.costs.add_edges(self.out.new_edges.drain(..));
-        }
-        self.shared.costs.refresh_paths();
         if let Some(after) = self.shared.policy.retire_idle_lessees_after() {
             self.retire_idle_lessees(now, after.as_nanos() as u64);
+        }
+        let shared = self.shared.clone();
+        self.actors.scratch_shards.clear();
+        for (shard, counters) in shared.counters.iter().enumerate() {
+            self.actors.scratch_shards.push(ShardLoad {
+                queued: counters.queued.load(Ordering::Relaxed),
+                parked: shared.doorbells[shard].is_sleeping(),
+            });
+        }
+        let view = TickView {
+            shard: self.id,
+            now,
+            shards: &self.actors.scratch_shards,
+        };
+        let policy = &shared.policy;
+        let requests =
+            catch_unwind(AssertUnwindSafe(|| policy.on_tick(&view))).unwrap_or_else(|_| {
+                tracing::error!(shard = self.id, "the policy's on_tick panicked; ignored");
+                Vec::new()
+            });
+        for (actor, change) in requests {
+            match shared.check_scale(actor, change) {
+                Ok(home) => self.out.control(home, Control::Scale { actor, change }),
+                Err(error) => {
+                    tracing::warn!(actor = %actor, "policy scale request refused: {error}")
+                }
+            }
         }
     }
 

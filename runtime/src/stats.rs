@@ -19,6 +19,7 @@ pub(crate) struct ShardCounters {
     /// Messages waiting in the shard's mailboxes now.
     pub(crate) queued: AtomicU64,
     pub(crate) shed: AtomicU64,
+    pub(crate) slow_handlers: AtomicU64,
 }
 
 /// Adds `n` to a single-writer counter: a load and a store, no locked instruction.
@@ -42,7 +43,8 @@ pub struct ShardStats {
     pub msgs_in: u64,
     /// Messages its handlers sent.
     pub msgs_out: u64,
-    /// Messages its handlers finished.
+    /// Messages its handlers finished, and the runtime's control messages it handled
+    /// (dual-mode syncs, leases, partial states, scale requests).
     pub handled: u64,
     /// Times a ring towards another shard was found full (the message waited in the
     /// shard's outbox; nothing is dropped).
@@ -61,6 +63,9 @@ pub struct ShardStats {
     pub handler_panics: u64,
     /// Messages the scheduling policy dropped because they could not meet their deadline.
     pub shed: u64,
+    /// Handlers that held the shard past the handler bound (measured while handlers are
+    /// timed).
+    pub slow_handlers: u64,
     /// Dual-mode metrics of the lessors on this shard that had critical messages or
     /// lessees (filled in the final report only; empty in live snapshots).
     pub actors: Vec<crate::dual::ActorMetrics>,
@@ -83,6 +88,7 @@ impl ShardCounters {
             deactivations: read(&self.deactivations),
             handler_panics: read(&self.handler_panics),
             shed: read(&self.shed),
+            slow_handlers: read(&self.slow_handlers),
             actors: Vec::new(),
         }
     }
