@@ -179,6 +179,8 @@ pub struct ShardLoad {
     pub queued: u64,
     /// Whether the shard is parked (idle).
     pub parked: bool,
+    /// Nanoseconds the shard has been busy since it started (handlers and runtime work).
+    pub busy_ns: u64,
 }
 
 /// Where a message runs.

@@ -672,6 +672,7 @@ impl<M: Send + 'static> ActorTable<M> {
             self.scratch_shards.push(ShardLoad {
                 queued: counters.queued.load(Ordering::Relaxed),
                 parked: shared.doorbells[shard].is_sleeping(),
+                busy_ns: counters.busy_ns.load(Ordering::Relaxed),
             });
         }
         let local_backlog_ns = self.backlog_ahead(envelope.target.app, shared);
@@ -1732,6 +1733,7 @@ impl<M: Send + 'static> Shard<M> {
             self.actors.scratch_shards.push(ShardLoad {
                 queued: counters.queued.load(Ordering::Relaxed),
                 parked: shared.doorbells[shard].is_sleeping(),
+                busy_ns: counters.busy_ns.load(Ordering::Relaxed),
             });
         }
         let view = TickView {
