@@ -200,6 +200,13 @@ impl<M> Context<'_, M> {
     /// Sends a user message to `target`; it inherits the scheduling context of the message
     /// being handled. It leaves when the handler returns, after the messages sent before
     /// it to the same shard.
+    ///
+    /// Inheriting the context carries an event's ingress time (and so its deadline)
+    /// through a pipeline. An actor that keeps sending to itself (a source's next turn)
+    /// should send a fresh [`Envelope::user`] instead, best with [`send_at`](Self::send_at)
+    /// for when it is next due: one that inherits its first message's context keeps the
+    /// earliest deadline on its shard forever, and deadline-first policies would run
+    /// nothing else there.
     pub fn send(&mut self, target: ActorId, payload: M) -> Result<(), SendError<M>> {
         let envelope = Envelope {
             target,
