@@ -29,6 +29,10 @@ pub struct DemoArgs {
     /// Partitions of the counter operator.
     #[arg(long, default_value_t = 16)]
     pub partitions: u32,
+    /// Runtime and scheduler settings from a TOML file (`--shards` overrides its
+    /// shard count).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 impl Default for DemoArgs {
@@ -38,6 +42,7 @@ impl Default for DemoArgs {
             events: 2_000_000,
             keys: 1_000,
             partitions: 16,
+            config: None,
         }
     }
 }
@@ -136,6 +141,10 @@ impl Words {
 pub fn run(args: &DemoArgs) -> Result<(), String> {
     let (done_tx, done_rx) = flume::bounded(1);
     let mut builder = Runtime::<DemoMsg>::builder();
+    if let Some(path) = &args.config {
+        let config = crate::config::Config::load(path).map_err(|error| error.to_string())?;
+        builder = config.apply(builder);
+    }
     if let Some(shards) = args.shards {
         builder = builder.shards(shards);
     }

@@ -2,6 +2,8 @@
 //!
 //! - `dirigo` (no arguments) or `dirigo demo`: a built-in demo that runs actors across
 //!   shards and prints what each shard did;
+//! - `dirigo validate CONFIG`: checks a TOML configuration (exit code 2 and
+//!   `FILE:LINE:COLUMN: what was expected` when it is wrong; see `config`);
 //! - `dirigo bench mesh [--json PATH]`: the mesh benchmark (see `dirigo_bench::mesh`);
 //! - `dirigo bench consolidate [--json PATH]`: the cost of merging a lessee's partial
 //!   state, read in place from its rkyv archive against copied out of it first (see
@@ -14,6 +16,7 @@
 //! - `dirigo bench slo [--json PATH]`: three tenants under `fifo`, `edf` and `dirigo` (see
 //!   `dirigo_bench::slo`).
 
+mod config;
 mod demo;
 
 use std::path::PathBuf;
@@ -39,6 +42,13 @@ enum Command {
     /// Run the built-in demo: keyed counters and a ring of relays spread over the shards.
     #[command(after_help = "Example:\n  dirigo demo --shards 2 --events 1000000")]
     Demo(demo::DemoArgs),
+    /// Check a TOML configuration file: exit code 0 and a summary when it is valid, exit
+    /// code 2 and `FILE:LINE:COLUMN: what was expected` when it is not.
+    #[command(after_help = "Example:\n  dirigo validate configs/runtime.toml")]
+    Validate {
+        /// The configuration file.
+        config: PathBuf,
+    },
     /// Run a benchmark scenario.
     Bench {
         #[command(subcommand)]
@@ -175,7 +185,28 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => demo::run(&demo::DemoArgs::default()),
-        Some(Command::Demo(args)) => demo::run(&args),
+        Some(Command::Demo(args)) => {
+            // A bad configuration is the user's input: exit code 2, like `validate`.
+            if let Some(path) = &args.config {
+                if let Err(error) = config::Config::load(path) {
+                    eprintln!("{error}");
+                    return ExitCode::from(2);
+                }
+            }
+            demo::run(&args)
+        }
+        Some(Command::Validate { config }) => {
+            return match config::Config::load(&config) {
+                Ok(loaded) => {
+                    println!("{}: valid ({})", config.display(), loaded.summary());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Some(Command::Bench { scenario }) => match scenario {
             BenchScenario::Mesh {
                 json,

@@ -228,6 +228,55 @@ fn bench_slo_reports_every_policy_and_app_with_complete_outputs() {
 }
 
 #[test]
+fn every_config_in_configs_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "toml")
+        {
+            let output = dirigo().arg("validate").arg(&path).output().unwrap();
+            assert!(
+                output.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "configs/ has TOML files");
+}
+
+#[test]
+fn bad_configs_exit_2_with_file_line_and_column() {
+    let dir = std::env::temp_dir().join(format!("dirigo-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        ("[runtime]\nshards = \"two\"\n", ":2:"),
+        ("[runtime]\nshardz = 2\n", ":2:1:"),
+        ("[runtime]\ncpus = [0, 0]\n", ":2:"),
+        ("[scheduler]\npolicy = \"lifo\"\n", ":2:"),
+        ("[scheduler]\nheadroom = -1.0\n", ":2:"),
+        ("[runtime\nshards = 2\n", ":1:"),
+    ];
+    for (index, (text, place)) in cases.iter().enumerate() {
+        let path = dir.join(format!("bad{index}.toml"));
+        std::fs::write(&path, text).unwrap();
+        for command in [vec!["validate"], vec!["demo", "--config"]] {
+            let output = dirigo().args(&command).arg(&path).output().unwrap();
+            assert_eq!(output.status.code(), Some(2), "{text:?} with {command:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let expected = format!("{}{place}", path.display());
+            assert!(stderr.starts_with(&expected), "{text:?}: {stderr}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn help_shows_examples_and_bad_flags_fail() {
     let output = dirigo().arg("--help").output().unwrap();
     assert!(output.status.success());
