@@ -601,6 +601,33 @@ impl<M: Send + 'static> ActorTable<M> {
         if key.is_none() && admits {
             return self.admit_by_policy(index, envelope, out, shared);
         }
+        if key.is_some() && admits {
+            // A keyed message runs where its key maps; the policy still decides whether
+            // to shed it, and whether the actor needs another worker.
+            match self.policy_decision(index, &envelope, out.shard, shared) {
+                Admission::Shed => return self.shed(shared, out.shard),
+                Admission::AddLessee(shard) => {
+                    self.route_by_key(index, envelope, key, lessor_queue, out, shared);
+                    return self.request_lessee(index, shard, out);
+                }
+                _ => {}
+            }
+        }
+        self.route_by_key(index, envelope, key, lessor_queue, out, shared);
+    }
+
+    /// Runs a lessor's message on the worker its key maps to, or (without a key) on the
+    /// least loaded worker.
+    fn route_by_key(
+        &mut self,
+        index: u32,
+        envelope: Envelope<M>,
+        key: Option<u64>,
+        lessor_queue: u64,
+        out: &mut Outbound<M>,
+        shared: &Shared<M>,
+    ) {
+        let coordinator = slot_in(&mut self.slots, index).coordinator();
         if coordinator.lessees.is_empty() {
             return self.run_here(index, envelope, &shared.counters[out.shard].queued);
         }
@@ -657,6 +684,25 @@ impl<M: Send + 'static> ActorTable<M> {
             .fold(0u64, u64::saturating_add)
     }
 
+    /// Drops a message the policy shed; it counts as handled (shutdown waits for nothing
+    /// more).
+    fn shed(&mut self, shared: &Shared<M>, shard: ShardId) {
+        let counters = &shared.counters[shard];
+        bump(&counters.shed, 1);
+        counters.handled.store(
+            counters.handled.load(Ordering::Relaxed) + 1,
+            Ordering::Release,
+        );
+    }
+
+    /// Starts adding a lessee on `shard` unless a change is already under way.
+    fn request_lessee(&mut self, index: u32, shard: ShardId, out: &mut Outbound<M>) {
+        let coordinator = slot_in(&mut self.slots, index).coordinator();
+        if coordinator.sync.is_none() && coordinator.scale_queue.is_empty() {
+            self.start_scale(index, ScaleChange::Add(shard), out);
+        }
+    }
+
     /// Asks the policy where a message runs, and carries its decision out.
     fn admit_by_policy(
         &mut self,
@@ -665,8 +711,35 @@ impl<M: Send + 'static> ActorTable<M> {
         out: &mut Outbound<M>,
         shared: &Shared<M>,
     ) {
+        let decision = self.policy_decision(index, &envelope, out.shard, shared);
+        match decision {
+            Admission::Lessee(position) => {
+                let coordinator = slot_in(&mut self.slots, index).coordinator();
+                if let Some(lessee) = coordinator.lessees.get_mut(position) {
+                    lessee.forwarded += 1;
+                    out.forward(lessee.shard, envelope);
+                } else {
+                    self.run_here(index, envelope, &shared.counters[out.shard].queued);
+                }
+            }
+            Admission::Shed => self.shed(shared, out.shard),
+            Admission::AddLessee(shard) => {
+                self.run_here(index, envelope, &shared.counters[out.shard].queued);
+                self.request_lessee(index, shard, out);
+            }
+            Admission::Local => self.run_here(index, envelope, &shared.counters[out.shard].queued),
+        }
+    }
+
+    /// The policy's admission decision for a message of the lessor at `index`.
+    fn policy_decision(
+        &mut self,
+        index: u32,
+        envelope: &Envelope<M>,
+        home: ShardId,
+        shared: &Shared<M>,
+    ) -> Admission {
         let now = clock::now();
-        let home = out.shard;
         self.scratch_shards.clear();
         for (shard, counters) in shared.counters.iter().enumerate() {
             self.scratch_shards.push(ShardLoad {
@@ -699,35 +772,9 @@ impl<M: Send + 'static> ActorTable<M> {
             slo_ns: shared.slo_ns(id.app),
         };
         let policy = &self.policy;
-        let decision = guarded(id, "on_enqueue", Admission::Local, || {
+        guarded(id, "on_enqueue", Admission::Local, || {
             policy.on_enqueue(&view)
-        });
-        match decision {
-            Admission::Lessee(position) if position < coordinator.lessees.len() => {
-                let lessee = &mut coordinator.lessees[position];
-                lessee.forwarded += 1;
-                out.forward(lessee.shard, envelope);
-            }
-            Admission::Shed => {
-                let counters = &shared.counters[home];
-                bump(&counters.shed, 1);
-                // A shed message counts as handled: shutdown waits for nothing more.
-                counters.handled.store(
-                    counters.handled.load(Ordering::Relaxed) + 1,
-                    Ordering::Release,
-                );
-            }
-            Admission::AddLessee(shard) => {
-                self.run_here(index, envelope, &shared.counters[out.shard].queued);
-                let coordinator = slot_in(&mut self.slots, index).coordinator();
-                if coordinator.sync.is_none() && coordinator.scale_queue.is_empty() {
-                    self.start_scale(index, ScaleChange::Add(shard), out);
-                }
-            }
-            Admission::Local | Admission::Lessee(_) => {
-                self.run_here(index, envelope, &shared.counters[out.shard].queued)
-            }
-        }
+        })
     }
 
     fn run_here(&mut self, index: u32, envelope: Envelope<M>, queued: &AtomicU64) {
