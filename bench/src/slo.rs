@@ -20,6 +20,10 @@
 //!
 //! Reserved core-seconds are the shard-time during which an app had an actor on a shard
 //! (lessors and lessees), summed over the tenants; busy core-seconds are their handler time.
+//!
+//! With `DIRIGO_SLO_DEBUG=1` in the environment, a source that runs more than 1 ms after
+//! its next record was due says so on standard error (a late source delays its records,
+//! and their latency counts from the intended time).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,6 +120,17 @@ impl Actor<SloMsg> for Source {
         }
         let Some(load) = &self.load else { return };
         let now = clock::now();
+        if std::env::var_os("DIRIGO_SLO_DEBUG").is_some() && self.next <= now {
+            let late = now - self.next;
+            if late > 1_000_000 {
+                eprintln!(
+                    "tenant {} source late by {} us on shard {}",
+                    self.tenant,
+                    late / 1000,
+                    ctx.shard()
+                );
+            }
+        }
         let mut emitted = 0;
         while self.next <= now && self.next < load.end && emitted < BATCH {
             let target = load.targets[(self.sent % load.targets.len() as u64) as usize];
