@@ -48,6 +48,10 @@ use crate::stats::{bump, ShardCounters, ShardStats};
 const RUN_BATCH: usize = 64;
 /// How many messages from outside a shard takes per turn.
 const INTAKE_BATCH: usize = 256;
+/// An idle shard whose next timer is due within this keeps polling instead of parking:
+/// waking from a park takes tens of microseconds at best, and on a virtual machine an
+/// idle vCPU may not run again for milliseconds.
+const TIMER_SPIN_NS: u64 = 2_000_000;
 /// Handler time after which a turn ends early (only while handlers are timed).
 const TURN_BUDGET_NS: u64 = 100_000;
 /// How often, at most, a busy shard publishes changed lessor metrics.
@@ -1353,7 +1357,10 @@ impl<M: Send + 'static> Shard<M> {
             if self.next_timer().is_some_and(|at| at <= now) {
                 return Idle::Found(now);
             }
-            if now.saturating_sub(idle_since) >= spin_budget_ns {
+            let timer_soon = self
+                .next_timer()
+                .is_some_and(|at| at.saturating_sub(now) < TIMER_SPIN_NS);
+            if now.saturating_sub(idle_since) >= spin_budget_ns && !timer_soon {
                 return Idle::Park;
             }
         }
