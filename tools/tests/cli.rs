@@ -52,32 +52,18 @@ fn the_demo_runs_on_more_shards_than_cores_and_says_so() {
 
 #[test]
 fn bench_mesh_writes_every_key() {
-    let dir = std::env::temp_dir().join(format!("dirigo-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("mesh.json");
-    let output = dirigo()
-        .args([
-            "bench",
-            "mesh",
+    let (report, table) = bench_json(
+        "mesh",
+        &[
             "--round-trips",
             "2000",
             "--parked-round-trips",
             "50",
             "--messages",
             "20000",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("dirigo rtt / floor"));
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(table.contains("dirigo rtt / floor"));
     for key in dirigo_bench::mesh::LATENCY_KEYS {
         for field in ["p50", "p99", "p999", "mean"] {
             assert!(report[key][field].is_number(), "{key}.{field} in {report}");
@@ -86,35 +72,15 @@ fn bench_mesh_writes_every_key() {
     for key in dirigo_bench::mesh::THROUGHPUT_KEYS {
         assert!(report[key].as_f64().unwrap() > 0.0, "{key}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn bench_consolidate_writes_every_size() {
-    let dir = std::env::temp_dir().join(format!("dirigo-cli-consolidate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("consolidate.json");
-    let output = dirigo()
-        .args([
-            "bench",
-            "consolidate",
-            "--repetitions",
-            "3",
-            "--max-bytes",
-            "65536",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let (report, table) = bench_json(
+        "consolidate",
+        &["--repetitions", "3", "--max-bytes", "65536"],
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("rkyv/copy"));
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(table.contains("rkyv/copy"));
     let sizes = report["sizes"].as_array().unwrap();
     assert_eq!(sizes.len(), 2, "1 KiB and 64 KiB: {report}");
     for (size, most) in sizes.iter().zip([1024, 65536]) {
@@ -124,11 +90,10 @@ fn bench_consolidate_writes_every_size() {
             assert!(size[key].as_f64().unwrap() > 0.0, "{key} in {size}");
         }
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Runs `dirigo bench <args> --json <tmp>` and returns the parsed JSON.
-fn bench_json(scenario: &str, args: &[&str]) -> serde_json::Value {
+/// Runs `dirigo bench <args> --json <tmp>`; returns the parsed JSON and the printed table.
+fn bench_json(scenario: &str, args: &[&str]) -> (serde_json::Value, String) {
     let dir = std::env::temp_dir().join(format!("dirigo-cli-{scenario}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
@@ -146,13 +111,13 @@ fn bench_json(scenario: &str, args: &[&str]) -> serde_json::Value {
     );
     let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
-    report
+    (report, String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 #[test]
 fn bench_lessee_reports_a_speedup_and_checks_the_merged_state() {
     // The run fails (non-zero exit) if the consolidated state misses any record.
-    let report = bench_json(
+    let (report, _) = bench_json(
         "lessee",
         &["--records", "4000", "--rounds", "1", "--work-ns", "500"],
     );
@@ -166,7 +131,7 @@ fn bench_lessee_reports_a_speedup_and_checks_the_merged_state() {
 
 #[test]
 fn bench_barrier_reports_its_latency() {
-    let report = bench_json("barrier", &["--barriers", "200"]);
+    let (report, _) = bench_json("barrier", &["--barriers", "200"]);
     let barrier = &report["barrier_ns"];
     for key in ["p50", "p99", "p999", "mean"] {
         assert!(barrier[key].as_f64().unwrap() > 0.0, "{key} in {report}");
@@ -177,7 +142,7 @@ fn bench_barrier_reports_its_latency() {
 #[test]
 fn bench_scale_step_reports_the_first_lessee_and_three_phases() {
     // The run fails if the consolidated count differs from the records that ran.
-    let report = bench_json(
+    let (report, _) = bench_json(
         "scale-step",
         &["--before-s", "0.2", "--after-s", "0.3", "--cost-us", "50"],
     );
@@ -201,7 +166,7 @@ fn bench_scale_step_reports_the_first_lessee_and_three_phases() {
 #[test]
 fn bench_slo_reports_every_policy_and_app_with_complete_outputs() {
     // One second: both analytics apps burst once (the second half a second in).
-    let report = bench_json("slo", &["--seconds", "1"]);
+    let (report, _) = bench_json("slo", &["--seconds", "1"]);
     for policy in ["fifo", "edf", "dirigo"] {
         let result = &report["policies"][policy];
         assert!(
