@@ -1704,20 +1704,29 @@ impl<M: Send + 'static> Shard<M> {
         let held = std::mem::take(&mut coordinator.held);
         self.actors.metrics_dirty.push(id);
         self.dispatch_local();
+        // Scale requests that waited for this consolidation go first: held messages are
+        // re-admitted after them (and held again if one blocks the actor), so a retire
+        // does not wait behind a burst of held work. Refused or immediate ones do not
+        // block, so the next one starts at once.
+        loop {
+            let slot = self.actors.slot_mut(index);
+            let Role::Lessor(coordinator) = &mut slot.role else {
+                break;
+            };
+            if coordinator.sync.is_some() {
+                break;
+            }
+            let Some(change) = coordinator.scale_queue.pop_front() else {
+                break;
+            };
+            self.actors.start_scale(index, change, &mut self.out);
+        }
         for envelope in held {
             self.actors.enqueue(envelope, &mut self.out, &self.shared);
         }
         // Messages held through the block are the oldest waiting here: they run next,
         // not behind whatever became ready while the actor was blocked.
         self.actors.ready.promote_last(index);
-        let slot = self.actors.slot_mut(index);
-        if let Role::Lessor(coordinator) = &mut slot.role {
-            if coordinator.sync.is_none() {
-                if let Some(change) = coordinator.scale_queue.pop_front() {
-                    self.actors.start_scale(index, change, &mut self.out);
-                }
-            }
-        }
     }
 
     /// Moves outboxes into the rings, in order, as far as they have room, and rings the
