@@ -320,6 +320,16 @@ impl Bench {
         }
     }
 
+    /// A fresh operator actor on shard 0 with a lessee on shard 1.
+    fn leased_actor(&mut self) -> Result<ActorId, String> {
+        let actor = self.actor_on_shard_0(OPERATOR);
+        self.runtime
+            .ingress()
+            .add_lessee(actor, 1)
+            .map_err(|error| error.to_string())?;
+        Ok(actor)
+    }
+
     /// Runs `plan` from a fresh source to completion; returns the elapsed time.
     fn run(&mut self, plan: Plan) -> Result<Duration, String> {
         let source = self.actor_on_shard_0(SOURCE);
@@ -468,12 +478,7 @@ pub fn lessee(config: &LesseeBenchConfig) -> Result<LesseeReport, String> {
             interval_ns: 0,
             critical_every: 0,
         })?;
-        let actor = bench.actor_on_shard_0(OPERATOR);
-        bench
-            .runtime
-            .ingress()
-            .add_lessee(actor, 1)
-            .map_err(|error| error.to_string())?;
+        let actor = bench.leased_actor()?;
         let lessee_before = bench.shared.processed[1].load(Ordering::Acquire);
         let leased = bench.run(Plan {
             target: actor,
@@ -613,12 +618,7 @@ pub fn barrier(config: &BarrierBenchConfig) -> Result<BarrierReport, String> {
     let machine_noise = crate::noise::measure(&cpus, Duration::from_millis(500));
     let (iterations, work_ns) = calibrate(config.work_ns);
     let mut bench = Bench::start(iterations, config.keys.max(1))?;
-    let actor = bench.actor_on_shard_0(OPERATOR);
-    bench
-        .runtime
-        .ingress()
-        .add_lessee(actor, 1)
-        .map_err(|error| error.to_string())?;
+    let actor = bench.leased_actor()?;
     let critical_every = config.critical_every.max(1);
     // A short warm-up (the lessee starts, caches fill), then the measured run.
     bench.run(Plan {

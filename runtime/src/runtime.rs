@@ -389,14 +389,19 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
 
     /// Registers the factory for the actors of `operator` in `app`. Their state is
     /// [`StateKind::Exclusive`]: they never get lessees.
-    pub fn operator(
+    pub fn operator(self, app: AppId, operator: OperatorId, factory: impl ActorFactory<M>) -> Self {
+        self.register(app, operator, factory, StateKind::Exclusive)
+    }
+
+    fn register(
         mut self,
         app: AppId,
         operator: OperatorId,
         factory: impl ActorFactory<M>,
+        state: StateKind,
     ) -> Self {
         self.factories
-            .insert(app, operator, Arc::new(factory), StateKind::Exclusive);
+            .insert(app, operator, Arc::new(factory), state);
         self
     }
 
@@ -457,14 +462,12 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
     /// runtime.shutdown();
     /// ```
     pub fn mergeable_operator(
-        mut self,
+        self,
         app: AppId,
         operator: OperatorId,
         factory: impl ActorFactory<M>,
     ) -> Self {
-        self.factories
-            .insert(app, operator, Arc::new(factory), StateKind::Mergeable);
-        self
+        self.register(app, operator, factory, StateKind::Mergeable)
     }
 
     /// Checks the machine, starts the shards, and returns once all of them run.

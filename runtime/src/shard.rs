@@ -345,6 +345,28 @@ fn count_app(table: &mut Vec<u64>, app: AppId, delta: i64) {
     table[index] = table[index].saturating_add_signed(delta);
 }
 
+/// Counts `n` messages as handled. Released after the handler's sends were counted
+/// (see `Outbound::send`): shutdown's quiescence check relies on that order.
+#[inline]
+fn mark_handled(counters: &ShardCounters, n: u64) {
+    counters.handled.store(
+        counters.handled.load(Ordering::Relaxed) + n,
+        Ordering::Release,
+    );
+}
+
+/// Every shard's load as policies see it, into `loads`.
+fn shard_loads<M>(shared: &Shared<M>, loads: &mut Vec<ShardLoad>) {
+    loads.clear();
+    loads.extend(shared.counters.iter().zip(shared.doorbells.iter()).map(
+        |(counters, doorbell)| ShardLoad {
+            queued: counters.queued.load(Ordering::Relaxed),
+            parked: doorbell.is_sleeping(),
+            busy_ns: counters.busy_ns.load(Ordering::Relaxed),
+        },
+    ));
+}
+
 /// The occupied slot at `index` (borrowing only the slab, not the whole table).
 #[inline]
 fn slot_in<M>(slots: &mut [Option<ActorSlot<M>>], index: u32) -> &mut ActorSlot<M> {
@@ -693,10 +715,7 @@ impl<M: Send + 'static> ActorTable<M> {
     fn shed(&mut self, shared: &Shared<M>, shard: ShardId) {
         let counters = &shared.counters[shard];
         bump(&counters.shed, 1);
-        counters.handled.store(
-            counters.handled.load(Ordering::Relaxed) + 1,
-            Ordering::Release,
-        );
+        mark_handled(counters, 1);
     }
 
     /// Starts adding a lessee on `shard` unless a change is already under way.
@@ -744,14 +763,7 @@ impl<M: Send + 'static> ActorTable<M> {
         shared: &Shared<M>,
     ) -> Admission {
         let now = clock::now();
-        self.scratch_shards.clear();
-        for (shard, counters) in shared.counters.iter().enumerate() {
-            self.scratch_shards.push(ShardLoad {
-                queued: counters.queued.load(Ordering::Relaxed),
-                parked: shared.doorbells[shard].is_sleeping(),
-                busy_ns: counters.busy_ns.load(Ordering::Relaxed),
-            });
-        }
+        shard_loads(shared, &mut self.scratch_shards);
         let local_backlog_ns = self.backlog_ahead(envelope.target.app, shared);
         let slot = slot_in(&mut self.slots, index);
         let id = slot.id;
@@ -968,10 +980,7 @@ impl<M: Send + 'static> ActorTable<M> {
                 self.check_consolidated(index);
             }
         }
-        counters.handled.store(
-            counters.handled.load(Ordering::Relaxed) + 1,
-            Ordering::Release,
-        );
+        mark_handled(counters, 1);
     }
 
     /// A lessee's answer to a sync, once it has run everything forwarded before it: its
@@ -1565,10 +1574,7 @@ impl<M: Send + 'static> Shard<M> {
         }
         let plain = matches!(slot.role, Role::Plain);
         // Released after the handler's sends were counted (see `Outbound::send`).
-        counters.handled.store(
-            counters.handled.load(Ordering::Relaxed) + 1,
-            Ordering::Release,
-        );
+        mark_handled(counters, 1);
         if !plain {
             self.after_run(index);
         }
@@ -1688,10 +1694,7 @@ impl<M: Send + 'static> Shard<M> {
             }
             coordinator.epoch += 1;
             coordinator.metrics.critical_sections += 1;
-            counters.handled.store(
-                counters.handled.load(Ordering::Relaxed) + critical,
-                Ordering::Release,
-            );
+            mark_handled(counters, critical);
         }
         let now = clock::now();
         if let Some(ScaleChange::Add(shard)) = sync.scale {
@@ -1791,14 +1794,7 @@ impl<M: Send + 'static> Shard<M> {
             self.retire_idle_lessees(now, after.as_nanos() as u64);
         }
         let shared = self.shared.clone();
-        self.actors.scratch_shards.clear();
-        for (shard, counters) in shared.counters.iter().enumerate() {
-            self.actors.scratch_shards.push(ShardLoad {
-                queued: counters.queued.load(Ordering::Relaxed),
-                parked: shared.doorbells[shard].is_sleeping(),
-                busy_ns: counters.busy_ns.load(Ordering::Relaxed),
-            });
-        }
+        shard_loads(&shared, &mut self.actors.scratch_shards);
         let view = TickView {
             shard: self.id,
             now,
