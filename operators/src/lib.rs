@@ -5,6 +5,7 @@
 //! - [`state`]: mergeable operator state ([`KeyCounts`], per-key counts that lessees
 //!   archive and the lessor merges in place).
 
+pub mod nexmark;
 pub mod partition;
 pub mod state;
 

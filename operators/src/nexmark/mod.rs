@@ -1,0 +1,3 @@
+//! NEXMark: the auction-site benchmark. [`events`] generates its events deterministically.
+
+pub mod events;
