@@ -12,6 +12,8 @@ use std::time::Duration;
 use dirigo_operators::{Partitioning, Router};
 use dirigo_runtime::{Actor, ActorId, Context, Envelope, Runtime, SavedState};
 
+pub mod nexmark_reference;
+
 const APP: u16 = 7;
 const SUM: u16 = 0;
 

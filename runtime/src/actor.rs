@@ -187,6 +187,18 @@ impl<M> Context<'_, M> {
         self.out.shared.doorbells[shard].is_sleeping()
     }
 
+    /// Messages this shard has sent that still wait for room in a full ring: a source
+    /// that sees this grow should produce less (backpressure).
+    pub fn backlog(&self) -> usize {
+        self.out.backlog
+    }
+
+    /// Whether the shard's outgoing backlog is past the point where it stops taking
+    /// work from outside the runtime: producers inside it should slow down too.
+    pub fn backpressured(&self) -> bool {
+        self.out.backlog > self.out.shared.config.backlog_high_water
+    }
+
     /// The scheduling context of the message being handled.
     pub fn current(&self) -> SchedContext {
         self.current

@@ -32,8 +32,12 @@ pub(crate) struct ShardConfig {
     pub(crate) handler_warning_ns: u64,
 }
 
-/// The one place that decides which shard runs a message: the target's home shard, by a
-/// stable hash of its address.
+/// The one place that decides which shard runs a message: the target's home shard.
+///
+/// An operator's partitions go round the shards in turn, from a first shard chosen by a
+/// stable hash of `(app, operator)`: partitions `p` and `p + 1` of one operator never
+/// share a shard while there are shards left, so an operator with as many partitions as
+/// there are shards puts one on each, and different operators start on different shards.
 #[derive(Clone, Debug)]
 pub(crate) struct Router {
     shards: u64,
@@ -42,8 +46,11 @@ pub(crate) struct Router {
 impl Router {
     #[inline]
     pub(crate) fn route(&self, target: &ActorId) -> ShardId {
-        // Multiply-shift range reduction: uniform like `%`, without a division.
-        ((u128::from(target.stable_hash()) * u128::from(self.shards)) >> 64) as ShardId
+        let operator = ActorId::new(target.app, target.operator, 0).stable_hash();
+        // Multiply-shift range reduction for the first shard: uniform like `%`, without a
+        // division; the partition's step needs one (a handful of cycles).
+        let first = ((u128::from(operator) * u128::from(self.shards)) >> 64) as u64;
+        ((first + u64::from(target.partition) % self.shards) % self.shards) as ShardId
     }
 }
 
@@ -468,6 +475,17 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
         factory: impl ActorFactory<M>,
     ) -> Self {
         self.register(app, operator, factory, StateKind::Mergeable)
+    }
+
+    /// How many shards [`build`](Self::build) will start: what
+    /// [`shards`](Self::shards) or [`cpus`](Self::cpus) asked for, else one per CPU this
+    /// process may run on.
+    pub fn planned_shards(&self) -> usize {
+        match &self.cpus {
+            Some(CpuSpec::Shards(shards)) => *shards,
+            Some(CpuSpec::Cpus(cpus)) => cpus.len(),
+            None => placement::available_cpus().len().max(1),
+        }
     }
 
     /// Checks the machine, starts the shards, and returns once all of them run.
@@ -977,5 +995,29 @@ impl<M: Send + 'static> Ingress<M> {
         intake.posted.fetch_add(1, Ordering::AcqRel);
         shared.doorbells[shard].ring();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operators_partitions_spread_over_every_shard() {
+        for shards in 1..=16u64 {
+            let router = Router { shards };
+            for operator in 0..20 {
+                let homes: std::collections::BTreeSet<ShardId> = (0..shards as u32)
+                    .map(|partition| router.route(&ActorId::new(3, operator, partition)))
+                    .collect();
+                assert_eq!(homes.len() as u64, shards, "operator {operator}");
+            }
+        }
+        // Different operators start on different shards.
+        let router = Router { shards: 8 };
+        let firsts: std::collections::BTreeSet<ShardId> = (0..20)
+            .map(|operator| router.route(&ActorId::new(0, operator, 0)))
+            .collect();
+        assert!(firsts.len() > 3, "{firsts:?}");
     }
 }

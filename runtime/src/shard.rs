@@ -82,7 +82,7 @@ pub(crate) struct Outbound<M> {
     /// `unrung` as flags, indexed by shard.
     is_unrung: Vec<bool>,
     /// Messages waiting in all outboxes.
-    backlog: usize,
+    pub(crate) backlog: usize,
     /// The last target sent to, and its shard: a handler that keeps sending to one actor
     /// skips the registry lookup and the hash.
     last_route: Option<(ActorId, ShardId)>,

@@ -1,0 +1,228 @@
+//! Sources: operators that produce records on their own, paced by a load shape, stamping
+//! each batch with the *intended* send time of its first record so that latency counts
+//! from when a record was due, not from when a stalled pipeline got round to it.
+//!
+//! A source partition produces on [`Msg::Tick`]: everything that is due, up to a batch
+//! limit, then a watermark (bounded out-of-orderness: the frontier is the highest event
+//! time seen minus the bound), then it asks for its next turn at the time the next
+//! record is due ([`Context::send_at`]), which keeps the shard free in between. A finite
+//! source ends with the frontier [`Time::MAX`]. When the shard's outgoing rings are full
+//! (backpressure), the source waits a little before producing more.
+
+use std::sync::Arc;
+
+use dirigo_runtime::{Context, Envelope, Nanos, PartitionId};
+
+use crate::dataflow::{AppBuilder, Data, Logic, Msg, Output, Stream, Time, Wiring};
+use crate::io::shape::LoadShape;
+
+/// How fast a source offers its records.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pacing {
+    /// As fast as the pipeline takes them (for throughput): no intended times, so latency
+    /// counts from when a record left the source.
+    Unpaced,
+    /// This many records per second in total, spread evenly over the source's partitions.
+    Rate(f64),
+    /// A load shape (rate over time, or Poisson arrivals), in total over the partitions.
+    Shape {
+        /// The shape.
+        shape: LoadShape,
+        /// Seed for shapes with randomness.
+        seed: u64,
+    },
+}
+
+impl Pacing {
+    /// When each of `partition`'s records is due, in nanoseconds since the source
+    /// started: record `i` of the whole source goes to partition `i % partitions`.
+    fn schedule(
+        &self,
+        partition: PartitionId,
+        partitions: PartitionId,
+    ) -> Option<Box<dyn Iterator<Item = Nanos> + Send>> {
+        let skip = partition as usize;
+        let step = partitions.max(1) as usize;
+        match self {
+            Pacing::Unpaced => None,
+            Pacing::Rate(rate) => {
+                let spacing = 1e9 / rate.max(1e-9);
+                Some(Box::new(
+                    (skip..)
+                        .step_by(step)
+                        .map(move |i| (i as f64 * spacing) as Nanos),
+                ))
+            }
+            Pacing::Shape { shape, seed } => {
+                Some(Box::new(shape.schedule(*seed).skip(skip).step_by(step)))
+            }
+        }
+    }
+}
+
+/// Most records one source partition produces in one turn.
+const TURN_LIMIT: usize = 4 * crate::dataflow::MAX_BATCH;
+/// How long a backpressured source waits before it looks again.
+const BACKPRESSURE_PAUSE_NS: Nanos = 20_000;
+
+/// Where a source partition's records come from: `next` gives the next record with its
+/// event time, `None` at the end.
+pub trait RecordSource<T>: Send + 'static {
+    /// The next record and its event time; `None` when the source is exhausted.
+    fn next_record(&mut self) -> Option<(Time, T)>;
+}
+
+impl<T, I> RecordSource<T> for I
+where
+    I: Iterator<Item = (Time, T)> + Send + 'static,
+{
+    fn next_record(&mut self) -> Option<(Time, T)> {
+        self.next()
+    }
+}
+
+struct SourceLogic<T> {
+    records: Box<dyn RecordSource<T>>,
+    peeked: Option<(Time, T)>,
+    schedule: Option<Box<dyn Iterator<Item = Nanos> + Send>>,
+    next_due: Option<Nanos>,
+    started: Option<Nanos>,
+    bound: Time,
+    max_time: Time,
+    sent_frontier: Time,
+    finished: bool,
+    out: Output<T>,
+}
+
+impl<T: Data> SourceLogic<T> {
+    fn peek(&mut self) -> bool {
+        if self.peeked.is_none() {
+            self.peeked = self.records.next_record();
+        }
+        self.peeked.is_some()
+    }
+}
+
+impl<T: Data> Logic for SourceLogic<T> {
+    fn on_data(&mut self, _: &mut Context<'_, Msg>, _: usize, _: Box<dyn std::any::Any + Send>) {}
+
+    fn forward_frontier(&mut self, _: &mut Context<'_, Msg>, _: Time) {}
+
+    fn on_tick(&mut self, ctx: &mut Context<'_, Msg>) {
+        if self.finished {
+            return;
+        }
+        let now = ctx.now();
+        let started = *self.started.get_or_insert(now);
+        let me = ctx.me();
+        if ctx.backpressured() {
+            let _ = ctx.send_at(now + BACKPRESSURE_PAUSE_NS, Envelope::user(me, Msg::Tick));
+            return;
+        }
+        let mut produced = 0;
+        self.out.ingress = None;
+        while produced < TURN_LIMIT && self.peek() {
+            let due = match (&mut self.schedule, self.next_due) {
+                (None, _) => now,
+                (Some(_), Some(offset)) => started + offset,
+                (Some(schedule), None) => {
+                    let offset = schedule.next().unwrap_or(Nanos::MAX - started);
+                    self.next_due = Some(offset);
+                    started + offset
+                }
+            };
+            if due > now {
+                break;
+            }
+            self.next_due = None;
+            if self.out.ingress.is_none() {
+                self.out.ingress = Some(due);
+            }
+            let (time, record) = self.peeked.take().expect("peeked above");
+            self.max_time = self.max_time.max(time);
+            self.out.give(ctx, time, record);
+            produced += 1;
+        }
+        self.out.flush(ctx);
+        let exhausted = self.peeked.is_none() && !self.peek();
+        let frontier = if exhausted {
+            Time::MAX
+        } else {
+            self.max_time.saturating_sub(self.bound)
+        };
+        if frontier > self.sent_frontier {
+            self.sent_frontier = frontier;
+            self.out.frontier(ctx, frontier);
+        }
+        self.out.ingress = None;
+        if exhausted {
+            self.finished = true;
+            return;
+        }
+        let next = match (&self.schedule, self.next_due) {
+            (Some(_), Some(offset)) if produced < TURN_LIMIT => started + offset,
+            _ => now,
+        };
+        let _ = ctx.send_at(next, Envelope::user(me, Msg::Tick));
+    }
+}
+
+impl AppBuilder {
+    /// A source whose partitions produce from `make(partition, partitions)`, paced by
+    /// `pacing`, with watermarks `out_of_orderness` ms behind the highest event time
+    /// seen.
+    pub fn source<T, S>(
+        &self,
+        name: &str,
+        out_of_orderness: Time,
+        pacing: Pacing,
+        make: impl Fn(PartitionId, PartitionId) -> S + Send + Sync + 'static,
+    ) -> Stream<T>
+    where
+        T: Data,
+        S: RecordSource<T>,
+    {
+        let make = Arc::new(make);
+        self.add_source(
+            name,
+            Arc::new(move |wiring: &Wiring, partition| {
+                let me = crate::dataflow::partitions_of_self(wiring, partition);
+                Box::new(SourceLogic {
+                    records: Box::new(make(partition, me)),
+                    peeked: None,
+                    schedule: pacing.schedule(partition, me),
+                    next_due: None,
+                    started: None,
+                    bound: out_of_orderness,
+                    max_time: 0,
+                    sent_frontier: 0,
+                    finished: false,
+                    out: Output::new(wiring, partition),
+                }) as Box<dyn Logic>
+            }),
+        )
+    }
+
+    /// A source over records in memory (with their event times): partition `p` of `n`
+    /// produces records `p, p + n, p + 2n, …`, so each partition keeps the records' order.
+    pub fn source_iter<T: Data + Sync>(
+        &self,
+        name: &str,
+        records: Vec<(Time, T)>,
+        out_of_orderness: Time,
+        pacing: Pacing,
+    ) -> Stream<T> {
+        let records = Arc::new(records);
+        self.source(
+            name,
+            out_of_orderness,
+            pacing,
+            move |partition, partitions| {
+                let records = records.clone();
+                (partition as usize..records.len())
+                    .step_by(partitions.max(1) as usize)
+                    .map(move |i| records[i].clone())
+            },
+        )
+    }
+}

@@ -1,0 +1,913 @@
+//! Stateful keyed operators: event-time windows (tumbling, sliding, session) with an
+//! aggregate, windowed joins, running aggregates, top-k, and `process` operators with
+//! state of their own.
+//!
+//! Windows are half-open, `[start, end)`, aligned to multiples of their slide from time
+//! zero (session windows: a record at `t` opens `[t, t + gap)`, and overlapping ones
+//! merge). A window fires when the input frontier reaches its end (with
+//! [`WindowSpec::inclusive_end`], one millisecond later, and records at exactly `end`
+//! belong to it too); its outputs carry the event time `end − 1` (`end` when inclusive).
+//! Outputs of one firing leave sorted by window end, then key.
+//!
+//! A record is added to each of its windows that has not fired; if one of them already
+//! had, the record is counted as late ([`App::late_records`](crate::dataflow::App)).
+//!
+//! Window state, running aggregates and join buffers are *mergeable*: those operators may
+//! get lessees, each folding records into partial windows; at a watermark (a critical
+//! message) the lessor merges the partial windows (archived with rkyv, see
+//! [`Portable`]) and fires. `process` operators own arbitrary state and are exclusive:
+//! they never get lessees.
+
+use std::any::Any;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use dirigo_runtime::{Context, PartitionId, Snapshot, SnapshotError, StateKind};
+use rkyv::api::high::{HighDeserializer, HighSerializer};
+use rkyv::rancor;
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::util::AlignedVec;
+use rustc_hash::FxHashMap;
+
+use crate::dataflow::{
+    add_operator, stream_of, AppCounters, Batch, Data, KeyedStream, Logic, Msg, Output, Stream,
+    Time, Wiring,
+};
+use crate::partition::Partitioning;
+
+/// State that can travel between shards in a snapshot: archived with rkyv on a lessee,
+/// read back on the lessor. What `#[derive(rkyv::Archive, rkyv::Serialize,
+/// rkyv::Deserialize)]` gives, and std's integers, strings, vectors and tuples.
+pub trait Portable:
+    Sized
+    + 'static
+    + rkyv::Archive<Archived: rkyv::Deserialize<Self, HighDeserializer<rancor::Error>>>
+    + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+{
+}
+
+impl<T> Portable for T where
+    T: Sized
+        + 'static
+        + rkyv::Archive<Archived: rkyv::Deserialize<T, HighDeserializer<rancor::Error>>>
+        + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+{
+}
+
+/// Keys of keyed state.
+pub trait Key: Data + Hash + Eq + Ord + Portable {}
+impl<T: Data + Hash + Eq + Ord + Portable> Key for T {}
+
+fn snapshot_of<E: Portable>(entries: &Vec<E>) -> Result<Option<Snapshot>, SnapshotError> {
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    Snapshot::of(entries).map(Some)
+}
+
+fn entries_of<E: Portable>(partial: &Snapshot) -> Result<Vec<E>, SnapshotError> {
+    let archived = partial.archived::<Vec<E>>()?;
+    rkyv::deserialize::<Vec<E>, rancor::Error>(archived).map_err(SnapshotError::Invalid)
+}
+
+/// Which windows a record belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Windows {
+    /// Back-to-back windows of `size` ms.
+    Tumbling {
+        /// Width, ms.
+        size: Time,
+    },
+    /// Windows of `size` ms starting every `slide` ms (a record is in `size / slide` of
+    /// them).
+    Sliding {
+        /// Width, ms.
+        size: Time,
+        /// Distance between window starts, ms.
+        slide: Time,
+    },
+    /// Per key, records closer than `gap` ms to each other share a window.
+    Session {
+        /// Inactivity that ends a session, ms.
+        gap: Time,
+    },
+}
+
+/// Windows, and whether their end is inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowSpec {
+    /// The windows.
+    pub windows: Windows,
+    /// Tumbling and sliding windows only: records at exactly a window's end belong to it
+    /// too (besides the window they start), and the window fires one millisecond later.
+    pub inclusive_end: bool,
+}
+
+impl From<Windows> for WindowSpec {
+    fn from(windows: Windows) -> Self {
+        Self {
+            windows,
+            inclusive_end: false,
+        }
+    }
+}
+
+impl WindowSpec {
+    /// Calls `each` with every aligned window `time` belongs to.
+    fn assign(&self, time: Time, mut each: impl FnMut(Window)) {
+        let (size, slide) = match self.windows {
+            Windows::Tumbling { size } => (size.max(1), size.max(1)),
+            Windows::Sliding { size, slide } => (size.max(1), slide.max(1)),
+            Windows::Session { gap } => {
+                each(Window {
+                    start: time,
+                    end: time.saturating_add(gap.max(1)),
+                });
+                return;
+            }
+        };
+        // Windows start at multiples of `slide`, at or after zero; the last one to
+        // contain `time` starts at `time` rounded down.
+        let last = time - time % slide;
+        let mut start = last;
+        loop {
+            let end = start + size;
+            if end > time || (self.inclusive_end && end == time) {
+                each(Window { start, end });
+            } else {
+                break;
+            }
+            if start < slide {
+                break;
+            }
+            start -= slide;
+        }
+    }
+
+    /// Whether a window ending at `end` has fired once the frontier is `frontier`.
+    fn fired(&self, end: Time, frontier: Time) -> bool {
+        if self.inclusive_end {
+            end < frontier
+        } else {
+            end <= frontier
+        }
+    }
+
+    fn output_time(&self, end: Time) -> Time {
+        if self.inclusive_end {
+            end
+        } else {
+            end - 1
+        }
+    }
+}
+
+/// One window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Window {
+    /// First millisecond in the window.
+    pub start: Time,
+    /// First millisecond after the window (see [`WindowSpec::inclusive_end`]).
+    pub end: Time,
+}
+
+/// Folds a record into a window's accumulator: `(accumulator, window, time, record)`.
+type FoldFn<A, T> = Arc<dyn Fn(&mut A, Window, Time, &T) + Send + Sync>;
+/// Combines two partial accumulators of the same window.
+type MergeFn<A> = Arc<dyn Fn(&mut A, A) + Send + Sync>;
+/// Turns a fired window into outputs.
+type EmitFn<K, A, O> = Arc<dyn Fn(&K, Window, A, &mut Vec<O>) + Send + Sync>;
+
+struct WindowFns<T, K, A, O> {
+    spec: WindowSpec,
+    key: Arc<dyn Fn(&T) -> K + Send + Sync>,
+    init: Arc<dyn Fn() -> A + Send + Sync>,
+    fold: FoldFn<A, T>,
+    merge: MergeFn<A>,
+    emit: EmitFn<K, A, O>,
+}
+
+struct WindowLogic<T, K, A, O> {
+    fns: Arc<WindowFns<T, K, A, O>>,
+    /// Tumbling and sliding windows: by (end, key).
+    windows: BTreeMap<(Time, K), (Time, A)>,
+    /// Session windows: per key, its open sessions `(start, end, accumulator)`.
+    sessions: FxHashMap<K, Vec<(Time, Time, A)>>,
+    /// Session ends to look at, earliest first (stale entries are skipped).
+    session_ends: BinaryHeap<Reverse<(Time, K)>>,
+    frontier: Time,
+    counters: Arc<AppCounters>,
+    out: Output<O>,
+    scratch: Vec<O>,
+}
+
+impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
+    fn add(&mut self, time: Time, record: &T) {
+        let fns = self.fns.clone();
+        let key = (fns.key)(record);
+        if let Windows::Session { gap } = fns.spec.windows {
+            if time < self.frontier {
+                self.counters.late.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let mut acc = (fns.init)();
+            (fns.fold)(
+                &mut acc,
+                Window {
+                    start: time,
+                    end: time.saturating_add(gap.max(1)),
+                },
+                time,
+                record,
+            );
+            self.insert_session(key, time, time.saturating_add(gap.max(1)), acc);
+            return;
+        }
+        let mut late = false;
+        let spec = fns.spec;
+        let frontier = self.frontier;
+        spec.assign(time, |window| {
+            if spec.fired(window.end, frontier) {
+                late = true;
+                return;
+            }
+            let (_, acc) = self
+                .windows
+                .entry((window.end, key.clone()))
+                .or_insert_with(|| (window.start, (fns.init)()));
+            (fns.fold)(acc, window, time, record);
+        });
+        if late {
+            self.counters.late.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds session `[start, end)` for `key`, merging every session it overlaps.
+    fn insert_session(&mut self, key: K, mut start: Time, mut end: Time, mut acc: A) {
+        let merge = self.fns.merge.clone();
+        let sessions = self.sessions.entry(key.clone()).or_default();
+        let mut index = 0;
+        while index < sessions.len() {
+            let (s, e, _) = &sessions[index];
+            if *s < end && start < *e {
+                let (s, e, other) = sessions.swap_remove(index);
+                start = start.min(s);
+                end = end.max(e);
+                merge(&mut acc, other);
+            } else {
+                index += 1;
+            }
+        }
+        sessions.push((start, end, acc));
+        self.session_ends.push(Reverse((end, key)));
+    }
+
+    fn fire(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
+        let fns = self.fns.clone();
+        if let Windows::Session { .. } = fns.spec.windows {
+            let mut due: Vec<(Time, K, Time, A)> = Vec::new();
+            while let Some(Reverse((end, _))) = self.session_ends.peek() {
+                if !fns.spec.fired(*end, frontier) {
+                    break;
+                }
+                let Reverse((end, key)) = self.session_ends.pop().expect("peeked");
+                let Some(sessions) = self.sessions.get_mut(&key) else {
+                    continue;
+                };
+                if let Some(index) = sessions.iter().position(|(_, e, _)| *e == end) {
+                    let (start, end, acc) = sessions.swap_remove(index);
+                    if sessions.is_empty() {
+                        self.sessions.remove(&key);
+                    }
+                    due.push((end, key, start, acc));
+                }
+            }
+            due.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+            for (end, key, start, acc) in due {
+                self.emit(ctx, &key, Window { start, end }, acc);
+            }
+            return;
+        }
+        while let Some(entry) = self.windows.first_entry() {
+            if !fns.spec.fired(entry.key().0, frontier) {
+                break;
+            }
+            let ((end, key), (start, acc)) = entry.remove_entry();
+            self.emit(ctx, &key, Window { start, end }, acc);
+        }
+    }
+
+    fn emit(&mut self, ctx: &mut Context<'_, Msg>, key: &K, window: Window, acc: A) {
+        (self.fns.emit)(key, window, acc, &mut self.scratch);
+        let time = self.fns.spec.output_time(window.end);
+        for output in self.scratch.drain(..) {
+            self.out.give(ctx, time, output);
+        }
+    }
+}
+
+impl<T: Data, K: Key, A: Portable, O: Data> Logic for WindowLogic<T, K, A, O> {
+    fn on_data(&mut self, _ctx: &mut Context<'_, Msg>, _input: usize, data: Box<dyn Any + Send>) {
+        let batch = data
+            .downcast::<Batch<T>>()
+            .expect("an edge carries its upstream operator's record type");
+        for (time, record) in batch.iter() {
+            self.add(*time, record);
+        }
+    }
+
+    fn on_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
+        self.frontier = frontier;
+        self.fire(ctx, frontier);
+    }
+
+    fn forward_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
+        self.out.frontier(ctx, frontier);
+    }
+
+    fn snapshot(&mut self) -> Result<Option<Snapshot>, SnapshotError> {
+        let mut entries: Vec<(Time, K, Time, A)> = std::mem::take(&mut self.windows)
+            .into_iter()
+            .map(|((end, key), (start, acc))| (end, key, start, acc))
+            .collect();
+        for (key, sessions) in self.sessions.drain() {
+            for (start, end, acc) in sessions {
+                entries.push((end, key.clone(), start, acc));
+            }
+        }
+        self.session_ends.clear();
+        snapshot_of(&entries)
+    }
+
+    fn merge(&mut self, partial: &Snapshot) -> Result<(), SnapshotError> {
+        let merge = self.fns.merge.clone();
+        for (end, key, start, acc) in entries_of::<(Time, K, Time, A)>(partial)? {
+            if self.fns.spec.fired(end, self.frontier) {
+                self.counters.late.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if let Windows::Session { .. } = self.fns.spec.windows {
+                self.insert_session(key, start, end, acc);
+            } else {
+                match self.windows.entry((end, key)) {
+                    std::collections::btree_map::Entry::Occupied(mut mine) => {
+                        merge(&mut mine.get_mut().1, acc)
+                    }
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert((start, acc));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T: Data, K: Key> KeyedStream<T, K> {
+    /// Aggregates each key's records per window: `init` makes a window's accumulator,
+    /// `fold(acc, window, time, record)` adds a record, `merge` combines two partial
+    /// accumulators of one window (lessees' and session merges), and `emit` turns a fired
+    /// window into outputs.
+    ///
+    /// ```
+    /// # use dirigo_operators::dataflow::AppBuilder;
+    /// # use dirigo_operators::source::Pacing;
+    /// # use dirigo_operators::window::Windows;
+    /// let app = AppBuilder::new(0, "doc");
+    /// let clicks = app.source_iter("clicks", vec![(5, 1u64), (7, 1), (12, 2)], 0, Pacing::Unpaced);
+    /// // Clicks per user per 10 ms: (user, window start, count).
+    /// let counts = clicks.key_by(|user| *user).window(
+    ///     "per-user",
+    ///     Windows::Tumbling { size: 10 },
+    ///     || 0u64,
+    ///     |count, _, _, _| *count += 1,
+    ///     |count, other| *count += other,
+    ///     |user, window, count, out| out.push((*user, window.start, count)),
+    /// );
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn window<A: Portable, O: Data>(
+        &self,
+        name: &str,
+        spec: impl Into<WindowSpec>,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        fold: impl Fn(&mut A, Window, Time, &T) + Send + Sync + 'static,
+        merge: impl Fn(&mut A, A) + Send + Sync + 'static,
+        emit: impl Fn(&K, Window, A, &mut Vec<O>) + Send + Sync + 'static,
+    ) -> Stream<O> {
+        let fns = Arc::new(WindowFns {
+            spec: spec.into(),
+            key: self.key.clone(),
+            init: Arc::new(init),
+            fold: Arc::new(fold),
+            merge: Arc::new(merge),
+            emit: Arc::new(emit),
+        });
+        self.stream.then(
+            name,
+            StateKind::Mergeable,
+            Partitioning::KeyHash,
+            Some(self.hasher()),
+            Arc::new(move |wiring: &Wiring, partition| {
+                Box::new(WindowLogic {
+                    fns: fns.clone(),
+                    windows: BTreeMap::new(),
+                    sessions: FxHashMap::default(),
+                    session_ends: BinaryHeap::new(),
+                    frontier: 0,
+                    counters: wiring.counters.clone(),
+                    out: Output::new(wiring, partition),
+                    scratch: Vec::new(),
+                }) as Box<dyn Logic>
+            }),
+        )
+    }
+
+    /// Counts each key's records per window: outputs `(key, window, count)`.
+    pub fn window_count(
+        &self,
+        name: &str,
+        spec: impl Into<WindowSpec>,
+    ) -> Stream<(K, Window, u64)> {
+        self.window(
+            name,
+            spec,
+            || 0u64,
+            |count, _, _, _| *count += 1,
+            |count, other| *count += other,
+            |key, window, count, out| out.push((key.clone(), window, count)),
+        )
+    }
+
+    /// Per window and key, the `k` records with the highest `score` (ties broken by the
+    /// lower record order), highest first: outputs `(key, window, top)`.
+    pub fn window_top_k<S>(
+        &self,
+        name: &str,
+        spec: impl Into<WindowSpec>,
+        k: usize,
+        score: impl Fn(&T) -> S + Send + Sync + 'static,
+    ) -> Stream<(K, Window, Vec<T>)>
+    where
+        T: Portable + Ord,
+        S: Ord + 'static,
+    {
+        let score = Arc::new(score);
+        let trim = {
+            let score = score.clone();
+            move |top: &mut Vec<T>| {
+                top.sort_by(|a, b| score(b).cmp(&score(a)).then_with(|| a.cmp(b)));
+                top.truncate(k);
+            }
+        };
+        let trim = Arc::new(trim);
+        let trim_fold = trim.clone();
+        self.window(
+            name,
+            spec,
+            Vec::new,
+            move |top: &mut Vec<T>, _, _, record| {
+                top.push(record.clone());
+                if top.len() > 2 * k.max(1) {
+                    trim_fold(top);
+                }
+            },
+            move |top, other| {
+                top.extend(other);
+                trim(top);
+            },
+            move |key, window, mut top, out| {
+                top.sort_by(|a, b| score(b).cmp(&score(a)).then_with(|| a.cmp(b)));
+                top.truncate(k);
+                out.push((key.clone(), window, top));
+            },
+        )
+    }
+
+    /// A running aggregate per key over the whole stream: whenever the input frontier
+    /// advances, emits `emit(key, acc)` for every key whose accumulator changed since the
+    /// last time (sorted by key). What it emits last for a key is deterministic; when the
+    /// intermediate updates come depends on when watermarks arrive.
+    pub fn aggregate<A: Portable + Data, O: Data>(
+        &self,
+        name: &str,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        fold: impl Fn(&mut A, Time, &T) + Send + Sync + 'static,
+        merge: impl Fn(&mut A, A) + Send + Sync + 'static,
+        emit: impl Fn(&K, &A) -> O + Send + Sync + 'static,
+    ) -> Stream<O> {
+        let fns = Arc::new(AggregateFns {
+            key: self.key.clone(),
+            init: Arc::new(init),
+            fold: Arc::new(fold),
+            merge: Arc::new(merge),
+            emit: Arc::new(emit),
+        });
+        self.stream.then(
+            name,
+            StateKind::Mergeable,
+            Partitioning::KeyHash,
+            Some(self.hasher()),
+            Arc::new(move |wiring: &Wiring, partition| {
+                Box::new(AggregateLogic {
+                    fns: fns.clone(),
+                    state: FxHashMap::default(),
+                    out: Output::new(wiring, partition),
+                }) as Box<dyn Logic>
+            }),
+        )
+    }
+}
+
+type AggregateFold<A, T> = Arc<dyn Fn(&mut A, Time, &T) + Send + Sync>;
+type AggregateEmit<K, A, O> = Arc<dyn Fn(&K, &A) -> O + Send + Sync>;
+/// A windowed join: a window operator over records of either side, buffering both.
+type JoinLogic<L, R, K, O> = WindowLogic<Either<L, R>, K, (Vec<L>, Vec<R>), O>;
+
+struct AggregateFns<T, K, A, O> {
+    key: Arc<dyn Fn(&T) -> K + Send + Sync>,
+    init: Arc<dyn Fn() -> A + Send + Sync>,
+    fold: AggregateFold<A, T>,
+    merge: MergeFn<A>,
+    emit: AggregateEmit<K, A, O>,
+}
+
+struct AggregateLogic<T, K, A, O> {
+    fns: Arc<AggregateFns<T, K, A, O>>,
+    /// Per key: accumulator, and whether it changed since it was last emitted.
+    state: FxHashMap<K, (A, bool)>,
+    out: Output<O>,
+}
+
+impl<T: Data, K: Key, A: Portable + Data, O: Data> Logic for AggregateLogic<T, K, A, O> {
+    fn on_data(&mut self, _ctx: &mut Context<'_, Msg>, _input: usize, data: Box<dyn Any + Send>) {
+        let batch = data
+            .downcast::<Batch<T>>()
+            .expect("an edge carries its upstream operator's record type");
+        for (time, record) in batch.iter() {
+            let key = (self.fns.key)(record);
+            let (acc, changed) = self
+                .state
+                .entry(key)
+                .or_insert_with(|| ((self.fns.init)(), false));
+            (self.fns.fold)(acc, *time, record);
+            *changed = true;
+        }
+    }
+
+    fn on_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
+        let mut changed: Vec<&K> = self
+            .state
+            .iter()
+            .filter(|(_, (_, changed))| *changed)
+            .map(|(key, _)| key)
+            .collect();
+        changed.sort();
+        let outputs: Vec<O> = changed
+            .into_iter()
+            .map(|key| (self.fns.emit)(key, &self.state[key].0))
+            .collect();
+        for (_, changed) in self.state.values_mut() {
+            *changed = false;
+        }
+        let time = frontier.saturating_sub(1);
+        for output in outputs {
+            self.out.give(ctx, time, output);
+        }
+    }
+
+    fn forward_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
+        self.out.frontier(ctx, frontier);
+    }
+
+    fn snapshot(&mut self) -> Result<Option<Snapshot>, SnapshotError> {
+        let entries: Vec<(K, A)> = self
+            .state
+            .drain()
+            .map(|(key, (acc, _))| (key, acc))
+            .collect();
+        snapshot_of(&entries)
+    }
+
+    fn merge(&mut self, partial: &Snapshot) -> Result<(), SnapshotError> {
+        for (key, acc) in entries_of::<(K, A)>(partial)? {
+            match self.state.entry(key) {
+                std::collections::hash_map::Entry::Occupied(mut mine) => {
+                    let (mine, changed) = mine.get_mut();
+                    (self.fns.merge)(mine, acc);
+                    *changed = true;
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert((acc, true));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Joins two keyed streams per window: `emit(key, window, lefts, rights, out)` runs once
+/// per window and key that has records on either side, when the window fires. Left and
+/// right records keep their arrival order only within one worker; sort them in `emit`
+/// when order matters.
+impl<L: Data + Portable, K: Key> KeyedStream<L, K> {
+    /// A windowed join with `other` (which must come from a different operator).
+    pub fn window_join<R: Data + Portable, O: Data>(
+        &self,
+        other: &KeyedStream<R, K>,
+        name: &str,
+        spec: impl Into<WindowSpec>,
+        emit: impl Fn(&K, Window, Vec<L>, Vec<R>, &mut Vec<O>) + Send + Sync + 'static,
+    ) -> Stream<O> {
+        let spec = spec.into();
+        let left_key = self.key.clone();
+        let right_key = other.key.clone();
+        let fns = Arc::new(WindowFns::<Either<L, R>, K, (Vec<L>, Vec<R>), O> {
+            spec,
+            key: Arc::new(move |record: &Either<L, R>| match record {
+                Either::Left(l) => left_key(l),
+                Either::Right(r) => right_key(r),
+            }),
+            init: Arc::new(|| (Vec::new(), Vec::new())),
+            fold: Arc::new(|acc, _, _, record| match record {
+                Either::Left(l) => acc.0.push(l.clone()),
+                Either::Right(r) => acc.1.push(r.clone()),
+            }),
+            merge: Arc::new(|acc, other| {
+                acc.0.extend(other.0);
+                acc.1.extend(other.1);
+            }),
+            emit: Arc::new(move |key, window, (lefts, rights), out| {
+                emit(key, window, lefts, rights, out)
+            }),
+        });
+        let node = add_operator(
+            self.stream.graph(),
+            name,
+            StateKind::Mergeable,
+            Arc::new(move |wiring: &Wiring, partition| {
+                Box::new(TwoInputs {
+                    inner: WindowLogic {
+                        fns: fns.clone(),
+                        windows: BTreeMap::new(),
+                        sessions: FxHashMap::default(),
+                        session_ends: BinaryHeap::new(),
+                        frontier: 0,
+                        counters: wiring.counters.clone(),
+                        out: Output::new(wiring, partition),
+                        scratch: Vec::new(),
+                    },
+                    _sides: PhantomData::<fn(L, R)>,
+                }) as Box<dyn Logic>
+            }),
+        );
+        self.stream
+            .connect(node, Partitioning::KeyHash, Some(self.hasher()));
+        other
+            .stream
+            .connect(node, Partitioning::KeyHash, Some(other.hasher()));
+        stream_of(self.stream.graph(), node)
+    }
+}
+
+/// A record of one of two inputs.
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub enum Either<L, R> {
+    /// From the first input.
+    Left(L),
+    /// From the second input.
+    Right(R),
+}
+
+/// Feeds a window operator over `Either<L, R>` from two inputs of types `L` and `R`.
+struct TwoInputs<L, R, K, O> {
+    inner: JoinLogic<L, R, K, O>,
+    _sides: PhantomData<fn(L, R)>,
+}
+
+impl<L: Data + Portable, R: Data + Portable, K: Key, O: Data> Logic for TwoInputs<L, R, K, O> {
+    fn on_data(&mut self, _ctx: &mut Context<'_, Msg>, input: usize, data: Box<dyn Any + Send>) {
+        if input == 0 {
+            let batch = data
+                .downcast::<Batch<L>>()
+                .expect("the left edge carries L");
+            for (time, record) in *batch {
+                self.inner.add(time, &Either::Left(record));
+            }
+        } else {
+            let batch = data
+                .downcast::<Batch<R>>()
+                .expect("the right edge carries R");
+            for (time, record) in *batch {
+                self.inner.add(time, &Either::Right(record));
+            }
+        }
+    }
+
+    fn on_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
+        self.inner.on_frontier(ctx, frontier);
+    }
+
+    fn forward_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
+        self.inner.forward_frontier(ctx, frontier);
+    }
+
+    fn snapshot(&mut self) -> Result<Option<Snapshot>, SnapshotError> {
+        self.inner.snapshot()
+    }
+
+    fn merge(&mut self, partial: &Snapshot) -> Result<(), SnapshotError> {
+        self.inner.merge(partial)
+    }
+}
+
+/// Outputs of a [`process`](KeyedStream::process) operator, with their event times.
+pub type Emitted<O> = Vec<(Time, O)>;
+
+type OnRecord<S, T, O> = Arc<dyn Fn(&mut S, Time, T, &mut Emitted<O>) + Send + Sync>;
+type OnFrontier<S, O> = Arc<dyn Fn(&mut S, Time, &mut Emitted<O>) + Send + Sync>;
+
+struct ProcessLogic<S, L, R, O> {
+    state: S,
+    on_left: OnRecord<S, L, O>,
+    on_right: Option<OnRecord<S, R, O>>,
+    on_frontier: OnFrontier<S, O>,
+    out: Output<O>,
+    emitted: Emitted<O>,
+}
+
+impl<S: 'static, L: Data, R: Data, O: Data> ProcessLogic<S, L, R, O> {
+    fn drain(&mut self, ctx: &mut Context<'_, Msg>) {
+        for (time, output) in self.emitted.drain(..) {
+            self.out.give(ctx, time, output);
+        }
+    }
+}
+
+impl<S: 'static, L: Data, R: Data, O: Data> Logic for ProcessLogic<S, L, R, O> {
+    fn on_data(&mut self, ctx: &mut Context<'_, Msg>, input: usize, data: Box<dyn Any + Send>) {
+        if input == 0 {
+            let batch = data
+                .downcast::<Batch<L>>()
+                .expect("the first edge carries its record type");
+            for (time, record) in *batch {
+                (self.on_left)(&mut self.state, time, record, &mut self.emitted);
+            }
+        } else if let Some(on_right) = &self.on_right {
+            let batch = data
+                .downcast::<Batch<R>>()
+                .expect("the second edge carries its record type");
+            for (time, record) in *batch {
+                on_right(&mut self.state, time, record, &mut self.emitted);
+            }
+        }
+        self.drain(ctx);
+        self.out.flush(ctx);
+    }
+
+    fn on_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
+        (self.on_frontier)(&mut self.state, frontier, &mut self.emitted);
+        self.drain(ctx);
+    }
+
+    fn forward_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
+        self.out.frontier(ctx, frontier);
+    }
+}
+
+impl<T: Data, K: Hash + 'static> KeyedStream<T, K> {
+    /// A keyed operator with state of its own (exclusive: it never gets lessees). Each
+    /// partition's state starts as `init(partition)`; `on_record(state, time, record,
+    /// out)` runs per record and `on_frontier(state, frontier, out)` when the input
+    /// frontier advances. Outputs go into `out` with their event times.
+    pub fn process<S: 'static, O: Data>(
+        &self,
+        name: &str,
+        init: impl Fn(PartitionId) -> S + Send + Sync + 'static,
+        on_record: impl Fn(&mut S, Time, T, &mut Emitted<O>) + Send + Sync + 'static,
+        on_frontier: impl Fn(&mut S, Time, &mut Emitted<O>) + Send + Sync + 'static,
+    ) -> Stream<O> {
+        let init = Arc::new(init);
+        let on_record: OnRecord<S, T, O> = Arc::new(on_record);
+        let on_frontier: OnFrontier<S, O> = Arc::new(on_frontier);
+        self.stream.then(
+            name,
+            StateKind::Exclusive,
+            Partitioning::KeyHash,
+            Some(self.hasher()),
+            Arc::new(move |wiring: &Wiring, partition| {
+                Box::new(ProcessLogic::<S, T, T, O> {
+                    state: init(partition),
+                    on_left: on_record.clone(),
+                    on_right: None,
+                    on_frontier: on_frontier.clone(),
+                    out: Output::new(wiring, partition),
+                    emitted: Vec::new(),
+                }) as Box<dyn Logic>
+            }),
+        )
+    }
+
+    /// Like [`process`](Self::process), over two keyed inputs (`other` must come from a
+    /// different operator): `on_left` runs for this stream's records, `on_right` for
+    /// `other`'s.
+    #[allow(clippy::too_many_arguments)]
+    pub fn process2<R: Data, S: 'static, O: Data>(
+        &self,
+        other: &KeyedStream<R, K>,
+        name: &str,
+        init: impl Fn(PartitionId) -> S + Send + Sync + 'static,
+        on_left: impl Fn(&mut S, Time, T, &mut Emitted<O>) + Send + Sync + 'static,
+        on_right: impl Fn(&mut S, Time, R, &mut Emitted<O>) + Send + Sync + 'static,
+        on_frontier: impl Fn(&mut S, Time, &mut Emitted<O>) + Send + Sync + 'static,
+    ) -> Stream<O> {
+        let init = Arc::new(init);
+        let on_left: OnRecord<S, T, O> = Arc::new(on_left);
+        let on_right: OnRecord<S, R, O> = Arc::new(on_right);
+        let on_frontier: OnFrontier<S, O> = Arc::new(on_frontier);
+        let node = add_operator(
+            self.stream.graph(),
+            name,
+            StateKind::Exclusive,
+            Arc::new(move |wiring: &Wiring, partition| {
+                Box::new(ProcessLogic::<S, T, R, O> {
+                    state: init(partition),
+                    on_left: on_left.clone(),
+                    on_right: Some(on_right.clone()),
+                    on_frontier: on_frontier.clone(),
+                    out: Output::new(wiring, partition),
+                    emitted: Vec::new(),
+                }) as Box<dyn Logic>
+            }),
+        );
+        self.stream
+            .connect(node, Partitioning::KeyHash, Some(self.hasher()));
+        other
+            .stream
+            .connect(node, Partitioning::KeyHash, Some(other.hasher()));
+        stream_of(self.stream.graph(), node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn windows_of(spec: WindowSpec, time: Time) -> Vec<(Time, Time)> {
+        let mut all = Vec::new();
+        spec.assign(time, |w| all.push((w.start, w.end)));
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn assignment_follows_aligned_half_open_windows() {
+        let tumbling = WindowSpec::from(Windows::Tumbling { size: 10 });
+        assert_eq!(windows_of(tumbling, 0), [(0, 10)]);
+        assert_eq!(windows_of(tumbling, 9), [(0, 10)]);
+        assert_eq!(windows_of(tumbling, 10), [(10, 20)]);
+        let inclusive = WindowSpec {
+            inclusive_end: true,
+            ..tumbling
+        };
+        assert_eq!(windows_of(inclusive, 10), [(0, 10), (10, 20)]);
+        assert_eq!(windows_of(inclusive, 0), [(0, 10)]);
+        let sliding = WindowSpec::from(Windows::Sliding { size: 10, slide: 2 });
+        assert_eq!(
+            windows_of(sliding, 11),
+            [(2, 12), (4, 14), (6, 16), (8, 18), (10, 20)]
+        );
+        // No windows start before zero.
+        assert_eq!(windows_of(sliding, 3), [(0, 10), (2, 12)]);
+        let session = WindowSpec::from(Windows::Session { gap: 5 });
+        assert_eq!(windows_of(session, 7), [(7, 12)]);
+    }
+
+    #[test]
+    fn firing_waits_for_the_end_or_one_past_it_when_inclusive() {
+        let tumbling = WindowSpec::from(Windows::Tumbling { size: 10 });
+        assert!(!tumbling.fired(10, 9));
+        assert!(tumbling.fired(10, 10));
+        let inclusive = WindowSpec {
+            inclusive_end: true,
+            ..tumbling
+        };
+        assert!(!inclusive.fired(10, 10));
+        assert!(inclusive.fired(10, 11));
+    }
+}
