@@ -64,7 +64,10 @@ fn run_with(
     }
     let source = app.source_iter(
         "events",
-        events.iter().map(|e| (e.time(), e.clone())).collect(),
+        events
+            .iter()
+            .map(|e| (e.time(), e.clone()))
+            .collect::<Vec<_>>(),
         bound,
         Pacing::Unpaced,
     );

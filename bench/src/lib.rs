@@ -10,6 +10,8 @@
 //!   a lessee when the load steps past one shard's capacity;
 //! - [`slo`]: the `dirigo bench slo` scenario — three tenants on two shards under `fifo`,
 //!   `edf` and `dirigo`: latency targets met, and cores held;
+//! - [`nexmark`]: the `dirigo bench nexmark` scenario — a NEXMark query's throughput on
+//!   pre-generated events, and open-loop latency at 50 % and 80 % of it;
 //! - [`noise`]: how often the machine itself stops a running thread, reported next to
 //!   tail latencies;
 //! - [`latency`]: latency summaries from HdrHistogram, in the shape every report uses;
@@ -19,7 +21,9 @@ pub mod consolidate;
 pub mod dual;
 pub mod latency;
 pub mod mesh;
+pub mod nexmark;
 pub mod noise;
+pub mod peer_timely;
 mod pin;
 pub mod scale;
 pub mod slo;

@@ -390,7 +390,8 @@ pub(crate) struct Graph {
 /// use dirigo_runtime::Runtime;
 ///
 /// let app = AppBuilder::new(0, "squares");
-/// let numbers = app.source_iter("numbers", (0..100u64).map(|i| (i, i)).collect(), 0, Pacing::Unpaced);
+/// let numbers: Vec<(u64, u64)> = (0..100u64).map(|i| (i, i)).collect();
+/// let numbers = app.source_iter("numbers", numbers, 0, Pacing::Unpaced);
 /// let squares = numbers.map("square", |n| n * n).filter("even", |n| n % 2 == 0);
 /// let out = squares.collect("out");
 /// let app = app.build();

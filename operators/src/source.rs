@@ -8,8 +8,16 @@
 //! record is due ([`Context::send_at`]), which keeps the shard free in between. A finite
 //! source ends with the frontier [`Time::MAX`]. When the shard's outgoing rings are full
 //! (backpressure), the source waits a little before producing more.
+//!
+//! A [`RecordSource`] may also have nothing to give *yet* (a network source whose next
+//! record has not arrived): its [`poll_record`](RecordSource::poll_record) then answers
+//! [`Poll::Pending`], and the source partition sends what it has, keeps its frontier, and
+//! looks again after a pause that starts at 100 µs and doubles while nothing comes, up to
+//! 4 ms (past the shard's timer-spin window, so an idle source lets its shard park). Only
+//! `Poll::Ready(None)` ends the stream. Iterators are never pending.
 
 use std::sync::Arc;
+use std::task::Poll;
 
 use dirigo_runtime::{Context, Envelope, Nanos, PartitionId};
 
@@ -62,14 +70,29 @@ impl Pacing {
 
 /// Most records one source partition produces in one turn.
 const TURN_LIMIT: usize = 4 * crate::dataflow::MAX_BATCH;
+/// Least time between two watermarks from one source partition.
+const WATERMARK_EVERY_NS: Nanos = 100_000;
 /// How long a backpressured source waits before it looks again.
 const BACKPRESSURE_PAUSE_NS: Nanos = 20_000;
+/// How long a source with nothing available waits before it looks again, at first...
+const PENDING_PAUSE_MIN_NS: Nanos = 100_000;
+/// ...and at most, after doubling while nothing comes.
+const PENDING_PAUSE_MAX_NS: Nanos = 4_000_000;
 
-/// Where a source partition's records come from: `next` gives the next record with its
-/// event time, `None` at the end.
+/// Where a source partition's records come from: the next record with its event time,
+/// `None` at the end, or (with [`poll_record`](Self::poll_record)) nothing available yet.
 pub trait RecordSource<T>: Send + 'static {
     /// The next record and its event time; `None` when the source is exhausted.
     fn next_record(&mut self) -> Option<(Time, T)>;
+
+    /// The next record if one is available now (`Ready(Some)`), `Ready(None)` when the
+    /// source is exhausted, or `Pending` when a record may still come but none is there
+    /// yet. The source partition calls only this; the default never is pending and asks
+    /// [`next_record`](Self::next_record). A source whose `next_record` would block
+    /// should answer `Pending` here instead.
+    fn poll_record(&mut self) -> Poll<Option<(Time, T)>> {
+        Poll::Ready(self.next_record())
+    }
 }
 
 impl<T, I> RecordSource<T> for I
@@ -81,25 +104,54 @@ where
     }
 }
 
+/// What a source partition knows about its next record.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// It is peeked.
+    Ready,
+    /// None is available yet.
+    Pending,
+    /// The source is exhausted.
+    End,
+}
+
 struct SourceLogic<T> {
     records: Box<dyn RecordSource<T>>,
     peeked: Option<(Time, T)>,
+    /// The record source said it is exhausted: it is not asked again.
+    ended: bool,
+    /// How long to wait before looking again when nothing is available.
+    pending_pause: Nanos,
     schedule: Option<Box<dyn Iterator<Item = Nanos> + Send>>,
     next_due: Option<Nanos>,
     started: Option<Nanos>,
     bound: Time,
     max_time: Time,
     sent_frontier: Time,
+    frontier_sent_at: Nanos,
     finished: bool,
     out: Output<T>,
 }
 
 impl<T: Data> SourceLogic<T> {
-    fn peek(&mut self) -> bool {
-        if self.peeked.is_none() {
-            self.peeked = self.records.next_record();
+    fn peek(&mut self) -> Next {
+        if self.peeked.is_some() {
+            return Next::Ready;
         }
-        self.peeked.is_some()
+        if self.ended {
+            return Next::End;
+        }
+        match self.records.poll_record() {
+            Poll::Ready(Some(record)) => {
+                self.peeked = Some(record);
+                Next::Ready
+            }
+            Poll::Ready(None) => {
+                self.ended = true;
+                Next::End
+            }
+            Poll::Pending => Next::Pending,
+        }
     }
 }
 
@@ -121,7 +173,7 @@ impl<T: Data> Logic for SourceLogic<T> {
         }
         let mut produced = 0;
         self.out.ingress = None;
-        while produced < TURN_LIMIT && self.peek() {
+        while produced < TURN_LIMIT && self.peek() == Next::Ready {
             let due = match (&mut self.schedule, self.next_due) {
                 (None, _) => now,
                 (Some(_), Some(offset)) => started + offset,
@@ -144,26 +196,46 @@ impl<T: Data> Logic for SourceLogic<T> {
             produced += 1;
         }
         self.out.flush(ctx);
-        let exhausted = self.peeked.is_none() && !self.peek();
+        let next = self.peek();
+        let exhausted = next == Next::End;
         let frontier = if exhausted {
             Time::MAX
         } else {
             self.max_time.saturating_sub(self.bound)
         };
-        if frontier > self.sent_frontier {
+        // Watermarks are critical messages to every downstream partition: at most one per
+        // `WATERMARK_EVERY_NS`, so that a fast source's batches do not each carry one.
+        if frontier > self.sent_frontier
+            && (exhausted || now >= self.frontier_sent_at + WATERMARK_EVERY_NS)
+        {
             self.sent_frontier = frontier;
+            self.frontier_sent_at = now;
             self.out.frontier(ctx, frontier);
         }
+        let frontier_waits = frontier > self.sent_frontier;
         self.out.ingress = None;
         if exhausted {
             self.finished = true;
             return;
         }
-        let next = match (&self.schedule, self.next_due) {
-            (Some(_), Some(offset)) if produced < TURN_LIMIT => started + offset,
+        if produced > 0 {
+            self.pending_pause = PENDING_PAUSE_MIN_NS;
+        }
+        let at = match (next, &self.schedule, self.next_due) {
+            (Next::Pending, _, _) => {
+                let pause = self.pending_pause;
+                self.pending_pause = (pause * 2).min(PENDING_PAUSE_MAX_NS);
+                now + pause
+            }
+            (_, Some(_), Some(offset)) if produced < TURN_LIMIT => started + offset,
             _ => now,
         };
-        let _ = ctx.send_at(next, Envelope::user(me, Msg::Tick));
+        let at = if frontier_waits {
+            at.min(self.frontier_sent_at + WATERMARK_EVERY_NS)
+        } else {
+            at
+        };
+        let _ = ctx.send_at(at, Envelope::user(me, Msg::Tick));
     }
 }
 
@@ -190,12 +262,15 @@ impl AppBuilder {
                 Box::new(SourceLogic {
                     records: Box::new(make(partition, me)),
                     peeked: None,
+                    ended: false,
+                    pending_pause: PENDING_PAUSE_MIN_NS,
                     schedule: pacing.schedule(partition, me),
                     next_due: None,
                     started: None,
                     bound: out_of_orderness,
                     max_time: 0,
                     sent_frontier: 0,
+                    frontier_sent_at: 0,
                     finished: false,
                     out: Output::new(wiring, partition),
                 }) as Box<dyn Logic>
@@ -208,11 +283,11 @@ impl AppBuilder {
     pub fn source_iter<T: Data + Sync>(
         &self,
         name: &str,
-        records: Vec<(Time, T)>,
+        records: impl Into<Arc<Vec<(Time, T)>>>,
         out_of_orderness: Time,
         pacing: Pacing,
     ) -> Stream<T> {
-        let records = Arc::new(records);
+        let records: Arc<Vec<(Time, T)>> = records.into();
         self.source(
             name,
             out_of_orderness,

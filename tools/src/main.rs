@@ -148,6 +148,30 @@ enum BenchScenario {
         #[arg(long, default_value_t = 20.0)]
         seconds: f64,
     },
+    /// A NEXMark query (q0, q1, q2, q3, q4, q5, q7, q8, q11) over events generated in
+    /// memory beforehand: sustainable throughput, then open-loop latency at 50 % and 80 %
+    /// of it.
+    #[command(after_help = "Example:\n  dirigo bench nexmark --query q5 --json q5.json")]
+    Nexmark {
+        /// The query.
+        #[arg(long, default_value = "q5")]
+        query: String,
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Events per throughput run.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Shards.
+        #[arg(long, default_value_t = 2)]
+        shards: usize,
+        /// Throughput runs (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds of offered load per latency run.
+        #[arg(long, default_value_t = 5.0)]
+        latency_seconds: f64,
+    },
     /// A load step from 30 % to 150 % of one shard's capacity on a mergeable operator
     /// under the `dirigo` policy: time to the first record on a lessee, and latency
     /// before, during and after the step.
@@ -263,6 +287,21 @@ fn main() -> ExitCode {
                 })
                 .and_then(|report| emit(json, &report, report.table()))
             }
+            BenchScenario::Nexmark {
+                query,
+                json,
+                events,
+                shards,
+                rounds,
+                latency_seconds,
+            } => dirigo_bench::nexmark::run(&dirigo_bench::nexmark::NexmarkBenchConfig {
+                query,
+                events: events.max(1000),
+                shards: shards.max(1),
+                rounds: rounds.max(1),
+                latency_seconds: latency_seconds.clamp(0.1, 3600.0),
+            })
+            .and_then(|report| emit(json, &report, report.table())),
             BenchScenario::ScaleStep {
                 json,
                 cost_us,

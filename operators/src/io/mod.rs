@@ -1,6 +1,7 @@
-//! Building blocks for sources and sinks: pure, synchronous pieces that the runtime's
-//! source and sink operators are wired from. Nothing here does I/O on the reactor or
-//! knows about actors; each piece is deterministic where it generates data.
+//! Sources and sinks that do I/O, and the building blocks they are wired from.
+//!
+//! The building blocks are pure, synchronous pieces: none does I/O on the reactor or
+//! knows about actors, and each is deterministic where it generates data.
 //!
 //! - [`shape`]: load shapes for open-loop sources ([`LoadShape`]) and the [`Schedule`] of
 //!   intended send times they give;
@@ -12,15 +13,30 @@
 //! - [`parse`]: decoding records from CSV or JSON lines ([`Decode`], [`decode_line`]) and
 //!   framing byte streams into lines ([`LineFramer`]) or length-prefixed frames
 //!   ([`LengthFramer`]).
+//!
+//! And the sources and sinks built from them, which do I/O:
+//!
+//! - [`file`](mod@file): CSV and JSON-lines file sources ([`AppBuilder::source_file`]) and the shared
+//!   dead-letter handle they record malformed lines in ([`DeadLetterSink`]);
+//! - [`tcp`]: TCP sources, line-framed or length-prefixed, served from a glommio thread of
+//!   their own ([`AppBuilder::source_tcp`], [`TcpSourceHandle`]), and a JSON-lines TCP
+//!   sink ([`Stream::sink_tcp`](crate::dataflow::Stream::sink_tcp)).
+//!
+//! [`AppBuilder::source_file`]: crate::dataflow::AppBuilder::source_file
+//! [`AppBuilder::source_tcp`]: crate::dataflow::AppBuilder::source_tcp
 
 pub mod dead_letter;
+pub mod file;
 pub mod generator;
 pub mod keys;
 pub mod parse;
 pub mod shape;
+pub mod tcp;
 
 pub use dead_letter::DeadLetters;
+pub use file::{DeadLetterSink, FileFormat};
 pub use generator::{Generator, GeneratorSpec, KeyedRecord};
 pub use keys::{KeyDist, KeySampler};
 pub use parse::{decode_line, is_csv_header, Decode, Format, LengthFramer, LineFramer};
 pub use shape::{LoadShape, Schedule};
+pub use tcp::{Framing, TcpSourceHandle, TcpSourceOptions};
