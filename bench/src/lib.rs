@@ -12,6 +12,8 @@
 //!   `edf` and `dirigo`: latency targets met, and cores held;
 //! - [`nexmark`]: the `dirigo bench nexmark` scenario — a NEXMark query's throughput on
 //!   pre-generated events, and open-loop latency at 50 % and 80 % of it;
+//! - [`peer`] and [`peer_timely`]: the `dirigo bench peer` scenario — the same keyed
+//!   window count in dirigo and in timely-dataflow, throughput and latency side by side;
 //! - [`noise`]: how often the machine itself stops a running thread, reported next to
 //!   tail latencies;
 //! - [`latency`]: latency summaries from HdrHistogram, in the shape every report uses;
@@ -23,6 +25,7 @@ pub mod latency;
 pub mod mesh;
 pub mod nexmark;
 pub mod noise;
+pub mod peer;
 pub mod peer_timely;
 mod pin;
 pub mod scale;

@@ -172,6 +172,24 @@ enum BenchScenario {
         #[arg(long, default_value_t = 5.0)]
         latency_seconds: f64,
     },
+    /// The same keyed 10 s tumbling-window count over NEXMark bids in dirigo and in
+    /// timely-dataflow (2 workers each), in one run: throughput, and latency at the same
+    /// offered load (50 % of the slower one's throughput).
+    #[command(after_help = "Example:\n  dirigo bench peer --json peer.json")]
+    Peer {
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// NEXMark events generated (about 92 % are bids).
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Alternating throughput runs of each (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds of offered load per latency run.
+        #[arg(long, default_value_t = 3.0)]
+        latency_seconds: f64,
+    },
     /// A load step from 30 % to 150 % of one shard's capacity on a mergeable operator
     /// under the `dirigo` policy: time to the first record on a lessee, and latency
     /// before, during and after the step.
@@ -300,6 +318,18 @@ fn main() -> ExitCode {
                 shards: shards.max(1),
                 rounds: rounds.max(1),
                 latency_seconds: latency_seconds.clamp(0.1, 3600.0),
+            })
+            .and_then(|report| emit(json, &report, report.table())),
+            BenchScenario::Peer {
+                json,
+                events,
+                rounds,
+                latency_seconds,
+            } => dirigo_bench::peer::run(&dirigo_bench::peer::PeerBenchConfig {
+                events: events.max(1000),
+                rounds: rounds.max(1),
+                latency_seconds: latency_seconds.clamp(0.1, 600.0),
+                ..Default::default()
             })
             .and_then(|report| emit(json, &report, report.table())),
             BenchScenario::ScaleStep {

@@ -1,0 +1,289 @@
+//! `dirigo bench peer`: the same pipeline in dirigo and in timely-dataflow, in one run — a
+//! keyed tumbling-window count (key: the auction, window: 10 s of event time) over NEXMark
+//! bids generated in memory beforehand, each bid reduced to `(auction, date_time)` on both
+//! sides.
+//!
+//! Throughput: every bid as fast as each system takes it, on 2 shards / 2 workers, until
+//! the last window is out; the median of `rounds` alternating runs. Latency: open loop at
+//! the same offered load for both, 50 % of the slower one's throughput, from the intended
+//! send time of the bid that closed a window to when the window's rows reach the sink.
+//! Longer latency runs cycle through the bids, shifted in event time. Both sides' outputs
+//! are checked against the same plainly computed reference (an order-independent
+//! checksum), so neither side can win by computing less.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dirigo_operators::dataflow::Time;
+use dirigo_operators::nexmark::events::{Bid, Event, NexmarkSpec};
+use dirigo_operators::sink::{LatencyRecorder, SinkWriter};
+use dirigo_operators::source::Pacing;
+use dirigo_operators::window::Windows;
+use dirigo_runtime::Nanos;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::peer_timely::{self, row_checksum, Latency, PeerRun, WINDOW_MS};
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct PeerBenchConfig {
+    /// NEXMark events generated (about 92 % are bids).
+    pub events: usize,
+    /// Shards (dirigo) and workers (timely).
+    pub workers: usize,
+    /// Alternating throughput runs of each (the median is reported).
+    pub rounds: usize,
+    /// Seconds of offered load per latency run.
+    pub latency_seconds: f64,
+}
+
+impl Default for PeerBenchConfig {
+    fn default() -> Self {
+        Self {
+            events: 1_000_000,
+            workers: 2,
+            rounds: 3,
+            latency_seconds: 3.0,
+        }
+    }
+}
+
+/// One system's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerSide {
+    /// Median throughput, bids per second.
+    pub events_per_s: f64,
+    /// Every throughput run.
+    pub rounds_per_s: Vec<f64>,
+    /// Latency at the common offered load, ns.
+    pub latency_ns: Latency,
+    /// Output rows of a throughput run.
+    pub windows_out: u64,
+    /// Whether every run's output matched the reference.
+    pub correct: bool,
+}
+
+/// The scenario's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerBenchReport {
+    /// Bids per throughput run.
+    pub bids: u64,
+    /// Shards / workers.
+    pub workers: usize,
+    /// The offered load of the latency runs, bids per second.
+    pub offered_per_s: f64,
+    /// dirigo.
+    pub dirigo: PeerSide,
+    /// timely-dataflow.
+    pub timely: PeerSide,
+    /// dirigo's throughput ÷ timely's.
+    pub throughput_ratio: f64,
+    /// timely's p99 ÷ dirigo's.
+    pub p99_ratio: f64,
+}
+
+impl PeerBenchReport {
+    /// A table for people.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "keyed 10 s tumbling count over {} NEXMark bids, {} shards / workers; latency at {:.0} bids/s\n",
+            self.bids, self.workers, self.offered_per_s
+        );
+        out.push_str("system      bids/s      p50 µs      p99 µs    p99.9 µs   correct\n");
+        for (name, side) in [("dirigo", &self.dirigo), ("timely", &self.timely)] {
+            out.push_str(&format!(
+                "{name:<8} {:>10.0} {:>11.1} {:>11.1} {:>11.1}   {}\n",
+                side.events_per_s,
+                side.latency_ns.p50 as f64 / 1e3,
+                side.latency_ns.p99 as f64 / 1e3,
+                side.latency_ns.p999 as f64 / 1e3,
+                side.correct
+            ));
+        }
+        out.push_str(&format!(
+            "dirigo/timely throughput {:.2}; timely/dirigo p99 {:.2}\n",
+            self.throughput_ratio, self.p99_ratio
+        ));
+        out
+    }
+}
+
+/// The sink of dirigo's side: latency, row count and checksum.
+struct PeerSink {
+    latency: Histogram<u64>,
+    shared: Arc<PeerTotals>,
+    rows: u64,
+    checksum: u64,
+}
+
+#[derive(Default)]
+struct PeerTotals {
+    latency: Mutex<Option<Histogram<u64>>>,
+    rows: AtomicU64,
+    checksum: AtomicU64,
+}
+
+impl SinkWriter<(u64, u64, u64)> for PeerSink {
+    fn write(&mut self, _: Time, row: (u64, u64, u64), latency_ns: Nanos) {
+        self.latency.saturating_record(latency_ns.max(1));
+        self.rows += 1;
+        self.checksum = self.checksum.wrapping_add(row_checksum(row));
+    }
+    fn frontier(&mut self, _: Time) {
+        let mut shared = self
+            .shared
+            .latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match shared.as_mut() {
+            Some(total) => {
+                let _ = total.add(&self.latency);
+            }
+            None => *shared = Some(self.latency.clone()),
+        }
+        self.latency.reset();
+        self.shared.rows.fetch_add(self.rows, Ordering::Relaxed);
+        self.shared
+            .checksum
+            .fetch_add(self.checksum, Ordering::Relaxed);
+        self.rows = 0;
+        self.checksum = 0;
+    }
+}
+
+fn dirigo_run(
+    records: Arc<Vec<(Time, u64)>>,
+    workers: usize,
+    pacing: Pacing,
+) -> Result<PeerRun, String> {
+    let totals = Arc::new(PeerTotals::default());
+    let sink_totals = totals.clone();
+    let (elapsed, _) = crate::nexmark::run_app(workers, records.clone(), pacing, |bids| {
+        bids.key_by(|auction: &u64| *auction)
+            .window_count("count", Windows::Tumbling { size: WINDOW_MS })
+            .map("row", |(auction, window, count)| {
+                (window.end, auction, count)
+            })
+            .sink("peer", move |_| PeerSink {
+                latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
+                shared: sink_totals.clone(),
+                rows: 0,
+                checksum: 0,
+            });
+        LatencyRecorder::new()
+    })?;
+    let histogram = totals
+        .latency
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let seconds = elapsed.as_secs_f64();
+    Ok(PeerRun {
+        events: records.len() as u64,
+        seconds,
+        events_per_s: records.len() as f64 / seconds,
+        latency_ns: histogram.as_ref().map(Latency::of),
+        windows_out: totals.rows.load(Ordering::Relaxed),
+        checksum: totals.checksum.load(Ordering::Relaxed),
+    })
+}
+
+/// `count` bids cycling through `bids`, each cycle shifted in event time past the last.
+fn cycled(bids: &[Bid], count: usize) -> Vec<Bid> {
+    let first = bids.first().map_or(0, |b| b.date_time);
+    let span = bids.last().map_or(0, |b| b.date_time) - first + WINDOW_MS;
+    (0..count)
+        .map(|i| {
+            let mut bid = bids[i % bids.len()].clone();
+            bid.date_time += (i / bids.len()) as u64 * span;
+            bid
+        })
+        .collect()
+}
+
+fn records_of(bids: &[Bid]) -> Arc<Vec<(Time, u64)>> {
+    Arc::new(bids.iter().map(|b| (b.date_time, b.auction)).collect())
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+/// Runs the scenario.
+pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
+    let bids: Vec<Bid> = NexmarkSpec {
+        events: config.events,
+        ..NexmarkSpec::default()
+    }
+    .iter()
+    .filter_map(|event| match event {
+        Event::Bid(bid) => Some(bid),
+        _ => None,
+    })
+    .collect();
+    if bids.is_empty() {
+        return Err("no bids: generate more events".into());
+    }
+    let expected = peer_timely::reference_window_counts(&bids);
+    let expected_checksum = peer_timely::checksum(&expected);
+    let records = records_of(&bids);
+    let workers = config.workers.max(1);
+    let (mut dirigo_rounds, mut timely_rounds) = (Vec::new(), Vec::new());
+    let (mut dirigo_correct, mut timely_correct) = (true, true);
+    let (mut dirigo_rows, mut timely_rows) = (0, 0);
+    for _ in 0..config.rounds.max(1) {
+        let run = dirigo_run(records.clone(), workers, Pacing::Unpaced)?;
+        dirigo_correct &=
+            run.checksum == expected_checksum && run.windows_out == expected.len() as u64;
+        dirigo_rows = run.windows_out;
+        dirigo_rounds.push(run.events_per_s);
+        let run = peer_timely::timely_throughput(&bids, workers);
+        timely_correct &=
+            run.checksum == expected_checksum && run.windows_out == expected.len() as u64;
+        timely_rows = run.windows_out;
+        timely_rounds.push(run.events_per_s);
+    }
+    let (dirigo_tput, timely_tput) = (median(&dirigo_rounds), median(&timely_rounds));
+    let offered = 0.5 * dirigo_tput.min(timely_tput);
+    let wanted = ((offered * config.latency_seconds) as usize).max(bids.len().min(1000));
+    let offered_bids = cycled(&bids, wanted);
+    let dirigo_latency = dirigo_run(records_of(&offered_bids), workers, Pacing::Rate(offered))?;
+    let timely_latency = peer_timely::timely_latency(&offered_bids, workers, offered);
+    let expected_offered =
+        peer_timely::checksum(&peer_timely::reference_window_counts(&offered_bids));
+    dirigo_correct &= dirigo_latency.checksum == expected_offered;
+    timely_correct &= timely_latency.checksum == expected_offered;
+    let none = Latency {
+        p50: 0,
+        p99: 0,
+        p999: 0,
+        max: 0,
+        samples: 0,
+    };
+    let dirigo = PeerSide {
+        events_per_s: dirigo_tput,
+        rounds_per_s: dirigo_rounds,
+        latency_ns: dirigo_latency.latency_ns.unwrap_or(none.clone()),
+        windows_out: dirigo_rows,
+        correct: dirigo_correct,
+    };
+    let timely = PeerSide {
+        events_per_s: timely_tput,
+        rounds_per_s: timely_rounds,
+        latency_ns: timely_latency.latency_ns.unwrap_or(none),
+        windows_out: timely_rows,
+        correct: timely_correct,
+    };
+    Ok(PeerBenchReport {
+        bids: bids.len() as u64,
+        workers,
+        offered_per_s: offered,
+        throughput_ratio: dirigo.events_per_s / timely.events_per_s,
+        p99_ratio: timely.latency_ns.p99 as f64 / dirigo.latency_ns.p99.max(1) as f64,
+        dirigo,
+        timely,
+    })
+}
