@@ -253,3 +253,59 @@ fn help_shows_examples_and_bad_flags_fail() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("invalid value"));
 }
+
+#[test]
+fn bench_nexmark_reports_throughput_and_latency_at_two_loads() {
+    let (report, table) = bench_json(
+        "nexmark",
+        &[
+            "--query",
+            "q5",
+            "--events",
+            "20000",
+            "--rounds",
+            "1",
+            "--latency-seconds",
+            "0.2",
+        ],
+    );
+    assert!(report["events_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["outputs"].as_u64().unwrap() > 0, "{report}");
+    let loads = report["latency"].as_array().unwrap();
+    assert_eq!(loads.len(), 2, "{report}");
+    for load in loads {
+        assert!(load["latency_ns"]["p99"].as_u64().unwrap() > 0, "{report}");
+    }
+    assert!(table.contains("q5"), "{table}");
+}
+
+#[test]
+fn bench_peer_runs_both_systems_and_checks_their_results() {
+    let (report, _) = bench_json(
+        "peer",
+        &[
+            "--events",
+            "30000",
+            "--rounds",
+            "1",
+            "--latency-seconds",
+            "0.2",
+        ],
+    );
+    for system in ["dirigo", "timely"] {
+        assert_eq!(report[system]["correct"], true, "{report}");
+        assert!(report[system]["events_per_s"].as_f64().unwrap() > 0.0);
+        assert!(report[system]["latency_ns"]["p99"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn bench_nexmark_refuses_an_unknown_query() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dirigo"))
+        .args(["bench", "nexmark", "--query", "q6", "--events", "1000"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown query"), "{stderr}");
+}
