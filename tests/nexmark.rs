@@ -173,6 +173,10 @@ fn check(query: &str, events: &[Event], bound: Time, scale: bool) {
         // Queries with mergeable state really ran on lessees.
         if ["q4", "q5", "q7", "q8", "q11"].contains(&query) {
             assert!(got.scale_events > 0, "{query}: no scale events");
+        }
+        // q4's mergeable operator sees only a few hundred closed auctions, so its
+        // lessees may stay empty; the others see every bid.
+        if ["q5", "q7", "q8", "q11"].contains(&query) {
             assert!(
                 got.consolidated_bytes > 0,
                 "{query}: lessees never held state"
