@@ -73,6 +73,16 @@ impl fmt::Debug for Msg {
 /// A batch of records with their event times.
 pub type Batch<T> = Vec<(Time, T)>;
 
+/// The batch a [`Msg::Data`] carries on an edge of record type `T`.
+///
+/// # Panics
+/// When the edge carries another type: the typed stream API makes that impossible.
+pub(crate) fn batch_of<T: 'static>(data: Box<dyn Any + Send>) -> Batch<T> {
+    *data
+        .downcast::<Batch<T>>()
+        .expect("an edge carries its upstream operator's record type")
+}
+
 /// Most records a partition buffers for one downstream partition before it sends them.
 pub const MAX_BATCH: usize = 1024;
 

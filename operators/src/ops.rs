@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use dirigo_runtime::{Context, StateKind};
 
-use crate::dataflow::{Batch, Data, KeyedStream, Logic, Msg, Output, Stream, Time, Wiring};
+use crate::dataflow::{batch_of, Data, KeyedStream, Logic, Msg, Output, Stream, Time, Wiring};
 use crate::partition::Partitioning;
 
 struct FlatMapLogic<I, O, F> {
@@ -25,10 +25,8 @@ where
     R: IntoIterator<Item = O>,
 {
     fn on_data(&mut self, ctx: &mut Context<'_, Msg>, _input: usize, data: Box<dyn Any + Send>) {
-        let batch = data
-            .downcast::<Batch<I>>()
-            .expect("an edge carries its upstream operator's record type");
-        for (time, record) in *batch {
+        let batch = batch_of::<I>(data);
+        for (time, record) in batch {
             for output in (self.f)(time, record) {
                 self.out.give(ctx, time, output);
             }

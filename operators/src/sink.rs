@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use dirigo_runtime::{Context, Nanos, PartitionId, StateKind};
 use hdrhistogram::Histogram;
 
-use crate::dataflow::{add_operator, AppCounters, Batch, Data, Logic, Msg, Stream, Time, Wiring};
+use crate::dataflow::{
+    add_operator, batch_of, AppCounters, Data, Logic, Msg, Stream, Time, Wiring,
+};
 use crate::partition::Partitioning;
 
 /// Receives one sink partition's records.
@@ -40,11 +42,9 @@ struct SinkLogic<T, W> {
 
 impl<T: Data, W: SinkWriter<T>> Logic for SinkLogic<T, W> {
     fn on_data(&mut self, ctx: &mut Context<'_, Msg>, _input: usize, data: Box<dyn Any + Send>) {
-        let batch = data
-            .downcast::<Batch<T>>()
-            .expect("an edge carries its upstream operator's record type");
+        let batch = batch_of::<T>(data);
         let latency = ctx.now().saturating_sub(ctx.current().ingress);
-        for (time, record) in *batch {
+        for (time, record) in batch {
             self.writer.write(time, record, latency);
         }
     }

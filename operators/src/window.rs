@@ -34,7 +34,7 @@ use rkyv::util::AlignedVec;
 use rustc_hash::FxHashMap;
 
 use crate::dataflow::{
-    add_operator, stream_of, AppCounters, Batch, Data, KeyedStream, Logic, Msg, Output, Stream,
+    add_operator, batch_of, stream_of, AppCounters, Data, KeyedStream, Logic, Msg, Output, Stream,
     Time, Wiring,
 };
 use crate::partition::Partitioning;
@@ -206,6 +206,19 @@ struct WindowLogic<T, K, A, O> {
 }
 
 impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
+    fn new(fns: Arc<WindowFns<T, K, A, O>>, wiring: &Wiring, partition: PartitionId) -> Self {
+        Self {
+            fns,
+            windows: BTreeMap::new(),
+            sessions: FxHashMap::default(),
+            session_ends: BinaryHeap::new(),
+            frontier: 0,
+            counters: wiring.counters.clone(),
+            out: Output::new(wiring, partition),
+            scratch: Vec::new(),
+        }
+    }
+
     fn add(&mut self, time: Time, record: &T) {
         let fns = self.fns.clone();
         let key = (fns.key)(record);
@@ -312,9 +325,7 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
 
 impl<T: Data, K: Key, A: Portable, O: Data> Logic for WindowLogic<T, K, A, O> {
     fn on_data(&mut self, _ctx: &mut Context<'_, Msg>, _input: usize, data: Box<dyn Any + Send>) {
-        let batch = data
-            .downcast::<Batch<T>>()
-            .expect("an edge carries its upstream operator's record type");
+        let batch = batch_of::<T>(data);
         for (time, record) in batch.iter() {
             self.add(*time, record);
         }
@@ -413,16 +424,7 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
             Partitioning::KeyHash,
             Some(self.hasher()),
             Arc::new(move |wiring: &Wiring, partition| {
-                Box::new(WindowLogic {
-                    fns: fns.clone(),
-                    windows: BTreeMap::new(),
-                    sessions: FxHashMap::default(),
-                    session_ends: BinaryHeap::new(),
-                    frontier: 0,
-                    counters: wiring.counters.clone(),
-                    out: Output::new(wiring, partition),
-                    scratch: Vec::new(),
-                }) as Box<dyn Logic>
+                Box::new(WindowLogic::new(fns.clone(), wiring, partition)) as Box<dyn Logic>
             }),
         )
     }
@@ -545,9 +547,7 @@ struct AggregateLogic<T, K, A, O> {
 
 impl<T: Data, K: Key, A: Portable + Data, O: Data> Logic for AggregateLogic<T, K, A, O> {
     fn on_data(&mut self, _ctx: &mut Context<'_, Msg>, _input: usize, data: Box<dyn Any + Send>) {
-        let batch = data
-            .downcast::<Batch<T>>()
-            .expect("an edge carries its upstream operator's record type");
+        let batch = batch_of::<T>(data);
         for (time, record) in batch.iter() {
             let key = (self.fns.key)(record);
             let (acc, changed) = self
@@ -651,16 +651,7 @@ impl<L: Data + Portable, K: Key> KeyedStream<L, K> {
             StateKind::Mergeable,
             Arc::new(move |wiring: &Wiring, partition| {
                 Box::new(TwoInputs {
-                    inner: WindowLogic {
-                        fns: fns.clone(),
-                        windows: BTreeMap::new(),
-                        sessions: FxHashMap::default(),
-                        session_ends: BinaryHeap::new(),
-                        frontier: 0,
-                        counters: wiring.counters.clone(),
-                        out: Output::new(wiring, partition),
-                        scratch: Vec::new(),
-                    },
+                    inner: WindowLogic::new(fns.clone(), wiring, partition),
                     _sides: PhantomData::<fn(L, R)>,
                 }) as Box<dyn Logic>
             }),
@@ -703,17 +694,13 @@ struct TwoInputs<L, R, K, O> {
 impl<L: Data + Portable, R: Data + Portable, K: Key, O: Data> Logic for TwoInputs<L, R, K, O> {
     fn on_data(&mut self, _ctx: &mut Context<'_, Msg>, input: usize, data: Box<dyn Any + Send>) {
         if input == 0 {
-            let batch = data
-                .downcast::<Batch<L>>()
-                .expect("the left edge carries L");
-            for (time, record) in *batch {
+            let batch = batch_of::<L>(data);
+            for (time, record) in batch {
                 self.inner.add(time, &Either::Left(record));
             }
         } else {
-            let batch = data
-                .downcast::<Batch<R>>()
-                .expect("the right edge carries R");
-            for (time, record) in *batch {
+            let batch = batch_of::<R>(data);
+            for (time, record) in batch {
                 self.inner.add(time, &Either::Right(record));
             }
         }
@@ -762,17 +749,13 @@ impl<S: 'static, L: Data, R: Data, O: Data> ProcessLogic<S, L, R, O> {
 impl<S: 'static, L: Data, R: Data, O: Data> Logic for ProcessLogic<S, L, R, O> {
     fn on_data(&mut self, ctx: &mut Context<'_, Msg>, input: usize, data: Box<dyn Any + Send>) {
         if input == 0 {
-            let batch = data
-                .downcast::<Batch<L>>()
-                .expect("the first edge carries its record type");
-            for (time, record) in *batch {
+            let batch = batch_of::<L>(data);
+            for (time, record) in batch {
                 (self.on_left)(&mut self.state, time, record, &mut self.emitted);
             }
         } else if let Some(on_right) = &self.on_right {
-            let batch = data
-                .downcast::<Batch<R>>()
-                .expect("the second edge carries its record type");
-            for (time, record) in *batch {
+            let batch = batch_of::<R>(data);
+            for (time, record) in batch {
                 on_right(&mut self.state, time, record, &mut self.emitted);
             }
         }
