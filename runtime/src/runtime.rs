@@ -838,7 +838,11 @@ impl<M: Send + 'static> Runtime<M> {
 impl<M: Send + 'static> Drop for Runtime<M> {
     fn drop(&mut self) {
         if !self.threads.is_empty() {
-            self.stop(None);
+            // Unwinding (a failed assertion, a panicking caller) must not wait forever for
+            // work that may never finish: give it a moment, then abandon it.
+            let deadline =
+                std::thread::panicking().then(|| Instant::now() + Duration::from_secs(1));
+            self.stop(deadline);
         }
     }
 }

@@ -1314,6 +1314,7 @@ impl<M: Send + 'static> Shard<M> {
         if end.saturating_sub(self.last_publish) >= METRICS_EVERY_NS {
             self.publish_metrics(end);
             self.tick(end);
+            self.flush();
         }
         self.busy_ns += end.saturating_sub(start);
         self.counters()
@@ -1814,6 +1815,9 @@ impl<M: Send + 'static> Shard<M> {
                 }
             }
         }
+        // Requests for actors whose home is this shard are queued locally: carry them out
+        // now, or an idle shard would park with them pending.
+        self.dispatch_local();
     }
 
     /// Retires lessees given nothing for `after_ns` (one per lessor per tick).

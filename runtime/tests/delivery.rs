@@ -611,3 +611,31 @@ fn a_pipeline_that_never_falls_quiet_can_still_be_shut_down() {
         assert!(report.handled() > 100);
     });
 }
+
+#[test]
+fn a_runtime_dropped_while_unwinding_does_not_wait_forever() {
+    let unwound = within(30, || {
+        std::thread::spawn(|| {
+            let runtime = Runtime::builder()
+                .shards(1)
+                .operator(0, 0, |_, _| Box::new(Perpetual) as Box<dyn Actor<Msg>>)
+                .build()
+                .unwrap();
+            runtime
+                .ingress()
+                .send_to(
+                    ActorId::new(0, 0, 0),
+                    Msg::Token {
+                        id: 0,
+                        hops_left: 0,
+                    },
+                )
+                .unwrap();
+            // A failing assertion in the caller: the runtime is dropped while unwinding,
+            // with work that would never drain.
+            panic!("the caller failed");
+        })
+        .join()
+    });
+    assert!(unwound.is_err(), "the caller's panic comes through");
+}

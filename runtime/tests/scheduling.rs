@@ -418,7 +418,6 @@ impl Actor<u64> for FanOut {
 }
 
 #[test]
-#[ignore = "hangs in about half the runs (before and after the router change): a known bug under investigation; run with --ignored"]
 fn user_policies_shed_at_send_and_scale_from_ticks() {
     let counter = ActorId::new(1, 2, 0);
     // Which shard is not the counter's home is only known once the runtime runs: with two
@@ -452,7 +451,8 @@ fn user_policies_shed_at_send_and_scale_from_ticks() {
         {
             assert!(
                 started.elapsed() < Duration::from_secs(5),
-                "no lessee from on_tick"
+                "no lessee from on_tick: {:?}",
+                runtime.actor_metrics()
             );
             std::thread::sleep(Duration::from_millis(1));
         }
