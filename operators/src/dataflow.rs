@@ -52,8 +52,13 @@ impl<T: Clone + Send + 'static> Data for T {}
 
 /// The message every operator of every app exchanges.
 pub enum Msg {
-    /// A batch of records: a `Vec<(Time, T)>`, `T` the edge's record type.
-    Data(Box<dyn Any + Send>),
+    /// A batch of records.
+    Data {
+        /// How many records the batch holds (for accounting without its type).
+        records: u32,
+        /// A `Vec<(Time, T)>`, `T` the edge's record type.
+        batch: Box<dyn Any + Send>,
+    },
     /// The sending partition's frontier: it sends no more records with time below it.
     Watermark(Time),
     /// A source's turn to produce (sent to itself, or by [`App::start`]).
@@ -63,7 +68,7 @@ pub enum Msg {
 impl fmt::Debug for Msg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Msg::Data(_) => f.write_str("Data(..)"),
+            Msg::Data { records, .. } => write!(f, "Data({records} records)"),
             Msg::Watermark(frontier) => write!(f, "Watermark({frontier})"),
             Msg::Tick => f.write_str("Tick"),
         }
@@ -118,6 +123,16 @@ pub(crate) fn partitions_of_self(wiring: &Wiring, _partition: PartitionId) -> Pa
 #[derive(Default)]
 pub(crate) struct AppCounters {
     pub(crate) late: AtomicU64,
+    /// Records the sources emitted.
+    pub(crate) emitted: AtomicU64,
+    /// Records that operators received straight from a source.
+    pub(crate) ingested: AtomicU64,
+    /// Records in batches the scheduler shed on their way from a source.
+    pub(crate) shed_at_ingest: AtomicU64,
+    /// Records in batches the scheduler shed between two operators.
+    pub(crate) shed_downstream: AtomicU64,
+    /// Sources stop producing (see [`App::stop`]).
+    pub(crate) stop: std::sync::atomic::AtomicBool,
     pub(crate) sinks_open: AtomicU64,
     pub(crate) done: Mutex<bool>,
     pub(crate) done_signal: Condvar,
@@ -261,7 +276,10 @@ impl<T: Data> Output<T> {
     ) {
         let batch = std::mem::take(&mut edge.buffers[partition as usize]);
         let target = ActorId::new(app, edge.target, partition);
-        let payload = Msg::Data(Box::new(batch));
+        let payload = Msg::Data {
+            records: u32::try_from(batch.len()).unwrap_or(u32::MAX),
+            batch: Box::new(batch),
+        };
         // A send fails only while the runtime shuts down; what is in flight then is
         // discarded with it.
         let _ = match ingress {
@@ -320,6 +338,10 @@ impl<T: Data> Output<T> {
 pub(crate) struct OperatorActor {
     logic: Box<dyn Logic>,
     inputs: Arc<[(OperatorId, PartitionId)]>,
+    /// Per input: whether it comes straight from a source (its records are counted as
+    /// ingested).
+    from_source: Arc<[bool]>,
+    counters: Arc<AppCounters>,
     /// Per upstream partition of every input, its frontier; inputs side by side.
     frontiers: Vec<Time>,
     frontier: Time,
@@ -343,9 +365,14 @@ impl OperatorActor {
 impl Actor<Msg> for OperatorActor {
     fn receive(&mut self, ctx: &mut Context<'_, Msg>, message: Envelope<Msg>) {
         match message.payload {
-            Msg::Data(data) => {
+            Msg::Data { records, batch } => {
                 let (input, _) = self.input_of(message.source);
-                self.logic.on_data(ctx, input, data);
+                if self.from_source.get(input).copied().unwrap_or(false) {
+                    self.counters
+                        .ingested
+                        .fetch_add(u64::from(records), Ordering::Relaxed);
+                }
+                self.logic.on_data(ctx, input, batch);
             }
             Msg::Watermark(frontier) => {
                 let (_, slot) = self.input_of(message.source);
@@ -547,6 +574,19 @@ impl<T: Data> Stream<T> {
         self
     }
 
+    /// Keeps the state of the operator that produces this stream on its home shard: it
+    /// never gets lessees, even when its state could be merged (a window whose per-key
+    /// work is too small to be worth spreading, or a pipeline that must not scale).
+    pub fn exclusive(self) -> Self {
+        self.graph.borrow_mut().nodes[usize::from(self.node)].state = StateKind::Exclusive;
+        self
+    }
+
+    /// Whether the operator that produces this stream may get lessees.
+    pub fn is_mergeable(&self) -> bool {
+        self.graph.borrow().nodes[usize::from(self.node)].state == StateKind::Mergeable
+    }
+
     /// Adds an operator fed by this stream over an edge with `partitioning`.
     pub(crate) fn then<O: Data>(
         &self,
@@ -710,7 +750,26 @@ impl App {
             .filter(|(_, node)| node.state == StateKind::Mergeable)
             .map(|(id, _)| (id as OperatorId, partitions[id]))
             .collect();
-        let mut runtime = runtime;
+        let is_source: Vec<bool> = nodes.iter().map(|node| node.source).collect();
+        let app = self.inner.app;
+        let counters = self.inner.counters.clone();
+        let sources = is_source.clone();
+        let mut runtime = runtime.on_shed(move |envelope| {
+            if envelope.target.app != app {
+                return;
+            }
+            if let Msg::Data { records, .. } = &envelope.payload {
+                let from_source = envelope
+                    .source
+                    .is_some_and(|sender| sources.get(usize::from(sender.operator)) == Some(&true));
+                let counter = if from_source {
+                    &counters.shed_at_ingest
+                } else {
+                    &counters.shed_downstream
+                };
+                counter.fetch_add(u64::from(*records), Ordering::Relaxed);
+            }
+        });
         for (id, node) in nodes.into_iter().enumerate() {
             let inputs: Arc<[(OperatorId, PartitionId)]> = node
                 .inputs
@@ -718,6 +777,11 @@ impl App {
                 .map(|&input| (input, partitions[usize::from(input)]))
                 .collect();
             let slots: usize = inputs.iter().map(|&(_, p)| p as usize).sum();
+            let from_source: Arc<[bool]> = node
+                .inputs
+                .iter()
+                .map(|&input| is_source[usize::from(input)])
+                .collect();
             let wiring = Arc::new(Wiring {
                 app: self.inner.app,
                 operator: id as OperatorId,
@@ -730,6 +794,8 @@ impl App {
                 Box::new(OperatorActor {
                     logic: make(&wiring, actor.partition),
                     inputs: inputs.clone(),
+                    from_source: from_source.clone(),
+                    counters: wiring.counters.clone(),
                     frontiers: vec![0; slots],
                     frontier: 0,
                 })
@@ -813,4 +879,42 @@ impl App {
     pub fn late_records(&self) -> u64 {
         self.inner.counters.late.load(Ordering::Relaxed)
     }
+
+    /// Stops every source: each ends as if exhausted (its last watermark closes every
+    /// window), so the pipeline drains and [`wait`](Self::wait) returns. For unbounded
+    /// sources and runs of a fixed duration.
+    pub fn stop(&self) {
+        self.inner.counters.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Where the app's records went so far: see [`Flow`].
+    pub fn flow(&self) -> Flow {
+        let counters = &self.inner.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Flow {
+            emitted: read(&counters.emitted),
+            ingested: read(&counters.ingested),
+            shed_at_ingest: read(&counters.shed_at_ingest),
+            shed_downstream: read(&counters.shed_downstream),
+            late: read(&counters.late),
+        }
+    }
+}
+
+/// Where an app's records went. Once the app is done, every record its sources emitted
+/// was either taken in by the operators after them or shed on the way:
+/// `emitted == ingested + shed_at_ingest` (while it runs, some are in flight).
+/// Malformed input never becomes a record: sources count it as dead letters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Flow {
+    /// Records the sources emitted.
+    pub emitted: u64,
+    /// Records the operators right after the sources received.
+    pub ingested: u64,
+    /// Records the scheduler shed between a source and the operator after it.
+    pub shed_at_ingest: u64,
+    /// Records the scheduler shed further in (between two operators).
+    pub shed_downstream: u64,
+    /// Records dropped because they came after their window had fired.
+    pub late: u64,
 }

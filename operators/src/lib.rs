@@ -26,6 +26,6 @@ pub mod source;
 pub mod state;
 pub mod window;
 
-pub use dataflow::{App, AppBuilder, KeyedStream, Msg, Stream, Time};
+pub use dataflow::{App, AppBuilder, Flow, KeyedStream, Msg, Stream, Time};
 pub use partition::{key_hash, Partitioning, Router};
 pub use state::KeyCounts;

@@ -130,11 +130,22 @@ struct SourceLogic<T> {
     sent_frontier: Time,
     frontier_sent_at: Nanos,
     finished: bool,
+    counters: Arc<crate::dataflow::AppCounters>,
     out: Output<T>,
 }
 
 impl<T: Data> SourceLogic<T> {
     fn peek(&mut self) -> Next {
+        if !self.ended
+            && self
+                .counters
+                .stop
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // Stopped: what was peeked is never emitted, so it was never counted.
+            self.peeked = None;
+            self.ended = true;
+        }
         if self.peeked.is_some() {
             return Next::Ready;
         }
@@ -196,6 +207,9 @@ impl<T: Data> Logic for SourceLogic<T> {
             produced += 1;
         }
         self.out.flush(ctx);
+        self.counters
+            .emitted
+            .fetch_add(produced as u64, std::sync::atomic::Ordering::Relaxed);
         let next = self.peek();
         let exhausted = next == Next::End;
         let frontier = if exhausted {
@@ -272,6 +286,7 @@ impl AppBuilder {
                     sent_frontier: 0,
                     frontier_sent_at: 0,
                     finished: false,
+                    counters: wiring.counters.clone(),
                     out: Output::new(wiring, partition),
                 }) as Box<dyn Logic>
             }),

@@ -132,7 +132,12 @@ pub(crate) struct Shared<M> {
     pub(crate) measure_costs: bool,
     /// Per shard and app: busy and reserved time.
     pub(crate) usage: UsageTable,
+    /// Called with each shed message (see [`RuntimeBuilder::on_shed`]).
+    pub(crate) shed_hooks: Vec<ShedHook<M>>,
 }
+
+/// A hook called with each shed message.
+pub(crate) type ShedHook<M> = Arc<dyn Fn(&Envelope<M>) + Send + Sync>;
 
 impl<M> Shared<M> {
     pub(crate) fn shards(&self) -> usize {
@@ -301,6 +306,7 @@ pub struct RuntimeBuilder<M> {
     policy: Arc<dyn SchedulingPolicy>,
     slos: BTreeMap<AppId, Duration>,
     handler_warning: Duration,
+    shed_hooks: Vec<ShedHook<M>>,
 }
 
 impl<M: Send + 'static> Default for RuntimeBuilder<M> {
@@ -317,6 +323,7 @@ impl<M: Send + 'static> Default for RuntimeBuilder<M> {
             policy: Arc::new(RoundRobin),
             slos: BTreeMap::new(),
             handler_warning: Duration::from_millis(10),
+            shed_hooks: Vec::new(),
         }
     }
 }
@@ -384,6 +391,15 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
     /// (some app has an SLO, or the policy wants costs). Default 10 ms.
     pub fn handler_warning(mut self, bound: Duration) -> Self {
         self.handler_warning = bound;
+        self
+    }
+
+    /// Calls `hook` with every message the scheduling policy sheds, just before it is
+    /// dropped (on the shard that sheds it; keep it short). Hooks add up: each one
+    /// registered is called. Shed messages are counted per shard whether or not a hook
+    /// looks at them; a hook lets a layer above count what they carried.
+    pub fn on_shed(mut self, hook: impl Fn(&Envelope<M>) + Send + Sync + 'static) -> Self {
+        self.shed_hooks.push(Arc::new(hook));
         self
     }
 
@@ -613,6 +629,7 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
             costs: CostTable::new(&operators),
             measure_costs,
             usage: UsageTable::new(shards, operators.len()),
+            shed_hooks: self.shed_hooks,
         });
         let links = build_links(shards, self.ring_capacity);
         for ((starter, links), intake) in starters.iter().zip(links).zip(receivers) {

@@ -100,7 +100,8 @@ pub trait SchedulingPolicy: Send + Sync + 'static {
 
     /// On the sender's shard, before a handler's message is queued, after the runtime
     /// stamped its deadline: may adjust its scheduling context, or return `false` to shed
-    /// it (it is dropped and counted as `shed`; the sender is not told).
+    /// it (it is dropped and counted as `shed`; the sender is not told). Critical
+    /// messages are never shed: `false` for one of them is ignored.
     fn prepare_send(&self, target: ActorId, message: &mut SchedContext) -> bool {
         let _ = (target, message);
         true

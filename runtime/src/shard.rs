@@ -36,7 +36,7 @@ use crate::dual::{
     ActorMetrics, Barrier, Control, Coordinator, LesseeLink, LesseeProgress, LesseeState, Packet,
     PendingBarrier, ScaleChange, SyncPoint,
 };
-use crate::envelope::{mix64, ActorId, AppId, Envelope, Nanos, OperatorId, ShardId};
+use crate::envelope::{mix64, ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, ShardId};
 use crate::mesh::{Consumer, Producer, ShardLinks};
 use crate::runtime::Shared;
 use crate::scheduling::{
@@ -144,13 +144,19 @@ impl<M> Outbound<M> {
         if self.scheduled {
             self.shared.stamp_deadline(&mut envelope);
         }
+        // Critical messages (watermarks, barriers) are never shed: the actor's consistency
+        // and every downstream frontier depend on them arriving.
         if self.prepares_sends
             && !self
                 .shared
                 .policy
                 .prepare_send(envelope.target, &mut envelope.ctx)
+            && envelope.kind == MessageKind::User
         {
             bump(&self.shared.counters[self.shard].shed, 1);
+            for hook in &self.shared.shed_hooks {
+                hook(&envelope);
+            }
             return Ok(());
         }
         // Counted before the message can be seen anywhere: shutdown's quiescence check
@@ -631,7 +637,7 @@ impl<M: Send + 'static> ActorTable<M> {
             // A keyed message runs where its key maps; the policy still decides whether
             // to shed it, and whether the actor needs another worker.
             match self.policy_decision(index, &envelope, out.shard, shared) {
-                Admission::Shed => return self.shed(shared, out.shard),
+                Admission::Shed => return self.shed(envelope, shared, out.shard),
                 Admission::AddLessee(shard) => {
                     self.route_by_key(index, envelope, key, lessor_queue, out, shared);
                     return self.request_lessee(index, shard, out);
@@ -712,7 +718,10 @@ impl<M: Send + 'static> ActorTable<M> {
 
     /// Drops a message the policy shed; it counts as handled (shutdown waits for nothing
     /// more).
-    fn shed(&mut self, shared: &Shared<M>, shard: ShardId) {
+    fn shed(&mut self, envelope: Envelope<M>, shared: &Shared<M>, shard: ShardId) {
+        for hook in &shared.shed_hooks {
+            hook(&envelope);
+        }
         let counters = &shared.counters[shard];
         bump(&counters.shed, 1);
         mark_handled(counters, 1);
@@ -745,7 +754,7 @@ impl<M: Send + 'static> ActorTable<M> {
                     self.run_here(index, envelope, &shared.counters[out.shard].queued);
                 }
             }
-            Admission::Shed => self.shed(shared, out.shard),
+            Admission::Shed => self.shed(envelope, shared, out.shard),
             Admission::AddLessee(shard) => {
                 self.run_here(index, envelope, &shared.counters[out.shard].queued);
                 self.request_lessee(index, shard, out);

@@ -423,8 +423,11 @@ fn user_policies_shed_at_send_and_scale_from_ticks() {
     // Which shard is not the counter's home is only known once the runtime runs: with two
     // shards, try the policy with both and keep the run where the lessee is allowed.
     for lessee_shard in 0..2 {
+        let seen_shed = Arc::new(Mutex::new(Vec::new()));
+        let hook_seen = seen_shed.clone();
         let runtime = Runtime::<u64>::builder()
             .shards(2)
+            .on_shed(move |envelope| hook_seen.lock().unwrap().push(envelope.target))
             .policy(Hooks {
                 asked: std::sync::atomic::AtomicBool::new(false),
                 lessee_shard,
@@ -459,6 +462,15 @@ fn user_policies_shed_at_send_and_scale_from_ticks() {
         let report = runtime.shutdown();
         let shed: u64 = report.shards.iter().map(|shard| shard.shed).sum();
         assert_eq!(shed, 500, "odd partitions' messages are shed at send");
+        let seen_shed = seen_shed.lock().unwrap();
+        assert_eq!(
+            seen_shed.len(),
+            500,
+            "the shed hook sees every shed message"
+        );
+        assert!(seen_shed
+            .iter()
+            .all(|target| target.operator == 1 && target.partition % 2 == 1));
         // 100 fan-outs, 500 delivered, 1 for the counter, and the runtime's two control
         // messages for the lessee (the scale request and the lease).
         assert_eq!(report.handled(), 603);

@@ -1,0 +1,81 @@
+//! Where an app's records go: unbounded sources stopped after a while drain and close
+//! their windows, and every record a source emitted is accounted for as ingested or shed.
+
+use std::time::Duration;
+
+use dirigo_operators::dataflow::{AppBuilder, Msg};
+use dirigo_operators::source::Pacing;
+use dirigo_operators::window::Windows;
+use dirigo_runtime::scheduling::SchedulingPolicy;
+use dirigo_runtime::{ActorId, Runtime, SchedContext};
+
+/// Sheds every other batch bound for operator 1 (the one after the source).
+#[derive(Default)]
+struct ShedHalf {
+    sent: std::sync::atomic::AtomicU64,
+}
+
+impl SchedulingPolicy for ShedHalf {
+    fn name(&self) -> &str {
+        "shed-half"
+    }
+    fn by_priority(&self) -> bool {
+        false
+    }
+    fn prepares_sends(&self) -> bool {
+        true
+    }
+    fn prepare_send(&self, target: ActorId, _message: &mut SchedContext) -> bool {
+        target.operator != 1
+            || self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 0
+    }
+}
+
+fn run(shed: bool) -> (dirigo_operators::Flow, u64, u64) {
+    let app = AppBuilder::new(0, "flow").parallelism(2);
+    let numbers = app.source("numbers", 0, Pacing::Rate(200_000.0), |partition, _| {
+        (0u64..).map(move |i| (i / 100, i * 2 + u64::from(partition)))
+    });
+    let counts = numbers
+        .key_by(|n| *n % 16)
+        .window_count("per-key", Windows::Tumbling { size: 10 })
+        .count("out");
+    let app = app.build();
+    let mut builder = Runtime::<Msg>::builder().shards(2);
+    if shed {
+        builder = builder.policy(ShedHalf::default());
+    }
+    let runtime = app.install(builder).build().unwrap();
+    app.start(&runtime.ingress());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!app.is_done(), "an unbounded source runs until stopped");
+    app.stop();
+    assert!(app.wait(Duration::from_secs(30)), "a stopped app drains");
+    let report = runtime.shutdown();
+    let shed_messages = report.shards.iter().map(|shard| shard.shed).sum();
+    (app.flow(), counts.outputs(), shed_messages)
+}
+
+#[test]
+fn a_stopped_source_drains_and_every_record_is_ingested() {
+    let (flow, outputs, shed) = run(false);
+    assert!(flow.emitted > 1_000, "{flow:?}");
+    assert_eq!(flow.emitted, flow.ingested, "{flow:?}");
+    assert_eq!(flow.shed_at_ingest + flow.shed_downstream, 0);
+    assert_eq!(shed, 0);
+    // 16 keys per 10 ms window, every window closed by the final watermark.
+    assert!(outputs >= 16, "{outputs}");
+}
+
+#[test]
+fn shed_records_are_counted_where_they_were_dropped() {
+    let (flow, _, shed) = run(true);
+    assert!(shed > 0, "the policy shed batches");
+    assert!(flow.shed_at_ingest > 0, "{flow:?}");
+    assert_eq!(
+        flow.emitted,
+        flow.ingested + flow.shed_at_ingest,
+        "{flow:?}"
+    );
+    assert_eq!(flow.shed_downstream, 0, "{flow:?}");
+}
