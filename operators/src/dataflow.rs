@@ -127,7 +127,8 @@ pub(crate) struct AppCounters {
     pub(crate) emitted: AtomicU64,
     /// Records that operators received straight from a source.
     pub(crate) ingested: AtomicU64,
-    /// Records in batches the scheduler shed on their way from a source.
+    /// Records in batches the scheduler shed on their way from a source to its first
+    /// consumer.
     pub(crate) shed_at_ingest: AtomicU64,
     /// Records in batches the scheduler shed between two operators.
     pub(crate) shed_downstream: AtomicU64,
@@ -159,6 +160,13 @@ pub(crate) trait Logic: 'static {
     }
     /// Sends `frontier` to every downstream partition.
     fn forward_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time);
+    /// Whether advancing the input frontier from `from` to `to` makes the logic read its
+    /// whole state (fire a window, emit an aggregate). When not, the watermark runs on the
+    /// lessor without consolidating the lessees' partial states. Default: always.
+    fn frontier_needs_state(&self, from: Time, to: Time) -> bool {
+        let _ = (from, to);
+        true
+    }
     /// A source's turn.
     fn on_tick(&mut self, ctx: &mut Context<'_, Msg>) {
         let _ = ctx;
@@ -345,6 +353,9 @@ pub(crate) struct OperatorActor {
     /// Per upstream partition of every input, its frontier; inputs side by side.
     frontiers: Vec<Time>,
     frontier: Time,
+    /// The same, as of the watermarks admitted so far (the runtime asks
+    /// [`Actor::barrier`] once per critical message, in the order they will run).
+    admitted: std::cell::RefCell<(Vec<Time>, Time)>,
 }
 
 impl OperatorActor {
@@ -363,6 +374,30 @@ impl OperatorActor {
 }
 
 impl Actor<Msg> for OperatorActor {
+    /// A watermark that moves the aligned frontier past no window end runs on the lessor
+    /// alone: nothing it does reads state a lessee holds.
+    fn barrier(&self, message: &Envelope<Msg>) -> dirigo_runtime::Barrier {
+        let Msg::Watermark(frontier) = message.payload else {
+            return dirigo_runtime::Barrier::Single;
+        };
+        let (_, slot) = self.input_of(message.source);
+        let mut admitted = self.admitted.borrow_mut();
+        let (frontiers, aligned) = &mut *admitted;
+        if let Some(seen) = frontiers.get_mut(slot) {
+            *seen = (*seen).max(frontier);
+        }
+        let next = frontiers.iter().copied().min().unwrap_or(frontier);
+        if next <= *aligned {
+            return dirigo_runtime::Barrier::Local;
+        }
+        let from = std::mem::replace(aligned, next);
+        if self.logic.frontier_needs_state(from, next) {
+            dirigo_runtime::Barrier::Single
+        } else {
+            dirigo_runtime::Barrier::Local
+        }
+    }
+
     fn receive(&mut self, ctx: &mut Context<'_, Msg>, message: Envelope<Msg>) {
         match message.payload {
             Msg::Data { records, batch } => {
@@ -750,19 +785,35 @@ impl App {
             .filter(|(_, node)| node.state == StateKind::Mergeable)
             .map(|(id, _)| (id as OperatorId, partitions[id]))
             .collect();
-        let is_source: Vec<bool> = nodes.iter().map(|node| node.source).collect();
+        // A source's records are counted once, as they reach its first consumer (the
+        // lowest-numbered operator reading it), however many operators read it.
+        let first_consumer: Vec<Option<OperatorId>> = (0..nodes.len())
+            .map(|source| {
+                if !nodes[source].source {
+                    return None;
+                }
+                nodes
+                    .iter()
+                    .position(|node| node.inputs.contains(&(source as OperatorId)))
+                    .map(|consumer| consumer as OperatorId)
+            })
+            .collect();
         let app = self.inner.app;
         let counters = self.inner.counters.clone();
-        let sources = is_source.clone();
+        let consumers = first_consumer.clone();
         let mut runtime = runtime.on_shed(move |envelope| {
             if envelope.target.app != app {
                 return;
             }
             if let Msg::Data { records, .. } = &envelope.payload {
-                let from_source = envelope
-                    .source
-                    .is_some_and(|sender| sources.get(usize::from(sender.operator)) == Some(&true));
-                let counter = if from_source {
+                let ingest = envelope.source.is_some_and(|sender| {
+                    consumers
+                        .get(usize::from(sender.operator))
+                        .copied()
+                        .flatten()
+                        == Some(envelope.target.operator)
+                });
+                let counter = if ingest {
                     &counters.shed_at_ingest
                 } else {
                     &counters.shed_downstream
@@ -780,7 +831,7 @@ impl App {
             let from_source: Arc<[bool]> = node
                 .inputs
                 .iter()
-                .map(|&input| is_source[usize::from(input)])
+                .map(|&input| first_consumer[usize::from(input)] == Some(id as OperatorId))
                 .collect();
             let wiring = Arc::new(Wiring {
                 app: self.inner.app,
@@ -798,6 +849,7 @@ impl App {
                     counters: wiring.counters.clone(),
                     frontiers: vec![0; slots],
                     frontier: 0,
+                    admitted: std::cell::RefCell::new((vec![0; slots], 0)),
                 })
             };
             let operator = id as OperatorId;
@@ -902,16 +954,17 @@ impl App {
 }
 
 /// Where an app's records went. Once the app is done, every record its sources emitted
-/// was either taken in by the operators after them or shed on the way:
+/// was either taken in by the operator after them or shed on the way:
 /// `emitted == ingested + shed_at_ingest` (while it runs, some are in flight).
 /// Malformed input never becomes a record: sources count it as dead letters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Flow {
     /// Records the sources emitted.
     pub emitted: u64,
-    /// Records the operators right after the sources received.
+    /// Records the operators right after the sources received (for a source read by
+    /// several operators, counted at the first of them, so each record once).
     pub ingested: u64,
-    /// Records the scheduler shed between a source and the operator after it.
+    /// Records the scheduler shed between a source and its first consumer.
     pub shed_at_ingest: u64,
     /// Records the scheduler shed further in (between two operators).
     pub shed_downstream: u64,

@@ -75,6 +75,11 @@ pub enum Barrier {
     /// Runs alone, as soon as everything that arrived before it has run.
     #[default]
     Single,
+    /// Needs no consolidation: runs on the lessor, after what arrived before it there, on
+    /// the lessor's own state, without blocking the actor or collecting partial states.
+    /// For a critical message that only sometimes reads the whole state (a watermark that
+    /// closes no window): the actor answers `Local` when it knows this one does not.
+    Local,
     /// Runs together with the critical messages of the same `id` from `inputs` distinct
     /// inputs (for example the same watermark from every upstream partition).
     Wait {

@@ -584,7 +584,11 @@ impl<M: Send + 'static> ActorTable<M> {
         }
         if envelope.is_critical() {
             let barrier = guarded(id, "barrier", Barrier::Single, || actor.barrier(&envelope));
+            if barrier == Barrier::Local {
+                return self.run_here(index, envelope, &shared.counters[out.shard].queued);
+            }
             let complete = match (barrier, &mut coordinator.barrier) {
+                (Barrier::Local, _) => unreachable!("handled above"),
                 (Barrier::Wait { id, .. }, Some(pending)) if pending.id == id => {
                     pending.arrived.push(envelope);
                     coordinator.held_inputs.push(input);

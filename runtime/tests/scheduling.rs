@@ -478,3 +478,76 @@ fn user_policies_shed_at_send_and_scale_from_ticks() {
     }
     panic!("the counter has a home on one of two shards");
 }
+
+/// Mergeable; critical messages with payload 1 need no consolidation, others do. Records
+/// the shard every critical message ran on.
+struct LocalBarriers {
+    ran_on: Arc<Mutex<Vec<(u64, usize)>>>,
+}
+
+impl Actor<u64> for LocalBarriers {
+    fn receive(&mut self, ctx: &mut Context<'_, u64>, message: Envelope<u64>) {
+        if message.is_critical() {
+            self.ran_on
+                .lock()
+                .unwrap()
+                .push((message.payload, ctx.shard()));
+        }
+    }
+    fn barrier(&self, message: &Envelope<u64>) -> dirigo_runtime::Barrier {
+        if message.payload == 1 {
+            dirigo_runtime::Barrier::Local
+        } else {
+            dirigo_runtime::Barrier::Single
+        }
+    }
+    fn snapshot(
+        &mut self,
+    ) -> Result<Option<dirigo_runtime::Snapshot>, dirigo_runtime::SnapshotError> {
+        Ok(None)
+    }
+}
+
+#[test]
+fn local_barriers_run_on_the_lessor_without_a_sync() {
+    let ran_on = Arc::new(Mutex::new(Vec::new()));
+    let for_factory = ran_on.clone();
+    let runtime = Runtime::<u64>::builder()
+        .shards(2)
+        .mergeable_operator(0, 0, move |_, _| {
+            Box::new(LocalBarriers {
+                ran_on: for_factory.clone(),
+            }) as Box<dyn Actor<u64>>
+        })
+        .build()
+        .unwrap();
+    let actor = ActorId::new(0, 0, 0);
+    let ingress = runtime.ingress();
+    let home = ingress.home_shard(actor);
+    ingress.send_to(actor, 0).unwrap();
+    ingress.add_lessee(actor, 1 - home).unwrap();
+    for round in 0..100 {
+        for value in 0..10 {
+            ingress.send_to(actor, 10 + round * 10 + value).unwrap();
+        }
+        ingress.send(Envelope::critical(actor, 1)).unwrap();
+    }
+    ingress.send(Envelope::critical(actor, 2)).unwrap();
+    let report = runtime.shutdown();
+    let ran_on = ran_on.lock().unwrap().clone();
+    assert_eq!(ran_on.len(), 101, "{ran_on:?}");
+    assert!(ran_on.iter().all(|&(_, shard)| shard == home), "{ran_on:?}");
+    assert_eq!(ran_on.last(), Some(&(2, home)), "arrival order kept");
+    let metrics = report
+        .shards
+        .iter()
+        .flat_map(|shard| shard.actors.iter())
+        .find(|metrics| metrics.actor == actor)
+        .unwrap();
+    assert_eq!(metrics.lessees, 1, "{metrics:?}");
+    assert_eq!(
+        metrics.syncs, 1,
+        "only the Single barrier synced: {metrics:?}"
+    );
+    assert_eq!(metrics.critical_sections, 1, "{metrics:?}");
+}

@@ -5,14 +5,17 @@
 //! command exits with code 2; no input makes the loader panic (a proptest mutates valid
 //! files to check that).
 //!
-//! Sections so far: `[runtime]` and `[scheduler]`. Applications (`[[app]]`) come with
-//! the operator library; until then a file that declares one is refused with that reason.
+//! Sections: `[runtime]`, `[scheduler]`, `[run]`, `[report]`, and one `[[app]]` per
+//! application (a NEXMark query by name, or a source, a chain or tree of operators and a
+//! sink). `crate::apps` turns the apps into dataflows; `crate::run` runs them.
 
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dirigo_operators::io::{KeyDist, LoadShape};
+use dirigo_operators::nexmark::queries::QUERIES;
 use dirigo_runtime::scheduling::{Dirigo, Edf, Fifo, RoundRobin};
 use dirigo_runtime::RuntimeBuilder;
 use serde::Deserialize;
@@ -28,9 +31,246 @@ pub struct Config {
     /// The scheduling policy and its parameters.
     #[serde(default)]
     pub scheduler: SchedulerSection,
-    /// Applications: not supported yet (kept to give a clear error).
+    /// How long `dirigo run` runs.
     #[serde(default)]
-    app: Option<Spanned<toml::Value>>,
+    pub run: RunSection,
+    /// What the run writes.
+    #[serde(default)]
+    pub report: ReportSection,
+    /// The applications.
+    #[serde(default, rename = "app")]
+    pub apps: Vec<AppSection>,
+    /// The folder of the file: input paths (`[app.source] path`) are relative to it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[run]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Seconds to run before the sources are stopped (default 15; `--duration` wins).
+    pub duration_s: Option<Spanned<f64>>,
+}
+
+/// `[report]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSection {
+    /// The folder for the report, the `.hgrm` files and the plots (default
+    /// `dirigo-report`).
+    pub dir: Option<String>,
+    /// The JSON report's path (default `DIR/report.json`; `--report` wins).
+    pub json: Option<String>,
+    /// Write one `.hgrm` file per app (default true).
+    pub hgrm: Option<bool>,
+    /// Draw the SVG plots (default true).
+    pub plots: Option<bool>,
+    /// Milliseconds between two points of the timeline (default 100).
+    pub sample_ms: Option<Spanned<u64>>,
+}
+
+/// One `[[app]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSection {
+    /// Its name in reports: unique, letters, digits, `-` and `_`.
+    pub name: Spanned<String>,
+    /// Latency target from a record's intended send time to its output, ms.
+    pub slo_ms: Option<Spanned<f64>>,
+    /// Partitions per operator (default: one per shard).
+    pub parallelism: Option<Spanned<u32>>,
+    /// A NEXMark query by name (`q0` … `q11`) instead of `[[app.operator]]`s.
+    pub query: Option<Spanned<String>>,
+    /// Where its records come from.
+    pub source: Option<Spanned<SourceSection>>,
+    /// Its operators, in any order; each reads from `input` (default: the one listed
+    /// before it, or the source).
+    #[serde(default, rename = "operator")]
+    pub operators: Vec<OperatorSection>,
+    /// Where its outputs go (every operator no other one reads from feeds it).
+    #[serde(default)]
+    pub sink: SinkSection,
+}
+
+/// `[app.source]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    /// Which source (default: `nexmark` for a `query`, else `generator`).
+    pub kind: Option<SourceKind>,
+    /// How fast records are offered (default: as fast as the pipeline takes them).
+    pub shape: Option<Spanned<LoadShape>>,
+    /// `generator`: which keys records carry (default 1000 uniform keys).
+    pub keys: Option<Spanned<KeyDist>>,
+    /// `generator`, `nexmark`: how many records (default: until the run ends).
+    pub events: Option<Spanned<u64>>,
+    /// `generator`: the seed of every random choice (default 1).
+    pub seed: Option<u64>,
+    /// How far behind the highest event time seen watermarks trail, ms (default 0).
+    pub out_of_orderness_ms: Option<u64>,
+    /// Source partitions (default: the app's parallelism; file and tcp: 1).
+    pub partitions: Option<Spanned<u32>>,
+    /// `file`: the file to read, relative to the configuration file's folder.
+    pub path: Option<Spanned<String>>,
+    /// `file`, `tcp`: `csv` (`key,value,time`) or `json` (default `csv`).
+    #[serde(default)]
+    pub format: FormatName,
+    /// `tcp`: the address to listen on, `HOST:PORT`.
+    pub listen: Option<Spanned<String>>,
+    /// `tcp`: `lines` or `length-prefixed` (default `lines`).
+    #[serde(default)]
+    pub framing: FramingName,
+    /// `file`, `tcp`: where malformed records go (default `DIR/APP.dead-letters.jsonl`).
+    pub dead_letters: Option<String>,
+}
+
+/// The sources.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// Synthetic keyed records (`key`, `value`, `time`).
+    #[default]
+    Generator,
+    /// NEXMark events (for `query`).
+    Nexmark,
+    /// Keyed records from a CSV or JSON-lines file.
+    File,
+    /// Keyed records from TCP connections.
+    Tcp,
+}
+
+/// Record formats of files and connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FormatName {
+    /// `key,value,time`.
+    #[default]
+    Csv,
+    /// `{"key": .., "value": .., "time": ..}`.
+    Json,
+}
+
+/// Framings of TCP sources.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FramingName {
+    /// One record per line.
+    #[default]
+    Lines,
+    /// A 4-byte big-endian length, then one JSON record.
+    LengthPrefixed,
+}
+
+/// One `[[app.operator]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorSection {
+    /// Its name: unique in the app, not `source`.
+    pub name: Spanned<String>,
+    /// What it does.
+    pub kind: Spanned<OperatorKind>,
+    /// The operator it reads from, or `source` (default: the one listed before it).
+    pub input: Option<Spanned<String>>,
+    /// Its partitions (default: the app's).
+    pub parallelism: Option<Spanned<u32>>,
+    /// Stateful kinds: `mergeable` (may get lessees; the default) or `exclusive`.
+    pub state: Option<Spanned<StateName>>,
+    /// CPU spent per record, ns (default 0): stands for a costly function.
+    pub work_ns: Option<Spanned<u64>>,
+    /// `filter`: the share of records kept, in percent (by value).
+    pub keep_percent: Option<Spanned<u64>>,
+    /// Window kinds: the windows.
+    pub window: Option<Spanned<WindowConfig>>,
+}
+
+/// Operator kinds: all read and write keyed records (`key`, `value`, `time`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorKind {
+    /// Passes each record on (after `work_ns` of CPU).
+    Map,
+    /// Keeps records whose `value % 100 < keep_percent`.
+    Filter,
+    /// Per key and window: `value` = how many records.
+    WindowCount,
+    /// Per key and window: `value` = the sum of the values.
+    WindowSum,
+    /// Per key and window: `value` = the largest value.
+    WindowMax,
+    /// Per key over the whole stream: `value` = the running sum, emitted as it changes.
+    RunningSum,
+}
+
+impl OperatorKind {
+    /// Whether the kind keeps state per key.
+    pub fn is_stateful(self) -> bool {
+        !matches!(self, Self::Map | Self::Filter)
+    }
+
+    /// Whether the kind needs `window`.
+    pub fn is_windowed(self) -> bool {
+        matches!(self, Self::WindowCount | Self::WindowSum | Self::WindowMax)
+    }
+}
+
+/// Where a stateful operator's state may live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateName {
+    /// Lessees may take part of the work; state is merged back for window ends.
+    Mergeable,
+    /// Only on the home shard.
+    Exclusive,
+}
+
+/// `window = { kind = "tumbling", size_ms = 1000 }` and the like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WindowConfig {
+    /// Back-to-back windows of `size_ms`.
+    Tumbling {
+        /// Window length, ms.
+        size_ms: u64,
+    },
+    /// Windows of `size_ms` starting every `slide_ms`.
+    Sliding {
+        /// Window length, ms.
+        size_ms: u64,
+        /// Time between two window starts, ms.
+        slide_ms: u64,
+    },
+    /// Per key, records less than `gap_ms` apart.
+    Session {
+        /// The gap that ends a session, ms.
+        gap_ms: u64,
+    },
+}
+
+/// `[app.sink]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSection {
+    /// Where outputs go; their latency is recorded whatever the kind.
+    #[serde(default)]
+    pub kind: SinkKind,
+    /// `json-lines`: the file (`-` for standard output).
+    pub path: Option<Spanned<String>>,
+    /// `tcp`: the address to connect to, `HOST:PORT`.
+    pub connect: Option<Spanned<String>>,
+}
+
+/// The sinks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkKind {
+    /// Only the latency of each output.
+    #[default]
+    Latency,
+    /// One JSON object per output line.
+    JsonLines,
+    /// JSON lines over a TCP connection.
+    Tcp,
 }
 
 /// `[runtime]`.
@@ -163,6 +403,11 @@ impl Config {
             let message = error.message().trim().replace('\n', " ");
             error_at(error.span(), message)
         })?;
+        let mut config = config;
+        config.base_dir = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         config
             .check(&available_cpus())
             .map_err(|(span, message)| error_at(Some(span), message))?;
@@ -171,13 +416,38 @@ impl Config {
 
     /// The checks TOML types cannot express; the span of the offending value.
     fn check(&self, available: &[usize]) -> Result<(), (Range<usize>, String)> {
-        if let Some(app) = &self.app {
-            return Err((
-                app.span(),
-                "applications ([[app]]) are not supported by this version yet; remove the section"
-                    .into(),
-            ));
+        self.check_runtime(available)?;
+        if let Some(duration) = &self.run.duration_s {
+            let seconds = *duration.get_ref();
+            if !(seconds.is_finite() && seconds > 0.0) {
+                return Err((
+                    duration.span(),
+                    format!("a duration above 0 s, not {seconds}"),
+                ));
+            }
         }
+        if let Some(sample) = &self.report.sample_ms {
+            if *sample.get_ref() == 0 {
+                return Err((sample.span(), "a sampling interval of at least 1 ms".into()));
+            }
+        }
+        for (index, app) in self.apps.iter().enumerate() {
+            if self.apps[..index]
+                .iter()
+                .any(|earlier| earlier.name.get_ref() == app.name.get_ref())
+            {
+                return Err((
+                    app.name.span(),
+                    format!("a name no other app has; `{}` is taken", app.name.get_ref()),
+                ));
+            }
+            app.check(&self.base_dir)?;
+        }
+        Ok(())
+    }
+
+    /// The `[runtime]` and `[scheduler]` checks.
+    fn check_runtime(&self, available: &[usize]) -> Result<(), (Range<usize>, String)> {
         let runtime = &self.runtime;
         if let (Some(shards), Some(_)) = (&runtime.shards, &runtime.cpus) {
             return Err((
@@ -240,6 +510,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// How long `dirigo run` runs unless told otherwise.
+    pub fn duration(&self) -> Duration {
+        self.run
+            .duration_s
+            .as_ref()
+            .map_or(Duration::from_secs(15), |seconds| {
+                Duration::from_secs_f64(*seconds.get_ref())
+            })
     }
 
     /// Applies the settings to a runtime builder.
@@ -311,7 +591,388 @@ impl Config {
             ),
             _ => "one shard per CPU".into(),
         };
-        format!("{shards}, policy {}", self.scheduler.policy)
+        let apps = if self.apps.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = self
+                .apps
+                .iter()
+                .map(|app| app.name.get_ref().as_str())
+                .collect();
+            format!(", apps: {}", names.join(", "))
+        };
+        format!("{shards}, policy {}{apps}", self.scheduler.policy)
+    }
+}
+
+/// `value` must be at least 1.
+fn at_least_one<T: Copy + Into<u64>>(
+    value: &Option<Spanned<T>>,
+    what: &str,
+) -> Result<(), (Range<usize>, String)> {
+    match value {
+        Some(value) if (*value.get_ref()).into() == 0 => {
+            Err((value.span(), format!("{what} of at least 1")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `value` must not be set for this kind.
+fn absent<T>(
+    value: &Option<Spanned<T>>,
+    key: &str,
+    why: &str,
+) -> Result<(), (Range<usize>, String)> {
+    match value {
+        Some(value) => Err((value.span(), format!("no `{key}` here: {why}"))),
+        None => Ok(()),
+    }
+}
+
+impl AppSection {
+    fn check(&self, base_dir: &Path) -> Result<(), (Range<usize>, String)> {
+        let name = self.name.get_ref();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err((
+                self.name.span(),
+                format!(
+                    "a name of letters, digits, `-` and `_` (it names report files), not {name:?}"
+                ),
+            ));
+        }
+        if let Some(slo) = &self.slo_ms {
+            let ms = *slo.get_ref();
+            if !(ms.is_finite() && ms > 0.0) {
+                return Err((slo.span(), format!("an SLO above 0 ms, not {ms}")));
+            }
+        }
+        at_least_one(&self.parallelism, "a parallelism")?;
+        let source_kind = self
+            .source
+            .as_ref()
+            .and_then(|source| source.get_ref().kind);
+        match &self.query {
+            Some(query) => {
+                if !QUERIES.contains(&query.get_ref().as_str()) {
+                    return Err((
+                        query.span(),
+                        format!(
+                            "a NEXMark query, one of {}; not {:?}",
+                            QUERIES.join(", "),
+                            query.get_ref()
+                        ),
+                    ));
+                }
+                if let Some(operator) = self.operators.first() {
+                    return Err((
+                        operator.name.span(),
+                        "no `[[app.operator]]` in an app that runs a `query`".into(),
+                    ));
+                }
+                if let (Some(source), Some(kind)) = (&self.source, source_kind) {
+                    if kind != SourceKind::Nexmark {
+                        return Err((
+                            source.span(),
+                            "a `nexmark` source for a `query` (the default)".into(),
+                        ));
+                    }
+                }
+            }
+            None => {
+                if let (Some(source), Some(SourceKind::Nexmark)) = (&self.source, source_kind) {
+                    return Err((source.span(), "a `query` for a `nexmark` source".into()));
+                }
+                if self.operators.is_empty() && self.source.is_none() {
+                    return Err((
+                        self.name.span(),
+                        "a `query`, or a `[app.source]` and `[[app.operator]]`s".into(),
+                    ));
+                }
+            }
+        }
+        if let Some(source) = &self.source {
+            source
+                .get_ref()
+                .check(source.span(), base_dir, self.query.is_some())?;
+        }
+        self.check_operators()?;
+        let sink = &self.sink;
+        match sink.kind {
+            SinkKind::Latency => {
+                absent(&sink.path, "path", "only `json-lines` sinks write a file")?;
+                absent(&sink.connect, "connect", "only `tcp` sinks connect")?;
+            }
+            SinkKind::JsonLines => {
+                absent(&sink.connect, "connect", "only `tcp` sinks connect")?;
+                if sink.path.is_none() {
+                    return Err((
+                        self.name.span(),
+                        "a `path` for the app's `json-lines` sink (`-` for standard output)".into(),
+                    ));
+                }
+            }
+            SinkKind::Tcp => {
+                absent(&sink.path, "path", "only `json-lines` sinks write a file")?;
+                match &sink.connect {
+                    None => {
+                        return Err((
+                            self.name.span(),
+                            "a `connect` address for the app's `tcp` sink".into(),
+                        ))
+                    }
+                    Some(address) => socket_address(address)?,
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// Names unique, inputs that exist, no cycle, and each kind's parameters.
+    fn check_operators(&self) -> Result<(), (Range<usize>, String)> {
+        for (index, operator) in self.operators.iter().enumerate() {
+            let name = operator.name.get_ref();
+            if name == "source" || name.is_empty() {
+                return Err((
+                    operator.name.span(),
+                    format!("an operator name other than {name:?}"),
+                ));
+            }
+            if self.operators[..index]
+                .iter()
+                .any(|earlier| earlier.name.get_ref() == name)
+            {
+                return Err((
+                    operator.name.span(),
+                    format!("a name no other operator of the app has; `{name}` is taken"),
+                ));
+            }
+            operator.check()?;
+        }
+        for operator in &self.operators {
+            if let Some(input) = &operator.input {
+                let input_name = input.get_ref();
+                if input_name != "source"
+                    && !self
+                        .operators
+                        .iter()
+                        .any(|o| o.name.get_ref() == input_name)
+                {
+                    return Err((
+                        input.span(),
+                        format!(
+                            "`source` or one of the app's operators; there is no `{input_name}`"
+                        ),
+                    ));
+                }
+                if input_name == operator.name.get_ref() {
+                    return Err((input.span(), format!("an input other than the operator itself: `{input_name}` reads from itself, a cycle")));
+                }
+            }
+        }
+        // Following inputs from any operator must reach the source.
+        for (start, operator) in self.operators.iter().enumerate() {
+            let mut at = start;
+            for _ in 0..=self.operators.len() {
+                match self.input_of(at) {
+                    None => break,
+                    Some(next) => at = next,
+                }
+                if at == start {
+                    let input = operator
+                        .input
+                        .as_ref()
+                        .map_or(operator.name.span(), Spanned::span);
+                    return Err((
+                        input,
+                        format!(
+                            "a DAG: `{}` reads, through its inputs, from its own output (a cycle)",
+                            operator.name.get_ref()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The index of the operator `index` reads from; `None` for the source.
+    pub fn input_of(&self, index: usize) -> Option<usize> {
+        match &self.operators[index].input {
+            Some(input) if input.get_ref() == "source" => None,
+            Some(input) => self
+                .operators
+                .iter()
+                .position(|o| o.name.get_ref() == input.get_ref()),
+            None => index.checked_sub(1),
+        }
+    }
+}
+
+/// Parses `HOST:PORT` (a numeric host).
+pub fn socket_address(
+    address: &Spanned<String>,
+) -> Result<std::net::SocketAddr, (Range<usize>, String)> {
+    address.get_ref().parse().map_err(|_| {
+        (
+            address.span(),
+            format!(
+                "an address like 127.0.0.1:9000, not {:?}",
+                address.get_ref()
+            ),
+        )
+    })
+}
+
+impl SourceSection {
+    /// The source's kind, given whether its app runs a query.
+    pub fn kind_for(&self, query: bool) -> SourceKind {
+        self.kind.unwrap_or(if query {
+            SourceKind::Nexmark
+        } else {
+            SourceKind::Generator
+        })
+    }
+
+    fn check(
+        &self,
+        span: Range<usize>,
+        base_dir: &Path,
+        query: bool,
+    ) -> Result<(), (Range<usize>, String)> {
+        let kind = self.kind_for(query);
+        if let Some(shape) = &self.shape {
+            shape.get_ref().validate().map_err(|e| (shape.span(), e))?;
+        }
+        if let Some(keys) = &self.keys {
+            keys.get_ref().validate().map_err(|e| (keys.span(), e))?;
+        }
+        at_least_one(&self.partitions, "a partition count")?;
+        let reads = matches!(kind, SourceKind::File | SourceKind::Tcp);
+        if reads {
+            absent(&self.keys, "keys", "only `generator` sources draw keys")?;
+            absent(
+                &self.shape,
+                "shape",
+                "file and tcp sources read as fast as records come",
+            )?;
+            absent(
+                &self.events,
+                "events",
+                "file and tcp sources end with their input",
+            )?;
+        }
+        if kind == SourceKind::Nexmark {
+            absent(&self.keys, "keys", "NEXMark events carry their own keys")?;
+        }
+        match kind {
+            SourceKind::File => {
+                absent(&self.listen, "listen", "only `tcp` sources listen")?;
+                match &self.path {
+                    None => return Err((span, "a `path` for the `file` source".into())),
+                    Some(path) if !base_dir.join(path.get_ref()).is_file() => {
+                        return Err((
+                            path.span(),
+                            format!(
+                                "a file that exists (relative to the config's folder); {} does not",
+                                base_dir.join(path.get_ref()).display()
+                            ),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+            SourceKind::Tcp => {
+                absent(&self.path, "path", "only `file` sources read a file")?;
+                match &self.listen {
+                    None => return Err((span, "a `listen` address for the `tcp` source".into())),
+                    Some(address) => {
+                        socket_address(address)?;
+                    }
+                }
+            }
+            SourceKind::Generator | SourceKind::Nexmark => {
+                absent(&self.path, "path", "only `file` sources read a file")?;
+                absent(&self.listen, "listen", "only `tcp` sources listen")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OperatorSection {
+    fn check(&self) -> Result<(), (Range<usize>, String)> {
+        let kind = *self.kind.get_ref();
+        at_least_one(&self.parallelism, "a parallelism")?;
+        if !kind.is_stateful() {
+            absent(&self.state, "state", "stateless operators keep no state")?;
+        }
+        if kind == OperatorKind::Filter {
+            match &self.keep_percent {
+                None => {
+                    return Err((
+                        self.kind.span(),
+                        "a `keep_percent` (0 to 100) for a `filter`".into(),
+                    ))
+                }
+                Some(percent) if *percent.get_ref() > 100 => {
+                    return Err((
+                        percent.span(),
+                        format!("a share from 0 to 100 percent, not {}", percent.get_ref()),
+                    ))
+                }
+                Some(_) => {}
+            }
+        } else {
+            absent(
+                &self.keep_percent,
+                "keep_percent",
+                "only `filter` keeps a share",
+            )?;
+        }
+        if kind.is_windowed() {
+            match &self.window {
+                None => {
+                    return Err((
+                        self.kind.span(),
+                        "a `window` (tumbling, sliding or session) for a windowed operator".into(),
+                    ))
+                }
+                Some(window) => {
+                    let bad = match *window.get_ref() {
+                        WindowConfig::Tumbling { size_ms } => {
+                            (size_ms == 0).then(|| "a window size of at least 1 ms".to_string())
+                        }
+                        WindowConfig::Sliding { size_ms, slide_ms } => {
+                            if size_ms == 0 || slide_ms == 0 {
+                                Some("a size and a slide of at least 1 ms".to_string())
+                            } else if slide_ms > size_ms {
+                                Some(format!("a slide no longer than the size ({slide_ms} ms > {size_ms} ms)"))
+                            } else {
+                                None
+                            }
+                        }
+                        WindowConfig::Session { gap_ms } => {
+                            (gap_ms == 0).then(|| "a session gap of at least 1 ms".to_string())
+                        }
+                    };
+                    if let Some(message) = bad {
+                        return Err((window.span(), message));
+                    }
+                }
+            }
+        } else {
+            absent(
+                &self.window,
+                "window",
+                "only windowed operators have windows",
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -368,7 +1029,10 @@ mod tests {
         let error = parse("[runtime]\nshards = 0\n").unwrap_err().to_string();
         assert!(error.starts_with("test.toml:2:10:"), "{error}");
         let error = parse("[[app]]\nname = \"x\"\n").unwrap_err().to_string();
-        assert!(error.contains("not supported"), "{error}");
+        assert!(
+            error.starts_with("test.toml:2:8:") && error.contains("query"),
+            "{error}"
+        );
     }
 
     proptest! {

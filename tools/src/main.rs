@@ -1,7 +1,13 @@
 //! The `dirigo` command.
 //!
-//! - `dirigo` (no arguments) or `dirigo demo`: a built-in demo that runs actors across
-//!   shards and prints what each shard did;
+//! - `dirigo` (no arguments): runs the embedded `configs/default.toml` (a latency-critical
+//!   app and a throughput app sharing the shards, about 15 s) and writes its report into
+//!   `./dirigo-report/`;
+//! - `dirigo run CONFIG [--duration 5s] [--report PATH]`: runs the apps of a configuration
+//!   and writes the report, the `.hgrm` files and the plots (see `run` and `report`);
+//! - `dirigo report REPORT.json --out DIR`: draws the plots of a saved report again;
+//! - `dirigo demo`: a keyed word count that runs actors across shards and prints what each
+//!   shard did;
 //! - `dirigo validate CONFIG`: checks a TOML configuration (exit code 2 and
 //!   `FILE:LINE:COLUMN: what was expected` when it is wrong; see `config`);
 //! - `dirigo bench mesh [--json PATH]`: the mesh benchmark (see `dirigo_bench::mesh`);
@@ -16,8 +22,11 @@
 //! - `dirigo bench slo [--json PATH]`: three tenants under `fifo`, `edf` and `dirigo` (see
 //!   `dirigo_bench::slo`).
 
+mod apps;
 mod config;
 mod demo;
+mod report;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +39,7 @@ use clap::{Parser, Subcommand};
     name = "dirigo",
     version,
     about = "A thread-per-core stream-processing runtime for one machine, built for tail latency.",
-    after_help = "Examples:\n  dirigo                              run the built-in demo\n  dirigo demo --shards 4 --events 2000000\n  dirigo bench mesh --json mesh.json  measure shard-to-shard hops against their floors\n  dirigo bench consolidate --json consolidate.json\n                                      merge partial state in place vs. copied\n  dirigo bench lessee --json lessee.json\n                                      throughput of a lessor alone vs. with a lessee\n  dirigo bench barrier --json barrier.json\n                                      block, consolidate, run a critical message, resume\n  dirigo bench scale-step --json scale-step.json\n                                      a load step past one shard: how fast a lessee arrives\n  dirigo bench slo --json slo.json    three tenants, three policies: SLOs met, cores held"
+    after_help = "Examples:\n  dirigo                              run configs/default.toml (built in), report in ./dirigo-report/\n  dirigo run configs/nexmark.toml --duration 5s --report out.json\n  dirigo validate configs/default.toml\n  dirigo report dirigo-report/report.json --out plots/\n  dirigo demo --shards 4 --events 2000000\n  dirigo bench mesh --json mesh.json  measure shard-to-shard hops against their floors\n  dirigo bench consolidate --json consolidate.json\n                                      merge partial state in place vs. copied\n  dirigo bench lessee --json lessee.json\n                                      throughput of a lessor alone vs. with a lessee\n  dirigo bench barrier --json barrier.json\n                                      block, consolidate, run a critical message, resume\n  dirigo bench scale-step --json scale-step.json\n                                      a load step past one shard: how fast a lessee arrives\n  dirigo bench slo --json slo.json    three tenants, three policies: SLOs met, cores held"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,6 +48,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the apps of a TOML configuration: print a summary table and write the JSON
+    /// report, a `.hgrm` file per app and SVG plots (latency CDF, busy cores, lessees).
+    #[command(
+        after_help = "Examples:\n  dirigo run configs/default.toml\n  dirigo run configs/nexmark.toml --duration 5s --report q5.json\n\nA bad configuration exits with code 2 and FILE:LINE:COLUMN: what was expected."
+    )]
+    Run {
+        /// The configuration file.
+        config: PathBuf,
+        /// How long the sources run (`5s`, `500ms`, `2m`); overrides `[run] duration_s`.
+        #[arg(long, value_name = "DURATION")]
+        duration: Option<String>,
+        /// Where the JSON report goes; overrides `[report] json`.
+        #[arg(long, value_name = "PATH")]
+        report: Option<PathBuf>,
+    },
+    /// Draw the SVG plots of a saved JSON report.
+    #[command(after_help = "Example:\n  dirigo report dirigo-report/report.json --out plots/")]
+    Report {
+        /// A report written by `dirigo run`.
+        report: PathBuf,
+        /// The folder for the plots.
+        #[arg(long, value_name = "DIR", default_value = "dirigo-report")]
+        out: PathBuf,
+    },
     /// Run the built-in demo: keyed counters and a ring of relays spread over the shards.
     #[command(after_help = "Example:\n  dirigo demo --shards 2 --events 1000000")]
     Demo(demo::DemoArgs),
@@ -226,7 +259,39 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        None => demo::run(&demo::DemoArgs::default()),
+        None => {
+            let name = "configs/default.toml (built in)";
+            match config::Config::parse(std::path::Path::new(name), DEFAULT_CONFIG) {
+                Ok(config) => run_config(&config, name, None, None),
+                Err(error) => Err(error.to_string()),
+            }
+        }
+        Some(Command::Run {
+            config,
+            duration,
+            report,
+        }) => {
+            let loaded = match config::Config::load(&config) {
+                Ok(loaded) => loaded,
+                Err(error) => {
+                    eprintln!("{error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let duration = match duration.as_deref().map(run::parse_duration).transpose() {
+                Ok(duration) => duration,
+                Err(error) => {
+                    eprintln!("--duration: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            run_config(&loaded, &config.display().to_string(), duration, report)
+        }
+        Some(Command::Report { report, out }) => run::render(&report, &out).map(|paths| {
+            for path in paths {
+                println!("{}", path.display());
+            }
+        }),
         Some(Command::Demo(args)) => {
             // A bad configuration is the user's input: exit code 2, like `validate`.
             if let Some(path) = &args.config {
@@ -399,6 +464,32 @@ fn bench_consolidate(
     if let Some(path) = json {
         write_json(&path, &report)?;
     }
+    Ok(())
+}
+
+/// The configuration `dirigo` runs without arguments.
+const DEFAULT_CONFIG: &str = include_str!("../../configs/default.toml");
+
+/// Runs a loaded configuration and prints its summary.
+fn run_config(
+    config: &config::Config,
+    name: &str,
+    duration: Option<Duration>,
+    report: Option<PathBuf>,
+) -> Result<(), String> {
+    let options = run::RunOptions {
+        config_name: name.to_owned(),
+        duration,
+        report,
+    };
+    eprintln!(
+        "running {name}: {} for {:.1} s",
+        config.summary(),
+        duration.unwrap_or_else(|| config.duration()).as_secs_f64()
+    );
+    let (report, path) = run::run(config, &options)?;
+    print!("{}", report::summary_table(&report));
+    println!("report: {}", path.display());
     Ok(())
 }
 

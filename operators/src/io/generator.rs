@@ -67,6 +67,15 @@ impl GeneratorSpec {
         self.keys.validate()
     }
 
+    /// The pacing under which a source sends each record at the intended time this spec
+    /// gives it (the event times follow the same schedule).
+    pub fn pacing(&self) -> crate::source::Pacing {
+        crate::source::Pacing::Shape {
+            shape: self.shape.clone(),
+            seed: mix(self.seed, 1),
+        }
+    }
+
     /// The generator of this spec's records.
     ///
     /// # Panics

@@ -146,6 +146,20 @@ impl NexmarkSpec {
         self.iter().collect()
     }
 
+    /// Partition `partition` of `partitions`: events `partition`, `partition + partitions`,
+    /// … of [`iter`](Self::iter), generated directly (not by skipping the others).
+    pub fn partition_iter(&self, partition: u32, partitions: u32) -> impl Iterator<Item = Event> {
+        let partitions = u64::from(partitions.max(1));
+        let partition = u64::from(partition) % partitions;
+        let events = (self.events as u64).saturating_sub(partition);
+        let count = events.div_ceil(partitions);
+        nexmark::EventGenerator::new(self.config())
+            .with_offset(self.first_event + partition)
+            .with_step(partitions)
+            .take(usize::try_from(count).unwrap_or(usize::MAX))
+            .map(Event::from)
+    }
+
     /// The events, lazily.
     pub fn iter(&self) -> impl Iterator<Item = Event> {
         nexmark::EventGenerator::new(self.config())
@@ -193,6 +207,25 @@ impl From<nexmark::event::Event> for Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_interleave_into_the_whole_sequence() {
+        let spec = NexmarkSpec {
+            events: 1_001,
+            first_event: 7,
+            ..NexmarkSpec::default()
+        };
+        let whole: Vec<Event> = spec.iter().collect();
+        let parts: Vec<Vec<Event>> = (0..3)
+            .map(|p| spec.partition_iter(p, 3).collect())
+            .collect();
+        let mut interleaved = Vec::new();
+        for i in 0..whole.len() {
+            interleaved.push(parts[i % 3][i / 3].clone());
+        }
+        assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), whole.len());
+        assert_eq!(interleaved, whole);
+    }
 
     #[test]
     fn generation_is_deterministic_and_mixed() {

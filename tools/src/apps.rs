@@ -1,0 +1,417 @@
+//! Turns each checked `[[app]]` of a configuration into a dataflow: its source, its
+//! operators (a chain or a tree, every leaf feeding the sink) or a NEXMark query, and a
+//! latency recorder on every output.
+//!
+//! Configured operators read and write [`KeyedRecord`]s, so any kind can follow any
+//! other: windowed kinds emit one record per key and window (`value` the aggregate,
+//! `time` the window's start), `running_sum` one per key whenever its sum changed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use dirigo_operators::dataflow::{App, AppBuilder, Msg, Stream};
+use dirigo_operators::io::{
+    DeadLetterSink, Format, Framing, GeneratorSpec, KeyDist, KeyedRecord, LoadShape,
+    TcpSourceHandle,
+};
+use dirigo_operators::nexmark::events::{Event, NexmarkSpec};
+use dirigo_operators::nexmark::queries::Query;
+use dirigo_operators::sink::{LatencyRecorder, LineTarget};
+use dirigo_operators::source::Pacing;
+use dirigo_operators::window::{Window, Windows};
+use dirigo_runtime::{AppId, RuntimeBuilder};
+
+use crate::config::{
+    socket_address, AppSection, FormatName, FramingName, OperatorKind, OperatorSection, SinkKind,
+    SourceKind, SourceSection, StateName, WindowConfig,
+};
+
+/// One app, built and ready to install.
+pub struct BuiltApp {
+    /// Its name.
+    pub name: String,
+    /// The dataflow.
+    pub app: App,
+    /// Every output's latency.
+    pub latency: LatencyRecorder,
+    /// Its SLO, if it has one.
+    pub slo: Option<Duration>,
+    /// Where a file or TCP source puts malformed records.
+    pub dead_letters: Option<DeadLetterSink>,
+    /// A TCP source's listener, closed when the run ends.
+    pub tcp: Option<TcpSourceHandle>,
+}
+
+/// Builds app `id` from its section. `report_dir` is where dead letters go by default.
+pub fn build(
+    id: AppId,
+    section: &AppSection,
+    base_dir: &Path,
+    report_dir: &Path,
+) -> Result<BuiltApp, String> {
+    let name = section.name.get_ref().clone();
+    let mut builder = AppBuilder::new(id, &name);
+    if let Some(parallelism) = &section.parallelism {
+        builder = builder.parallelism(*parallelism.get_ref());
+    }
+    let default_source = SourceSection::default();
+    let source = section
+        .source
+        .as_ref()
+        .map_or(&default_source, |source| source.get_ref());
+    let mut latency = LatencyRecorder::new();
+    let mut dead_letters = None;
+    let mut tcp = None;
+    if let Some(query) = &section.query {
+        let events = nexmark_source(&builder, source);
+        let query = Query::build(query.get_ref(), &events)
+            .ok_or_else(|| format!("unknown query {:?}", query.get_ref()))?;
+        latency = query.record_latency("out");
+    } else {
+        let kind = source.kind_for(false);
+        let records = match kind {
+            SourceKind::Generator | SourceKind::Nexmark => generator_source(&builder, source),
+            SourceKind::File | SourceKind::Tcp => {
+                let letters_path = source.dead_letters.clone().map_or_else(
+                    || report_dir.join(format!("{name}.dead-letters.jsonl")),
+                    Into::into,
+                );
+                if let Some(parent) = letters_path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        format!("cannot create {} for dead letters: {e}", parent.display())
+                    })?;
+                }
+                let letters = DeadLetterSink::to_file(letters_path);
+                dead_letters = Some(letters.clone());
+                let format = match source.format {
+                    FormatName::Csv => Format::Csv,
+                    FormatName::Json => Format::Json,
+                };
+                let bound = source.out_of_orderness_ms.unwrap_or(0);
+                if kind == SourceKind::File {
+                    let path = source.path.as_ref().ok_or("a file source needs a path")?;
+                    builder
+                        .source_file(
+                            "source",
+                            base_dir.join(path.get_ref()),
+                            format,
+                            bound,
+                            |record: &KeyedRecord| record.time,
+                            letters,
+                        )
+                        .map_err(|e| e.to_string())?
+                } else {
+                    let listen = source
+                        .listen
+                        .as_ref()
+                        .ok_or("a tcp source needs an address")?;
+                    let address = socket_address(listen).map_err(|(_, message)| message)?;
+                    let framing = match source.framing {
+                        FramingName::Lines => Framing::Lines(format),
+                        FramingName::LengthPrefixed => Framing::LengthPrefixed,
+                    };
+                    let (stream, handle) = builder
+                        .source_tcp(
+                            "source",
+                            address,
+                            framing,
+                            bound,
+                            |record: &KeyedRecord| record.time,
+                            letters,
+                        )
+                        .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+                    tcp = Some(handle);
+                    stream
+                }
+            }
+        };
+        let leaves = operators(&records, &section.operators);
+        for (index, leaf) in leaves.iter().enumerate() {
+            leaf.record_latency(&format!("latency-{index}"), &latency);
+            match section.sink.kind {
+                SinkKind::Latency => {}
+                SinkKind::JsonLines => {
+                    let path = section.sink.path.as_ref().ok_or("a path for the sink")?;
+                    let target = if path.get_ref() == "-" {
+                        LineTarget::Stdout
+                    } else {
+                        // Several leaves write to one file each.
+                        let file = if leaves.len() == 1 {
+                            path.get_ref().clone()
+                        } else {
+                            format!("{}.{index}", path.get_ref())
+                        };
+                        LineTarget::File(file.into())
+                    };
+                    leaf.sink_json_lines(&format!("sink-{index}"), target)
+                        .map_err(|e| format!("cannot create the sink file: {e}"))?;
+                }
+                SinkKind::Tcp => {
+                    let connect = section.sink.connect.as_ref().ok_or("an address")?;
+                    let address = socket_address(connect).map_err(|(_, message)| message)?;
+                    leaf.sink_tcp(&format!("sink-{index}"), address)
+                        .map_err(|e| format!("cannot connect the sink to {address}: {e}"))?;
+                }
+            }
+        }
+    }
+    Ok(BuiltApp {
+        name,
+        app: builder.build(),
+        latency,
+        slo: section
+            .slo_ms
+            .as_ref()
+            .map(|ms| Duration::from_secs_f64(*ms.get_ref() / 1e3)),
+        dead_letters,
+        tcp,
+    })
+}
+
+/// Installs every app into `runtime`, with its SLO.
+pub fn install(apps: &[BuiltApp], mut runtime: RuntimeBuilder<Msg>) -> RuntimeBuilder<Msg> {
+    for built in apps {
+        runtime = built.app.install(runtime);
+        if let Some(slo) = built.slo {
+            runtime = runtime.app_slo(built.app.id(), slo);
+        }
+    }
+    runtime
+}
+
+fn pacing_of(shape: Option<&LoadShape>, seed: u64) -> Pacing {
+    match shape {
+        Some(shape) => Pacing::Shape {
+            shape: shape.clone(),
+            seed,
+        },
+        None => Pacing::Unpaced,
+    }
+}
+
+/// The synthetic keyed records of a `generator` source.
+fn generator_source(builder: &AppBuilder, source: &SourceSection) -> Stream<KeyedRecord> {
+    let paced = source.shape.as_ref().map(|shape| shape.get_ref().clone());
+    let spec = GeneratorSpec {
+        // Unpaced records still need event times: a million per second of event time.
+        shape: paced
+            .clone()
+            .unwrap_or(LoadShape::Constant { rate: 1_000_000.0 }),
+        keys: source
+            .keys
+            .as_ref()
+            .map_or(KeyDist::Uniform { keys: 1000 }, |keys| {
+                keys.get_ref().clone()
+            }),
+        events: source.events.as_ref().map(|events| *events.get_ref()),
+        seed: source.seed.unwrap_or(1),
+        base_time_ms: 0,
+    };
+    let pacing = if paced.is_some() {
+        spec.pacing()
+    } else {
+        Pacing::Unpaced
+    };
+    let stream = builder.source(
+        "source",
+        source.out_of_orderness_ms.unwrap_or(0),
+        pacing,
+        move |partition, partitions| {
+            // Each partition takes every `partitions`-th record of the one sequence, at
+            // the time the shape gives it (the pacing follows the same schedule).
+            spec.generator()
+                .skip(partition as usize)
+                .step_by(partitions.max(1) as usize)
+                .map(|(_, record)| (record.time, record))
+        },
+    );
+    match &source.partitions {
+        Some(partitions) => stream.set_parallelism(*partitions.get_ref()),
+        None => stream,
+    }
+}
+
+/// NEXMark events for a `query`.
+fn nexmark_source(builder: &AppBuilder, source: &SourceSection) -> Stream<Event> {
+    let events = source
+        .events
+        .as_ref()
+        .map_or(usize::MAX, |events| *events.get_ref() as usize);
+    let spec = NexmarkSpec {
+        events,
+        ..NexmarkSpec::default()
+    };
+    let pacing = pacing_of(
+        source.shape.as_ref().map(|shape| shape.get_ref()),
+        source.seed.unwrap_or(1),
+    );
+    let stream = builder.source(
+        "events",
+        source.out_of_orderness_ms.unwrap_or(0),
+        pacing,
+        move |partition, partitions| {
+            spec.partition_iter(partition, partitions)
+                .map(|event| (event.time(), event))
+        },
+    );
+    match &source.partitions {
+        Some(partitions) => stream.set_parallelism(*partitions.get_ref()),
+        None => stream,
+    }
+}
+
+/// Builds the operators in input order (parents first); returns the leaves.
+fn operators(
+    source: &Stream<KeyedRecord>,
+    sections: &[OperatorSection],
+) -> Vec<Stream<KeyedRecord>> {
+    let app_section_input = |index: usize| -> Option<usize> {
+        match &sections[index].input {
+            Some(input) if input.get_ref() == "source" => None,
+            Some(input) => sections
+                .iter()
+                .position(|o| o.name.get_ref() == input.get_ref()),
+            None => index.checked_sub(1),
+        }
+    };
+    let mut built: Vec<Option<Stream<KeyedRecord>>> = vec![None; sections.len()];
+    // The checks made the inputs a forest rooted at the source: repeat until all built.
+    while built.iter().any(Option::is_none) {
+        for index in 0..sections.len() {
+            if built[index].is_some() {
+                continue;
+            }
+            let input = match app_section_input(index) {
+                None => source.clone(),
+                Some(parent) => match &built[parent] {
+                    Some(stream) => stream.clone(),
+                    None => continue,
+                },
+            };
+            built[index] = Some(operator(&input, &sections[index]));
+        }
+    }
+    if sections.is_empty() {
+        return vec![source.clone()];
+    }
+    let read_from: Vec<bool> = (0..sections.len())
+        .map(|index| (0..sections.len()).any(|other| app_section_input(other) == Some(index)))
+        .collect();
+    built
+        .into_iter()
+        .zip(read_from)
+        .filter(|(_, read)| !read)
+        .filter_map(|(stream, _)| stream)
+        .collect()
+}
+
+fn windows(config: WindowConfig) -> Windows {
+    match config {
+        WindowConfig::Tumbling { size_ms } => Windows::Tumbling { size: size_ms },
+        WindowConfig::Sliding { size_ms, slide_ms } => Windows::Sliding {
+            size: size_ms,
+            slide: slide_ms,
+        },
+        WindowConfig::Session { gap_ms } => Windows::Session { gap: gap_ms },
+    }
+}
+
+/// Spins for about `ns` nanoseconds: the CPU a costly per-record function would take.
+fn spend(ns: u64) {
+    if ns == 0 {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let budget = Duration::from_nanos(ns);
+    while started.elapsed() < budget {
+        std::hint::spin_loop();
+    }
+}
+
+fn operator(input: &Stream<KeyedRecord>, section: &OperatorSection) -> Stream<KeyedRecord> {
+    let name = section.name.get_ref().as_str();
+    let work_ns = section.work_ns.as_ref().map_or(0, |ns| *ns.get_ref());
+    let keyed = input.key_by(|record: &KeyedRecord| record.key);
+    let window_output = |key: &u64, window: Window, value: u64, out: &mut Vec<KeyedRecord>| {
+        out.push(KeyedRecord {
+            key: *key,
+            value,
+            time: window.start,
+        })
+    };
+    let stream = match *section.kind.get_ref() {
+        OperatorKind::Map => input.map(name, move |record| {
+            spend(work_ns);
+            record
+        }),
+        OperatorKind::Filter => {
+            let keep = section
+                .keep_percent
+                .as_ref()
+                .map_or(100, |percent| *percent.get_ref());
+            input.filter(name, move |record| {
+                spend(work_ns);
+                record.value % 100 < keep
+            })
+        }
+        OperatorKind::WindowCount => keyed.window(
+            name,
+            windows(*section.window.as_ref().expect("checked").get_ref()),
+            || 0u64,
+            move |count, _, _, _| {
+                spend(work_ns);
+                *count += 1
+            },
+            |count, other| *count += other,
+            window_output,
+        ),
+        OperatorKind::WindowSum => keyed.window(
+            name,
+            windows(*section.window.as_ref().expect("checked").get_ref()),
+            || 0u64,
+            move |sum, _, _, record| {
+                spend(work_ns);
+                *sum += record.value
+            },
+            |sum, other| *sum += other,
+            window_output,
+        ),
+        OperatorKind::WindowMax => keyed.window(
+            name,
+            windows(*section.window.as_ref().expect("checked").get_ref()),
+            || 0u64,
+            move |max, _, _, record| {
+                spend(work_ns);
+                *max = (*max).max(record.value)
+            },
+            |max, other| *max = (*max).max(other),
+            window_output,
+        ),
+        OperatorKind::RunningSum => keyed.aggregate(
+            name,
+            || (0u64, 0u64),
+            move |(sum, latest), time, record| {
+                spend(work_ns);
+                *sum += record.value;
+                *latest = (*latest).max(time);
+            },
+            |(sum, latest), (other_sum, other_latest)| {
+                *sum += other_sum;
+                *latest = (*latest).max(other_latest);
+            },
+            |key, &(sum, latest)| KeyedRecord {
+                key: *key,
+                value: sum,
+                time: latest,
+            },
+        ),
+    };
+    let stream = match &section.parallelism {
+        Some(partitions) => stream.set_parallelism(*partitions.get_ref()),
+        None => stream,
+    };
+    match section.state.as_ref().map(|state| *state.get_ref()) {
+        Some(StateName::Exclusive) => stream.exclusive(),
+        _ => stream,
+    }
+}

@@ -1,0 +1,514 @@
+//! The report of a run: the JSON document `dirigo run` writes, the `.hgrm` file of each
+//! app's latency (HdrHistogram's percentile-distribution text, in microseconds), the SVG
+//! plots, and the summary table. `dirigo report REPORT.json --out DIR` draws the plots
+//! again from a saved report: everything they show is in the JSON.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    /// The configuration file (`(built-in default)` for the embedded one).
+    pub config: String,
+    /// The scheduling policy.
+    pub policy: String,
+    /// Shards the runtime ran.
+    pub shards: usize,
+    /// Seconds from the start of the sources to the end of the drain.
+    pub elapsed_s: f64,
+    /// Seconds the sources ran.
+    pub duration_s: f64,
+    /// Per app.
+    pub apps: Vec<AppReport>,
+    /// Per shard.
+    pub shard_usage: Vec<ShardReport>,
+    /// Samples taken while the run went on.
+    pub timeline: Vec<Sample>,
+}
+
+/// One app's figures.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AppReport {
+    /// Its name.
+    pub name: String,
+    /// Its SLO, ms.
+    pub slo_ms: Option<f64>,
+    /// Records its sources read (malformed ones included).
+    pub events_in: u64,
+    /// Records the operators after the sources took in.
+    pub events_out: u64,
+    /// Malformed records, written to the dead-letter file.
+    pub dead_letters: u64,
+    /// The dead-letter file.
+    pub dead_letter_file: Option<String>,
+    /// Records the scheduler shed on their way in.
+    pub shed: u64,
+    /// Records shed further in (between two operators).
+    pub shed_downstream: u64,
+    /// Records dropped for coming after their window fired.
+    pub late: u64,
+    /// Records that reached the sink.
+    pub outputs: u64,
+    /// `events_in` per second of the run.
+    pub events_per_s: f64,
+    /// Latency of the outputs from their intended send time (ns).
+    pub latency_ns: Latency,
+    /// Share of outputs within the SLO (`None` without one).
+    pub satisfaction: Option<f64>,
+    /// The `.hgrm` file, when written.
+    pub hgrm: Option<String>,
+    /// The latency distribution: `(quantile, ns)` points, for the CDF plot.
+    pub cdf: Vec<(f64, u64)>,
+}
+
+/// Latency percentiles, in nanoseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Latency {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// The largest.
+    pub max: u64,
+    /// The mean.
+    pub mean: f64,
+}
+
+impl Latency {
+    /// The percentiles of `histogram` (all zero when it is empty).
+    pub fn of(histogram: &Histogram<u64>) -> Self {
+        if histogram.is_empty() {
+            return Self::default();
+        }
+        Self {
+            p50: histogram.value_at_quantile(0.50),
+            p90: histogram.value_at_quantile(0.90),
+            p99: histogram.value_at_quantile(0.99),
+            p999: histogram.value_at_quantile(0.999),
+            max: histogram.max(),
+            mean: histogram.mean(),
+        }
+    }
+}
+
+/// One shard's usage.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ShardReport {
+    /// The shard.
+    pub shard: usize,
+    /// Its CPU, when pinned.
+    pub cpu: Option<usize>,
+    /// Seconds spent running handlers and runtime work.
+    pub busy_s: f64,
+    /// Messages handled.
+    pub handled: u64,
+    /// Messages shed.
+    pub shed: u64,
+    /// Times it parked.
+    pub parks: u64,
+}
+
+/// A point of the timeline.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Sample {
+    /// Seconds since the sources started.
+    pub t_s: f64,
+    /// Cores busy on average since the previous sample (sum over shards).
+    pub busy_cores: f64,
+    /// Per app (in app order): lessees its actors hold.
+    pub lessees: Vec<u32>,
+    /// Per app: records its sources emitted per second since the previous sample.
+    pub events_per_s: Vec<f64>,
+}
+
+/// The `(quantile, value)` points of `histogram`'s distribution, five per halving of the
+/// distance to 100 % (HdrHistogram's percentile iteration), for the CDF plot.
+pub fn cdf_points(histogram: &Histogram<u64>) -> Vec<(f64, u64)> {
+    histogram
+        .iter_quantiles(5)
+        .map(|step| {
+            let quantile = (step.quantile_iterated_to() * 1e12).round() / 1e12;
+            (quantile, step.value_iterated_to())
+        })
+        .collect()
+}
+
+/// HdrHistogram's percentile distribution text for `histogram` (nanoseconds), with values
+/// in microseconds: the format HdrHistogram's plotters read.
+pub fn hgrm(histogram: &Histogram<u64>) -> String {
+    const SCALE: f64 = 1_000.0;
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    let mut total = 0u64;
+    for step in histogram.iter_quantiles(5) {
+        total += step.count_since_last_iteration();
+        let quantile = step.quantile_iterated_to();
+        let value = step.value_iterated_to() as f64 / SCALE;
+        if quantile < 1.0 {
+            let _ = writeln!(
+                text,
+                "{value:12.3} {quantile:2.12} {total:10} {:14.2}",
+                1.0 / (1.0 - quantile)
+            );
+        } else {
+            let _ = writeln!(text, "{value:12.3} {quantile:2.12} {total:10}");
+        }
+    }
+    let _ = writeln!(
+        text,
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]",
+        histogram.mean() / SCALE,
+        histogram.stdev() / SCALE
+    );
+    let _ = writeln!(
+        text,
+        "#[Max     = {:12.3}, Total count    = {:12}]",
+        histogram.max() as f64 / SCALE,
+        histogram.len()
+    );
+    let _ = writeln!(
+        text,
+        "#[Buckets = {:12}, SubBuckets     = {:12}]",
+        histogram.buckets(),
+        // HdrHistogram's sub-bucket count: 2 * 10^sigfig, rounded up to a power of two.
+        (2.0 * 10f64.powi(i32::from(histogram.sigfig())))
+            .log2()
+            .ceil()
+            .exp2() as u64
+    );
+    text
+}
+
+/// Writes the three plots into `dir`; returns their paths.
+pub fn plot(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let paths = vec![
+        dir.join("latency-cdf.svg"),
+        dir.join("busy-cores.svg"),
+        dir.join("lessees.svg"),
+    ];
+    latency_cdf(report, &paths[0]).map_err(|e| format!("latency plot: {e}"))?;
+    busy_cores(report, &paths[1]).map_err(|e| format!("busy-cores plot: {e}"))?;
+    lessees(report, &paths[2]).map_err(|e| format!("lessees plot: {e}"))?;
+    Ok(paths)
+}
+
+type PlotResult = Result<(), Box<dyn std::error::Error>>;
+
+const SIZE: (u32, u32) = (900, 540);
+
+fn palette(index: usize) -> RGBColor {
+    const COLORS: [RGBColor; 6] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+    ];
+    COLORS[index % COLORS.len()]
+}
+
+/// Latency against percentile, HdrHistogram style: the x axis is `1 / (1 - quantile)` on
+/// a log scale, so the tail (99 %, 99.9 %, 99.99 %) gets as much room as the body; the
+/// latency axis is logarithmic too. Each app's SLO is a dashed line.
+fn latency_cdf(report: &Report, path: &Path) -> PlotResult {
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let max_x = report
+        .apps
+        .iter()
+        .flat_map(|app| app.cdf.iter())
+        .map(|&(q, _)| inverse_tail(q))
+        .fold(100.0_f64, f64::max);
+    let max_ms = report
+        .apps
+        .iter()
+        .flat_map(|app| {
+            app.cdf
+                .iter()
+                .map(|&(_, ns)| ns as f64 / 1e6)
+                .chain(app.slo_ms)
+        })
+        .fold(0.01_f64, f64::max);
+    let min_ms = report
+        .apps
+        .iter()
+        .flat_map(|app| app.cdf.iter())
+        .map(|&(_, ns)| ns as f64 / 1e6)
+        .filter(|ms| *ms > 0.0)
+        .fold(max_ms, f64::min)
+        .min(max_ms / 10.0);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Latency by percentile", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(
+            (1.0_f64..max_x * 1.2).log_scale(),
+            (min_ms * 0.8..max_ms * 1.5).log_scale(),
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency (ms)")
+        .x_label_formatter(&|x| percentile_label(*x))
+        .draw()?;
+    for (index, app) in report.apps.iter().enumerate() {
+        let color = palette(index);
+        let points: Vec<(f64, f64)> = app
+            .cdf
+            .iter()
+            .map(|&(q, ns)| (inverse_tail(q), (ns as f64 / 1e6).max(min_ms)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(app.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        if let Some(slo) = app.slo_ms {
+            chart.draw_series(DashedLineSeries::new(
+                vec![(1.0, slo), (max_x * 1.2, slo)],
+                6,
+                4,
+                color.stroke_width(1),
+            ))?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// `1 / (1 - q)`, capped where `q` is 1.
+fn inverse_tail(quantile: f64) -> f64 {
+    1.0 / (1.0 - quantile).max(1e-7)
+}
+
+fn percentile_label(x: f64) -> String {
+    let percent = 100.0 * (1.0 - 1.0 / x);
+    if percent < 90.0 {
+        format!("{percent:.0}%")
+    } else {
+        let digits = (-(1.0 - percent / 100.0).log10()).round() as usize;
+        format!("{percent:.*}%", digits.saturating_sub(2))
+    }
+}
+
+fn busy_cores(report: &Report, path: &Path) -> PlotResult {
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let end = report
+        .timeline
+        .last()
+        .map_or(1.0, |sample| sample.t_s)
+        .max(0.1);
+    let top = report
+        .timeline
+        .iter()
+        .map(|sample| sample.busy_cores)
+        .fold(report.shards as f64, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Busy cores", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..end, 0.0..top * 1.1)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("cores busy (all shards)")
+        .draw()?;
+    chart.draw_series(LineSeries::new(
+        report
+            .timeline
+            .iter()
+            .map(|sample| (sample.t_s, sample.busy_cores)),
+        palette(0).stroke_width(2),
+    ))?;
+    chart.draw_series(DashedLineSeries::new(
+        vec![(0.0, report.shards as f64), (end, report.shards as f64)],
+        6,
+        4,
+        BLACK.stroke_width(1),
+    ))?;
+    root.present()?;
+    Ok(())
+}
+
+fn lessees(report: &Report, path: &Path) -> PlotResult {
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let end = report
+        .timeline
+        .last()
+        .map_or(1.0, |sample| sample.t_s)
+        .max(0.1);
+    let top = report
+        .timeline
+        .iter()
+        .flat_map(|sample| sample.lessees.iter().copied())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Lessees", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..end, 0.0..f64::from(top) * 1.2)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("lessees held")
+        .draw()?;
+    for (index, app) in report.apps.iter().enumerate() {
+        let color = palette(index);
+        chart
+            .draw_series(LineSeries::new(
+                report.timeline.iter().map(|sample| {
+                    (
+                        sample.t_s,
+                        f64::from(sample.lessees.get(index).copied().unwrap_or(0)),
+                    )
+                }),
+                color.stroke_width(2),
+            ))?
+            .label(app.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Milliseconds with three significant digits.
+fn ms(ns: u64) -> String {
+    let ms = ns as f64 / 1e6;
+    if ms >= 100.0 {
+        format!("{ms:.0}")
+    } else if ms >= 10.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.3}")
+    }
+}
+
+/// The summary table printed at the end of a run.
+pub fn summary_table(report: &Report) -> String {
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "{:<16} {:>11} {:>11} {:>7} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
+        "app",
+        "events in",
+        "events out",
+        "dead",
+        "shed",
+        "events/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "SLO ms",
+        "met"
+    );
+    for app in &report.apps {
+        let _ = writeln!(
+            text,
+            "{:<16} {:>11} {:>11} {:>7} {:>9} {:>11.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
+            app.name,
+            app.events_in,
+            app.events_out,
+            app.dead_letters,
+            app.shed,
+            app.events_per_s,
+            ms(app.latency_ns.p50),
+            ms(app.latency_ns.p99),
+            ms(app.latency_ns.p999),
+            ms(app.latency_ns.max),
+            app.slo_ms.map_or("-".to_string(), |slo| format!("{slo}")),
+            app.satisfaction
+                .map_or("-".to_string(), |share| format!("{:.1}%", share * 100.0)),
+        );
+    }
+    let busy: Vec<String> = report
+        .shard_usage
+        .iter()
+        .map(|shard| format!("{:.2}", shard.busy_s))
+        .collect();
+    let _ = writeln!(
+        text,
+        "{} shards, policy {}, {:.1} s; busy seconds per shard: {}",
+        report.shards,
+        report.policy,
+        report.elapsed_s,
+        busy.join(", ")
+    );
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn histogram() -> Histogram<u64> {
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).unwrap();
+        for value in 1..=10_000u64 {
+            histogram.record(value * 1_000).unwrap();
+        }
+        histogram
+    }
+
+    #[test]
+    fn hgrm_lists_percentiles_and_the_totals() {
+        let text = hgrm(&histogram());
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+            .skip(1)
+            .collect();
+        assert!(rows.len() > 20, "{text}");
+        let last: Vec<&str> = rows.last().unwrap().split_whitespace().collect();
+        assert_eq!(last[2], "10000", "the last row counts everything: {text}");
+        assert!(last[1].starts_with("1.000000000000"), "{text}");
+        let median = rows
+            .iter()
+            .map(|row| row.split_whitespace().collect::<Vec<_>>())
+            .find(|cols| cols[1].parse::<f64>().unwrap() >= 0.5)
+            .unwrap();
+        let value: f64 = median[0].parse().unwrap();
+        assert!((4_990.0..5_010.0).contains(&value), "{value}");
+        assert!(text.contains("#[Max     =    10000.000, Total count    =        10000]"));
+    }
+
+    #[test]
+    fn percentile_labels_read_like_percentiles() {
+        assert_eq!(percentile_label(1.0), "0%");
+        assert_eq!(percentile_label(2.0), "50%");
+        assert_eq!(percentile_label(100.0), "99%");
+        assert_eq!(percentile_label(1000.0), "99.9%");
+    }
+}

@@ -1,0 +1,318 @@
+//! `dirigo run`: builds the runtime and every app of a configuration, runs them for the
+//! configured duration (or until their finite sources end), samples the timeline, shows a
+//! progress line on a terminal, then stops the sources, lets the pipelines drain, and
+//! writes the report, the `.hgrm` files and the plots.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use dirigo_operators::dataflow::Msg;
+use dirigo_runtime::Runtime;
+
+use crate::apps::{self, BuiltApp};
+use crate::config::Config;
+use crate::report::{self, AppReport, Latency, Report, Sample, ShardReport};
+
+/// How a run is asked for on the command line.
+pub struct RunOptions {
+    /// The config's name in the report.
+    pub config_name: String,
+    /// Overrides `[run] duration_s`.
+    pub duration: Option<Duration>,
+    /// Overrides `[report] json`.
+    pub report: Option<PathBuf>,
+}
+
+/// Longest wait for the pipelines to drain once the sources stopped.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `config`; returns the report and where it was written.
+pub fn run(config: &Config, options: &RunOptions) -> Result<(Report, PathBuf), String> {
+    if config.apps.is_empty() {
+        return Err(format!(
+            "{}: no [[app]] to run (see configs/README.md)",
+            options.config_name
+        ));
+    }
+    let dir = PathBuf::from(
+        config
+            .report
+            .dir
+            .clone()
+            .unwrap_or_else(|| "dirigo-report".into()),
+    );
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let json_path = options.report.clone().unwrap_or_else(|| {
+        config
+            .report
+            .json
+            .clone()
+            .map_or_else(|| dir.join("report.json"), PathBuf::from)
+    });
+    let duration = options.duration.unwrap_or_else(|| config.duration());
+    let sample_every = Duration::from_millis(
+        config
+            .report
+            .sample_ms
+            .as_ref()
+            .map_or(100, |ms| *ms.get_ref()),
+    );
+
+    let built: Vec<BuiltApp> = config
+        .apps
+        .iter()
+        .enumerate()
+        .map(|(id, section)| apps::build(id as u16, section, &config.base_dir, &dir))
+        .collect::<Result<_, _>>()?;
+    let runtime = apps::install(&built, config.apply(Runtime::<Msg>::builder()))
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let shards = runtime.shards();
+
+    let started = Instant::now();
+    for app in &built {
+        app.app.start(&runtime.ingress());
+    }
+    let progress = std::io::stderr().is_terminal();
+    let mut timeline = Vec::new();
+    let mut previous = (started, busy_ns(&runtime), emitted(&built));
+    let mut last_progress = started;
+    let deadline = started + duration;
+    loop {
+        let now = Instant::now();
+        if now >= deadline || built.iter().all(|app| app.app.is_done()) {
+            break;
+        }
+        std::thread::sleep(sample_every.min(deadline - now));
+        let sample = sample(&runtime, &built, started, &mut previous);
+        if progress && last_progress.elapsed() >= Duration::from_millis(500) {
+            last_progress = Instant::now();
+            let events: f64 = sample.events_per_s.iter().sum();
+            let p99 = built
+                .iter()
+                .map(|app| app.latency.histogram())
+                .filter(|histogram| !histogram.is_empty())
+                .map(|histogram| histogram.value_at_quantile(0.99))
+                .max()
+                .unwrap_or(0);
+            let lessees: u32 = sample.lessees.iter().sum();
+            eprint!(
+                "\r{:6.1} s  {:>10.0} events/s  p99 {:>9.3} ms  lessees {:>2}  busy cores {:>4.2}   ",
+                sample.t_s,
+                events,
+                p99 as f64 / 1e6,
+                lessees,
+                sample.busy_cores
+            );
+            let _ = std::io::stderr().flush();
+        }
+        timeline.push(sample);
+    }
+    let ran = started.elapsed();
+    if progress {
+        eprintln!();
+    }
+    for app in &built {
+        app.app.stop();
+        if let Some(tcp) = &app.tcp {
+            tcp.close();
+        }
+    }
+    let drain_started = Instant::now();
+    let mut drained = true;
+    for app in &built {
+        let left = DRAIN_TIMEOUT.saturating_sub(drain_started.elapsed());
+        drained &= app.app.wait(left);
+    }
+    if !drained {
+        tracing::warn!(
+            "the pipelines did not drain within {DRAIN_TIMEOUT:?}; reporting what came out"
+        );
+    }
+    timeline.push(sample(&runtime, &built, started, &mut previous));
+    let elapsed = started.elapsed();
+    let final_report = runtime.shutdown_within(Duration::from_secs(10));
+
+    let policy = config.scheduler.policy.to_string();
+    let write_hgrm = config.report.hgrm.unwrap_or(true);
+    let mut app_reports = Vec::new();
+    for app in &built {
+        let histogram = app.latency.histogram();
+        let flow = app.app.flow();
+        let dead_letters = app.dead_letters.as_ref().map_or(0, |letters| {
+            let _ = letters.flush();
+            letters.count()
+        });
+        let hgrm = if write_hgrm {
+            let path = dir.join(format!("{}.hgrm", app.name));
+            std::fs::write(&path, report::hgrm(&histogram))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Some(path.display().to_string())
+        } else {
+            None
+        };
+        let satisfaction = app.slo.map(|slo| {
+            if histogram.is_empty() {
+                0.0
+            } else {
+                let slo_ns = slo.as_nanos() as u64;
+                histogram.count_between(0, slo_ns) as f64 / histogram.len() as f64
+            }
+        });
+        let events_in = flow.emitted + dead_letters;
+        app_reports.push(AppReport {
+            name: app.name.clone(),
+            slo_ms: app.slo.map(|slo| slo.as_secs_f64() * 1e3),
+            events_in,
+            events_out: flow.ingested,
+            dead_letters,
+            dead_letter_file: app
+                .dead_letters
+                .as_ref()
+                .and_then(|letters| letters.path())
+                .map(|path| path.display().to_string()),
+            shed: flow.shed_at_ingest,
+            shed_downstream: flow.shed_downstream,
+            late: flow.late,
+            outputs: app.latency.outputs(),
+            events_per_s: events_in as f64 / ran.as_secs_f64().max(1e-9),
+            latency_ns: Latency::of(&histogram),
+            satisfaction,
+            hgrm,
+            cdf: report::cdf_points(&histogram),
+        });
+    }
+    let report = Report {
+        config: options.config_name.clone(),
+        policy,
+        shards,
+        elapsed_s: elapsed.as_secs_f64(),
+        duration_s: ran.as_secs_f64(),
+        apps: app_reports,
+        shard_usage: final_report
+            .shards
+            .iter()
+            .map(|shard| ShardReport {
+                shard: shard.shard,
+                cpu: shard.cpu,
+                busy_s: shard.busy_ns as f64 / 1e9,
+                handled: shard.handled,
+                shed: shard.shed,
+                parks: shard.parks,
+            })
+            .collect(),
+        timeline,
+    };
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    if let Some(parent) = json_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    std::fs::write(&json_path, json)
+        .map_err(|e| format!("cannot write {}: {e}", json_path.display()))?;
+    if config.report.plots.unwrap_or(true) {
+        report::plot(&report, &dir)?;
+    }
+    Ok((report, json_path))
+}
+
+fn busy_ns(runtime: &Runtime<Msg>) -> u64 {
+    runtime.stats().iter().map(|shard| shard.busy_ns).sum()
+}
+
+fn emitted(apps: &[BuiltApp]) -> Vec<u64> {
+    apps.iter().map(|app| app.app.flow().emitted).collect()
+}
+
+/// One timeline point; `previous` holds the last one's time, busy total and counts.
+fn sample(
+    runtime: &Runtime<Msg>,
+    apps: &[BuiltApp],
+    started: Instant,
+    previous: &mut (Instant, u64, Vec<u64>),
+) -> Sample {
+    let now = Instant::now();
+    let busy = busy_ns(runtime);
+    let counts = emitted(apps);
+    let interval = now.duration_since(previous.0).as_secs_f64().max(1e-9);
+    let metrics = runtime.actor_metrics();
+    let lessees = apps
+        .iter()
+        .map(|app| {
+            metrics
+                .iter()
+                .filter(|metrics| metrics.actor.app == app.app.id())
+                .map(|metrics| metrics.lessees)
+                .sum()
+        })
+        .collect();
+    let events_per_s = counts
+        .iter()
+        .zip(&previous.2)
+        .map(|(now, before)| now.saturating_sub(*before) as f64 / interval)
+        .collect();
+    let busy_cores = busy.saturating_sub(previous.1) as f64 / 1e9 / interval;
+    *previous = (now, busy, counts);
+    Sample {
+        t_s: now.duration_since(started).as_secs_f64(),
+        busy_cores,
+        lessees,
+        events_per_s,
+    }
+}
+
+/// Parses `5s`, `500ms`, `2m` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("a duration like 5s, 500ms or 2m, not {text:?}"))?;
+    let seconds = match unit {
+        "ms" => value / 1e3,
+        "s" => value,
+        "m" | "min" => value * 60.0,
+        _ => return Err(format!("a duration like 5s, 500ms or 2m, not {text:?}")),
+    };
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(format!("a duration above zero, not {text:?}"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Reads a saved report and draws its plots into `out`.
+pub fn render(report_path: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
+    let text = std::fs::read_to_string(report_path)
+        .map_err(|e| format!("cannot read {}: {e}", report_path.display()))?;
+    let report: Report = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{}:{}:{}: not a dirigo report: {e}",
+            report_path.display(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    report::plot(&report, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_with_their_units() {
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("five").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("3h").is_err());
+    }
+}
