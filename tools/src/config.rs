@@ -419,10 +419,10 @@ impl Config {
         self.check_runtime(available)?;
         if let Some(duration) = &self.run.duration_s {
             let seconds = *duration.get_ref();
-            if !(seconds.is_finite() && seconds > 0.0) {
+            if !(seconds > 0.0 && seconds <= MAX_SECONDS) {
                 return Err((
                     duration.span(),
-                    format!("a duration above 0 s, not {seconds}"),
+                    format!("a duration above 0 s and at most {MAX_SECONDS} s, not {seconds}"),
                 ));
             }
         }
@@ -605,15 +605,19 @@ impl Config {
     }
 }
 
-/// `value` must be at least 1.
-fn at_least_one<T: Copy + Into<u64>>(
-    value: &Option<Spanned<T>>,
-    what: &str,
-) -> Result<(), (Range<usize>, String)> {
+/// The longest duration or SLO a file may set: about 115 days.
+pub const MAX_SECONDS: f64 = 1e7;
+
+/// The most partitions one operator or source may have.
+pub const MAX_PARTITIONS: u32 = 4096;
+
+/// A partition count must lie in `1..=MAX_PARTITIONS`.
+fn partition_count(value: &Option<Spanned<u32>>, what: &str) -> Result<(), (Range<usize>, String)> {
     match value {
-        Some(value) if (*value.get_ref()).into() == 0 => {
-            Err((value.span(), format!("{what} of at least 1")))
-        }
+        Some(count) if !(1..=MAX_PARTITIONS).contains(count.get_ref()) => Err((
+            count.span(),
+            format!("{what} from 1 to {MAX_PARTITIONS}, not {}", count.get_ref()),
+        )),
         _ => Ok(()),
     }
 }
@@ -647,11 +651,14 @@ impl AppSection {
         }
         if let Some(slo) = &self.slo_ms {
             let ms = *slo.get_ref();
-            if !(ms.is_finite() && ms > 0.0) {
-                return Err((slo.span(), format!("an SLO above 0 ms, not {ms}")));
+            if !(ms > 0.0 && ms <= MAX_SECONDS * 1e3) {
+                return Err((
+                    slo.span(),
+                    format!("an SLO above 0 ms and at most {MAX_SECONDS} s, not {ms}"),
+                ));
             }
         }
-        at_least_one(&self.parallelism, "a parallelism")?;
+        partition_count(&self.parallelism, "a parallelism")?;
         let source_kind = self
             .source
             .as_ref()
@@ -851,7 +858,7 @@ impl SourceSection {
         if let Some(keys) = &self.keys {
             keys.get_ref().validate().map_err(|e| (keys.span(), e))?;
         }
-        at_least_one(&self.partitions, "a partition count")?;
+        partition_count(&self.partitions, "a partition count")?;
         let reads = matches!(kind, SourceKind::File | SourceKind::Tcp);
         if reads {
             absent(&self.keys, "keys", "only `generator` sources draw keys")?;
@@ -907,9 +914,20 @@ impl SourceSection {
 impl OperatorSection {
     fn check(&self) -> Result<(), (Range<usize>, String)> {
         let kind = *self.kind.get_ref();
-        at_least_one(&self.parallelism, "a parallelism")?;
+        partition_count(&self.parallelism, "a parallelism")?;
         if !kind.is_stateful() {
             absent(&self.state, "state", "stateless operators keep no state")?;
+        }
+        if let Some(work) = &self.work_ns {
+            if *work.get_ref() > 1_000_000_000 {
+                return Err((
+                    work.span(),
+                    format!(
+                        "at most 1 s (1000000000 ns) of work per record, not {} ns",
+                        work.get_ref()
+                    ),
+                ));
+            }
         }
         if kind == OperatorKind::Filter {
             match &self.keep_percent {
@@ -960,6 +978,16 @@ impl OperatorSection {
                             (gap_ms == 0).then(|| "a session gap of at least 1 ms".to_string())
                         }
                     };
+                    let longest = match *window.get_ref() {
+                        WindowConfig::Tumbling { size_ms } => size_ms,
+                        WindowConfig::Sliding { size_ms, slide_ms } => size_ms.max(slide_ms),
+                        WindowConfig::Session { gap_ms } => gap_ms,
+                    };
+                    let limit_ms = (MAX_SECONDS * 1e3) as u64;
+                    let bad = bad.or_else(|| {
+                        (longest > limit_ms)
+                            .then(|| format!("windows of at most {limit_ms} ms, not {longest} ms"))
+                    });
                     if let Some(message) = bad {
                         return Err((window.span(), message));
                     }
@@ -1042,11 +1070,12 @@ mod tests {
         /// cut give a config or an error with a position inside the file.
         #[test]
         fn mutated_files_never_panic(
-            position in 0usize..160,
+            position in 0usize..600,
             byte in any::<u8>(),
             mode in 0u8..3,
         ) {
-            let valid = "[runtime]\nshards = 2\ncpus_unused = 1\nring_capacity = 1024\n\n[scheduler]\npolicy = \"edf\"\nheadroom = 0.75\n";
+            let valid = "[runtime]\nshards = 2\nring_capacity = 1024\n\n[scheduler]\npolicy = \"edf\"\nheadroom = 0.75\n\n[run]\nduration_s = 5\n\n[[app]]\nname = \"a\"\nslo_ms = 20\nparallelism = 2\n\n[app.source]\nshape = { shape = \"step\", from = 100, to = 500, at_s = 1 }\nkeys = { dist = \"zipf\", keys = 100, exponent = 1.1 }\n\n[[app.operator]]\nname = \"m\"\nkind = \"map\"\nwork_ns = 10\n\n[[app.operator]]\nname = \"w\"\nkind = \"window_sum\"\ninput = \"m\"\nwindow = { kind = \"sliding\", size_ms = 10, slide_ms = 5 }\n\n[[app]]\nname = \"q\"\nquery = \"q5\"\n\n[app.sink]\nkind = \"json-lines\"\npath = \"-\"\n";
+            prop_assert!(parse(valid).is_ok(), "{:?}", parse(valid).err());
             let mut bytes = valid.as_bytes().to_vec();
             let at = position % bytes.len();
             match mode {

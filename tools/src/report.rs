@@ -501,7 +501,13 @@ mod tests {
             .unwrap();
         let value: f64 = median[0].parse().unwrap();
         assert!((4_990.0..5_010.0).contains(&value), "{value}");
-        assert!(text.contains("#[Max     =    10000.000, Total count    =        10000]"));
+        let max_line = text.lines().find(|line| line.starts_with("#[Max")).unwrap();
+        assert!(
+            max_line.contains("Total count    =        10000]"),
+            "{max_line}"
+        );
+        let max: f64 = max_line[11..24].trim().parse().unwrap();
+        assert!((9_990.0..10_020.0).contains(&max), "{max_line}");
     }
 
     #[test]

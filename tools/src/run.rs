@@ -279,8 +279,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" | "min" => value * 60.0,
         _ => return Err(format!("a duration like 5s, 500ms or 2m, not {text:?}")),
     };
-    if !(seconds.is_finite() && seconds > 0.0) {
-        return Err(format!("a duration above zero, not {text:?}"));
+    if !(seconds > 0.0 && seconds <= crate::config::MAX_SECONDS) {
+        return Err(format!(
+            "a duration above zero and at most {} s, not {text:?}",
+            crate::config::MAX_SECONDS
+        ));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
@@ -314,5 +317,7 @@ mod tests {
         assert!(parse_duration("five").is_err());
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("3h").is_err());
+        assert!(parse_duration("1e300s").is_err());
+        assert!(parse_duration("NaN").is_err());
     }
 }

@@ -1,4 +1,5 @@
-//! The `dirigo` binary end to end: the demo, the benchmarks' JSON, help and errors.
+//! The `dirigo` binary end to end: the demo, every config in `configs/` run and its
+//! report checked, the benchmarks' JSON, help and errors.
 
 use std::process::Command;
 
@@ -226,11 +227,53 @@ fn bad_configs_exit_2_with_file_line_and_column() {
         ("[scheduler]\npolicy = \"lifo\"\n", ":2:"),
         ("[scheduler]\nheadroom = -1.0\n", ":2:"),
         ("[runtime\nshards = 2\n", ":1:"),
+        ("[[app]]\nname = \"a\"\nquery = \"q99\"\n", ":3:9:"),
+        (
+            "[[app]]\nname = \"c\"\n[[app.operator]]\nname = \"a\"\nkind = \"map\"\ninput = \"b\"\n[[app.operator]]\nname = \"b\"\nkind = \"map\"\ninput = \"a\"\n",
+            ":6:9:",
+        ),
+        ("[[app]]\nname = \"s\"\nslo_ms = 0\nquery = \"q1\"\n", ":3:10:"),
+        ("[runtime]\ncpus = [4096]\n", ":2:9:"),
+        ("[[app]]\nquery = \"q1\"\n", ":1:1:"),
+        (
+            "[[app]]\nname = \"x\"\n[[app.operator]]\nname = \"m\"\nkind = \"map\"\nspeed = 3\n",
+            ":6:1:",
+        ),
+        ("[[app]]\nname = \"x\"\nparallelism = \"two\"\nquery = \"q1\"\n", ":3:15:"),
+        (
+            "[[app]]\nname = \"x\"\n[[app.operator]]\nname = \"f\"\nkind = \"filter\"\n",
+            ":5:8:",
+        ),
+        (
+            "[[app]]\nname = \"x\"\n[app.source]\nkind = \"file\"\npath = \"missing.csv\"\n",
+            ":5:8:",
+        ),
+        (
+            "[[app]]\nname = \"x\"\n[app.source]\nshape = { shape = \"constant\", rate = -5.0 }\n",
+            ":4:9:",
+        ),
+        (
+            "[[app]]\nname = \"x\"\n[[app.operator]]\nname = \"w\"\nkind = \"window_count\"\nwindow = { kind = \"tumbling\", size_ms = 0 }\n",
+            ":6:10:",
+        ),
+        (
+            "[[app]]\nname = \"x\"\n[[app.operator]]\nname = \"m\"\nkind = \"map\"\ninput = \"nowhere\"\n",
+            ":6:9:",
+        ),
+        (
+            "[[app]]\nname = \"x\"\nquery = \"q1\"\n[[app]]\nname = \"x\"\nquery = \"q2\"\n",
+            ":5:8:",
+        ),
+        (
+            "[[app]]\nname = \"x\"\n[[app.operator]]\nname = \"m\"\nkind = \"sort\"\n",
+            ":5:8:",
+        ),
+        ("[run]\nduration_s = 0\n", ":2:14:"),
     ];
     for (index, (text, place)) in cases.iter().enumerate() {
         let path = dir.join(format!("bad{index}.toml"));
         std::fs::write(&path, text).unwrap();
-        for command in [vec!["validate"], vec!["demo", "--config"]] {
+        for command in [vec!["validate"], vec!["demo", "--config"], vec!["run"]] {
             let output = dirigo().args(&command).arg(&path).output().unwrap();
             assert_eq!(output.status.code(), Some(2), "{text:?} with {command:?}");
             let stderr = String::from_utf8_lossy(&output.stderr);
@@ -308,4 +351,182 @@ fn bench_nexmark_refuses_an_unknown_query() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unknown query"), "{stderr}");
+}
+
+/// Runs `dirigo run CONFIG --duration DURATION --report REPORT` from `cwd`; the report.
+fn run_config(
+    config: &std::path::Path,
+    duration: &str,
+    cwd: &std::path::Path,
+) -> serde_json::Value {
+    let report = cwd.join("report.json");
+    let output = dirigo()
+        .current_dir(cwd)
+        .arg("run")
+        .arg(config)
+        .args(["--duration", duration, "--report"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}: {stdout}\n{}",
+        config.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("events in"), "the summary table: {stdout}");
+    serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap()
+}
+
+/// An SVG file that parses as XML with an `svg` root and something drawn in it.
+fn assert_well_formed_svg(path: &std::path::Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let document = roxmltree::Document::parse(&text)
+        .unwrap_or_else(|e| panic!("{} is not well-formed XML: {e}", path.display()));
+    let root = document.root_element();
+    assert_eq!(root.tag_name().name(), "svg", "{}", path.display());
+    assert!(
+        root.descendants()
+            .any(|node| node.has_tag_name("polyline") || node.has_tag_name("path")),
+        "{} draws no line",
+        path.display()
+    );
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("dirigo-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn every_config_in_configs_runs_and_its_report_adds_up() {
+    let configs = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs")
+        .canonicalize()
+        .unwrap();
+    let mut ran = 0;
+    for entry in std::fs::read_dir(&configs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|extension| extension != "toml") {
+            continue;
+        }
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let cwd = scratch(&format!("run-{name}"));
+        let report = run_config(&path, "1s", &cwd);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let declared = text.lines().filter(|line| line.trim() == "[[app]]").count();
+        let apps = report["apps"].as_array().unwrap();
+        assert_eq!(apps.len(), declared, "{name}: {report}");
+        for app in apps {
+            let count = |key: &str| {
+                app[key]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{name}: `{key}` missing in {app}"))
+            };
+            assert!(count("events_in") > 0, "{name}: {app}");
+            assert_eq!(
+                count("events_in"),
+                count("events_out") + count("dead_letters") + count("shed"),
+                "{name}: events in = out + dead letters + shed: {app}"
+            );
+            for key in ["p50", "p90", "p99", "p999", "max"] {
+                assert!(app["latency_ns"][key].as_u64().is_some(), "{name}: {app}");
+            }
+            assert!(app["latency_ns"]["p50"].as_u64() <= app["latency_ns"]["p99"].as_u64());
+            if app["slo_ms"].is_number() {
+                let share = app["satisfaction"].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&share), "{name}: {app}");
+            } else {
+                assert!(app["satisfaction"].is_null(), "{name}: {app}");
+            }
+            let hgrm = cwd.join(app["hgrm"].as_str().unwrap());
+            let hgrm_text = std::fs::read_to_string(&hgrm).unwrap();
+            assert!(
+                hgrm_text.contains("Percentile") && hgrm_text.contains("#[Max"),
+                "{hgrm_text}"
+            );
+            let plots = hgrm.parent().unwrap();
+            for plot in ["latency-cdf.svg", "busy-cores.svg", "lessees.svg"] {
+                assert_well_formed_svg(&plots.join(plot));
+            }
+        }
+        let shards = report["shards"].as_u64().unwrap() as usize;
+        assert_eq!(
+            report["shard_usage"].as_array().unwrap().len(),
+            shards,
+            "{name}"
+        );
+        assert!(!report["timeline"].as_array().unwrap().is_empty(), "{name}");
+        std::fs::remove_dir_all(&cwd).unwrap();
+        ran += 1;
+    }
+    assert!(ran >= 4, "configs/ holds the example files");
+}
+
+#[test]
+fn malformed_records_go_to_the_dead_letter_file_and_the_run_goes_on() {
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs/file.toml")
+        .canonicalize()
+        .unwrap();
+    let cwd = scratch("dead-letters");
+    let report = run_config(&config, "2s", &cwd);
+    let app = &report["apps"][0];
+    assert_eq!(app["dead_letters"], 3, "{app}");
+    assert_eq!(app["events_out"], 2000, "{app}");
+    let letters =
+        std::fs::read_to_string(cwd.join(app["dead_letter_file"].as_str().unwrap())).unwrap();
+    assert_eq!(letters.lines().count(), 3, "{letters}");
+    assert!(letters.contains("not-a-number"), "{letters}");
+    let maxima = std::fs::read_to_string(cwd.join("dirigo-report/file/maxima.jsonl")).unwrap();
+    assert!(maxima.lines().count() > 10, "{maxima}");
+    std::fs::remove_dir_all(&cwd).unwrap();
+}
+
+#[test]
+fn run_for_five_seconds_writes_the_report_and_report_redraws_its_plots() {
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs/default.toml")
+        .canonicalize()
+        .unwrap();
+    let cwd = scratch("five-seconds");
+    let report = run_config(&config, "5s", &cwd);
+    let seconds = report["duration_s"].as_f64().unwrap();
+    assert!((4.9..8.0).contains(&seconds), "{seconds}");
+    let names: Vec<&str> = report["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|app| app["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alerts", "analytics"]);
+    let out = cwd.join("redrawn");
+    let output = dirigo()
+        .arg("report")
+        .arg(cwd.join("report.json"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for plot in ["latency-cdf.svg", "busy-cores.svg", "lessees.svg"] {
+        assert_well_formed_svg(&out.join(plot));
+    }
+    // Not a report: a clear error, no panic.
+    std::fs::write(cwd.join("not-a-report.json"), "{\"apps\": 3}").unwrap();
+    let output = dirigo()
+        .arg("report")
+        .arg(cwd.join("not-a-report.json"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a dirigo report"));
+    std::fs::remove_dir_all(&cwd).unwrap();
 }
