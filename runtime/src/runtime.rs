@@ -296,6 +296,7 @@ impl std::error::Error for BuildError {}
 /// ```
 pub struct RuntimeBuilder<M> {
     cpus: Option<CpuSpec>,
+    pin: bool,
     ring_capacity: usize,
     spin_budget: Duration,
     park_timeout: Duration,
@@ -313,6 +314,7 @@ impl<M: Send + 'static> Default for RuntimeBuilder<M> {
     fn default() -> Self {
         Self {
             cpus: None,
+            pin: true,
             ring_capacity: 1024,
             spin_budget: Duration::from_micros(100),
             park_timeout: Duration::from_millis(10),
@@ -339,6 +341,14 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
     /// Runs one shard per listed CPU; unpinned (with a warning) if any is not available.
     pub fn cpus(mut self, cpus: impl Into<Vec<usize>>) -> Self {
         self.cpus = Some(CpuSpec::Cpus(cpus.into()));
+        self
+    }
+
+    /// Whether shards are pinned to their CPUs (default `true`). Unpinned shards let the
+    /// OS move them: for machines shared with other busy processes, where a pinned shard
+    /// would wait for its one CPU.
+    pub fn pinned(mut self, pin: bool) -> Self {
+        self.pin = pin;
         self
     }
 
@@ -510,8 +520,12 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
             .cpus
             .clone()
             .unwrap_or_else(|| CpuSpec::Shards(placement::available_cpus().len().max(1)));
-        let placement = placement::decide(&spec, &placement::available_cpus())
+        let mut placement = placement::decide(&spec, &placement::available_cpus())
             .map_err(BuildError::Placement)?;
+        if !self.pin && placement.pinned() {
+            placement.cpus.iter_mut().for_each(|cpu| *cpu = None);
+            placement.unpinned_reason = Some("placement = unpinned was asked for".into());
+        }
         if let Some(reason) = &placement.unpinned_reason {
             tracing::warn!("running {} shards unpinned: {reason}", placement.shards());
         }

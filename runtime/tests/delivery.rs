@@ -639,3 +639,23 @@ fn a_runtime_dropped_while_unwinding_does_not_wait_forever() {
     });
     assert!(unwound.is_err(), "the caller's panic comes through");
 }
+
+#[test]
+fn shards_run_unpinned_when_asked_and_say_why() {
+    let runtime = Runtime::<Msg>::builder()
+        .shards(1)
+        .pinned(false)
+        .build()
+        .unwrap();
+    let placement = runtime.placement();
+    assert!(!placement.pinned());
+    assert_eq!(placement.cpus, [None]);
+    assert!(placement
+        .unpinned_reason
+        .as_deref()
+        .is_some_and(|reason| reason.contains("unpinned")));
+    runtime.shutdown();
+    let pinned = Runtime::<Msg>::builder().shards(1).build().unwrap();
+    assert!(pinned.placement().pinned());
+    pinned.shutdown();
+}

@@ -281,6 +281,9 @@ pub struct RuntimeSection {
     pub shards: Option<Spanned<usize>>,
     /// The CPUs to pin shards to, one shard each (instead of `shards`).
     pub cpus: Option<Spanned<Vec<Spanned<usize>>>>,
+    /// `pinned` (default: one shard per CPU, each held to it) or `unpinned` (the OS
+    /// places the shard threads).
+    pub placement: Option<PlacementName>,
     /// Messages per shard-to-shard ring.
     pub ring_capacity: Option<Spanned<usize>>,
     /// How long an idle shard polls before it parks, in microseconds.
@@ -293,6 +296,16 @@ pub struct RuntimeSection {
     pub intake_capacity: Option<Spanned<usize>>,
     /// Warn about handlers that hold a shard longer than this, in milliseconds.
     pub handler_warning_ms: Option<u64>,
+}
+
+/// Whether shards are pinned to CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlacementName {
+    /// Each shard held to its CPU.
+    Pinned,
+    /// The OS places the shard threads.
+    Unpinned,
 }
 
 /// `[scheduler]`.
@@ -535,6 +548,9 @@ impl Config {
                     .map(|cpu| *cpu.get_ref())
                     .collect::<Vec<_>>(),
             );
+        }
+        if let Some(placement) = runtime.placement {
+            builder = builder.pinned(placement == PlacementName::Pinned);
         }
         if let Some(capacity) = &runtime.ring_capacity {
             builder = builder.ring_capacity(*capacity.get_ref());
