@@ -225,8 +225,9 @@ struct WindowFns<T, K, A, O> {
 
 struct WindowLogic<T, K, A, O> {
     fns: Arc<WindowFns<T, K, A, O>>,
-    /// Tumbling and sliding windows: by (end, key).
-    windows: BTreeMap<(Time, K), (Time, A)>,
+    /// Tumbling and sliding windows: by end, then by key (a hash map: every record
+    /// touches it, while only firing needs the keys in order).
+    windows: BTreeMap<Time, FxHashMap<K, (Time, A)>>,
     /// Session windows: per key, its open sessions `(start, end, accumulator)`.
     sessions: FxHashMap<K, Vec<(Time, Time, A)>>,
     /// Session ends to look at, earliest first (stale entries are skipped).
@@ -282,7 +283,9 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
             }
             let (_, acc) = self
                 .windows
-                .entry((window.end, key.clone()))
+                .entry(window.end)
+                .or_default()
+                .entry(key.clone())
                 .or_insert_with(|| (window.start, (fns.init)()));
             (fns.fold)(acc, window, time, record);
         });
@@ -338,11 +341,15 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
             return;
         }
         while let Some(entry) = self.windows.first_entry() {
-            if !fns.spec.fired(entry.key().0, frontier) {
+            if !fns.spec.fired(*entry.key(), frontier) {
                 break;
             }
-            let ((end, key), (start, acc)) = entry.remove_entry();
-            self.emit(ctx, &key, Window { start, end }, acc);
+            let (end, keys) = entry.remove_entry();
+            let mut keys: Vec<(K, (Time, A))> = keys.into_iter().collect();
+            keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (key, (start, acc)) in keys {
+                self.emit(ctx, &key, Window { start, end }, acc);
+            }
         }
     }
 
@@ -379,7 +386,10 @@ impl<T: Data, K: Key, A: Portable, O: Data> Logic for WindowLogic<T, K, A, O> {
     fn snapshot(&mut self) -> Result<Option<Snapshot>, SnapshotError> {
         let mut entries: Vec<(Time, K, Time, A)> = std::mem::take(&mut self.windows)
             .into_iter()
-            .map(|((end, key), (start, acc))| (end, key, start, acc))
+            .flat_map(|(end, keys)| {
+                keys.into_iter()
+                    .map(move |(key, (start, acc))| (end, key, start, acc))
+            })
             .collect();
         for (key, sessions) in self.sessions.drain() {
             for (start, end, acc) in sessions {
@@ -400,11 +410,11 @@ impl<T: Data, K: Key, A: Portable, O: Data> Logic for WindowLogic<T, K, A, O> {
             if let Windows::Session { .. } = self.fns.spec.windows {
                 self.insert_session(key, start, end, acc);
             } else {
-                match self.windows.entry((end, key)) {
-                    std::collections::btree_map::Entry::Occupied(mut mine) => {
+                match self.windows.entry(end).or_default().entry(key) {
+                    std::collections::hash_map::Entry::Occupied(mut mine) => {
                         merge(&mut mine.get_mut().1, acc)
                     }
-                    std::collections::btree_map::Entry::Vacant(slot) => {
+                    std::collections::hash_map::Entry::Vacant(slot) => {
                         slot.insert((start, acc));
                     }
                 }
