@@ -253,36 +253,37 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
     }
 
     fn add(&mut self, time: Time, record: &T) {
-        let fns = self.fns.clone();
+        // Borrowed field by field: cloning the `Arc` of the functions per record would
+        // bounce its counter between the shards that run this operator's partitions.
+        let Self {
+            fns,
+            windows,
+            frontier,
+            counters,
+            ..
+        } = self;
+        let fns: &WindowFns<T, K, A, O> = fns;
         let key = (fns.key)(record);
         if let Windows::Session { gap } = fns.spec.windows {
-            if time < self.frontier {
-                self.counters.late.fetch_add(1, Ordering::Relaxed);
+            if time < *frontier {
+                counters.late.fetch_add(1, Ordering::Relaxed);
                 return;
             }
+            let end = time.saturating_add(gap.max(1));
             let mut acc = (fns.init)();
-            (fns.fold)(
-                &mut acc,
-                Window {
-                    start: time,
-                    end: time.saturating_add(gap.max(1)),
-                },
-                time,
-                record,
-            );
-            self.insert_session(key, time, time.saturating_add(gap.max(1)), acc);
+            (fns.fold)(&mut acc, Window { start: time, end }, time, record);
+            self.insert_session(key, time, end, acc);
             return;
         }
         let mut late = false;
         let spec = fns.spec;
-        let frontier = self.frontier;
+        let frontier = *frontier;
         spec.assign(time, |window| {
             if spec.fired(window.end, frontier) {
                 late = true;
                 return;
             }
-            let (_, acc) = self
-                .windows
+            let (_, acc) = windows
                 .entry(window.end)
                 .or_default()
                 .entry(key.clone())
@@ -290,13 +291,13 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
             (fns.fold)(acc, window, time, record);
         });
         if late {
-            self.counters.late.fetch_add(1, Ordering::Relaxed);
+            counters.late.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Adds session `[start, end)` for `key`, merging every session it overlaps.
     fn insert_session(&mut self, key: K, mut start: Time, mut end: Time, mut acc: A) {
-        let merge = self.fns.merge.clone();
+        let merge = &self.fns.merge;
         let sessions = self.sessions.entry(key.clone()).or_default();
         let mut index = 0;
         while index < sessions.len() {
