@@ -530,3 +530,47 @@ fn run_for_five_seconds_writes_the_report_and_report_redraws_its_plots() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a dirigo report"));
     std::fs::remove_dir_all(&cwd).unwrap();
 }
+
+#[test]
+fn a_tcp_source_takes_records_while_the_run_lasts() {
+    let cwd = scratch("tcp");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = cwd.join("tcp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[run]\nduration_s = 3\n\n[report]\ndir = \"out\"\n\n[[app]]\nname = \"net\"\n\n[app.source]\nkind = \"tcp\"\nlisten = \"127.0.0.1:{port}\"\nformat = \"json\"\n\n[[app.operator]]\nname = \"sums\"\nkind = \"running_sum\"\n"
+        ),
+    )
+    .unwrap();
+    let sender = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let mut stream = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(stream) => break stream,
+                Err(_) if started.elapsed() < std::time::Duration::from_secs(20) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Err(error) => panic!("no listener: {error}"),
+            }
+        };
+        use std::io::Write;
+        for i in 0..100u64 {
+            writeln!(stream, "{{\"key\":{},\"value\":{i},\"time\":{i}}}", i % 7).unwrap();
+            if i % 50 == 0 {
+                writeln!(stream, "{{\"key\":\"seven\"}}").unwrap();
+            }
+        }
+    });
+    let report = run_config(&config, "3s", &cwd);
+    sender.join().unwrap();
+    let app = &report["apps"][0];
+    assert_eq!(app["dead_letters"], 2, "{app}");
+    assert_eq!(app["events_out"], 100, "{app}");
+    assert_eq!(app["events_in"], 102, "{app}");
+    std::fs::remove_dir_all(&cwd).unwrap();
+}
