@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use dirigo_operators::dataflow::{App, AppBuilder, Msg, Stream};
+use dirigo_operators::dataflow::{App, AppBuilder, KeyedStream, Msg, Stream};
 use dirigo_operators::io::{
     DeadLetterSink, Format, Framing, GeneratorSpec, KeyDist, KeyedRecord, LoadShape,
     TcpSourceHandle,
@@ -18,7 +18,7 @@ use dirigo_operators::nexmark::events::{Event, NexmarkSpec};
 use dirigo_operators::nexmark::queries::Query;
 use dirigo_operators::sink::{LatencyRecorder, LineTarget};
 use dirigo_operators::source::Pacing;
-use dirigo_operators::window::{Window, Windows};
+use dirigo_operators::window::Windows;
 use dirigo_runtime::{AppId, RuntimeBuilder};
 
 use crate::config::{
@@ -328,17 +328,38 @@ fn spend(ns: u64) {
     }
 }
 
+/// A windowed operator whose per-key aggregate is one `u64`: `fold(acc, value)` adds a
+/// record, `merge` combines two partial aggregates; one output per key and window.
+fn windowed(
+    keyed: &KeyedStream<KeyedRecord, u64>,
+    section: &OperatorSection,
+    fold: fn(&mut u64, u64),
+    merge: fn(&mut u64, u64),
+) -> Stream<KeyedRecord> {
+    let work_ns = section.work_ns.as_ref().map_or(0, |ns| *ns.get_ref());
+    keyed.window(
+        section.name.get_ref(),
+        windows(*section.window.as_ref().expect("checked").get_ref()),
+        || 0u64,
+        move |acc, _, _, record| {
+            spend(work_ns);
+            fold(acc, record.value);
+        },
+        merge,
+        |key, window, value, out| {
+            out.push(KeyedRecord {
+                key: *key,
+                value,
+                time: window.start,
+            })
+        },
+    )
+}
+
 fn operator(input: &Stream<KeyedRecord>, section: &OperatorSection) -> Stream<KeyedRecord> {
     let name = section.name.get_ref().as_str();
     let work_ns = section.work_ns.as_ref().map_or(0, |ns| *ns.get_ref());
     let keyed = input.key_by(|record: &KeyedRecord| record.key);
-    let window_output = |key: &u64, window: Window, value: u64, out: &mut Vec<KeyedRecord>| {
-        out.push(KeyedRecord {
-            key: *key,
-            value,
-            time: window.start,
-        })
-    };
     let stream = match *section.kind.get_ref() {
         OperatorKind::Map => input.map(name, move |record| {
             spend(work_ns);
@@ -354,38 +375,17 @@ fn operator(input: &Stream<KeyedRecord>, section: &OperatorSection) -> Stream<Ke
                 record.value % 100 < keep
             })
         }
-        OperatorKind::WindowCount => keyed.window(
-            name,
-            windows(*section.window.as_ref().expect("checked").get_ref()),
-            || 0u64,
-            move |count, _, _, _| {
-                spend(work_ns);
-                *count += 1
-            },
-            |count, other| *count += other,
-            window_output,
-        ),
-        OperatorKind::WindowSum => keyed.window(
-            name,
-            windows(*section.window.as_ref().expect("checked").get_ref()),
-            || 0u64,
-            move |sum, _, _, record| {
-                spend(work_ns);
-                *sum += record.value
-            },
-            |sum, other| *sum += other,
-            window_output,
-        ),
-        OperatorKind::WindowMax => keyed.window(
-            name,
-            windows(*section.window.as_ref().expect("checked").get_ref()),
-            || 0u64,
-            move |max, _, _, record| {
-                spend(work_ns);
-                *max = (*max).max(record.value)
-            },
-            |max, other| *max = (*max).max(other),
-            window_output,
+        OperatorKind::WindowCount => {
+            windowed(&keyed, section, |count, _| *count += 1, |a, b| *a += b)
+        }
+        OperatorKind::WindowSum => {
+            windowed(&keyed, section, |sum, value| *sum += value, |a, b| *a += b)
+        }
+        OperatorKind::WindowMax => windowed(
+            &keyed,
+            section,
+            |max, value| *max = (*max).max(value),
+            |a, b| *a = (*a).max(b),
         ),
         OperatorKind::RunningSum => keyed.aggregate(
             name,

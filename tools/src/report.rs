@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use hdrhistogram::Histogram;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -312,7 +313,19 @@ fn percentile_label(x: f64) -> String {
     }
 }
 
-fn busy_cores(report: &Report, path: &Path) -> PlotResult {
+type TimelineChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A plot over the run's timeline: seconds across, `0..top` up; `draw` adds the series
+/// (given the chart and the last second), labelled in a legend when `legend`.
+fn timeline_plot(
+    report: &Report,
+    path: &Path,
+    (caption, y_desc): (&str, &str),
+    top: f64,
+    legend: bool,
+    draw: impl FnOnce(&mut TimelineChart<'_, '_>, f64) -> PlotResult,
+) -> PlotResult {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let end = report
@@ -320,47 +333,63 @@ fn busy_cores(report: &Report, path: &Path) -> PlotResult {
         .last()
         .map_or(1.0, |sample| sample.t_s)
         .max(0.1);
-    let top = report
-        .timeline
-        .iter()
-        .map(|sample| sample.busy_cores)
-        .fold(report.shards as f64, f64::max);
     let mut chart = ChartBuilder::on(&root)
-        .caption("Busy cores", ("sans-serif", 22))
+        .caption(caption, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..end, 0.0..top * 1.1)?;
+        .build_cartesian_2d(0.0..end, 0.0..top)?;
     chart
         .configure_mesh()
         .x_desc("seconds")
-        .y_desc("cores busy (all shards)")
+        .y_desc(y_desc)
         .draw()?;
-    chart.draw_series(LineSeries::new(
-        report
-            .timeline
-            .iter()
-            .map(|sample| (sample.t_s, sample.busy_cores)),
-        palette(0).stroke_width(2),
-    ))?;
-    chart.draw_series(DashedLineSeries::new(
-        vec![(0.0, report.shards as f64), (end, report.shards as f64)],
-        6,
-        4,
-        BLACK.stroke_width(1),
-    ))?;
+    draw(&mut chart, end)?;
+    if legend {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()?;
+    }
     root.present()?;
     Ok(())
 }
 
-fn lessees(report: &Report, path: &Path) -> PlotResult {
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let end = report
+fn busy_cores(report: &Report, path: &Path) -> PlotResult {
+    let shards = report.shards as f64;
+    let top = report
         .timeline
-        .last()
-        .map_or(1.0, |sample| sample.t_s)
-        .max(0.1);
+        .iter()
+        .map(|sample| sample.busy_cores)
+        .fold(shards, f64::max);
+    timeline_plot(
+        report,
+        path,
+        ("Busy cores", "cores busy (all shards)"),
+        top * 1.1,
+        false,
+        |chart, end| {
+            chart.draw_series(LineSeries::new(
+                report
+                    .timeline
+                    .iter()
+                    .map(|sample| (sample.t_s, sample.busy_cores)),
+                palette(0).stroke_width(2),
+            ))?;
+            chart.draw_series(DashedLineSeries::new(
+                vec![(0.0, shards), (end, shards)],
+                6,
+                4,
+                BLACK.stroke_width(1),
+            ))?;
+            Ok(())
+        },
+    )
+}
+
+fn lessees(report: &Report, path: &Path) -> PlotResult {
     let top = report
         .timeline
         .iter()
@@ -368,40 +397,31 @@ fn lessees(report: &Report, path: &Path) -> PlotResult {
         .max()
         .unwrap_or(0)
         .max(1);
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Lessees", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..end, 0.0..f64::from(top) * 1.2)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds")
-        .y_desc("lessees held")
-        .draw()?;
-    for (index, app) in report.apps.iter().enumerate() {
-        let color = palette(index);
-        chart
-            .draw_series(LineSeries::new(
-                report.timeline.iter().map(|sample| {
-                    (
-                        sample.t_s,
-                        f64::from(sample.lessees.get(index).copied().unwrap_or(0)),
-                    )
-                }),
-                color.stroke_width(2),
-            ))?
-            .label(app.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()?;
-    root.present()?;
-    Ok(())
+    timeline_plot(
+        report,
+        path,
+        ("Lessees", "lessees held"),
+        f64::from(top) * 1.2,
+        true,
+        |chart, _| {
+            for (index, app) in report.apps.iter().enumerate() {
+                let color = palette(index);
+                chart
+                    .draw_series(LineSeries::new(
+                        report.timeline.iter().map(|sample| {
+                            (
+                                sample.t_s,
+                                f64::from(sample.lessees.get(index).copied().unwrap_or(0)),
+                            )
+                        }),
+                        color.stroke_width(2),
+                    ))?
+                    .label(app.name.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Milliseconds with three significant digits.
