@@ -1,7 +1,8 @@
 //! `dirigo run`: builds the runtime and every app of a configuration, runs them for the
 //! configured duration (or until their finite sources end), samples the timeline, shows a
 //! progress line on a terminal, then stops the sources, lets the pipelines drain, and
-//! writes the report, the `.hgrm` files and the plots.
+//! writes the report, the `.hgrm` files and the plots. Ctrl-C (or SIGTERM) ends the run
+//! early the same way: what ran is reported.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,32 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Overrides `[report] json`.
     pub report: Option<PathBuf>,
+}
+
+/// Set by SIGINT or SIGTERM while a run is on: the run stops early, as if its duration
+/// were over, and still writes its report.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Routes Ctrl-C (SIGINT) and SIGTERM to [`INTERRUPTED`] for the rest of the process; a
+/// second Ctrl-C still stops the run early (the handler stays), and the drain is bounded.
+fn catch_interrupts() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `on_interrupt` is an `extern "C"` function that only stores to an
+        // atomic, which is async-signal-safe; `signal` replaces the default action (exit)
+        // for a signal number that exists on every Unix. Covered by the CLI test that
+        // interrupts a run and finds its report.
+        unsafe {
+            libc::signal(
+                signal,
+                on_interrupt as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t,
+            );
+        }
+    }
 }
 
 /// Longest wait for the pipelines to drain once the sources stopped.
@@ -70,6 +97,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(Report, PathBuf), S
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let shards = runtime.shards();
 
+    catch_interrupts();
     let started = Instant::now();
     for app in &built {
         app.app.start(&runtime.ingress());
@@ -81,10 +109,21 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(Report, PathBuf), S
     let deadline = started + duration;
     loop {
         let now = Instant::now();
-        if now >= deadline || built.iter().all(|app| app.app.is_done()) {
+        let interrupted = INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed);
+        if interrupted || now >= deadline || built.iter().all(|app| app.app.is_done()) {
+            if interrupted {
+                tracing::info!("interrupted: stopping the sources and writing the report");
+            }
             break;
         }
-        std::thread::sleep(sample_every.min(deadline - now));
+        // Short naps, so that an interrupt is seen within 50 ms.
+        let nap = sample_every
+            .min(deadline - now)
+            .min(Duration::from_millis(50));
+        std::thread::sleep(nap);
+        if previous.0.elapsed() < sample_every && Instant::now() < deadline {
+            continue;
+        }
         let sample = sample(&runtime, &built, started, &mut previous);
         if progress && last_progress.elapsed() >= Duration::from_millis(500) {
             last_progress = Instant::now();

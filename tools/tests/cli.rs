@@ -574,3 +574,41 @@ fn a_tcp_source_takes_records_while_the_run_lasts() {
     assert_eq!(app["events_in"], 102, "{app}");
     std::fs::remove_dir_all(&cwd).unwrap();
 }
+
+#[test]
+fn ctrl_c_ends_a_run_early_and_it_still_reports() {
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs/default.toml")
+        .canonicalize()
+        .unwrap();
+    let cwd = scratch("interrupt");
+    let report = cwd.join("report.json");
+    let child = dirigo()
+        .current_dir(&cwd)
+        .arg("run")
+        .arg(&config)
+        .args(["--duration", "60s", "--report"])
+        .arg(&report)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let seconds = report["duration_s"].as_f64().unwrap();
+    assert!(seconds < 10.0, "stopped early: {seconds}");
+    assert!(report["apps"][0]["events_in"].as_u64().unwrap() > 0);
+    std::fs::remove_dir_all(&cwd).unwrap();
+}
