@@ -70,8 +70,16 @@ pub trait SchedulingPolicy: Send + Sync + 'static {
     /// first; ties run in arrival order. Only called when [`by_priority`] is `true`.
     ///
     /// [`by_priority`]: Self::by_priority
+    ///
+    /// The default ranks by deadline; a message without one (its app has no SLO) ranks as
+    /// if due [`BEST_EFFORT_HORIZON_NS`] after it entered, so best-effort work yields to
+    /// deadlines but is never starved by them.
     fn priority(&self, message: &SchedContext) -> u64 {
-        message.deadline
+        if message.deadline == Nanos::MAX {
+            message.ingress.saturating_add(BEST_EFFORT_HORIZON_NS)
+        } else {
+            message.deadline
+        }
     }
 
     /// Whether the runtime should measure handler costs for this policy even when no app
@@ -340,7 +348,13 @@ impl SchedulingPolicy for Fifo {
     }
 }
 
-/// Earliest deadline first across actors (messages without a deadline last).
+/// How long after it entered a message without a deadline ranks as due, for the
+/// deadline-ordered policies: one second. Apps without an SLO get the CPU that apps with
+/// one leave, and at worst wait this long before they compete with fresh deadlines.
+pub const BEST_EFFORT_HORIZON_NS: Nanos = 1_000_000_000;
+
+/// Earliest deadline first across actors (messages without a deadline rank as due
+/// [`BEST_EFFORT_HORIZON_NS`] after they entered).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Edf;
 
@@ -690,6 +704,28 @@ pub(crate) fn deadline(event_time: Nanos, slo_ns: u64, path_ns: u64) -> Nanos {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn best_effort_messages_rank_as_due_a_horizon_after_they_entered() {
+        let best_effort = SchedContext::at(5);
+        assert_eq!(Edf.priority(&best_effort), 5 + BEST_EFFORT_HORIZON_NS);
+        let due = SchedContext {
+            ingress: 5,
+            deadline: 10,
+        };
+        assert_eq!(Edf.priority(&due), 10);
+        assert_eq!(
+            Dirigo::default().priority(&best_effort),
+            5 + BEST_EFFORT_HORIZON_NS
+        );
+        // An old enough best-effort message goes before a fresh deadline.
+        let old = SchedContext::at(1);
+        let fresh = SchedContext {
+            ingress: 2 * BEST_EFFORT_HORIZON_NS,
+            deadline: 2 * BEST_EFFORT_HORIZON_NS + 1_000,
+        };
+        assert!(Edf.priority(&old) < Edf.priority(&fresh));
+    }
 
     #[test]
     fn path_costs_follow_the_costliest_downstream_path() {
