@@ -278,6 +278,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if loaded.apps.is_empty() {
+                eprintln!(
+                    "{}: no [[app]] to run; add one (see configs/README.md), or use `dirigo demo --config` for runtime settings alone",
+                    config.display()
+                );
+                return ExitCode::from(2);
+            }
             let duration = match duration.as_deref().map(run::parse_duration).transpose() {
                 Ok(duration) => duration,
                 Err(error) => {

@@ -281,6 +281,12 @@ fn bad_configs_exit_2_with_file_line_and_column() {
             assert!(stderr.starts_with(&expected), "{text:?}: {stderr}");
         }
     }
+    // Valid, but nothing to run.
+    let path = dir.join("no-apps.toml");
+    std::fs::write(&path, "[runtime]\nshards = 1\n").unwrap();
+    let output = dirigo().arg("run").arg(&path).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no [[app]] to run"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
