@@ -79,3 +79,39 @@ fn shed_records_are_counted_where_they_were_dropped() {
     );
     assert_eq!(flow.shed_downstream, 0, "{flow:?}");
 }
+
+#[test]
+fn a_union_delivers_both_streams_and_waits_for_both_frontiers() {
+    let app = AppBuilder::new(0, "union").parallelism(2);
+    let evens: Vec<(u64, u64)> = (0..5_000u64).map(|i| (i / 10, 2 * i)).collect();
+    // The right side is slower in event time: windows must wait for it.
+    let odds: Vec<(u64, u64)> = (0..5_000u64).map(|i| (i / 20, 2 * i + 1)).collect();
+    let left = app.source_iter("evens", evens, 0, Pacing::Unpaced);
+    let right = app.source_iter("odds", odds, 0, Pacing::Unpaced);
+    let both = left.union("both", &[&right]);
+    let all = both.collect("all");
+    let counts = both
+        .key_by(|n| *n % 2)
+        .window_count("parity", Windows::Tumbling { size: 100 })
+        .collect("counts");
+    let app = app.build();
+    let runtime = app
+        .install(Runtime::<Msg>::builder().shards(2))
+        .build()
+        .unwrap();
+    app.start(&runtime.ingress());
+    assert!(app.wait(Duration::from_secs(30)));
+    runtime.shutdown();
+    let mut all = all.take();
+    all.sort_unstable();
+    assert_eq!(all, (0..10_000).collect::<Vec<u64>>());
+    let mut total = [0u64; 2];
+    for (parity, _, count) in counts.take() {
+        total[parity as usize] += count;
+    }
+    assert_eq!(total, [5_000, 5_000], "every record in a window, none late");
+    assert_eq!(app.late_records(), 0);
+    let flow = app.flow();
+    assert_eq!(flow.emitted, 10_000);
+    assert_eq!(flow.ingested, 10_000, "{flow:?}");
+}

@@ -133,6 +133,36 @@ impl<T: Data> Stream<T> {
             Some(record)
         })
     }
+
+    /// One stream of this stream's records and `others'`: an operator reading all of
+    /// them, whose frontier is the least of theirs.
+    ///
+    /// ```
+    /// # use dirigo_operators::dataflow::AppBuilder;
+    /// # use dirigo_operators::source::Pacing;
+    /// let app = AppBuilder::new(0, "doc");
+    /// let left = app.source_iter("left", vec![(0, 1u64)], 0, Pacing::Unpaced);
+    /// let right = app.source_iter("right", vec![(0, 2u64)], 0, Pacing::Unpaced);
+    /// let both = left.union("both", &[&right]);
+    /// ```
+    ///
+    /// # Panics
+    /// When one of `others` belongs to another app.
+    pub fn union(&self, name: &str, others: &[&Stream<T>]) -> Stream<T> {
+        assert!(
+            others
+                .iter()
+                .all(|other| std::rc::Rc::ptr_eq(self.graph(), other.graph())),
+            "a union joins streams of one app"
+        );
+        let merged = flat_map_node(self, name, Partitioning::Forward, None, |_, record| {
+            Some(record)
+        });
+        for other in others {
+            other.connect(merged.operator(), Partitioning::Forward, None);
+        }
+        merged
+    }
 }
 
 impl<T: Data, K: std::hash::Hash + 'static> KeyedStream<T, K> {

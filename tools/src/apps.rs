@@ -125,7 +125,7 @@ pub fn build(
                 }
             }
         };
-        let leaves = operators(&records, &section.operators);
+        let leaves = operators(&records, section);
         for (index, leaf) in leaves.iter().enumerate() {
             leaf.record_latency(&format!("latency-{index}"), &latency);
             match section.sink.kind {
@@ -260,42 +260,51 @@ fn nexmark_source(builder: &AppBuilder, source: &SourceSection) -> Stream<Event>
     }
 }
 
-/// Builds the operators in input order (parents first); returns the leaves.
-fn operators(
-    source: &Stream<KeyedRecord>,
-    sections: &[OperatorSection],
-) -> Vec<Stream<KeyedRecord>> {
-    let app_section_input = |index: usize| -> Option<usize> {
-        match &sections[index].input {
-            Some(input) if input.get_ref() == "source" => None,
-            Some(input) => sections
-                .iter()
-                .position(|o| o.name.get_ref() == input.get_ref()),
-            None => index.checked_sub(1),
-        }
-    };
+/// Builds the operators in input order (parents first); returns the leaves. An operator
+/// with several inputs reads their union.
+fn operators(source: &Stream<KeyedRecord>, app: &AppSection) -> Vec<Stream<KeyedRecord>> {
+    let sections = &app.operators;
+    if sections.is_empty() {
+        return vec![source.clone()];
+    }
+    let inputs: Vec<Vec<Option<usize>>> = (0..sections.len()).map(|i| app.inputs_of(i)).collect();
     let mut built: Vec<Option<Stream<KeyedRecord>>> = vec![None; sections.len()];
-    // The checks made the inputs a forest rooted at the source: repeat until all built.
+    // The checks made the inputs a DAG rooted at the source: repeat until all are built.
     while built.iter().any(Option::is_none) {
+        let mut progress = false;
         for index in 0..sections.len() {
             if built[index].is_some() {
                 continue;
             }
-            let input = match app_section_input(index) {
-                None => source.clone(),
-                Some(parent) => match &built[parent] {
-                    Some(stream) => stream.clone(),
-                    None => continue,
-                },
+            let streams: Option<Vec<Stream<KeyedRecord>>> = inputs[index]
+                .iter()
+                .map(|input| match input {
+                    None => Some(source.clone()),
+                    Some(parent) => built[*parent].clone(),
+                })
+                .collect();
+            let Some(streams) = streams else {
+                continue;
+            };
+            let input = match streams.as_slice() {
+                [one] => one.clone(),
+                [first, rest @ ..] => {
+                    let rest: Vec<&Stream<KeyedRecord>> = rest.iter().collect();
+                    first.union(&format!("{}-inputs", sections[index].name.get_ref()), &rest)
+                }
+                [] => source.clone(),
             };
             built[index] = Some(operator(&input, &sections[index]));
+            progress = true;
+        }
+        if !progress {
+            // Only a cycle could stop progress, and the checks refuse cycles.
+            debug_assert!(false, "operators in a cycle passed the checks");
+            break;
         }
     }
-    if sections.is_empty() {
-        return vec![source.clone()];
-    }
     let read_from: Vec<bool> = (0..sections.len())
-        .map(|index| (0..sections.len()).any(|other| app_section_input(other) == Some(index)))
+        .map(|index| inputs.iter().any(|of| of.contains(&Some(index))))
         .collect();
     built
         .into_iter()

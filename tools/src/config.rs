@@ -170,8 +170,9 @@ pub struct OperatorSection {
     pub name: Spanned<String>,
     /// What it does.
     pub kind: Spanned<OperatorKind>,
-    /// The operator it reads from, or `source` (default: the one listed before it).
-    pub input: Option<Spanned<String>>,
+    /// The operator it reads from, or `source`, or a list of them (default: the one
+    /// listed before it).
+    pub input: Option<Spanned<Inputs>>,
     /// Its partitions (default: the app's).
     pub parallelism: Option<Spanned<u32>>,
     /// Stateful kinds: `mergeable` (may get lessees; the default) or `exclusive`.
@@ -182,6 +183,30 @@ pub struct OperatorSection {
     pub keep_percent: Option<Spanned<u64>>,
     /// Window kinds: the windows.
     pub window: Option<Spanned<WindowConfig>>,
+}
+
+/// What an operator reads: one name, or several (their records merged, its frontier the
+/// least of theirs).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "an operator name (or `source`), or a list of them"
+)]
+pub enum Inputs {
+    /// One input.
+    One(String),
+    /// Several inputs.
+    Many(Vec<String>),
+}
+
+impl Inputs {
+    /// The names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            Self::One(name) => vec![name.as_str()],
+            Self::Many(names) => names.iter().map(String::as_str).collect(),
+        }
+    }
 }
 
 /// Operator kinds: all read and write keyed records (`key`, `value`, `time`).
@@ -777,34 +802,39 @@ impl AppSection {
             operator.check()?;
         }
         for operator in &self.operators {
-            if let Some(input) = &operator.input {
-                let input_name = input.get_ref();
-                if input_name != "source"
-                    && !self
-                        .operators
-                        .iter()
-                        .any(|o| o.name.get_ref() == input_name)
-                {
+            let Some(input) = &operator.input else {
+                continue;
+            };
+            let names = input.get_ref().names();
+            if names.is_empty() {
+                return Err((input.span(), "at least one input".into()));
+            }
+            for (position, name) in names.iter().enumerate() {
+                if *name != "source" && !self.operators.iter().any(|o| o.name.get_ref() == name) {
                     return Err((
                         input.span(),
-                        format!(
-                            "`source` or one of the app's operators; there is no `{input_name}`"
-                        ),
+                        format!("`source` or one of the app's operators; there is no `{name}`"),
                     ));
                 }
-                if input_name == operator.name.get_ref() {
-                    return Err((input.span(), format!("an input other than the operator itself: `{input_name}` reads from itself, a cycle")));
+                if names[..position].contains(name) {
+                    return Err((
+                        input.span(),
+                        format!("each input once; `{name}` is listed twice"),
+                    ));
+                }
+                if *name == operator.name.get_ref() {
+                    return Err((
+                        input.span(),
+                        format!("an input other than the operator itself: `{name}` reads from itself, a cycle"),
+                    ));
                 }
             }
         }
-        // Following inputs from any operator must reach the source.
+        // Following inputs from any operator must never come back to it.
         for (start, operator) in self.operators.iter().enumerate() {
-            let mut at = start;
-            for _ in 0..=self.operators.len() {
-                match self.input_of(at) {
-                    None => break,
-                    Some(next) => at = next,
-                }
+            let mut seen = vec![false; self.operators.len()];
+            let mut stack: Vec<usize> = self.inputs_of(start).into_iter().flatten().collect();
+            while let Some(at) = stack.pop() {
                 if at == start {
                     let input = operator
                         .input
@@ -818,20 +848,31 @@ impl AppSection {
                         ),
                     ));
                 }
+                if !std::mem::replace(&mut seen[at], true) {
+                    stack.extend(self.inputs_of(at).into_iter().flatten());
+                }
             }
         }
         Ok(())
     }
 
-    /// The index of the operator `index` reads from; `None` for the source.
-    pub fn input_of(&self, index: usize) -> Option<usize> {
+    /// The operators `index` reads from (`None`: the source); by default the one listed
+    /// before it, or the source for the first.
+    pub fn inputs_of(&self, index: usize) -> Vec<Option<usize>> {
         match &self.operators[index].input {
-            Some(input) if input.get_ref() == "source" => None,
-            Some(input) => self
-                .operators
-                .iter()
-                .position(|o| o.name.get_ref() == input.get_ref()),
-            None => index.checked_sub(1),
+            Some(input) => input
+                .get_ref()
+                .names()
+                .into_iter()
+                .map(|name| {
+                    if name == "source" {
+                        None
+                    } else {
+                        self.operators.iter().position(|o| o.name.get_ref() == name)
+                    }
+                })
+                .collect(),
+            None => vec![index.checked_sub(1)],
         }
     }
 }

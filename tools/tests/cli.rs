@@ -269,6 +269,18 @@ fn bad_configs_exit_2_with_file_line_and_column() {
             ":5:8:",
         ),
         ("[run]\nduration_s = 0\n", ":2:14:"),
+        (
+            "[[app]]\nname = \"x\"\n[[app.operator]]\nname = \"a\"\nkind = \"map\"\ninput = [\"source\", \"c\"]\n[[app.operator]]\nname = \"b\"\nkind = \"map\"\n[[app.operator]]\nname = \"c\"\nkind = \"map\"\n",
+            ":6:9:",
+        ),
+        (
+            "[[app]]\nname = \"x\"\n[[app.operator]]\nname = \"a\"\nkind = \"map\"\ninput = [\"source\", \"nope\"]\n",
+            ":6:9:",
+        ),
+        (
+            "[[app]]\nname = \"x\"\n[[app.operator]]\nname = \"a\"\nkind = \"map\"\ninput = 7\n",
+            ":6:9:",
+        ),
     ];
     for (index, (text, place)) in cases.iter().enumerate() {
         let path = dir.join(format!("bad{index}.toml"));
