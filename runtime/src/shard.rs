@@ -56,6 +56,8 @@ const TIMER_SPIN_NS: u64 = 2_000_000;
 const TURN_BUDGET_NS: u64 = 100_000;
 /// How often, at most, a busy shard publishes changed lessor metrics.
 const METRICS_EVERY_NS: u64 = 1_000_000;
+/// How long a shard stuck on full rings past its spin budget sleeps before it retries.
+const BACKLOG_NAP: std::time::Duration = std::time::Duration::from_micros(50);
 /// How often a lessee publishes how many messages it has run.
 const PROGRESS_EVERY: u64 = 16;
 
@@ -1254,6 +1256,9 @@ impl<M: Send + 'static> Shard<M> {
         let mut work_since = clock::now();
         // When the shard last ran out of work (the spin budget counts from here).
         let mut idle_since = work_since;
+        // Since when the shard has had nothing to do but wait for ring space.
+        let mut backlog_since: Option<Nanos> = None;
+        let backlog_spin_ns = self.shared.config.spin_budget.as_nanos() as u64;
         loop {
             if let Some(end) = self.turn(work_since) {
                 work_since = end;
@@ -1268,13 +1273,26 @@ impl<M: Send + 'static> Shard<M> {
                 if self.shared.abort.load(Ordering::Relaxed) {
                     break;
                 }
-                // Rings towards some shard are full: retry until it drains them. Parking
-                // here could sleep through the moment space frees up.
-                std::thread::yield_now();
+                // Rings towards some shard are full: retry until it drains them (parking
+                // on the doorbell could sleep through the moment space frees up). A running
+                // peer frees space within microseconds, so spin for the spin budget first.
+                // Past it the peer is not running, most likely because the machine is
+                // oversubscribed: nap briefly so that it can run. (Yielding instead hands
+                // the CPU to whichever other thread is runnable, for a whole time slice,
+                // and moved a ring's worth of messages per slice.)
+                let now = clock::now();
+                let stuck_since = *backlog_since.get_or_insert(now);
+                if now.saturating_sub(stuck_since) >= backlog_spin_ns {
+                    std::thread::sleep(BACKLOG_NAP);
+                    backlog_since = None;
+                } else {
+                    std::hint::spin_loop();
+                }
                 work_since = clock::now();
                 idle_since = work_since;
                 continue;
             }
+            backlog_since = None;
             match self.idle(idle_since, work_since) {
                 Idle::Found(at) => work_since = at,
                 Idle::Tick(at) => {
