@@ -63,7 +63,7 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         report: Option<PathBuf>,
     },
-    /// Draw the SVG plots of a saved JSON report.
+    /// Print the summary table of a saved JSON report and draw its SVG plots again.
     #[command(after_help = "Example:\n  dirigo report dirigo-report/report.json --out plots/")]
     Report {
         /// A report written by `dirigo run`.
@@ -294,11 +294,14 @@ fn main() -> ExitCode {
             };
             run_config(&loaded, &config.display().to_string(), duration, report)
         }
-        Some(Command::Report { report, out }) => run::render(&report, &out).map(|paths| {
-            for path in paths {
-                println!("{}", path.display());
-            }
-        }),
+        Some(Command::Report { report, out }) => {
+            run::render(&report, &out).map(|(report, paths)| {
+                print!("{}", report::summary_table(&report));
+                for path in paths {
+                    println!("plot: {}", path.display());
+                }
+            })
+        }
         Some(Command::Demo(args)) => {
             // A bad configuration is the user's input: exit code 2, like `validate`.
             if let Some(path) = &args.config {

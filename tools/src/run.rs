@@ -327,8 +327,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-/// Reads a saved report and draws its plots into `out`.
-pub fn render(report_path: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
+/// Reads a saved report and draws its plots into `out`; returns the report and the plots.
+pub fn render(report_path: &Path, out: &Path) -> Result<(Report, Vec<PathBuf>), String> {
     let text = std::fs::read_to_string(report_path)
         .map_err(|e| format!("cannot read {}: {e}", report_path.display()))?;
     let report: Report = serde_json::from_str(&text).map_err(|e| {
@@ -339,7 +339,8 @@ pub fn render(report_path: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
             e.column()
         )
     })?;
-    report::plot(&report, out)
+    let plots = report::plot(&report, out)?;
+    Ok((report, plots))
 }
 
 #[cfg(test)]

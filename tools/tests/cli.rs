@@ -534,6 +534,11 @@ fn run_for_five_seconds_writes_the_report_and_report_redraws_its_plots() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("alerts") && stdout.contains("p99 ms"),
+        "{stdout}"
+    );
     for plot in ["latency-cdf.svg", "busy-cores.svg", "lessees.svg"] {
         assert_well_formed_svg(&out.join(plot));
     }
