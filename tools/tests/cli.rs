@@ -412,6 +412,15 @@ fn assert_well_formed_svg(path: &std::path::Path) {
     );
 }
 
+/// A file of `configs/`, by absolute path (runs use scratch folders as their cwd).
+fn config_file(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs")
+        .join(name)
+        .canonicalize()
+        .unwrap()
+}
+
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("dirigo-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -486,10 +495,7 @@ fn every_config_in_configs_runs_and_its_report_adds_up() {
 
 #[test]
 fn malformed_records_go_to_the_dead_letter_file_and_the_run_goes_on() {
-    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../configs/file.toml")
-        .canonicalize()
-        .unwrap();
+    let config = config_file("file.toml");
     let cwd = scratch("dead-letters");
     let report = run_config(&config, "2s", &cwd);
     let app = &report["apps"][0];
@@ -506,10 +512,7 @@ fn malformed_records_go_to_the_dead_letter_file_and_the_run_goes_on() {
 
 #[test]
 fn run_for_five_seconds_writes_the_report_and_report_redraws_its_plots() {
-    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../configs/default.toml")
-        .canonicalize()
-        .unwrap();
+    let config = config_file("default.toml");
     let cwd = scratch("five-seconds");
     let report = run_config(&config, "5s", &cwd);
     let seconds = report["duration_s"].as_f64().unwrap();
@@ -600,10 +603,7 @@ fn a_tcp_source_takes_records_while_the_run_lasts() {
 
 #[test]
 fn ctrl_c_ends_a_run_early_and_it_still_reports() {
-    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../configs/default.toml")
-        .canonicalize()
-        .unwrap();
+    let config = config_file("default.toml");
     let cwd = scratch("interrupt");
     let report = cwd.join("report.json");
     let child = dirigo()
