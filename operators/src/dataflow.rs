@@ -282,7 +282,12 @@ impl<T: Data> Output<T> {
         partition: PartitionId,
         ctx: &mut Context<'_, Msg>,
     ) {
-        let batch = std::mem::take(&mut edge.buffers[partition as usize]);
+        // The next batch starts with room for as many records as this one had: growing a
+        // batch from empty reallocates it a dozen times, and under the allocator's lock
+        // when another shard frees batches of this one (the paced, small-batch case).
+        let buffer = &mut edge.buffers[partition as usize];
+        let room = buffer.len().min(MAX_BATCH);
+        let batch = std::mem::replace(buffer, Vec::with_capacity(room));
         let target = ActorId::new(app, edge.target, partition);
         let payload = Msg::Data {
             records: u32::try_from(batch.len()).unwrap_or(u32::MAX),

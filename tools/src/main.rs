@@ -28,6 +28,12 @@ mod demo;
 mod report;
 mod run;
 
+/// Shards allocate message batches that other shards free. mimalloc frees those into
+/// the owning thread's pages without a lock; the system allocator took an arena lock for
+/// each, and its trimming under that lock stalled shards for milliseconds.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -222,6 +228,10 @@ enum BenchScenario {
         /// Seconds of offered load per latency run.
         #[arg(long, default_value_t = 3.0)]
         latency_seconds: f64,
+        /// Offered load of the latency runs, bids per second (default: 50 % of the
+        /// slower system's throughput).
+        #[arg(long, value_name = "BIDS_PER_S", value_parser = positive_rate)]
+        offered: Option<f64>,
     },
     /// A load step from 30 % to 150 % of one shard's capacity on a mergeable operator
     /// under the `dirigo` policy: time to the first record on a lessee, and latency
@@ -400,10 +410,12 @@ fn main() -> ExitCode {
                 events,
                 rounds,
                 latency_seconds,
+                offered,
             } => dirigo_bench::peer::run(&dirigo_bench::peer::PeerBenchConfig {
                 events: events.max(1000),
                 rounds: rounds.max(1),
                 latency_seconds: latency_seconds.clamp(0.1, 600.0),
+                offered_per_s: offered,
                 ..Default::default()
             })
             .and_then(|report| emit(json, &report, report.table())),
@@ -525,4 +537,15 @@ fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<(
     let text = serde_json::to_string_pretty(value).map_err(|error| error.to_string())?;
     std::fs::write(path, text + "\n")
         .map_err(|error| format!("cannot write {}: {error}", path.display()))
+}
+
+/// A load in events per second: a finite number above zero.
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 1e10 => Ok(rate),
+        Ok(_) => Err("expected a rate above 0 and at most 1e10 events per second".into()),
+        Err(_) => Err(format!(
+            "expected a number of events per second, found {text:?}"
+        )),
+    }
 }

@@ -95,7 +95,12 @@ fn bench_consolidate_writes_every_size() {
 
 /// Runs `dirigo bench <args> --json <tmp>`; returns the parsed JSON and the printed table.
 fn bench_json(scenario: &str, args: &[&str]) -> (serde_json::Value, String) {
-    let dir = std::env::temp_dir().join(format!("dirigo-cli-{scenario}-{}", std::process::id()));
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "dirigo-cli-{scenario}-{}-{call}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
     let output = dirigo()
@@ -357,6 +362,39 @@ fn bench_peer_runs_both_systems_and_checks_their_results() {
         assert_eq!(report[system]["correct"], true, "{report}");
         assert!(report[system]["events_per_s"].as_f64().unwrap() > 0.0);
         assert!(report[system]["latency_ns"]["p99"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn bench_peer_takes_an_offered_load_and_refuses_a_bad_one() {
+    let (report, _) = bench_json(
+        "peer",
+        &[
+            "--events",
+            "20000",
+            "--rounds",
+            "1",
+            "--latency-seconds",
+            "0.2",
+            "--offered",
+            "250000",
+        ],
+    );
+    assert_eq!(
+        report["offered_per_s"].as_f64(),
+        Some(250_000.0),
+        "{report}"
+    );
+    for bad in ["0", "-5", "fast", "inf"] {
+        let output = dirigo()
+            .args(["bench", "peer", &format!("--offered={bad}")])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "--offered {bad}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("events per second"),
+            "--offered {bad}"
+        );
     }
 }
 
