@@ -183,9 +183,13 @@ enum BenchScenario {
         /// Also write the results as JSON to this file.
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
-        /// Seconds each policy runs.
-        #[arg(long, default_value_t = 20.0)]
+        /// Seconds each policy runs per round.
+        #[arg(long, default_value_t = 8.0)]
         seconds: f64,
+        /// Rounds, each running every policy once (in rotated order); the table and the
+        /// `policies` JSON give the medians over them.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// A NEXMark query (q0, q1, q2, q3, q4, q5, q7, q8, q11) over events generated in
     /// memory beforehand: sustainable throughput, then open-loop latency at 50 % and 80 %
@@ -383,13 +387,16 @@ fn main() -> ExitCode {
                 ..Default::default()
             })
             .and_then(|report| emit(json, &report, report.table())),
-            BenchScenario::Slo { json, seconds } => {
-                dirigo_bench::slo::slo(&dirigo_bench::slo::SloBenchConfig {
-                    seconds: seconds.clamp(0.1, 3600.0),
-                    ..Default::default()
-                })
-                .and_then(|report| emit(json, &report, report.table()))
-            }
+            BenchScenario::Slo {
+                json,
+                seconds,
+                rounds,
+            } => dirigo_bench::slo::slo(&dirigo_bench::slo::SloBenchConfig {
+                seconds: seconds.clamp(0.1, 3600.0),
+                rounds: rounds.clamp(1, 100),
+                ..Default::default()
+            })
+            .and_then(|report| emit(json, &report, report.table())),
             BenchScenario::Nexmark {
                 query,
                 json,

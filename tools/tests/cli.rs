@@ -171,8 +171,24 @@ fn bench_scale_step_reports_the_first_lessee_and_three_phases() {
 
 #[test]
 fn bench_slo_reports_every_policy_and_app_with_complete_outputs() {
-    // One second: both analytics apps burst once (the second half a second in).
-    let (report, _) = bench_json("slo", &["--seconds", "1"]);
+    // One second: both analytics apps burst once (the second half a second in). Two
+    // rounds: the medians' event counts are the rounds' sums.
+    let (report, _) = bench_json("slo", &["--seconds", "1", "--rounds", "2"]);
+    let rounds = report["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2, "{report}");
+    for policy in ["fifo", "edf", "dirigo"] {
+        for app in ["alerts", "analytics-a", "analytics-b"] {
+            let summed: u64 = rounds
+                .iter()
+                .map(|round| round[policy]["apps"][app]["events_in"].as_u64().unwrap())
+                .sum();
+            assert_eq!(
+                report["policies"][policy]["apps"][app]["events_in"].as_u64(),
+                Some(summed),
+                "{report}"
+            );
+        }
+    }
     for policy in ["fifo", "edf", "dirigo"] {
         let result = &report["policies"][policy];
         assert!(

@@ -110,6 +110,13 @@ impl<T> Drop for Consumer<T> {
 }
 
 /// The sending end of a [`ring`]; owned by exactly one thread at a time.
+///
+/// Aligned to 128 bytes (two cache lines, for the adjacent-line prefetcher) like the
+/// consumer: the handles of all shards are allocated together when the mesh is built, and
+/// a producer's position sharing a line with another shard's consumer position made every
+/// push and pop on the two shards invalidate each other's line (a round trip went from
+/// ~500 to ~800 ns when the allocator packed them together).
+#[repr(align(128))]
 pub struct Producer<T> {
     ring: Arc<Ring<T>>,
     position: usize,
@@ -182,6 +189,9 @@ impl<T> Producer<T> {
 }
 
 /// The receiving end of a [`ring`]; owned by exactly one thread at a time.
+///
+/// Aligned to 128 bytes, for the reason given at [`Producer`].
+#[repr(align(128))]
 pub struct Consumer<T> {
     ring: Arc<Ring<T>>,
     position: usize,
