@@ -387,7 +387,16 @@ pub fn slo(config: &SloBenchConfig) -> Result<SloReport, String> {
             let result = match name {
                 "fifo" => run_policy(config, Fifo, true)?,
                 "edf" => run_policy(config, Edf, true)?,
-                _ => run_policy(config, Dirigo::default(), false)?,
+                // The generator app has no SLO, but it is the load harness, not a tenant
+                // to protect: tenants spread only for their own deadlines here.
+                _ => run_policy(
+                    config,
+                    Dirigo {
+                        best_effort_spread_above: None,
+                        ..Dirigo::default()
+                    },
+                    false,
+                )?,
             };
             results.insert(name.to_string(), result);
         }

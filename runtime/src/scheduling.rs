@@ -22,7 +22,8 @@
 //! order and ordering keys hold). Built in: [`RoundRobin`] (ready actors take turns; the
 //! default), [`Fifo`] (oldest event first: no priorities, the paper's baseline),
 //! [`Edf`] (earliest deadline first) and [`Dirigo`] (deadlines, laxity admission, and
-//! lessees added on other shards when a message cannot start in time, retired when idle).
+//! lessees added on other shards when a message cannot start in time, or to spare a
+//! saturated shard that apps without an SLO share, retired when idle).
 //! A policy returns its decisions as data ([`Admission`]); the runtime carries them out.
 //!
 //! ```
@@ -168,6 +169,12 @@ pub struct AdmissionView<'a> {
     pub scaling: bool,
     /// The app's SLO in nanoseconds (0: none).
     pub slo_ns: u64,
+    /// Work of apps without an SLO queued on the lessor's shard, in nanoseconds (their
+    /// queued messages times their mean handler cost there): what deadline order runs
+    /// after this message, and what starves while the shard stays saturated.
+    pub best_effort_backlog_ns: u64,
+    /// Whether actors of apps without an SLO are active on the lessor's shard.
+    pub best_effort_here: bool,
 }
 
 /// What a policy sees on a tick.
@@ -190,6 +197,9 @@ pub struct ShardLoad {
     pub parked: bool,
     /// Nanoseconds the shard has been busy since it started (handlers and runtime work).
     pub busy_ns: u64,
+    /// The share of recent time (about the last 8 ms) the shard was busy, 0 to 1; 0 while
+    /// it is parked.
+    pub utilization: f64,
 }
 
 /// Where a message runs.
@@ -212,6 +222,16 @@ pub enum Admission {
 /// worker has that slack, a lessee is added on the least loaded other shard (parked
 /// shards first). Lessees given nothing for `retire_after` are retired. Messages that
 /// cannot meet their deadline anywhere are shed only when `shed` is set.
+///
+/// Apps without an SLO have no deadline to defend themselves with: under deadline order
+/// they get what the apps with one leave, and a shard that an app with an SLO keeps busy
+/// starves them while another shard idles. So, on a shard that hosts actors of apps
+/// without an SLO, a mergeable actor of an app with one spreads its messages as if it had
+/// no slack once that shard is saturated (busier than `best_effort_spread_above` lately):
+/// it adds a lessee on the least busy other shard (one under half busy, parked shards
+/// first) and sends its messages there while its home stays nearly that busy and busier
+/// than the lessee's shard. Then its messages stay home again, and the idle lessee is
+/// retired.
 #[derive(Clone, Copy, Debug)]
 pub struct Dirigo {
     /// Drop messages that cannot start by their deadline anywhere (off by default).
@@ -224,6 +244,9 @@ pub struct Dirigo {
     /// its deadline) falls below this fraction of the SLO: capacity arrives before
     /// deadlines are missed, not after.
     pub headroom: f64,
+    /// Spread mergeable actors of apps with an SLO off a shard that hosts apps without one
+    /// once that shard is busier than this share of the time (`None`: never; default 0.9).
+    pub best_effort_spread_above: Option<f64>,
 }
 
 impl Default for Dirigo {
@@ -233,7 +256,55 @@ impl Default for Dirigo {
             retire_after: std::time::Duration::from_millis(20),
             max_lessees: usize::MAX,
             headroom: 0.75,
+            best_effort_spread_above: Some(0.9),
         }
+    }
+}
+
+/// A shard less busy than this can take a lessee to spare a saturated one.
+const SPARE: f64 = 0.5;
+/// How much less busy a lessee's shard must be than the lessor's to take a message.
+const BUSIER_BY: f64 = 0.1;
+/// Once spread, messages keep going to lessees until the home shard is this much below
+/// the saturation threshold (so that the choice does not flip with every sample).
+const SPREAD_HYSTERESIS: f64 = 0.15;
+
+impl Dirigo {
+    /// Where a message with slack to spare runs so that best-effort work on its home
+    /// shard is not starved (see the type's documentation); `None`: at home.
+    fn offload(&self, view: &AdmissionView<'_>) -> Option<Admission> {
+        let above = self.best_effort_spread_above?;
+        if view.slo_ns == 0 || !view.best_effort_here {
+            return None;
+        }
+        let utilization =
+            |shard: ShardId| view.shards.get(shard).map_or(0.0, |load| load.utilization);
+        let home = utilization(view.home);
+        let least_busy_lessee = view
+            .lessees
+            .iter()
+            .enumerate()
+            .map(|(position, (shard, _))| (utilization(*shard), position))
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        if let Some((lessee, position)) = least_busy_lessee {
+            let spread = home >= above - SPREAD_HYSTERESIS && home > lessee + BUSIER_BY;
+            return spread.then_some(Admission::Lessee(position));
+        }
+        if home < above || view.scaling || self.max_lessees == 0 {
+            return None;
+        }
+        view.shards
+            .iter()
+            .enumerate()
+            .filter(|(shard, load)| {
+                *shard != view.home && (load.parked || load.utilization < SPARE)
+            })
+            .min_by(|(_, a), (_, b)| {
+                (!a.parked, a.utilization)
+                    .partial_cmp(&(!b.parked, b.utilization))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+            .map(|(shard, _)| Admission::AddLessee(shard))
     }
 }
 
@@ -262,7 +333,7 @@ impl SchedulingPolicy for Dirigo {
         let headroom = (view.slo_ns as f64 * self.headroom) as i128;
         let local = slack(view.local_backlog_ns);
         if local >= headroom {
-            return Admission::Local;
+            return self.offload(view).unwrap_or(Admission::Local);
         }
         // Short of slack. Unless the work queued here is what eats it (the message may
         // simply have arrived late), another worker would not start it any sooner.
@@ -725,6 +796,103 @@ mod tests {
             deadline: 2 * BEST_EFFORT_HORIZON_NS + 1_000,
         };
         assert!(Edf.priority(&old) < Edf.priority(&fresh));
+    }
+
+    /// An admission view for a message with plenty of slack (SLO 20 ms, nothing ahead).
+    fn relaxed<'a>(
+        shards: &'a [ShardLoad],
+        lessees: &'a [(ShardId, u64)],
+        message: &'a SchedContext,
+        best_effort_here: bool,
+    ) -> AdmissionView<'a> {
+        AdmissionView {
+            now: 0,
+            actor: ActorId::new(1, 0, 0),
+            home: 0,
+            message,
+            cost_ns: 10_000,
+            local_backlog_ns: 0,
+            lessees,
+            shards,
+            scaling: false,
+            slo_ns: 20_000_000,
+            best_effort_backlog_ns: 0,
+            best_effort_here,
+        }
+    }
+
+    fn load(utilization: f64, parked: bool) -> ShardLoad {
+        ShardLoad {
+            utilization,
+            parked,
+            ..ShardLoad::default()
+        }
+    }
+
+    #[test]
+    fn dirigo_spreads_a_saturated_shard_that_hosts_best_effort_apps() {
+        let policy = Dirigo::default();
+        let message = SchedContext {
+            ingress: 0,
+            deadline: 20_000_000,
+        };
+        let saturated = [load(0.97, false), load(0.1, false), load(0.3, false)];
+        // Saturated home, best-effort actors there: a lessee on the least busy shard.
+        let view = relaxed(&saturated, &[], &message, true);
+        assert_eq!(policy.on_enqueue(&view), Admission::AddLessee(1));
+        // A parked shard comes first.
+        let parked = [load(0.97, false), load(0.1, false), load(0.0, true)];
+        let view = relaxed(&parked, &[], &message, true);
+        assert_eq!(policy.on_enqueue(&view), Admission::AddLessee(2));
+        // No best-effort app on the shard: its own slack is what counts.
+        let view = relaxed(&saturated, &[], &message, false);
+        assert_eq!(policy.on_enqueue(&view), Admission::Local);
+        // Turned off.
+        let off = Dirigo {
+            best_effort_spread_above: None,
+            ..Dirigo::default()
+        };
+        let view = relaxed(&saturated, &[], &message, true);
+        assert_eq!(off.on_enqueue(&view), Admission::Local);
+        // No shard to spare: stays home.
+        let all_busy = [load(0.97, false), load(0.8, false)];
+        let view = relaxed(&all_busy, &[], &message, true);
+        assert_eq!(policy.on_enqueue(&view), Admission::Local);
+        // Not saturated, even with best-effort work queued: its own slack is what counts.
+        let calm = [load(0.6, false), load(0.1, false)];
+        let mut view = relaxed(&calm, &[], &message, true);
+        view.best_effort_backlog_ns = 50_000_000;
+        assert_eq!(policy.on_enqueue(&view), Admission::Local);
+        // A change already under way: no second request.
+        let mut view = relaxed(&saturated, &[], &message, true);
+        view.scaling = true;
+        assert_eq!(policy.on_enqueue(&view), Admission::Local);
+    }
+
+    #[test]
+    fn dirigo_sends_to_a_lessee_only_while_home_is_busier() {
+        let policy = Dirigo::default();
+        let message = SchedContext {
+            ingress: 0,
+            deadline: 20_000_000,
+        };
+        let lessees = [(2, 0), (1, 5)];
+        // Home busier than the least busy lessee's shard (shard 1): there.
+        let shards = [load(0.9, false), load(0.4, false), load(0.7, false)];
+        let view = relaxed(&shards, &lessees, &message, true);
+        assert_eq!(policy.on_enqueue(&view), Admission::Lessee(1));
+        // Balanced within the margin: home.
+        let shards = [load(0.85, false), load(0.8, false), load(0.9, false)];
+        let view = relaxed(&shards, &lessees, &message, true);
+        assert_eq!(policy.on_enqueue(&view), Admission::Local);
+        // Home no longer near saturation: home, so that the lessee goes idle and retires.
+        let shards = [load(0.7, false), load(0.1, false), load(0.7, false)];
+        let view = relaxed(&shards, &lessees, &message, true);
+        assert_eq!(policy.on_enqueue(&view), Admission::Local);
+        // Nearly saturated still (within the hysteresis): the lessee.
+        let shards = [load(0.8, false), load(0.1, false), load(0.7, false)];
+        let view = relaxed(&shards, &lessees, &message, true);
+        assert_eq!(policy.on_enqueue(&view), Admission::Lessee(1));
     }
 
     #[test]

@@ -371,6 +371,11 @@ fn shard_loads<M>(shared: &Shared<M>, loads: &mut Vec<ShardLoad>) {
             queued: counters.queued.load(Ordering::Relaxed),
             parked: doorbell.is_sleeping(),
             busy_ns: counters.busy_ns.load(Ordering::Relaxed),
+            utilization: if doorbell.is_sleeping() {
+                0.0
+            } else {
+                counters.utilization_permille.load(Ordering::Relaxed) as f64 / 1000.0
+            },
         },
     ));
 }
@@ -722,6 +727,21 @@ impl<M: Send + 'static> ActorTable<M> {
             .fold(0u64, u64::saturating_add)
     }
 
+    /// Work of apps without an SLO queued here, in nanoseconds (queued messages times the
+    /// app's mean handler cost here, or the shard's mean while not measured yet).
+    fn best_effort_backlog(&self, shared: &Shared<M>) -> u64 {
+        let fallback = self.avg_cost_ns;
+        self.app_queued
+            .iter()
+            .enumerate()
+            .filter(|&(app, &queued)| queued > 0 && shared.slo_ns(app as AppId) == 0)
+            .map(|(app, &queued)| {
+                let cost = self.app_cost_ns.get(app).copied().unwrap_or(0);
+                queued.saturating_mul(if cost > 0 { cost } else { fallback })
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// Drops a message the policy shed; it counts as handled (shutdown waits for nothing
     /// more).
     fn shed(&mut self, envelope: Envelope<M>, shared: &Shared<M>, shard: ShardId) {
@@ -780,6 +800,7 @@ impl<M: Send + 'static> ActorTable<M> {
         let now = clock::now();
         shard_loads(shared, &mut self.scratch_shards);
         let local_backlog_ns = self.backlog_ahead(envelope.target.app, shared);
+        let best_effort_backlog_ns = self.best_effort_backlog(shared);
         let slot = slot_in(&mut self.slots, index);
         let id = slot.id;
         let coordinator = slot.coordinator();
@@ -801,6 +822,12 @@ impl<M: Send + 'static> ActorTable<M> {
             shards: &self.scratch_shards,
             scaling: coordinator.sync.is_some() || !coordinator.scale_queue.is_empty(),
             slo_ns: shared.slo_ns(id.app),
+            best_effort_backlog_ns,
+            best_effort_here: self
+                .app_actors
+                .iter()
+                .enumerate()
+                .any(|(app, &actors)| actors > 0 && shared.slo_ns(app as AppId) == 0),
         };
         let policy = &self.policy;
         guarded(id, "on_enqueue", Admission::Local, || {
@@ -1213,6 +1240,9 @@ pub(crate) struct Shard<M> {
     /// When a slow handler was last warned about.
     last_slow_warning: Nanos,
     busy_ns: u64,
+    /// Recent utilization (see `ShardCounters::utilization_permille`): when it was last
+    /// sampled, the busy time then, and the smoothed share.
+    utilization: (Nanos, u64, f64),
     pinned: bool,
     /// Average duration of one idle poll (see `idle`).
     poll_ns: u64,
@@ -1241,6 +1271,7 @@ impl<M: Send + 'static> Shard<M> {
             last_publish: 0,
             last_slow_warning: 0,
             busy_ns: 0,
+            utilization: (0, 0, 0.0),
             poll_ns: 20,
         }
     }
@@ -1816,6 +1847,7 @@ impl<M: Send + 'static> Shard<M> {
     /// `on_tick`.
     fn tick(&mut self, now: Nanos) {
         self.last_publish = now;
+        self.sample_utilization(now);
         if self.shared.measure_costs {
             if !self.out.new_edges.is_empty() {
                 self.shared.costs.add_edges(self.out.new_edges.drain(..));
@@ -1849,6 +1881,25 @@ impl<M: Send + 'static> Shard<M> {
         // Requests for actors whose home is this shard are queued locally: carry them out
         // now, or an idle shard would park with them pending.
         self.dispatch_local();
+    }
+
+    /// Folds the busy share since the last sample into the smoothed utilization, weighted
+    /// by the time it covers (a sample of 8 ms or more replaces it).
+    fn sample_utilization(&mut self, now: Nanos) {
+        const HORIZON_NS: f64 = 8_000_000.0;
+        let (at, busy_then, smoothed) = self.utilization;
+        let elapsed = now.saturating_sub(at);
+        if elapsed < METRICS_EVERY_NS / 2 {
+            return;
+        }
+        let busy = self.busy_ns.saturating_sub(busy_then);
+        let sample = (busy as f64 / elapsed as f64).min(1.0);
+        let weight = (elapsed as f64 / HORIZON_NS).min(1.0);
+        let smoothed = smoothed + (sample - smoothed) * weight;
+        self.utilization = (now, self.busy_ns, smoothed);
+        self.counters()
+            .utilization_permille
+            .store((smoothed * 1000.0) as u64, Ordering::Relaxed);
     }
 
     /// Retires lessees given nothing for `after_ns` (one per lessor per tick).

@@ -18,6 +18,9 @@ pub(crate) struct ShardCounters {
     pub(crate) handler_panics: AtomicU64,
     /// Messages waiting in the shard's mailboxes now.
     pub(crate) queued: AtomicU64,
+    /// The share of recent time the shard was busy, in thousandths (smoothed over about
+    /// 8 ms, updated on each tick).
+    pub(crate) utilization_permille: AtomicU64,
     pub(crate) shed: AtomicU64,
     pub(crate) slow_handlers: AtomicU64,
 }

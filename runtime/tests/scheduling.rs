@@ -551,3 +551,76 @@ fn local_barriers_run_on_the_lessor_without_a_sync() {
     );
     assert_eq!(metrics.critical_sections, 1, "{metrics:?}");
 }
+
+/// Records, per shard, the highest utilization its ticks saw.
+struct WatchUtilization {
+    highest: Mutex<Vec<f64>>,
+}
+
+impl SchedulingPolicy for WatchUtilization {
+    fn name(&self) -> &str {
+        "watch-utilization"
+    }
+    fn by_priority(&self) -> bool {
+        false
+    }
+    fn on_tick(
+        &self,
+        view: &dirigo_runtime::scheduling::TickView<'_>,
+    ) -> Vec<(ActorId, dirigo_runtime::ScaleChange)> {
+        let mut highest = self.highest.lock().unwrap();
+        for (shard, load) in view.shards.iter().enumerate() {
+            assert!((0.0..=1.0).contains(&load.utilization), "{load:?}");
+            highest[shard] = highest[shard].max(load.utilization);
+        }
+        Vec::new()
+    }
+}
+
+struct Busy;
+
+impl Actor<u64> for Busy {
+    fn receive(&mut self, _: &mut Context<'_, u64>, _: Envelope<u64>) {
+        spin_for(Duration::from_micros(500));
+    }
+}
+
+#[test]
+fn policies_see_a_busy_shard_as_utilized() {
+    let policy = Arc::new(WatchUtilization {
+        highest: Mutex::new(vec![0.0; 2]),
+    });
+    let runtime = Runtime::<u64>::builder()
+        .shards(2)
+        .policy(SharedPolicy(policy.clone()))
+        .operator(1, 0, |_, _| Box::new(Busy) as Box<dyn Actor<u64>>)
+        .build()
+        .unwrap();
+    let actor = ActorId::new(1, 0, 0);
+    let home = runtime.home_shard(actor);
+    // 60 ms of work for one actor: its shard is busy for that long, in 0.5 ms handlers.
+    for n in 0..120 {
+        runtime.ingress().send_to(actor, n).unwrap();
+    }
+    runtime.shutdown();
+    let highest = policy.highest.lock().unwrap().clone();
+    assert!(highest[home] > 0.5, "busy shard {home}: {highest:?}");
+}
+
+/// A policy behind an `Arc`, so that the test can read what it recorded.
+struct SharedPolicy<P>(Arc<P>);
+
+impl<P: SchedulingPolicy> SchedulingPolicy for SharedPolicy<P> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn by_priority(&self) -> bool {
+        self.0.by_priority()
+    }
+    fn on_tick(
+        &self,
+        view: &dirigo_runtime::scheduling::TickView<'_>,
+    ) -> Vec<(ActorId, dirigo_runtime::ScaleChange)> {
+        self.0.on_tick(view)
+    }
+}

@@ -348,6 +348,9 @@ pub struct SchedulerSection {
     pub max_lessees: Option<usize>,
     /// `dirigo`: drop messages that cannot meet their deadline anywhere.
     pub shed: Option<bool>,
+    /// `dirigo`: spread mergeable operators of apps with an SLO off a shard that hosts
+    /// apps without one once it is busier than this share of the time (1: never).
+    pub best_effort_spread_above: Option<Spanned<f64>>,
 }
 
 /// The built-in policies, by name.
@@ -547,6 +550,17 @@ impl Config {
                 ));
             }
         }
+        if let Some(above) = &self.scheduler.best_effort_spread_above {
+            if !(0.0..=1.0).contains(above.get_ref()) {
+                return Err((
+                    above.span(),
+                    format!(
+                        "a share of the time between 0 and 1 (1: never), not {}",
+                        above.get_ref()
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -613,6 +627,11 @@ impl Config {
                         .map_or(defaults.retire_after, Duration::from_millis),
                     max_lessees: scheduler.max_lessees.unwrap_or(defaults.max_lessees),
                     shed: scheduler.shed.unwrap_or(defaults.shed),
+                    best_effort_spread_above: match &scheduler.best_effort_spread_above {
+                        None => defaults.best_effort_spread_above,
+                        Some(above) if *above.get_ref() >= 1.0 => None,
+                        Some(above) => Some(*above.get_ref()),
+                    },
                 })
             }
         }

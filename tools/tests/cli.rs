@@ -247,6 +247,10 @@ fn bad_configs_exit_2_with_file_line_and_column() {
         ("[runtime]\ncpus = [0, 0]\n", ":2:"),
         ("[scheduler]\npolicy = \"lifo\"\n", ":2:"),
         ("[scheduler]\nheadroom = -1.0\n", ":2:"),
+        (
+            "[scheduler]\npolicy = \"dirigo\"\nbest_effort_spread_above = 1.5\n",
+            ":3:28",
+        ),
         ("[runtime\nshards = 2\n", ":1:"),
         ("[[app]]\nname = \"a\"\nquery = \"q99\"\n", ":3:9:"),
         (
