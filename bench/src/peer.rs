@@ -18,7 +18,7 @@ use dirigo_operators::dataflow::Time;
 use dirigo_operators::nexmark::events::{Bid, Event, NexmarkSpec};
 use dirigo_operators::sink::{LatencyRecorder, SinkWriter};
 use dirigo_operators::source::Pacing;
-use dirigo_operators::window::Windows;
+use dirigo_operators::window::{Window, Windows};
 use dirigo_runtime::Nanos;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -128,8 +128,9 @@ struct PeerTotals {
     checksum: AtomicU64,
 }
 
-impl SinkWriter<(u64, u64, u64)> for PeerSink {
-    fn write(&mut self, _: Time, row: (u64, u64, u64), latency_ns: Nanos) {
+impl SinkWriter<(u64, Window, u64)> for PeerSink {
+    fn write(&mut self, _: Time, (auction, window, count): (u64, Window, u64), latency_ns: Nanos) {
+        let row = (window.end, auction, count);
         self.latency.saturating_record(latency_ns.max(1));
         self.rows += 1;
         self.checksum = self.checksum.wrapping_add(row_checksum(row));
@@ -171,9 +172,8 @@ fn dirigo_run(
     let (elapsed, _) = crate::nexmark::run_app(workers, records.clone(), pacing, |bids| {
         bids.key_by(|auction: &u64| *auction)
             .window_count("count", Windows::Tumbling { size: WINDOW_MS })
-            .map("row", |(auction, window, count)| {
-                (window.end, auction, count)
-            })
+            // Observed where the counts leave the window operator, as on timely's side
+            // (rows are shaped in the sink, not by an operator of their own).
             .sink("peer", move |_| PeerSink {
                 latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
                 shared: sink_totals.clone(),
