@@ -169,10 +169,6 @@ pub struct AdmissionView<'a> {
     pub scaling: bool,
     /// The app's SLO in nanoseconds (0: none).
     pub slo_ns: u64,
-    /// Work of apps without an SLO queued on the lessor's shard, in nanoseconds (their
-    /// queued messages times their mean handler cost there): what deadline order runs
-    /// after this message, and what starves while the shard stays saturated.
-    pub best_effort_backlog_ns: u64,
     /// Whether actors of apps without an SLO are active on the lessor's shard.
     pub best_effort_here: bool,
 }
@@ -816,7 +812,6 @@ mod tests {
             shards,
             scaling: false,
             slo_ns: 20_000_000,
-            best_effort_backlog_ns: 0,
             best_effort_here,
         }
     }
@@ -858,10 +853,9 @@ mod tests {
         let all_busy = [load(0.97, false), load(0.8, false)];
         let view = relaxed(&all_busy, &[], &message, true);
         assert_eq!(policy.on_enqueue(&view), Admission::Local);
-        // Not saturated, even with best-effort work queued: its own slack is what counts.
+        // Not saturated: its own slack is what counts.
         let calm = [load(0.6, false), load(0.1, false)];
-        let mut view = relaxed(&calm, &[], &message, true);
-        view.best_effort_backlog_ns = 50_000_000;
+        let view = relaxed(&calm, &[], &message, true);
         assert_eq!(policy.on_enqueue(&view), Admission::Local);
         // A change already under way: no second request.
         let mut view = relaxed(&saturated, &[], &message, true);

@@ -727,21 +727,6 @@ impl<M: Send + 'static> ActorTable<M> {
             .fold(0u64, u64::saturating_add)
     }
 
-    /// Work of apps without an SLO queued here, in nanoseconds (queued messages times the
-    /// app's mean handler cost here, or the shard's mean while not measured yet).
-    fn best_effort_backlog(&self, shared: &Shared<M>) -> u64 {
-        let fallback = self.avg_cost_ns;
-        self.app_queued
-            .iter()
-            .enumerate()
-            .filter(|&(app, &queued)| queued > 0 && shared.slo_ns(app as AppId) == 0)
-            .map(|(app, &queued)| {
-                let cost = self.app_cost_ns.get(app).copied().unwrap_or(0);
-                queued.saturating_mul(if cost > 0 { cost } else { fallback })
-            })
-            .fold(0u64, u64::saturating_add)
-    }
-
     /// Drops a message the policy shed; it counts as handled (shutdown waits for nothing
     /// more).
     fn shed(&mut self, envelope: Envelope<M>, shared: &Shared<M>, shard: ShardId) {
@@ -800,7 +785,6 @@ impl<M: Send + 'static> ActorTable<M> {
         let now = clock::now();
         shard_loads(shared, &mut self.scratch_shards);
         let local_backlog_ns = self.backlog_ahead(envelope.target.app, shared);
-        let best_effort_backlog_ns = self.best_effort_backlog(shared);
         let slot = slot_in(&mut self.slots, index);
         let id = slot.id;
         let coordinator = slot.coordinator();
@@ -811,6 +795,7 @@ impl<M: Send + 'static> ActorTable<M> {
                 .iter()
                 .map(|lessee| (lessee.shard, lessee.queued())),
         );
+        let slo_ns = shared.slo_ns(id.app);
         let view = AdmissionView {
             now,
             actor: id,
@@ -821,13 +806,14 @@ impl<M: Send + 'static> ActorTable<M> {
             lessees: &self.scratch_lessees,
             shards: &self.scratch_shards,
             scaling: coordinator.sync.is_some() || !coordinator.scale_queue.is_empty(),
-            slo_ns: shared.slo_ns(id.app),
-            best_effort_backlog_ns,
-            best_effort_here: self
-                .app_actors
-                .iter()
-                .enumerate()
-                .any(|(app, &actors)| actors > 0 && shared.slo_ns(app as AppId) == 0),
+            slo_ns,
+            // Only an app with an SLO spreads for the apps without one.
+            best_effort_here: slo_ns != 0
+                && self
+                    .app_actors
+                    .iter()
+                    .enumerate()
+                    .any(|(app, &actors)| actors > 0 && shared.slo_ns(app as AppId) == 0),
         };
         let policy = &self.policy;
         guarded(id, "on_enqueue", Admission::Local, || {
