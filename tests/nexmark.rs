@@ -146,6 +146,47 @@ fn check(query: &str, events: &[Event], bound: Time, scale: bool) {
     let mut expected = nexmark_reference::query(query, events).expect("reference knows it");
     expected.sort();
     assert!(!expected.is_empty(), "{query}: the reference is empty");
+    // Whether records landed on a lessee while it existed depends on timing (lessees come
+    // and go every 0.3 ms): a run in which none did proves nothing either way, so such a
+    // query gets up to three runs, each of which must still equal the reference.
+    let needs_lessee_state = scale && ["q5", "q7", "q8", "q11"].contains(&query);
+    let mut attempts = 0;
+    let got = loop {
+        attempts += 1;
+        let got = run_and_compare(query, events, bound, scale, &expected);
+        if !needs_lessee_state || got.consolidated_bytes > 0 || attempts == 3 {
+            break got;
+        }
+        eprintln!("{query}: no partial state reached a lessee in run {attempts}; again");
+    };
+    if scale {
+        eprintln!(
+            "{query}: {} scale events, {} bytes of partial state merged",
+            got.scale_events, got.consolidated_bytes
+        );
+        // Queries with mergeable state really ran on lessees.
+        if ["q4", "q5", "q7", "q8", "q11"].contains(&query) {
+            assert!(got.scale_events > 0, "{query}: no scale events");
+        }
+        // q4's mergeable operator sees only a few hundred closed auctions, so its
+        // lessees may stay empty; the others see every bid.
+        if needs_lessee_state {
+            assert!(
+                got.consolidated_bytes > 0,
+                "{query}: lessees never held state in {attempts} runs"
+            );
+        }
+    }
+}
+
+/// One run of `query`, checked against the reference rows.
+fn run_and_compare(
+    query: &str,
+    events: &[Event],
+    bound: Time,
+    scale: bool,
+    expected: &[String],
+) -> Run {
     let started = std::time::Instant::now();
     let got = run(query, events, bound, scale);
     eprintln!(
@@ -165,24 +206,7 @@ fn check(query: &str, events: &[Event], bound: Time, scale: bool) {
             expected.len()
         );
     }
-    if scale {
-        eprintln!(
-            "{query}: {} scale events, {} bytes of partial state merged",
-            got.scale_events, got.consolidated_bytes
-        );
-        // Queries with mergeable state really ran on lessees.
-        if ["q4", "q5", "q7", "q8", "q11"].contains(&query) {
-            assert!(got.scale_events > 0, "{query}: no scale events");
-        }
-        // q4's mergeable operator sees only a few hundred closed auctions, so its
-        // lessees may stay empty; the others see every bid.
-        if ["q5", "q7", "q8", "q11"].contains(&query) {
-            assert!(
-                got.consolidated_bytes > 0,
-                "{query}: lessees never held state"
-            );
-        }
-    }
+    got
 }
 
 #[test]
