@@ -794,18 +794,23 @@ mod tests {
         assert!(Edf.priority(&old) < Edf.priority(&fresh));
     }
 
-    /// An admission view for a message with plenty of slack (SLO 20 ms, nothing ahead).
+    /// A message with plenty of slack: due 20 ms after it entered, at time 0.
+    const ROOMY: SchedContext = SchedContext {
+        ingress: 0,
+        deadline: 20_000_000,
+    };
+
+    /// An admission view for [`ROOMY`] (SLO 20 ms, nothing ahead).
     fn relaxed<'a>(
         shards: &'a [ShardLoad],
         lessees: &'a [(ShardId, u64)],
-        message: &'a SchedContext,
         best_effort_here: bool,
     ) -> AdmissionView<'a> {
         AdmissionView {
             now: 0,
             actor: ActorId::new(1, 0, 0),
             home: 0,
-            message,
+            message: &ROOMY,
             cost_ns: 10_000,
             local_backlog_ns: 0,
             lessees,
@@ -827,38 +832,34 @@ mod tests {
     #[test]
     fn dirigo_spreads_a_saturated_shard_that_hosts_best_effort_apps() {
         let policy = Dirigo::default();
-        let message = SchedContext {
-            ingress: 0,
-            deadline: 20_000_000,
-        };
         let saturated = [load(0.97, false), load(0.1, false), load(0.3, false)];
         // Saturated home, best-effort actors there: a lessee on the least busy shard.
-        let view = relaxed(&saturated, &[], &message, true);
+        let view = relaxed(&saturated, &[], true);
         assert_eq!(policy.on_enqueue(&view), Admission::AddLessee(1));
         // A parked shard comes first.
         let parked = [load(0.97, false), load(0.1, false), load(0.0, true)];
-        let view = relaxed(&parked, &[], &message, true);
+        let view = relaxed(&parked, &[], true);
         assert_eq!(policy.on_enqueue(&view), Admission::AddLessee(2));
         // No best-effort app on the shard: its own slack is what counts.
-        let view = relaxed(&saturated, &[], &message, false);
+        let view = relaxed(&saturated, &[], false);
         assert_eq!(policy.on_enqueue(&view), Admission::Local);
         // Turned off.
         let off = Dirigo {
             best_effort_spread_above: None,
             ..Dirigo::default()
         };
-        let view = relaxed(&saturated, &[], &message, true);
+        let view = relaxed(&saturated, &[], true);
         assert_eq!(off.on_enqueue(&view), Admission::Local);
         // No shard to spare: stays home.
         let all_busy = [load(0.97, false), load(0.8, false)];
-        let view = relaxed(&all_busy, &[], &message, true);
+        let view = relaxed(&all_busy, &[], true);
         assert_eq!(policy.on_enqueue(&view), Admission::Local);
         // Not saturated: its own slack is what counts.
         let calm = [load(0.6, false), load(0.1, false)];
-        let view = relaxed(&calm, &[], &message, true);
+        let view = relaxed(&calm, &[], true);
         assert_eq!(policy.on_enqueue(&view), Admission::Local);
         // A change already under way: no second request.
-        let mut view = relaxed(&saturated, &[], &message, true);
+        let mut view = relaxed(&saturated, &[], true);
         view.scaling = true;
         assert_eq!(policy.on_enqueue(&view), Admission::Local);
     }
@@ -866,26 +867,22 @@ mod tests {
     #[test]
     fn dirigo_sends_to_a_lessee_only_while_home_is_busier() {
         let policy = Dirigo::default();
-        let message = SchedContext {
-            ingress: 0,
-            deadline: 20_000_000,
-        };
         let lessees = [(2, 0), (1, 5)];
         // Home busier than the least busy lessee's shard (shard 1): there.
         let shards = [load(0.9, false), load(0.4, false), load(0.7, false)];
-        let view = relaxed(&shards, &lessees, &message, true);
+        let view = relaxed(&shards, &lessees, true);
         assert_eq!(policy.on_enqueue(&view), Admission::Lessee(1));
         // Balanced within the margin: home.
         let shards = [load(0.85, false), load(0.8, false), load(0.9, false)];
-        let view = relaxed(&shards, &lessees, &message, true);
+        let view = relaxed(&shards, &lessees, true);
         assert_eq!(policy.on_enqueue(&view), Admission::Local);
         // Home no longer near saturation: home, so that the lessee goes idle and retires.
         let shards = [load(0.7, false), load(0.1, false), load(0.7, false)];
-        let view = relaxed(&shards, &lessees, &message, true);
+        let view = relaxed(&shards, &lessees, true);
         assert_eq!(policy.on_enqueue(&view), Admission::Local);
         // Nearly saturated still (within the hysteresis): the lessee.
         let shards = [load(0.8, false), load(0.1, false), load(0.7, false)];
-        let view = relaxed(&shards, &lessees, &message, true);
+        let view = relaxed(&shards, &lessees, true);
         assert_eq!(policy.on_enqueue(&view), Admission::Lessee(1));
     }
 
