@@ -115,3 +115,54 @@ fn a_union_delivers_both_streams_and_waits_for_both_frontiers() {
     assert_eq!(flow.emitted, 10_000);
     assert_eq!(flow.ingested, 10_000, "{flow:?}");
 }
+
+#[test]
+fn a_window_with_thousands_of_keys_emits_them_in_key_order() {
+    // One partition per operator: one window partition holds every key, several batches'
+    // worth, and its rows leave over a single forward edge.
+    let app = AppBuilder::new(0, "wide").parallelism(1);
+    let keys = 5_000u64;
+    // Two windows of event time, each with every key once, in a shuffled order.
+    let records: Vec<(u64, u64)> = (0..2 * keys)
+        .map(|i| (i / keys * 10, (i * 7_919) % keys))
+        .collect();
+    let source = app.source_iter("keys", records, 0, Pacing::Unpaced);
+    let rows = source
+        .key_by(|key| *key)
+        .window_count("per-key", Windows::Tumbling { size: 10 })
+        .collect("rows");
+    // The same rows routed on by key (not over a forward edge) into a second window.
+    let buckets = source
+        .key_by(|key| *key)
+        .window_count("per-key-again", Windows::Tumbling { size: 10 })
+        .key_by(|(key, _, _)| *key % 7)
+        .window_count("per-bucket", Windows::Tumbling { size: 10 })
+        .collect("buckets");
+    let app = app.build();
+    let runtime = app
+        .install(Runtime::<Msg>::builder().shards(2))
+        .build()
+        .unwrap();
+    assert_eq!(app.paced_since(), None, "no source has started");
+    app.start(&runtime.ingress());
+    assert!(app.wait(Duration::from_secs(30)));
+    runtime.shutdown();
+    assert!(app.paced_since().is_some());
+    let rows = rows.take();
+    assert_eq!(rows.len() as u64, 2 * keys);
+    for (window, rows) in rows.chunks(keys as usize).enumerate() {
+        for (expected, &(key, span, count)) in (0..keys).zip(rows) {
+            assert_eq!((key, span.start, count), (expected, window as u64 * 10, 1));
+        }
+    }
+    let mut buckets = buckets.take();
+    buckets.sort_unstable_by_key(|&(bucket, span, _)| (span.start, bucket));
+    let expected: Vec<u64> = (0..7)
+        .map(|b| (0..keys).filter(|k| k % 7 == b).count() as u64)
+        .collect();
+    for (index, &(bucket, _, count)) in buckets.iter().enumerate() {
+        assert_eq!(count, expected[bucket as usize], "{buckets:?}");
+        assert_eq!(bucket, index as u64 % 7);
+    }
+    assert_eq!(buckets.len(), 14);
+}

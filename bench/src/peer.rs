@@ -12,14 +12,15 @@
 //! checksum), so neither side can win by computing less.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use dirigo_operators::dataflow::Time;
+use dirigo_operators::dataflow::{App, AppBuilder, Msg, Time};
 use dirigo_operators::nexmark::events::{Bid, Event, NexmarkSpec};
-use dirigo_operators::sink::{LatencyRecorder, SinkWriter};
+use dirigo_operators::sink::SinkWriter;
 use dirigo_operators::source::Pacing;
 use dirigo_operators::window::{Window, Windows};
-use dirigo_runtime::Nanos;
+use dirigo_runtime::{Nanos, Runtime};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -117,8 +118,41 @@ impl PeerBenchReport {
 struct PeerSink {
     latency: Histogram<u64>,
     shared: Arc<PeerTotals>,
+    /// Paced runs: how to find when the bid that closed a window was due.
+    closing: Option<ClosingBids>,
+    /// When the batch being written arrived (runtime clock).
+    batch_at: Nanos,
     rows: u64,
     checksum: u64,
+}
+
+/// Finds the intended send time of the bid that closed a window, as timely's side does:
+/// the first bid at or past the window's end, due `index / rate` after the app's pacing
+/// epoch.
+struct ClosingBids {
+    records: Arc<Vec<(Time, u64)>>,
+    ns_per_bid: f64,
+    app: Arc<OnceLock<App>>,
+    /// The window end last looked up, and the due time of its closing bid.
+    last: Option<(Time, Nanos)>,
+}
+
+impl ClosingBids {
+    fn due(&mut self, end: Time) -> Option<Nanos> {
+        if let Some((seen, due)) = self.last {
+            if seen == end {
+                return Some(due);
+            }
+        }
+        let epoch = self.app.get()?.paced_since()?;
+        let first = self.records.partition_point(|&(t, _)| t < end);
+        let index = first.min(self.records.len().saturating_sub(1));
+        // The source's schedule, to the nanosecond: bid `i` is due `(i * spacing) as u64`
+        // after the epoch.
+        let due = epoch + (index as f64 * self.ns_per_bid) as Nanos;
+        self.last = Some((end, due));
+        Some(due)
+    }
 }
 
 #[derive(Default)]
@@ -129,8 +163,16 @@ struct PeerTotals {
 }
 
 impl SinkWriter<(u64, Window, u64)> for PeerSink {
+    fn begin_batch(&mut self, now: Nanos) {
+        self.batch_at = now;
+    }
+
     fn write(&mut self, _: Time, (auction, window, count): (u64, Window, u64), latency_ns: Nanos) {
         let row = (window.end, auction, count);
+        let latency_ns = match self.closing.as_mut().and_then(|c| c.due(window.end)) {
+            Some(due) => self.batch_at.saturating_sub(due),
+            None => latency_ns,
+        };
         self.latency.saturating_record(latency_ns.max(1));
         self.rows += 1;
         self.checksum = self.checksum.wrapping_add(row_checksum(row));
@@ -162,6 +204,9 @@ impl SinkWriter<(u64, Window, u64)> for PeerSink {
     }
 }
 
+/// One run of dirigo's side. Paced runs time each row from the intended send time of the
+/// bid that closed its window (as timely's side does), not from the batch that carried
+/// the watermark.
 fn dirigo_run(
     records: Arc<Vec<(Time, u64)>>,
     workers: usize,
@@ -169,19 +214,46 @@ fn dirigo_run(
 ) -> Result<PeerRun, String> {
     let totals = Arc::new(PeerTotals::default());
     let sink_totals = totals.clone();
-    let (elapsed, _) = crate::nexmark::run_app(workers, records.clone(), pacing, |bids| {
-        bids.key_by(|auction: &u64| *auction)
-            .window_count("count", Windows::Tumbling { size: WINDOW_MS })
-            // Observed where the counts leave the window operator, as on timely's side
-            // (rows are shaped in the sink, not by an operator of their own).
-            .sink("peer", move |_| PeerSink {
-                latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
-                shared: sink_totals.clone(),
-                rows: 0,
-                checksum: 0,
-            });
-        LatencyRecorder::new()
-    })?;
+    let app_cell: Arc<OnceLock<App>> = Arc::new(OnceLock::new());
+    let ns_per_bid = match pacing {
+        Pacing::Rate(rate) => Some(1e9 / rate.max(1e-9)),
+        _ => None,
+    };
+    let builder = AppBuilder::new(0, "peer");
+    let bids = builder.source_iter("bids", records.clone(), 0, pacing);
+    let sink_records = records.clone();
+    let sink_app = app_cell.clone();
+    bids.key_by(|auction: &u64| *auction)
+        .window_count("count", Windows::Tumbling { size: WINDOW_MS })
+        // Observed where the counts leave the window operator, as on timely's side (rows
+        // are shaped in the sink, not by an operator of their own).
+        .sink("peer", move |_| PeerSink {
+            latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
+            shared: sink_totals.clone(),
+            closing: ns_per_bid.map(|ns_per_bid| ClosingBids {
+                records: sink_records.clone(),
+                ns_per_bid,
+                app: sink_app.clone(),
+                last: None,
+            }),
+            batch_at: 0,
+            rows: 0,
+            checksum: 0,
+        });
+    let app = builder.build();
+    let _ = app_cell.set(app.clone());
+    let runtime = app
+        .install(Runtime::<Msg>::builder().shards(workers))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    app.start(&runtime.ingress());
+    let finished = app.wait(Duration::from_secs(600));
+    let elapsed = started.elapsed();
+    runtime.shutdown();
+    if !finished {
+        return Err("the pipeline did not finish within 10 minutes".into());
+    }
     let histogram = totals
         .latency
         .lock()

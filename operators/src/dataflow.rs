@@ -105,6 +105,10 @@ pub(crate) struct EdgeSpec<T> {
 pub(crate) type MakeLogic =
     Arc<dyn Fn(&Wiring, PartitionId) -> Box<dyn Logic> + Send + Sync + 'static>;
 
+/// Says whether advancing an event-time frontier from the first time to the second
+/// makes an operator act (fire a window): the event times an operator's output waits for.
+pub(crate) type FrontierTrigger = Arc<dyn Fn(Time, Time) -> bool + Send + Sync>;
+
 /// What an operator's partition needs to know about the graph when it is created.
 pub(crate) struct Wiring {
     pub(crate) app: AppId,
@@ -112,6 +116,9 @@ pub(crate) struct Wiring {
     pub(crate) edges: Vec<Box<dyn Any + Send + Sync>>,
     pub(crate) partitions: Vec<PartitionId>,
     pub(crate) counters: Arc<AppCounters>,
+    /// The triggers of every operator of the app that has one (windows on a fixed grid):
+    /// a source sends a watermark at once when its frontier crosses one.
+    pub(crate) triggers: Arc<[FrontierTrigger]>,
 }
 
 /// How many partitions the operator being created has.
@@ -135,11 +142,27 @@ pub(crate) struct AppCounters {
     /// Sources stop producing (see [`App::stop`]).
     pub(crate) stop: std::sync::atomic::AtomicBool,
     pub(crate) sinks_open: AtomicU64,
+    /// When the app's first source partition took its first turn (runtime clock, ns;
+    /// 0 until then): every paced source counts its records' intended send times from
+    /// this one instant.
+    pub(crate) paced_since: AtomicU64,
     pub(crate) done: Mutex<bool>,
     pub(crate) done_signal: Condvar,
 }
 
 impl AppCounters {
+    /// The app's pacing epoch, fixed to `now` by the first source partition that asks.
+    pub(crate) fn pacing_epoch(&self, now: Nanos) -> Nanos {
+        let now = now.max(1);
+        match self
+            .paced_since
+            .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => now,
+            Err(first) => first,
+        }
+    }
+
     pub(crate) fn sink_finished(&self) {
         if self.sinks_open.fetch_sub(1, Ordering::AcqRel) == 1 {
             *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
@@ -272,6 +295,38 @@ impl<T: Data> Output<T> {
                     }
                 }
             }
+        }
+    }
+
+    /// Routes every record of `records` (leaving it empty), all at `time`. Over a single
+    /// forward edge — a window's rows on their way to the next operator, typically — the
+    /// records go into whole batches in one pass, without routing each on its own.
+    pub(crate) fn give_all(
+        &mut self,
+        ctx: &mut Context<'_, Msg>,
+        time: Time,
+        records: &mut Vec<T>,
+    ) {
+        let single_forward =
+            self.edges.len() == 1 && matches!(self.edges[0].partitioning, Partitioning::Forward);
+        if !single_forward {
+            for record in records.drain(..) {
+                self.give(ctx, time, record);
+            }
+            return;
+        }
+        let edge = &mut self.edges[0];
+        let partition = self.me % edge.partitions;
+        let mut rest = records.drain(..);
+        loop {
+            let buffer = &mut edge.buffers[partition as usize];
+            let room = MAX_BATCH.saturating_sub(buffer.len());
+            buffer.reserve(room.min(rest.len()));
+            buffer.extend(rest.by_ref().take(room).map(|record| (time, record)));
+            if buffer.len() < MAX_BATCH {
+                break;
+            }
+            Self::send_buffer(self.app, self.ingress, edge, partition, ctx);
         }
     }
 
@@ -448,6 +503,7 @@ struct Node {
     make: MakeLogic,
     sink: bool,
     source: bool,
+    trigger: Option<FrontierTrigger>,
 }
 
 pub(crate) struct Graph {
@@ -558,6 +614,7 @@ fn add_node(
         make,
         sink: false,
         source: false,
+        trigger: None,
     });
     id
 }
@@ -663,6 +720,11 @@ impl<T: Data> Stream<T> {
         &self.graph
     }
 
+    /// Declares the event times at which the operator that produces this stream acts.
+    pub(crate) fn set_trigger(&self, trigger: FrontierTrigger) {
+        set_trigger(&self.graph, self.node, trigger);
+    }
+
     pub(crate) fn mark_sink(&self, node: OperatorId) {
         self.graph.borrow_mut().nodes[usize::from(node)].sink = true;
     }
@@ -700,6 +762,11 @@ pub(crate) fn add_operator(
     make: MakeLogic,
 ) -> OperatorId {
     add_node(graph, name, state, make)
+}
+
+/// Declares the event times at which operator `node` acts (see [`FrontierTrigger`]).
+pub(crate) fn set_trigger(graph: &Rc<RefCell<Graph>>, node: OperatorId, trigger: FrontierTrigger) {
+    graph.borrow_mut().nodes[usize::from(node)].trigger = Some(trigger);
 }
 
 pub(crate) fn stream_of<T: Data>(graph: &Rc<RefCell<Graph>>, node: OperatorId) -> Stream<T> {
@@ -826,6 +893,10 @@ impl App {
                 counter.fetch_add(u64::from(*records), Ordering::Relaxed);
             }
         });
+        let triggers: Arc<[FrontierTrigger]> = nodes
+            .iter()
+            .filter_map(|node| node.trigger.clone())
+            .collect();
         for (id, node) in nodes.into_iter().enumerate() {
             let inputs: Arc<[(OperatorId, PartitionId)]> = node
                 .inputs
@@ -844,6 +915,7 @@ impl App {
                 edges: node.outputs,
                 partitions: partitions.clone(),
                 counters: self.inner.counters.clone(),
+                triggers: triggers.clone(),
             });
             let make = node.make.clone();
             let factory = move |actor: ActorId, _saved| -> Box<dyn Actor<Msg>> {
@@ -942,6 +1014,17 @@ impl App {
     /// sources and runs of a fixed duration.
     pub fn stop(&self) {
         self.inner.counters.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// When the app's sources started, on the runtime's clock
+    /// ([`dirigo_runtime::clock::now`]): the instant from which every paced source counts
+    /// its records' intended send times (record `i` of a source paced at `r` records per
+    /// second is due `i / r` seconds after it). `None` before the first source turn.
+    pub fn paced_since(&self) -> Option<Nanos> {
+        match self.inner.counters.paced_since.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(since),
+        }
     }
 
     /// Where the app's records went so far: see [`Flow`].

@@ -26,6 +26,13 @@ use crate::partition::Partitioning;
 pub trait SinkWriter<T>: 'static {
     /// One record, with its event time and its latency in nanoseconds.
     fn write(&mut self, time: Time, record: T, latency_ns: Nanos);
+    /// A batch of records arrived at `now` (the runtime's clock,
+    /// [`dirigo_runtime::clock::now`]); its records follow through
+    /// [`write`](Self::write). For writers that time records their own way, without a
+    /// clock reading per record.
+    fn begin_batch(&mut self, now: Nanos) {
+        let _ = now;
+    }
     /// The input frontier advanced (every record with an earlier time has been written).
     fn frontier(&mut self, frontier: Time) {
         let _ = frontier;
@@ -43,7 +50,9 @@ struct SinkLogic<T, W> {
 impl<T: Data, W: SinkWriter<T>> Logic for SinkLogic<T, W> {
     fn on_data(&mut self, ctx: &mut Context<'_, Msg>, _input: usize, data: Box<dyn Any + Send>) {
         let batch = batch_of::<T>(data);
-        let latency = ctx.now().saturating_sub(ctx.current().ingress);
+        let now = ctx.now();
+        let latency = now.saturating_sub(ctx.current().ingress);
+        self.writer.begin_batch(now);
         for (time, record) in batch {
             self.writer.write(time, record, latency);
         }

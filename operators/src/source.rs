@@ -6,7 +6,13 @@
 //! limit, then a watermark (bounded out-of-orderness: the frontier is the highest event
 //! time seen minus the bound), then it asks for its next turn at the time the next
 //! record is due ([`Context::send_at`]), which keeps the shard free in between. A finite
-//! source ends with the frontier [`Time::MAX`]. When the shard's outgoing rings are full
+//! source ends with the frontier [`Time::MAX`].
+//!
+//! Watermarks go out at most once per 100 µs of a partition's time, since each is a
+//! critical message to every downstream partition; except one that closes a window of
+//! the app (tumbling or sliding: a fixed grid of event times that the window operators
+//! declare), which goes out in the turn whose records crossed the window's end, because
+//! the window's output waits for it. When the shard's outgoing rings are full
 //! (backpressure), the source waits a little before producing more.
 //!
 //! A [`RecordSource`] may also have nothing to give *yet* (a network source whose next
@@ -21,10 +27,18 @@ use std::task::Poll;
 
 use dirigo_runtime::{Context, Envelope, Nanos, PartitionId};
 
-use crate::dataflow::{AppBuilder, Data, Logic, Msg, Output, Stream, Time, Wiring};
+use crate::dataflow::{
+    AppBuilder, Data, FrontierTrigger, Logic, Msg, Output, Stream, Time, Wiring,
+};
 use crate::io::shape::LoadShape;
 
 /// How fast a source offers its records.
+///
+/// Paced records have intended send times counted from one instant per app, its pacing
+/// epoch ([`App::paced_since`](crate::App::paced_since)): the first turn of any of the
+/// app's source partitions. A partition whose first turn comes late (its shard was busy)
+/// catches up on what is due instead of shifting its whole schedule, so the schedule
+/// stays the one the user asked for, and latency counts from it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Pacing {
     /// As fast as the pipeline takes them (for throughput): no intended times, so latency
@@ -70,7 +84,8 @@ impl Pacing {
 
 /// Most records one source partition produces in one turn.
 const TURN_LIMIT: usize = 4 * crate::dataflow::MAX_BATCH;
-/// Least time between two watermarks from one source partition.
+/// Least time between two watermarks from one source partition, unless a watermark
+/// closes a window.
 const WATERMARK_EVERY_NS: Nanos = 100_000;
 /// How long a backpressured source waits before it looks again.
 const BACKPRESSURE_PAUSE_NS: Nanos = 20_000;
@@ -131,6 +146,8 @@ struct SourceLogic<T> {
     frontier_sent_at: Nanos,
     finished: bool,
     counters: Arc<crate::dataflow::AppCounters>,
+    /// The app's window grids: a frontier that crosses one goes out at once.
+    triggers: Arc<[FrontierTrigger]>,
     out: Output<T>,
 }
 
@@ -176,7 +193,10 @@ impl<T: Data> Logic for SourceLogic<T> {
             return;
         }
         let now = ctx.now();
-        let started = *self.started.get_or_insert(now);
+        let counters = &self.counters;
+        let started = *self
+            .started
+            .get_or_insert_with(|| counters.pacing_epoch(now));
         let me = ctx.me();
         if ctx.backpressured() {
             let _ = ctx.send_at(now + BACKPRESSURE_PAUSE_NS, Envelope::user(me, Msg::Tick));
@@ -217,11 +237,13 @@ impl<T: Data> Logic for SourceLogic<T> {
         } else {
             self.max_time.saturating_sub(self.bound)
         };
-        // Watermarks are critical messages to every downstream partition: at most one per
-        // `WATERMARK_EVERY_NS`, so that a fast source's batches do not each carry one.
-        if frontier > self.sent_frontier
-            && (exhausted || now >= self.frontier_sent_at + WATERMARK_EVERY_NS)
-        {
+        if frontier_goes_now(
+            frontier,
+            (self.sent_frontier, self.frontier_sent_at),
+            now,
+            exhausted,
+            &self.triggers,
+        ) {
             self.sent_frontier = frontier;
             self.frontier_sent_at = now;
             self.out.frontier(ctx, frontier);
@@ -251,6 +273,24 @@ impl<T: Data> Logic for SourceLogic<T> {
         };
         let _ = ctx.send_at(at, Envelope::user(me, Msg::Tick));
     }
+}
+
+/// Whether a source partition sends `frontier` now, having sent `sent` at `sent_at`.
+/// Watermarks are critical messages to every downstream partition: at most one per
+/// [`WATERMARK_EVERY_NS`], so that a fast source's batches do not each carry one; except
+/// the last, and one that fires a window (crosses one of `triggers`), which go at once,
+/// since the window's output waits for them.
+fn frontier_goes_now(
+    frontier: Time,
+    (sent, sent_at): (Time, Nanos),
+    now: Nanos,
+    exhausted: bool,
+    triggers: &[FrontierTrigger],
+) -> bool {
+    frontier > sent
+        && (exhausted
+            || now >= sent_at + WATERMARK_EVERY_NS
+            || triggers.iter().any(|fires| fires(sent, frontier)))
 }
 
 impl AppBuilder {
@@ -287,6 +327,7 @@ impl AppBuilder {
                     frontier_sent_at: 0,
                     finished: false,
                     counters: wiring.counters.clone(),
+                    triggers: wiring.triggers.clone(),
                     out: Output::new(wiring, partition),
                 }) as Box<dyn Logic>
             }),
@@ -314,5 +355,44 @@ impl AppBuilder {
                     .map(move |i| records[i].clone())
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::{WindowSpec, Windows};
+
+    #[test]
+    fn a_watermark_that_closes_a_window_goes_at_once_others_wait_their_turn() {
+        let tumbling = WindowSpec::from(Windows::Tumbling { size: 10 });
+        let triggers: Vec<FrontierTrigger> = tumbling.trigger().into_iter().collect();
+        let sent = (4, 1_000_000);
+        let soon = 1_000_000 + WATERMARK_EVERY_NS / 10;
+        let later = 1_000_000 + WATERMARK_EVERY_NS;
+        // Crossing the end of [0, 10): at once.
+        assert!(frontier_goes_now(10, sent, soon, false, &triggers));
+        assert!(frontier_goes_now(25, sent, soon, false, &triggers));
+        // Within the window: waits for the cadence.
+        assert!(!frontier_goes_now(9, sent, soon, false, &triggers));
+        assert!(frontier_goes_now(9, sent, later, false, &triggers));
+        // Without windows on a grid, only the cadence counts.
+        assert!(!frontier_goes_now(25, sent, soon, false, &[]));
+        // The end of the stream goes at once; no advance, nothing to send.
+        assert!(frontier_goes_now(Time::MAX, sent, soon, true, &[]));
+        assert!(!frontier_goes_now(4, sent, later, false, &triggers));
+    }
+
+    #[test]
+    fn sessions_declare_no_trigger_grids_do() {
+        assert!(WindowSpec::from(Windows::Session { gap: 5 })
+            .trigger()
+            .is_none());
+        let sliding = WindowSpec::from(Windows::Sliding { size: 10, slide: 5 })
+            .trigger()
+            .expect("a grid");
+        // Ends at 10, 15, 20...: from 11 to 14 closes none, to 15 closes one.
+        assert!(!sliding(11, 14));
+        assert!(sliding(11, 15));
     }
 }
