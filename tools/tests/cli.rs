@@ -87,7 +87,12 @@ fn bench_consolidate_writes_every_size() {
     for (size, most) in sizes.iter().zip([1024, 65536]) {
         let bytes = size["bytes"].as_u64().unwrap();
         assert!(bytes <= most && bytes > most * 9 / 10, "{size}");
-        for key in ["rkyv_ns", "copy_ns"] {
+        for key in [
+            "rkyv_ns",
+            "copy_ns",
+            "copy_same_layout_ns",
+            "ratio_same_layout",
+        ] {
             assert!(size[key].as_f64().unwrap() > 0.0, "{key} in {size}");
         }
     }
