@@ -166,3 +166,39 @@ fn a_window_with_thousands_of_keys_emits_them_in_key_order() {
     }
     assert_eq!(buckets.len(), 14);
 }
+
+#[test]
+fn a_tumbling_window_counts_and_drops_records_behind_its_frontier() {
+    // One partition per operator: one path, so the replayed records arrive after
+    // watermarks past their windows, whatever the timing.
+    let app = AppBuilder::new(0, "late").parallelism(1);
+    // More records than a source turn takes, so watermarks go out between them.
+    let mut records: Vec<(u64, u64)> = (0..10_000u64).map(|i| (i / 10, i % 3)).collect();
+    // The first 20 ms again at the end: their windows have fired.
+    let replayed: Vec<(u64, u64)> = records.iter().take(200).copied().collect();
+    records.extend(&replayed);
+    let counts = app
+        .source_iter("numbers", records, 0, Pacing::Unpaced)
+        .key_by(|n| *n)
+        .window_count("per-key", Windows::Tumbling { size: 10 })
+        .collect("counts");
+    let app = app.build();
+    let runtime = app
+        .install(Runtime::<Msg>::builder().shards(2))
+        .build()
+        .unwrap();
+    app.start(&runtime.ingress());
+    assert!(app.wait(Duration::from_secs(30)));
+    runtime.shutdown();
+    assert_eq!(app.late_records(), replayed.len() as u64);
+    let mut counts = counts.take();
+    counts.sort_unstable_by_key(|&(key, window, _)| (window.start, key));
+    // 100 windows of 100 records, keys 0..3 in turn: 34, 33 and 33 per window (the
+    // first key of each window's run of 100 gets one more).
+    assert_eq!(counts.len(), 300);
+    for (index, &(key, window, count)) in counts.iter().enumerate() {
+        assert_eq!(window.start, (index / 3) as u64 * 10);
+        let first = (window.start * 10) % 3;
+        assert_eq!(count, if key == first { 34 } else { 33 }, "{counts:?}");
+    }
+}

@@ -152,7 +152,9 @@ struct SourceLogic<T> {
 }
 
 impl<T: Data> SourceLogic<T> {
-    fn peek(&mut self) -> Next {
+    /// Ends the stream if the app was stopped. Once per turn: the flag shares a cache line
+    /// with counters that every shard updates.
+    fn check_stopped(&mut self) {
         if !self.ended
             && self
                 .counters
@@ -163,6 +165,9 @@ impl<T: Data> SourceLogic<T> {
             self.peeked = None;
             self.ended = true;
         }
+    }
+
+    fn peek(&mut self) -> Next {
         if self.peeked.is_some() {
             return Next::Ready;
         }
@@ -202,6 +207,7 @@ impl<T: Data> Logic for SourceLogic<T> {
             let _ = ctx.send_at(now + BACKPRESSURE_PAUSE_NS, Envelope::user(me, Msg::Tick));
             return;
         }
+        self.check_stopped();
         let mut produced = 0;
         self.out.ingress = None;
         while produced < TURN_LIMIT && self.peek() == Next::Ready {

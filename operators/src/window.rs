@@ -235,11 +235,14 @@ struct WindowFns<T, K, A, O> {
     emit: EmitFn<K, A, O>,
 }
 
+/// One open window's state: per key, the window's start and the accumulator.
+type WindowKeys<K, A> = FxHashMap<K, (Time, A)>;
+
 struct WindowLogic<T, K, A, O> {
     fns: Arc<WindowFns<T, K, A, O>>,
     /// Tumbling and sliding windows: by end, then by key (a hash map: every record
     /// touches it, while only firing needs the keys in order).
-    windows: BTreeMap<Time, FxHashMap<K, (Time, A)>>,
+    windows: BTreeMap<Time, WindowKeys<K, A>>,
     /// Session windows: per key, its open sessions `(start, end, accumulator)`.
     sessions: FxHashMap<K, Vec<(Time, Time, A)>>,
     /// Session ends to look at, earliest first (stale entries are skipped).
@@ -304,6 +307,48 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
         });
         if late {
             counters.late.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// [`add`](Self::add) for a batch, for tumbling windows with the usual half-open
+    /// ends: records in a row mostly fall into one window, so the window's key map is
+    /// looked up (and the window computed) once per run of them, not once per record.
+    fn add_tumbling(&mut self, batch: &[(Time, T)], size: Time) {
+        let Self {
+            fns,
+            windows,
+            frontier,
+            counters,
+            ..
+        } = self;
+        let fns: &WindowFns<T, K, A, O> = fns;
+        let frontier = *frontier;
+        let mut late = 0u64;
+        let mut open: Option<(Window, &mut WindowKeys<K, A>)> = None;
+        for (time, record) in batch {
+            let time = *time;
+            if !matches!(&open, Some((window, _)) if window.start <= time && time < window.end) {
+                open = None;
+                let start = time - time % size;
+                let window = Window {
+                    start,
+                    end: start.saturating_add(size),
+                };
+                if fns.spec.fired(window.end, frontier) {
+                    late += 1;
+                    continue;
+                }
+                open = Some((window, windows.entry(window.end).or_default()));
+            }
+            let (window, keys) = open.as_mut().expect("a window is open");
+            let window = *window;
+            let (_, acc) = keys
+                .entry((fns.key)(record))
+                .or_insert_with(|| (window.start, (fns.init)()));
+            (fns.fold)(acc, window, time, record);
+        }
+        if late > 0 {
+            counters.late.fetch_add(late, Ordering::Relaxed);
         }
     }
 
@@ -387,6 +432,11 @@ impl<T: Data, K: Key, A: Portable, O: Data> Logic for WindowLogic<T, K, A, O> {
 
     fn on_data(&mut self, _ctx: &mut Context<'_, Msg>, _input: usize, data: Box<dyn Any + Send>) {
         let batch = batch_of::<T>(data);
+        let spec = self.fns.spec;
+        if let (Windows::Tumbling { size }, false) = (spec.windows, spec.inclusive_end) {
+            self.add_tumbling(&batch, size.max(1));
+            return;
+        }
         for (time, record) in batch.iter() {
             self.add(*time, record);
         }
