@@ -6,7 +6,9 @@
 //! limit, then a watermark (bounded out-of-orderness: the frontier is the highest event
 //! time seen minus the bound), then it asks for its next turn at the time the next
 //! record is due ([`Context::send_at`]), which keeps the shard free in between. A finite
-//! source ends with the frontier [`Time::MAX`].
+//! source ends with the frontier [`Time::MAX`]. An unpaced partition takes a turn's
+//! records from its [`RecordSource`] in one call
+//! ([`poll_records`](RecordSource::poll_records)), not one call per record.
 //!
 //! Watermarks go out at most once per 100 µs of a partition's time, since each is a
 //! critical message to every downstream partition; except one that closes a window of
@@ -108,6 +110,22 @@ pub trait RecordSource<T>: Send + 'static {
     fn poll_record(&mut self) -> Poll<Option<(Time, T)>> {
         Poll::Ready(self.next_record())
     }
+
+    /// Appends to `out` up to `max` records that are available now, and says what comes
+    /// after them: `Ready(true)`, maybe more at once (it stopped at `max`); `Ready(false)`,
+    /// the source is exhausted; `Pending`, nothing more yet. An unpaced source partition
+    /// takes its records this way, a turn's worth per call. The default asks
+    /// [`poll_record`](Self::poll_record) for each.
+    fn poll_records(&mut self, out: &mut Vec<(Time, T)>, max: usize) -> Poll<bool> {
+        for _ in 0..max {
+            match self.poll_record() {
+                Poll::Ready(Some(record)) => out.push(record),
+                Poll::Ready(None) => return Poll::Ready(false),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(true)
+    }
 }
 
 impl<T, I> RecordSource<T> for I
@@ -116,6 +134,12 @@ where
 {
     fn next_record(&mut self) -> Option<(Time, T)> {
         self.next()
+    }
+
+    fn poll_records(&mut self, out: &mut Vec<(Time, T)>, max: usize) -> Poll<bool> {
+        let before = out.len();
+        out.extend(self.by_ref().take(max));
+        Poll::Ready(out.len() - before == max)
     }
 }
 
@@ -133,6 +157,9 @@ enum Next {
 struct SourceLogic<T> {
     records: Box<dyn RecordSource<T>>,
     peeked: Option<(Time, T)>,
+    /// An unpaced turn's records, between the record source and the output (kept for
+    /// its allocation).
+    scratch: Vec<(Time, T)>,
     /// The record source said it is exhausted: it is not asked again.
     ended: bool,
     /// How long to wait before looking again when nothing is available.
@@ -165,6 +192,34 @@ impl<T: Data> SourceLogic<T> {
             self.peeked = None;
             self.ended = true;
         }
+    }
+
+    /// An unpaced turn: every record available now, up to the turn's limit, taken from
+    /// the record source in one call and sent at once (one dynamic call per turn, not
+    /// one per record). Returns how many were sent.
+    fn take_available(&mut self, ctx: &mut Context<'_, Msg>, now: Nanos) -> usize {
+        if self.ended && self.peeked.is_none() {
+            return 0;
+        }
+        let mut batch = std::mem::take(&mut self.scratch);
+        batch.extend(self.peeked.take());
+        if !self.ended {
+            let wanted = TURN_LIMIT - batch.len();
+            match self.records.poll_records(&mut batch, wanted) {
+                Poll::Ready(true) | Poll::Pending => {}
+                Poll::Ready(false) => self.ended = true,
+            }
+        }
+        let produced = batch.len();
+        if produced > 0 {
+            self.out.ingress = Some(now);
+        }
+        for (time, record) in batch.drain(..) {
+            self.max_time = self.max_time.max(time);
+            self.out.give(ctx, time, record);
+        }
+        self.scratch = batch;
+        produced
     }
 
     fn peek(&mut self) -> Next {
@@ -210,6 +265,9 @@ impl<T: Data> Logic for SourceLogic<T> {
         self.check_stopped();
         let mut produced = 0;
         self.out.ingress = None;
+        if self.schedule.is_none() {
+            produced = self.take_available(ctx, now);
+        }
         while produced < TURN_LIMIT && self.peek() == Next::Ready {
             let due = match (&mut self.schedule, self.next_due) {
                 (None, _) => now,
@@ -322,6 +380,7 @@ impl AppBuilder {
                 Box::new(SourceLogic {
                     records: Box::new(make(partition, me)),
                     peeked: None,
+                    scratch: Vec::new(),
                     ended: false,
                     pending_pause: PENDING_PAUSE_MIN_NS,
                     schedule: pacing.schedule(partition, me),
@@ -387,6 +446,47 @@ mod tests {
         // The end of the stream goes at once; no advance, nothing to send.
         assert!(frontier_goes_now(Time::MAX, sent, soon, true, &[]));
         assert!(!frontier_goes_now(4, sent, later, false, &triggers));
+    }
+
+    /// A record source that has `ready` records, then nothing yet, then ends.
+    struct Trickle {
+        ready: u64,
+        polls: u64,
+    }
+
+    impl RecordSource<u64> for Trickle {
+        fn next_record(&mut self) -> Option<(Time, u64)> {
+            unreachable!("polled only")
+        }
+        fn poll_record(&mut self) -> Poll<Option<(Time, u64)>> {
+            self.polls += 1;
+            match self.polls {
+                n if n <= self.ready => Poll::Ready(Some((n, n))),
+                n if n == self.ready + 1 => Poll::Pending,
+                _ => Poll::Ready(None),
+            }
+        }
+    }
+
+    #[test]
+    fn records_come_a_turn_at_a_time_and_say_what_follows() {
+        // Iterators: stopped at the limit, or exhausted.
+        let mut iter = (0..10u64).map(|i| (i, i));
+        let mut out = Vec::new();
+        assert_eq!(iter.poll_records(&mut out, 4), Poll::Ready(true));
+        assert_eq!(iter.poll_records(&mut out, 4), Poll::Ready(true));
+        assert_eq!(iter.poll_records(&mut out, 4), Poll::Ready(false));
+        assert_eq!(
+            out.iter().map(|r| r.1).collect::<Vec<_>>(),
+            (0..10).collect::<Vec<_>>()
+        );
+        // The default, over `poll_record`: what is there, then pending, then the end.
+        let mut trickle = Trickle { ready: 3, polls: 0 };
+        let mut out = Vec::new();
+        assert_eq!(trickle.poll_records(&mut out, 10), Poll::Pending);
+        assert_eq!(out, [(1, 1), (2, 2), (3, 3)]);
+        assert_eq!(trickle.poll_records(&mut out, 10), Poll::Ready(false));
+        assert_eq!(out.len(), 3);
     }
 
     #[test]
