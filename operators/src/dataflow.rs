@@ -1020,6 +1020,26 @@ impl App {
     /// ([`dirigo_runtime::clock::now`]): the instant from which every paced source counts
     /// its records' intended send times (record `i` of a source paced at `r` records per
     /// second is due `i / r` seconds after it). `None` before the first source turn.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dirigo_operators::dataflow::{AppBuilder, Msg};
+    /// use dirigo_operators::source::Pacing;
+    /// use dirigo_runtime::{clock, Runtime};
+    ///
+    /// let app = AppBuilder::new(0, "paced");
+    /// let ticks: Vec<(u64, u64)> = (0..1_000u64).map(|i| (i, i)).collect();
+    /// app.source_iter("ticks", ticks, 0, Pacing::Rate(100_000.0)).count("out");
+    /// let app = app.build();
+    /// let runtime = app.install(Runtime::<Msg>::builder().shards(2)).build().unwrap();
+    /// assert_eq!(app.paced_since(), None);
+    /// app.start(&runtime.ingress());
+    /// assert!(app.wait(Duration::from_secs(10)));
+    /// // 1 000 records at 100 000 a second: the last was due 9.99 ms after the epoch.
+    /// let since = app.paced_since().unwrap();
+    /// assert!(clock::now() >= since + 9_990_000);
+    /// runtime.shutdown();
+    /// ```
     pub fn paced_since(&self) -> Option<Nanos> {
         match self.inner.counters.paced_since.load(Ordering::Acquire) {
             0 => None,

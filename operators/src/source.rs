@@ -116,6 +116,18 @@ pub trait RecordSource<T>: Send + 'static {
     /// the source is exhausted; `Pending`, nothing more yet. An unpaced source partition
     /// takes its records this way, a turn's worth per call. The default asks
     /// [`poll_record`](Self::poll_record) for each.
+    ///
+    /// ```
+    /// use std::task::Poll;
+    /// use dirigo_operators::source::RecordSource;
+    ///
+    /// // Iterators are record sources: (event time, record) pairs.
+    /// let mut records = (0..5u64).map(|i| (i, i * 10));
+    /// let mut turn = Vec::new();
+    /// assert_eq!(records.poll_records(&mut turn, 3), Poll::Ready(true));
+    /// assert_eq!(records.poll_records(&mut turn, 3), Poll::Ready(false));
+    /// assert_eq!(turn.len(), 5);
+    /// ```
     fn poll_records(&mut self, out: &mut Vec<(Time, T)>, max: usize) -> Poll<bool> {
         for _ in 0..max {
             match self.poll_record() {
