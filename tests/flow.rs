@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dirigo_operators::dataflow::{AppBuilder, Msg};
+use dirigo_operators::dataflow::{App, AppBuilder, Msg};
 use dirigo_operators::source::Pacing;
 use dirigo_operators::window::Windows;
 use dirigo_runtime::scheduling::SchedulingPolicy;
@@ -56,6 +56,17 @@ fn run(shed: bool) -> (dirigo_operators::Flow, u64, u64) {
     (app.flow(), counts.outputs(), shed_messages)
 }
 
+/// Runs an app with finite sources to the end on 2 shards.
+fn run_to_end(app: &App) {
+    let runtime = app
+        .install(Runtime::<Msg>::builder().shards(2))
+        .build()
+        .unwrap();
+    app.start(&runtime.ingress());
+    assert!(app.wait(Duration::from_secs(30)), "the app finishes");
+    runtime.shutdown();
+}
+
 #[test]
 fn a_stopped_source_drains_and_every_record_is_ingested() {
     let (flow, outputs, shed) = run(false);
@@ -95,13 +106,7 @@ fn a_union_delivers_both_streams_and_waits_for_both_frontiers() {
         .window_count("parity", Windows::Tumbling { size: 100 })
         .collect("counts");
     let app = app.build();
-    let runtime = app
-        .install(Runtime::<Msg>::builder().shards(2))
-        .build()
-        .unwrap();
-    app.start(&runtime.ingress());
-    assert!(app.wait(Duration::from_secs(30)));
-    runtime.shutdown();
+    run_to_end(&app);
     let mut all = all.take();
     all.sort_unstable();
     assert_eq!(all, (0..10_000).collect::<Vec<u64>>());
@@ -139,14 +144,8 @@ fn a_window_with_thousands_of_keys_emits_them_in_key_order() {
         .window_count("per-bucket", Windows::Tumbling { size: 10 })
         .collect("buckets");
     let app = app.build();
-    let runtime = app
-        .install(Runtime::<Msg>::builder().shards(2))
-        .build()
-        .unwrap();
     assert_eq!(app.paced_since(), None, "no source has started");
-    app.start(&runtime.ingress());
-    assert!(app.wait(Duration::from_secs(30)));
-    runtime.shutdown();
+    run_to_end(&app);
     assert!(app.paced_since().is_some());
     let rows = rows.take();
     assert_eq!(rows.len() as u64, 2 * keys);
@@ -183,13 +182,7 @@ fn a_tumbling_window_counts_and_drops_records_behind_its_frontier() {
         .window_count("per-key", Windows::Tumbling { size: 10 })
         .collect("counts");
     let app = app.build();
-    let runtime = app
-        .install(Runtime::<Msg>::builder().shards(2))
-        .build()
-        .unwrap();
-    app.start(&runtime.ingress());
-    assert!(app.wait(Duration::from_secs(30)));
-    runtime.shutdown();
+    run_to_end(&app);
     assert_eq!(app.late_records(), replayed.len() as u64);
     let mut counts = counts.take();
     counts.sort_unstable_by_key(|&(key, window, _)| (window.start, key));

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dirigo_operators::dataflow::{AppBuilder, Msg, Time};
+use dirigo_operators::dataflow::{App, AppBuilder, Msg, Time};
 use dirigo_operators::nexmark::events::{Event, NexmarkSpec};
 use dirigo_operators::nexmark::queries::{Query, QUERIES};
 use dirigo_operators::sink::LatencyRecorder;
@@ -129,7 +129,13 @@ pub fn run_app<T: Clone + Send + Sync + 'static>(
     let app = AppBuilder::new(0, "bench");
     let source = app.source_iter("events", records, 0, pacing);
     let recorder = build(&source);
-    let app = app.build();
+    let elapsed = run_to_end(&app.build(), shards)?;
+    Ok((elapsed, recorder))
+}
+
+/// Runs a built app with finite sources on a fresh runtime of `shards` shards: wall time
+/// from the start of its sources until every sink has seen the end.
+pub fn run_to_end(app: &App, shards: usize) -> Result<Duration, String> {
     let runtime = app
         .install(Runtime::<Msg>::builder().shards(shards))
         .build()
@@ -142,7 +148,7 @@ pub fn run_app<T: Clone + Send + Sync + 'static>(
     if !finished {
         return Err("the pipeline did not finish within 10 minutes".into());
     }
-    Ok((elapsed, recorder))
+    Ok(elapsed)
 }
 
 /// Runs the scenario.

@@ -13,14 +13,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
-use dirigo_operators::dataflow::{App, AppBuilder, Msg, Time};
+use dirigo_operators::dataflow::{App, AppBuilder, Time};
 use dirigo_operators::nexmark::events::{Bid, Event, NexmarkSpec};
 use dirigo_operators::sink::SinkWriter;
 use dirigo_operators::source::Pacing;
 use dirigo_operators::window::{Window, Windows};
-use dirigo_runtime::{Nanos, Runtime};
+use dirigo_runtime::Nanos;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -242,18 +241,7 @@ fn dirigo_run(
         });
     let app = builder.build();
     let _ = app_cell.set(app.clone());
-    let runtime = app
-        .install(Runtime::<Msg>::builder().shards(workers))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let started = Instant::now();
-    app.start(&runtime.ingress());
-    let finished = app.wait(Duration::from_secs(600));
-    let elapsed = started.elapsed();
-    runtime.shutdown();
-    if !finished {
-        return Err("the pipeline did not finish within 10 minutes".into());
-    }
+    let elapsed = crate::nexmark::run_to_end(&app, workers)?;
     let histogram = totals
         .latency
         .lock()
