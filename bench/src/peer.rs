@@ -1,13 +1,16 @@
 //! `dirigo bench peer`: the same pipeline in dirigo and in timely-dataflow, in one run — a
 //! keyed tumbling-window count (key: the auction, window: 10 s of event time) over NEXMark
-//! bids generated in memory beforehand, each bid reduced to `(auction, date_time)` on both
+//! bids generated in memory beforehand, each bid reduced to `(date_time, auction)` on both
 //! sides.
 //!
 //! Throughput: every bid as fast as each system takes it, on 2 shards / 2 workers, until
 //! the last window is out; the median of `rounds` alternating runs. Latency: open loop at
 //! the same offered load for both, 50 % of the slower one's throughput, from the intended
-//! send time of the bid that closed a window to when the window's rows reach the sink.
-//! Longer latency runs cycle through the bids, shifted in event time. Both sides' outputs
+//! send time of the bid that closed a window to when the window's rows reach the sink;
+//! `latency_rounds` runs of each, alternating which system goes first, merged into one
+//! histogram per system. Longer latency runs cycle through the bids, shifted in event
+//! time. Both sides read the same vector of 16-byte `(event time, auction)` records, so
+//! neither pays for building the other's input. Both sides' outputs
 //! are checked against the same plainly computed reference (an order-independent
 //! checksum), so neither side can win by computing less.
 
@@ -15,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use dirigo_operators::dataflow::{App, AppBuilder, Time};
-use dirigo_operators::nexmark::events::{Bid, Event, NexmarkSpec};
+use dirigo_operators::nexmark::events::{Event, NexmarkSpec};
 use dirigo_operators::sink::SinkWriter;
 use dirigo_operators::source::Pacing;
 use dirigo_operators::window::{Window, Windows};
@@ -23,7 +26,7 @@ use dirigo_runtime::Nanos;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::peer_timely::{self, row_checksum, Latency, PeerRun, WINDOW_MS};
+use crate::peer_timely::{self, row_checksum, Latency, PeerRun, Rec, WINDOW_MS};
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -34,8 +37,15 @@ pub struct PeerBenchConfig {
     pub workers: usize,
     /// Alternating throughput runs of each (the median is reported).
     pub rounds: usize,
+    /// Bids per throughput run, at least: the generated bids, cycled and shifted in
+    /// event time as often as needed. Runs of a few milliseconds measure start-up more
+    /// than throughput.
+    pub throughput_bids: usize,
     /// Seconds of offered load per latency run.
     pub latency_seconds: f64,
+    /// Latency runs of each, alternating which system goes first (their histograms are
+    /// merged).
+    pub latency_rounds: usize,
     /// Offered load of the latency runs, bids per second; `None`: 50 % of the slower
     /// system's throughput.
     pub offered_per_s: Option<f64>,
@@ -47,7 +57,9 @@ impl Default for PeerBenchConfig {
             events: 1_000_000,
             workers: 2,
             rounds: 3,
-            latency_seconds: 3.0,
+            throughput_bids: 10_000_000,
+            latency_seconds: 2.0,
+            latency_rounds: 2,
             offered_per_s: None,
         }
     }
@@ -73,10 +85,14 @@ pub struct PeerSide {
 pub struct PeerBenchReport {
     /// Bids per throughput run.
     pub bids: u64,
+    /// Distinct bids generated (throughput and latency runs cycle through them).
+    pub generated_bids: u64,
     /// Shards / workers.
     pub workers: usize,
     /// The offered load of the latency runs, bids per second.
     pub offered_per_s: f64,
+    /// Latency runs of each system (their histograms merged).
+    pub latency_rounds: usize,
     /// dirigo.
     pub dirigo: PeerSide,
     /// timely-dataflow.
@@ -91,8 +107,9 @@ impl PeerBenchReport {
     /// A table for people.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "keyed 10 s tumbling count over {} NEXMark bids, {} shards / workers; latency at {:.0} bids/s\n",
-            self.bids, self.workers, self.offered_per_s
+            "keyed 10 s tumbling count over {} NEXMark bids ({} distinct), {} shards / workers; \
+             latency at {:.0} bids/s, {} runs of each\n",
+            self.bids, self.generated_bids, self.workers, self.offered_per_s, self.latency_rounds
         );
         out.push_str("system      bids/s      p50 µs      p99 µs    p99.9 µs   correct\n");
         for (name, side) in [("dirigo", &self.dirigo), ("timely", &self.timely)] {
@@ -206,11 +223,7 @@ impl SinkWriter<(u64, Window, u64)> for PeerSink {
 /// One run of dirigo's side. Paced runs time each row from the intended send time of the
 /// bid that closed its window (as timely's side does), not from the batch that carried
 /// the watermark.
-fn dirigo_run(
-    records: Arc<Vec<(Time, u64)>>,
-    workers: usize,
-    pacing: Pacing,
-) -> Result<PeerRun, String> {
+fn dirigo_run(records: Arc<Vec<Rec>>, workers: usize, pacing: Pacing) -> Result<PeerRun, String> {
     let totals = Arc::new(PeerTotals::default());
     let sink_totals = totals.clone();
     let app_cell: Arc<OnceLock<App>> = Arc::new(OnceLock::new());
@@ -253,26 +266,22 @@ fn dirigo_run(
         seconds,
         events_per_s: records.len() as f64 / seconds,
         latency_ns: histogram.as_ref().map(Latency::of),
+        histogram,
         windows_out: totals.rows.load(Ordering::Relaxed),
         checksum: totals.checksum.load(Ordering::Relaxed),
     })
 }
 
 /// `count` bids cycling through `bids`, each cycle shifted in event time past the last.
-fn cycled(bids: &[Bid], count: usize) -> Vec<Bid> {
-    let first = bids.first().map_or(0, |b| b.date_time);
-    let span = bids.last().map_or(0, |b| b.date_time) - first + WINDOW_MS;
+fn cycled(bids: &[Rec], count: usize) -> Vec<Rec> {
+    let first = bids.first().map_or(0, |&(t, _)| t);
+    let span = bids.last().map_or(0, |&(t, _)| t) - first + WINDOW_MS;
     (0..count)
         .map(|i| {
-            let mut bid = bids[i % bids.len()].clone();
-            bid.date_time += (i / bids.len()) as u64 * span;
-            bid
+            let (t, auction) = bids[i % bids.len()];
+            (t + (i / bids.len()) as u64 * span, auction)
         })
         .collect()
-}
-
-fn records_of(bids: &[Bid]) -> Arc<Vec<(Time, u64)>> {
-    Arc::new(bids.iter().map(|b| (b.date_time, b.auction)).collect())
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -281,35 +290,43 @@ fn median(values: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
+/// Which system a latency run measures.
+#[derive(Clone, Copy)]
+enum System {
+    Dirigo,
+    Timely,
+}
+
 /// Runs the scenario.
 pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
-    let bids: Vec<Bid> = NexmarkSpec {
+    let bids: Vec<Rec> = NexmarkSpec {
         events: config.events,
         ..NexmarkSpec::default()
     }
     .iter()
     .filter_map(|event| match event {
-        Event::Bid(bid) => Some(bid),
+        Event::Bid(bid) => Some((bid.date_time, bid.auction)),
         _ => None,
     })
     .collect();
     if bids.is_empty() {
         return Err("no bids: generate more events".into());
     }
+    let generated = bids.len();
+    let bids = Arc::new(cycled(&bids, generated.max(config.throughput_bids)));
     let expected = peer_timely::reference_window_counts(&bids);
     let expected_checksum = peer_timely::checksum(&expected);
-    let records = records_of(&bids);
     let workers = config.workers.max(1);
     let (mut dirigo_rounds, mut timely_rounds) = (Vec::new(), Vec::new());
     let (mut dirigo_correct, mut timely_correct) = (true, true);
     let (mut dirigo_rows, mut timely_rows) = (0, 0);
     for _ in 0..config.rounds.max(1) {
-        let run = dirigo_run(records.clone(), workers, Pacing::Unpaced)?;
+        let run = dirigo_run(bids.clone(), workers, Pacing::Unpaced)?;
         dirigo_correct &=
             run.checksum == expected_checksum && run.windows_out == expected.len() as u64;
         dirigo_rows = run.windows_out;
         dirigo_rounds.push(run.events_per_s);
-        let run = peer_timely::timely_throughput(&bids, workers);
+        let run = peer_timely::timely_throughput(bids.clone(), workers);
         timely_correct &=
             run.checksum == expected_checksum && run.windows_out == expected.len() as u64;
         timely_rows = run.windows_out;
@@ -319,39 +336,73 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
     let offered = config
         .offered_per_s
         .unwrap_or(0.5 * dirigo_tput.min(timely_tput));
-    let wanted = ((offered * config.latency_seconds) as usize).max(bids.len().min(1000));
-    let offered_bids = cycled(&bids, wanted);
-    let dirigo_latency = dirigo_run(records_of(&offered_bids), workers, Pacing::Rate(offered))?;
-    let timely_latency = peer_timely::timely_latency(&offered_bids, workers, offered);
+    let wanted = ((offered * config.latency_seconds) as usize).max(1000);
+    let offered_bids = Arc::new(cycled(&bids[..generated], wanted));
     let expected_offered =
         peer_timely::checksum(&peer_timely::reference_window_counts(&offered_bids));
-    dirigo_correct &= dirigo_latency.checksum == expected_offered;
-    timely_correct &= timely_latency.checksum == expected_offered;
-    let none = Latency {
-        p50: 0,
-        p99: 0,
-        p999: 0,
-        max: 0,
-        samples: 0,
+    // Whichever system runs first after the bids are built meets the machine in a
+    // different state (the kernel still reclaiming and compacting memory): the rounds
+    // alternate which goes first, and each system's histogram gathers all its rounds.
+    let (mut dirigo_latency, mut timely_latency) = (None, None);
+    for round in 0..config.latency_rounds.max(1) {
+        let order = if round % 2 == 0 {
+            [System::Dirigo, System::Timely]
+        } else {
+            [System::Timely, System::Dirigo]
+        };
+        for system in order {
+            let (run, correct, total) = match system {
+                System::Dirigo => (
+                    dirigo_run(offered_bids.clone(), workers, Pacing::Rate(offered))?,
+                    &mut dirigo_correct,
+                    &mut dirigo_latency,
+                ),
+                System::Timely => (
+                    peer_timely::timely_latency(offered_bids.clone(), workers, offered),
+                    &mut timely_correct,
+                    &mut timely_latency,
+                ),
+            };
+            *correct &= run.checksum == expected_offered;
+            if let Some(histogram) = run.histogram {
+                match total {
+                    None => *total = Some(histogram),
+                    Some(total) => total
+                        .add(&histogram)
+                        .map_err(|e| format!("latency histograms differ in bounds: {e}"))?,
+                }
+            }
+        }
+    }
+    let latency_of = |histogram: Option<Histogram<u64>>| {
+        histogram.as_ref().map(Latency::of).unwrap_or(Latency {
+            p50: 0,
+            p99: 0,
+            p999: 0,
+            max: 0,
+            samples: 0,
+        })
     };
     let dirigo = PeerSide {
         events_per_s: dirigo_tput,
         rounds_per_s: dirigo_rounds,
-        latency_ns: dirigo_latency.latency_ns.unwrap_or(none.clone()),
+        latency_ns: latency_of(dirigo_latency),
         windows_out: dirigo_rows,
         correct: dirigo_correct,
     };
     let timely = PeerSide {
         events_per_s: timely_tput,
         rounds_per_s: timely_rounds,
-        latency_ns: timely_latency.latency_ns.unwrap_or(none),
+        latency_ns: latency_of(timely_latency),
         windows_out: timely_rows,
         correct: timely_correct,
     };
     Ok(PeerBenchReport {
         bids: bids.len() as u64,
+        generated_bids: generated as u64,
         workers,
         offered_per_s: offered,
+        latency_rounds: config.latency_rounds.max(1),
         throughput_ratio: dirigo.events_per_s / timely.events_per_s,
         p99_ratio: timely.latency_ns.p99 as f64 / dirigo.latency_ns.p99.max(1) as f64,
         dirigo,

@@ -8,7 +8,7 @@
 //! window yields one row `(window_end, auction, count)` per auction bid on in it.
 //!
 //! In timely the pipeline is: one input per worker (the bids split round-robin by index,
-//! each projected to `(auction, date_time)` before the clock starts), an exchange by
+//! each projected to `(date_time, auction)` before the clock starts), an exchange by
 //! auction to a `unary_frontier` operator that counts per `(window, auction)` and holds a
 //! capability at `window_end - 1` for each open window, and emits a window's rows once
 //! timely's progress tracking says the frontier has passed `window_end - 1`. Timely's
@@ -53,6 +53,9 @@ pub struct PeerRun {
     pub events_per_s: f64,
     /// Output latency, ns (open-loop runs only).
     pub latency_ns: Option<Latency>,
+    /// The latencies themselves, to merge runs by (open-loop runs only).
+    #[serde(skip)]
+    pub histogram: Option<Histogram<u64>>,
     /// Output rows `(window_end, auction, count)`: one per auction per closed window.
     pub windows_out: u64,
     /// [`checksum`] of the output rows.
@@ -107,12 +110,10 @@ pub fn checksum(rows: &[(u64, u64, u64)]) -> u64 {
 /// The expected output, computed plainly on one thread: `(window_end, auction, count)`
 /// for every window and every auction bid on in it, sorted. Every window is closed (the
 /// end of input closes the last ones).
-pub fn reference_window_counts(bids: &[Bid]) -> Vec<(u64, u64, u64)> {
+pub fn reference_window_counts(bids: &[Rec]) -> Vec<(u64, u64, u64)> {
     let mut counts: BTreeMap<(u64, u64), u64> = BTreeMap::new();
-    for bid in bids {
-        *counts
-            .entry((window_end(bid.date_time), bid.auction))
-            .or_insert(0) += 1;
+    for &(date_time, auction) in bids {
+        *counts.entry((window_end(date_time), auction)).or_insert(0) += 1;
     }
     counts
         .into_iter()
@@ -128,10 +129,10 @@ pub fn reference_window_counts(bids: &[Bid]) -> Vec<(u64, u64, u64)> {
 /// by auction to the counting operator, which emits each window's counts when the
 /// frontier passes the window's end. The clock runs from the start of feeding (all
 /// workers past a barrier) to the last worker's probe reporting the dataflow complete,
-/// i.e. everything, the final flush at end of input included. Projecting bids to
-/// `(auction, date_time)` happens before the clock starts.
-pub fn timely_throughput(bids: &[Bid], workers: usize) -> PeerRun {
-    throughput_of(Arc::new(project(bids)), workers)
+/// i.e. everything, the final flush at end of input included. Bids come projected to
+/// [`Rec`], before the clock starts.
+pub fn timely_throughput(bids: Arc<Vec<Rec>>, workers: usize) -> PeerRun {
+    throughput_of(bids, workers)
 }
 
 /// Open loop: offer the bids at `rate` events/s of wall clock, and record the latency of
@@ -147,17 +148,19 @@ pub fn timely_throughput(bids: &[Bid], workers: usize) -> PeerRun {
 /// operator's output) − (intended send time of that bid). Windows closed only by the end
 /// of input take the intended time of the last bid. Latency is from the intended time,
 /// not the actual send time, so stalls are not hidden (no coordinated omission).
-pub fn timely_latency(bids: &[Bid], workers: usize, rate: f64) -> PeerRun {
-    latency_of(Arc::new(project(bids)), workers, rate)
+pub fn timely_latency(bids: Arc<Vec<Rec>>, workers: usize, rate: f64) -> PeerRun {
+    latency_of(bids, workers, rate)
 }
 
-/// A bid as the pipeline carries it: `(auction, date_time)`.
-type Rec = (u64, u64);
+/// A bid as both pipelines carry it: `(date_time, auction)`, 16 bytes (dirigo's records
+/// are `(event time, auction)` too, so both sides read the same vector).
+pub type Rec = (u64, u64);
 /// An output row: `(window_end, auction, count)`.
 type Row = (u64, u64, u64);
 
-fn project(bids: &[Bid]) -> Vec<Rec> {
-    bids.iter().map(|b| (b.auction, b.date_time)).collect()
+/// Each bid as a [`Rec`].
+pub fn project(bids: &[Bid]) -> Vec<Rec> {
+    bids.iter().map(|b| (b.date_time, b.auction)).collect()
 }
 
 /// FxHash-style hasher for `u64` keys (what dirigo's operators use through `rustc-hash`).
@@ -191,7 +194,7 @@ fn mix(mut x: u64) -> u64 {
 /// window's rows (at time `window_end - 1`) once the frontier has passed it.
 fn window_count<'s>(bids: Stream<'s, u64, Vec<Rec>>) -> Stream<'s, u64, Vec<Row>> {
     bids.unary_frontier::<CapacityContainerBuilder<Vec<Row>>, _, _, _>(
-        Exchange::new(|rec: &Rec| rec.0),
+        Exchange::new(|rec: &Rec| rec.1),
         "WindowCount",
         |_initial, _info| {
             // Open windows by end: a capability at `end - 1`, and the counts.
@@ -199,7 +202,7 @@ fn window_count<'s>(bids: Stream<'s, u64, Vec<Rec>>) -> Stream<'s, u64, Vec<Row>
             move |(input, frontier), output| {
                 let port = output.output_index();
                 input.for_each(|cap, data| {
-                    for &(auction, t) in data.iter() {
+                    for &(t, auction) in data.iter() {
                         let end = window_end(t);
                         let (_, counts) = windows
                             .entry(end)
@@ -280,7 +283,7 @@ fn throughput_of(recs: Arc<Vec<Rec>>, workers: usize) -> PeerRun {
                 next += peers;
                 sent += 1;
                 if sent % BATCH == 0 {
-                    if let Some(&(_, t)) = recs.get(next) {
+                    if let Some(&(t, _)) = recs.get(next) {
                         input.advance_to(t);
                     }
                     worker.step();
@@ -342,7 +345,7 @@ fn latency_of(recs: Arc<Vec<Rec>>, workers: usize, rate: f64) -> PeerRun {
                             let intended = match closed_by {
                                 Some((seen, intended)) if seen == end => intended,
                                 _ => {
-                                    let first = recs.partition_point(|&(_, t)| t < end);
+                                    let first = recs.partition_point(|&(t, _)| t < end);
                                     let intended = intended_ns(first.min(len - 1));
                                     closed_by = Some((end, intended));
                                     intended
@@ -371,7 +374,7 @@ fn latency_of(recs: Arc<Vec<Rec>>, workers: usize, rate: f64) -> PeerRun {
                     input.send(recs[next]);
                     next += peers;
                 }
-                let watermark = recs[due - 1].1;
+                let watermark = recs[due - 1].0;
                 if watermark > *input.time() {
                     input.advance_to(watermark);
                 }
@@ -432,6 +435,7 @@ fn summarize(events: usize, start: Instant, results: Vec<WorkerResult>) -> PeerR
             0.0
         },
         latency_ns: histogram.as_ref().map(Latency::of),
+        histogram,
         windows_out: results.iter().map(|r| r.rows).sum(),
         checksum: results
             .iter()
@@ -444,18 +448,20 @@ mod tests {
     use super::*;
     use dirigo_operators::nexmark::events::{Event, NexmarkSpec};
 
-    fn bids(spec: NexmarkSpec) -> Vec<Bid> {
-        spec.iter()
+    fn bids(spec: NexmarkSpec) -> Arc<Vec<Rec>> {
+        let bids: Vec<Bid> = spec
+            .iter()
             .filter_map(|e| match e {
                 Event::Bid(b) => Some(b),
                 _ => None,
             })
-            .collect()
+            .collect();
+        Arc::new(project(&bids))
     }
 
     /// 50 000 events at 2 000 events/s of event time: 25 s, three windows, two of which
     /// close on event time before the end of input.
-    fn small() -> Vec<Bid> {
+    fn small() -> Arc<Vec<Rec>> {
         bids(NexmarkSpec {
             events: 50_000,
             event_time_rate: 2_000,
@@ -482,7 +488,7 @@ mod tests {
         let bids = small();
         let reference = reference_window_counts(&bids);
         for workers in [1, 2] {
-            let run = timely_throughput(&bids, workers);
+            let run = timely_throughput(bids.clone(), workers);
             assert_eq!(run.events, bids.len() as u64);
             assert_eq!(run.windows_out, reference.len() as u64, "{workers} workers");
             assert_eq!(run.checksum, checksum(&reference), "{workers} workers");
@@ -495,48 +501,11 @@ mod tests {
         let bids = small();
         let reference = reference_window_counts(&bids);
         // ~46 000 bids at 20 M/s: a few ms of offered load.
-        let run = timely_latency(&bids, 2, 20e6);
+        let run = timely_latency(bids.clone(), 2, 20e6);
         assert_eq!(run.windows_out, reference.len() as u64);
         assert_eq!(run.checksum, checksum(&reference));
         let latency = run.latency_ns.expect("open loop records latency");
         assert_eq!(latency.samples, reference.len() as u64);
         assert!(latency.p50 <= latency.p99 && latency.p99 <= latency.max);
-    }
-
-    /// The figures for the report: `cargo test -p dirigo-bench --release --lib
-    /// peer_timely -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "a measurement, seconds long; run in release"]
-    fn measure() {
-        let bids = bids(NexmarkSpec {
-            events: 1_000_000,
-            ..NexmarkSpec::default()
-        });
-        let reference = checksum(&reference_window_counts(&bids));
-        let mut best: Option<PeerRun> = None;
-        for _ in 0..3 {
-            let run = timely_throughput(&bids, 2);
-            assert_eq!(run.checksum, reference);
-            println!("throughput: {}", serde_json::to_string(&run).unwrap());
-            if best
-                .as_ref()
-                .is_none_or(|b| run.events_per_s > b.events_per_s)
-            {
-                best = Some(run);
-            }
-        }
-        let rate = best.expect("three runs").events_per_s * 0.5;
-        // ~5 s at `rate`: repeat the bids, shifted in event time, as often as needed.
-        let recs = project(&bids);
-        let span = window_end(recs.last().unwrap().1) - recs[0].1 / WINDOW_MS * WINDOW_MS;
-        let copies = ((rate * 5.0) / recs.len() as f64).ceil().max(1.0) as u64;
-        let long: Vec<Rec> = (0..copies)
-            .flat_map(|k| recs.iter().map(move |&(a, t)| (a, t + k * span)))
-            .collect();
-        let run = latency_of(Arc::new(long), 2, rate);
-        println!(
-            "open loop at {rate:.0} events/s: {}",
-            serde_json::to_string(&run).unwrap()
-        );
     }
 }

@@ -235,8 +235,88 @@ struct WindowFns<T, K, A, O> {
     emit: EmitFn<K, A, O>,
 }
 
-/// One open window's state: per key, the window's start and the accumulator.
-type WindowKeys<K, A> = FxHashMap<K, (Time, A)>;
+/// One open window's state: per key, the window's start and the accumulator, and the
+/// keys in order, kept sorted as they come so that firing (on the latency path) does not
+/// sort them all at once.
+///
+/// New keys gather unsorted in `recent`; once there are [`RECENT_RUN_MIN`] of them and at
+/// least an eighth of `sorted`, they are sorted and merged into `sorted`. The merges move
+/// each key about nine times in all (the run grows `sorted` by an eighth each time) and
+/// happen as records arrive; a firing sorts at most an eighth of the keys.
+struct WindowKeys<K, A> {
+    entries: FxHashMap<K, (Time, A)>,
+    sorted: Vec<K>,
+    recent: Vec<K>,
+}
+
+/// Fewest new keys of a window sorted and merged together.
+const RECENT_RUN_MIN: usize = 256;
+
+impl<K, A> Default for WindowKeys<K, A> {
+    fn default() -> Self {
+        Self {
+            entries: FxHashMap::default(),
+            sorted: Vec::new(),
+            recent: Vec::new(),
+        }
+    }
+}
+
+impl<K: Key, A> WindowKeys<K, A> {
+    /// The state of `key`, made with `init` if the window has none yet.
+    #[inline]
+    fn entry(&mut self, key: K, init: impl FnOnce() -> (Time, A)) -> &mut (Time, A) {
+        use std::collections::hash_map::Entry;
+        match self.entries.entry(key) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(slot) => {
+                self.recent.push(slot.key().clone());
+                if self.recent.len() >= RECENT_RUN_MIN.max(self.sorted.len() / 8) {
+                    Self::merge_recent(&mut self.sorted, &mut self.recent);
+                }
+                slot.insert(init())
+            }
+        }
+    }
+
+    fn merge_recent(sorted: &mut Vec<K>, recent: &mut Vec<K>) {
+        recent.sort_unstable();
+        if sorted.is_empty() {
+            std::mem::swap(sorted, recent);
+            return;
+        }
+        let mut merged = Vec::with_capacity(sorted.len() + recent.len());
+        let mut older = std::mem::take(sorted).into_iter().peekable();
+        let mut newer = recent.drain(..).peekable();
+        loop {
+            let next = match (older.peek(), newer.peek()) {
+                (Some(a), Some(b)) if a <= b => older.next(),
+                (_, Some(_)) => newer.next(),
+                (Some(_), None) => older.next(),
+                (None, None) => break,
+            };
+            merged.extend(next);
+        }
+        *sorted = merged;
+    }
+
+    /// Every key's state, in key order.
+    fn into_sorted(mut self) -> impl Iterator<Item = (K, Time, A)> {
+        Self::merge_recent(&mut self.sorted, &mut self.recent);
+        let mut entries = self.entries;
+        self.sorted.into_iter().filter_map(move |key| {
+            let (start, acc) = entries.remove(&key)?;
+            Some((key, start, acc))
+        })
+    }
+
+    /// Every key's state, in no particular order.
+    fn into_unordered(self) -> impl Iterator<Item = (K, Time, A)> {
+        self.entries
+            .into_iter()
+            .map(|(key, (start, acc))| (key, start, acc))
+    }
+}
 
 struct WindowLogic<T, K, A, O> {
     fns: Arc<WindowFns<T, K, A, O>>,
@@ -301,8 +381,7 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
             let (_, acc) = windows
                 .entry(window.end)
                 .or_default()
-                .entry(key.clone())
-                .or_insert_with(|| (window.start, (fns.init)()));
+                .entry(key.clone(), || (window.start, (fns.init)()));
             (fns.fold)(acc, window, time, record);
         });
         if late {
@@ -342,9 +421,7 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
             }
             let (window, keys) = open.as_mut().expect("a window is open");
             let window = *window;
-            let (_, acc) = keys
-                .entry((fns.key)(record))
-                .or_insert_with(|| (window.start, (fns.init)()));
+            let (_, acc) = keys.entry((fns.key)(record), || (window.start, (fns.init)()));
             (fns.fold)(acc, window, time, record);
         }
         if late > 0 {
@@ -403,12 +480,10 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
                 break;
             }
             let (end, keys) = entry.remove_entry();
-            let mut keys: Vec<(K, (Time, A))> = keys.into_iter().collect();
-            keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             // Every row of the window first, then all of them out at once: one pass that
             // fills whole batches, rather than routing row by row.
             let emit = &self.fns.emit;
-            for (key, (start, acc)) in keys {
+            for (key, start, acc) in keys.into_sorted() {
                 emit(&key, Window { start, end }, acc, &mut self.scratch);
             }
             let time = self.fns.spec.output_time(end);
@@ -455,8 +530,8 @@ impl<T: Data, K: Key, A: Portable, O: Data> Logic for WindowLogic<T, K, A, O> {
         let mut entries: Vec<(Time, K, Time, A)> = std::mem::take(&mut self.windows)
             .into_iter()
             .flat_map(|(end, keys)| {
-                keys.into_iter()
-                    .map(move |(key, (start, acc))| (end, key, start, acc))
+                keys.into_unordered()
+                    .map(move |(key, start, acc)| (end, key, start, acc))
             })
             .collect();
         for (key, sessions) in self.sessions.drain() {
@@ -478,12 +553,11 @@ impl<T: Data, K: Key, A: Portable, O: Data> Logic for WindowLogic<T, K, A, O> {
             if let Windows::Session { .. } = self.fns.spec.windows {
                 self.insert_session(key, start, end, acc);
             } else {
-                match self.windows.entry(end).or_default().entry(key) {
-                    std::collections::hash_map::Entry::Occupied(mut mine) => {
-                        merge(&mut mine.get_mut().1, acc)
-                    }
-                    std::collections::hash_map::Entry::Vacant(slot) => {
-                        slot.insert((start, acc));
+                let keys = self.windows.entry(end).or_default();
+                match keys.entries.get_mut(&key) {
+                    Some((_, mine)) => merge(mine, acc),
+                    None => {
+                        keys.entry(key, || (start, acc));
                     }
                 }
             }
@@ -972,6 +1046,28 @@ impl<T: Data, K: Hash + 'static> KeyedStream<T, K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// However keys arrive (repeats, runs merged early or at the end), a window's keys
+        /// leave in key order, each once, with everything folded into it.
+        #[test]
+        fn window_keys_leave_in_key_order_with_their_folds(
+            keys in proptest::collection::vec(0u32..5_000, 0..4_000),
+        ) {
+            let mut window: WindowKeys<u32, u64> = WindowKeys::default();
+            let mut expected: BTreeMap<u32, u64> = BTreeMap::new();
+            for (i, key) in keys.iter().enumerate() {
+                let (_, acc) = window.entry(*key, || (7, 0));
+                *acc += i as u64;
+                *expected.entry(*key).or_insert(0) += i as u64;
+            }
+            let out: Vec<(u32, Time, u64)> = window.into_sorted().collect();
+            let expected: Vec<(u32, Time, u64)> =
+                expected.into_iter().map(|(key, sum)| (key, 7, sum)).collect();
+            prop_assert_eq!(out, expected);
+        }
+    }
 
     /// `may_fire_between` agrees with brute force: some window of some time below `to`
     /// had not fired at `from` and has at `to`.

@@ -229,9 +229,16 @@ enum BenchScenario {
         /// Alternating throughput runs of each (the median is reported).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Bids per throughput run, at least (the generated bids, cycled and shifted in
+        /// event time).
+        #[arg(long, default_value_t = 10_000_000)]
+        throughput_bids: usize,
         /// Seconds of offered load per latency run.
-        #[arg(long, default_value_t = 3.0)]
+        #[arg(long, default_value_t = 2.0)]
         latency_seconds: f64,
+        /// Latency runs of each, alternating which goes first (histograms merged).
+        #[arg(long, default_value_t = 2)]
+        latency_rounds: usize,
         /// Offered load of the latency runs, bids per second (default: 50 % of the
         /// slower system's throughput).
         #[arg(long, value_name = "BIDS_PER_S", value_parser = positive_rate)]
@@ -416,12 +423,16 @@ fn main() -> ExitCode {
                 json,
                 events,
                 rounds,
+                throughput_bids,
                 latency_seconds,
+                latency_rounds,
                 offered,
             } => dirigo_bench::peer::run(&dirigo_bench::peer::PeerBenchConfig {
                 events: events.max(1000),
                 rounds: rounds.max(1),
+                throughput_bids,
                 latency_seconds: latency_seconds.clamp(0.1, 600.0),
+                latency_rounds: latency_rounds.clamp(1, 100),
                 offered_per_s: offered,
                 ..Default::default()
             })
