@@ -131,8 +131,61 @@ pub fn reference_window_counts(bids: &[Rec]) -> Vec<(u64, u64, u64)> {
 /// workers past a barrier) to the last worker's probe reporting the dataflow complete,
 /// i.e. everything, the final flush at end of input included. Bids come projected to
 /// [`Rec`], before the clock starts.
-pub fn timely_throughput(bids: Arc<Vec<Rec>>, workers: usize) -> PeerRun {
-    throughput_of(bids, workers)
+pub fn timely_throughput(recs: Arc<Vec<Rec>>, workers: usize) -> PeerRun {
+    let workers = workers.max(1);
+    let barrier = Arc::new(Barrier::new(workers));
+    let start = Arc::new(OnceLock::<Instant>::new());
+    let guards = timely::execute(timely::Config::process(workers), {
+        let (recs, start) = (Arc::clone(&recs), Arc::clone(&start));
+        move |worker| {
+            let (index, peers) = (worker.index(), worker.peers());
+            let mut input = InputHandleVec::<u64, Rec>::new();
+            let probe = ProbeHandle::new();
+            let tally = Rc::new(RefCell::new(Tally::default()));
+            worker.dataflow::<u64, _, _>(|scope| {
+                let tally = Rc::clone(&tally);
+                window_count(input.to_stream(scope))
+                    .inspect_core(move |event| {
+                        if let Ok((_, rows)) = event {
+                            tally.borrow_mut().add(rows);
+                        }
+                    })
+                    .probe_with(&probe);
+            });
+            barrier.wait();
+            start.get_or_init(Instant::now);
+
+            let mut next = index;
+            let mut sent = 0;
+            while next < recs.len() {
+                input.send(recs[next]);
+                next += peers;
+                sent += 1;
+                if sent % BATCH == 0 {
+                    if let Some(&(t, _)) = recs.get(next) {
+                        input.advance_to(t);
+                    }
+                    worker.step();
+                }
+            }
+            drop(input);
+            while !probe.done() {
+                worker.step();
+            }
+            let ended = Instant::now();
+            let tally = tally.borrow();
+            WorkerResult {
+                ended,
+                rows: tally.rows,
+                checksum: tally.checksum,
+                histogram: None,
+            }
+        }
+    })
+    .expect("timely starts");
+    let results = join(guards);
+    let start = *start.get().expect("a worker started the clock");
+    summarize(recs.len(), start, results)
 }
 
 /// Open loop: offer the bids at `rate` events/s of wall clock, and record the latency of
@@ -148,8 +201,103 @@ pub fn timely_throughput(bids: Arc<Vec<Rec>>, workers: usize) -> PeerRun {
 /// operator's output) − (intended send time of that bid). Windows closed only by the end
 /// of input take the intended time of the last bid. Latency is from the intended time,
 /// not the actual send time, so stalls are not hidden (no coordinated omission).
-pub fn timely_latency(bids: Arc<Vec<Rec>>, workers: usize, rate: f64) -> PeerRun {
-    latency_of(bids, workers, rate)
+pub fn timely_latency(recs: Arc<Vec<Rec>>, workers: usize, rate: f64) -> PeerRun {
+    assert!(rate > 0.0, "rate must be positive");
+    let workers = workers.max(1);
+    let barrier = Arc::new(Barrier::new(workers));
+    let start = Arc::new(OnceLock::<Instant>::new());
+    let guards = timely::execute(timely::Config::process(workers), {
+        let (recs, start) = (Arc::clone(&recs), Arc::clone(&start));
+        move |worker| {
+            let (index, peers) = (worker.index(), worker.peers());
+            let len = recs.len();
+            let ns_per_event = 1e9 / rate;
+            // Intended send time of bid `i`, ns after the start.
+            let intended_ns = move |i: usize| (i as f64 * ns_per_event) as u64;
+            let mut input = InputHandleVec::<u64, Rec>::new();
+            let probe = ProbeHandle::new();
+            let tally = Rc::new(RefCell::new(Tally::default()));
+            let histogram = Rc::new(RefCell::new(crate::latency::new_histogram()));
+            worker.dataflow::<u64, _, _>(|scope| {
+                let (tally, histogram) = (Rc::clone(&tally), Rc::clone(&histogram));
+                let (recs, start) = (Arc::clone(&recs), Arc::clone(&start));
+                // The window whose rows were last seen, and the intended time (ns after
+                // the start) of the bid that closed it.
+                let mut closed_by: Option<(u64, u64)> = None;
+                window_count(input.to_stream(scope))
+                    .inspect_core(move |event| {
+                        let Ok((_, rows)) = event else { return };
+                        if rows.is_empty() {
+                            return;
+                        }
+                        let start = *start.get().expect("the clock started before data");
+                        let observed = start.elapsed().as_nanos() as u64;
+                        let mut histogram = histogram.borrow_mut();
+                        for &(end, _, _) in rows.iter() {
+                            let intended = match closed_by {
+                                Some((seen, intended)) if seen == end => intended,
+                                _ => {
+                                    let first = recs.partition_point(|&(t, _)| t < end);
+                                    let intended = intended_ns(first.min(len - 1));
+                                    closed_by = Some((end, intended));
+                                    intended
+                                }
+                            };
+                            crate::latency::record(
+                                &mut histogram,
+                                observed.saturating_sub(intended),
+                            );
+                        }
+                        tally.borrow_mut().add(rows);
+                    })
+                    .probe_with(&probe);
+            });
+            barrier.wait();
+            let start = *start.get_or_init(Instant::now);
+
+            // `due`: how many bids' intended times have come (`i / rate <= elapsed`).
+            let (mut next, mut due) = (index, 0);
+            while due < len {
+                let elapsed = start.elapsed().as_nanos() as f64;
+                due = ((elapsed / ns_per_event) as usize)
+                    .saturating_add(1)
+                    .min(len);
+                while next < due {
+                    input.send(recs[next]);
+                    next += peers;
+                }
+                let watermark = recs[due - 1].0;
+                if watermark > *input.time() {
+                    input.advance_to(watermark);
+                }
+                if due < len {
+                    let wait = intended_ns(due).saturating_sub(elapsed as u64);
+                    if wait > 100_000 {
+                        worker.step_or_park(Some(Duration::from_nanos(wait.min(1_000_000))));
+                    } else {
+                        worker.step();
+                    }
+                }
+            }
+            drop(input);
+            while !probe.done() {
+                worker.step();
+            }
+            let ended = Instant::now();
+            let histogram = histogram.borrow().clone();
+            let tally = tally.borrow();
+            WorkerResult {
+                ended,
+                rows: tally.rows,
+                checksum: tally.checksum,
+                histogram: Some(histogram),
+            }
+        }
+    })
+    .expect("timely starts");
+    let results = join(guards);
+    let start = *start.get().expect("a worker started the clock");
+    summarize(recs.len(), start, results)
 }
 
 /// A bid as both pipelines carry it: `(date_time, auction)`, 16 bytes (dirigo's records
@@ -250,162 +398,6 @@ struct WorkerResult {
     rows: u64,
     checksum: u64,
     histogram: Option<Histogram<u64>>,
-}
-
-fn throughput_of(recs: Arc<Vec<Rec>>, workers: usize) -> PeerRun {
-    let workers = workers.max(1);
-    let barrier = Arc::new(Barrier::new(workers));
-    let start = Arc::new(OnceLock::<Instant>::new());
-    let guards = timely::execute(timely::Config::process(workers), {
-        let (recs, start) = (Arc::clone(&recs), Arc::clone(&start));
-        move |worker| {
-            let (index, peers) = (worker.index(), worker.peers());
-            let mut input = InputHandleVec::<u64, Rec>::new();
-            let probe = ProbeHandle::new();
-            let tally = Rc::new(RefCell::new(Tally::default()));
-            worker.dataflow::<u64, _, _>(|scope| {
-                let tally = Rc::clone(&tally);
-                window_count(input.to_stream(scope))
-                    .inspect_core(move |event| {
-                        if let Ok((_, rows)) = event {
-                            tally.borrow_mut().add(rows);
-                        }
-                    })
-                    .probe_with(&probe);
-            });
-            barrier.wait();
-            start.get_or_init(Instant::now);
-
-            let mut next = index;
-            let mut sent = 0;
-            while next < recs.len() {
-                input.send(recs[next]);
-                next += peers;
-                sent += 1;
-                if sent % BATCH == 0 {
-                    if let Some(&(t, _)) = recs.get(next) {
-                        input.advance_to(t);
-                    }
-                    worker.step();
-                }
-            }
-            drop(input);
-            while !probe.done() {
-                worker.step();
-            }
-            let ended = Instant::now();
-            let tally = tally.borrow();
-            WorkerResult {
-                ended,
-                rows: tally.rows,
-                checksum: tally.checksum,
-                histogram: None,
-            }
-        }
-    })
-    .expect("timely starts");
-    let results = join(guards);
-    let start = *start.get().expect("a worker started the clock");
-    summarize(recs.len(), start, results)
-}
-
-fn latency_of(recs: Arc<Vec<Rec>>, workers: usize, rate: f64) -> PeerRun {
-    assert!(rate > 0.0, "rate must be positive");
-    let workers = workers.max(1);
-    let barrier = Arc::new(Barrier::new(workers));
-    let start = Arc::new(OnceLock::<Instant>::new());
-    let guards = timely::execute(timely::Config::process(workers), {
-        let (recs, start) = (Arc::clone(&recs), Arc::clone(&start));
-        move |worker| {
-            let (index, peers) = (worker.index(), worker.peers());
-            let len = recs.len();
-            let ns_per_event = 1e9 / rate;
-            // Intended send time of bid `i`, ns after the start.
-            let intended_ns = move |i: usize| (i as f64 * ns_per_event) as u64;
-            let mut input = InputHandleVec::<u64, Rec>::new();
-            let probe = ProbeHandle::new();
-            let tally = Rc::new(RefCell::new(Tally::default()));
-            let histogram = Rc::new(RefCell::new(crate::latency::new_histogram()));
-            worker.dataflow::<u64, _, _>(|scope| {
-                let (tally, histogram) = (Rc::clone(&tally), Rc::clone(&histogram));
-                let (recs, start) = (Arc::clone(&recs), Arc::clone(&start));
-                // The window whose rows were last seen, and the intended time (ns after
-                // the start) of the bid that closed it.
-                let mut closed_by: Option<(u64, u64)> = None;
-                window_count(input.to_stream(scope))
-                    .inspect_core(move |event| {
-                        let Ok((_, rows)) = event else { return };
-                        if rows.is_empty() {
-                            return;
-                        }
-                        let start = *start.get().expect("the clock started before data");
-                        let observed = start.elapsed().as_nanos() as u64;
-                        let mut histogram = histogram.borrow_mut();
-                        for &(end, _, _) in rows.iter() {
-                            let intended = match closed_by {
-                                Some((seen, intended)) if seen == end => intended,
-                                _ => {
-                                    let first = recs.partition_point(|&(t, _)| t < end);
-                                    let intended = intended_ns(first.min(len - 1));
-                                    closed_by = Some((end, intended));
-                                    intended
-                                }
-                            };
-                            crate::latency::record(
-                                &mut histogram,
-                                observed.saturating_sub(intended),
-                            );
-                        }
-                        tally.borrow_mut().add(rows);
-                    })
-                    .probe_with(&probe);
-            });
-            barrier.wait();
-            let start = *start.get_or_init(Instant::now);
-
-            // `due`: how many bids' intended times have come (`i / rate <= elapsed`).
-            let (mut next, mut due) = (index, 0);
-            while due < len {
-                let elapsed = start.elapsed().as_nanos() as f64;
-                due = ((elapsed / ns_per_event) as usize)
-                    .saturating_add(1)
-                    .min(len);
-                while next < due {
-                    input.send(recs[next]);
-                    next += peers;
-                }
-                let watermark = recs[due - 1].0;
-                if watermark > *input.time() {
-                    input.advance_to(watermark);
-                }
-                if due < len {
-                    let wait = intended_ns(due).saturating_sub(elapsed as u64);
-                    if wait > 100_000 {
-                        worker.step_or_park(Some(Duration::from_nanos(wait.min(1_000_000))));
-                    } else {
-                        worker.step();
-                    }
-                }
-            }
-            drop(input);
-            while !probe.done() {
-                worker.step();
-            }
-            let ended = Instant::now();
-            let histogram = histogram.borrow().clone();
-            let tally = tally.borrow();
-            WorkerResult {
-                ended,
-                rows: tally.rows,
-                checksum: tally.checksum,
-                histogram: Some(histogram),
-            }
-        }
-    })
-    .expect("timely starts");
-    let results = join(guards);
-    let start = *start.get().expect("a worker started the clock");
-    summarize(recs.len(), start, results)
 }
 
 fn join(guards: timely::communication::WorkerGuards<WorkerResult>) -> Vec<WorkerResult> {
