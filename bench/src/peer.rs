@@ -101,6 +101,12 @@ pub struct PeerBenchReport {
     pub throughput_ratio: f64,
     /// timely's p99 ÷ dirigo's.
     pub p99_ratio: f64,
+    /// How much of each CPU the machine itself took, measured with a spinning thread per
+    /// CPU for two seconds just before the latency runs. Both systems run at
+    /// half their capacity there, so a stretch of tens of milliseconds in which the
+    /// machine takes half a CPU or more (`worst_stretch_lost`) is a lag neither can avoid,
+    /// and it sets their p99.
+    pub machine_noise: Vec<crate::noise::CpuNoise>,
 }
 
 impl PeerBenchReport {
@@ -126,6 +132,7 @@ impl PeerBenchReport {
             "dirigo/timely throughput {:.2}; timely/dirigo p99 {:.2}\n",
             self.throughput_ratio, self.p99_ratio
         ));
+        out.push_str(&crate::noise::describe(&self.machine_noise));
         out
     }
 }
@@ -343,6 +350,12 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
     // Whichever system runs first after the bids are built meets the machine in a
     // different state (the kernel still reclaiming and compacting memory): the rounds
     // alternate which goes first, and each system's histogram gathers all its rounds.
+    let available = dirigo_runtime::placement::available_cpus();
+    let noise_cpus: Vec<Option<usize>> = match available.as_slice() {
+        [first, second, ..] => vec![Some(*first), Some(*second)],
+        _ => vec![None; workers.max(1)],
+    };
+    let machine_noise = crate::noise::measure(&noise_cpus, std::time::Duration::from_secs(2));
     let (mut dirigo_latency, mut timely_latency) = (None, None);
     for round in 0..config.latency_rounds.max(1) {
         let order = if round % 2 == 0 {
@@ -407,5 +420,6 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
         p99_ratio: timely.latency_ns.p99 as f64 / dirigo.latency_ns.p99.max(1) as f64,
         dirigo,
         timely,
+        machine_noise,
     })
 }

@@ -8,7 +8,11 @@
 //!
 //! Two places carry the scheduling decisions: [`Router::route`](crate::runtime::Router)
 //! decides where a message runs, and [`Shard::next_message`] picks which ready message
-//! runs next (FIFO across actors in arrival order; FIFO inside an actor).
+//! runs next (FIFO across actors in arrival order; FIFO inside an actor). When nothing is
+//! ready and the order is arrival order, there is no choice to make: the first message a
+//! turn finds in the rings runs at once, without passing through a mailbox and the ready
+//! queue (`Shard::run_first_arrival`), which takes about a fifth off a round trip between
+//! shards.
 //!
 //! Dual-mode actors (see [`crate::dual`]) hook in at three places: admission of a
 //! message into its actor (`ActorTable::enqueue`: plain actors take a fast path;
