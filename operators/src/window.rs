@@ -18,7 +18,7 @@
 //! [`Portable`]) and fires. `process` operators own arbitrary state and are exclusive:
 //! they never get lessees.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::hash::Hash;
@@ -235,31 +235,80 @@ struct WindowFns<T, K, A, O> {
     emit: EmitFn<K, A, O>,
 }
 
-/// One open window's state: per key, the window's start and the accumulator, and the
-/// keys in order, kept sorted as they come so that firing (on the latency path) does not
-/// sort them all at once.
+/// One open window's state: per key, the window's start and the accumulator; firing
+/// takes the keys out in key order, on the latency path, so how they get sorted matters.
 ///
-/// New keys gather unsorted in `recent`; once there are [`RECENT_RUN_MIN`] of them and at
-/// least a quarter as many as in `sorted`, they are sorted and merged into `sorted`. The
-/// merges move each key about five times in all (each grows `sorted` by a quarter) and
-/// happen as records arrive; a firing sorts at most a quarter of the keys. For 3 000 keys
-/// over 46 000 records, firing took half as long as sorting everything at once, and
-/// adding the records a fifth longer (`WindowKeys` against a plain hash map).
+/// Integer keys (the common case: ids) are radix-sorted when the window fires: the hash
+/// map is drained in its own order and sorted in a few linear passes. In `bench peer`
+/// (3 000 keys per window and partition) a firing, rows handed on included, took 90 µs
+/// at the median against 114–130 µs for the runs described next, and adding records
+/// keeps no order at all.
+///
+/// Other keys are kept sorted as they come, so that firing does not sort them all at
+/// once. New keys gather unsorted in `recent`; once there are [`RECENT_RUN_MIN`] of them
+/// and at least a quarter as many as in `sorted`, they are sorted and merged into
+/// `sorted`. The merges move each key about five times in all (each grows `sorted` by a
+/// quarter) and happen as records arrive; a firing sorts at most a quarter of the keys.
+/// For 3 000 keys over 46 000 records, firing took half as long as sorting everything at
+/// once, and adding the records a fifth longer (against a plain hash map).
 struct WindowKeys<K, A> {
     entries: FxHashMap<K, (Time, A)>,
+    /// Whether `K` is a primitive integer (see [`integer_image`]): then no key is kept in
+    /// order while records arrive, and firing radix-sorts the entries by key instead.
+    by_radix: bool,
     sorted: Vec<K>,
     recent: Vec<K>,
+    /// The entries on their way out of a firing, in key order.
+    leaving: Vec<(K, Time, A)>,
+}
+
+/// The image of a primitive integer key in `u64`, in the same order; `None` for other
+/// key types. Integer keys (auction, person, item ids) are the common case, and they sort
+/// by radix in a few linear passes where a comparison sort, or runs kept sorted as keys
+/// arrive, cost several times more.
+#[inline]
+fn integer_image<K: 'static>(key: &K) -> Option<u64> {
+    let key: &dyn Any = key;
+    const SIGN: u64 = 1 << 63;
+    if let Some(&key) = key.downcast_ref::<u64>() {
+        Some(key)
+    } else if let Some(&key) = key.downcast_ref::<u32>() {
+        Some(u64::from(key))
+    } else if let Some(&key) = key.downcast_ref::<usize>() {
+        Some(key as u64)
+    } else if let Some(&key) = key.downcast_ref::<i64>() {
+        Some(key as u64 ^ SIGN)
+    } else if let Some(&key) = key.downcast_ref::<i32>() {
+        Some(i64::from(key) as u64 ^ SIGN)
+    } else {
+        key.downcast_ref::<u16>().map(|&key| u64::from(key))
+    }
+}
+
+/// Whether [`integer_image`] maps every `K`.
+fn has_integer_image<K: 'static>() -> bool {
+    [
+        TypeId::of::<u64>(),
+        TypeId::of::<u32>(),
+        TypeId::of::<usize>(),
+        TypeId::of::<i64>(),
+        TypeId::of::<i32>(),
+        TypeId::of::<u16>(),
+    ]
+    .contains(&TypeId::of::<K>())
 }
 
 /// Fewest new keys of a window sorted and merged together.
 const RECENT_RUN_MIN: usize = 256;
 
-impl<K, A> Default for WindowKeys<K, A> {
+impl<K: 'static, A> Default for WindowKeys<K, A> {
     fn default() -> Self {
         Self {
             entries: FxHashMap::default(),
+            by_radix: has_integer_image::<K>(),
             sorted: Vec::new(),
             recent: Vec::new(),
+            leaving: Vec::new(),
         }
     }
 }
@@ -272,9 +321,11 @@ impl<K: Key, A> WindowKeys<K, A> {
         match self.entries.entry(key) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(slot) => {
-                self.recent.push(slot.key().clone());
-                if self.recent.len() >= RECENT_RUN_MIN.max(self.sorted.len() / 4) {
-                    Self::merge_recent(&mut self.sorted, &mut self.recent);
+                if !self.by_radix {
+                    self.recent.push(slot.key().clone());
+                    if self.recent.len() >= RECENT_RUN_MIN.max(self.sorted.len() / 4) {
+                        Self::merge_recent(&mut self.sorted, &mut self.recent);
+                    }
                 }
                 slot.insert(init())
             }
@@ -291,13 +342,29 @@ impl<K: Key, A> WindowKeys<K, A> {
 
     /// Takes every key's state out, in key order. The window is empty afterwards but
     /// keeps its room (see [`WindowLogic::spare`]).
-    fn drain_sorted(&mut self) -> impl Iterator<Item = (K, Time, A)> + '_ {
-        Self::merge_recent(&mut self.sorted, &mut self.recent);
-        let entries = &mut self.entries;
-        self.sorted.drain(..).filter_map(move |key| {
-            let (start, acc) = entries.remove(&key)?;
-            Some((key, start, acc))
-        })
+    fn drain_sorted(&mut self) -> std::vec::Drain<'_, (K, Time, A)> {
+        let leaving = &mut self.leaving;
+        leaving.clear();
+        if self.by_radix {
+            // Out of the hash map in its own order, one linear pass; then a stable LSD
+            // radix sort, which skips the bytes every key shares (ids rarely use all 8).
+            leaving.extend(
+                self.entries
+                    .drain()
+                    .map(|(key, (start, acc))| (key, start, acc)),
+            );
+            radsort::sort_by_key(leaving, |(key, _, _)| {
+                integer_image(key).expect("radix windows hold integer keys")
+            });
+        } else {
+            Self::merge_recent(&mut self.sorted, &mut self.recent);
+            let entries = &mut self.entries;
+            leaving.extend(self.sorted.drain(..).filter_map(|key| {
+                let (start, acc) = entries.remove(&key)?;
+                Some((key, start, acc))
+            }));
+        }
+        self.leaving.drain(..)
     }
 
     /// Forgets every key, keeping the room the window grew (removals can leave
@@ -306,6 +373,7 @@ impl<K: Key, A> WindowKeys<K, A> {
         self.entries.clear();
         self.sorted.clear();
         self.recent.clear();
+        self.leaving.clear();
     }
 
     /// Every key's state, in no particular order.
@@ -337,7 +405,7 @@ struct WindowLogic<T, K, A, O> {
 
 /// The key state of the window ending at `end`, opened with `spare`'s room if it is new.
 #[inline]
-fn open_window<'w, K, A>(
+fn open_window<'w, K: 'static, A>(
     windows: &'w mut BTreeMap<Time, WindowKeys<K, A>>,
     spare: &mut Option<WindowKeys<K, A>>,
     end: Time,
@@ -1068,31 +1136,47 @@ mod tests {
     proptest! {
         /// However keys arrive (repeats, runs merged early or at the end), a window's keys
         /// leave in key order, each once, with everything folded into it; and a window
-        /// emptied that way and reused as the next one (as firing does) starts clean.
+        /// emptied that way and reused as the next one (as firing does) starts clean. For
+        /// integer keys, sorted by radix (negative ones included), and for others.
         #[test]
         fn window_keys_leave_in_key_order_with_their_folds(
             rounds in proptest::collection::vec(
-                proptest::collection::vec(0u32..5_000, 0..4_000),
+                proptest::collection::vec(-3_000i64..3_000, 0..4_000),
                 1..3,
             ),
         ) {
-            let mut window: WindowKeys<u32, u64> = WindowKeys::default();
-            for keys in rounds {
-                let mut expected: BTreeMap<u32, u64> = BTreeMap::new();
-                for (i, key) in keys.iter().enumerate() {
-                    let (_, acc) = window.entry(*key, || (7, 0));
-                    *acc += i as u64;
-                    *expected.entry(*key).or_insert(0) += i as u64;
-                }
-                let out: Vec<(u32, Time, u64)> = window.drain_sorted().collect();
-                let expected: Vec<(u32, Time, u64)> =
-                    expected.into_iter().map(|(key, sum)| (key, 7, sum)).collect();
-                prop_assert_eq!(out, expected);
-                window.clear();
-                prop_assert!(window.entries.is_empty());
-            }
+            check_window_keys(&rounds, |key| key as u32)?;
+            check_window_keys(&rounds, |key| key)?;
+            check_window_keys(&rounds, |key| (key * 1_000_003) as u64)?;
+            check_window_keys(&rounds, |key| format!("{key}"))?;
         }
     }
+
+    fn check_window_keys<K: Key + std::fmt::Debug>(
+        rounds: &[Vec<i64>],
+        key_of: impl Fn(i64) -> K,
+    ) -> Result<(), TestCaseError> {
+        let mut window: WindowKeys<K, u64> = WindowKeys::default();
+        for keys in rounds {
+            let mut expected: BTreeMap<K, u64> = BTreeMap::new();
+            for (i, key) in keys.iter().enumerate() {
+                let (_, acc) = window.entry(key_of(*key), || (7, 0));
+                *acc += i as u64;
+                *expected.entry(key_of(*key)).or_insert(0) += i as u64;
+            }
+            let out: Vec<(K, Time, u64)> = window.drain_sorted().collect();
+            let expected: Vec<(K, Time, u64)> = expected
+                .into_iter()
+                .map(|(key, sum)| (key, 7, sum))
+                .collect();
+            prop_assert_eq!(out, expected);
+            window.clear();
+            prop_assert!(window.entries.is_empty());
+        }
+        Ok(())
+    }
+
+    proptest! {}
 
     /// `may_fire_between` agrees with brute force: some window of some time below `to`
     /// had not fired at `from` and has at `to`.
