@@ -1466,8 +1466,8 @@ impl<M: Send + 'static> Shard<M> {
 
     /// The fast lane of an idle shard: when nothing is ready and the policy runs messages
     /// in arrival order, the first message in the rings is the next one to run anyway, so
-    /// it runs at once — not through a mailbox and the ready queue, which cost a message
-    /// crossing shards about a tenth of its round trip. `next_message` stays the one place
+    /// it runs at once — not through a mailbox and the ready queue, which cost each hop
+    /// about a tenth of a round trip between two shards. `next_message` stays the one place
     /// that chooses among ready messages; this only skips the queues when there is no
     /// choice to make. Messages that need the lessor's admission, and any control message,
     /// take the usual way. Returns how many messages it took from the rings (0 or 1).
