@@ -209,7 +209,6 @@ pub(crate) trait Logic: 'static {
 /// them per downstream partition.
 pub(crate) struct Output<T> {
     app: AppId,
-    me: PartitionId,
     edges: Vec<EdgeOut<T>>,
     /// The ingress time to stamp on what is flushed next, for sources (`None`: inherit the
     /// message being handled).
@@ -219,6 +218,9 @@ pub(crate) struct Output<T> {
 struct EdgeOut<T> {
     target: OperatorId,
     partitions: PartitionId,
+    /// The partition a forward edge sends to: this one's index modulo the target's
+    /// partitions, computed once (a division per record costs as much as the push).
+    forward: PartitionId,
     partitioning: Partitioning,
     key: Option<KeyHashFn<T>>,
     next: PartitionId,
@@ -238,6 +240,7 @@ impl<T: Data> Output<T> {
                 EdgeOut {
                     target: edge.target,
                     partitions,
+                    forward: me % partitions,
                     partitioning: edge.partitioning,
                     key: edge.key.clone(),
                     next: me % partitions,
@@ -247,7 +250,6 @@ impl<T: Data> Output<T> {
             .collect();
         Self {
             app: wiring.app,
-            me,
             edges,
             ingress: None,
         }
@@ -277,14 +279,18 @@ impl<T: Data> Output<T> {
                 }
                 partitioning => {
                     let partition = match partitioning {
-                        Partitioning::Forward => self.me % edge.partitions,
+                        Partitioning::Forward => edge.forward,
                         Partitioning::KeyHash => {
                             let hash = edge.key.as_ref().map_or(0, |key| key(&value));
                             ((u128::from(hash) * u128::from(edge.partitions)) >> 64) as u32
                         }
                         _ => {
                             let partition = edge.next;
-                            edge.next = (edge.next + 1) % edge.partitions;
+                            edge.next = if edge.next + 1 == edge.partitions {
+                                0
+                            } else {
+                                edge.next + 1
+                            };
                             partition
                         }
                     };
@@ -316,7 +322,7 @@ impl<T: Data> Output<T> {
             return;
         }
         let edge = &mut self.edges[0];
-        let partition = self.me % edge.partitions;
+        let partition = edge.forward;
         let mut rest = records.drain(..);
         loop {
             let buffer = &mut edge.buffers[partition as usize];
