@@ -262,40 +262,41 @@ struct WindowKeys<K, A> {
     leaving: Vec<(K, Time, A)>,
 }
 
-/// The image of a primitive integer key in `u64`, in the same order; `None` for other
-/// key types. Integer keys (auction, person, item ids) are the common case, and they sort
-/// by radix in a few linear passes where a comparison sort, or runs kept sorted as keys
-/// arrive, cost several times more.
-#[inline]
-fn integer_image<K: 'static>(key: &K) -> Option<u64> {
-    let key: &dyn Any = key;
-    const SIGN: u64 = 1 << 63;
-    if let Some(&key) = key.downcast_ref::<u64>() {
-        Some(key)
-    } else if let Some(&key) = key.downcast_ref::<u32>() {
-        Some(u64::from(key))
-    } else if let Some(&key) = key.downcast_ref::<usize>() {
-        Some(key as u64)
-    } else if let Some(&key) = key.downcast_ref::<i64>() {
-        Some(key as u64 ^ SIGN)
-    } else if let Some(&key) = key.downcast_ref::<i32>() {
-        Some(i64::from(key) as u64 ^ SIGN)
-    } else {
-        key.downcast_ref::<u16>().map(|&key| u64::from(key))
-    }
+/// Defines [`integer_image`] and [`has_integer_image`] from one list of key types and
+/// their order-preserving images in `u64`.
+macro_rules! integer_keys {
+    ($($key:ty => |$k:ident| $image:expr),* $(,)?) => {
+        /// The image of a primitive integer key in `u64`, in the same order; `None` for
+        /// other key types. Integer keys (auction, person, item ids) are the common case,
+        /// and they sort by radix in a few linear passes where a comparison sort, or runs
+        /// kept sorted as keys arrive, cost several times more.
+        #[inline]
+        fn integer_image<K: 'static>(key: &K) -> Option<u64> {
+            let key: &dyn Any = key;
+            $(
+                if let Some(&$k) = key.downcast_ref::<$key>() {
+                    return Some($image);
+                }
+            )*
+            None
+        }
+
+        /// Whether [`integer_image`] maps every `K`.
+        fn has_integer_image<K: 'static>() -> bool {
+            [$(TypeId::of::<$key>()),*].contains(&TypeId::of::<K>())
+        }
+    };
 }
 
-/// Whether [`integer_image`] maps every `K`.
-fn has_integer_image<K: 'static>() -> bool {
-    [
-        TypeId::of::<u64>(),
-        TypeId::of::<u32>(),
-        TypeId::of::<usize>(),
-        TypeId::of::<i64>(),
-        TypeId::of::<i32>(),
-        TypeId::of::<u16>(),
-    ]
-    .contains(&TypeId::of::<K>())
+const SIGN: u64 = 1 << 63;
+
+integer_keys! {
+    u64 => |k| k,
+    u32 => |k| u64::from(k),
+    usize => |k| k as u64,
+    i64 => |k| k as u64 ^ SIGN,
+    i32 => |k| i64::from(k) as u64 ^ SIGN,
+    u16 => |k| u64::from(k),
 }
 
 /// Fewest new keys of a window sorted and merged together.

@@ -554,8 +554,21 @@ impl<M: Send + 'static> ActorTable<M> {
     /// (marking it ready) for plain actors and lessees; lessors decide (see `admit`).
     #[inline]
     fn enqueue(&mut self, envelope: Envelope<M>, out: &mut Outbound<M>, shared: &Shared<M>) {
-        let target = envelope.target;
         let (index, direct) = self.route(&envelope, out.shard, shared);
+        self.enqueue_routed(index, direct, envelope, out, shared);
+    }
+
+    /// [`enqueue`](Self::enqueue) for a message already routed to slot `index`.
+    #[inline]
+    fn enqueue_routed(
+        &mut self,
+        index: u32,
+        direct: bool,
+        envelope: Envelope<M>,
+        out: &mut Outbound<M>,
+        shared: &Shared<M>,
+    ) {
+        let target = envelope.target;
         if !direct {
             return self.admit(index, envelope, out, shared);
         }
@@ -1497,7 +1510,8 @@ impl<M: Send + 'static> Shard<M> {
         if direct && !slot_in(&mut self.actors.slots, index).queued {
             self.run_one(index, envelope, start);
         } else {
-            self.actors.enqueue(envelope, &mut self.out, &self.shared);
+            self.actors
+                .enqueue_routed(index, direct, envelope, &mut self.out, &self.shared);
         }
         1
     }
