@@ -1840,7 +1840,21 @@ impl<M: Send + 'static> Shard<M> {
             };
             self.actors.start_scale(index, change, &mut self.out);
         }
-        for envelope in held {
+        let mut held = held;
+        while let Some(envelope) = held.pop_front() {
+            let slot = self.actors.slot_mut(index);
+            if let Role::Lessor(coordinator) = &mut slot.role {
+                if coordinator.sync.is_some() {
+                    // A held message started the next consolidation: admission would hold
+                    // every later one again, one by one. Put them back at once, in order,
+                    // behind what it held just now. Re-admitting the whole backlog at every
+                    // barrier made each barrier cost as much as the backlog, so a backlog
+                    // from one stall grew without end.
+                    coordinator.held.push_back(envelope);
+                    coordinator.held.append(&mut held);
+                    break;
+                }
+            }
             self.actors.enqueue(envelope, &mut self.out, &self.shared);
         }
         // Messages held through the block are the oldest waiting here: they run next,
