@@ -1820,11 +1820,11 @@ impl<M: Send + 'static> Shard<M> {
             }
         }
         coordinator.metrics.blocked_ns += now.saturating_sub(sync.started);
-        let held = std::mem::take(&mut coordinator.held);
+        let mut held = std::mem::take(&mut coordinator.held);
         self.actors.metrics_dirty.push(id);
         self.dispatch_local();
         // Scale requests that waited for this consolidation go first: held messages are
-        // re-admitted after them (and held again if one blocks the actor), so a retire
+        // re-admitted after them (the rest put back at once if one blocks the actor), so a retire
         // does not wait behind a burst of held work. Refused or immediate ones do not
         // block, so the next one starts at once.
         loop {
@@ -1840,7 +1840,6 @@ impl<M: Send + 'static> Shard<M> {
             };
             self.actors.start_scale(index, change, &mut self.out);
         }
-        let mut held = held;
         while let Some(envelope) = held.pop_front() {
             let slot = self.actors.slot_mut(index);
             if let Role::Lessor(coordinator) = &mut slot.role {
