@@ -710,7 +710,7 @@ impl<M: Send + 'static> ActorTable<M> {
                 // and waking it would add to the next consolidation).
                 let start = coordinator.rotation as usize % workers as usize;
                 coordinator.rotation = coordinator.rotation.wrapping_add(1);
-                let queued = |worker: usize| match worker {
+                let mut queued = |worker: usize| match worker {
                     0 => lessor_queue,
                     lessee => coordinator.lessees[lessee - 1].queued(),
                 };
@@ -819,7 +819,7 @@ impl<M: Send + 'static> ActorTable<M> {
         self.scratch_lessees.extend(
             coordinator
                 .lessees
-                .iter()
+                .iter_mut()
                 .map(|lessee| (lessee.shard, lessee.queued())),
         );
         let slo_ns = shared.slo_ns(id.app);
@@ -1147,6 +1147,8 @@ fn lease<M>(
         shard,
         forwarded: 0,
         progress,
+        processed_seen: 0,
+        estimates_since_read: 0,
         seen_forwarded: 0,
         idle_since: now,
     });
@@ -1849,8 +1851,13 @@ impl<M: Send + 'static> Shard<M> {
                     // behind what it held just now. Re-admitting the whole backlog at every
                     // barrier made each barrier cost as much as the backlog, so a backlog
                     // from one stall grew without end.
-                    coordinator.held.push_back(envelope);
-                    coordinator.held.append(&mut held);
+                    // Whatever it held just now goes first; the backlog itself is not
+                    // copied (held is usually the long one).
+                    held.push_front(envelope);
+                    let just_held = std::mem::replace(&mut coordinator.held, held);
+                    for earlier in just_held.into_iter().rev() {
+                        coordinator.held.push_front(earlier);
+                    }
                     break;
                 }
             }
@@ -1991,7 +1998,7 @@ impl<M: Send + 'static> Shard<M> {
                     lessee.idle_since = now;
                 } else if idle.is_none()
                     && now.saturating_sub(lessee.idle_since) >= after_ns
-                    && lessee.queued() == 0
+                    && lessee.queued_now() == 0
                 {
                     idle = Some(lessee.shard);
                 }
