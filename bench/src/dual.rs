@@ -88,6 +88,10 @@ impl Shared {
         let count = &self.processed[shard];
         count.store(count.load(Ordering::Relaxed) + 1, Ordering::Release);
     }
+
+    fn ran(&self, shard: usize) -> u64 {
+        self.processed[shard].load(Ordering::Acquire)
+    }
 }
 
 /// Per-key log2 histograms of pseudo-random values.
@@ -569,6 +573,15 @@ pub struct BarrierReport {
     /// Times each shard parked during the whole run (a parked lessee must be woken
     /// before it can hand over its state).
     pub parks: Vec<u64>,
+    /// Messages of the measured operator each shard ran (lessor, lessee).
+    pub operator_messages: Vec<u64>,
+    /// Time the hypervisor took from each of the two CPUs during the measured run, in
+    /// nanoseconds (in steps of the kernel's clock tick, 10 ms; empty where unknown). A
+    /// run with a long tail and stolen time was stalled by the machine, not the runtime.
+    pub stolen_ns: Vec<u64>,
+    /// The CPUs the two shards ran on (`None`: unpinned).
+    #[serde(skip)]
+    pub cpus: Vec<Option<usize>>,
     /// How often the machine stopped a spinning thread on each of the two CPUs, measured
     /// just before: a barrier that overlaps such a stop takes at least its length.
     pub machine_noise: Vec<crate::noise::CpuNoise>,
@@ -582,7 +595,7 @@ impl BarrierReport {
             "barrier: {} critical messages, one every {} records of {:.0} ns, a record every {} ns, 1 lessee\n  \
              {:<12} {:>8} {:>8} {:>8} {:>10}\n  {:<12} {:>8} {:>8} {:>8} {:>10.0}\n  \
              partial state {:.0} bytes per sync; per sync (means): blocked {:.0} ns, state collected {:.0} ns, merge {:.0} ns\n  \
-             parks per shard: {:?}; target p99 <= 10000 ns\n{}",
+             parks per shard: {:?}; operator messages per shard {:?}; target p99 <= 10000 ns\n{}{}",
             self.barriers,
             self.critical_every,
             self.work_ns_per_record,
@@ -602,7 +615,9 @@ impl BarrierReport {
             self.mean_consolidation_ns,
             self.mean_merge_ns,
             self.parks,
+            self.operator_messages,
             crate::noise::describe(&self.machine_noise),
+            crate::noise::describe_stolen(&self.stolen_ns, &self.cpus),
         )
     }
 }
@@ -628,12 +643,18 @@ pub fn barrier(config: &BarrierBenchConfig) -> Result<BarrierReport, String> {
         critical_every,
     })?;
     *bench.shared.probes.lock().expect("not poisoned") = new_histogram();
+    let ran_before: Vec<u64> = (0..2).map(|shard| bench.shared.ran(shard)).collect();
+    let stolen_before = crate::noise::stolen_ns();
     bench.run(Plan {
         target: actor,
         records: critical_every * config.barriers.max(1),
         interval_ns: config.interval_ns,
         critical_every,
     })?;
+    let stolen_ns = crate::noise::stolen_between(&stolen_before, &crate::noise::stolen_ns(), &cpus);
+    let operator_messages = (0..2)
+        .map(|shard| bench.shared.ran(shard) - ran_before[shard])
+        .collect();
     let probes = bench.shared.probes.lock().expect("not poisoned").clone();
     let report = bench.runtime.shutdown();
     let metrics = report
@@ -656,6 +677,9 @@ pub fn barrier(config: &BarrierBenchConfig) -> Result<BarrierReport, String> {
         mean_consolidation_ns: metrics.consolidation_ns as f64 / syncs,
         mean_merge_ns: metrics.merge_ns as f64 / metrics.consolidations.max(1) as f64,
         parks: report.shards.iter().map(|shard| shard.parks).collect(),
+        operator_messages,
+        stolen_ns,
+        cpus,
         machine_noise,
     })
 }

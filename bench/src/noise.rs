@@ -108,9 +108,124 @@ pub fn describe(noise: &[CpuNoise]) -> String {
         .collect()
 }
 
+/// Time the hypervisor ran something else while a CPU of this virtual machine had work
+/// (the `steal` column of `/proc/stat`), per CPU, in nanoseconds since boot. Read before
+/// and after a run, it says how much of the run the machine took away: a run whose tail
+/// is long because the machine stalled for hundreds of milliseconds shows it here. `None`
+/// where `/proc/stat` cannot be read (not Linux); zero on bare metal.
+pub fn stolen_ns() -> Option<Vec<(usize, u64)>> {
+    parse_stolen_ns(
+        &std::fs::read_to_string("/proc/stat").ok()?,
+        clock_ticks_per_s(),
+    )
+}
+
+/// What each CPU in `cpus` had stolen between two [`stolen_ns`] readings, in
+/// nanoseconds (the kernel counts in clock ticks, so this moves in steps of 10 ms on
+/// most systems). Empty when either reading is missing.
+pub fn stolen_between(
+    before: &Option<Vec<(usize, u64)>>,
+    after: &Option<Vec<(usize, u64)>>,
+    cpus: &[Option<usize>],
+) -> Vec<u64> {
+    let (Some(before), Some(after)) = (before, after) else {
+        return Vec::new();
+    };
+    let reading = |readings: &[(usize, u64)], cpu: usize| {
+        readings
+            .iter()
+            .find(|(id, _)| *id == cpu)
+            .map_or(0, |(_, stolen)| *stolen)
+    };
+    cpus.iter()
+        .map(|cpu| match cpu {
+            Some(cpu) => reading(after, *cpu).saturating_sub(reading(before, *cpu)),
+            // An unpinned thread ran anywhere: count the whole machine.
+            None => after
+                .iter()
+                .map(|(_, stolen)| stolen)
+                .sum::<u64>()
+                .saturating_sub(before.iter().map(|(_, stolen)| stolen).sum()),
+        })
+        .collect()
+}
+
+/// One line for report tables: what the machine took from each CPU during the run.
+pub fn describe_stolen(stolen: &[u64], cpus: &[Option<usize>]) -> String {
+    if stolen.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = stolen
+        .iter()
+        .zip(cpus)
+        .map(|(stolen, cpu)| {
+            format!(
+                "CPU {} {:.0} ms",
+                cpu.map_or_else(|| "?".to_string(), |id| id.to_string()),
+                *stolen as f64 / 1e6
+            )
+        })
+        .collect();
+    format!(
+        "  stolen by the hypervisor during the run: {}\n",
+        each.join(", ")
+    )
+}
+
+fn clock_ticks_per_s() -> u64 {
+    // SAFETY: sysconf only reads a configuration value; it has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as u64
+    } else {
+        100
+    }
+}
+
+fn parse_stolen_ns(stat: &str, ticks_per_s: u64) -> Option<Vec<(usize, u64)>> {
+    let ns_per_tick = 1_000_000_000 / ticks_per_s.max(1);
+    let cpus: Vec<(usize, u64)> = stat
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_ascii_whitespace();
+            let cpu = fields.next()?.strip_prefix("cpu")?.parse::<usize>().ok()?;
+            // user nice system idle iowait irq softirq steal
+            let steal = fields.nth(7)?.parse::<u64>().ok()?;
+            Some((cpu, steal.saturating_mul(ns_per_tick)))
+        })
+        .collect();
+    (!cpus.is_empty()).then_some(cpus)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steal_is_read_per_cpu_from_proc_stat() {
+        let stat = "cpu  7970446 0 397537 5672633 22474 0 9510 233839 0 0\n\
+                    cpu0 4158942 0 211864 2652119 12351 0 3014 103671 0 0\n\
+                    cpu1 3811504 0 185672 3020513 10122 0 6496 130167 0 0\n\
+                    intr 1 2 3\n";
+        let before = parse_stolen_ns(stat, 100);
+        assert_eq!(
+            before,
+            Some(vec![(0, 1_036_710_000_000), (1, 1_301_670_000_000)])
+        );
+        let after = parse_stolen_ns(&stat.replace("103671", "103676"), 100);
+        assert_eq!(
+            stolen_between(&before, &after, &[Some(0), Some(1)]),
+            vec![50_000_000, 0]
+        );
+        assert_eq!(stolen_between(&before, &after, &[None]), vec![50_000_000]);
+        assert!(stolen_between(&None, &after, &[Some(0)]).is_empty());
+        assert!(describe_stolen(&[50_000_000, 0], &[Some(0), Some(1)]).contains("CPU 0 50 ms"));
+        assert_eq!(parse_stolen_ns("intr 1 2\n", 100), None);
+        assert!(clock_ticks_per_s() >= 1);
+        if cfg!(target_os = "linux") {
+            assert!(stolen_ns().is_some_and(|cpus| !cpus.is_empty()));
+        }
+    }
 
     #[test]
     fn a_short_measurement_reports_each_cpu() {
