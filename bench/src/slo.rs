@@ -613,7 +613,7 @@ fn run_policy(
                 lessee_events: metrics
                     .iter()
                     .filter(|metrics| metrics.actor.app == spec.app)
-                    .map(|metrics| metrics.lessee_timeline.len() as u64)
+                    .map(|metrics| metrics.lessee_changes)
                     .sum(),
             },
         );

@@ -156,8 +156,13 @@ pub struct ActorMetrics {
     pub actor: ActorId,
     /// Its lessees now.
     pub lessees: u32,
-    /// `(when, lessees)` at every change of the number of lessees (runtime clock).
+    /// `(when, lessees)` at the latest changes of the number of lessees (runtime clock),
+    /// oldest first: at least the last [`LESSEE_TIMELINE_KEPT`], so that an actor that
+    /// scales all day keeps bounded metrics. [`lessee_changes`](Self::lessee_changes)
+    /// counts them all.
     pub lessee_timeline: Vec<(Nanos, u32)>,
+    /// Changes of the number of lessees since the actor's lessor was created.
+    pub lessee_changes: u64,
     /// Critical sections run (barriers count once).
     pub critical_sections: u64,
     /// Times the actor was blocked (critical sections and membership changes).
@@ -275,6 +280,10 @@ impl LesseeLink {
     }
 }
 
+/// Changes of the number of lessees an actor's metrics keep at least (at most twice as
+/// many).
+pub const LESSEE_TIMELINE_KEPT: usize = 4096;
+
 /// Critical messages gathered for a barrier that still waits for some inputs.
 pub(crate) struct PendingBarrier<M> {
     pub(crate) id: u64,
@@ -308,6 +317,9 @@ pub(crate) struct Coordinator<M> {
     /// Whether any message dispatched so far had an ordering key.
     pub(crate) saw_keys: bool,
     pub(crate) metrics: ActorMetrics,
+    /// Whether the actor is listed for the next publication of metrics (listed once,
+    /// however often they change meanwhile).
+    pub(crate) metrics_dirty: bool,
 }
 
 impl<M> Coordinator<M> {
@@ -326,6 +338,7 @@ impl<M> Coordinator<M> {
                 actor,
                 ..ActorMetrics::default()
             },
+            metrics_dirty: false,
         }
     }
 
@@ -340,8 +353,20 @@ impl<M> Coordinator<M> {
 
     pub(crate) fn record_lessees(&mut self, now: Nanos) {
         let lessees = self.lessees.len() as u32;
-        self.metrics.lessees = lessees;
-        self.metrics.lessee_timeline.push((now, lessees));
+        let metrics = &mut self.metrics;
+        metrics.lessees = lessees;
+        metrics.lessee_changes += 1;
+        if metrics.lessee_timeline.len() >= 2 * LESSEE_TIMELINE_KEPT {
+            // Amortized: one drain per `LESSEE_TIMELINE_KEPT` changes.
+            metrics.lessee_timeline.drain(..LESSEE_TIMELINE_KEPT);
+        }
+        metrics.lessee_timeline.push((now, lessees));
+    }
+
+    /// Marks the metrics as changed since the last publication; true the first time,
+    /// when the caller lists the actor for publication.
+    pub(crate) fn mark_metrics_dirty(&mut self) -> bool {
+        !std::mem::replace(&mut self.metrics_dirty, true)
     }
 
     /// Whether `change` can be applied now; the reason when not.
@@ -374,6 +399,31 @@ pub(crate) struct LesseeState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_actor_that_scales_all_day_keeps_bounded_metrics() {
+        let mut coordinator = Coordinator::<()>::new(ActorId::new(0, 0, 0), 0);
+        let changes = 3 * LESSEE_TIMELINE_KEPT as u64 + 7;
+        for at in 0..changes {
+            coordinator.record_lessees(at);
+            let timeline = &coordinator.metrics.lessee_timeline;
+            assert!(timeline.len() <= 2 * LESSEE_TIMELINE_KEPT);
+            assert_eq!(timeline.last(), Some(&(at, 0)));
+        }
+        let timeline = &coordinator.metrics.lessee_timeline;
+        assert!(timeline.len() >= LESSEE_TIMELINE_KEPT);
+        assert!(timeline.windows(2).all(|pair| pair[0].0 + 1 == pair[1].0));
+        assert_eq!(coordinator.metrics.lessee_changes, changes);
+    }
+
+    #[test]
+    fn metrics_are_listed_once_per_publication() {
+        let mut coordinator = Coordinator::<()>::new(ActorId::new(0, 0, 0), 0);
+        assert!(coordinator.mark_metrics_dirty());
+        assert!(!coordinator.mark_metrics_dirty());
+        coordinator.metrics_dirty = false;
+        assert!(coordinator.mark_metrics_dirty());
+    }
 
     #[test]
     fn control_messages_cost_user_messages_no_space() {

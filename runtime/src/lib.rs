@@ -37,7 +37,7 @@ pub mod stats;
 mod sync;
 
 pub use actor::{Actor, ActorFactory, Context, SavedState, SendError};
-pub use dual::{ActorMetrics, Barrier, ScaleChange, ScaleError, StateKind};
+pub use dual::{ActorMetrics, Barrier, ScaleChange, ScaleError, StateKind, LESSEE_TIMELINE_KEPT};
 pub use envelope::{
     ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, PartitionId, SchedContext, ShardId,
 };

@@ -898,7 +898,9 @@ impl<M: Send + 'static> ActorTable<M> {
         if let Err(reason) = checked {
             tracing::warn!(actor = %id, ?change, "scale request refused: {reason}");
             coordinator.metrics.refused_scale_requests += 1;
-            self.metrics_dirty.push(id);
+            if coordinator.mark_metrics_dirty() {
+                self.metrics_dirty.push(id);
+            }
             return;
         }
         if let ScaleChange::Add(shard) = change {
@@ -913,7 +915,9 @@ impl<M: Send + 'static> ActorTable<M> {
                 if !self.with_lessees.contains(&id) {
                     self.with_lessees.push(id);
                 }
-                self.metrics_dirty.push(id);
+                if coordinator.mark_metrics_dirty() {
+                    self.metrics_dirty.push(id);
+                }
                 return;
             }
         }
@@ -1823,7 +1827,9 @@ impl<M: Send + 'static> Shard<M> {
         }
         coordinator.metrics.blocked_ns += now.saturating_sub(sync.started);
         let mut held = std::mem::take(&mut coordinator.held);
-        self.actors.metrics_dirty.push(id);
+        if coordinator.mark_metrics_dirty() {
+            self.actors.metrics_dirty.push(id);
+        }
         self.dispatch_local();
         // Scale requests that waited for this consolidation go first: held messages are
         // re-admitted after them (the rest put back at once if one blocks the actor), so a retire
@@ -2027,8 +2033,9 @@ impl<M: Send + 'static> Shard<M> {
             if let Some(ActorSlot {
                 role: Role::Lessor(coordinator),
                 ..
-            }) = &self.actors.slots[index as usize]
+            }) = &mut self.actors.slots[index as usize]
             {
+                coordinator.metrics_dirty = false;
                 published.insert(id, coordinator.metrics.clone());
             }
         }
