@@ -78,6 +78,10 @@ pub struct PeerSide {
     pub windows_out: u64,
     /// Whether every run's output matched the reference.
     pub correct: bool,
+    /// Time the hypervisor took from each CPU during this system's latency runs, in
+    /// nanoseconds (steps of the kernel's clock tick; empty where unknown): a p99 of
+    /// tens of milliseconds next to tens of milliseconds stolen was the machine's.
+    pub stolen_ns: Vec<u64>,
 }
 
 /// The scenario's result.
@@ -133,6 +137,19 @@ impl PeerBenchReport {
             self.throughput_ratio, self.p99_ratio
         ));
         out.push_str(&crate::noise::describe(&self.machine_noise));
+        for (name, side) in [("dirigo", &self.dirigo), ("timely", &self.timely)] {
+            if !side.stolen_ns.is_empty() {
+                let each: Vec<String> = side
+                    .stolen_ns
+                    .iter()
+                    .map(|stolen| format!("{:.0} ms", *stolen as f64 / 1e6))
+                    .collect();
+                out.push_str(&format!(
+                    "  stolen by the hypervisor during {name}'s latency runs, per CPU: {}\n",
+                    each.join(", ")
+                ));
+            }
+        }
         out
     }
 }
@@ -357,6 +374,7 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
     };
     let machine_noise = crate::noise::measure(&noise_cpus, std::time::Duration::from_secs(2));
     let (mut dirigo_latency, mut timely_latency) = (None, None);
+    let (mut dirigo_stolen, mut timely_stolen) = (Vec::new(), Vec::new());
     for round in 0..config.latency_rounds.max(1) {
         let order = if round % 2 == 0 {
             [System::Dirigo, System::Timely]
@@ -364,18 +382,34 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
             [System::Timely, System::Dirigo]
         };
         for system in order {
-            let (run, correct, total) = match system {
+            let stolen_before = crate::noise::stolen_ns();
+            let (run, correct, total, stolen) = match system {
                 System::Dirigo => (
                     dirigo_run(offered_bids.clone(), workers, Pacing::Rate(offered))?,
                     &mut dirigo_correct,
                     &mut dirigo_latency,
+                    &mut dirigo_stolen,
                 ),
                 System::Timely => (
                     peer_timely::timely_latency(offered_bids.clone(), workers, offered),
                     &mut timely_correct,
                     &mut timely_latency,
+                    &mut timely_stolen,
                 ),
             };
+            let stolen_now = crate::noise::stolen_between(
+                &stolen_before,
+                &crate::noise::stolen_ns(),
+                &noise_cpus,
+            );
+            if stolen.is_empty() {
+                *stolen = stolen_now;
+            } else {
+                stolen
+                    .iter_mut()
+                    .zip(stolen_now)
+                    .for_each(|(sum, more)| *sum += more);
+            }
             *correct &= run.checksum == expected_offered;
             if let Some(histogram) = run.histogram {
                 match total {
@@ -402,6 +436,7 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
         latency_ns: latency_of(dirigo_latency),
         windows_out: dirigo_rows,
         correct: dirigo_correct,
+        stolen_ns: dirigo_stolen,
     };
     let timely = PeerSide {
         events_per_s: timely_tput,
@@ -409,6 +444,7 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
         latency_ns: latency_of(timely_latency),
         windows_out: timely_rows,
         correct: timely_correct,
+        stolen_ns: timely_stolen,
     };
     Ok(PeerBenchReport {
         bids: bids.len() as u64,
