@@ -195,3 +195,44 @@ fn a_tumbling_window_counts_and_drops_records_behind_its_frontier() {
         assert_eq!(count, if key == first { 34 } else { 33 }, "{counts:?}");
     }
 }
+
+#[test]
+fn a_running_aggregate_emits_only_what_changed_and_ends_at_the_totals() {
+    let app = AppBuilder::new(0, "running").parallelism(2);
+    let keys = 3_000u64;
+    // Event time moves on every 1 000 records; each record adds `value` to its key, and
+    // keys are visited in a different order in each stretch of event time.
+    let records: Vec<(u64, (u64, u64))> = (0..60_000u64)
+        .map(|i| (i / 1_000, ((i * 7_919 + i / 1_000) % keys, i % 5 + 1)))
+        .collect();
+    let totals = records
+        .iter()
+        .fold(vec![0u64; keys as usize], |mut sums, (_, (key, value))| {
+            sums[*key as usize] += value;
+            sums
+        });
+    let source = app.source_iter("adds", records, 0, Pacing::Unpaced);
+    let updates = source
+        .key_by(|(key, _)| *key)
+        .aggregate(
+            "sums",
+            || 0u64,
+            |sum, _, (_, value)| *sum += value,
+            |sum, other| *sum += other,
+            |key, sum| (*key, *sum),
+        )
+        .collect("updates");
+    let app = app.build();
+    run_to_end(&app);
+    let mut last = vec![0u64; keys as usize];
+    for (key, sum) in updates.take() {
+        // Values only grow: a key emitted again without a change would repeat its sum.
+        assert!(
+            sum > last[key as usize],
+            "key {key}: {sum} after {}",
+            last[key as usize]
+        );
+        last[key as usize] = sum;
+    }
+    assert_eq!(last, totals);
+}

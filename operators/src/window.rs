@@ -797,6 +797,7 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
                 Box::new(AggregateLogic {
                     fns: fns.clone(),
                     state: FxHashMap::default(),
+                    changed: Vec::new(),
                     out: Output::new(wiring, partition),
                 }) as Box<dyn Logic>
             }),
@@ -821,6 +822,9 @@ struct AggregateLogic<T, K, A, O> {
     fns: Arc<AggregateFns<T, K, A, O>>,
     /// Per key: accumulator, and whether it changed since it was last emitted.
     state: FxHashMap<K, (A, bool)>,
+    /// The keys whose flag is set, so that a watermark costs the keys that changed since
+    /// the last one, not every key the aggregate ever saw.
+    changed: Vec<K>,
     out: Output<O>,
 }
 
@@ -829,34 +833,35 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> Logic for AggregateLogic<T, K
         let batch = batch_of::<T>(data);
         for (time, record) in batch.iter() {
             let key = (self.fns.key)(record);
-            let (acc, changed) = self
-                .state
-                .entry(key)
-                .or_insert_with(|| ((self.fns.init)(), false));
+            let (acc, changed) = match self.state.entry(key) {
+                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    self.changed.push(slot.key().clone());
+                    slot.insert(((self.fns.init)(), true))
+                }
+            };
             (self.fns.fold)(acc, *time, record);
-            *changed = true;
+            if !*changed {
+                *changed = true;
+                self.changed.push((self.fns.key)(record));
+            }
         }
     }
 
     fn on_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
-        let mut changed: Vec<&K> = self
-            .state
-            .iter()
-            .filter(|(_, (_, changed))| *changed)
-            .map(|(key, _)| key)
-            .collect();
-        changed.sort();
-        let outputs: Vec<O> = changed
-            .into_iter()
-            .map(|key| (self.fns.emit)(key, &self.state[key].0))
-            .collect();
-        for (_, changed) in self.state.values_mut() {
-            *changed = false;
-        }
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.sort_unstable();
         let time = frontier.saturating_sub(1);
-        for output in outputs {
+        for key in changed.drain(..) {
+            let Some((acc, flag)) = self.state.get_mut(&key) else {
+                continue;
+            };
+            *flag = false;
+            let output = (self.fns.emit)(&key, acc);
             self.out.give(ctx, time, output);
         }
+        // The emptied list keeps its capacity for the next watermark.
+        self.changed = changed;
     }
 
     fn forward_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
@@ -864,6 +869,7 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> Logic for AggregateLogic<T, K
     }
 
     fn snapshot(&mut self) -> Result<Option<Snapshot>, SnapshotError> {
+        self.changed.clear();
         let entries: Vec<(K, A)> = self
             .state
             .drain()
@@ -875,12 +881,16 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> Logic for AggregateLogic<T, K
     fn merge(&mut self, partial: &Snapshot) -> Result<(), SnapshotError> {
         for (key, acc) in entries_of::<(K, A)>(partial)? {
             match self.state.entry(key) {
-                std::collections::hash_map::Entry::Occupied(mut mine) => {
-                    let (mine, changed) = mine.get_mut();
+                std::collections::hash_map::Entry::Occupied(mut entry) => {
+                    if !entry.get().1 {
+                        self.changed.push(entry.key().clone());
+                    }
+                    let (mine, changed) = entry.get_mut();
                     (self.fns.merge)(mine, acc);
                     *changed = true;
                 }
                 std::collections::hash_map::Entry::Vacant(slot) => {
+                    self.changed.push(slot.key().clone());
                     slot.insert((acc, true));
                 }
             }

@@ -280,6 +280,28 @@ impl LesseeLink {
     }
 }
 
+impl ActorMetrics {
+    /// Copies these metrics over `published`, the timeline only when it changed: they
+    /// are published every millisecond while they change, and the timeline is the one
+    /// part that can be long.
+    pub(crate) fn publish_into(&self, published: &mut ActorMetrics) {
+        // The last change's time tells a reactivated actor's timeline from its
+        // predecessor's with as many changes.
+        if published.actor == self.actor
+            && published.lessee_changes == self.lessee_changes
+            && published.lessee_timeline.last() == self.lessee_timeline.last()
+        {
+            let lessee_timeline = std::mem::take(&mut published.lessee_timeline);
+            *published = ActorMetrics {
+                lessee_timeline,
+                ..*self
+            };
+        } else {
+            published.clone_from(self);
+        }
+    }
+}
+
 /// Changes of the number of lessees an actor's metrics keep at least (at most twice as
 /// many).
 pub const LESSEE_TIMELINE_KEPT: usize = 4096;
@@ -414,6 +436,25 @@ mod tests {
         assert!(timeline.len() >= LESSEE_TIMELINE_KEPT);
         assert!(timeline.windows(2).all(|pair| pair[0].0 + 1 == pair[1].0));
         assert_eq!(coordinator.metrics.lessee_changes, changes);
+    }
+
+    #[test]
+    fn published_metrics_equal_the_lessors() {
+        let mut coordinator = Coordinator::<()>::new(ActorId::new(0, 1, 2), 0);
+        let mut published = ActorMetrics::default();
+        for step in 0..50u64 {
+            if step % 7 == 0 {
+                coordinator.record_lessees(step);
+            }
+            coordinator.metrics.syncs += 1;
+            coordinator.metrics.blocked_ns += step;
+            coordinator.metrics.publish_into(&mut published);
+            assert_eq!(published, coordinator.metrics);
+        }
+        // Another actor's metrics published over these are that actor's, timeline included.
+        let other = Coordinator::<()>::new(ActorId::new(0, 1, 3), 0);
+        other.metrics.publish_into(&mut published);
+        assert_eq!(published, other.metrics);
     }
 
     #[test]

@@ -2036,7 +2036,9 @@ impl<M: Send + 'static> Shard<M> {
             }) = &mut self.actors.slots[index as usize]
             {
                 coordinator.metrics_dirty = false;
-                published.insert(id, coordinator.metrics.clone());
+                coordinator
+                    .metrics
+                    .publish_into(published.entry(id).or_default());
             }
         }
     }
