@@ -236,3 +236,60 @@ fn a_running_aggregate_emits_only_what_changed_and_ends_at_the_totals() {
     }
     assert_eq!(last, totals);
 }
+
+#[test]
+fn session_windows_grow_merge_and_fire_as_a_plain_grouping_says() {
+    let app = AppBuilder::new(0, "sessions").parallelism(2);
+    let (keys, gap, bound) = (40u64, 3u64, 15u64);
+    // Event time creeps up with jitter below the out-of-orderness bound: sessions grow
+    // record by record, and a late record often bridges two sessions of its key.
+    let records: Vec<(u64, u64)> = (0..40_000u64)
+        .map(|i| {
+            let mixed = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33;
+            (i / 20 + mixed % bound, mixed % keys)
+        })
+        .collect();
+    let mut expected: Vec<(u64, u64, u64, u64)> = Vec::new();
+    for key in 0..keys {
+        let mut times: Vec<u64> = records
+            .iter()
+            .filter(|(_, k)| *k == key)
+            .map(|(t, _)| *t)
+            .collect();
+        times.sort_unstable();
+        let mut session: Option<(u64, u64, u64)> = None;
+        for time in times {
+            session = match session {
+                Some((start, end, count)) if time < end => {
+                    Some((start, end.max(time + gap), count + 1))
+                }
+                Some((start, end, count)) => {
+                    expected.push((key, start, end, count));
+                    Some((time, time + gap, 1))
+                }
+                None => Some((time, time + gap, 1)),
+            };
+        }
+        let (start, end, count) = session.expect("every key has records");
+        expected.push((key, start, end, count));
+    }
+    expected.sort_unstable();
+    let source = app.source_iter("visits", records, bound, Pacing::Unpaced);
+    let sessions = source
+        .key_by(|key| *key)
+        .window(
+            "sessions",
+            Windows::Session { gap },
+            || 0u64,
+            |count, _, _, _| *count += 1,
+            |count, other| *count += other,
+            |key, window, count, out| out.push((*key, window.start, window.end, count)),
+        )
+        .collect("out");
+    let app = app.build();
+    run_to_end(&app);
+    let mut sessions = sessions.take();
+    sessions.sort_unstable();
+    assert!(expected.len() > 1_000, "{} sessions", expected.len());
+    assert_eq!(sessions, expected);
+}

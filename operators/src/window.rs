@@ -385,14 +385,26 @@ impl<K: Key, A> WindowKeys<K, A> {
     }
 }
 
+/// A key's session that has not fired yet.
+struct OpenSession<A> {
+    start: Time,
+    end: Time,
+    acc: A,
+    /// The end under which `session_ends` holds this session's entry (at most `end`).
+    queued_at: Time,
+}
+
 struct WindowLogic<T, K, A, O> {
     fns: Arc<WindowFns<T, K, A, O>>,
     /// Tumbling and sliding windows: by end, then by key (a hash map: every record
     /// touches it, while only firing needs the keys in order).
     windows: BTreeMap<Time, WindowKeys<K, A>>,
-    /// Session windows: per key, its open sessions `(start, end, accumulator)`.
-    sessions: FxHashMap<K, Vec<(Time, Time, A)>>,
-    /// Session ends to look at, earliest first (stale entries are skipped).
+    /// Session windows: per key, its open sessions.
+    sessions: FxHashMap<K, Vec<OpenSession<A>>>,
+    /// Session ends to look at, earliest first: one entry per session, at the end it
+    /// had when queued (a session that grew since is queued again at its new end when
+    /// that entry comes up; entries of sessions merged into others are skipped). Queuing
+    /// every record's end instead would keep one entry per record of the last gap.
     session_ends: BinaryHeap<Reverse<(Time, K)>>,
     frontier: Time,
     counters: Arc<AppCounters>,
@@ -517,20 +529,31 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
     fn insert_session(&mut self, key: K, mut start: Time, mut end: Time, mut acc: A) {
         let merge = &self.fns.merge;
         let sessions = self.sessions.entry(key.clone()).or_default();
+        // The earliest entry among the sessions this one absorbs stands for it.
+        let mut queued_at: Option<Time> = None;
         let mut index = 0;
         while index < sessions.len() {
-            let (s, e, _) = &sessions[index];
-            if *s < end && start < *e {
-                let (s, e, other) = sessions.swap_remove(index);
-                start = start.min(s);
-                end = end.max(e);
-                merge(&mut acc, other);
+            let session = &sessions[index];
+            if session.start < end && start < session.end {
+                let other = sessions.swap_remove(index);
+                start = start.min(other.start);
+                end = end.max(other.end);
+                queued_at = Some(queued_at.map_or(other.queued_at, |at| at.min(other.queued_at)));
+                merge(&mut acc, other.acc);
             } else {
                 index += 1;
             }
         }
-        sessions.push((start, end, acc));
-        self.session_ends.push(Reverse((end, key)));
+        let queued_at = queued_at.unwrap_or_else(|| {
+            self.session_ends.push(Reverse((end, key)));
+            end
+        });
+        sessions.push(OpenSession {
+            start,
+            end,
+            acc,
+            queued_at,
+        });
     }
 
     fn fire(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
@@ -545,13 +568,22 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
                 let Some(sessions) = self.sessions.get_mut(&key) else {
                     continue;
                 };
-                if let Some(index) = sessions.iter().position(|(_, e, _)| *e == end) {
-                    let (start, end, acc) = sessions.swap_remove(index);
-                    if sessions.is_empty() {
-                        self.sessions.remove(&key);
-                    }
-                    due.push((end, key, start, acc));
+                // A key's open sessions are disjoint and each is queued within its own
+                // span, so at most one is queued at `end`.
+                let Some(index) = sessions.iter().position(|s| s.queued_at == end) else {
+                    continue;
+                };
+                let session = &mut sessions[index];
+                if session.end != end {
+                    session.queued_at = session.end;
+                    self.session_ends.push(Reverse((session.end, key)));
+                    continue;
                 }
+                let session = sessions.swap_remove(index);
+                if sessions.is_empty() {
+                    self.sessions.remove(&key);
+                }
+                due.push((session.end, key, session.start, session.acc));
             }
             due.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
             for (end, key, start, acc) in due {
@@ -621,8 +653,8 @@ impl<T: Data, K: Key, A: Portable, O: Data> Logic for WindowLogic<T, K, A, O> {
             })
             .collect();
         for (key, sessions) in self.sessions.drain() {
-            for (start, end, acc) in sessions {
-                entries.push((end, key.clone(), start, acc));
+            for session in sessions {
+                entries.push((session.end, key.clone(), session.start, session.acc));
             }
         }
         self.session_ends.clear();
