@@ -385,10 +385,12 @@ impl<M> Coordinator<M> {
         metrics.lessee_timeline.push((now, lessees));
     }
 
-    /// Marks the metrics as changed since the last publication; true the first time,
-    /// when the caller lists the actor for publication.
-    pub(crate) fn mark_metrics_dirty(&mut self) -> bool {
-        !std::mem::replace(&mut self.metrics_dirty, true)
+    /// Marks the metrics as changed since the last publication, listing the actor in
+    /// `to_publish` the first time.
+    pub(crate) fn mark_metrics_dirty(&mut self, to_publish: &mut Vec<ActorId>) {
+        if !std::mem::replace(&mut self.metrics_dirty, true) {
+            to_publish.push(self.metrics.actor);
+        }
     }
 
     /// Whether `change` can be applied now; the reason when not.
@@ -459,11 +461,15 @@ mod tests {
 
     #[test]
     fn metrics_are_listed_once_per_publication() {
-        let mut coordinator = Coordinator::<()>::new(ActorId::new(0, 0, 0), 0);
-        assert!(coordinator.mark_metrics_dirty());
-        assert!(!coordinator.mark_metrics_dirty());
+        let actor = ActorId::new(0, 0, 0);
+        let mut coordinator = Coordinator::<()>::new(actor, 0);
+        let mut listed = Vec::new();
+        coordinator.mark_metrics_dirty(&mut listed);
+        coordinator.mark_metrics_dirty(&mut listed);
+        assert_eq!(listed, [actor]);
         coordinator.metrics_dirty = false;
-        assert!(coordinator.mark_metrics_dirty());
+        coordinator.mark_metrics_dirty(&mut listed);
+        assert_eq!(listed, [actor, actor]);
     }
 
     #[test]

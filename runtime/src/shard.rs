@@ -898,9 +898,7 @@ impl<M: Send + 'static> ActorTable<M> {
         if let Err(reason) = checked {
             tracing::warn!(actor = %id, ?change, "scale request refused: {reason}");
             coordinator.metrics.refused_scale_requests += 1;
-            if coordinator.mark_metrics_dirty() {
-                self.metrics_dirty.push(id);
-            }
+            coordinator.mark_metrics_dirty(&mut self.metrics_dirty);
             return;
         }
         if let ScaleChange::Add(shard) = change {
@@ -915,9 +913,7 @@ impl<M: Send + 'static> ActorTable<M> {
                 if !self.with_lessees.contains(&id) {
                     self.with_lessees.push(id);
                 }
-                if coordinator.mark_metrics_dirty() {
-                    self.metrics_dirty.push(id);
-                }
+                coordinator.mark_metrics_dirty(&mut self.metrics_dirty);
                 return;
             }
         }
@@ -1827,9 +1823,7 @@ impl<M: Send + 'static> Shard<M> {
         }
         coordinator.metrics.blocked_ns += now.saturating_sub(sync.started);
         let mut held = std::mem::take(&mut coordinator.held);
-        if coordinator.mark_metrics_dirty() {
-            self.actors.metrics_dirty.push(id);
-        }
+        coordinator.mark_metrics_dirty(&mut self.actors.metrics_dirty);
         self.dispatch_local();
         // Scale requests that waited for this consolidation go first: held messages are
         // re-admitted after them (the rest put back at once if one blocks the actor), so a retire
