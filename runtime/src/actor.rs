@@ -193,10 +193,17 @@ impl<M> Context<'_, M> {
         self.out.backlog
     }
 
-    /// Whether the shard's outgoing backlog is past the point where it stops taking
-    /// work from outside the runtime: producers inside it should slow down too.
+    /// Whether this shard is past the point where it stops taking work from outside the
+    /// runtime: its outgoing backlog (rings towards other shards are full, because those
+    /// shards stopped draining them) or its own mailboxes are past their high-water
+    /// marks. Producers inside the runtime should slow down too.
     pub fn backpressured(&self) -> bool {
-        self.out.backlog > self.out.shared.config.backlog_high_water
+        let shared = &self.out.shared;
+        self.out.backlog > shared.config.backlog_high_water
+            || shared.counters[self.out.shard]
+                .queued
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > shared.config.mailbox_high_water
     }
 
     /// The scheduling context of the message being handled.

@@ -29,6 +29,9 @@ pub(crate) struct ShardConfig {
     pub(crate) park_timeout: Duration,
     pub(crate) idle_deactivation: Option<Duration>,
     pub(crate) backlog_high_water: usize,
+    /// Messages a shard's mailboxes may hold before it stops taking more from its
+    /// inbound rings and intake (see the module doc of `shard`).
+    pub(crate) mailbox_high_water: u64,
     pub(crate) handler_warning_ns: u64,
 }
 
@@ -298,6 +301,7 @@ pub struct RuntimeBuilder<M> {
     cpus: Option<CpuSpec>,
     pin: bool,
     ring_capacity: usize,
+    mailbox_high_water: Option<usize>,
     spin_budget: Duration,
     park_timeout: Duration,
     idle_deactivation: Option<Duration>,
@@ -316,6 +320,7 @@ impl<M: Send + 'static> Default for RuntimeBuilder<M> {
             cpus: None,
             pin: true,
             ring_capacity: 1024,
+            mailbox_high_water: None,
             spin_budget: Duration::from_micros(100),
             park_timeout: Duration::from_millis(10),
             idle_deactivation: Some(Duration::from_secs(60)),
@@ -355,6 +360,18 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
     /// Capacity of each shard-to-shard ring, in messages.
     pub fn ring_capacity(mut self, capacity: usize) -> Self {
         self.ring_capacity = capacity;
+        self
+    }
+
+    /// How many messages a shard's mailboxes may hold before it stops draining its
+    /// inbound rings and its intake (default: four times the ring capacity). Past this
+    /// mark the rings towards the shard fill, messages wait in the senders' outboxes,
+    /// and sources there see [`Context::backpressured`](crate::Context::backpressured):
+    /// an overloaded shard slows its producers down instead of buffering without bound.
+    /// A shard above the mark still runs its mailboxes, and a lessor waiting for partial
+    /// states keeps draining, so this never deadlocks.
+    pub fn mailbox_high_water(mut self, messages: usize) -> Self {
+        self.mailbox_high_water = Some(messages.max(1));
         self
     }
 
@@ -622,6 +639,10 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
                 park_timeout: self.park_timeout,
                 idle_deactivation: self.idle_deactivation,
                 backlog_high_water: self.ring_capacity.max(2).next_power_of_two() * 4,
+                mailbox_high_water: self
+                    .mailbox_high_water
+                    .unwrap_or(self.ring_capacity.max(2).next_power_of_two() * 4)
+                    as u64,
                 handler_warning_ns: self.handler_warning.as_nanos().min(u128::from(u64::MAX))
                     as u64,
             },

@@ -23,9 +23,16 @@
 //! Backpressure: rings are bounded. A message that finds its ring full waits, in order,
 //! in the sender shard's outbox for that destination, so nothing is dropped; and because
 //! a shard never stops draining its inbound rings, cycles (A→B→A) and all-to-all traffic
-//! cannot deadlock. What bounds memory is the intake: while a shard's outboxes hold more
-//! than the high-water mark, it stops taking messages from outside threads, whose sends
-//! then block (or fail with `Full` for `try_send`).
+//! cannot deadlock. What bounds memory is two high-water marks. A shard whose mailboxes
+//! hold more than theirs (`RuntimeBuilder::mailbox_high_water`) stops draining its
+//! inbound rings and its intake until it has run them down, so the rings towards it fill
+//! (a lessor waiting for partial states is the exception: it drains on, since they may
+//! sit behind user messages). Every message in a mailbox is runnable, so the shard always
+//! gets back under the mark. A shard whose outboxes hold more than theirs stops taking
+//! messages from outside threads, whose sends then block (or fail with `Full` for
+//! `try_send`), and both marks make `Context::backpressured` true for the sources on the
+//! shard. So a shard short of CPU slows its producers down instead of buffering their
+//! output without bound.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -1375,8 +1382,10 @@ impl<M: Send + 'static> Shard<M> {
             // `unrung` is only ever filled by handlers, whose turn flushes it.
             return None;
         }
+        self.note_queued_peak();
         let (ran, arrived_meanwhile) = self.run_ready(start);
         let arrived = arrived + arrived_meanwhile;
+        self.note_queued_peak();
         let moved = self.flush();
         if arrived > 0 {
             // Only now, with this turn's messages out, give the read slots back.
@@ -1400,6 +1409,16 @@ impl<M: Send + 'static> Shard<M> {
             .store(self.busy_ns, Ordering::Relaxed);
         Some(end)
     }
+    /// Keeps `queued_peak` (a statistic: two loads and a compare per call).
+    #[inline]
+    fn note_queued_peak(&self) {
+        let counters = self.counters();
+        let queued = counters.queued.load(Ordering::Relaxed);
+        if queued > counters.queued_peak.load(Ordering::Relaxed) {
+            counters.queued_peak.store(queued, Ordering::Relaxed);
+        }
+    }
+
     /// Waits for input: polls until input arrives, the spin budget (counted from
     /// `idle_since`) is spent, or the shard must stop. A plain function, not an `async`
     /// one: leaving it is on the path of every message that finds the shard idle.
@@ -1532,13 +1551,23 @@ impl<M: Send + 'static> Shard<M> {
         let shared = &**shared;
         let counters = &shared.counters[*id];
         let mut arrived = 0;
-        for (_, ring) in incoming.iter_mut() {
-            arrived += ring.drain(|packet| match packet {
-                Packet::Message(envelope) => actors.enqueue(envelope, out, shared),
-                Packet::Control(control) => actors.accept_control(*control, out, shared),
-            });
+        // Past the mailbox high-water mark the rings are left to fill, so that senders
+        // see backpressure instead of this shard buffering without bound. The mailboxes
+        // hold only runnable messages, so the shard keeps running them and comes back
+        // under the mark; a lessor waiting for partial states keeps draining, since they
+        // may sit behind user messages in a ring.
+        let mailboxes_open = counters.queued.load(Ordering::Relaxed)
+            <= shared.config.mailbox_high_water
+            || actors.awaiting_partials > 0;
+        if mailboxes_open {
+            for (_, ring) in incoming.iter_mut() {
+                arrived += ring.drain(|packet| match packet {
+                    Packet::Message(envelope) => actors.enqueue(envelope, out, shared),
+                    Packet::Control(control) => actors.accept_control(*control, out, shared),
+                });
+            }
         }
-        let intake_open = out.backlog <= shared.config.backlog_high_water;
+        let intake_open = out.backlog <= shared.config.backlog_high_water && mailboxes_open;
         if intake_open && shared.intake_posted(*id) != *intake_taken {
             for _ in 0..INTAKE_BATCH {
                 let Ok(packet) = intake.try_recv() else {
@@ -1916,11 +1945,14 @@ impl<M: Send + 'static> Shard<M> {
     }
 
     /// Periodic housekeeping (about once a millisecond, busy or idle): publish the operator
-    /// edges seen and recompute path costs, retire idle lessees, and the policy's
-    /// `on_tick`.
+    /// edges seen and recompute path costs, deactivate idle actors, retire idle lessees,
+    /// and the policy's `on_tick`.
     fn tick(&mut self, now: Nanos) {
         self.last_publish = now;
         self.sample_utilization(now);
+        // Here as well as when the shard falls idle: a shard that never runs out of work
+        // must still let go of the actors that stopped getting any.
+        self.sweep_idle_actors(now);
         if self.shared.measure_costs {
             if !self.out.new_edges.is_empty() {
                 self.shared.costs.add_edges(self.out.new_edges.drain(..));

@@ -18,6 +18,8 @@ pub(crate) struct ShardCounters {
     pub(crate) handler_panics: AtomicU64,
     /// Messages waiting in the shard's mailboxes now.
     pub(crate) queued: AtomicU64,
+    /// The most `queued` was at the start or the end of a turn.
+    pub(crate) queued_peak: AtomicU64,
     /// The share of recent time the shard was busy, in thousandths (smoothed over about
     /// 8 ms, updated on each tick).
     pub(crate) utilization_permille: AtomicU64,
@@ -69,6 +71,10 @@ pub struct ShardStats {
     /// Handlers that held the shard past the handler bound (measured while handlers are
     /// timed).
     pub slow_handlers: u64,
+    /// The most messages its mailboxes held, seen at the start or the end of a turn:
+    /// bounded by the mailbox high-water mark plus what one drain of the inbound rings
+    /// and one turn's local sends can add (see `RuntimeBuilder::mailbox_high_water`).
+    pub queued_peak: u64,
     /// Dual-mode metrics of the lessors on this shard that had critical messages or
     /// lessees (filled in the final report only; empty in live snapshots).
     pub actors: Vec<crate::dual::ActorMetrics>,
@@ -92,6 +98,7 @@ impl ShardCounters {
             handler_panics: read(&self.handler_panics),
             shed: read(&self.shed),
             slow_handlers: read(&self.slow_handlers),
+            queued_peak: read(&self.queued_peak),
             actors: Vec::new(),
         }
     }

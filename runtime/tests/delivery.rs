@@ -1,6 +1,6 @@
 //! Delivery guarantees of the shard runtime: per-pair FIFO, nothing lost or duplicated
 //! under full rings (cycles, all-to-all), more shards than cores, deactivation keeping
-//! state, and shutdown draining what was accepted.
+//! state (also on a shard that never falls idle), and shutdown draining what was accepted.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -658,4 +658,68 @@ fn shards_run_unpinned_when_asked_and_say_why() {
     let pinned = Runtime::<Msg>::builder().shards(1).build().unwrap();
     assert!(pinned.placement().pinned());
     pinned.shutdown();
+}
+
+/// Keeps its shard busy: each message sends the next one to itself until `stop`.
+struct Spinner(Arc<std::sync::atomic::AtomicBool>);
+impl Actor<Msg> for Spinner {
+    fn receive(&mut self, ctx: &mut Context<'_, Msg>, message: Envelope<Msg>) {
+        if let Msg::Token { id, .. } = message.payload {
+            if !self.0.load(Ordering::Relaxed) {
+                let me = ctx.me();
+                ctx.send(me, Msg::Token { id, hops_left: 0 }).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_shard_that_never_falls_idle_still_deactivates_idle_actors() {
+    within(60, || {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let for_spinner = stop.clone();
+        let runtime = Runtime::<Msg>::builder()
+            .shards(1)
+            .idle_deactivation(Some(Duration::from_millis(20)))
+            .operator(0, 0, |_, _| Box::new(Sender) as Box<dyn Actor<Msg>>)
+            .operator(0, 1, move |_, _| {
+                Box::new(Spinner(for_spinner.clone())) as Box<dyn Actor<Msg>>
+            })
+            .build()
+            .unwrap();
+        let ingress = runtime.ingress();
+        ingress
+            .send_to(
+                ActorId::new(0, 0, 0),
+                Msg::Burst {
+                    count: 0,
+                    targets: vec![],
+                },
+            )
+            .unwrap();
+        ingress
+            .send_to(
+                ActorId::new(0, 1, 0),
+                Msg::Token {
+                    id: 0,
+                    hops_left: 0,
+                },
+            )
+            .unwrap();
+        let started = std::time::Instant::now();
+        while runtime.stats()[0].deactivations == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the idle actor was never deactivated on a busy shard: {:?}",
+                runtime.stats()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The spinner kept the shard busy all along, and is still active.
+        let busy = runtime.stats()[0].handled;
+        stop.store(true, Ordering::Relaxed);
+        let report = runtime.shutdown();
+        assert!(busy > 1_000, "the shard was not kept busy: {report:?}");
+        assert!(report.shards[0].deactivations >= 1, "{report:?}");
+    });
 }

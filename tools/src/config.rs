@@ -311,6 +311,8 @@ pub struct RuntimeSection {
     pub placement: Option<PlacementName>,
     /// Messages per shard-to-shard ring.
     pub ring_capacity: Option<Spanned<usize>>,
+    /// Messages a shard's mailboxes hold before it stops draining its inbound rings.
+    pub mailbox_high_water: Option<Spanned<usize>>,
     /// How long an idle shard polls before it parks, in microseconds.
     pub spin_budget_us: Option<u64>,
     /// The longest park, in milliseconds.
@@ -526,6 +528,10 @@ impl Config {
         for (value, what) in [
             (&runtime.ring_capacity, "a ring capacity of at least 2"),
             (&runtime.intake_capacity, "an intake capacity of at least 1"),
+            (
+                &runtime.mailbox_high_water,
+                "a mailbox high-water mark of at least 1",
+            ),
         ] {
             if let Some(value) = value {
                 let minimum = if what.contains("ring") { 2 } else { 1 };
@@ -593,6 +599,9 @@ impl Config {
         }
         if let Some(capacity) = &runtime.ring_capacity {
             builder = builder.ring_capacity(*capacity.get_ref());
+        }
+        if let Some(mark) = &runtime.mailbox_high_water {
+            builder = builder.mailbox_high_water(*mark.get_ref());
         }
         if let Some(budget) = runtime.spin_budget_us {
             builder = builder.spin_budget(Duration::from_micros(budget));
@@ -1096,7 +1105,7 @@ mod tests {
     #[test]
     fn a_full_file_parses() {
         let config = parse(
-            "[runtime]\nshards = 2\nring_capacity = 512\nspin_budget_us = 50\n\n[scheduler]\npolicy = \"dirigo\"\nheadroom = 0.5\n",
+            "[runtime]\nshards = 2\nring_capacity = 512\nmailbox_high_water = 2048\nspin_budget_us = 50\n\n[scheduler]\npolicy = \"dirigo\"\nheadroom = 0.5\n",
         )
         .unwrap();
         assert_eq!(config.scheduler.policy, PolicyName::Dirigo);
@@ -1132,6 +1141,13 @@ mod tests {
         assert!(error.starts_with("test.toml:4:12:"), "{error}");
         let error = parse("[runtime]\nshards = 0\n").unwrap_err().to_string();
         assert!(error.starts_with("test.toml:2:10:"), "{error}");
+        let error = parse("[runtime]\nmailbox_high_water = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("test.toml:2:22:") && error.contains("mailbox high-water"),
+            "{error}"
+        );
         let error = parse("[[app]]\nname = \"x\"\n").unwrap_err().to_string();
         assert!(
             error.starts_with("test.toml:2:8:") && error.contains("query"),

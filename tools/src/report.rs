@@ -116,6 +116,9 @@ pub struct ShardReport {
     pub shed: u64,
     /// Times it parked.
     pub parks: u64,
+    /// The most messages its mailboxes held at once (seen at turn boundaries).
+    #[serde(default)]
+    pub queued_peak: u64,
 }
 
 /// A point of the timeline.

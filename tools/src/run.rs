@@ -239,6 +239,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(Report, PathBuf), S
                 handled: shard.handled,
                 shed: shard.shed,
                 parks: shard.parks,
+                queued_peak: shard.queued_peak,
             })
             .collect(),
         timeline,

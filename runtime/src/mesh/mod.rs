@@ -92,6 +92,30 @@ mod ring_tests {
     }
 
     #[test]
+    fn a_drain_takes_at_most_one_lap_while_the_producer_keeps_pace() {
+        let (mut tx, mut rx) = ring::<u32>(8);
+        for i in 0..8 {
+            tx.try_push(i).unwrap();
+        }
+        let mut next = 8;
+        let mut seen = Vec::new();
+        let taken = rx.drain(|v| {
+            seen.push(v);
+            // Slots come back to the producer during the drain; it refills them at once.
+            while tx.try_push(next).is_ok() {
+                next += 1;
+            }
+        });
+        assert_eq!(taken, 8);
+        assert_eq!(seen, (0..8).collect::<Vec<_>>());
+        assert!(next > 8, "the drain handed slots back as it went");
+        assert!(
+            rx.has_pending(),
+            "what the producer refilled waits for the next drain"
+        );
+    }
+
+    #[test]
     fn drops_values_left_in_the_ring() {
         let marker = std::sync::Arc::new(());
         let (mut tx, mut rx) = ring(4);

@@ -248,12 +248,16 @@ impl<T> Consumer<T> {
         slot.seq.load(Ordering::Acquire) == self.position.wrapping_add(1)
     }
 
-    /// Takes every value that is ready now, oldest first, handing each to `sink`; returns
-    /// how many there were.
+    /// Takes the values that are ready now, oldest first, handing each to `sink`, but at
+    /// most one ring's capacity: slots go back to the producer as the drain goes (see
+    /// [`try_pop`](Self::try_pop)), so a producer that keeps pace would otherwise keep
+    /// the consumer here without end, and whatever the consumer buffers would grow with
+    /// it. Returns how many it took.
     #[inline]
     pub fn drain(&mut self, mut sink: impl FnMut(T)) -> usize {
         let mut taken = 0;
-        while let Some(value) = self.try_pop() {
+        while taken <= self.ring.mask {
+            let Some(value) = self.try_pop() else { break };
             sink(value);
             taken += 1;
         }
