@@ -562,6 +562,16 @@ pub struct BarrierReport {
     pub work_ns_per_record: f64,
     /// Nanoseconds between two records (open loop).
     pub interval_ns: u64,
+    /// Records per second the measured run got through, from its start to its last
+    /// record run: below `1e9 / interval_ns` when the pipeline could not keep up with the
+    /// offered load (a closed-loop run, `interval_ns` 1, measures its capacity).
+    pub records_per_s: f64,
+    /// The machine's own floor at the barriers' cadence: an atomic round trip between
+    /// the two shards' CPUs, one every `critical_every × interval_ns`, measured for a
+    /// second just before the run (see [`crate::noise::paced_round_trips`]). A barrier
+    /// needs at least one such round trip (lessor to lessee and back), so its
+    /// percentiles cannot beat these on this machine.
+    pub floor_ns: LatencySummary,
     /// Mean archived partial state handed over per sync, in bytes.
     pub mean_partial_bytes: f64,
     /// Mean time the lessor was blocked per sync (its own metric), in nanoseconds.
@@ -594,6 +604,8 @@ impl BarrierReport {
         format!(
             "barrier: {} critical messages, one every {} records of {:.0} ns, a record every {} ns, 1 lessee\n  \
              {:<12} {:>8} {:>8} {:>8} {:>10}\n  {:<12} {:>8} {:>8} {:>8} {:>10.0}\n  \
+             {:<12} {:>8} {:>8} {:>8} {:>10.0}   (an atomic round trip between the two CPUs, one per barrier interval)\n  \
+             {:.2} M records/s got through (offered {:.2} M/s)\n  \
              partial state {:.0} bytes per sync; per sync (means): blocked {:.0} ns, state collected {:.0} ns, merge {:.0} ns\n  \
              parks per shard: {:?}; operator messages per shard {:?}; target p99 <= 10000 ns\n{}{}",
             self.barriers,
@@ -610,6 +622,13 @@ impl BarrierReport {
             b.p99,
             b.p999,
             b.mean,
+            "floor",
+            self.floor_ns.p50,
+            self.floor_ns.p99,
+            self.floor_ns.p999,
+            self.floor_ns.mean,
+            self.records_per_s / 1e6,
+            1e3 / self.interval_ns.max(1) as f64,
             self.mean_partial_bytes,
             self.mean_blocked_ns,
             self.mean_consolidation_ns,
@@ -631,10 +650,15 @@ pub fn barrier(config: &BarrierBenchConfig) -> Result<BarrierReport, String> {
         vec![None, None]
     };
     let machine_noise = crate::noise::measure(&cpus, Duration::from_millis(500));
+    let critical_every = config.critical_every.max(1);
+    let floor = crate::noise::paced_round_trips(
+        [cpus[0], cpus[1]],
+        critical_every.saturating_mul(config.interval_ns),
+        Duration::from_secs(1),
+    );
     let (iterations, work_ns) = calibrate(config.work_ns);
     let mut bench = Bench::start(iterations, config.keys.max(1))?;
     let actor = bench.leased_actor()?;
-    let critical_every = config.critical_every.max(1);
     // A short warm-up (the lessee starts, caches fill), then the measured run.
     bench.run(Plan {
         target: actor,
@@ -645,7 +669,7 @@ pub fn barrier(config: &BarrierBenchConfig) -> Result<BarrierReport, String> {
     *bench.shared.probes.lock().expect("not poisoned") = new_histogram();
     let ran_before: Vec<u64> = (0..2).map(|shard| bench.shared.ran(shard)).collect();
     let stolen_before = crate::noise::stolen_ns();
-    bench.run(Plan {
+    let elapsed = bench.run(Plan {
         target: actor,
         records: critical_every * config.barriers.max(1),
         interval_ns: config.interval_ns,
@@ -671,6 +695,9 @@ pub fn barrier(config: &BarrierBenchConfig) -> Result<BarrierReport, String> {
         critical_every,
         work_ns_per_record: work_ns,
         interval_ns: config.interval_ns,
+        floor_ns: LatencySummary::of(&floor),
+        records_per_s: (critical_every * config.barriers.max(1)) as f64
+            / elapsed.as_secs_f64().max(1e-9),
         mean_partial_bytes: metrics.consolidated_bytes as f64
             / metrics.consolidations.max(1) as f64,
         mean_blocked_ns: metrics.blocked_ns as f64 / syncs,

@@ -88,6 +88,82 @@ pub fn measure(cpus: &[Option<usize>], duration: Duration) -> Vec<CpuNoise> {
         .collect()
 }
 
+/// The cheapest round trip between two CPUs, sampled at a fixed cadence: one thread
+/// stores a ping into a cache line every `period_ns` (spinning in between, as a busy
+/// shard does), another thread spins on it and answers through a second line; each
+/// sample is from the ping's store to the answer seen. A protocol that needs a round trip
+/// between the two CPUs cannot do better at any percentile, so this is the tail the
+/// machine alone puts on a latency measured that often: a sample that starts while the
+/// other CPU is stopped waits for the rest of the stop. Returns the histogram of samples
+/// (nanoseconds) taken over `duration`.
+pub fn paced_round_trips(
+    cpus: [Option<usize>; 2],
+    period_ns: u64,
+    duration: Duration,
+) -> hdrhistogram::Histogram<u64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use crossbeam_utils::CachePadded;
+    use dirigo_runtime::clock;
+
+    let period_ns = period_ns.max(1);
+    // A thread of its own, so that pinning it leaves the caller's CPU mask alone (later
+    // runtimes take their CPUs from it).
+    std::thread::spawn(move || {
+        let ping = Arc::new(CachePadded::new(AtomicU64::new(0)));
+        let pong = Arc::new(CachePadded::new(AtomicU64::new(0)));
+        let echo = {
+            let (ping, pong) = (ping.clone(), pong.clone());
+            std::thread::spawn(move || {
+                pin_current(cpus[1]);
+                let mut answered = 0;
+                loop {
+                    let seen = ping.load(Ordering::Acquire);
+                    if seen == u64::MAX {
+                        break;
+                    }
+                    if seen != answered {
+                        answered = seen;
+                        pong.store(seen, Ordering::Release);
+                    }
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        pin_current(cpus[0]);
+        let mut histogram = crate::latency::new_histogram();
+        let started = clock::now();
+        let end = started + duration.as_nanos() as u64;
+        let mut next = started;
+        for i in 1.. {
+            next += period_ns;
+            let mut now = clock::now();
+            while now < next {
+                std::hint::spin_loop();
+                now = clock::now();
+            }
+            if now >= end {
+                break;
+            }
+            let start = clock::raw();
+            ping.store(i, Ordering::Release);
+            while pong.load(Ordering::Acquire) != i {
+                std::hint::spin_loop();
+            }
+            crate::latency::record(&mut histogram, clock::raw_delta_ns(start, clock::raw()));
+            // A sample that ran past the next ping's time sends the next one at once,
+            // not a burst to catch up: each sample stays one round trip.
+            next = next.max(clock::now().saturating_sub(period_ns));
+        }
+        ping.store(u64::MAX, Ordering::Release);
+        echo.join().expect("the echo thread does not panic");
+        histogram
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 /// One line per CPU, for report tables.
 pub fn describe(noise: &[CpuNoise]) -> String {
     noise
@@ -225,6 +301,19 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert!(stolen_ns().is_some_and(|cpus| !cpus.is_empty()));
         }
+    }
+
+    #[test]
+    fn paced_round_trips_take_one_sample_per_period() {
+        let samples = paced_round_trips([None, None], 100_000, Duration::from_millis(50));
+        // At most one per period (about 500); unpinned threads on a busy machine may
+        // take far fewer.
+        assert!(
+            (1..=501).contains(&samples.len()),
+            "{} samples",
+            samples.len()
+        );
+        assert!(samples.min() >= 1);
     }
 
     #[test]
