@@ -195,15 +195,15 @@ impl<M> Context<'_, M> {
 
     /// Whether this shard is past the point where it stops taking work from outside the
     /// runtime: its outgoing backlog (rings towards other shards are full, because those
-    /// shards stopped draining them) or its own mailboxes are past their high-water
-    /// marks. Producers inside the runtime should slow down too.
+    /// shards stopped draining them) or its own mailboxes (with what blocked lessors hold
+    /// back) are past their high-water marks. Producers inside the runtime should slow down too.
     pub fn backpressured(&self) -> bool {
         let shared = &self.out.shared;
+        let counters = &shared.counters[self.out.shard];
+        let waiting = counters.queued.load(std::sync::atomic::Ordering::Relaxed)
+            + counters.held.load(std::sync::atomic::Ordering::Relaxed);
         self.out.backlog > shared.config.backlog_high_water
-            || shared.counters[self.out.shard]
-                .queued
-                .load(std::sync::atomic::Ordering::Relaxed)
-                > shared.config.mailbox_high_water
+            || waiting > shared.config.mailbox_high_water
     }
 
     /// The scheduling context of the message being handled.

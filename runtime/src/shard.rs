@@ -23,11 +23,13 @@
 //! Backpressure: rings are bounded. A message that finds its ring full waits, in order,
 //! in the sender shard's outbox for that destination, so nothing is dropped; and because
 //! a shard never stops draining its inbound rings, cycles (A→B→A) and all-to-all traffic
-//! cannot deadlock. What bounds memory is two high-water marks. A shard whose mailboxes
-//! hold more than theirs (`RuntimeBuilder::mailbox_high_water`) stops draining its
-//! inbound rings and its intake until it has run them down, so the rings towards it fill
-//! (a lessor waiting for partial states is the exception: it drains on, since they may
-//! sit behind user messages). Every message in a mailbox is runnable, so the shard always
+//! cannot deadlock. What bounds memory is two high-water marks. A shard whose mailboxes,
+//! with the messages its blocked lessors hold back, pass theirs
+//! (`RuntimeBuilder::mailbox_high_water`) stops draining its inbound rings and its intake
+//! until it has run them down, so the rings towards it fill. Every message in a mailbox
+//! is runnable, and a blocked lessor waits only for its own mailbox, for partial states
+//! or for a barrier's parts from other inputs; while either of the last two is due the
+//! shard drains on (they may sit behind user messages in a ring). So the shard always
 //! gets back under the mark. A shard whose outboxes hold more than theirs stops taking
 //! messages from outside threads, whose sends then block (or fail with `Full` for
 //! `try_send`), and both marks make `Context::backpressured` true for the sources on the
@@ -335,6 +337,13 @@ struct ActorTable<M> {
     /// Partial states this shard's lessors wait for: while there are any, the shard looks
     /// at its rings between messages, not only between turns.
     awaiting_partials: usize,
+    /// Messages lessors here hold back (blocked, or behind a pending barrier): they count
+    /// towards the mailbox high-water mark with the mailboxes.
+    held: u64,
+    /// Lessors here with a barrier that waits for parts from some inputs: while there are
+    /// any, the shard drains its rings whatever its mailboxes hold, since the parts may
+    /// sit behind other messages there.
+    pending_barriers: usize,
     /// Lessors whose metrics changed since they were last published.
     metrics_dirty: Vec<ActorId>,
     /// Whether the policy decides where mergeable operators' messages run.
@@ -427,6 +436,8 @@ impl<M: Send + 'static> ActorTable<M> {
             scratch_lessees: Vec::new(),
             scratch_shards: Vec::new(),
             awaiting_partials: 0,
+            held: 0,
+            pending_barriers: 0,
             metrics_dirty: Vec::new(),
         }
     }
@@ -621,6 +632,7 @@ impl<M: Send + 'static> ActorTable<M> {
         let input = envelope.source;
         if coordinator.sync.is_some() || coordinator.held_inputs.contains(&input) {
             coordinator.held.push_back(envelope);
+            self.held += 1;
             return;
         }
         if envelope.is_critical() {
@@ -649,9 +661,11 @@ impl<M: Send + 'static> ActorTable<M> {
                     // part of the pending one: it comes after the pending barrier.
                     coordinator.held_inputs.push(input);
                     coordinator.held.push_back(envelope);
+                    self.held += 1;
                     return;
                 }
                 (Barrier::Wait { id, inputs }, None) => {
+                    self.pending_barriers += 1;
                     coordinator.barrier = Some(PendingBarrier {
                         id,
                         inputs,
@@ -663,6 +677,7 @@ impl<M: Send + 'static> ActorTable<M> {
             };
             if complete {
                 let barrier = coordinator.barrier.take().expect("completed above");
+                self.pending_barriers -= 1;
                 coordinator.held_inputs.clear();
                 self.awaiting_partials += begin_sync(coordinator, id, barrier.arrived, None, out);
                 self.check_consolidated(index);
@@ -1409,13 +1424,17 @@ impl<M: Send + 'static> Shard<M> {
             .store(self.busy_ns, Ordering::Relaxed);
         Some(end)
     }
-    /// Keeps `queued_peak` (a statistic: two loads and a compare per call).
+    /// Publishes what blocked lessors hold (for `Context::backpressured`) and keeps
+    /// `queued_peak`, a statistic of mailboxes and held messages together.
     #[inline]
     fn note_queued_peak(&self) {
         let counters = self.counters();
-        let queued = counters.queued.load(Ordering::Relaxed);
-        if queued > counters.queued_peak.load(Ordering::Relaxed) {
-            counters.queued_peak.store(queued, Ordering::Relaxed);
+        if counters.held.load(Ordering::Relaxed) != self.actors.held {
+            counters.held.store(self.actors.held, Ordering::Relaxed);
+        }
+        let waiting = counters.queued.load(Ordering::Relaxed) + self.actors.held;
+        if waiting > counters.queued_peak.load(Ordering::Relaxed) {
+            counters.queued_peak.store(waiting, Ordering::Relaxed);
         }
     }
 
@@ -1552,13 +1571,17 @@ impl<M: Send + 'static> Shard<M> {
         let counters = &shared.counters[*id];
         let mut arrived = 0;
         // Past the mailbox high-water mark the rings are left to fill, so that senders
-        // see backpressure instead of this shard buffering without bound. The mailboxes
-        // hold only runnable messages, so the shard keeps running them and comes back
-        // under the mark; a lessor waiting for partial states keeps draining, since they
-        // may sit behind user messages in a ring.
-        let mailboxes_open = counters.queued.load(Ordering::Relaxed)
+        // see backpressure instead of this shard buffering without bound. What counts is
+        // the mailboxes and what blocked lessors hold back. The mailboxes hold only
+        // runnable messages, and a blocked lessor waits only for its mailbox to run
+        // down, for partial states, or for a pending barrier's parts; so the shard keeps
+        // running them and comes back under the mark, and while partial states or
+        // barrier parts are due it drains on, since they may sit behind user messages in
+        // a ring.
+        let mailboxes_open = counters.queued.load(Ordering::Relaxed) + actors.held
             <= shared.config.mailbox_high_water
-            || actors.awaiting_partials > 0;
+            || actors.awaiting_partials > 0
+            || actors.pending_barriers > 0;
         if mailboxes_open {
             for (_, ring) in incoming.iter_mut() {
                 arrived += ring.drain(|packet| match packet {
@@ -1853,6 +1876,8 @@ impl<M: Send + 'static> Shard<M> {
         coordinator.metrics.blocked_ns += now.saturating_sub(sync.started);
         let mut held = std::mem::take(&mut coordinator.held);
         coordinator.mark_metrics_dirty(&mut self.actors.metrics_dirty);
+        // Released: admission below counts again whatever it holds anew.
+        self.actors.held -= held.len() as u64;
         self.dispatch_local();
         // Scale requests that waited for this consolidation go first: held messages are
         // re-admitted after them (the rest put back at once if one blocks the actor), so a retire
@@ -1883,10 +1908,12 @@ impl<M: Send + 'static> Shard<M> {
                     // Whatever it held just now goes first; the backlog itself is not
                     // copied (held is usually the long one).
                     held.push_front(envelope);
+                    let returned = held.len() as u64;
                     let just_held = std::mem::replace(&mut coordinator.held, held);
                     for earlier in just_held.into_iter().rev() {
                         coordinator.held.push_front(earlier);
                     }
+                    self.actors.held += returned;
                     break;
                 }
             }

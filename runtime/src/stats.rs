@@ -18,7 +18,9 @@ pub(crate) struct ShardCounters {
     pub(crate) handler_panics: AtomicU64,
     /// Messages waiting in the shard's mailboxes now.
     pub(crate) queued: AtomicU64,
-    /// The most `queued` was at the start or the end of a turn.
+    /// Messages the shard's blocked lessors hold back, as of the last turn.
+    pub(crate) held: AtomicU64,
+    /// The most `queued + held` was at the start or the end of a turn.
     pub(crate) queued_peak: AtomicU64,
     /// The share of recent time the shard was busy, in thousandths (smoothed over about
     /// 8 ms, updated on each tick).
@@ -71,9 +73,11 @@ pub struct ShardStats {
     /// Handlers that held the shard past the handler bound (measured while handlers are
     /// timed).
     pub slow_handlers: u64,
-    /// The most messages its mailboxes held, seen at the start or the end of a turn:
-    /// bounded by the mailbox high-water mark plus what one drain of the inbound rings
-    /// and one turn's local sends can add (see `RuntimeBuilder::mailbox_high_water`).
+    /// The most messages its mailboxes held, together with what blocked lessors held
+    /// back, seen at the start or the end of a turn: bounded by the mailbox high-water
+    /// mark plus what one drain of the inbound rings and one turn's local sends can add
+    /// (see `RuntimeBuilder::mailbox_high_water`), except while lessors wait for partial
+    /// states or barrier parts.
     pub queued_peak: u64,
     /// Dual-mode metrics of the lessors on this shard that had critical messages or
     /// lessees (filled in the final report only; empty in live snapshots).

@@ -2,7 +2,8 @@
 //! consumer's mailboxes up to their high-water mark and no further; the rings towards
 //! that shard then fill, and the producer sees `Context::backpressured` and waits. Nothing
 //! is lost, and the consumer's mailboxes stay bounded whether it runs on the producer's
-//! shard or another one.
+//! shard or another one, and whether or not it is blocked by critical messages (what it
+//! holds back meanwhile counts).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,8 +21,13 @@ const MAILBOX_HIGH_WATER: usize = 512;
 
 #[derive(Clone, Debug)]
 enum Msg {
-    /// To the producer: send `total` messages to `to`, in turns.
-    Start { to: ActorId, total: u64 },
+    /// To the producer: send `total` messages to `to`, in turns; with `critical_every`,
+    /// every that many messages one is critical.
+    Start {
+        to: ActorId,
+        total: u64,
+        critical_every: Option<u64>,
+    },
     /// The producer's next turn.
     Turn,
     /// To the consumer: one unit of work.
@@ -31,6 +37,7 @@ enum Msg {
 struct Producer {
     to: Option<ActorId>,
     left: u64,
+    critical_every: Option<u64>,
     /// Turns that found the shard backpressured.
     waited: Arc<AtomicU64>,
 }
@@ -38,9 +45,14 @@ struct Producer {
 impl Actor<Msg> for Producer {
     fn receive(&mut self, ctx: &mut Context<'_, Msg>, message: Envelope<Msg>) {
         match message.payload {
-            Msg::Start { to, total } => {
+            Msg::Start {
+                to,
+                total,
+                critical_every,
+            } => {
                 self.to = Some(to);
                 self.left = total;
+                self.critical_every = critical_every;
             }
             Msg::Turn => {}
             Msg::Work => return,
@@ -54,7 +66,14 @@ impl Actor<Msg> for Producer {
             return;
         }
         for _ in 0..PER_TURN.min(self.left) {
-            ctx.send(to, Msg::Work).unwrap();
+            match self.critical_every {
+                // A critical message blocks the consumer until its mailbox has run
+                // down; what arrives meanwhile is held back.
+                Some(every) if self.left % every == 0 => {
+                    ctx.send_critical(to, Msg::Work).unwrap();
+                }
+                _ => ctx.send(to, Msg::Work).unwrap(),
+            }
             self.left -= 1;
         }
         if self.left > 0 {
@@ -77,8 +96,9 @@ impl Actor<Msg> for Consumer {
 }
 
 /// Runs one producer on shard 0 against a consumer on `consumer_shard`; returns the
-/// consumer shard's mailbox peak, the messages consumed, and the producer's waits.
-fn overload(consumer_shard: usize, total: u64) -> (u64, u64, u64) {
+/// consumer shard's peak of mailboxes and held messages, the messages consumed, and the
+/// producer's waits.
+fn overload(consumer_shard: usize, total: u64, critical_every: Option<u64>) -> (u64, u64, u64) {
     let consumed = Arc::new(AtomicU64::new(0));
     let waited = Arc::new(AtomicU64::new(0));
     let (for_consumer, for_producer) = (consumed.clone(), waited.clone());
@@ -90,6 +110,7 @@ fn overload(consumer_shard: usize, total: u64) -> (u64, u64, u64) {
             Box::new(Producer {
                 to: None,
                 left: 0,
+                critical_every: None,
                 waited: for_producer.clone(),
             }) as Box<dyn Actor<Msg>>
         })
@@ -113,6 +134,7 @@ fn overload(consumer_shard: usize, total: u64) -> (u64, u64, u64) {
             Msg::Start {
                 to: consumer,
                 total,
+                critical_every,
             },
         ))
         .unwrap();
@@ -136,7 +158,7 @@ fn overload(consumer_shard: usize, total: u64) -> (u64, u64, u64) {
 #[test]
 fn a_consumer_on_another_shard_pushes_back_through_the_rings() {
     let total = 50_000;
-    let (peak, consumed, waited) = overload(1, total);
+    let (peak, consumed, waited) = overload(1, total, None);
     assert_eq!(consumed, total);
     // The mark, plus one drain of the ring from shard 0.
     let bound = (MAILBOX_HIGH_WATER + RING_CAPACITY) as u64;
@@ -147,10 +169,23 @@ fn a_consumer_on_another_shard_pushes_back_through_the_rings() {
 #[test]
 fn a_consumer_on_the_producers_shard_pushes_back_through_its_mailboxes() {
     let total = 50_000;
-    let (peak, consumed, waited) = overload(0, total);
+    let (peak, consumed, waited) = overload(0, total, None);
     assert_eq!(consumed, total);
     // The mark, plus what one producer turn sends before it looks again.
     let bound = MAILBOX_HIGH_WATER as u64 + 2 * PER_TURN;
     assert!(peak <= bound, "mailbox peak {peak} past {bound}");
+    assert!(waited > 0, "the producer never saw backpressure");
+}
+
+#[test]
+fn a_blocked_consumer_counts_what_it_holds_back() {
+    let total = 50_000;
+    let (peak, consumed, waited) = overload(1, total, Some(500));
+    assert_eq!(consumed, total);
+    let bound = (MAILBOX_HIGH_WATER + RING_CAPACITY) as u64;
+    assert!(
+        peak <= bound,
+        "mailboxes and held messages peaked at {peak}, past {bound}"
+    );
     assert!(waited > 0, "the producer never saw backpressure");
 }
