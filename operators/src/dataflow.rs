@@ -422,6 +422,9 @@ pub(crate) struct OperatorActor {
     /// The same, as of the watermarks admitted so far (the runtime asks
     /// [`Actor::barrier`] once per critical message, in the order they will run).
     admitted: std::cell::RefCell<(Vec<Time>, Time)>,
+    /// Whether the operator's state is exclusive: it never has lessees, so its lessor's
+    /// state is the whole state and a watermark needs no consolidation.
+    exclusive: bool,
 }
 
 impl OperatorActor {
@@ -441,11 +444,17 @@ impl OperatorActor {
 
 impl Actor<Msg> for OperatorActor {
     /// A watermark that moves the aligned frontier past no window end runs on the lessor
-    /// alone: nothing it does reads state a lessee holds.
+    /// alone: nothing it does reads state a lessee holds. Nor does any watermark of an
+    /// operator with exclusive state (it has no lessees): it runs in arrival order,
+    /// without blocking the actor. (A blocked actor holds back what arrives, and runs its
+    /// mailbox ahead of other actors' work until the critical message's turn comes.)
     fn barrier(&self, message: &Envelope<Msg>) -> dirigo_runtime::Barrier {
         let Msg::Watermark(frontier) = message.payload else {
             return dirigo_runtime::Barrier::Single;
         };
+        if self.exclusive {
+            return dirigo_runtime::Barrier::Local;
+        }
         let (_, slot) = self.input_of(message.source);
         let mut admitted = self.admitted.borrow_mut();
         let (frontiers, aligned) = &mut *admitted;
@@ -924,6 +933,7 @@ impl App {
                 triggers: triggers.clone(),
             });
             let make = node.make.clone();
+            let exclusive = node.state == StateKind::Exclusive;
             let factory = move |actor: ActorId, _saved| -> Box<dyn Actor<Msg>> {
                 Box::new(OperatorActor {
                     logic: make(&wiring, actor.partition),
@@ -933,6 +943,7 @@ impl App {
                     frontiers: vec![0; slots],
                     frontier: 0,
                     admitted: std::cell::RefCell::new((vec![0; slots], 0)),
+                    exclusive,
                 })
             };
             let operator = id as OperatorId;

@@ -37,6 +37,11 @@ where
     fn forward_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
         self.out.frontier(ctx, frontier);
     }
+
+    /// A record-at-a-time operator keeps no state a frontier reads.
+    fn frontier_needs_state(&self, _from: Time, _to: Time) -> bool {
+        false
+    }
 }
 
 fn flat_map_node<I, O, F, R>(
