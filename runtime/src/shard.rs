@@ -22,8 +22,9 @@
 //!
 //! Backpressure: rings are bounded. A message that finds its ring full waits, in order,
 //! in the sender shard's outbox for that destination, so nothing is dropped; and because
-//! a shard never stops draining its inbound rings, cycles (A→B→A) and all-to-all traffic
-//! cannot deadlock. What bounds memory is two high-water marks. A shard whose mailboxes,
+//! a shard stops draining its inbound rings only while it has runnable work of its own
+//! (below), cycles (A→B→A) and all-to-all traffic cannot deadlock. What bounds memory is
+//! two high-water marks. A shard whose mailboxes,
 //! with the messages its blocked lessors hold back, pass theirs
 //! (`RuntimeBuilder::mailbox_high_water`) stops draining its inbound rings and its intake
 //! until it has run them down, so the rings towards it fill. Every message in a mailbox
@@ -1900,7 +1901,8 @@ impl<M: Send + 'static> Shard<M> {
         let mut held = std::mem::take(&mut coordinator.held);
         coordinator.mark_metrics_dirty(&mut self.actors.metrics_dirty);
         // Released: admission below counts again whatever it holds anew.
-        self.actors.held -= held.len() as u64;
+        debug_assert!(self.actors.held >= held.len() as u64);
+        self.actors.held = self.actors.held.saturating_sub(held.len() as u64);
         self.dispatch_local();
         // Scale requests that waited for this consolidation go first: held messages are
         // re-admitted after them (the rest put back at once if one blocks the actor), so a retire
@@ -2125,7 +2127,9 @@ impl<M: Send + 'static> Shard<M> {
         };
         let timeout_ns = timeout.as_nanos() as u64;
         let interval_ns = (timeout_ns / 4).clamp(1_000_000, 1_000_000_000);
-        if now - self.last_sweep < interval_ns {
+        // `now` can be older than the last sweep: an idle spell sweeps as of its start,
+        // after ticks during it swept as of later.
+        if now.saturating_sub(self.last_sweep) < interval_ns {
             return;
         }
         self.last_sweep = now;
