@@ -633,16 +633,15 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
             }
         }
         let measure_costs = self.policy.wants_costs() || slo_ns.iter().any(|&slo| slo > 0);
+        // Both high-water marks default to four rings' worth of messages.
+        let four_rings = self.ring_capacity.max(2).next_power_of_two() * 4;
         let shared = Arc::new(Shared {
             config: ShardConfig {
                 spin_budget: self.spin_budget,
                 park_timeout: self.park_timeout,
                 idle_deactivation: self.idle_deactivation,
-                backlog_high_water: self.ring_capacity.max(2).next_power_of_two() * 4,
-                mailbox_high_water: self
-                    .mailbox_high_water
-                    .unwrap_or(self.ring_capacity.max(2).next_power_of_two() * 4)
-                    as u64,
+                backlog_high_water: four_rings,
+                mailbox_high_water: self.mailbox_high_water.unwrap_or(four_rings) as u64,
                 handler_warning_ns: self.handler_warning.as_nanos().min(u128::from(u64::MAX))
                     as u64,
             },
