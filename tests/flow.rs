@@ -293,3 +293,121 @@ fn session_windows_grow_merge_and_fire_as_a_plain_grouping_says() {
     assert!(expected.len() > 1_000, "{} sessions", expected.len());
     assert_eq!(sessions, expected);
 }
+
+/// Where a paced test source's records were seen: `(record, when)` on the runtime's
+/// clock, taken at the start of each batch a sink receives.
+#[derive(Clone, Default)]
+struct Arrivals(std::sync::Arc<std::sync::Mutex<Vec<(u64, u64)>>>);
+
+struct ArrivalWriter {
+    arrivals: Arrivals,
+    batch_at: u64,
+}
+
+impl dirigo_operators::sink::SinkWriter<u64> for ArrivalWriter {
+    fn begin_batch(&mut self, now: u64) {
+        self.batch_at = now;
+    }
+    fn write(&mut self, _: u64, record: u64, _: u64) {
+        self.arrivals
+            .0
+            .lock()
+            .unwrap()
+            .push((record, self.batch_at));
+    }
+}
+
+/// Checks that record `i` of a source paced at `ns_per_record` arrived no sooner than it
+/// was due, and that records `0..count` all arrived, once each.
+fn assert_paced(app: &App, arrivals: &Arrivals, count: u64, ns_per_record: f64) {
+    let epoch = app.paced_since().expect("the source started");
+    let mut arrivals = arrivals.0.lock().unwrap().clone();
+    arrivals.sort_unstable();
+    assert_eq!(
+        arrivals.iter().map(|&(record, _)| record).collect::<Vec<_>>(),
+        (0..count).collect::<Vec<_>>()
+    );
+    for &(record, at) in &arrivals {
+        let due = epoch + (record as f64 * ns_per_record) as u64;
+        assert!(at >= due, "record {record} arrived {} ns early", due - at);
+    }
+}
+
+#[test]
+fn a_paced_source_sends_every_record_and_none_before_it_is_due() {
+    let app = AppBuilder::new(0, "paced").parallelism(2);
+    let count = 20_000u64;
+    let records: Vec<(u64, u64)> = (0..count).map(|i| (i / 100, i)).collect();
+    let arrivals = Arrivals::default();
+    let sink_arrivals = arrivals.clone();
+    // 200 000 a second: 100 ms, two partitions each taking every other record.
+    app.source_iter("numbers", records, 0, Pacing::Rate(200_000.0))
+        .sink("arrivals", move |_| ArrivalWriter {
+            arrivals: sink_arrivals.clone(),
+            batch_at: 0,
+        });
+    let app = app.build();
+    run_to_end(&app);
+    assert_paced(&app, &arrivals, count, 5_000.0);
+}
+
+/// A record source with nothing to give until the test releases records: `released`
+/// says how many of `0..count` it may hand out so far.
+struct Gated {
+    released: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    next: u64,
+    count: u64,
+}
+
+impl dirigo_operators::source::RecordSource<u64> for Gated {
+    fn next_record(&mut self) -> Option<(u64, u64)> {
+        unreachable!("polled only")
+    }
+    fn poll_record(&mut self) -> std::task::Poll<Option<(u64, u64)>> {
+        use std::task::Poll;
+        if self.next == self.count {
+            return Poll::Ready(None);
+        }
+        if self.next >= self.released.load(std::sync::atomic::Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        self.next += 1;
+        Poll::Ready(Some((self.next - 1, self.next - 1)))
+    }
+}
+
+#[test]
+fn a_paced_source_whose_records_come_late_sends_them_as_they_come() {
+    // One partition: the gate counts records of the whole source.
+    let app = AppBuilder::new(0, "gated").parallelism(1);
+    let count = 3_000u64;
+    let released = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let gate = released.clone();
+    let arrivals = Arrivals::default();
+    let sink_arrivals = arrivals.clone();
+    // Due every 10 µs (30 ms in all); released in three bursts, the later two after
+    // their records were due, so those go out as soon as they come.
+    app.source("gated", 0, Pacing::Rate(100_000.0), move |_, _| Gated {
+        released: gate.clone(),
+        next: 0,
+        count,
+    })
+    .sink("arrivals", move |_| ArrivalWriter {
+        arrivals: sink_arrivals.clone(),
+        batch_at: 0,
+    });
+    let app = app.build();
+    let runtime = app
+        .install(Runtime::<Msg>::builder().shards(2))
+        .build()
+        .unwrap();
+    app.start(&runtime.ingress());
+    for burst in 1..=3 {
+        released.store(burst * count / 3, std::sync::atomic::Ordering::Release);
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    assert!(app.wait(Duration::from_secs(30)), "the app finishes");
+    runtime.shutdown();
+    assert_paced(&app, &arrivals, count, 10_000.0);
+    assert_eq!(app.flow().emitted, count);
+}

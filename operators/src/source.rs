@@ -69,7 +69,7 @@ impl Pacing {
         &self,
         partition: PartitionId,
         partitions: PartitionId,
-    ) -> Option<Box<dyn Iterator<Item = Nanos> + Send>> {
+    ) -> Option<Box<dyn DueTimes>> {
         let skip = partition as usize;
         let step = partitions.max(1) as usize;
         match self {
@@ -86,6 +86,45 @@ impl Pacing {
                 Some(Box::new(shape.schedule(*seed).skip(skip).step_by(step)))
             }
         }
+    }
+}
+
+/// A paced source partition's schedule: when each of its records is due, in nanoseconds
+/// since the pacing epoch, in order. A turn takes every due time that has come in one
+/// call ([`take_due`](Self::take_due)), so a turn of a few hundred records costs one
+/// dynamic call, not one per record. Every iterator of nanoseconds is one.
+trait DueTimes: Send {
+    /// Consumes the due times at or before `until`, at most `max` of them, starting with
+    /// `peeked` (a due time taken before and not yet used); leaves the first later one in
+    /// `peeked` (`Nanos::MAX` once the schedule has ended). Returns how many it consumed
+    /// and the first of them.
+    fn take_due(&mut self, peeked: &mut Option<Nanos>, until: Nanos, max: usize)
+        -> (usize, Nanos);
+}
+
+impl<I: Iterator<Item = Nanos> + Send> DueTimes for I {
+    fn take_due(
+        &mut self,
+        peeked: &mut Option<Nanos>,
+        until: Nanos,
+        max: usize,
+    ) -> (usize, Nanos) {
+        let (mut taken, mut first) = (0, Nanos::MAX);
+        while taken < max {
+            let due = match peeked.take() {
+                Some(due) => due,
+                None => self.next().unwrap_or(Nanos::MAX),
+            };
+            if due > until {
+                *peeked = Some(due);
+                break;
+            }
+            if taken == 0 {
+                first = due;
+            }
+            taken += 1;
+        }
+        (taken, first)
     }
 }
 
@@ -184,8 +223,14 @@ struct SourceLogic<T> {
     ended: bool,
     /// How long to wait before looking again when nothing is available.
     pending_pause: Nanos,
-    schedule: Option<Box<dyn Iterator<Item = Nanos> + Send>>,
+    schedule: Option<Box<dyn DueTimes>>,
+    /// The next due time, taken from the schedule and not used yet.
     next_due: Option<Nanos>,
+    /// Due times that came while the record source had nothing to give (it was
+    /// pending): the records it gives next go out at once, as due since `owed_since`
+    /// (the earliest of them, so their latency is not understated).
+    owed: usize,
+    owed_since: Nanos,
     started: Option<Nanos>,
     bound: Time,
     max_time: Time,
@@ -242,6 +287,53 @@ impl<T: Data> SourceLogic<T> {
         produced
     }
 
+    /// A paced turn: the records whose due times have come, up to the turn's limit, taken
+    /// from the schedule and from the record source in one call each. The batch is
+    /// stamped with the due time of its first record. Returns how many were sent.
+    fn take_paced(&mut self, ctx: &mut Context<'_, Msg>, now: Nanos, started: Nanos) -> usize {
+        let Some(schedule) = self.schedule.as_mut() else {
+            return 0;
+        };
+        let owed = self.owed.min(TURN_LIMIT);
+        let (due, first_new) = schedule.take_due(
+            &mut self.next_due,
+            now.saturating_sub(started),
+            TURN_LIMIT - owed,
+        );
+        let wanted = owed + due;
+        if wanted == 0 {
+            return 0;
+        }
+        let first_new = started.saturating_add(first_new);
+        let first_due = if owed > 0 { self.owed_since } else { first_new };
+        let mut batch = std::mem::take(&mut self.scratch);
+        batch.extend(self.peeked.take());
+        let missing = wanted - batch.len();
+        if missing > 0 && !self.ended {
+            if let Poll::Ready(false) = self.records.poll_records(&mut batch, missing) {
+                self.ended = true;
+            }
+        }
+        let produced = batch.len();
+        // Due times the record source could not fill yet stay owed (an exhausted source
+        // owes nothing: its stream ends).
+        self.owed = if self.ended { 0 } else { wanted - produced };
+        if self.owed > 0 && produced >= owed {
+            // The earlier owed records went; the first unfilled due time is one of this
+            // turn's, none earlier than its first.
+            self.owed_since = first_new;
+        }
+        if produced > 0 {
+            self.out.ingress = Some(first_due);
+        }
+        for (time, record) in batch.drain(..) {
+            self.max_time = self.max_time.max(time);
+            self.out.give(ctx, time, record);
+        }
+        self.scratch = batch;
+        produced
+    }
+
     fn peek(&mut self) -> Next {
         if self.peeked.is_some() {
             return Next::Ready;
@@ -288,27 +380,15 @@ impl<T: Data> Logic for SourceLogic<T> {
         if self.schedule.is_none() {
             produced = self.take_available(ctx, now);
         }
-        while produced < TURN_LIMIT && self.peek() == Next::Ready {
-            let due = match (&mut self.schedule, self.next_due) {
-                (None, _) => now,
-                (Some(_), Some(offset)) => started + offset,
-                (Some(schedule), None) => {
-                    let offset = schedule.next().unwrap_or(Nanos::MAX - started);
-                    self.next_due = Some(offset);
-                    started + offset
-                }
-            };
-            if due > now {
-                break;
+        if self.schedule.is_some() {
+            produced = self.take_paced(ctx, now, started);
+        } else {
+            while produced < TURN_LIMIT && self.peek() == Next::Ready {
+                let (time, record) = self.peeked.take().expect("peeked above");
+                self.max_time = self.max_time.max(time);
+                self.out.give(ctx, time, record);
+                produced += 1;
             }
-            self.next_due = None;
-            if self.out.ingress.is_none() {
-                self.out.ingress = Some(due);
-            }
-            let (time, record) = self.peeked.take().expect("peeked above");
-            self.max_time = self.max_time.max(time);
-            self.out.give(ctx, time, record);
-            produced += 1;
         }
         self.out.flush(ctx);
         self.counters
@@ -347,8 +427,10 @@ impl<T: Data> Logic for SourceLogic<T> {
                 self.pending_pause = (pause * 2).min(PENDING_PAUSE_MAX_NS);
                 now + pause
             }
-            (_, Some(_), Some(offset)) if produced < TURN_LIMIT => {
-                (started + offset).max(now + PACED_TURN_EVERY_NS)
+            (_, Some(_), Some(offset)) if produced < TURN_LIMIT && self.owed == 0 => {
+                started
+                    .saturating_add(offset)
+                    .max(now + PACED_TURN_EVERY_NS)
             }
             _ => now,
         };
@@ -407,6 +489,8 @@ impl AppBuilder {
                     pending_pause: PENDING_PAUSE_MIN_NS,
                     schedule: pacing.schedule(partition, me),
                     next_due: None,
+                    owed: 0,
+                    owed_since: 0,
                     started: None,
                     bound: out_of_orderness,
                     max_time: 0,
@@ -509,6 +593,24 @@ mod tests {
         assert_eq!(out, [(1, 1), (2, 2), (3, 3)]);
         assert_eq!(trickle.poll_records(&mut out, 10), Poll::Ready(false));
         assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn a_turn_takes_every_due_time_that_has_come_and_keeps_the_next() {
+        let mut schedule = [10u64, 20, 30, 40].into_iter();
+        let mut peeked = None;
+        assert_eq!(schedule.take_due(&mut peeked, 25, 10), (2, 10));
+        assert_eq!(peeked, Some(30));
+        // Nothing new has come: the peeked time stays.
+        assert_eq!(schedule.take_due(&mut peeked, 25, 10), (0, Nanos::MAX));
+        assert_eq!(peeked, Some(30));
+        // At most `max`, the peeked one first.
+        assert_eq!(schedule.take_due(&mut peeked, 100, 1), (1, 30));
+        assert_eq!(peeked, None);
+        // The schedule ends: what follows is never due.
+        assert_eq!(schedule.take_due(&mut peeked, 100, 10), (1, 40));
+        assert_eq!(peeked, Some(Nanos::MAX));
+        assert_eq!(schedule.take_due(&mut peeked, Nanos::MAX - 1, 10).0, 0);
     }
 
     #[test]
