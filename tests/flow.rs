@@ -324,7 +324,10 @@ fn assert_paced(app: &App, arrivals: &Arrivals, count: u64, ns_per_record: f64) 
     let mut arrivals = arrivals.0.lock().unwrap().clone();
     arrivals.sort_unstable();
     assert_eq!(
-        arrivals.iter().map(|&(record, _)| record).collect::<Vec<_>>(),
+        arrivals
+            .iter()
+            .map(|&(record, _)| record)
+            .collect::<Vec<_>>(),
         (0..count).collect::<Vec<_>>()
     );
     for &(record, at) in &arrivals {
@@ -410,4 +413,50 @@ fn a_paced_source_whose_records_come_late_sends_them_as_they_come() {
     runtime.shutdown();
     assert_paced(&app, &arrivals, count, 10_000.0);
     assert_eq!(app.flow().emitted, count);
+}
+
+#[test]
+fn operators_idle_past_the_deactivation_timeout_keep_their_state() {
+    // A source that goes quiet (pending) mid-window, for longer than the runtime's idle
+    // timeout: the window and the sink downstream are deactivated meanwhile, and must
+    // come back with the window's first half and the sink's rows.
+    let app = AppBuilder::new(0, "quiet").parallelism(1);
+    let count = 1_000u64;
+    let released = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let gate = released.clone();
+    let counts = app
+        .source("gated", 0, Pacing::Unpaced, move |_, _| Gated {
+            released: gate.clone(),
+            next: 0,
+            count,
+        })
+        // Event time = record number: two 1 000 ms windows, [0, 1000) and, for the
+        // watermark's sake, nothing after.
+        .key_by(|n| *n % 3)
+        .window_count("per-key", Windows::Tumbling { size: 1_000 })
+        .collect("counts");
+    let app = app.build();
+    let runtime = app
+        .install(
+            Runtime::<Msg>::builder()
+                .shards(2)
+                .idle_deactivation(Some(Duration::from_millis(20))),
+        )
+        .build()
+        .unwrap();
+    app.start(&runtime.ingress());
+    released.store(count / 2, std::sync::atomic::Ordering::Release);
+    std::thread::sleep(Duration::from_millis(300));
+    released.store(count, std::sync::atomic::Ordering::Release);
+    assert!(app.wait(Duration::from_secs(30)), "the app finishes");
+    let report = runtime.shutdown();
+    let deactivations: u64 = report.shards.iter().map(|shard| shard.deactivations).sum();
+    assert!(
+        deactivations > 0,
+        "the quiet spell deactivated the operators"
+    );
+    let mut counts = counts.take();
+    counts.sort_unstable_by_key(|&(key, _, _)| key);
+    let counted: Vec<(u64, u64)> = counts.iter().map(|&(key, _, n)| (key, n)).collect();
+    assert_eq!(counted, [(0, 334), (1, 333), (2, 333)]);
 }

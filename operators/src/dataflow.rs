@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use dirigo_runtime::{
     Actor, ActorId, AppId, Context, Envelope, Ingress, MessageKind, Nanos, OperatorId, PartitionId,
-    RuntimeBuilder, SchedContext, Snapshot, SnapshotError, StateKind,
+    RuntimeBuilder, SavedState, SchedContext, Snapshot, SnapshotError, StateKind,
 };
 
 use crate::partition::{key_hash, Partitioning};
@@ -500,6 +500,15 @@ impl Actor<Msg> for OperatorActor {
         }
     }
 
+    /// An operator idle past the runtime's deactivation timeout (a source that went
+    /// quiet upstream) keeps everything: its logic's state (open windows, running
+    /// aggregates, a sink's writer) and its inputs' frontiers. The factory takes it back
+    /// as it was on the next message; without this, a window's records from before the
+    /// quiet spell were lost and a file sink was opened afresh.
+    fn deactivate(self: Box<Self>) -> Option<SavedState> {
+        Some(self)
+    }
+
     fn snapshot(&mut self) -> Result<Option<Snapshot>, SnapshotError> {
         self.logic.snapshot()
     }
@@ -934,7 +943,11 @@ impl App {
             });
             let make = node.make.clone();
             let exclusive = node.state == StateKind::Exclusive;
-            let factory = move |actor: ActorId, _saved| -> Box<dyn Actor<Msg>> {
+            let factory = move |actor: ActorId, saved: Option<SavedState>| -> Box<dyn Actor<Msg>> {
+                // Back from an idle spell: as it was (see `OperatorActor::deactivate`).
+                if let Some(Ok(dormant)) = saved.map(|saved| saved.downcast::<OperatorActor>()) {
+                    return dormant;
+                }
                 Box::new(OperatorActor {
                     logic: make(&wiring, actor.partition),
                     inputs: inputs.clone(),

@@ -98,17 +98,11 @@ trait DueTimes: Send {
     /// `peeked` (a due time taken before and not yet used); leaves the first later one in
     /// `peeked` (`Nanos::MAX` once the schedule has ended). Returns how many it consumed
     /// and the first of them.
-    fn take_due(&mut self, peeked: &mut Option<Nanos>, until: Nanos, max: usize)
-        -> (usize, Nanos);
+    fn take_due(&mut self, peeked: &mut Option<Nanos>, until: Nanos, max: usize) -> (usize, Nanos);
 }
 
 impl<I: Iterator<Item = Nanos> + Send> DueTimes for I {
-    fn take_due(
-        &mut self,
-        peeked: &mut Option<Nanos>,
-        until: Nanos,
-        max: usize,
-    ) -> (usize, Nanos) {
+    fn take_due(&mut self, peeked: &mut Option<Nanos>, until: Nanos, max: usize) -> (usize, Nanos) {
         let (mut taken, mut first) = (0, Nanos::MAX);
         while taken < max {
             let due = match peeked.take() {
@@ -427,11 +421,9 @@ impl<T: Data> Logic for SourceLogic<T> {
                 self.pending_pause = (pause * 2).min(PENDING_PAUSE_MAX_NS);
                 now + pause
             }
-            (_, Some(_), Some(offset)) if produced < TURN_LIMIT && self.owed == 0 => {
-                started
-                    .saturating_add(offset)
-                    .max(now + PACED_TURN_EVERY_NS)
-            }
+            (_, Some(_), Some(offset)) if produced < TURN_LIMIT && self.owed == 0 => started
+                .saturating_add(offset)
+                .max(now + PACED_TURN_EVERY_NS),
             _ => now,
         };
         let at = if frontier_waits {

@@ -10,8 +10,10 @@ use crate::shard::Outbound;
 use crate::snapshot::{Snapshot, SnapshotError};
 
 /// State an actor hands back when it is deactivated, and gets again when it is
-/// reactivated.
-pub type SavedState = Box<dyn Any + Send>;
+/// reactivated. It stays on the actor's shard (reactivation happens where the actor
+/// lives), so it need not be `Send`: an actor may keep shard-local things in it, or
+/// hand back itself.
+pub type SavedState = Box<dyn Any>;
 
 /// One partition of one operator: handles the messages addressed to it, one at a time, on
 /// its home shard.
