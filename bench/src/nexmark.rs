@@ -136,19 +136,30 @@ pub fn run_app<T: Clone + Send + Sync + 'static>(
 /// Runs a built app with finite sources on a fresh runtime of `shards` shards: wall time
 /// from the start of its sources until every sink has seen the end.
 pub fn run_to_end(app: &App, shards: usize) -> Result<Duration, String> {
+    run_to_end_busy(app, shards).map(|(elapsed, _)| elapsed)
+}
+
+/// [`run_to_end`], and the share of that time the shards were busy (handlers and runtime
+/// work, not idle polling), over all shards: at a given offered load, the lower, the
+/// more room the pipeline has to catch up after a stall.
+pub fn run_to_end_busy(app: &App, shards: usize) -> Result<(Duration, f64), String> {
     let runtime = app
         .install(Runtime::<Msg>::builder().shards(shards))
         .build()
         .map_err(|e| e.to_string())?;
+    let busy_before: u64 = runtime.stats().iter().map(|shard| shard.busy_ns).sum();
     let started = Instant::now();
     app.start(&runtime.ingress());
     let finished = app.wait(Duration::from_secs(600));
     let elapsed = started.elapsed();
+    let busy: u64 = runtime.stats().iter().map(|shard| shard.busy_ns).sum();
     runtime.shutdown();
     if !finished {
         return Err("the pipeline did not finish within 10 minutes".into());
     }
-    Ok(elapsed)
+    let busy_share = busy.saturating_sub(busy_before) as f64
+        / (elapsed.as_nanos() as f64 * shards.max(1) as f64).max(1.0);
+    Ok((elapsed, busy_share))
 }
 
 /// Runs the scenario.

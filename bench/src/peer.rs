@@ -105,6 +105,10 @@ pub struct PeerBenchReport {
     pub throughput_ratio: f64,
     /// timely's p99 ÷ dirigo's.
     pub p99_ratio: f64,
+    /// Share of the time dirigo's shards were busy (handlers and runtime work, not idle
+    /// polling) in its latency runs, the mean over the runs: the rest is the room it has
+    /// to catch up after the machine stalls it, which sets the tail.
+    pub dirigo_busy_share: f64,
     /// How much of each CPU the machine itself took, measured with a spinning thread per
     /// CPU for two seconds just before the latency runs. Both systems run at
     /// half their capacity there, so a stretch of tens of milliseconds in which the
@@ -135,6 +139,10 @@ impl PeerBenchReport {
         out.push_str(&format!(
             "dirigo/timely throughput {:.2}; timely/dirigo p99 {:.2}\n",
             self.throughput_ratio, self.p99_ratio
+        ));
+        out.push_str(&format!(
+            "  dirigo's shards were busy {:.0}% of its latency runs\n",
+            self.dirigo_busy_share * 100.0
         ));
         out.push_str(&crate::noise::describe(&self.machine_noise));
         for (name, side) in [("dirigo", &self.dirigo), ("timely", &self.timely)] {
@@ -244,7 +252,11 @@ impl SinkWriter<(u64, Window, u64)> for PeerSink {
 /// One run of dirigo's side. Paced runs time each row from the intended send time of the
 /// bid that closed its window (as timely's side does), not from the batch that carried
 /// the watermark.
-fn dirigo_run(records: Arc<Vec<Rec>>, workers: usize, pacing: Pacing) -> Result<PeerRun, String> {
+fn dirigo_run(
+    records: Arc<Vec<Rec>>,
+    workers: usize,
+    pacing: Pacing,
+) -> Result<(PeerRun, f64), String> {
     let totals = Arc::new(PeerTotals::default());
     let sink_totals = totals.clone();
     let app_cell: Arc<OnceLock<App>> = Arc::new(OnceLock::new());
@@ -275,14 +287,14 @@ fn dirigo_run(records: Arc<Vec<Rec>>, workers: usize, pacing: Pacing) -> Result<
         });
     let app = builder.build();
     let _ = app_cell.set(app.clone());
-    let elapsed = crate::nexmark::run_to_end(&app, workers)?;
+    let (elapsed, busy_share) = crate::nexmark::run_to_end_busy(&app, workers)?;
     let histogram = totals
         .latency
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take();
     let seconds = elapsed.as_secs_f64();
-    Ok(PeerRun {
+    let run = PeerRun {
         events: records.len() as u64,
         seconds,
         events_per_s: records.len() as f64 / seconds,
@@ -290,7 +302,8 @@ fn dirigo_run(records: Arc<Vec<Rec>>, workers: usize, pacing: Pacing) -> Result<
         histogram,
         windows_out: totals.rows.load(Ordering::Relaxed),
         checksum: totals.checksum.load(Ordering::Relaxed),
-    })
+    };
+    Ok((run, busy_share))
 }
 
 /// `count` bids cycling through `bids`, each cycle shifted in event time past the last.
@@ -342,7 +355,7 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
     let (mut dirigo_correct, mut timely_correct) = (true, true);
     let (mut dirigo_rows, mut timely_rows) = (0, 0);
     for _ in 0..config.rounds.max(1) {
-        let run = dirigo_run(bids.clone(), workers, Pacing::Unpaced)?;
+        let (run, _) = dirigo_run(bids.clone(), workers, Pacing::Unpaced)?;
         dirigo_correct &=
             run.checksum == expected_checksum && run.windows_out == expected.len() as u64;
         dirigo_rows = run.windows_out;
@@ -372,6 +385,7 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
     let machine_noise = crate::noise::measure(&noise_cpus, std::time::Duration::from_secs(2));
     let (mut dirigo_latency, mut timely_latency) = (None, None);
     let (mut dirigo_stolen, mut timely_stolen) = (Vec::new(), Vec::new());
+    let mut dirigo_busy = Vec::new();
     for round in 0..config.latency_rounds.max(1) {
         let order = if round % 2 == 0 {
             [System::Dirigo, System::Timely]
@@ -382,7 +396,12 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
             let stolen_before = crate::noise::stolen_ns();
             let (run, correct, total, stolen) = match system {
                 System::Dirigo => (
-                    dirigo_run(offered_bids.clone(), workers, Pacing::Rate(offered))?,
+                    {
+                        let (run, busy) =
+                            dirigo_run(offered_bids.clone(), workers, Pacing::Rate(offered))?;
+                        dirigo_busy.push(busy);
+                        run
+                    },
                     &mut dirigo_correct,
                     &mut dirigo_latency,
                     &mut dirigo_stolen,
@@ -451,6 +470,7 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
         latency_rounds: config.latency_rounds.max(1),
         throughput_ratio: dirigo.events_per_s / timely.events_per_s,
         p99_ratio: timely.latency_ns.p99 as f64 / dirigo.latency_ns.p99.max(1) as f64,
+        dirigo_busy_share: dirigo_busy.iter().sum::<f64>() / dirigo_busy.len().max(1) as f64,
         dirigo,
         timely,
         machine_noise,
