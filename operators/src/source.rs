@@ -11,9 +11,12 @@
 //! would eat the shard (at 32 M records/s on 2 shards the pipeline fell behind; with the
 //! 10 µs floor it kept up). A record waits at most those 10 µs past its due time, and
 //! latency still counts from when it was due. A finite
-//! source ends with the frontier [`Time::MAX`]. An unpaced partition takes a turn's
-//! records from its [`RecordSource`] in one call
-//! ([`poll_records`](RecordSource::poll_records)), not one call per record.
+//! source ends with the frontier [`Time::MAX`]. A partition takes a turn's records from
+//! its [`RecordSource`] in one call ([`poll_records`](RecordSource::poll_records)), not
+//! one call per record, and a paced one takes the turn's due times from its schedule in
+//! one call too: at tens of millions of records per second, two dynamic calls per
+//! record had a paced pipeline's shards busy 62–80 % of the time where they are now
+//! busy about 40 % (`dirigo bench peer --offered 20000000`, `dirigo_busy_share`).
 //!
 //! Watermarks go out at most once per 100 µs of a partition's time, since each is a
 //! critical message to every downstream partition; except one that closes a window of
