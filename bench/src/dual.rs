@@ -41,6 +41,9 @@ const OPERATOR: u16 = 1;
 const BUCKETS: usize = 64;
 /// Records a source emits per turn at most.
 const BATCH: u64 = 32;
+/// A source at most this far behind its schedule when it sends a critical message is on
+/// schedule (a turn of the shard that runs it takes about this long).
+const ON_SCHEDULE_NS: Nanos = 2_000;
 
 #[derive(Clone, Debug)]
 enum BenchMsg {
@@ -52,8 +55,9 @@ enum BenchMsg {
     Record { key: u32, seed: u64 },
     /// Critical: read the consolidated state (its total count goes to `Probes::total`).
     Check,
-    /// Runs right after a critical message; carries when that was sent.
-    Probe { sent: Nanos },
+    /// Runs right after a critical message; carries when that was sent, and how far
+    /// behind its schedule the source was then.
+    Probe { sent: Nanos, behind: Nanos },
     /// Critical, after a plan's last record: by the rules of critical messages it runs
     /// after every record before it, wherever those ran, so it marks the end of the run.
     Finish,
@@ -76,6 +80,10 @@ struct Shared {
     iterations: u64,
     keys: u32,
     probes: Mutex<Histogram<u64>>,
+    /// The same samples, split by whether the source was on schedule when it sent the
+    /// critical message (at most [`ON_SCHEDULE_NS`] behind) or catching up.
+    on_schedule: Mutex<Histogram<u64>>,
+    behind_schedule: Mutex<Histogram<u64>>,
     /// The total count a `Check` found, plus one (0: no check yet).
     checked_total: AtomicU64,
     /// Told when a `Finish` ran, so the benchmark thread can sleep through the run
@@ -138,11 +146,15 @@ impl Actor<BenchMsg> for Worker {
             BenchMsg::Record { key, seed } => {
                 self.state.draw(key, seed, self.shared.iterations);
             }
-            BenchMsg::Probe { sent } => {
-                record(
-                    &mut self.shared.probes.lock().expect("not poisoned"),
-                    clock::now().saturating_sub(sent),
-                );
+            BenchMsg::Probe { sent, behind } => {
+                let took = clock::now().saturating_sub(sent);
+                record(&mut self.shared.probes.lock().expect("not poisoned"), took);
+                let split = if behind <= ON_SCHEDULE_NS {
+                    &self.shared.on_schedule
+                } else {
+                    &self.shared.behind_schedule
+                };
+                record(&mut split.lock().expect("not poisoned"), took);
             }
             _ => {}
         }
@@ -222,8 +234,17 @@ impl Actor<BenchMsg> for Source {
             // First in the turn, so that nothing this turn sends waits ahead of it.
             self.since_critical = 0;
             let sent = clock::now();
+            // When the next record was due: later than that, the source is catching up
+            // (after the machine stopped it), and this barrier waits behind the backlog.
+            let next_due = self
+                .started_at
+                .saturating_add(self.records.saturating_mul(plan.interval_ns));
+            let behind = sent.saturating_sub(next_due);
             Self::send(ctx, Envelope::critical(target, BenchMsg::Check));
-            Self::send(ctx, Envelope::user(target, BenchMsg::Probe { sent }));
+            Self::send(
+                ctx,
+                Envelope::user(target, BenchMsg::Probe { sent, behind }),
+            );
         }
         let due = match plan.interval_ns {
             0 => plan.records,
@@ -280,6 +301,8 @@ impl Bench {
             iterations,
             keys,
             probes: Mutex::new(new_histogram()),
+            on_schedule: Mutex::new(new_histogram()),
+            behind_schedule: Mutex::new(new_histogram()),
             checked_total: AtomicU64::new(0),
             finished: finished_tx,
         });
@@ -556,6 +579,18 @@ pub struct BarrierReport {
     pub barrier_ns: LatencySummary,
     /// Barriers measured.
     pub barriers: u64,
+    /// The barriers whose critical message the source sent on schedule (at most 2 µs
+    /// behind it): what the protocol itself costs on busy shards.
+    pub on_schedule_ns: LatencySummary,
+    /// The others: sent while the open-loop source was catching up after the machine
+    /// stopped it, so each waits for the backlog of records due before it (every record
+    /// sent before a critical message runs before it). With records of 200 ns due every
+    /// 400 ns, a stop of 50 µs leaves 25 µs of work ahead of the next barrier, at least
+    /// 12.5 µs on two shards however fast the runtime is.
+    pub behind_schedule_ns: LatencySummary,
+    /// Share of the barriers sent behind schedule (all of them in a closed-loop run,
+    /// `interval_ns` 1, whose source is always behind).
+    pub behind_schedule_share: f64,
     /// Records between two critical messages.
     pub critical_every: u64,
     /// Measured CPU per record, in nanoseconds.
@@ -604,6 +639,8 @@ impl BarrierReport {
         format!(
             "barrier: {} critical messages, one every {} records of {:.0} ns, a record every {} ns, 1 lessee\n  \
              {:<12} {:>8} {:>8} {:>8} {:>10}\n  {:<12} {:>8} {:>8} {:>8} {:>10.0}\n  \
+             {:<12} {:>8} {:>8} {:>8} {:>10.0}   (critical message sent on schedule)\n  \
+             {:<12} {:>8} {:>8} {:>8} {:>10.0}   (sent catching up after a stall: {:.1}% of them)\n  \
              {:<12} {:>8} {:>8} {:>8} {:>10.0}   (an atomic round trip between the two CPUs, one per barrier interval)\n  \
              {:.2} M records/s got through (offered {:.2} M/s)\n  \
              partial state {:.0} bytes per sync; per sync (means): blocked {:.0} ns, state collected {:.0} ns, merge {:.0} ns\n  \
@@ -622,6 +659,17 @@ impl BarrierReport {
             b.p99,
             b.p999,
             b.mean,
+            "  on time",
+            self.on_schedule_ns.p50,
+            self.on_schedule_ns.p99,
+            self.on_schedule_ns.p999,
+            self.on_schedule_ns.mean,
+            "  behind",
+            self.behind_schedule_ns.p50,
+            self.behind_schedule_ns.p99,
+            self.behind_schedule_ns.p999,
+            self.behind_schedule_ns.mean,
+            self.behind_schedule_share * 100.0,
             "floor",
             self.floor_ns.p50,
             self.floor_ns.p99,
@@ -666,7 +714,13 @@ pub fn barrier(config: &BarrierBenchConfig) -> Result<BarrierReport, String> {
         interval_ns: config.interval_ns,
         critical_every,
     })?;
-    *bench.shared.probes.lock().expect("not poisoned") = new_histogram();
+    for histogram in [
+        &bench.shared.probes,
+        &bench.shared.on_schedule,
+        &bench.shared.behind_schedule,
+    ] {
+        *histogram.lock().expect("not poisoned") = new_histogram();
+    }
     let ran_before: Vec<u64> = (0..2).map(|shard| bench.shared.ran(shard)).collect();
     let stolen_before = crate::noise::stolen_ns();
     let elapsed = bench.run(Plan {
@@ -680,6 +734,18 @@ pub fn barrier(config: &BarrierBenchConfig) -> Result<BarrierReport, String> {
         .map(|shard| bench.shared.ran(shard) - ran_before[shard])
         .collect();
     let probes = bench.shared.probes.lock().expect("not poisoned").clone();
+    let on_schedule = bench
+        .shared
+        .on_schedule
+        .lock()
+        .expect("not poisoned")
+        .clone();
+    let behind_schedule = bench
+        .shared
+        .behind_schedule
+        .lock()
+        .expect("not poisoned")
+        .clone();
     let report = bench.runtime.shutdown();
     let metrics = report
         .shards
@@ -692,6 +758,9 @@ pub fn barrier(config: &BarrierBenchConfig) -> Result<BarrierReport, String> {
     Ok(BarrierReport {
         barrier_ns: LatencySummary::of(&probes),
         barriers: probes.len(),
+        on_schedule_ns: LatencySummary::of(&on_schedule),
+        behind_schedule_ns: LatencySummary::of(&behind_schedule),
+        behind_schedule_share: behind_schedule.len() as f64 / probes.len().max(1) as f64,
         critical_every,
         work_ns_per_record: work_ns,
         interval_ns: config.interval_ns,
