@@ -251,6 +251,12 @@ struct WindowFns<T, K, A, O> {
 /// quarter) and happen as records arrive; a firing sorts at most a quarter of the keys.
 /// For 3 000 keys over 46 000 records, firing took half as long as sorting everything at
 /// once, and adding the records a fifth longer (against a plain hash map).
+/// A window's reused key table gives room back once it has this many times what the
+/// last window needed ([`WindowKeys::fit`])...
+const ROOM_KEPT: usize = 4;
+/// ...counting at least this many keys (small tables are not worth shrinking).
+const MIN_ROOM: usize = 1_024;
+
 struct WindowKeys<K, A> {
     entries: FxHashMap<K, (Time, A)>,
     /// Whether `K` is a primitive integer (see [`integer_image`]): then no key is kept in
@@ -375,6 +381,26 @@ impl<K: Key, A> WindowKeys<K, A> {
         self.sorted.clear();
         self.recent.clear();
         self.leaving.clear();
+    }
+
+    /// After [`clear`](Self::clear): gives back the room past what a window of `keys`
+    /// keys needs, once it is more than [`ROOM_KEPT`] times that. A window that once held
+    /// a burst of keys keeps its table for the next window (see
+    /// [`WindowLogic::spare`]); without this, one burst would keep the largest table, and
+    /// its memory, for as long as the pipeline runs.
+    fn fit(&mut self, keys: usize) {
+        let wanted = keys.max(MIN_ROOM);
+        if self.entries.capacity() > ROOM_KEPT * wanted {
+            self.entries.shrink_to(2 * wanted);
+        }
+        for room in [&mut self.sorted, &mut self.recent] {
+            if room.capacity() > ROOM_KEPT * wanted {
+                room.shrink_to(2 * wanted);
+            }
+        }
+        if self.leaving.capacity() > ROOM_KEPT * wanted {
+            self.leaving.shrink_to(2 * wanted);
+        }
     }
 
     /// Every key's state, in no particular order.
@@ -599,13 +625,19 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
             // Every row of the window first, then all of them out at once: one pass that
             // fills whole batches, rather than routing row by row.
             let emit = &self.fns.emit;
+            let held = keys.entries.len();
             for (key, start, acc) in keys.drain_sorted() {
                 emit(&key, Window { start, end }, acc, &mut self.scratch);
             }
             keys.clear();
+            keys.fit(held);
             self.spare = Some(keys);
             let time = self.fns.spec.output_time(end);
+            let rows = self.scratch.len();
             self.out.give_all(ctx, time, &mut self.scratch);
+            if self.scratch.capacity() > ROOM_KEPT * rows.max(MIN_ROOM) {
+                self.scratch.shrink_to(2 * rows.max(MIN_ROOM));
+            }
         }
     }
 
@@ -1217,6 +1249,41 @@ mod tests {
             prop_assert!(window.entries.is_empty());
         }
         Ok(())
+    }
+
+    #[test]
+    fn a_reused_window_gives_back_the_room_of_a_burst() {
+        let mut window: WindowKeys<u64, u64> = WindowKeys::default();
+        let mut fill = |window: &mut WindowKeys<u64, u64>, keys: u64| {
+            for key in 0..keys {
+                window.entry(key, || (0, 0)).1 += 1;
+            }
+            let held = window.entries.len();
+            assert_eq!(window.drain_sorted().count() as u64, keys);
+            window.clear();
+            window.fit(held);
+        };
+        // A burst of 200 000 keys: the table keeps its room for the next window alike.
+        fill(&mut window, 200_000);
+        let burst_room = window.entries.capacity();
+        assert!(burst_room >= 200_000);
+        fill(&mut window, 150_000);
+        assert_eq!(
+            window.entries.capacity(),
+            burst_room,
+            "no shrink for a like window"
+        );
+        // Back to 100 keys: the room goes back down to a small table.
+        fill(&mut window, 100);
+        assert!(
+            window.entries.capacity() <= 4 * MIN_ROOM,
+            "{}",
+            window.entries.capacity()
+        );
+        assert!(window.leaving.capacity() <= 4 * MIN_ROOM);
+        // And it still works.
+        fill(&mut window, 5_000);
+        assert!(window.entries.capacity() >= 5_000);
     }
 
     proptest! {}
