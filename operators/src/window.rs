@@ -1254,7 +1254,7 @@ mod tests {
     #[test]
     fn a_reused_window_gives_back_the_room_of_a_burst() {
         let mut window: WindowKeys<u64, u64> = WindowKeys::default();
-        let mut fill = |window: &mut WindowKeys<u64, u64>, keys: u64| {
+        let fill = |window: &mut WindowKeys<u64, u64>, keys: u64| {
             for key in 0..keys {
                 window.entry(key, || (0, 0)).1 += 1;
             }
