@@ -125,6 +125,31 @@ impl<I: Iterator<Item = Nanos> + Send> DueTimes for I {
     }
 }
 
+/// What a paced source partition still owes after a turn, and since when. It owed
+/// `owed` due times, the earliest due at `since`; the turn wanted `wanted` records: the
+/// oldest `taken` of the owed due times, then its own new ones (the first due at
+/// `first_new`); the record source gave `produced` of them (fewer when it was pending),
+/// which filled the earliest. While an old owed due time is left, the earliest still
+/// owed counts from `since`, else from `first_new`: both are no later than the true due
+/// time, so latency is overstated, never understated.
+fn still_owed(
+    (owed, since): (usize, Nanos),
+    taken: usize,
+    wanted: usize,
+    produced: usize,
+    first_new: Nanos,
+) -> (usize, Nanos) {
+    let left_over = owed - taken;
+    let still = left_over + (wanted - produced);
+    if still == 0 {
+        (0, 0)
+    } else if left_over > 0 || produced < taken {
+        (still, since)
+    } else {
+        (still, first_new)
+    }
+}
+
 /// Most records one source partition produces in one turn.
 const TURN_LIMIT: usize = 4 * crate::dataflow::MAX_BATCH;
 /// Least time between two watermarks from one source partition, unless a watermark
@@ -312,14 +337,18 @@ impl<T: Data> SourceLogic<T> {
             }
         }
         let produced = batch.len();
-        // Due times the record source could not fill yet stay owed (an exhausted source
-        // owes nothing: its stream ends).
-        self.owed = if self.ended { 0 } else { wanted - produced };
-        if self.owed > 0 && produced >= owed {
-            // The earlier owed records went; the first unfilled due time is one of this
-            // turn's, none earlier than its first.
-            self.owed_since = first_new;
-        }
+        (self.owed, self.owed_since) = if self.ended {
+            // An exhausted source owes nothing: its stream ends.
+            (0, 0)
+        } else {
+            still_owed(
+                (self.owed, self.owed_since),
+                owed,
+                wanted,
+                produced,
+                first_new,
+            )
+        };
         if produced > 0 {
             self.out.ingress = Some(first_due);
         }
@@ -606,6 +635,22 @@ mod tests {
         assert_eq!(schedule.take_due(&mut peeked, 100, 10), (1, 40));
         assert_eq!(peeked, Some(Nanos::MAX));
         assert_eq!(schedule.take_due(&mut peeked, Nanos::MAX - 1, 10).0, 0);
+    }
+
+    #[test]
+    fn owed_due_times_are_kept_to_the_last_and_dated_no_later_than_due() {
+        // Nothing owed, everything filled.
+        assert_eq!(still_owed((0, 0), 0, 10, 10, 500), (0, 0));
+        // Pending mid-turn: the rest of the turn is owed, since its first new due time
+        // (no later than the first unfilled one).
+        assert_eq!(still_owed((0, 0), 0, 10, 4, 500), (6, 500));
+        // Old owed ones unfilled again: still since the old date.
+        assert_eq!(still_owed((6, 100), 6, 16, 3, 500), (13, 100));
+        // Old owed ones all filled, some new ones not: since the turn's first new.
+        assert_eq!(still_owed((6, 100), 6, 16, 10, 500), (6, 500));
+        // More owed than a turn takes: the rest stays owed, with its date, even when the
+        // turn filled everything it took.
+        assert_eq!(still_owed((5_000, 100), 4_096, 4_096, 4_096, 0), (904, 100));
     }
 
     #[test]
