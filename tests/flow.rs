@@ -379,23 +379,37 @@ impl dirigo_operators::source::RecordSource<u64> for Gated {
     }
 }
 
+/// A source of records `0..count` (event time = record) that gives only what the
+/// returned gate has released so far.
+fn gated_source(
+    app: &AppBuilder,
+    pacing: Pacing,
+    count: u64,
+) -> (
+    dirigo_operators::Stream<u64>,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let released = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let gate = released.clone();
+    let stream = app.source("gated", 0, pacing, move |_, _| Gated {
+        released: gate.clone(),
+        next: 0,
+        count,
+    });
+    (stream, released)
+}
+
 #[test]
 fn a_paced_source_whose_records_come_late_sends_them_as_they_come() {
     // One partition: the gate counts records of the whole source.
     let app = AppBuilder::new(0, "gated").parallelism(1);
     let count = 3_000u64;
-    let released = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let gate = released.clone();
     let arrivals = Arrivals::default();
     let sink_arrivals = arrivals.clone();
     // Due every 10 µs (30 ms in all); released in three bursts, the later two after
     // their records were due, so those go out as soon as they come.
-    app.source("gated", 0, Pacing::Rate(100_000.0), move |_, _| Gated {
-        released: gate.clone(),
-        next: 0,
-        count,
-    })
-    .sink("arrivals", move |_| ArrivalWriter {
+    let (source, released) = gated_source(&app, Pacing::Rate(100_000.0), count);
+    source.sink("arrivals", move |_| ArrivalWriter {
         arrivals: sink_arrivals.clone(),
         batch_at: 0,
     });
@@ -422,14 +436,8 @@ fn operators_idle_past_the_deactivation_timeout_keep_their_state() {
     // come back with the window's first half and the sink's rows.
     let app = AppBuilder::new(0, "quiet").parallelism(1);
     let count = 1_000u64;
-    let released = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let gate = released.clone();
-    let counts = app
-        .source("gated", 0, Pacing::Unpaced, move |_, _| Gated {
-            released: gate.clone(),
-            next: 0,
-            count,
-        })
+    let (source, released) = gated_source(&app, Pacing::Unpaced, count);
+    let counts = source
         // Event time = record number: two 1 000 ms windows, [0, 1000) and, for the
         // watermark's sake, nothing after.
         .key_by(|n| *n % 3)

@@ -288,18 +288,35 @@ impl<T: Data> SourceLogic<T> {
         if self.ended && self.peeked.is_none() {
             return 0;
         }
+        let batch = self.take_records(TURN_LIMIT);
+        self.send_records(ctx, batch, now)
+    }
+
+    /// Up to `wanted` records available now, in the kept buffer: the peeked one first,
+    /// then from the record source in one call.
+    fn take_records(&mut self, wanted: usize) -> Vec<(Time, T)> {
         let mut batch = std::mem::take(&mut self.scratch);
         batch.extend(self.peeked.take());
-        if !self.ended {
-            let wanted = TURN_LIMIT - batch.len();
-            match self.records.poll_records(&mut batch, wanted) {
-                Poll::Ready(true) | Poll::Pending => {}
-                Poll::Ready(false) => self.ended = true,
+        let missing = wanted.saturating_sub(batch.len());
+        if missing > 0 && !self.ended {
+            if let Poll::Ready(false) = self.records.poll_records(&mut batch, missing) {
+                self.ended = true;
             }
         }
+        batch
+    }
+
+    /// Sends `batch`, stamped with `ingress` (the intended send time of its first
+    /// record), and keeps its buffer for the next turn. Returns how many went.
+    fn send_records(
+        &mut self,
+        ctx: &mut Context<'_, Msg>,
+        mut batch: Vec<(Time, T)>,
+        ingress: Nanos,
+    ) -> usize {
         let produced = batch.len();
         if produced > 0 {
-            self.out.ingress = Some(now);
+            self.out.ingress = Some(ingress);
         }
         for (time, record) in batch.drain(..) {
             self.max_time = self.max_time.max(time);
@@ -328,14 +345,7 @@ impl<T: Data> SourceLogic<T> {
         }
         let first_new = started.saturating_add(first_new);
         let first_due = if owed > 0 { self.owed_since } else { first_new };
-        let mut batch = std::mem::take(&mut self.scratch);
-        batch.extend(self.peeked.take());
-        let missing = wanted - batch.len();
-        if missing > 0 && !self.ended {
-            if let Poll::Ready(false) = self.records.poll_records(&mut batch, missing) {
-                self.ended = true;
-            }
-        }
+        let batch = self.take_records(wanted);
         let produced = batch.len();
         (self.owed, self.owed_since) = if self.ended {
             // An exhausted source owes nothing: its stream ends.
@@ -349,15 +359,7 @@ impl<T: Data> SourceLogic<T> {
                 first_new,
             )
         };
-        if produced > 0 {
-            self.out.ingress = Some(first_due);
-        }
-        for (time, record) in batch.drain(..) {
-            self.max_time = self.max_time.max(time);
-            self.out.give(ctx, time, record);
-        }
-        self.scratch = batch;
-        produced
+        self.send_records(ctx, batch, first_due)
     }
 
     fn peek(&mut self) -> Next {
