@@ -15,8 +15,8 @@
 //! its [`RecordSource`] in one call ([`poll_records`](RecordSource::poll_records)), not
 //! one call per record, and a paced one takes the turn's due times from its schedule in
 //! one call too: at tens of millions of records per second, two dynamic calls per
-//! record had a paced pipeline's shards busy 62–80 % of the time where they are now
-//! busy about 40 % (`dirigo bench peer --offered 20000000`, `dirigo_busy_share`).
+//! record were a large share of a paced pipeline's work, and less spare CPU means a
+//! slower recovery after a stall (`dirigo bench peer` reports `dirigo_busy_share`).
 //!
 //! Watermarks go out at most once per 100 µs of a partition's time, since each is a
 //! critical message to every downstream partition; except one that closes a window of
