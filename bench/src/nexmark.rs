@@ -143,10 +143,16 @@ pub fn run_to_end(app: &App, shards: usize) -> Result<Duration, String> {
 /// work, not idle polling), over all shards: at a given offered load, the lower, the
 /// more room the pipeline has to catch up after a stall.
 pub fn run_to_end_busy(app: &App, shards: usize) -> Result<(Duration, f64), String> {
-    let runtime = app
-        .install(Runtime::<Msg>::builder().shards(shards))
-        .build()
-        .map_err(|e| e.to_string())?;
+    run_to_end_on(app, Runtime::<Msg>::builder().shards(shards))
+}
+
+/// [`run_to_end_busy`] on a runtime configured by `builder`.
+pub fn run_to_end_on(
+    app: &App,
+    builder: dirigo_runtime::RuntimeBuilder<Msg>,
+) -> Result<(Duration, f64), String> {
+    let shards = builder.planned_shards();
+    let runtime = app.install(builder).build().map_err(|e| e.to_string())?;
     let busy_before: u64 = runtime.stats().iter().map(|shard| shard.busy_ns).sum();
     let started = Instant::now();
     app.start(&runtime.ingress());

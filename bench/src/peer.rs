@@ -49,6 +49,10 @@ pub struct PeerBenchConfig {
     /// Offered load of the latency runs, bids per second; `None`: 50 % of the slower
     /// system's throughput.
     pub offered_per_s: Option<f64>,
+    /// Whether the process (both systems: they share it and its allocator) may use
+    /// transparent huge pages; dirigo's runtime turns them off by default (see
+    /// [`dirigo_runtime::huge_pages`]).
+    pub transparent_huge_pages: bool,
 }
 
 impl Default for PeerBenchConfig {
@@ -61,6 +65,7 @@ impl Default for PeerBenchConfig {
             latency_seconds: 2.0,
             latency_rounds: 2,
             offered_per_s: None,
+            transparent_huge_pages: false,
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct PeerBenchReport {
     pub offered_per_s: f64,
     /// Latency runs of each system (their histograms merged).
     pub latency_rounds: usize,
+    /// Whether both systems ran with transparent huge pages allowed.
+    pub transparent_huge_pages: bool,
     /// dirigo.
     pub dirigo: PeerSide,
     /// timely-dataflow.
@@ -120,10 +127,16 @@ pub struct PeerBenchReport {
 impl PeerBenchReport {
     /// A table for people.
     pub fn table(&self) -> String {
-        let mut out = format!(
+        let mut out =
+            format!(
             "keyed 10 s tumbling count over {} NEXMark bids ({} distinct), {} shards / workers; \
-             latency at {:.0} bids/s, {} runs of each\n",
-            self.bids, self.generated_bids, self.workers, self.offered_per_s, self.latency_rounds
+             latency at {:.0} bids/s, {} runs of each; transparent huge pages {}\n",
+            self.bids,
+            self.generated_bids,
+            self.workers,
+            self.offered_per_s,
+            self.latency_rounds,
+            if self.transparent_huge_pages { "on" } else { "off" }
         );
         out.push_str("system      bids/s      p50 µs      p99 µs    p99.9 µs   correct\n");
         for (name, side) in [("dirigo", &self.dirigo), ("timely", &self.timely)] {
@@ -256,6 +269,7 @@ fn dirigo_run(
     records: Arc<Vec<Rec>>,
     workers: usize,
     pacing: Pacing,
+    huge_pages: bool,
 ) -> Result<(PeerRun, f64), String> {
     let totals = Arc::new(PeerTotals::default());
     let sink_totals = totals.clone();
@@ -287,7 +301,12 @@ fn dirigo_run(
         });
     let app = builder.build();
     let _ = app_cell.set(app.clone());
-    let (elapsed, busy_share) = crate::nexmark::run_to_end_busy(&app, workers)?;
+    let (elapsed, busy_share) = crate::nexmark::run_to_end_on(
+        &app,
+        dirigo_runtime::Runtime::builder()
+            .shards(workers)
+            .transparent_huge_pages(huge_pages),
+    )?;
     let histogram = totals
         .latency
         .lock()
@@ -333,6 +352,11 @@ enum System {
 
 /// Runs the scenario.
 pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
+    // Set before anything is built, so that both systems (and the bids they read) meet
+    // the same setting from the start.
+    let huge_pages = config.transparent_huge_pages;
+    dirigo_runtime::huge_pages::set_allowed(huge_pages)
+        .map_err(|e| format!("could not set transparent huge pages: {e}"))?;
     let bids: Vec<Rec> = NexmarkSpec {
         events: config.events,
         ..NexmarkSpec::default()
@@ -355,7 +379,7 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
     let (mut dirigo_correct, mut timely_correct) = (true, true);
     let (mut dirigo_rows, mut timely_rows) = (0, 0);
     for _ in 0..config.rounds.max(1) {
-        let (run, _) = dirigo_run(bids.clone(), workers, Pacing::Unpaced)?;
+        let (run, _) = dirigo_run(bids.clone(), workers, Pacing::Unpaced, huge_pages)?;
         dirigo_correct &=
             run.checksum == expected_checksum && run.windows_out == expected.len() as u64;
         dirigo_rows = run.windows_out;
@@ -397,8 +421,12 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
             let (run, correct, total, stolen) = match system {
                 System::Dirigo => (
                     {
-                        let (run, busy) =
-                            dirigo_run(offered_bids.clone(), workers, Pacing::Rate(offered))?;
+                        let (run, busy) = dirigo_run(
+                            offered_bids.clone(),
+                            workers,
+                            Pacing::Rate(offered),
+                            huge_pages,
+                        )?;
                         dirigo_busy.push(busy);
                         run
                     },
@@ -468,6 +496,7 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
         workers,
         offered_per_s: offered,
         latency_rounds: config.latency_rounds.max(1),
+        transparent_huge_pages: huge_pages,
         throughput_ratio: dirigo.events_per_s / timely.events_per_s,
         p99_ratio: timely.latency_ns.p99 as f64 / dirigo.latency_ns.p99.max(1) as f64,
         dirigo_busy_share: dirigo_busy.iter().sum::<f64>() / dirigo_busy.len().max(1) as f64,

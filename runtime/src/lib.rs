@@ -14,6 +14,8 @@
 //! - [`envelope`]: addresses, messages and their scheduling context;
 //! - [`placement`] and [`preflight`]: which CPU each shard gets, and what the machine
 //!   must offer;
+//! - [`huge_pages`]: whether the process's memory may use transparent huge pages (off by
+//!   default: faulting one in stalls a shard while 2 MiB are zeroed);
 //! - [`fence`]: the asymmetric barriers behind the doorbell; [`clock`]: the runtime clock;
 //! - [`stats`]: per-shard counters.
 //!
@@ -26,6 +28,7 @@ pub mod clock;
 pub mod dual;
 pub mod envelope;
 pub mod fence;
+pub mod huge_pages;
 pub mod mesh;
 pub mod placement;
 pub mod preflight;

@@ -279,6 +279,7 @@ impl std::error::Error for BuildError {}
 /// | idle deactivation | 60 s | an actor idle this long is deactivated, its state kept |
 /// | intake capacity | 4096 | messages from outside threads waiting per shard |
 /// | I/O memory | 1 MiB | memory each shard's glommio executor registers with io_uring |
+/// | transparent huge pages | off | for the whole process; see [`huge_pages`](crate::huge_pages) |
 ///
 /// ```
 /// use dirigo_runtime::{Actor, ActorId, Context, Envelope, Runtime};
@@ -307,6 +308,7 @@ pub struct RuntimeBuilder<M> {
     idle_deactivation: Option<Duration>,
     intake_capacity: usize,
     io_memory: usize,
+    transparent_huge_pages: bool,
     factories: Registry<M>,
     policy: Arc<dyn SchedulingPolicy>,
     slos: BTreeMap<AppId, Duration>,
@@ -326,6 +328,7 @@ impl<M: Send + 'static> Default for RuntimeBuilder<M> {
             idle_deactivation: Some(Duration::from_secs(60)),
             intake_capacity: 4096,
             io_memory: 1 << 20,
+            transparent_huge_pages: false,
             factories: Registry::new(),
             policy: Arc::new(RoundRobin),
             slos: BTreeMap::new(),
@@ -402,6 +405,31 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
     /// Memory each shard's executor registers with io_uring for storage I/O.
     pub fn io_memory(mut self, bytes: usize) -> Self {
         self.io_memory = bytes;
+        self
+    }
+
+    /// Whether the process's memory may be backed by transparent huge pages (default:
+    /// no). Faulting in a huge page zeroes 2 MiB on the faulting shard, a stall of
+    /// milliseconds on a virtual machine, whenever a heap grows; see
+    /// [`huge_pages`](crate::huge_pages). The setting is the whole process's, and the
+    /// runtime built last decides it.
+    ///
+    /// ```
+    /// use dirigo_runtime::{huge_pages, Runtime};
+    ///
+    /// let runtime = Runtime::<u64>::builder().shards(1).build().unwrap();
+    /// assert_eq!(huge_pages::allowed().unwrap(), Some(false));
+    /// runtime.shutdown();
+    /// let runtime = Runtime::<u64>::builder()
+    ///     .shards(1)
+    ///     .transparent_huge_pages(true)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(huge_pages::allowed().unwrap(), Some(true));
+    /// runtime.shutdown();
+    /// ```
+    pub fn transparent_huge_pages(mut self, allowed: bool) -> Self {
+        self.transparent_huge_pages = allowed;
         self
     }
 
@@ -554,6 +582,7 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
                 "this kernel's io_uring lacks some opcodes; file and network I/O that needs them will fail"
             );
         }
+        crate::huge_pages::apply(self.transparent_huge_pages);
         let asymmetric = crate::fence::init();
         tracing::debug!(asymmetric, "sleep/wake barrier mode");
         self.start(placement, preflight)

@@ -323,6 +323,9 @@ pub struct RuntimeSection {
     pub intake_capacity: Option<Spanned<usize>>,
     /// Warn about handlers that hold a shard longer than this, in milliseconds.
     pub handler_warning_ms: Option<u64>,
+    /// Whether the process's memory may use transparent huge pages (default: no; a huge
+    /// page fault stalls a shard while 2 MiB are zeroed).
+    pub transparent_huge_pages: Option<bool>,
 }
 
 /// Whether shards are pinned to CPUs.
@@ -618,6 +621,9 @@ impl Config {
         }
         if let Some(bound) = runtime.handler_warning_ms {
             builder = builder.handler_warning(Duration::from_millis(bound));
+        }
+        if let Some(allowed) = runtime.transparent_huge_pages {
+            builder = builder.transparent_huge_pages(allowed);
         }
         let scheduler = &self.scheduler;
         match scheduler.policy {
@@ -1105,7 +1111,7 @@ mod tests {
     #[test]
     fn a_full_file_parses() {
         let config = parse(
-            "[runtime]\nshards = 2\nring_capacity = 512\nmailbox_high_water = 2048\nspin_budget_us = 50\n\n[scheduler]\npolicy = \"dirigo\"\nheadroom = 0.5\n",
+            "[runtime]\nshards = 2\nring_capacity = 512\nmailbox_high_water = 2048\nspin_budget_us = 50\ntransparent_huge_pages = true\n\n[scheduler]\npolicy = \"dirigo\"\nheadroom = 0.5\n",
         )
         .unwrap();
         assert_eq!(config.scheduler.policy, PolicyName::Dirigo);
@@ -1148,6 +1154,10 @@ mod tests {
             error.starts_with("test.toml:2:22:") && error.contains("mailbox high-water"),
             "{error}"
         );
+        let error = parse("[runtime]\ntransparent_huge_pages = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("test.toml:2:26:"), "{error}");
         let error = parse("[[app]]\nname = \"x\"\n").unwrap_err().to_string();
         assert!(
             error.starts_with("test.toml:2:8:") && error.contains("query"),

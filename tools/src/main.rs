@@ -243,6 +243,10 @@ enum BenchScenario {
         /// slower system's throughput).
         #[arg(long, value_name = "BIDS_PER_S", value_parser = positive_rate)]
         offered: Option<f64>,
+        /// Let both systems' memory use transparent huge pages (the runtime turns them off
+        /// by default: a huge-page fault stalls a shard while 2 MiB are zeroed).
+        #[arg(long)]
+        transparent_huge_pages: bool,
     },
     /// A load step from 30 % to 150 % of one shard's capacity on a mergeable operator
     /// under the `dirigo` policy: time to the first record on a lessee, and latency
@@ -427,6 +431,7 @@ fn main() -> ExitCode {
                 latency_seconds,
                 latency_rounds,
                 offered,
+                transparent_huge_pages,
             } => dirigo_bench::peer::run(&dirigo_bench::peer::PeerBenchConfig {
                 events: events.max(1000),
                 rounds: rounds.max(1),
@@ -434,6 +439,7 @@ fn main() -> ExitCode {
                 latency_seconds: latency_seconds.clamp(0.1, 600.0),
                 latency_rounds: latency_rounds.clamp(1, 100),
                 offered_per_s: offered,
+                transparent_huge_pages,
                 ..Default::default()
             })
             .and_then(|report| emit(json, &report, report.table())),
