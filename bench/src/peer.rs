@@ -26,7 +26,9 @@ use dirigo_runtime::Nanos;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::peer_timely::{self, row_checksum, Latency, PeerRun, Rec, WINDOW_MS};
+use crate::peer_timely::{
+    self, row_checksum, LateWindows, Latency, PeerRun, Rec, START_WINDOWS, WINDOW_MS,
+};
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -79,6 +81,9 @@ pub struct PeerSide {
     pub rounds_per_s: Vec<f64>,
     /// Latency at the common offered load, ns.
     pub latency_ns: Latency,
+    /// The windows of the latency runs that began to come out over 1 ms late: how many,
+    /// how many at the start of a run, and the longest stretch of them.
+    pub late_windows: LateWindows,
     /// Output rows of a throughput run.
     pub windows_out: u64,
     /// Whether every run's output matched the reference.
@@ -157,6 +162,14 @@ impl PeerBenchReport {
             "  dirigo's shards were busy {:.0}% of its latency runs\n",
             self.dirigo_busy_share * 100.0
         ));
+        for (name, side) in [("dirigo", &self.dirigo), ("timely", &self.timely)] {
+            let late = &side.late_windows;
+            out.push_str(&format!(
+                "  {name}: {} of {} windows began to come out over 1 ms late ({} of them among \
+                 the first {START_WINDOWS} of a run and shard/worker; longest stretch {})\n",
+                late.late, late.windows, late.late_at_start, late.longest_late_run
+            ));
+        }
         out.push_str(&crate::noise::describe(&self.machine_noise));
         for (name, side) in [("dirigo", &self.dirigo), ("timely", &self.timely)] {
             if !side.stolen_ns.is_empty() {
@@ -183,6 +196,10 @@ struct PeerSink {
     closing: Option<ClosingBids>,
     /// When the batch being written arrived (runtime clock).
     batch_at: Nanos,
+    /// Paced runs: the latency of each window's first row, in order, and the end of the
+    /// window last seen.
+    window_latencies: Vec<u64>,
+    last_window: Option<Time>,
     rows: u64,
     checksum: u64,
 }
@@ -219,6 +236,8 @@ impl ClosingBids {
 #[derive(Default)]
 struct PeerTotals {
     latency: Mutex<Option<Histogram<u64>>>,
+    /// Each shard's [`PeerSink::window_latencies`].
+    window_latencies: Mutex<Vec<Vec<u64>>>,
     rows: AtomicU64,
     checksum: AtomicU64,
 }
@@ -231,7 +250,14 @@ impl SinkWriter<(u64, Window, u64)> for PeerSink {
     fn write(&mut self, _: Time, (auction, window, count): (u64, Window, u64), latency_ns: Nanos) {
         let row = (window.end, auction, count);
         let latency_ns = match self.closing.as_mut().and_then(|c| c.due(window.end)) {
-            Some(due) => self.batch_at.saturating_sub(due),
+            Some(due) => {
+                let latency_ns = self.batch_at.saturating_sub(due);
+                if self.last_window != Some(window.end) {
+                    self.last_window = Some(window.end);
+                    self.window_latencies.push(latency_ns);
+                }
+                latency_ns
+            }
             None => latency_ns,
         };
         self.latency.saturating_record(latency_ns.max(1));
@@ -254,6 +280,13 @@ impl SinkWriter<(u64, Window, u64)> for PeerSink {
                 let _ = total.add(&self.latency);
             }
             None => *shared = Some(self.latency.clone()),
+        }
+        if !self.window_latencies.is_empty() {
+            self.shared
+                .window_latencies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(std::mem::take(&mut self.window_latencies));
         }
         self.shared.rows.fetch_add(self.rows, Ordering::Relaxed);
         self.shared
@@ -296,6 +329,8 @@ fn dirigo_run(
                 last: None,
             }),
             batch_at: 0,
+            window_latencies: Vec::new(),
+            last_window: None,
             rows: 0,
             checksum: 0,
         });
@@ -321,6 +356,12 @@ fn dirigo_run(
         histogram,
         windows_out: totals.rows.load(Ordering::Relaxed),
         checksum: totals.checksum.load(Ordering::Relaxed),
+        window_latencies: std::mem::take(
+            &mut *totals
+                .window_latencies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        ),
     };
     Ok((run, busy_share))
 }
@@ -409,6 +450,7 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
     let machine_noise = crate::noise::measure(&noise_cpus, std::time::Duration::from_secs(2));
     let (mut dirigo_latency, mut timely_latency) = (None, None);
     let (mut dirigo_stolen, mut timely_stolen) = (Vec::new(), Vec::new());
+    let (mut dirigo_late, mut timely_late) = (LateWindows::default(), LateWindows::default());
     let mut dirigo_busy = Vec::new();
     for round in 0..config.latency_rounds.max(1) {
         let order = if round % 2 == 0 {
@@ -418,7 +460,7 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
         };
         for system in order {
             let stolen_before = crate::noise::stolen_ns();
-            let (run, correct, total, stolen) = match system {
+            let (run, correct, total, stolen, late) = match system {
                 System::Dirigo => (
                     {
                         let (run, busy) = dirigo_run(
@@ -433,12 +475,14 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
                     &mut dirigo_correct,
                     &mut dirigo_latency,
                     &mut dirigo_stolen,
+                    &mut dirigo_late,
                 ),
                 System::Timely => (
                     peer_timely::timely_latency(offered_bids.clone(), workers, offered),
                     &mut timely_correct,
                     &mut timely_latency,
                     &mut timely_stolen,
+                    &mut timely_late,
                 ),
             };
             let stolen_now = crate::noise::stolen_between(
@@ -455,6 +499,7 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
                     .for_each(|(sum, more)| *sum += more);
             }
             *correct &= run.checksum == expected_offered;
+            late.add(&run.window_latencies);
             if let Some(histogram) = run.histogram {
                 match total {
                     None => *total = Some(histogram),
@@ -478,6 +523,7 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
         events_per_s: dirigo_tput,
         rounds_per_s: dirigo_rounds,
         latency_ns: latency_of(dirigo_latency),
+        late_windows: dirigo_late,
         windows_out: dirigo_rows,
         correct: dirigo_correct,
         stolen_ns: dirigo_stolen,
@@ -486,6 +532,7 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
         events_per_s: timely_tput,
         rounds_per_s: timely_rounds,
         latency_ns: latency_of(timely_latency),
+        late_windows: timely_late,
         windows_out: timely_rows,
         correct: timely_correct,
         stolen_ns: timely_stolen,

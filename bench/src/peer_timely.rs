@@ -60,6 +60,52 @@ pub struct PeerRun {
     pub windows_out: u64,
     /// [`checksum`] of the output rows.
     pub checksum: u64,
+    /// Open-loop runs: per worker (or shard), in the order they came out, the latency of
+    /// each window's first row — how late each window began to come out.
+    #[serde(skip)]
+    pub window_latencies: Vec<Vec<u64>>,
+}
+
+/// How many windows began to come out more than [`LATE_WINDOW_NS`] after the bid that
+/// closed them was due: the stalls behind a p99, counted.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct LateWindows {
+    /// Windows seen, over every worker (or shard) and run.
+    pub windows: u64,
+    /// Of those, the ones over [`LATE_WINDOW_NS`].
+    pub late: u64,
+    /// Of the first [`START_WINDOWS`] windows of every worker (or shard) and run, the ones
+    /// over [`LATE_WINDOW_NS`]: a late start (memory faulted in, threads not yet on a
+    /// CPU) rather than a stall in the middle.
+    pub late_at_start: u64,
+    /// The longest run of consecutive late windows at one worker (or shard): one stall
+    /// of the whole system makes a run of them.
+    pub longest_late_run: u64,
+}
+
+/// A window is late past this, in [`LateWindows`].
+pub const LATE_WINDOW_NS: u64 = 1_000_000;
+/// How many windows of a run count as its start, in [`LateWindows`].
+pub const START_WINDOWS: usize = 10;
+
+impl LateWindows {
+    /// Counts `latencies` (per worker or shard, in order) into `self`.
+    pub fn add(&mut self, latencies: &[Vec<u64>]) {
+        for windows in latencies {
+            self.windows += windows.len() as u64;
+            let mut run = 0;
+            for (index, &latency) in windows.iter().enumerate() {
+                if latency > LATE_WINDOW_NS {
+                    self.late += 1;
+                    self.late_at_start += u64::from(index < START_WINDOWS);
+                    run += 1;
+                    self.longest_late_run = self.longest_late_run.max(run);
+                } else {
+                    run = 0;
+                }
+            }
+        }
+    }
 }
 
 /// A latency distribution, ns.
@@ -179,6 +225,7 @@ pub fn timely_throughput(recs: Arc<Vec<Rec>>, workers: usize) -> PeerRun {
                 rows: tally.rows,
                 checksum: tally.checksum,
                 histogram: None,
+                window_latencies: Vec::new(),
             }
         }
     })
@@ -233,6 +280,7 @@ pub fn timely_latency(recs: Arc<Vec<Rec>>, workers: usize, rate: f64) -> PeerRun
                         let start = *start.get().expect("the clock started before data");
                         let observed = start.elapsed().as_nanos() as u64;
                         let mut histogram = histogram.borrow_mut();
+                        let mut tally = tally.borrow_mut();
                         for &(end, _, _) in rows.iter() {
                             let intended = match closed_by {
                                 Some((seen, intended)) if seen == end => intended,
@@ -240,6 +288,9 @@ pub fn timely_latency(recs: Arc<Vec<Rec>>, workers: usize, rate: f64) -> PeerRun
                                     let first = recs.partition_point(|&(t, _)| t < end);
                                     let intended = intended_ns(first.min(len - 1));
                                     closed_by = Some((end, intended));
+                                    tally
+                                        .window_latencies
+                                        .push(observed.saturating_sub(intended));
                                     intended
                                 }
                             };
@@ -248,7 +299,7 @@ pub fn timely_latency(recs: Arc<Vec<Rec>>, workers: usize, rate: f64) -> PeerRun
                                 observed.saturating_sub(intended),
                             );
                         }
-                        tally.borrow_mut().add(rows);
+                        tally.add(rows);
                     })
                     .probe_with(&probe);
             });
@@ -291,6 +342,7 @@ pub fn timely_latency(recs: Arc<Vec<Rec>>, workers: usize, rate: f64) -> PeerRun
                 rows: tally.rows,
                 checksum: tally.checksum,
                 histogram: Some(histogram),
+                window_latencies: tally.window_latencies.clone(),
             }
         }
     })
@@ -381,6 +433,8 @@ fn window_count<'s>(bids: Stream<'s, u64, Vec<Rec>>) -> Stream<'s, u64, Vec<Row>
 struct Tally {
     rows: u64,
     checksum: u64,
+    /// Open-loop runs: each window's first row's latency, in order.
+    window_latencies: Vec<u64>,
 }
 
 impl Tally {
@@ -398,6 +452,7 @@ struct WorkerResult {
     rows: u64,
     checksum: u64,
     histogram: Option<Histogram<u64>>,
+    window_latencies: Vec<u64>,
 }
 
 fn join(guards: timely::communication::WorkerGuards<WorkerResult>) -> Vec<WorkerResult> {
@@ -432,6 +487,11 @@ fn summarize(events: usize, start: Instant, results: Vec<WorkerResult>) -> PeerR
         checksum: results
             .iter()
             .fold(0u64, |acc, r| acc.wrapping_add(r.checksum)),
+        window_latencies: results
+            .into_iter()
+            .map(|r| r.window_latencies)
+            .filter(|windows| !windows.is_empty())
+            .collect(),
     }
 }
 
@@ -499,5 +559,26 @@ mod tests {
         let latency = run.latency_ns.expect("open loop records latency");
         assert_eq!(latency.samples, reference.len() as u64);
         assert!(latency.p50 <= latency.p99 && latency.p99 <= latency.max);
+        // Each worker sees each window it has rows of once, in window order.
+        let windows: std::collections::BTreeSet<u64> =
+            reference.iter().map(|&(end, _, _)| end).collect();
+        assert!(!run.window_latencies.is_empty());
+        for seen in &run.window_latencies {
+            assert!(!seen.is_empty() && seen.len() <= windows.len(), "{seen:?}");
+        }
+    }
+
+    #[test]
+    fn late_windows_are_counted_with_their_start_and_longest_stretch() {
+        const LATE: u64 = LATE_WINDOW_NS + 1;
+        let mut first = vec![LATE, LATE, 5];
+        first.extend(std::iter::repeat_n(7, START_WINDOWS));
+        first.extend([LATE, LATE, LATE, 9, LATE_WINDOW_NS]);
+        let mut late = LateWindows::default();
+        late.add(&[first, vec![1, LATE]]);
+        assert_eq!(late.windows, 3 + START_WINDOWS as u64 + 5 + 2);
+        assert_eq!(late.late, 2 + 3 + 1, "exactly LATE_WINDOW_NS is not late");
+        assert_eq!(late.late_at_start, 2 + 1);
+        assert_eq!(late.longest_late_run, 3);
     }
 }
