@@ -247,6 +247,13 @@ enum BenchScenario {
         /// by default: a huge-page fault stalls a shard while 2 MiB are zeroed).
         #[arg(long)]
         transparent_huge_pages: bool,
+        /// dirigo's scheduling policy: round-robin, fifo, edf or dirigo (edf: window rows
+        /// run before the bids that came after them).
+        #[arg(long, default_value = "edf", value_parser = parse_peer_policy)]
+        policy: dirigo_bench::peer::PeerPolicy,
+        /// The latency target of dirigo's app, in microseconds (edf and dirigo policies).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        slo_us: u64,
     },
     /// A load step from 30 % to 150 % of one shard's capacity on a mergeable operator
     /// under the `dirigo` policy: time to the first record on a lessee, and latency
@@ -432,6 +439,8 @@ fn main() -> ExitCode {
                 latency_rounds,
                 offered,
                 transparent_huge_pages,
+                policy,
+                slo_us,
             } => dirigo_bench::peer::run(&dirigo_bench::peer::PeerBenchConfig {
                 events: events.max(1000),
                 rounds: rounds.max(1),
@@ -440,6 +449,8 @@ fn main() -> ExitCode {
                 latency_rounds: latency_rounds.clamp(1, 100),
                 offered_per_s: offered,
                 transparent_huge_pages,
+                policy,
+                slo: Duration::from_micros(slo_us),
                 ..Default::default()
             })
             .and_then(|report| emit(json, &report, report.table())),
@@ -564,6 +575,10 @@ fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<(
 }
 
 /// A load in events per second: a finite number above zero.
+fn parse_peer_policy(text: &str) -> Result<dirigo_bench::peer::PeerPolicy, String> {
+    text.parse()
+}
+
 fn positive_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 1e10 => Ok(rate),
