@@ -454,6 +454,20 @@ fn dirigo_run(
     Ok((run, busy_share))
 }
 
+/// The bids among `events` generated NEXMark events, each as a [`Rec`].
+fn nexmark_bids(events: usize) -> Vec<Rec> {
+    NexmarkSpec {
+        events,
+        ..NexmarkSpec::default()
+    }
+    .iter()
+    .filter_map(|event| match event {
+        Event::Bid(bid) => Some((bid.date_time, bid.auction)),
+        _ => None,
+    })
+    .collect()
+}
+
 /// `count` bids cycling through `bids`, each cycle shifted in event time past the last.
 fn cycled(bids: &[Rec], count: usize) -> Vec<Rec> {
     let first = bids.first().map_or(0, |&(t, _)| t);
@@ -486,16 +500,7 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
     let huge_pages = config.transparent_huge_pages;
     dirigo_runtime::huge_pages::set_allowed(huge_pages)
         .map_err(|e| format!("could not set transparent huge pages: {e}"))?;
-    let bids: Vec<Rec> = NexmarkSpec {
-        events: config.events,
-        ..NexmarkSpec::default()
-    }
-    .iter()
-    .filter_map(|event| match event {
-        Event::Bid(bid) => Some((bid.date_time, bid.auction)),
-        _ => None,
-    })
-    .collect();
+    let bids = nexmark_bids(config.events);
     if bids.is_empty() {
         return Err("no bids: generate more events".into());
     }
@@ -664,17 +669,7 @@ mod tests {
     /// each window once per shard.
     #[test]
     fn every_policy_counts_the_windows_right() {
-        let bids: Vec<Rec> = NexmarkSpec {
-            events: 20_000,
-            ..NexmarkSpec::default()
-        }
-        .iter()
-        .filter_map(|event| match event {
-            Event::Bid(bid) => Some((bid.date_time, bid.auction)),
-            _ => None,
-        })
-        .collect();
-        let bids = Arc::new(cycled(&bids, 60_000));
+        let bids = Arc::new(cycled(&nexmark_bids(20_000), 60_000));
         let reference = peer_timely::reference_window_counts(&bids);
         let windows: std::collections::BTreeSet<u64> =
             reference.iter().map(|&(end, _, _)| end).collect();
