@@ -92,6 +92,14 @@ impl Default for PeerBenchConfig {
 /// bids that arrive after them, so a window's rows are not held behind the backlog a
 /// stall leaves. Round-robin (the runtime's default, for apps without latency targets)
 /// lets each ready operator take its turn.
+///
+/// ```
+/// use dirigo_bench::peer::PeerPolicy;
+///
+/// let policy: PeerPolicy = "round-robin".parse().unwrap();
+/// assert_eq!(policy, PeerPolicy::RoundRobin);
+/// assert!("fastest".parse::<PeerPolicy>().is_err());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PeerPolicy {
