@@ -66,6 +66,11 @@ pub struct PeerBenchConfig {
     /// transparent huge pages; dirigo's runtime turns them off by default (see
     /// [`dirigo_runtime::huge_pages`]).
     pub transparent_huge_pages: bool,
+    /// Whether the process's allocator gave freed memory back to the operating system
+    /// during the runs (both systems share it). The bench does not set it: the binary that
+    /// owns the allocator does, and says so here for the report (the `dirigo` command
+    /// keeps freed memory unless told otherwise).
+    pub freed_memory_released: bool,
 }
 
 impl Default for PeerBenchConfig {
@@ -81,6 +86,7 @@ impl Default for PeerBenchConfig {
             policy: PeerPolicy::Edf,
             slo: std::time::Duration::from_millis(1),
             transparent_huge_pages: false,
+            freed_memory_released: false,
         }
     }
 }
@@ -195,6 +201,9 @@ pub struct PeerBenchReport {
     pub latency_rounds: usize,
     /// Whether both systems ran with transparent huge pages allowed.
     pub transparent_huge_pages: bool,
+    /// Whether the allocator gave freed memory back to the operating system (both
+    /// systems share it).
+    pub freed_memory_released: bool,
     /// dirigo's scheduling policy.
     pub dirigo_policy: PeerPolicy,
     /// The SLO dirigo's app had (deadline policies), µs.
@@ -225,14 +234,15 @@ impl PeerBenchReport {
         let mut out =
             format!(
             "keyed 10 s tumbling count over {} NEXMark bids ({} distinct), {} shards / workers; \
-             latency at {:.0} bids/s, {} runs of each; transparent huge pages {}; dirigo's \
-             policy {} (SLO {} µs)\n",
+             latency at {:.0} bids/s, {} runs of each; transparent huge pages {}; freed memory \
+             {}; dirigo's policy {} (SLO {} µs)\n",
             self.bids,
             self.generated_bids,
             self.workers,
             self.offered_per_s,
             self.latency_rounds,
             if self.transparent_huge_pages { "on" } else { "off" },
+            if self.freed_memory_released { "released" } else { "kept" },
             self.dirigo_policy.name(),
             self.slo_us
         );
@@ -641,6 +651,7 @@ pub fn run(config: &PeerBenchConfig) -> Result<PeerBenchReport, String> {
         offered_per_s: offered,
         latency_rounds: config.latency_rounds.max(1),
         transparent_huge_pages: huge_pages,
+        freed_memory_released: config.freed_memory_released,
         dirigo_policy: config.policy,
         slo_us: config.slo.as_micros() as u64,
         throughput_ratio: dirigo.events_per_s / timely.events_per_s,

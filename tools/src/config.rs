@@ -326,6 +326,10 @@ pub struct RuntimeSection {
     /// Whether the process's memory may use transparent huge pages (default: no; a huge
     /// page fault stalls a shard while 2 MiB are zeroed).
     pub transparent_huge_pages: Option<bool>,
+    /// Whether the allocator gives freed memory back to the operating system (default:
+    /// no; it keeps it for reuse, see `allocator`). Applied by the `dirigo` command, which
+    /// owns the allocator, not by the runtime builder.
+    pub release_freed_memory: Option<bool>,
 }
 
 /// Whether shards are pinned to CPUs.
@@ -1111,11 +1115,12 @@ mod tests {
     #[test]
     fn a_full_file_parses() {
         let config = parse(
-            "[runtime]\nshards = 2\nring_capacity = 512\nmailbox_high_water = 2048\nspin_budget_us = 50\ntransparent_huge_pages = true\n\n[scheduler]\npolicy = \"dirigo\"\nheadroom = 0.5\n",
+            "[runtime]\nshards = 2\nring_capacity = 512\nmailbox_high_water = 2048\nspin_budget_us = 50\ntransparent_huge_pages = true\nrelease_freed_memory = true\n\n[scheduler]\npolicy = \"dirigo\"\nheadroom = 0.5\n",
         )
         .unwrap();
         assert_eq!(config.scheduler.policy, PolicyName::Dirigo);
         assert_eq!(config.summary(), "2 shards, policy dirigo");
+        assert_eq!(config.runtime.release_freed_memory, Some(true));
         let _builder = config.apply(dirigo_runtime::Runtime::<u32>::builder());
     }
 
@@ -1158,6 +1163,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.starts_with("test.toml:2:26:"), "{error}");
+        let error = parse("[runtime]\nrelease_freed_memory = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("test.toml:2:24:"), "{error}");
         let error = parse("[[app]]\nname = \"x\"\n").unwrap_err().to_string();
         assert!(
             error.starts_with("test.toml:2:8:") && error.contains("query"),

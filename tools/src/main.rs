@@ -22,17 +22,12 @@
 //! - `dirigo bench slo [--json PATH]`: three tenants under `fifo`, `edf` and `dirigo` (see
 //!   `dirigo_bench::slo`).
 
+mod allocator;
 mod apps;
 mod config;
 mod demo;
 mod report;
 mod run;
-
-/// Shards allocate message batches that other shards free. mimalloc frees those into
-/// the owning thread's pages without a lock; the system allocator took an arena lock for
-/// each, and its trimming under that lock stalled shards for milliseconds.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -247,6 +242,11 @@ enum BenchScenario {
         /// by default: a huge-page fault stalls a shard while 2 MiB are zeroed).
         #[arg(long)]
         transparent_huge_pages: bool,
+        /// Let the allocator give freed memory back to the operating system, for both
+        /// systems (the command keeps it by default: purging it costs both a TLB shootdown
+        /// and faults on reuse).
+        #[arg(long)]
+        release_freed_memory: bool,
         /// dirigo's scheduling policy: round-robin, fifo, edf or dirigo (edf: window rows
         /// run before the bids that came after them).
         #[arg(long, default_value = "edf", value_parser = parse_peer_policy)]
@@ -282,6 +282,7 @@ enum BenchScenario {
 }
 
 fn main() -> ExitCode {
+    allocator::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -439,21 +440,28 @@ fn main() -> ExitCode {
                 latency_rounds,
                 offered,
                 transparent_huge_pages,
+                release_freed_memory,
                 policy,
                 slo_us,
-            } => dirigo_bench::peer::run(&dirigo_bench::peer::PeerBenchConfig {
-                events: events.max(1000),
-                rounds: rounds.max(1),
-                throughput_bids,
-                latency_seconds: latency_seconds.clamp(0.1, 600.0),
-                latency_rounds: latency_rounds.clamp(1, 100),
-                offered_per_s: offered,
-                transparent_huge_pages,
-                policy,
-                slo: Duration::from_micros(slo_us),
-                ..Default::default()
-            })
-            .and_then(|report| emit(json, &report, report.table())),
+            } => {
+                if release_freed_memory {
+                    allocator::set_release_freed_memory(true);
+                }
+                dirigo_bench::peer::run(&dirigo_bench::peer::PeerBenchConfig {
+                    events: events.max(1000),
+                    rounds: rounds.max(1),
+                    throughput_bids,
+                    latency_seconds: latency_seconds.clamp(0.1, 600.0),
+                    latency_rounds: latency_rounds.clamp(1, 100),
+                    offered_per_s: offered,
+                    transparent_huge_pages,
+                    freed_memory_released: allocator::releases_freed_memory(),
+                    policy,
+                    slo: Duration::from_micros(slo_us),
+                    ..Default::default()
+                })
+                .and_then(|report| emit(json, &report, report.table()))
+            }
             BenchScenario::ScaleStep {
                 json,
                 cost_us,
@@ -534,6 +542,9 @@ fn run_config(
     duration: Option<Duration>,
     report: Option<PathBuf>,
 ) -> Result<(), String> {
+    if let Some(release) = config.runtime.release_freed_memory {
+        allocator::set_release_freed_memory(release);
+    }
     let options = run::RunOptions {
         config_name: name.to_owned(),
         duration,
