@@ -18,12 +18,12 @@ use dirigo_operators::nexmark::events::{Event, NexmarkSpec};
 use dirigo_operators::nexmark::queries::Query;
 use dirigo_operators::sink::{LatencyRecorder, LineTarget};
 use dirigo_operators::source::Pacing;
-use dirigo_operators::window::Windows;
+use dirigo_operators::window::{WindowSpec, Windows};
 use dirigo_runtime::{AppId, RuntimeBuilder};
 
 use crate::config::{
-    socket_address, AppSection, FormatName, FramingName, OperatorKind, OperatorSection, SinkKind,
-    SourceKind, SourceSection, StateName, WindowConfig,
+    socket_address, AppSection, FormatName, FramingName, OperatorKind, OperatorSection, RowOrder,
+    SinkKind, SourceKind, SourceSection, StateName, WindowConfig,
 };
 
 /// One app, built and ready to install.
@@ -346,9 +346,16 @@ fn windowed(
     merge: fn(&mut u64, u64),
 ) -> Stream<KeyedRecord> {
     let work_ns = section.work_ns.as_ref().map_or(0, |ns| *ns.get_ref());
+    let mut spec = WindowSpec::from(windows(
+        *section.window.as_ref().expect("checked").get_ref(),
+    ));
+    spec.any_order = section
+        .row_order
+        .as_ref()
+        .is_some_and(|order| *order.get_ref() == RowOrder::Any);
     keyed.window(
         section.name.get_ref(),
-        windows(*section.window.as_ref().expect("checked").get_ref()),
+        spec,
         || 0u64,
         move |acc, _, _, record| {
             spend(work_ns);

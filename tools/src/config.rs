@@ -183,6 +183,19 @@ pub struct OperatorSection {
     pub keep_percent: Option<Spanned<u64>>,
     /// Window kinds: the windows.
     pub window: Option<Spanned<WindowConfig>>,
+    /// Window kinds: the order of a firing's rows, `key` (the default) or `any` (sooner
+    /// out: no sort on the latency path).
+    pub row_order: Option<Spanned<RowOrder>>,
+}
+
+/// The order of a window firing's rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowOrder {
+    /// By window end, then key: the same whatever the scaling.
+    Key,
+    /// The window's hash order.
+    Any,
 }
 
 /// What an operator reads: one name, or several (their records merged, its frontier the
@@ -1094,6 +1107,11 @@ impl OperatorSection {
                 "window",
                 "only windowed operators have windows",
             )?;
+            absent(
+                &self.row_order,
+                "row_order",
+                "only windowed operators order their rows",
+            )?;
         }
         Ok(())
     }
@@ -1163,6 +1181,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.starts_with("test.toml:2:26:"), "{error}");
+        let error = parse(
+            "[[app]]\nname = \"a\"\n\n[[app.operator]]\nname = \"m\"\nkind = \"map\"\nrow_order = \"any\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("test.toml:7:13:") && error.contains("row_order"),
+            "{error}"
+        );
+        let error = parse(
+            "[[app]]\nname = \"a\"\n\n[[app.operator]]\nname = \"w\"\nkind = \"window_count\"\nwindow = { kind = \"tumbling\", size_ms = 10 }\nrow_order = \"sideways\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.starts_with("test.toml:8:13:"), "{error}");
         let error = parse("[runtime]\nrelease_freed_memory = 1\n")
             .unwrap_err()
             .to_string();
@@ -1185,7 +1218,7 @@ mod tests {
             byte in any::<u8>(),
             mode in 0u8..3,
         ) {
-            let valid = "[runtime]\nshards = 2\nring_capacity = 1024\n\n[scheduler]\npolicy = \"edf\"\nheadroom = 0.75\n\n[run]\nduration_s = 5\n\n[[app]]\nname = \"a\"\nslo_ms = 20\nparallelism = 2\n\n[app.source]\nshape = { shape = \"step\", from = 100, to = 500, at_s = 1 }\nkeys = { dist = \"zipf\", keys = 100, exponent = 1.1 }\n\n[[app.operator]]\nname = \"m\"\nkind = \"map\"\nwork_ns = 10\n\n[[app.operator]]\nname = \"w\"\nkind = \"window_sum\"\ninput = \"m\"\nwindow = { kind = \"sliding\", size_ms = 10, slide_ms = 5 }\n\n[[app]]\nname = \"q\"\nquery = \"q5\"\n\n[app.sink]\nkind = \"json-lines\"\npath = \"-\"\n";
+            let valid = "[runtime]\nshards = 2\nring_capacity = 1024\n\n[scheduler]\npolicy = \"edf\"\nheadroom = 0.75\n\n[run]\nduration_s = 5\n\n[[app]]\nname = \"a\"\nslo_ms = 20\nparallelism = 2\n\n[app.source]\nshape = { shape = \"step\", from = 100, to = 500, at_s = 1 }\nkeys = { dist = \"zipf\", keys = 100, exponent = 1.1 }\n\n[[app.operator]]\nname = \"m\"\nkind = \"map\"\nwork_ns = 10\n\n[[app.operator]]\nname = \"w\"\nkind = \"window_sum\"\ninput = \"m\"\nwindow = { kind = \"sliding\", size_ms = 10, slide_ms = 5 }\nrow_order = \"any\"\n\n[[app]]\nname = \"q\"\nquery = \"q5\"\n\n[app.sink]\nkind = \"json-lines\"\npath = \"-\"\n";
             prop_assert!(parse(valid).is_ok(), "{:?}", parse(valid).err());
             let mut bytes = valid.as_bytes().to_vec();
             let at = position % bytes.len();

@@ -247,6 +247,10 @@ enum BenchScenario {
         /// and faults on reuse).
         #[arg(long)]
         release_freed_memory: bool,
+        /// Put each firing's rows in key order on dirigo's side (by default they leave in
+        /// the window's hash order, as on timely's side).
+        #[arg(long)]
+        sorted_windows: bool,
         /// dirigo's scheduling policy: round-robin, fifo, edf or dirigo (edf: window rows
         /// run before the bids that came after them).
         #[arg(long, default_value = "edf", value_parser = parse_peer_policy)]
@@ -441,6 +445,7 @@ fn main() -> ExitCode {
                 offered,
                 transparent_huge_pages,
                 release_freed_memory,
+                sorted_windows,
                 policy,
                 slo_us,
             } => {
@@ -456,6 +461,7 @@ fn main() -> ExitCode {
                     offered_per_s: offered,
                     transparent_huge_pages,
                     freed_memory_released: allocator::releases_freed_memory(),
+                    sorted_windows,
                     policy,
                     slo: Duration::from_micros(slo_us),
                     ..Default::default()

@@ -318,6 +318,7 @@ pub fn q7(events: &Stream<Event>) -> Stream<Q7> {
     let spec = WindowSpec {
         windows: Windows::Tumbling { size: TEN_SECONDS },
         inclusive_end: true,
+        any_order: false,
     };
     let candidates = bids(events).key_by(|bid: &Bid| bid.auction).window(
         "highest per auction",
