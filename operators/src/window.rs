@@ -300,7 +300,7 @@ struct WindowKeys<K, A> {
     order: KeyOrder,
     sorted: Vec<K>,
     recent: Vec<K>,
-    /// The entries on their way out of a firing, in key order.
+    /// The entries on their way out of a firing, in the order they leave.
     leaving: Vec<(K, Time, A)>,
 }
 
