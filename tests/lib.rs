@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dirigo_operators::{Partitioning, Router};
+use dirigo_operators::{Partitioner, Partitioning};
 use dirigo_runtime::{Actor, ActorId, Context, Envelope, Runtime, SavedState};
 
 pub mod nexmark_reference;
@@ -91,7 +91,7 @@ pub fn run_pipeline(records: &[(u64, i64)], run: &PipelineRun) -> KeyedState {
         .build()
         .expect("runtime starts");
     let ingress = runtime.ingress();
-    let mut edge = Router::new(Partitioning::KeyHash, run.partitions);
+    let mut edge = Partitioner::new(Partitioning::KeyHash, run.partitions);
     for &(key, value) in records {
         for partition in edge.targets(0, &key) {
             ingress

@@ -40,7 +40,7 @@ use dirigo_runtime::{
     RuntimeBuilder, SavedState, SchedContext, Snapshot, SnapshotError, StateKind,
 };
 
-use crate::partition::{key_hash, Partitioning};
+use crate::partition::{key_hash, Partitioning, Route};
 
 /// Event time, in milliseconds.
 pub type Time = u64;
@@ -221,9 +221,8 @@ struct EdgeOut<T> {
     /// The partition a forward edge sends to: this one's index modulo the target's
     /// partitions, computed once (a division per record costs as much as the push).
     forward: PartitionId,
-    partitioning: Partitioning,
+    route: Route,
     key: Option<KeyHashFn<T>>,
-    next: PartitionId,
     buffers: Vec<Batch<T>>,
 }
 
@@ -241,9 +240,8 @@ impl<T: Data> Output<T> {
                     target: edge.target,
                     partitions,
                     forward: me % partitions,
-                    partitioning: edge.partitioning,
+                    route: Route::new(edge.partitioning, partitions, me % partitions),
                     key: edge.key.clone(),
-                    next: me % partitions,
                     buffers: (0..partitions).map(|_| Vec::new()).collect(),
                 }
             })
@@ -266,7 +264,7 @@ impl<T: Data> Output<T> {
             } else {
                 record.as_ref().expect("earlier edges clone").clone()
             };
-            match edge.partitioning {
+            match edge.route.partitioning() {
                 Partitioning::Broadcast => {
                     for partition in 0..edge.partitions {
                         edge.buffers[partition as usize].push((time, value.clone()));
@@ -277,23 +275,11 @@ impl<T: Data> Output<T> {
                         }
                     }
                 }
-                partitioning => {
-                    let partition = match partitioning {
-                        Partitioning::Forward => edge.forward,
-                        Partitioning::KeyHash => {
-                            let hash = edge.key.as_ref().map_or(0, |key| key(&value));
-                            ((u128::from(hash) * u128::from(edge.partitions)) >> 64) as u32
-                        }
-                        _ => {
-                            let partition = edge.next;
-                            edge.next = if edge.next + 1 == edge.partitions {
-                                0
-                            } else {
-                                edge.next + 1
-                            };
-                            partition
-                        }
-                    };
+                _ => {
+                    let key = &edge.key;
+                    let partition = edge
+                        .route
+                        .target(edge.forward, || key.as_ref().map_or(0, |key| key(&value)));
                     let buffer = &mut edge.buffers[partition as usize];
                     buffer.push((time, value));
                     if buffer.len() >= MAX_BATCH {
@@ -313,8 +299,8 @@ impl<T: Data> Output<T> {
         time: Time,
         records: &mut Vec<T>,
     ) {
-        let single_forward =
-            self.edges.len() == 1 && matches!(self.edges[0].partitioning, Partitioning::Forward);
+        let single_forward = self.edges.len() == 1
+            && matches!(self.edges[0].route.partitioning(), Partitioning::Forward);
         if !single_forward {
             for record in records.drain(..) {
                 self.give(ctx, time, record);

@@ -27,5 +27,5 @@ pub mod state;
 pub mod window;
 
 pub use dataflow::{App, AppBuilder, Flow, KeyedStream, Msg, Stream, Time};
-pub use partition::{key_hash, Partitioning, Router};
+pub use partition::{key_hash, Partitioner, Partitioning};
 pub use state::KeyCounts;

@@ -34,34 +34,104 @@ pub fn key_hash<K: Hash + ?Sized>(key: &K) -> u64 {
     x ^ (x >> 31)
 }
 
+/// The partition among `partitions` that a key hash goes to: the hash scaled onto
+/// `0..partitions` (its high bits decide, so no division).
+#[inline]
+pub(crate) fn partition_of_hash(hash: u64, partitions: PartitionId) -> PartitionId {
+    ((u128::from(hash) * u128::from(partitions)) >> 64) as PartitionId
+}
+
+/// The routing rule of one edge for one upstream partition: which downstream partition
+/// receives the next record. Both [`Partitioner`] and the operators' output batching use
+/// it; it is small and copied into each edge, so routing a record costs a match and, for
+/// key-hash edges, one hash.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Route {
+    partitioning: Partitioning,
+    partitions: PartitionId,
+    /// The partition round-robin sends to next.
+    next: PartitionId,
+}
+
+impl Route {
+    /// An edge into an operator with `partitions` partitions (at least one); round-robin
+    /// starts at `first_turn`.
+    pub(crate) fn new(
+        partitioning: Partitioning,
+        partitions: PartitionId,
+        first_turn: PartitionId,
+    ) -> Self {
+        let partitions = partitions.max(1);
+        Self {
+            partitioning,
+            partitions,
+            next: first_turn % partitions,
+        }
+    }
+
+    /// How the edge spreads records.
+    #[inline]
+    pub(crate) fn partitioning(&self) -> Partitioning {
+        self.partitioning
+    }
+
+    /// How many partitions the downstream operator has.
+    #[inline]
+    pub(crate) fn partitions(&self) -> PartitionId {
+        self.partitions
+    }
+
+    /// The partition that receives the next record: `forward` on a forward edge (the
+    /// sender's index modulo [`partitions`](Self::partitions), which the caller computes
+    /// once), the partition `hash()` scales to on a key-hash edge, the next in turn on a
+    /// round-robin edge. A broadcast edge sends to every partition; this gives the first.
+    #[inline]
+    pub(crate) fn target(
+        &mut self,
+        forward: PartitionId,
+        hash: impl FnOnce() -> u64,
+    ) -> PartitionId {
+        match self.partitioning {
+            Partitioning::Forward => forward,
+            Partitioning::KeyHash => partition_of_hash(hash(), self.partitions),
+            Partitioning::Broadcast => 0,
+            Partitioning::RoundRobin => {
+                let partition = self.next;
+                self.next = if self.next + 1 == self.partitions {
+                    0
+                } else {
+                    self.next + 1
+                };
+                partition
+            }
+        }
+    }
+}
+
 /// The partitioning of one edge, with the state round-robin needs.
 ///
 /// ```
-/// use dirigo_operators::{Partitioning, Router};
+/// use dirigo_operators::{Partitioner, Partitioning};
 ///
-/// let mut edge = Router::new(Partitioning::KeyHash, 8);
+/// let mut edge = Partitioner::new(Partitioning::KeyHash, 8);
 /// let first: Vec<u32> = edge.targets(0, &"apple").collect();
 /// let again: Vec<u32> = edge.targets(0, &"apple").collect();
 /// assert_eq!(first, again);
 /// assert_eq!(first.len(), 1);
 ///
-/// let mut everyone = Router::new(Partitioning::Broadcast, 3);
+/// let mut everyone = Partitioner::new(Partitioning::Broadcast, 3);
 /// assert_eq!(everyone.targets(0, &()).collect::<Vec<_>>(), [0, 1, 2]);
 /// ```
 #[derive(Clone, Debug)]
-pub struct Router {
-    partitioning: Partitioning,
-    partitions: PartitionId,
-    next: PartitionId,
+pub struct Partitioner {
+    route: Route,
 }
 
-impl Router {
+impl Partitioner {
     /// An edge into an operator with `partitions` partitions (at least one).
     pub fn new(partitioning: Partitioning, partitions: PartitionId) -> Self {
         Self {
-            partitioning,
-            partitions: partitions.max(1),
-            next: 0,
+            route: Route::new(partitioning, partitions, 0),
         }
     }
 
@@ -72,20 +142,13 @@ impl Router {
         from: PartitionId,
         key: &K,
     ) -> impl Iterator<Item = PartitionId> {
-        let n = self.partitions;
-        let (first, count) = match self.partitioning {
-            Partitioning::Forward => (from % n, 1),
-            Partitioning::KeyHash => (
-                ((u128::from(key_hash(key)) * u128::from(n)) >> 64) as PartitionId,
-                1,
-            ),
-            Partitioning::Broadcast => (0, n),
-            Partitioning::RoundRobin => {
-                let chosen = self.next;
-                self.next = (self.next + 1) % n;
-                (chosen, 1)
-            }
+        let n = self.route.partitions();
+        let count = if self.route.partitioning() == Partitioning::Broadcast {
+            n
+        } else {
+            1
         };
+        let first = self.route.target(from % n, || key_hash(key));
         (first..first + count).map(move |p| p % n)
     }
 }
@@ -97,7 +160,7 @@ mod tests {
 
     #[test]
     fn round_robin_takes_turns() {
-        let mut edge = Router::new(Partitioning::RoundRobin, 3);
+        let mut edge = Partitioner::new(Partitioning::RoundRobin, 3);
         let seen: Vec<u32> = (0..6)
             .flat_map(|_| edge.targets(0, &0).collect::<Vec<_>>())
             .collect();
@@ -106,22 +169,35 @@ mod tests {
 
     #[test]
     fn forward_keeps_the_partition_index() {
-        let mut edge = Router::new(Partitioning::Forward, 4);
+        let mut edge = Partitioner::new(Partitioning::Forward, 4);
         assert_eq!(edge.targets(6, &"x").collect::<Vec<_>>(), [2]);
     }
 
     #[test]
     fn key_hash_is_pinned() {
         // A change here moves every key to another partition: keep it stable.
-        assert_eq!(key_hash(&42u64), key_hash(&42u64));
-        assert_ne!(key_hash(&1u64), key_hash(&2u64));
+        assert_eq!(key_hash(&0u64), 0);
+        assert_eq!(key_hash(&1u64), 0x26bc_ca20_5f50_4d18);
+        assert_eq!(key_hash(&42u64), 0x89b0_273a_b050_c15f);
+        assert_eq!(key_hash(&7u32), 0x72ca_03d2_02af_0032);
+        assert_eq!(key_hash(&-1i64), 0x9bfa_6879_e927_a93d);
+        assert_eq!(key_hash("apple"), 0x01ae_fb18_4d44_2057);
+        assert_eq!(key_hash(&(3u64, "x")), 0xb87c_01f1_0ae1_594b);
+        // And so are the partitions keys go to.
+        let mut edge = Partitioner::new(Partitioning::KeyHash, 8);
+        let targets: Vec<u32> = [&1u64, &42]
+            .into_iter()
+            .flat_map(|key| edge.targets(0, key).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(targets, [1, 4]);
+        assert_eq!(edge.targets(0, "apple").collect::<Vec<_>>(), [0]);
     }
 
     proptest! {
         #[test]
         fn every_target_is_a_valid_partition(partitions in 1u32..64, key in any::<u64>(), from in any::<u32>()) {
             for partitioning in [Partitioning::Forward, Partitioning::KeyHash, Partitioning::Broadcast, Partitioning::RoundRobin] {
-                let mut edge = Router::new(partitioning, partitions);
+                let mut edge = Partitioner::new(partitioning, partitions);
                 let targets: Vec<u32> = edge.targets(from, &key).collect();
                 prop_assert!(targets.iter().all(|&p| p < partitions));
                 let expected = if partitioning == Partitioning::Broadcast { partitions as usize } else { 1 };

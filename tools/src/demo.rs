@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use dirigo_operators::{Partitioning, Router};
+use dirigo_operators::{Partitioner, Partitioning};
 use dirigo_runtime::{Actor, ActorId, Context, Envelope, Runtime};
 
 /// Options of `dirigo demo`.
@@ -181,7 +181,7 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     );
 
     let ingress = runtime.ingress();
-    let mut edge = Router::new(Partitioning::KeyHash, args.partitions);
+    let mut edge = Partitioner::new(Partitioning::KeyHash, args.partitions);
     let mut words = Words::new(args.keys, 0x00d1_2160);
     let started = Instant::now();
     for _ in 0..args.events {
