@@ -1,0 +1,460 @@
+//! A built app ([`App`]): installing it into a runtime (one operator registration per
+//! graph node), starting its sources, waiting for it, and the counters behind [`Flow`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use dirigo_runtime::{
+    Actor, ActorId, AppId, Envelope, Ingress, Nanos, OperatorId, PartitionId, RuntimeBuilder,
+    SavedState, StateKind,
+};
+
+use super::graph::{FrontierTrigger, Node};
+use super::message::Msg;
+use super::operator::{MakeLogic, OperatorActor, Wiring};
+
+/// Counters an app's operators update.
+#[derive(Default)]
+pub(crate) struct AppCounters {
+    pub(crate) late: AtomicU64,
+    /// Records the sources emitted.
+    pub(crate) emitted: AtomicU64,
+    /// Records that operators received straight from a source.
+    pub(crate) ingested: AtomicU64,
+    /// Records in batches the scheduler shed on their way from a source to its first
+    /// consumer.
+    pub(crate) shed_at_ingest: AtomicU64,
+    /// Records in batches the scheduler shed between two operators.
+    pub(crate) shed_downstream: AtomicU64,
+    /// Sources stop producing (see [`App::stop`]).
+    pub(crate) stop: std::sync::atomic::AtomicBool,
+    pub(crate) sinks_open: AtomicU64,
+    /// When the app's first source partition took its first turn (runtime clock, ns;
+    /// 0 until then): every paced source counts its records' intended send times from
+    /// this one instant.
+    pub(crate) paced_since: AtomicU64,
+    pub(crate) done: Mutex<bool>,
+    pub(crate) done_signal: Condvar,
+}
+
+impl AppCounters {
+    /// The app's pacing epoch, fixed to `now` by the first source partition that asks.
+    pub(crate) fn pacing_epoch(&self, now: Nanos) -> Nanos {
+        let now = now.max(1);
+        match self
+            .paced_since
+            .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => now,
+            Err(first) => first,
+        }
+    }
+
+    pub(crate) fn sink_finished(&self) {
+        if self.sinks_open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            self.done_signal.notify_all();
+        }
+    }
+}
+
+struct AppInner {
+    app: AppId,
+    name: String,
+    parallelism: PartitionId,
+    nodes: Mutex<Option<Vec<Node>>>,
+    partitions: Mutex<Vec<(String, PartitionId)>>,
+    sources: Mutex<Vec<(OperatorId, PartitionId)>>,
+    mergeable: Mutex<Vec<(OperatorId, PartitionId)>>,
+    counters: Arc<AppCounters>,
+}
+
+/// A built app: install it into a runtime builder, start its sources, wait for it.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<AppInner>,
+}
+
+impl App {
+    /// The app of a finished graph: `nodes` wait for [`install`](Self::install).
+    pub(super) fn new(
+        app: AppId,
+        name: String,
+        parallelism: PartitionId,
+        nodes: Vec<Node>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(AppInner {
+                app,
+                name,
+                parallelism,
+                nodes: Mutex::new(Some(nodes)),
+                partitions: Mutex::new(Vec::new()),
+                sources: Mutex::new(Vec::new()),
+                mergeable: Mutex::new(Vec::new()),
+                counters: Arc::new(AppCounters::default()),
+            }),
+        }
+    }
+
+    /// The app's id.
+    pub fn id(&self) -> AppId {
+        self.inner.app
+    }
+
+    /// The app's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Registers every operator's partitions with `runtime`. Call once.
+    ///
+    /// # Panics
+    /// When called twice.
+    pub fn install(&self, runtime: RuntimeBuilder<Msg>) -> RuntimeBuilder<Msg> {
+        let nodes = self.take_nodes();
+        let partitions = self.partition_counts(&nodes, runtime.planned_shards());
+        self.record_layout(&nodes, &partitions);
+        let first_consumer = first_consumers(&nodes);
+        let mut runtime = self.count_shed(runtime, first_consumer.clone());
+        let triggers: Arc<[FrontierTrigger]> = nodes
+            .iter()
+            .filter_map(|node| node.trigger.clone())
+            .collect();
+        for (id, node) in nodes.into_iter().enumerate() {
+            let operator = id as OperatorId;
+            let inputs = NodeInputs::of(operator, &node, &partitions, &first_consumer);
+            let wiring = Wiring {
+                app: self.inner.app,
+                operator,
+                edges: node.outputs,
+                partitions: partitions.clone(),
+                counters: self.inner.counters.clone(),
+                triggers: triggers.clone(),
+            };
+            let factory = operator_factory(wiring, node.make, inputs, node.state);
+            runtime = match node.state {
+                StateKind::Mergeable => {
+                    runtime.mergeable_operator(self.inner.app, operator, factory)
+                }
+                StateKind::Exclusive => runtime.operator(self.inner.app, operator, factory),
+            };
+        }
+        runtime
+    }
+
+    /// The graph's nodes, taken out to be installed.
+    fn take_nodes(&self) -> Vec<Node> {
+        self.inner
+            .nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .expect("an app is installed once")
+    }
+
+    /// Each operator's partition count: its own, else the app's, else one per shard of
+    /// the runtime (`planned_shards`).
+    fn partition_counts(&self, nodes: &[Node], planned_shards: usize) -> Vec<PartitionId> {
+        let default = if self.inner.parallelism > 0 {
+            self.inner.parallelism
+        } else {
+            planned_shards as PartitionId
+        };
+        nodes
+            .iter()
+            .map(|node| node.parallelism.unwrap_or(default).max(1))
+            .collect()
+    }
+
+    /// Notes what the app's handle reports about its operators once installed: names and
+    /// partition counts, how many sink partitions must finish, the sources to start and
+    /// the operators that may get lessees.
+    fn record_layout(&self, nodes: &[Node], partitions: &[PartitionId]) {
+        *self
+            .inner
+            .partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = nodes
+            .iter()
+            .zip(partitions)
+            .map(|(node, &p)| (node.name.clone(), p))
+            .collect();
+        let sinks: u64 = nodes
+            .iter()
+            .zip(partitions)
+            .filter(|(node, _)| node.sink)
+            .map(|(_, &p)| u64::from(p))
+            .sum();
+        self.inner
+            .counters
+            .sinks_open
+            .store(sinks, Ordering::Release);
+        *self.inner.sources.lock().unwrap_or_else(|e| e.into_inner()) = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, node)| node.source)
+            .map(|(id, _)| (id as OperatorId, partitions[id]))
+            .collect();
+        *self
+            .inner
+            .mergeable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, node)| node.state == StateKind::Mergeable)
+            .map(|(id, _)| (id as OperatorId, partitions[id]))
+            .collect();
+    }
+
+    /// Counts the records of this app's batches that the runtime sheds: between a source
+    /// and its first consumer, or further in.
+    fn count_shed(
+        &self,
+        runtime: RuntimeBuilder<Msg>,
+        first_consumer: Vec<Option<OperatorId>>,
+    ) -> RuntimeBuilder<Msg> {
+        let app = self.inner.app;
+        let counters = self.inner.counters.clone();
+        runtime.on_shed(move |envelope| {
+            if envelope.target.app != app {
+                return;
+            }
+            if let Msg::Data { records, .. } = &envelope.payload {
+                let ingest = envelope.source.is_some_and(|sender| {
+                    first_consumer
+                        .get(usize::from(sender.operator))
+                        .copied()
+                        .flatten()
+                        == Some(envelope.target.operator)
+                });
+                let counter = if ingest {
+                    &counters.shed_at_ingest
+                } else {
+                    &counters.shed_downstream
+                };
+                counter.fetch_add(u64::from(*records), Ordering::Relaxed);
+            }
+        })
+    }
+
+    /// Each operator's name and partition count, in operator order (after
+    /// [`install`](Self::install)).
+    pub fn operators(&self) -> Vec<(String, PartitionId)> {
+        self.inner
+            .partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The actors of the operators whose state is mergeable: those that may get lessees
+    /// (after [`install`](Self::install)).
+    pub fn mergeable_actors(&self) -> Vec<ActorId> {
+        self.inner
+            .mergeable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .flat_map(|&(operator, partitions)| {
+                (0..partitions).map(move |p| ActorId::new(self.inner.app, operator, p))
+            })
+            .collect()
+    }
+
+    /// Starts every source partition.
+    pub fn start(&self, ingress: &Ingress<Msg>) {
+        let sources = self
+            .inner
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (operator, partitions) in sources {
+            for partition in 0..partitions {
+                let actor = ActorId::new(self.inner.app, operator, partition);
+                // Fails only while the runtime shuts down.
+                let _ = ingress.send(Envelope::user(actor, Msg::Tick));
+            }
+        }
+    }
+
+    /// Waits until every sink partition has seen the end of every input (finite sources
+    /// only); `false` on timeout.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let counters = &self.inner.counters;
+        let done = counters.done.lock().unwrap_or_else(|e| e.into_inner());
+        let (done, _) = counters
+            .done_signal
+            .wait_timeout_while(done, timeout, |done| !*done)
+            .unwrap_or_else(|e| e.into_inner());
+        *done
+    }
+
+    /// Whether every sink has seen the end of its inputs.
+    pub fn is_done(&self) -> bool {
+        *self
+            .inner
+            .counters
+            .done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that arrived after their operator's input frontier had passed them, and
+    /// were dropped.
+    pub fn late_records(&self) -> u64 {
+        self.inner.counters.late.load(Ordering::Relaxed)
+    }
+
+    /// Stops every source: each ends as if exhausted (its last watermark closes every
+    /// window), so the pipeline drains and [`wait`](Self::wait) returns. For unbounded
+    /// sources and runs of a fixed duration.
+    pub fn stop(&self) {
+        self.inner.counters.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// When the app's sources started, on the runtime's clock
+    /// ([`dirigo_runtime::clock::now`]): the instant from which every paced source counts
+    /// its records' intended send times (record `i` of a source paced at `r` records per
+    /// second is due `i / r` seconds after it). `None` before the first source turn.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dirigo_operators::dataflow::{AppBuilder, Msg};
+    /// use dirigo_operators::source::Pacing;
+    /// use dirigo_runtime::{clock, Runtime};
+    ///
+    /// let app = AppBuilder::new(0, "paced");
+    /// let ticks: Vec<(u64, u64)> = (0..1_000u64).map(|i| (i, i)).collect();
+    /// app.source_iter("ticks", ticks, 0, Pacing::Rate(100_000.0)).count("out");
+    /// let app = app.build();
+    /// let runtime = app.install(Runtime::<Msg>::builder().shards(2)).build().unwrap();
+    /// assert_eq!(app.paced_since(), None);
+    /// app.start(&runtime.ingress());
+    /// assert!(app.wait(Duration::from_secs(10)));
+    /// // 1 000 records at 100 000 a second: the last was due 9.99 ms after the epoch.
+    /// let since = app.paced_since().unwrap();
+    /// assert!(clock::now() >= since + 9_990_000);
+    /// runtime.shutdown();
+    /// ```
+    pub fn paced_since(&self) -> Option<Nanos> {
+        match self.inner.counters.paced_since.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(since),
+        }
+    }
+
+    /// Where the app's records went so far: see [`Flow`].
+    pub fn flow(&self) -> Flow {
+        let counters = &self.inner.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Flow {
+            emitted: read(&counters.emitted),
+            ingested: read(&counters.ingested),
+            shed_at_ingest: read(&counters.shed_at_ingest),
+            shed_downstream: read(&counters.shed_downstream),
+            late: read(&counters.late),
+        }
+    }
+}
+
+/// Per operator: for a source, its first consumer (the lowest-numbered operator reading
+/// it), where its records are counted once, as they arrive, however many operators read
+/// it; `None` for other operators and unread sources.
+fn first_consumers(nodes: &[Node]) -> Vec<Option<OperatorId>> {
+    (0..nodes.len())
+        .map(|source| {
+            if !nodes[source].source {
+                return None;
+            }
+            nodes
+                .iter()
+                .position(|node| node.inputs.contains(&(source as OperatorId)))
+                .map(|consumer| consumer as OperatorId)
+        })
+        .collect()
+}
+
+/// What an operator's actor knows of its inputs, shared by its partitions.
+struct NodeInputs {
+    /// Per input, the upstream operator and its partition count.
+    inputs: Arc<[(OperatorId, PartitionId)]>,
+    /// Per input, whether it comes straight from a source whose first consumer this is.
+    from_source: Arc<[bool]>,
+    /// Upstream partitions over every input.
+    slots: usize,
+}
+
+impl NodeInputs {
+    fn of(
+        operator: OperatorId,
+        node: &Node,
+        partitions: &[PartitionId],
+        first_consumer: &[Option<OperatorId>],
+    ) -> Self {
+        let inputs: Arc<[(OperatorId, PartitionId)]> = node
+            .inputs
+            .iter()
+            .map(|&input| (input, partitions[usize::from(input)]))
+            .collect();
+        let slots: usize = inputs.iter().map(|&(_, p)| p as usize).sum();
+        let from_source: Arc<[bool]> = node
+            .inputs
+            .iter()
+            .map(|&input| first_consumer[usize::from(input)] == Some(operator))
+            .collect();
+        Self {
+            inputs,
+            from_source,
+            slots,
+        }
+    }
+}
+
+/// The factory the runtime calls for each of an operator's actors: a fresh
+/// [`OperatorActor`] around the operator's logic, or the one that went dormant.
+fn operator_factory(
+    wiring: Wiring,
+    make: MakeLogic,
+    inputs: NodeInputs,
+    state: StateKind,
+) -> impl Fn(ActorId, Option<SavedState>) -> Box<dyn Actor<Msg>> + Send + Sync + 'static {
+    let wiring = Arc::new(wiring);
+    let exclusive = state == StateKind::Exclusive;
+    move |actor: ActorId, saved: Option<SavedState>| -> Box<dyn Actor<Msg>> {
+        // Back from an idle spell: as it was (see `OperatorActor::deactivate`).
+        if let Some(Ok(dormant)) = saved.map(|saved| saved.downcast::<OperatorActor>()) {
+            return dormant;
+        }
+        Box::new(OperatorActor::new(
+            make(&wiring, actor.partition),
+            inputs.inputs.clone(),
+            inputs.from_source.clone(),
+            wiring.counters.clone(),
+            inputs.slots,
+            exclusive,
+        ))
+    }
+}
+
+/// Where an app's records went. Once the app is done, every record its sources emitted
+/// was either taken in by the operator after them or shed on the way:
+/// `emitted == ingested + shed_at_ingest` (while it runs, some are in flight).
+/// Malformed input never becomes a record: sources count it as dead letters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Flow {
+    /// Records the sources emitted.
+    pub emitted: u64,
+    /// Records the operators right after the sources received (for a source read by
+    /// several operators, counted at the first of them, so each record once).
+    pub ingested: u64,
+    /// Records the scheduler shed between a source and its first consumer.
+    pub shed_at_ingest: u64,
+    /// Records the scheduler shed further in (between two operators).
+    pub shed_downstream: u64,
+    /// Records dropped because they came after their window had fired.
+    pub late: u64,
+}

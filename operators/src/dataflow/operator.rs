@@ -1,0 +1,206 @@
+//! One operator partition at run time: the [`Logic`] every operator implements, what it
+//! learns of the graph when created ([`Wiring`]), and [`OperatorActor`], the virtual actor
+//! that aligns watermarks over its inputs and hands messages to the logic.
+
+use std::any::Any;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use dirigo_runtime::{
+    Actor, ActorId, AppId, Context, Envelope, OperatorId, PartitionId, SavedState, Snapshot,
+    SnapshotError,
+};
+
+use super::app::AppCounters;
+use super::graph::FrontierTrigger;
+use super::message::{Msg, Time};
+
+/// Builds one partition's logic, given the node's outgoing edges (each an `EdgeSpec<T>` of
+/// the node's output type) and the partition counts of every node.
+pub(crate) type MakeLogic =
+    Arc<dyn Fn(&Wiring, PartitionId) -> Box<dyn Logic> + Send + Sync + 'static>;
+
+/// What an operator's partition needs to know about the graph when it is created.
+pub(crate) struct Wiring {
+    pub(crate) app: AppId,
+    pub(crate) operator: OperatorId,
+    pub(crate) edges: Vec<Box<dyn Any + Send + Sync>>,
+    pub(crate) partitions: Vec<PartitionId>,
+    pub(crate) counters: Arc<AppCounters>,
+    /// The triggers of every operator of the app that has one (windows on a fixed grid):
+    /// a source sends a watermark at once when its frontier crosses one.
+    pub(crate) triggers: Arc<[FrontierTrigger]>,
+}
+
+/// How many partitions the operator being created has.
+pub(crate) fn partitions_of_self(wiring: &Wiring, _partition: PartitionId) -> PartitionId {
+    wiring.partitions[usize::from(wiring.operator)]
+}
+
+/// The behaviour of one operator partition, behind the actor that runs it.
+pub(crate) trait Logic: 'static {
+    /// A batch arrived on input `input` (the index of the upstream operator among the
+    /// node's inputs).
+    fn on_data(&mut self, ctx: &mut Context<'_, Msg>, input: usize, data: Box<dyn Any + Send>);
+    /// The input frontier advanced to `frontier`; the logic fires what it can, then the
+    /// actor forwards the frontier with [`Logic::forward_frontier`].
+    fn on_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
+        let _ = (ctx, frontier);
+    }
+    /// Sends `frontier` to every downstream partition.
+    fn forward_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time);
+    /// Whether advancing the input frontier from `from` to `to` makes the logic read its
+    /// whole state (fire a window, emit an aggregate). When not, the watermark runs on the
+    /// lessor without consolidating the lessees' partial states. Default: always.
+    fn frontier_needs_state(&self, from: Time, to: Time) -> bool {
+        let _ = (from, to);
+        true
+    }
+    /// A source's turn.
+    fn on_tick(&mut self, ctx: &mut Context<'_, Msg>) {
+        let _ = ctx;
+    }
+    /// Mergeable operators: hands over the partial state, leaving it empty.
+    fn snapshot(&mut self) -> Result<Option<Snapshot>, SnapshotError> {
+        Ok(None)
+    }
+    /// Mergeable operators: folds a lessee's partial state in.
+    fn merge(&mut self, partial: &Snapshot) -> Result<(), SnapshotError> {
+        let _ = partial;
+        Ok(())
+    }
+}
+
+/// The actor that runs one operator partition: finds which input a message came from,
+/// aligns watermarks over every upstream partition, and hands the rest to the logic.
+pub(crate) struct OperatorActor {
+    logic: Box<dyn Logic>,
+    inputs: Arc<[(OperatorId, PartitionId)]>,
+    /// Per input: whether it comes straight from a source (its records are counted as
+    /// ingested).
+    from_source: Arc<[bool]>,
+    counters: Arc<AppCounters>,
+    /// Per upstream partition of every input, its frontier; inputs side by side.
+    frontiers: Vec<Time>,
+    frontier: Time,
+    /// The same, as of the watermarks admitted so far (the runtime asks
+    /// [`Actor::barrier`] once per critical message, in the order they will run).
+    admitted: std::cell::RefCell<(Vec<Time>, Time)>,
+    /// Whether the operator's state is exclusive: it never has lessees, so its lessor's
+    /// state is the whole state and a watermark needs no consolidation.
+    exclusive: bool,
+}
+
+impl OperatorActor {
+    /// A partition of an operator with `inputs` (upstream operator and its partition
+    /// count each; `slots` upstream partitions in all), none of whose frontiers has
+    /// advanced yet.
+    pub(crate) fn new(
+        logic: Box<dyn Logic>,
+        inputs: Arc<[(OperatorId, PartitionId)]>,
+        from_source: Arc<[bool]>,
+        counters: Arc<AppCounters>,
+        slots: usize,
+        exclusive: bool,
+    ) -> Self {
+        Self {
+            logic,
+            inputs,
+            from_source,
+            counters,
+            frontiers: vec![0; slots],
+            frontier: 0,
+            admitted: std::cell::RefCell::new((vec![0; slots], 0)),
+            exclusive,
+        }
+    }
+
+    fn input_of(&self, source: Option<ActorId>) -> (usize, usize) {
+        let mut offset = 0;
+        if let Some(source) = source {
+            for (index, &(operator, partitions)) in self.inputs.iter().enumerate() {
+                if operator == source.operator {
+                    return (index, offset + source.partition as usize);
+                }
+                offset += partitions as usize;
+            }
+        }
+        (0, 0)
+    }
+}
+
+impl Actor<Msg> for OperatorActor {
+    /// A watermark that moves the aligned frontier past no window end runs on the lessor
+    /// alone: nothing it does reads state a lessee holds. Nor does any watermark of an
+    /// operator with exclusive state (it has no lessees): it runs in arrival order,
+    /// without blocking the actor. (A blocked actor holds back what arrives, and runs its
+    /// mailbox ahead of other actors' work until the critical message's turn comes.)
+    fn barrier(&self, message: &Envelope<Msg>) -> dirigo_runtime::Barrier {
+        let Msg::Watermark(frontier) = message.payload else {
+            return dirigo_runtime::Barrier::Single;
+        };
+        if self.exclusive {
+            return dirigo_runtime::Barrier::Local;
+        }
+        let (_, slot) = self.input_of(message.source);
+        let mut admitted = self.admitted.borrow_mut();
+        let (frontiers, aligned) = &mut *admitted;
+        if let Some(seen) = frontiers.get_mut(slot) {
+            *seen = (*seen).max(frontier);
+        }
+        let next = frontiers.iter().copied().min().unwrap_or(frontier);
+        if next <= *aligned {
+            return dirigo_runtime::Barrier::Local;
+        }
+        let from = std::mem::replace(aligned, next);
+        if self.logic.frontier_needs_state(from, next) {
+            dirigo_runtime::Barrier::Single
+        } else {
+            dirigo_runtime::Barrier::Local
+        }
+    }
+
+    fn receive(&mut self, ctx: &mut Context<'_, Msg>, message: Envelope<Msg>) {
+        match message.payload {
+            Msg::Data { records, batch } => {
+                let (input, _) = self.input_of(message.source);
+                if self.from_source.get(input).copied().unwrap_or(false) {
+                    self.counters
+                        .ingested
+                        .fetch_add(u64::from(records), Ordering::Relaxed);
+                }
+                self.logic.on_data(ctx, input, batch);
+            }
+            Msg::Watermark(frontier) => {
+                let (_, slot) = self.input_of(message.source);
+                if let Some(seen) = self.frontiers.get_mut(slot) {
+                    *seen = (*seen).max(frontier);
+                }
+                let aligned = self.frontiers.iter().copied().min().unwrap_or(frontier);
+                if aligned > self.frontier {
+                    self.frontier = aligned;
+                    self.logic.on_frontier(ctx, aligned);
+                    self.logic.forward_frontier(ctx, aligned);
+                }
+            }
+            Msg::Tick => self.logic.on_tick(ctx),
+        }
+    }
+
+    /// An operator idle past the runtime's deactivation timeout (a source that went
+    /// quiet upstream) keeps everything: its logic's state (open windows, running
+    /// aggregates, a sink's writer) and its inputs' frontiers. The factory takes it back
+    /// as it was on the next message; without this, a window's records from before the
+    /// quiet spell were lost and a file sink was opened afresh.
+    fn deactivate(self: Box<Self>) -> Option<SavedState> {
+        Some(self)
+    }
+
+    fn snapshot(&mut self) -> Result<Option<Snapshot>, SnapshotError> {
+        self.logic.snapshot()
+    }
+
+    fn merge(&mut self, partial: &Snapshot) -> Result<(), SnapshotError> {
+        self.logic.merge(partial)
+    }
+}
