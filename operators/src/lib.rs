@@ -1,26 +1,37 @@
 //! dirigo's operator library: apps as dataflow graphs of operators, the operators, their
 //! sources and sinks, and the NEXMark queries.
 //!
-//! - [`dataflow`]: the app builder ([`AppBuilder`]), streams, the message operators
-//!   exchange, watermarks, and the actor that runs an operator partition;
+//! What lives where:
+//!
+//! - [`dataflow`]: apps as graphs — the message model ([`Msg`], [`Time`], batches), the
+//!   builder ([`AppBuilder`], [`Stream`], [`KeyedStream`]), output routing and batching,
+//!   the actor that runs an operator partition and aligns watermarks, and the built
+//!   [`App`] (install, start, wait, [`Flow`]);
+//! - [`partition`]: how an edge spreads records over the partitions of its downstream
+//!   operator (forward, key-hash, broadcast, round-robin): [`key_hash`], and the one
+//!   routing rule that [`Partitioner`] and operator outputs share;
 //! - [`ops`]: stateless operators (`map`, `filter`, `flat_map`, repartitioning);
-//! - [`window`]: keyed state — windows (tumbling, sliding, session), windowed joins,
-//!   top-k, running aggregates, and `process` operators with state of their own;
+//! - [`window`]: event-time windows (tumbling, sliding, session) with an aggregate,
+//!   top-k and windowed joins; one window's key table, and the window operator with its
+//!   snapshot and merge;
+//! - [`aggregate`]: running aggregates per key over the whole stream;
+//! - [`process`]: keyed `process` operators with state of their own (never leased);
+//! - [`state`]: state that travels between shards — [`Portable`](state::Portable) and
+//!   [`Key`](state::Key), and [`KeyCounts`], per-key counts that lessees archive and the
+//!   lessor merges in place;
 //! - [`source`] and [`sink`]: paced sources and sinks (collect, latency recorder, JSON
 //!   lines);
-//! - [`io`]: load shapes, key distributions, the synthetic generator, record parsing and
-//!   dead letters;
-//! - [`nexmark`]: NEXMark events and queries;
-//! - [`partition`]: how an edge spreads records over the partitions of its downstream
-//!   operator (forward, key-hash, broadcast, round-robin);
-//! - [`state`]: mergeable operator state ([`KeyCounts`], per-key counts that lessees
-//!   archive and the lessor merges in place).
+//! - [`io`]: load shapes, key distributions, the synthetic generator, files and TCP,
+//!   record parsing and dead letters;
+//! - [`nexmark`]: NEXMark events and queries.
 
+pub mod aggregate;
 pub mod dataflow;
 pub mod io;
 pub mod nexmark;
 pub mod ops;
 pub mod partition;
+pub mod process;
 pub mod sink;
 pub mod source;
 pub mod state;

@@ -1,4 +1,4 @@
-//! Mergeable operator state: per-key counts that a lessee archives and its lessor merges.
+//! Per-key counts ([`KeyCounts`]): the mergeable state a lessee archives and its lessor merges.
 //!
 //! [`KeyCounts`] is the partial state of a keyed count. It is built for the dual-mode
 //! actor's consolidation: a lessee adds counts per message, archives its partial state into
