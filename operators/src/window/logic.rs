@@ -5,7 +5,8 @@
 //! Snapshot and merge of window state are together at the end of this file, in the
 //! [`Logic`] implementation: [`WindowLogic::snapshot`] archives every open window's and
 //! session's entries as `(end, key, start, accumulator)`; [`WindowLogic::merge`] reads
-//! such an archive back and folds each entry into the lessor's windows and sessions.
+//! such an archive back (deserialized whole by [`entries_of`]) and folds each entry into
+//! the lessor's windows and sessions.
 
 use std::any::Any;
 use std::cmp::Reverse;
