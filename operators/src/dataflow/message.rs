@@ -23,7 +23,7 @@ pub enum Msg {
     },
     /// The sending partition's frontier: it sends no more records with time below it.
     Watermark(Time),
-    /// A source's turn to produce (sent to itself, or by [`App::start`]).
+    /// A source's turn to produce (sent to itself, or by [`App::start`](super::App::start)).
     Tick,
 }
 

@@ -3,8 +3,8 @@
 //!
 //! - [`Portable`]: state rkyv can archive and read back (keyed state's accumulators,
 //!   buffered records), and [`Key`], the keys of keyed state;
-//! - [`KeyCounts`] (in `key_counts`): per-key counts whose archive the lessor merges in
-//!   place, without deserializing it.
+//! - [`KeyCounts`] (its layout is in [`key_counts`]): per-key counts whose archive the
+//!   lessor merges in place, without deserializing it.
 //!
 //! Window state, running aggregates and join buffers are snapshotted as one vector of
 //! entries and merged entry by entry (`snapshot_of` and `entries_of` here; the windows'
@@ -20,7 +20,7 @@ use rkyv::util::AlignedVec;
 
 use crate::dataflow::Data;
 
-mod key_counts;
+pub mod key_counts;
 
 pub use key_counts::{ArchivedKeyCounts, Iter, KeyCounts};
 
