@@ -2,9 +2,10 @@
 //! a handler runs in.
 
 use std::any::Any;
-use std::fmt;
 
 use crate::dual::{Barrier, Control, ScaleChange, ScaleError};
+/// Also reachable here, where handlers meet it.
+pub use crate::envelope::SendError;
 use crate::envelope::{ActorId, Envelope, MessageKind, Nanos, SchedContext, ShardId};
 use crate::shard::Outbound;
 use crate::snapshot::{Snapshot, SnapshotError};
@@ -104,55 +105,6 @@ where
         self(id, saved)
     }
 }
-
-/// Why a message could not be sent. The message is handed back.
-pub enum SendError<M> {
-    /// No factory is registered for the target's operator.
-    UnknownOperator(Envelope<M>),
-    /// The runtime no longer accepts messages from outside (it is shutting down).
-    Closed(Envelope<M>),
-    /// The shard's intake is full (only from `Ingress::try_send`).
-    Full(Envelope<M>),
-}
-
-impl<M> SendError<M> {
-    /// The message that was not sent.
-    pub fn into_envelope(self) -> Envelope<M> {
-        match self {
-            Self::UnknownOperator(envelope) | Self::Closed(envelope) | Self::Full(envelope) => {
-                envelope
-            }
-        }
-    }
-}
-
-impl<M> fmt::Debug for SendError<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl<M> fmt::Display for SendError<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::UnknownOperator(envelope) => write!(
-                f,
-                "no operator {}/{} is registered (message for actor {})",
-                envelope.target.app, envelope.target.operator, envelope.target
-            ),
-            Self::Closed(envelope) => write!(
-                f,
-                "the runtime is shutting down and accepts no new messages (message for actor {})",
-                envelope.target
-            ),
-            Self::Full(envelope) => {
-                write!(f, "intake full (message for actor {})", envelope.target)
-            }
-        }
-    }
-}
-
-impl<M> std::error::Error for SendError<M> {}
 
 /// What a handler can do besides changing its own state: send messages and look at the
 /// runtime.

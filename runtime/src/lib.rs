@@ -39,10 +39,11 @@ pub mod snapshot;
 pub mod stats;
 mod sync;
 
-pub use actor::{Actor, ActorFactory, Context, SavedState, SendError};
+pub use actor::{Actor, ActorFactory, Context, SavedState};
 pub use dual::{ActorMetrics, Barrier, ScaleChange, ScaleError, StateKind, LESSEE_TIMELINE_KEPT};
 pub use envelope::{
-    ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, PartitionId, SchedContext, ShardId,
+    ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, PartitionId, SchedContext, SendError,
+    ShardId,
 };
 pub use runtime::{BuildError, Ingress, Runtime, RuntimeBuilder, RuntimeReport};
 pub use snapshot::{Snapshot, SnapshotError, SnapshotFile};

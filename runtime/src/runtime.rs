@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::actor::{ActorFactory, SendError};
+use crate::actor::ActorFactory;
 use crate::dual::{ActorMetrics, Control, Packet, ScaleChange, ScaleError, StateKind};
-use crate::envelope::{ActorId, AppId, Envelope, OperatorId, ShardId};
+use crate::envelope::{ActorId, AppId, Envelope, OperatorId, SendError, ShardId};
 use crate::mesh::{build_links, Doorbell};
 use crate::placement::{self, CpuSpec, Placement};
 use crate::preflight::{self, PreflightError, PreflightReport};

@@ -44,13 +44,15 @@ use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::actor::{Actor, Context, SavedState, SendError};
+use crate::actor::{Actor, Context, SavedState};
 use crate::clock;
 use crate::dual::{
     ActorMetrics, Barrier, Control, Coordinator, LesseeLink, LesseeProgress, LesseeState, Packet,
     PendingBarrier, ScaleChange, SyncPoint,
 };
-use crate::envelope::{mix64, ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, ShardId};
+use crate::envelope::{
+    mix64, ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, SendError, ShardId,
+};
 use crate::mesh::{Consumer, Producer, ShardLinks};
 use crate::runtime::Shared;
 use crate::scheduling::{
