@@ -2,11 +2,14 @@
 //! a handler runs in.
 
 use std::any::Any;
+use std::sync::Arc;
 
 use crate::dual::{Barrier, Control, ScaleChange, ScaleError};
 /// Also reachable here, where handlers meet it.
 pub use crate::envelope::SendError;
-use crate::envelope::{ActorId, Envelope, MessageKind, Nanos, SchedContext, ShardId};
+use crate::envelope::{
+    ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, SchedContext, ShardId,
+};
 use crate::shard::Outbound;
 use crate::snapshot::{Snapshot, SnapshotError};
 
@@ -103,6 +106,47 @@ where
 {
     fn activate(&self, id: ActorId, saved: Option<SavedState>) -> Box<dyn Actor<M>> {
         self(id, saved)
+    }
+}
+
+/// The operators' factories, indexed by app and then operator: what activation looks up,
+/// in two bounds-checked indexings, not a hash. Each shard holds a handle to it; senders
+/// look at the operator table in `shared` instead.
+pub(crate) struct Factories<M> {
+    apps: Vec<Vec<Option<Arc<dyn ActorFactory<M>>>>>,
+}
+
+impl<M> Default for Factories<M> {
+    fn default() -> Self {
+        Self { apps: Vec::new() }
+    }
+}
+
+impl<M> Factories<M> {
+    pub(crate) fn insert(
+        &mut self,
+        app: AppId,
+        operator: OperatorId,
+        factory: Arc<dyn ActorFactory<M>>,
+    ) {
+        let (app, operator) = (usize::from(app), usize::from(operator));
+        if self.apps.len() <= app {
+            self.apps.resize_with(app + 1, Vec::new);
+        }
+        let operators = &mut self.apps[app];
+        if operators.len() <= operator {
+            operators.resize_with(operator + 1, || None);
+        }
+        operators[operator] = Some(factory);
+    }
+
+    /// The factory of the target's operator.
+    pub(crate) fn get(&self, target: &ActorId) -> &dyn ActorFactory<M> {
+        self.apps
+            .get(usize::from(target.app))
+            .and_then(|operators| operators.get(usize::from(target.operator)))
+            .and_then(Option::as_deref)
+            .expect("messages for unregistered operators are refused at send")
     }
 }
 

@@ -35,6 +35,7 @@ pub mod preflight;
 pub mod runtime;
 pub mod scheduling;
 mod shard;
+mod shared;
 pub mod snapshot;
 pub mod stats;
 mod sync;

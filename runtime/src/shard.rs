@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::actor::{Actor, Context, SavedState};
+use crate::actor::{Actor, Context, Factories, SavedState};
 use crate::clock;
 use crate::dual::{
     ActorMetrics, Barrier, Control, Coordinator, LesseeLink, LesseeProgress, LesseeState, Packet,
@@ -54,10 +54,10 @@ use crate::envelope::{
     mix64, ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, SendError, ShardId,
 };
 use crate::mesh::{Consumer, Producer, ShardLinks};
-use crate::runtime::Shared;
 use crate::scheduling::{
     Admission, AdmissionView, ReadyQueue, SchedulingPolicy, ShardLoad, TickView,
 };
+use crate::shared::Shared;
 use crate::stats::{bump, ShardCounters, ShardStats};
 
 /// How many ready messages a shard runs before it looks at its inputs again.
@@ -367,6 +367,8 @@ struct ActorTable<M> {
     /// handler cost here, per app — what runs ahead of a message under deadline order.
     app_queued: Vec<u64>,
     app_cost_ns: Vec<u64>,
+    /// The operators' factories, for activations.
+    factories: Arc<Factories<M>>,
     /// Scratch space for admission views.
     scratch_lessees: Vec<(ShardId, u64)>,
     scratch_shards: Vec<ShardLoad>,
@@ -427,8 +429,9 @@ fn guarded<T>(actor: ActorId, what: &str, fallback: T, call: impl FnOnce() -> T)
 }
 
 impl<M: Send + 'static> ActorTable<M> {
-    fn new(policy: Arc<dyn SchedulingPolicy>) -> Self {
+    fn new(policy: Arc<dyn SchedulingPolicy>, factories: Arc<Factories<M>>) -> Self {
         Self {
+            factories,
             index: FxHashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -507,7 +510,7 @@ impl<M: Send + 'static> ActorTable<M> {
             Some(dormant) => (dormant.state, dormant.epoch),
             None => (None, 0),
         };
-        let actor = shared.factory(&id).activate(id, saved);
+        let actor = self.factories.get(&id).activate(id, saved);
         let role = if epoch > 0 {
             Role::Lessor(Box::new(Coordinator::new(id, epoch)))
         } else {
@@ -975,7 +978,7 @@ impl<M: Send + 'static> ActorTable<M> {
                 if self.index.contains_key(&actor) {
                     tracing::error!(actor = %actor, shard = out.shard, "lease for an actor already active here; ignored");
                 } else {
-                    let actor_box = shared.factory(&actor).activate(actor, None);
+                    let actor_box = self.factories.get(&actor).activate(actor, None);
                     self.insert(ActorSlot {
                         id: actor,
                         actor: actor_box,
@@ -1236,6 +1239,7 @@ enum Idle {
 /// Everything a shard needs to start, handed to its thread once all shards exist.
 pub(crate) struct ShardStart<M> {
     pub(crate) shared: Arc<Shared<M>>,
+    pub(crate) factories: Arc<Factories<M>>,
     pub(crate) links: ShardLinks<Packet<M>>,
     pub(crate) intake: flume::Receiver<Packet<M>>,
 }
@@ -1298,6 +1302,7 @@ impl<M: Send + 'static> Shard<M> {
     pub(crate) fn new(id: ShardId, start: ShardStart<M>) -> Self {
         let ShardStart {
             shared,
+            factories,
             links,
             intake,
         } = start;
@@ -1312,7 +1317,7 @@ impl<M: Send + 'static> Shard<M> {
             incoming: links.incoming,
             intake,
             intake_taken: 0,
-            actors: ActorTable::new(start_policy),
+            actors: ActorTable::new(start_policy, factories),
             last_sweep: clock::now(),
             last_publish: 0,
             last_slow_warning: 0,
@@ -1765,7 +1770,7 @@ impl<M: Send + 'static> Shard<M> {
         if outcome.is_err() {
             let id = slot.id;
             tracing::error!(actor = %id, shard = self.id, "handler panicked; restarting the actor from its factory");
-            slot.actor = self.shared.factory(&id).activate(id, None);
+            slot.actor = self.actors.factories.get(&id).activate(id, None);
             bump(&counters.handler_panics, 1);
         }
         let plain = matches!(slot.role, Role::Plain);
@@ -1885,7 +1890,7 @@ impl<M: Send + 'static> Shard<M> {
             let outcome = catch_unwind(AssertUnwindSafe(|| actor.critical(&mut ctx, messages)));
             if outcome.is_err() {
                 tracing::error!(actor = %id, shard = self.id, "critical section panicked; restarting the actor from its factory");
-                *actor = self.shared.factory(&id).activate(id, None);
+                *actor = self.actors.factories.get(&id).activate(id, None);
                 bump(&counters.handler_panics, 1);
             }
             coordinator.epoch += 1;
