@@ -10,7 +10,7 @@ pub use crate::envelope::SendError;
 use crate::envelope::{
     ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, SchedContext, ShardId,
 };
-use crate::shard::Outbound;
+use crate::outbound::Outbound;
 use crate::snapshot::{Snapshot, SnapshotError};
 
 /// State an actor hands back when it is deactivated, and gets again when it is

@@ -30,6 +30,7 @@ pub mod envelope;
 pub mod fence;
 pub mod huge_pages;
 pub mod mesh;
+mod outbound;
 pub mod placement;
 pub mod preflight;
 pub mod runtime;

@@ -42,7 +42,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use crate::actor::{Actor, Context, Factories, SavedState};
 use crate::clock;
@@ -50,10 +50,9 @@ use crate::dual::{
     ActorMetrics, Barrier, Control, Coordinator, LesseeLink, LesseeProgress, LesseeState, Packet,
     PendingBarrier, ScaleChange, SyncPoint,
 };
-use crate::envelope::{
-    mix64, ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, SendError, ShardId,
-};
-use crate::mesh::{Consumer, Producer, ShardLinks};
+use crate::envelope::{mix64, ActorId, AppId, Envelope, Nanos, ShardId};
+use crate::mesh::{Consumer, ShardLinks};
+use crate::outbound::Outbound;
 use crate::scheduling::{
     Admission, AdmissionView, ReadyQueue, SchedulingPolicy, ShardLoad, TickView,
 };
@@ -82,201 +81,6 @@ const METRICS_EVERY_NS: u64 = 1_000_000;
 const BACKLOG_NAP: std::time::Duration = std::time::Duration::from_micros(50);
 /// How often a lessee publishes how many messages it has run.
 const PROGRESS_EVERY: u64 = 16;
-
-/// What a handler's sends go through: staged locally, or queued towards another shard.
-pub(crate) struct Outbound<M> {
-    pub(crate) shard: ShardId,
-    pub(crate) shared: Arc<Shared<M>>,
-    /// Messages for actors on this shard, dispatched right after the handler returns.
-    local: Vec<Envelope<M>>,
-    /// Control messages for this shard, handled right after the handler returns.
-    local_controls: Vec<Control>,
-    /// Messages to send later: `(when, message)`, moved into the shard's timers after the
-    /// handler returns.
-    delayed: Vec<(Nanos, Envelope<M>)>,
-    /// Per destination shard: the ring towards it (`None` for this shard).
-    rings: Vec<Option<Producer<Packet<M>>>>,
-    /// Per destination shard: messages that found the ring full, in send order. While
-    /// one waits here, later messages to that shard queue behind it.
-    remote: Vec<VecDeque<Packet<M>>>,
-    /// Destinations whose outbox is not empty.
-    dirty: Vec<ShardId>,
-    /// Destinations that got messages since their doorbell was last rung.
-    unrung: Vec<ShardId>,
-    /// `unrung` as flags, indexed by shard.
-    is_unrung: Vec<bool>,
-    /// Messages waiting in all outboxes.
-    pub(crate) backlog: usize,
-    /// The last target sent to, and its shard: a handler that keeps sending to one actor
-    /// skips the registry lookup and the hash.
-    last_route: Option<(ActorId, ShardId)>,
-    /// Whether messages get deadlines and operator edges are learned (some app has an
-    /// SLO, or the policy wants costs).
-    scheduled: bool,
-    /// Whether the policy looks at every send (`SchedulingPolicy::prepare_send`).
-    prepares_sends: bool,
-    /// Operator-to-operator edges this shard has seen, and those not yet published.
-    edges_seen: FxHashSet<(AppId, OperatorId, OperatorId)>,
-    new_edges: Vec<(AppId, OperatorId, OperatorId)>,
-}
-
-impl<M> Outbound<M> {
-    fn new(
-        shard: ShardId,
-        shared: Arc<Shared<M>>,
-        rings: Vec<Option<Producer<Packet<M>>>>,
-    ) -> Self {
-        let shards = shared.shards();
-        let shared_scheduled = shared.measure_costs;
-        let shared_prepares = shared.policy.prepares_sends();
-        Self {
-            shard,
-            shared,
-            local: Vec::new(),
-            local_controls: Vec::new(),
-            delayed: Vec::new(),
-            rings,
-            remote: (0..shards).map(|_| VecDeque::new()).collect(),
-            dirty: Vec::with_capacity(shards),
-            unrung: Vec::with_capacity(shards),
-            is_unrung: vec![false; shards],
-            backlog: 0,
-            last_route: None,
-            scheduled: shared_scheduled,
-            prepares_sends: shared_prepares,
-            edges_seen: FxHashSet::default(),
-            new_edges: Vec::new(),
-        }
-    }
-
-    #[inline]
-    pub(crate) fn send(&mut self, mut envelope: Envelope<M>) -> Result<(), SendError<M>> {
-        let destination = match self.last_route {
-            Some((target, shard)) if target == envelope.target => shard,
-            _ => {
-                if !self.shared.knows_operator(&envelope.target) {
-                    return Err(SendError::UnknownOperator(envelope));
-                }
-                let shard = self.shared.router.route(&envelope.target);
-                self.last_route = Some((envelope.target, shard));
-                if self.scheduled {
-                    self.learn_edge(&envelope);
-                }
-                shard
-            }
-        };
-        if self.scheduled {
-            self.shared.stamp_deadline(&mut envelope);
-        }
-        // Critical messages (watermarks, barriers) are never shed: the actor's consistency
-        // and every downstream frontier depend on them arriving.
-        if self.prepares_sends
-            && !self
-                .shared
-                .policy
-                .prepare_send(envelope.target, &mut envelope.ctx)
-            && envelope.kind == MessageKind::User
-        {
-            bump(&self.shared.counters[self.shard].shed, 1);
-            for hook in &self.shared.shed_hooks {
-                hook(&envelope);
-            }
-            return Ok(());
-        }
-        // Counted before the message can be seen anywhere: shutdown's quiescence check
-        // relies on "sent" never lagging behind "handled".
-        bump(&self.shared.counters[self.shard].msgs_out, 1);
-        if destination == self.shard {
-            self.local.push(envelope);
-            return Ok(());
-        }
-        self.push(destination, Packet::Message(envelope));
-        Ok(())
-    }
-
-    /// Notes the edge from the sending operator to the target's, for path costs.
-    #[cold]
-    fn learn_edge(&mut self, envelope: &Envelope<M>) {
-        let Some(source) = envelope.source else {
-            return;
-        };
-        let target = envelope.target;
-        if source.app == target.app && source.operator != target.operator {
-            let edge = (target.app, source.operator, target.operator);
-            if self.edges_seen.insert(edge) {
-                self.new_edges.push(edge);
-            }
-        }
-    }
-
-    /// Stages a message to send at `at`; it counts as sent now (shutdown waits for it).
-    pub(crate) fn send_at(&mut self, at: Nanos, envelope: Envelope<M>) -> Result<(), SendError<M>> {
-        if !self.shared.knows_operator(&envelope.target) {
-            return Err(SendError::UnknownOperator(envelope));
-        }
-        bump(&self.shared.counters[self.shard].msgs_out, 1);
-        self.delayed.push((at, envelope));
-        Ok(())
-    }
-
-    /// Sends a message that was counted when it was staged (a timer that fired).
-    fn send_counted(&mut self, mut envelope: Envelope<M>) -> Option<Envelope<M>> {
-        let destination = self.shared.router.route(&envelope.target);
-        if self.scheduled {
-            self.shared.stamp_deadline(&mut envelope);
-        }
-        if destination == self.shard {
-            return Some(envelope);
-        }
-        self.push(destination, Packet::Message(envelope));
-        None
-    }
-
-    /// Passes a message already counted as sent on to `destination` (a lessee's shard).
-    pub(crate) fn forward(&mut self, destination: ShardId, envelope: Envelope<M>) {
-        self.push(destination, Packet::Message(envelope));
-    }
-
-    /// Sends a control message; it counts as a message until its receiver handles it.
-    pub(crate) fn control(&mut self, destination: ShardId, control: Control) {
-        bump(&self.shared.counters[self.shard].msgs_out, 1);
-        if destination == self.shard {
-            self.local_controls.push(control);
-        } else {
-            self.push(destination, Packet::Control(Box::new(control)));
-        }
-    }
-
-    #[inline(always)]
-    fn push(&mut self, destination: ShardId, packet: Packet<M>) {
-        let outbox = &mut self.remote[destination];
-        let packet = if outbox.is_empty() {
-            // Nothing waits for this shard: straight into the ring. The doorbell is rung
-            // once per turn, in `Shard::flush`.
-            let ring = self.rings[destination]
-                .as_mut()
-                .expect("remote destinations have rings");
-            match ring.try_push(packet) {
-                Ok(()) => {
-                    if !self.is_unrung[destination] {
-                        self.is_unrung[destination] = true;
-                        self.unrung.push(destination);
-                    }
-                    return;
-                }
-                Err(packet) => {
-                    bump(&self.shared.counters[self.shard].ring_full, 1);
-                    self.dirty.push(destination);
-                    packet
-                }
-            }
-        } else {
-            packet
-        };
-        outbox.push_back(packet);
-        self.backlog += 1;
-    }
-}
 
 /// What an active actor is, besides its handler.
 enum Role<M> {
@@ -1407,7 +1211,7 @@ impl<M: Send + 'static> Shard<M> {
         let fired = self.fire_timers(start);
         let first = self.run_first_arrival(start);
         let arrived = self.drain_inbound() + fired + first;
-        if arrived == 0 && self.actors.ready.is_empty() && self.out.dirty.is_empty() {
+        if arrived == 0 && self.actors.ready.is_empty() && !self.out.has_overflow() {
             // `unrung` is only ever filled by handlers, whose turn flushes it.
             return None;
         }
@@ -1956,51 +1760,10 @@ impl<M: Send + 'static> Shard<M> {
         self.actors.ready.promote_last(index);
     }
 
-    /// Moves outboxes into the rings, in order, as far as they have room, and rings the
-    /// doorbell of every shard that got messages this turn; returns how many messages
-    /// moved out of outboxes.
+    /// Moves outboxes into the rings and rings the doorbells (see `Outbound::flush`).
+    #[inline]
     fn flush(&mut self) -> usize {
-        let out = &mut self.out;
-        if out.dirty.is_empty() && out.unrung.is_empty() {
-            return 0;
-        }
-        let counters = &self.shared.counters[self.id];
-        let mut moved = 0;
-        let mut still_dirty = 0;
-        for position in 0..out.dirty.len() {
-            let destination = out.dirty[position];
-            let ring = out.rings[destination]
-                .as_mut()
-                .expect("remote destinations have rings");
-            let outbox = &mut out.remote[destination];
-            let mut pushed = 0;
-            while let Some(packet) = outbox.pop_front() {
-                if let Err(packet) = ring.try_push(packet) {
-                    outbox.push_front(packet);
-                    bump(&counters.ring_full, 1);
-                    break;
-                }
-                pushed += 1;
-            }
-            if pushed > 0 && !out.is_unrung[destination] {
-                out.is_unrung[destination] = true;
-                out.unrung.push(destination);
-            }
-            if !outbox.is_empty() {
-                out.dirty[still_dirty] = destination;
-                still_dirty += 1;
-            }
-            moved += pushed;
-        }
-        out.dirty.truncate(still_dirty);
-        out.backlog -= moved;
-        for destination in out.unrung.drain(..) {
-            out.is_unrung[destination] = false;
-            if self.shared.doorbells[destination].ring() {
-                bump(&counters.wakes, 1);
-            }
-        }
-        moved
+        self.out.flush()
     }
 
     /// Periodic housekeeping (about once a millisecond, busy or idle): publish the operator
