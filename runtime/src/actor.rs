@@ -2,6 +2,7 @@
 //! a handler runs in.
 
 use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::dual::{Barrier, Control, ScaleChange, ScaleError};
@@ -107,6 +108,15 @@ where
     fn activate(&self, id: ActorId, saved: Option<SavedState>) -> Box<dyn Actor<M>> {
         self(id, saved)
     }
+}
+
+/// Runs user code that is not a handler (ordering keys, barriers, snapshots, merges):
+/// a panic there is logged and answered with `fallback`, never unwinds into the shard.
+pub(crate) fn guarded<T>(actor: ActorId, what: &str, fallback: T, call: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|_| {
+        tracing::error!(actor = %actor, "`{what}` panicked; using its default");
+        fallback
+    })
 }
 
 /// The operators' factories, indexed by app and then operator: what activation looks up,
