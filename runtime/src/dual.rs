@@ -1,5 +1,8 @@
 //! Dual-mode actors: the lessor on an actor's home shard, its lessees on other shards,
 //! critical messages and barriers, and the control messages that keep them consistent.
+//! This module holds the protocol's description, its public types and the messages it
+//! sends through the mesh; the lessor's and lessees' state and its steps live in the
+//! shard (`shard::lessor`).
 //!
 //! # Protocol
 //!

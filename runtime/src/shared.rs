@@ -247,3 +247,49 @@ mod tests {
         assert!(firsts.len() > 3, "{firsts:?}");
     }
 }
+
+#[cfg(test)]
+impl<M: 'static> Shared<M> {
+    /// The shared state of `shards` shards that do not run, for driving a shard's parts
+    /// directly: operator `(0, 0)` is registered as mergeable, the order is round-robin,
+    /// and nothing is measured.
+    pub(crate) fn for_tests(shards: usize) -> Self {
+        let mut operators = OperatorTable::default();
+        operators.insert(0, 0, StateKind::Mergeable);
+        Shared {
+            config: ShardConfig {
+                spin_budget: Duration::ZERO,
+                park_timeout: Duration::from_millis(1),
+                idle_deactivation: None,
+                backlog_high_water: 1 << 16,
+                mailbox_high_water: 1 << 16,
+                handler_warning_ns: u64::MAX,
+            },
+            router: ShardRouter::new(shards),
+            doorbells: (0..shards)
+                .map(|_| Doorbell::new(std::thread::current()))
+                .collect(),
+            counters: (0..shards).map(|_| CachePadded::default()).collect(),
+            cpus: vec![None; shards],
+            stop: AtomicBool::new(false),
+            abort: AtomicBool::new(false),
+            intakes: (0..shards)
+                .map(|_| Intake {
+                    sender: flume::bounded(1).0,
+                    posted: CachePadded::new(AtomicU64::new(0)),
+                })
+                .collect(),
+            operators,
+            _factories_alive: Arc::new(()),
+            accepting: AtomicBool::new(true),
+            accepted: CachePadded::new(AtomicU64::new(0)),
+            live_metrics: (0..shards).map(|_| Mutex::default()).collect(),
+            policy: Arc::new(scheduling::RoundRobin),
+            slo_ns: vec![0],
+            costs: CostTable::new(&[1]),
+            measure_costs: false,
+            usage: UsageTable::new(shards, 1),
+            shed_hooks: Vec::new(),
+        }
+    }
+}

@@ -778,3 +778,546 @@ impl LesseeState {
         Some(retire)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The protocol driven step by step, without shards or threads: a lessor on shard 0
+    //! of three, whose sends land in rings the tests read.
+
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::actor::{ActorFactory, SavedState};
+    use crate::dual::Packet;
+    use crate::mesh::{build_links, ShardLinks};
+    use crate::shared::Shared;
+    use crate::snapshot::SnapshotError;
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum Msg {
+        /// A user message with an ordering key.
+        Keyed(u64),
+        /// A user message without one.
+        Free(u64),
+        /// A critical message that runs alone.
+        Single(u64),
+        /// A critical message, part of barrier `id` of `inputs` inputs.
+        Part { id: u64, inputs: u32 },
+    }
+
+    /// What the actor saw: messages received, critical sections (their messages),
+    /// partial states merged.
+    #[derive(Default)]
+    struct Seen {
+        received: Vec<Msg>,
+        critical: Vec<Vec<Msg>>,
+        merged: Vec<u64>,
+    }
+
+    struct Recorder(Rc<RefCell<Seen>>);
+
+    impl Actor<Msg> for Recorder {
+        fn receive(&mut self, _ctx: &mut Context<'_, Msg>, message: Envelope<Msg>) {
+            self.0.borrow_mut().received.push(message.payload);
+        }
+        fn ordering_key(&self, message: &Envelope<Msg>) -> Option<u64> {
+            match message.payload {
+                Msg::Keyed(key) => Some(key),
+                _ => None,
+            }
+        }
+        fn barrier(&self, message: &Envelope<Msg>) -> Barrier {
+            match message.payload {
+                Msg::Part { id, inputs } => Barrier::Wait { id, inputs },
+                _ => Barrier::Single,
+            }
+        }
+        fn critical(&mut self, _ctx: &mut Context<'_, Msg>, messages: Vec<Envelope<Msg>>) {
+            let messages = messages.into_iter().map(|m| m.payload).collect();
+            self.0.borrow_mut().critical.push(messages);
+        }
+        fn snapshot(&mut self) -> Result<Option<Snapshot>, SnapshotError> {
+            let received = self.0.borrow().received.len() as u64;
+            Snapshot::of(&received).map(Some)
+        }
+        fn merge(&mut self, partial: &Snapshot) -> Result<(), SnapshotError> {
+            let partial = partial.archived::<u64>()?.to_native();
+            self.0.borrow_mut().merged.push(partial);
+            Ok(())
+        }
+    }
+
+    const ACTOR: ActorId = ActorId::new(0, 0, 0);
+    const SHARDS: usize = 3;
+
+    /// A lessor on shard 0: its state, its handler, its shard's tallies, and its sends.
+    struct Lessor {
+        coordinator: Coordinator<Msg>,
+        actor: Box<dyn Actor<Msg>>,
+        seen: Rc<RefCell<Seen>>,
+        lessors: Lessors,
+        out: Outbound<Msg>,
+        /// Every shard's ends of the mesh (shard 0's outgoing ones are in `out`).
+        links: Vec<ShardLinks<Packet<Msg>>>,
+        factories: Factories<Msg>,
+    }
+
+    impl Lessor {
+        fn new() -> Self {
+            let shared = Arc::new(Shared::for_tests(SHARDS));
+            let mut links = build_links(SHARDS, 64);
+            let outgoing = std::mem::take(&mut links[0].outgoing);
+            let seen = Rc::new(RefCell::new(Seen::default()));
+            let mut factories = Factories::default();
+            let factory = |_: ActorId, _: Option<SavedState>| -> Box<dyn Actor<Msg>> {
+                Box::new(Recorder(Rc::default()))
+            };
+            factories.insert(0, 0, Arc::new(factory) as Arc<dyn ActorFactory<Msg>>);
+            Self {
+                coordinator: Coordinator::new(ACTOR, 0),
+                actor: Box::new(Recorder(seen.clone())),
+                seen,
+                lessors: Lessors::default(),
+                out: Outbound::new(0, shared, outgoing),
+                links,
+                factories,
+            }
+        }
+
+        fn admit(&mut self, message: Envelope<Msg>) -> Admitted<Msg> {
+            self.coordinator.admit(
+                ACTOR,
+                &*self.actor,
+                message,
+                0,
+                false,
+                &mut self.lessors,
+                &mut self.out,
+            )
+        }
+
+        fn scale(&mut self, change: ScaleChange, mailbox: &[Msg]) -> bool {
+            let mailbox = mailbox
+                .iter()
+                .map(|m| Envelope::user(ACTOR, m.clone()))
+                .collect();
+            self.coordinator.start_scale(
+                ACTOR,
+                &*self.actor,
+                &mailbox,
+                change,
+                &mut self.lessors,
+                &mut self.out,
+            )
+        }
+
+        fn partial(&mut self, from: ShardId, state: Option<u64>, retired: bool) {
+            let snapshot = state.map(|state| Snapshot::of(&state).unwrap());
+            self.coordinator.accept_partial(
+                ACTOR,
+                &mut *self.actor,
+                from,
+                snapshot,
+                retired,
+                &mut self.lessors,
+            );
+        }
+
+        fn consolidate(&mut self) -> Option<Vec<Msg>> {
+            let shared = self.out.shared.clone();
+            let held = self.coordinator.consolidate(
+                ACTOR,
+                &mut self.actor,
+                &self.factories,
+                &shared.counters[0],
+                &mut self.lessors,
+                &mut self.out,
+            )?;
+            Some(held.into_iter().map(|m| m.payload).collect())
+        }
+
+        /// Everything shard 0 sent to `shard` so far.
+        fn received_by(&mut self, shard: ShardId) -> Vec<Packet<Msg>> {
+            let mut packets = Vec::new();
+            for (from, ring) in &mut self.links[shard].incoming {
+                if *from == 0 {
+                    ring.drain(|packet| packets.push(packet));
+                }
+            }
+            packets
+        }
+
+        /// A lessor with lessees on shards 1 and 2 (added without a sync: nothing keyed
+        /// was seen), their leases taken off the rings.
+        fn with_two_lessees() -> Self {
+            let mut lessor = Self::new();
+            assert!(!lessor.scale(ScaleChange::Add(1), &[]));
+            assert!(!lessor.scale(ScaleChange::Add(2), &[]));
+            for shard in [1, 2] {
+                let packets = lessor.received_by(shard);
+                assert!(matches!(
+                    packets.as_slice(),
+                    [Packet::Control(lease)] if matches!(**lease, Control::Lease { actor, home: 0, epoch: 0, .. } if actor == ACTOR)
+                ));
+            }
+            assert_eq!(lessor.coordinator.metrics().lessees, 2);
+            assert_eq!(lessor.lessors.with_lessees(), [ACTOR]);
+            lessor
+        }
+    }
+
+    fn from(input: u32, payload: Msg) -> Envelope<Msg> {
+        Envelope::user(ACTOR, payload).from_source(ActorId::new(0, 1, input))
+    }
+
+    fn critical(input: u32, payload: Msg) -> Envelope<Msg> {
+        Envelope::critical(ACTOR, payload).from_source(ActorId::new(0, 1, input))
+    }
+
+    /// The syncs a lessee got: `(retire, epoch_after)`.
+    fn syncs(packets: &[Packet<Msg>]) -> Vec<(bool, u64)> {
+        packets
+            .iter()
+            .filter_map(|packet| match packet {
+                Packet::Control(control) => match **control {
+                    Control::Sync {
+                        actor,
+                        retire,
+                        epoch_after,
+                    } if actor == ACTOR => Some((retire, epoch_after)),
+                    _ => None,
+                },
+                Packet::Message(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_critical_message_blocks_the_lessor_and_syncs_every_lessee() {
+        let mut lessor = Lessor::with_two_lessees();
+        assert!(matches!(
+            lessor.admit(critical(0, Msg::Single(1))),
+            Admitted::Blocked
+        ));
+        assert!(lessor.coordinator.is_blocked());
+        assert!(!lessor.coordinator.consolidation_due());
+        assert_eq!(lessor.lessors.awaiting_partials(), 2);
+        for shard in [1, 2] {
+            assert_eq!(syncs(&lessor.received_by(shard)), [(false, 1)]);
+        }
+        // While blocked, every message is held, user or critical.
+        for payload in [Msg::Free(2), Msg::Keyed(3), Msg::Single(4)] {
+            let message = if let Msg::Single(_) = payload {
+                critical(0, payload)
+            } else {
+                from(0, payload)
+            };
+            assert!(matches!(lessor.admit(message), Admitted::Taken));
+        }
+        assert_eq!(lessor.lessors.held(), 3);
+        assert_eq!(lessor.coordinator.metrics().syncs, 1);
+    }
+
+    #[test]
+    fn partial_states_merge_then_the_critical_section_runs_and_held_messages_release_in_order() {
+        let mut lessor = Lessor::with_two_lessees();
+        lessor.admit(critical(0, Msg::Single(1)));
+        for payload in [Msg::Free(2), Msg::Keyed(3), Msg::Free(4)] {
+            lessor.admit(from(0, payload));
+        }
+        lessor.partial(2, Some(7), false);
+        assert!(!lessor.coordinator.consolidation_due());
+        assert_eq!(lessor.lessors.awaiting_partials(), 1);
+        lessor.partial(1, Some(5), false);
+        assert!(lessor.coordinator.consolidation_due());
+        assert_eq!(lessor.lessors.awaiting_partials(), 0);
+        assert_eq!(lessor.seen.borrow().merged, [7, 5]);
+        let metrics = lessor.coordinator.metrics();
+        assert_eq!(metrics.consolidations, 2);
+        assert!(metrics.consolidated_bytes > 0);
+
+        let held = lessor.consolidate().expect("a sync was due");
+        assert_eq!(held, [Msg::Free(2), Msg::Keyed(3), Msg::Free(4)]);
+        assert_eq!(lessor.seen.borrow().critical, [vec![Msg::Single(1)]]);
+        assert_eq!(lessor.lessors.held(), 0);
+        assert_eq!(lessor.coordinator.epoch(), 1);
+        assert!(!lessor.coordinator.is_blocked());
+        assert_eq!(lessor.coordinator.metrics().critical_sections, 1);
+        assert_eq!(lessor.coordinator.metrics().lessees, 2);
+        // Nothing more is due.
+        assert!(lessor.consolidate().is_none());
+    }
+
+    #[test]
+    fn released_messages_that_block_again_go_back_in_order() {
+        let mut lessor = Lessor::with_two_lessees();
+        lessor.admit(critical(0, Msg::Single(1)));
+        lessor.admit(from(0, Msg::Free(2)));
+        lessor.admit(critical(0, Msg::Single(3)));
+        lessor.admit(from(0, Msg::Free(4)));
+        lessor.partial(1, None, false);
+        lessor.partial(2, None, false);
+        let mut held: VecDeque<_> = lessor
+            .consolidate()
+            .unwrap()
+            .into_iter()
+            .map(|m| Envelope::user(ACTOR, m))
+            .collect();
+        // Released in order: the first runs, the critical one blocks the actor again...
+        let first = held.pop_front().unwrap();
+        assert!(matches!(
+            lessor.admit(first),
+            Admitted::Here(_) | Admitted::Taken
+        ));
+        let mut second = held.pop_front().unwrap();
+        second.kind = crate::envelope::MessageKind::Critical;
+        assert!(matches!(lessor.admit(second), Admitted::Blocked));
+        // ... and one it holds anew goes before the rest of the released backlog.
+        lessor.admit(from(0, Msg::Free(5)));
+        let rest = held.pop_front().unwrap();
+        lessor
+            .coordinator
+            .hold_again(held, rest, &mut lessor.lessors);
+        assert_eq!(lessor.lessors.held(), 2);
+        lessor.partial(1, None, false);
+        lessor.partial(2, None, false);
+        assert_eq!(lessor.consolidate().unwrap(), [Msg::Free(5), Msg::Free(4)]);
+        assert_eq!(lessor.coordinator.epoch(), 2);
+    }
+
+    #[test]
+    fn a_barrier_waits_for_a_part_from_every_input() {
+        let mut lessor = Lessor::new();
+        let part = Msg::Part { id: 9, inputs: 2 };
+        assert!(matches!(
+            lessor.admit(critical(1, part.clone())),
+            Admitted::Taken
+        ));
+        assert_eq!(lessor.lessors.pending_barriers(), 1);
+        assert!(!lessor.coordinator.is_blocked());
+        // Input 1 delivered its part: what it sends next comes after the barrier.
+        assert!(matches!(
+            lessor.admit(from(1, Msg::Free(10))),
+            Admitted::Taken
+        ));
+        assert_eq!(lessor.lessors.held(), 1);
+        // Input 2 has not: its messages come before the barrier, and run.
+        assert!(matches!(
+            lessor.admit(from(2, Msg::Free(20))),
+            Admitted::Here(envelope) if envelope.payload == Msg::Free(20)
+        ));
+        // Input 1's part of a later barrier waits behind this one.
+        let later = Msg::Part { id: 10, inputs: 2 };
+        assert!(matches!(
+            lessor.admit(critical(1, later.clone())),
+            Admitted::Taken
+        ));
+        assert_eq!(lessor.lessors.held(), 2);
+        // The last part completes the barrier: a sync without lessees is due at once.
+        let last = Msg::Part { id: 9, inputs: 2 };
+        assert!(matches!(
+            lessor.admit(critical(2, last.clone())),
+            Admitted::Blocked
+        ));
+        assert_eq!(lessor.lessors.pending_barriers(), 0);
+        assert!(lessor.coordinator.consolidation_due());
+        let held = lessor.consolidate().unwrap();
+        assert_eq!(lessor.seen.borrow().critical, [vec![part, last]]);
+        assert_eq!(held, [Msg::Free(10), later]);
+        assert_eq!(lessor.coordinator.epoch(), 1);
+    }
+
+    #[test]
+    fn keyed_messages_stay_on_their_worker_and_keyless_ones_spread() {
+        let mut lessor = Lessor::with_two_lessees();
+        let worker_of = |lessor: &mut Lessor, key: u64| -> usize {
+            match lessor.coordinator.route_by_key(
+                Envelope::user(ACTOR, Msg::Keyed(key)),
+                Some(key),
+                0,
+                &mut lessor.out,
+            ) {
+                Some(_) => 0,
+                None => (1..SHARDS)
+                    .find(|&shard| !lessor.received_by(shard).is_empty())
+                    .expect("forwarded somewhere"),
+            }
+        };
+        for key in 0..50 {
+            let worker = worker_of(&mut lessor, key);
+            assert_eq!(worker, (mix64(key) % 3) as usize, "key {key}");
+            assert_eq!(worker_of(&mut lessor, key), worker, "key {key}");
+        }
+        // Without a key, the least loaded worker: the lessees hold what was forwarded
+        // (none of it has run), so the idle lessor.
+        let free = Envelope::user(ACTOR, Msg::Free(0));
+        assert!(lessor
+            .coordinator
+            .route_by_key(free, None, 0, &mut lessor.out)
+            .is_some());
+        // Ties rotate over the lessor and both lessees.
+        let mut lessor = Lessor::with_two_lessees();
+        let mut workers = Vec::new();
+        for n in 0..3 {
+            let free = Envelope::user(ACTOR, Msg::Free(n));
+            match lessor
+                .coordinator
+                .route_by_key(free, None, 0, &mut lessor.out)
+            {
+                Some(_) => workers.push(0),
+                None => workers.extend((1..SHARDS).filter(|&s| !lessor.received_by(s).is_empty())),
+            }
+        }
+        workers.sort_unstable();
+        assert_eq!(workers, [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_scale_request_waits_for_the_consolidation_point() {
+        let mut lessor = Lessor::new();
+        // A keyed message waits in the mailbox: adding a worker would move keys, so the
+        // addition waits for a consolidation point.
+        assert!(lessor.scale(ScaleChange::Add(1), &[Msg::Keyed(3)]));
+        assert!(lessor.coordinator.is_blocked());
+        assert!(lessor.coordinator.is_scaling());
+        assert!(
+            lessor.received_by(1).is_empty(),
+            "no lease before the point"
+        );
+        // Another request queues behind it.
+        assert!(lessor
+            .coordinator
+            .queue_scale_if_blocked(ScaleChange::Add(2)));
+        assert!(lessor.coordinator.consolidation_due());
+        assert_eq!(lessor.consolidate().unwrap(), []);
+        // A scale-only sync ends no epoch.
+        assert_eq!(lessor.coordinator.epoch(), 0);
+        assert!(lessor.seen.borrow().critical.is_empty());
+        let packets = lessor.received_by(1);
+        assert!(matches!(
+            packets.as_slice(),
+            [Packet::Control(lease)] if matches!(**lease, Control::Lease { actor, home: 0, epoch: 0, .. } if actor == ACTOR)
+        ));
+        assert_eq!(lessor.coordinator.metrics().lessees, 1);
+        assert_eq!(
+            lessor.coordinator.next_queued_scale(),
+            Some(ScaleChange::Add(2))
+        );
+        assert_eq!(lessor.coordinator.next_queued_scale(), None);
+        // Refused: the home shard, and a lessee that is there already.
+        assert!(!lessor.scale(ScaleChange::Add(0), &[]));
+        assert!(!lessor.scale(ScaleChange::Add(1), &[]));
+        assert_eq!(lessor.coordinator.metrics().refused_scale_requests, 2);
+    }
+
+    #[test]
+    fn retiring_a_lessee_merges_its_state_and_lets_it_go() {
+        let mut lessor = Lessor::with_two_lessees();
+        assert!(lessor.scale(ScaleChange::Remove(2), &[]));
+        assert_eq!(syncs(&lessor.received_by(1)), [(false, 0)]);
+        assert_eq!(syncs(&lessor.received_by(2)), [(true, 0)]);
+        lessor.partial(2, Some(4), true);
+        assert_eq!(lessor.coordinator.metrics().lessees, 1);
+        lessor.partial(1, Some(6), false);
+        assert_eq!(lessor.seen.borrow().merged, [4, 6]);
+        lessor.consolidate().unwrap();
+        assert_eq!(lessor.lessors.with_lessees(), [ACTOR]);
+        assert!(lessor.scale(ScaleChange::Remove(1), &[]));
+        lessor.partial(1, None, true);
+        lessor.consolidate().unwrap();
+        assert_eq!(lessor.coordinator.metrics().lessees, 0);
+        assert!(lessor.lessors.with_lessees().is_empty());
+        assert!(lessor.coordinator.is_quiet());
+    }
+
+    #[test]
+    fn a_lessee_answers_a_sync_once_its_mailbox_is_empty() {
+        let shared = Arc::new(Shared::<Msg>::for_tests(SHARDS));
+        let mut links = build_links(SHARDS, 64);
+        let mut out = Outbound::new(1, shared, std::mem::take(&mut links[1].outgoing));
+        let progress = Arc::new(LesseeProgress::default());
+        let mut lessee = LesseeState::new(0, 3, progress.clone());
+        let seen = Rc::new(RefCell::new(Seen::default()));
+        seen.borrow_mut().received = vec![Msg::Free(1), Msg::Free(2)];
+        let mut actor = Recorder(seen);
+        lessee.sync_requested(true, 4);
+        assert!(
+            !lessee.ran(false),
+            "messages forwarded before the sync wait"
+        );
+        assert!(lessee.ran(true));
+        assert_eq!(progress.processed.load(Ordering::Relaxed), 2);
+        assert_eq!(lessee.answer_sync(ACTOR, &mut actor, &mut out), Some(true));
+        assert_eq!(lessee.epoch(), 4);
+        assert_eq!(lessee.answer_sync(ACTOR, &mut actor, &mut out), None);
+        let mut packets = Vec::new();
+        for (from, ring) in &mut links[0].incoming {
+            if *from == 1 {
+                ring.drain(|packet| packets.push(packet));
+            }
+        }
+        let [Packet::Control(control)] = packets.as_slice() else {
+            panic!("one partial state for the lessor");
+        };
+        let Control::Partial {
+            actor,
+            from: 1,
+            snapshot: Some(snapshot),
+            retired: true,
+        } = &**control
+        else {
+            panic!("a partial state from shard 1, retiring");
+        };
+        assert_eq!(*actor, ACTOR);
+        assert_eq!(snapshot.archived::<u64>().unwrap().to_native(), 2);
+    }
+
+    #[test]
+    fn an_actor_that_scales_all_day_keeps_bounded_metrics() {
+        let mut coordinator = Coordinator::<()>::new(ActorId::new(0, 0, 0), 0);
+        let changes = 3 * LESSEE_TIMELINE_KEPT as u64 + 7;
+        for at in 0..changes {
+            coordinator.record_lessees(at);
+            let timeline = &coordinator.metrics.lessee_timeline;
+            assert!(timeline.len() <= 2 * LESSEE_TIMELINE_KEPT);
+            assert_eq!(timeline.last(), Some(&(at, 0)));
+        }
+        let timeline = &coordinator.metrics.lessee_timeline;
+        assert!(timeline.len() >= LESSEE_TIMELINE_KEPT);
+        assert!(timeline.windows(2).all(|pair| pair[0].0 + 1 == pair[1].0));
+        assert_eq!(coordinator.metrics.lessee_changes, changes);
+    }
+
+    #[test]
+    fn published_metrics_equal_the_lessors() {
+        let mut coordinator = Coordinator::<()>::new(ActorId::new(0, 1, 2), 0);
+        let mut published = ActorMetrics::default();
+        for step in 0..50u64 {
+            if step % 7 == 0 {
+                coordinator.record_lessees(step);
+            }
+            coordinator.metrics.syncs += 1;
+            coordinator.metrics.blocked_ns += step;
+            coordinator.metrics.publish_into(&mut published);
+            assert_eq!(published, coordinator.metrics);
+        }
+        // Another actor's metrics published over these are that actor's, timeline included.
+        let other = Coordinator::<()>::new(ActorId::new(0, 1, 3), 0);
+        other.metrics.publish_into(&mut published);
+        assert_eq!(published, other.metrics);
+    }
+
+    #[test]
+    fn metrics_are_listed_once_per_publication() {
+        let actor = ActorId::new(0, 0, 0);
+        let mut coordinator = Coordinator::<()>::new(actor, 0);
+        let mut listed = Vec::new();
+        coordinator.mark_metrics_dirty(&mut listed);
+        coordinator.mark_metrics_dirty(&mut listed);
+        assert_eq!(listed, [actor]);
+        coordinator.metrics_dirty = false;
+        coordinator.mark_metrics_dirty(&mut listed);
+        assert_eq!(listed, [actor, actor]);
+    }
+}

@@ -1,12 +1,14 @@
 //! One shard: the loop that runs on one glommio executor and owns everything on its core
-//! — its actors, their mailboxes, its ends of the mesh, its outboxes and counters.
+//! — its actors ([`table`]), their dual-mode protocol ([`lessor`]), its ends of the mesh,
+//! its outbound links (`outbound`) and its counters.
 //!
-//! Each turn of the loop (1) drains every inbound ring and the outside intake into actor
-//! mailboxes, (2) runs a bounded batch of ready messages, (3) flushes outboxes into the
-//! rings and rings the doorbells of parked receivers. With nothing to do it spins for the
-//! spin budget, then parks (see `mesh::Doorbell`).
+//! Each turn of the loop (1) fires due timers, (2) runs the first arrival at once when
+//! nothing else is ready (the fast lane), (3) drains every inbound ring and the outside
+//! intake into actor mailboxes, (4) runs a bounded batch of ready messages, (5) flushes
+//! the outbound links into the rings and rings the doorbells of parked receivers. With
+//! nothing to do it spins for the spin budget, then parks (see `mesh::Doorbell`).
 //!
-//! Two places carry the scheduling decisions: [`Router::route`](crate::runtime::Router)
+//! Two places carry the scheduling decisions: `ShardRouter::route` (in `shared`)
 //! decides where a message runs, and [`Shard::next_message`] picks which ready message
 //! runs next (FIFO across actors in arrival order; FIFO inside an actor). When nothing is
 //! ready and the order is arrival order, there is no choice to make: the first message a
@@ -21,7 +23,7 @@
 //! each handler run (`Shard::after_run`: lessee progress, consolidation points).
 //!
 //! Backpressure: rings are bounded. A message that finds its ring full waits, in order,
-//! in the sender shard's outbox for that destination, so nothing is dropped; and because
+//! in the sender shard's overflow queue for that destination, so nothing is dropped; and because
 //! a shard stops draining its inbound rings only while it has runnable work of its own
 //! (below), cycles (A→B→A) and all-to-all traffic cannot deadlock. What bounds memory is
 //! two high-water marks. A shard whose mailboxes,
