@@ -225,30 +225,6 @@ impl<M> Shared<M> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_operators_partitions_spread_over_every_shard() {
-        for shards in 1..=16u64 {
-            let router = ShardRouter::new(shards as usize);
-            for operator in 0..20 {
-                let homes: std::collections::BTreeSet<ShardId> = (0..shards as u32)
-                    .map(|partition| router.route(&ActorId::new(3, operator, partition)))
-                    .collect();
-                assert_eq!(homes.len() as u64, shards, "operator {operator}");
-            }
-        }
-        // Different operators start on different shards.
-        let router = ShardRouter::new(8);
-        let firsts: std::collections::BTreeSet<ShardId> = (0..20)
-            .map(|operator| router.route(&ActorId::new(0, operator, 0)))
-            .collect();
-        assert!(firsts.len() > 3, "{firsts:?}");
-    }
-}
-
-#[cfg(test)]
 impl<M: 'static> Shared<M> {
     /// The shared state of `shards` shards that do not run, for driving a shard's parts
     /// directly: operator `(0, 0)` is registered as mergeable, the order is round-robin,
@@ -291,5 +267,29 @@ impl<M: 'static> Shared<M> {
             usage: UsageTable::new(shards, 1),
             shed_hooks: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operators_partitions_spread_over_every_shard() {
+        for shards in 1..=16u64 {
+            let router = ShardRouter::new(shards as usize);
+            for operator in 0..20 {
+                let homes: std::collections::BTreeSet<ShardId> = (0..shards as u32)
+                    .map(|partition| router.route(&ActorId::new(3, operator, partition)))
+                    .collect();
+                assert_eq!(homes.len() as u64, shards, "operator {operator}");
+            }
+        }
+        // Different operators start on different shards.
+        let router = ShardRouter::new(8);
+        let firsts: std::collections::BTreeSet<ShardId> = (0..20)
+            .map(|operator| router.route(&ActorId::new(0, operator, 0)))
+            .collect();
+        assert!(firsts.len() > 3, "{firsts:?}");
     }
 }
