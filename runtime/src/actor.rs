@@ -2,11 +2,16 @@
 //! a handler runs in.
 
 use std::any::Any;
-use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 use crate::dual::{Barrier, Control, ScaleChange, ScaleError};
-use crate::envelope::{ActorId, Envelope, MessageKind, Nanos, SchedContext, ShardId};
-use crate::shard::Outbound;
+/// Also reachable here, where handlers meet it.
+pub use crate::envelope::SendError;
+use crate::envelope::{
+    ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, SchedContext, ShardId,
+};
+use crate::outbound::Outbound;
 use crate::snapshot::{Snapshot, SnapshotError};
 
 /// State an actor hands back when it is deactivated, and gets again when it is
@@ -105,54 +110,55 @@ where
     }
 }
 
-/// Why a message could not be sent. The message is handed back.
-pub enum SendError<M> {
-    /// No factory is registered for the target's operator.
-    UnknownOperator(Envelope<M>),
-    /// The runtime no longer accepts messages from outside (it is shutting down).
-    Closed(Envelope<M>),
-    /// The shard's intake is full (only from `Ingress::try_send`).
-    Full(Envelope<M>),
+/// Runs user code that is not a handler (ordering keys, barriers, snapshots, merges):
+/// a panic there is logged and answered with `fallback`, never unwinds into the shard.
+pub(crate) fn guarded<T>(actor: ActorId, what: &str, fallback: T, call: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|_| {
+        tracing::error!(actor = %actor, "`{what}` panicked; using its default");
+        fallback
+    })
 }
 
-impl<M> SendError<M> {
-    /// The message that was not sent.
-    pub fn into_envelope(self) -> Envelope<M> {
-        match self {
-            Self::UnknownOperator(envelope) | Self::Closed(envelope) | Self::Full(envelope) => {
-                envelope
-            }
+/// The operators' factories, indexed by app and then operator: what activation looks up,
+/// in two bounds-checked indexings, not a hash. Each shard holds a handle to it; senders
+/// look at the operator table in `shared` instead.
+pub(crate) struct Factories<M> {
+    apps: Vec<Vec<Option<Arc<dyn ActorFactory<M>>>>>,
+}
+
+impl<M> Default for Factories<M> {
+    fn default() -> Self {
+        Self { apps: Vec::new() }
+    }
+}
+
+impl<M> Factories<M> {
+    pub(crate) fn insert(
+        &mut self,
+        app: AppId,
+        operator: OperatorId,
+        factory: Arc<dyn ActorFactory<M>>,
+    ) {
+        let (app, operator) = (usize::from(app), usize::from(operator));
+        if self.apps.len() <= app {
+            self.apps.resize_with(app + 1, Vec::new);
         }
-    }
-}
-
-impl<M> fmt::Debug for SendError<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl<M> fmt::Display for SendError<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::UnknownOperator(envelope) => write!(
-                f,
-                "no operator {}/{} is registered (message for actor {})",
-                envelope.target.app, envelope.target.operator, envelope.target
-            ),
-            Self::Closed(envelope) => write!(
-                f,
-                "the runtime is shutting down and accepts no new messages (message for actor {})",
-                envelope.target
-            ),
-            Self::Full(envelope) => {
-                write!(f, "intake full (message for actor {})", envelope.target)
-            }
+        let operators = &mut self.apps[app];
+        if operators.len() <= operator {
+            operators.resize_with(operator + 1, || None);
         }
+        operators[operator] = Some(factory);
+    }
+
+    /// The factory of the target's operator.
+    pub(crate) fn get(&self, target: &ActorId) -> &dyn ActorFactory<M> {
+        self.apps
+            .get(usize::from(target.app))
+            .and_then(|operators| operators.get(usize::from(target.operator)))
+            .and_then(Option::as_deref)
+            .expect("messages for unregistered operators are refused at send")
     }
 }
-
-impl<M> std::error::Error for SendError<M> {}
 
 /// What a handler can do besides changing its own state: send messages and look at the
 /// runtime.

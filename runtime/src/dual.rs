@@ -1,5 +1,8 @@
 //! Dual-mode actors: the lessor on an actor's home shard, its lessees on other shards,
 //! critical messages and barriers, and the control messages that keep them consistent.
+//! This module holds the protocol's description, its public types and the messages it
+//! sends through the mesh; the lessor's and lessees' state and its steps live in the
+//! shard (`shard::lessor`).
 //!
 //! # Protocol
 //!
@@ -47,9 +50,8 @@
 //! [`Context::epoch`](crate::Context::epoch)); critical sections' outputs are the same,
 //! in the same order.
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
@@ -233,53 +235,6 @@ pub(crate) enum Packet<M> {
     Control(Box<Control>),
 }
 
-/// The lessor's side of a lessee.
-pub(crate) struct LesseeLink {
-    pub(crate) shard: ShardId,
-    pub(crate) forwarded: u64,
-    pub(crate) progress: Arc<LesseeProgress>,
-    /// `progress.processed` when last read, and routing decisions since: the lessee
-    /// writes that counter as it runs, so each read is a cache miss (a hundred
-    /// nanoseconds or more across cores), too much to pay for every message routed.
-    pub(crate) processed_seen: u64,
-    pub(crate) estimates_since_read: u32,
-    /// `forwarded` at the last idleness check, and since when it has not moved.
-    pub(crate) seen_forwarded: u64,
-    pub(crate) idle_since: Nanos,
-}
-
-/// Routing decisions a lessor makes on its last reading of a lessee's progress before
-/// reading it again. A stale reading only overstates the lessee's queue, by at most
-/// what was forwarded since.
-const ESTIMATES_PER_READ: u32 = 8;
-
-impl LesseeLink {
-    /// Messages forwarded and not yet run, as of a reading at most
-    /// [`ESTIMATES_PER_READ`] calls old.
-    #[inline]
-    pub(crate) fn queued(&mut self) -> u64 {
-        if self.forwarded == self.processed_seen {
-            return 0;
-        }
-        self.estimates_since_read += 1;
-        if self.estimates_since_read >= ESTIMATES_PER_READ {
-            return self.queued_now();
-        }
-        self.forwarded - self.processed_seen
-    }
-
-    /// Messages forwarded and not yet run, read now.
-    pub(crate) fn queued_now(&mut self) -> u64 {
-        self.estimates_since_read = 0;
-        self.processed_seen = self
-            .progress
-            .processed
-            .load(Ordering::Relaxed)
-            .min(self.forwarded);
-        self.forwarded - self.processed_seen
-    }
-}
-
 impl ActorMetrics {
     /// Copies these metrics over `published`, the timeline only when it changed: they
     /// are published every millisecond while they change, and the timeline is the one
@@ -306,171 +261,9 @@ impl ActorMetrics {
 /// many).
 pub const LESSEE_TIMELINE_KEPT: usize = 4096;
 
-/// Critical messages gathered for a barrier that still waits for some inputs.
-pub(crate) struct PendingBarrier<M> {
-    pub(crate) id: u64,
-    pub(crate) inputs: u32,
-    pub(crate) arrived: Vec<Envelope<M>>,
-}
-
-/// A consolidation point in progress: the actor is Blocked.
-pub(crate) struct SyncPoint<M> {
-    /// The critical section to run once consolidated (empty for a scale-only sync).
-    pub(crate) critical: Vec<Envelope<M>>,
-    pub(crate) scale: Option<ScaleChange>,
-    /// Lessees whose partial state has not arrived yet.
-    pub(crate) awaiting: usize,
-    pub(crate) started: Nanos,
-}
-
-/// The lessor's dual-mode state. Created on an actor's first critical message or scale
-/// request; plain actors never carry one.
-pub(crate) struct Coordinator<M> {
-    pub(crate) epoch: u64,
-    pub(crate) lessees: Vec<LesseeLink>,
-    pub(crate) held: VecDeque<Envelope<M>>,
-    /// Inputs whose part of the pending barrier arrived: their later messages are held.
-    pub(crate) held_inputs: Vec<Option<ActorId>>,
-    pub(crate) barrier: Option<PendingBarrier<M>>,
-    pub(crate) sync: Option<SyncPoint<M>>,
-    pub(crate) scale_queue: VecDeque<ScaleChange>,
-    /// Where the search for the least loaded worker starts next (ties rotate).
-    pub(crate) rotation: u32,
-    /// Whether any message dispatched so far had an ordering key.
-    pub(crate) saw_keys: bool,
-    pub(crate) metrics: ActorMetrics,
-    /// Whether the actor is listed for the next publication of metrics (listed once,
-    /// however often they change meanwhile).
-    pub(crate) metrics_dirty: bool,
-}
-
-impl<M> Coordinator<M> {
-    pub(crate) fn new(actor: ActorId, epoch: u64) -> Self {
-        Self {
-            epoch,
-            lessees: Vec::new(),
-            held: VecDeque::new(),
-            held_inputs: Vec::new(),
-            barrier: None,
-            sync: None,
-            scale_queue: VecDeque::new(),
-            rotation: 0,
-            saw_keys: false,
-            metrics: ActorMetrics {
-                actor,
-                ..ActorMetrics::default()
-            },
-            metrics_dirty: false,
-        }
-    }
-
-    /// Whether the actor could be deactivated without losing anything but its state.
-    pub(crate) fn is_quiet(&self) -> bool {
-        self.lessees.is_empty()
-            && self.held.is_empty()
-            && self.barrier.is_none()
-            && self.sync.is_none()
-            && self.scale_queue.is_empty()
-    }
-
-    pub(crate) fn record_lessees(&mut self, now: Nanos) {
-        let lessees = self.lessees.len() as u32;
-        let metrics = &mut self.metrics;
-        metrics.lessees = lessees;
-        metrics.lessee_changes += 1;
-        if metrics.lessee_timeline.len() >= 2 * LESSEE_TIMELINE_KEPT {
-            // Amortized: one drain per `LESSEE_TIMELINE_KEPT` changes.
-            metrics.lessee_timeline.drain(..LESSEE_TIMELINE_KEPT);
-        }
-        metrics.lessee_timeline.push((now, lessees));
-    }
-
-    /// Marks the metrics as changed since the last publication, listing the actor in
-    /// `to_publish` the first time.
-    pub(crate) fn mark_metrics_dirty(&mut self, to_publish: &mut Vec<ActorId>) {
-        if !std::mem::replace(&mut self.metrics_dirty, true) {
-            to_publish.push(self.metrics.actor);
-        }
-    }
-
-    /// Whether `change` can be applied now; the reason when not.
-    pub(crate) fn check(&self, change: ScaleChange, home: ShardId) -> Result<(), String> {
-        match change {
-            ScaleChange::Add(shard) if shard == home => {
-                Err(format!("shard {shard} is the actor's home"))
-            }
-            ScaleChange::Add(shard) if self.lessees.iter().any(|l| l.shard == shard) => {
-                Err(format!("a lessee already runs on shard {shard}"))
-            }
-            ScaleChange::Remove(shard) if !self.lessees.iter().any(|l| l.shard == shard) => {
-                Err(format!("no lessee runs on shard {shard}"))
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-/// A lessee's own state, on its shard.
-pub(crate) struct LesseeState {
-    pub(crate) home: ShardId,
-    pub(crate) epoch: u64,
-    pub(crate) progress: Arc<LesseeProgress>,
-    pub(crate) processed: u64,
-    /// A sync that waits for the lessee's mailbox to empty: `(retire, epoch_after)`.
-    pub(crate) pending_sync: Option<(bool, u64)>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_actor_that_scales_all_day_keeps_bounded_metrics() {
-        let mut coordinator = Coordinator::<()>::new(ActorId::new(0, 0, 0), 0);
-        let changes = 3 * LESSEE_TIMELINE_KEPT as u64 + 7;
-        for at in 0..changes {
-            coordinator.record_lessees(at);
-            let timeline = &coordinator.metrics.lessee_timeline;
-            assert!(timeline.len() <= 2 * LESSEE_TIMELINE_KEPT);
-            assert_eq!(timeline.last(), Some(&(at, 0)));
-        }
-        let timeline = &coordinator.metrics.lessee_timeline;
-        assert!(timeline.len() >= LESSEE_TIMELINE_KEPT);
-        assert!(timeline.windows(2).all(|pair| pair[0].0 + 1 == pair[1].0));
-        assert_eq!(coordinator.metrics.lessee_changes, changes);
-    }
-
-    #[test]
-    fn published_metrics_equal_the_lessors() {
-        let mut coordinator = Coordinator::<()>::new(ActorId::new(0, 1, 2), 0);
-        let mut published = ActorMetrics::default();
-        for step in 0..50u64 {
-            if step % 7 == 0 {
-                coordinator.record_lessees(step);
-            }
-            coordinator.metrics.syncs += 1;
-            coordinator.metrics.blocked_ns += step;
-            coordinator.metrics.publish_into(&mut published);
-            assert_eq!(published, coordinator.metrics);
-        }
-        // Another actor's metrics published over these are that actor's, timeline included.
-        let other = Coordinator::<()>::new(ActorId::new(0, 1, 3), 0);
-        other.metrics.publish_into(&mut published);
-        assert_eq!(published, other.metrics);
-    }
-
-    #[test]
-    fn metrics_are_listed_once_per_publication() {
-        let actor = ActorId::new(0, 0, 0);
-        let mut coordinator = Coordinator::<()>::new(actor, 0);
-        let mut listed = Vec::new();
-        coordinator.mark_metrics_dirty(&mut listed);
-        coordinator.mark_metrics_dirty(&mut listed);
-        assert_eq!(listed, [actor]);
-        coordinator.metrics_dirty = false;
-        coordinator.mark_metrics_dirty(&mut listed);
-        assert_eq!(listed, [actor, actor]);
-    }
 
     #[test]
     fn control_messages_cost_user_messages_no_space() {

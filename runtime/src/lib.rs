@@ -3,15 +3,22 @@
 //!
 //! What lives where:
 //! - [`runtime`]: the [`Runtime`] and its builder, outside intake ([`Ingress`]), shutdown;
-//! - `shard`: the loop of one shard — intake, dispatch, the ready queue, outboxes, parking;
+//! - `shared`: what every shard sees — the actor-to-shard router, the operator table,
+//!   shard tunables, intakes, doorbells, counters, scheduling tables;
+//! - `shard`: the loop of one shard (timers, fast lane, drain, batch, flush, park);
+//!   `shard::table`: its active actors and the ready queue; `shard::lessor`: the lessor
+//!   protocol's state and steps;
+//! - `outbound`: what a shard sends — one link per destination shard (ring, overflow
+//!   queue, pending doorbell), and the flush;
 //! - [`mesh`]: one SPSC [`ring`](mesh::ring) per ordered pair of shards, and each
 //!   shard's [`Doorbell`](mesh::Doorbell) (the sleep/wake handshake);
-//! - [`actor`]: the [`Actor`] trait, factories, and the handler [`Context`];
+//! - [`actor`]: the [`Actor`] trait, factories and the table of them, and the handler
+//!   [`Context`];
 //! - [`scheduling`]: SLOs, deadlines, measured operator costs, and the policy that orders
 //!   each shard's ready work;
-//! - [`dual`]: dual-mode actors — lessors and lessees, critical messages and barriers,
-//!   consolidation; [`snapshot`]: the rkyv archives partial states travel in;
-//! - [`envelope`]: addresses, messages and their scheduling context;
+//! - [`dual`]: dual-mode actors — the protocol's description and public types, and the
+//!   control messages it sends; [`snapshot`]: the rkyv archives partial states travel in;
+//! - [`envelope`]: addresses, messages and their scheduling context, [`SendError`];
 //! - [`placement`] and [`preflight`]: which CPU each shard gets, and what the machine
 //!   must offer;
 //! - [`huge_pages`]: whether the process's memory may use transparent huge pages (off by
@@ -30,19 +37,22 @@ pub mod envelope;
 pub mod fence;
 pub mod huge_pages;
 pub mod mesh;
+mod outbound;
 pub mod placement;
 pub mod preflight;
 pub mod runtime;
 pub mod scheduling;
 mod shard;
+mod shared;
 pub mod snapshot;
 pub mod stats;
 mod sync;
 
-pub use actor::{Actor, ActorFactory, Context, SavedState, SendError};
+pub use actor::{Actor, ActorFactory, Context, SavedState};
 pub use dual::{ActorMetrics, Barrier, ScaleChange, ScaleError, StateKind, LESSEE_TIMELINE_KEPT};
 pub use envelope::{
-    ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, PartitionId, SchedContext, ShardId,
+    ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, PartitionId, SchedContext, SendError,
+    ShardId,
 };
 pub use runtime::{BuildError, Ingress, Runtime, RuntimeBuilder, RuntimeReport};
 pub use snapshot::{Snapshot, SnapshotError, SnapshotFile};

@@ -1,5 +1,6 @@
-//! The runtime: its builder, the state shared by all shards, outside intake, and
-//! shutdown.
+//! The runtime: its builder (which starts the shards), the running [`Runtime`] and its
+//! shutdown, and [`Ingress`], the intake for threads outside it. What the shards share
+//! lives in `shared`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,231 +11,18 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::actor::{ActorFactory, SendError};
+use crate::actor::{ActorFactory, Factories};
 use crate::dual::{ActorMetrics, Control, Packet, ScaleChange, ScaleError, StateKind};
-use crate::envelope::{ActorId, AppId, Envelope, OperatorId, ShardId};
+use crate::envelope::{ActorId, AppId, Envelope, OperatorId, SendError, ShardId};
 use crate::mesh::{build_links, Doorbell};
 use crate::placement::{self, CpuSpec, Placement};
 use crate::preflight::{self, PreflightError, PreflightReport};
 use crate::scheduling::{
-    self, AppUsage, CostTable, OperatorCosts, RoundRobin, SchedulingPolicy, UsageTable,
+    AppUsage, CostTable, OperatorCosts, RoundRobin, SchedulingPolicy, UsageTable,
 };
 use crate::shard::{Shard, ShardStart};
-use crate::stats::{ShardCounters, ShardStats};
-
-/// Tunables every shard reads.
-#[derive(Clone, Debug)]
-pub(crate) struct ShardConfig {
-    pub(crate) spin_budget: Duration,
-    pub(crate) park_timeout: Duration,
-    pub(crate) idle_deactivation: Option<Duration>,
-    pub(crate) backlog_high_water: usize,
-    /// Messages a shard's mailboxes may hold before it stops taking more from its
-    /// inbound rings and intake (see the module doc of `shard`).
-    pub(crate) mailbox_high_water: u64,
-    pub(crate) handler_warning_ns: u64,
-}
-
-/// The one place that decides which shard runs a message: the target's home shard.
-///
-/// An operator's partitions go round the shards in turn, from a first shard chosen by a
-/// stable hash of `(app, operator)`: partitions `p` and `p + 1` of one operator never
-/// share a shard while there are shards left, so an operator with as many partitions as
-/// there are shards puts one on each, and different operators start on different shards.
-#[derive(Clone, Debug)]
-pub(crate) struct Router {
-    shards: u64,
-}
-
-impl Router {
-    #[inline]
-    pub(crate) fn route(&self, target: &ActorId) -> ShardId {
-        let operator = ActorId::new(target.app, target.operator, 0).stable_hash();
-        // Multiply-shift range reduction for the first shard: uniform like `%`, without a
-        // division; the partition's step needs one (a handful of cycles).
-        let first = ((u128::from(operator) * u128::from(self.shards)) >> 64) as u64;
-        ((first + u64::from(target.partition) % self.shards) % self.shards) as ShardId
-    }
-}
-
-/// The operators' factories, indexed by app and then operator: a lookup on every send is
-/// two bounds-checked indexings, not a hash.
-struct Registry<M> {
-    apps: Vec<Vec<Option<Registered<M>>>>,
-}
-
-/// An operator's factory and how its state behaves under scaling.
-struct Registered<M> {
-    factory: Arc<dyn ActorFactory<M>>,
-    state: StateKind,
-}
-
-impl<M> Registry<M> {
-    fn new() -> Self {
-        Self { apps: Vec::new() }
-    }
-
-    fn insert(
-        &mut self,
-        app: AppId,
-        operator: OperatorId,
-        factory: Arc<dyn ActorFactory<M>>,
-        state: StateKind,
-    ) {
-        let (app, operator) = (usize::from(app), usize::from(operator));
-        if self.apps.len() <= app {
-            self.apps.resize_with(app + 1, Vec::new);
-        }
-        let operators = &mut self.apps[app];
-        if operators.len() <= operator {
-            operators.resize_with(operator + 1, || None);
-        }
-        operators[operator] = Some(Registered { factory, state });
-    }
-
-    #[inline]
-    fn get(&self, target: &ActorId) -> Option<&Registered<M>> {
-        self.apps
-            .get(usize::from(target.app))?
-            .get(usize::from(target.operator))?
-            .as_ref()
-    }
-}
-
-/// The outside intake of one shard: a bounded flume channel plus a counter of what was
-/// posted, so that the shard checks one cache line instead of the channel's lock.
-struct Intake<M> {
-    sender: flume::Sender<Packet<M>>,
-    posted: CachePadded<AtomicU64>,
-}
-
-/// State shared by all shards and by every `Ingress`.
-pub(crate) struct Shared<M> {
-    pub(crate) config: ShardConfig,
-    pub(crate) router: Router,
-    pub(crate) doorbells: Box<[Doorbell]>,
-    pub(crate) counters: Box<[CachePadded<ShardCounters>]>,
-    pub(crate) cpus: Vec<Option<usize>>,
-    pub(crate) stop: AtomicBool,
-    /// Stop at once, even with work left (a shutdown that ran out of time).
-    pub(crate) abort: AtomicBool,
-    intakes: Box<[Intake<M>]>,
-    factories: Registry<M>,
-    accepting: AtomicBool,
-    /// Messages accepted from outside threads.
-    accepted: CachePadded<AtomicU64>,
-    /// Per shard: the last published metrics of its lessors.
-    pub(crate) live_metrics: Box<[Mutex<BTreeMap<ActorId, ActorMetrics>>]>,
-    /// Orders every shard's ready work.
-    pub(crate) policy: Arc<dyn SchedulingPolicy>,
-    /// Per app: its SLO in nanoseconds, 0 for none.
-    slo_ns: Vec<u64>,
-    /// Measured operator costs and the edges between operators.
-    pub(crate) costs: CostTable,
-    /// Whether handlers are timed (some app has an SLO, or the policy wants costs).
-    pub(crate) measure_costs: bool,
-    /// Per shard and app: busy and reserved time.
-    pub(crate) usage: UsageTable,
-    /// Called with each shed message (see [`RuntimeBuilder::on_shed`]).
-    pub(crate) shed_hooks: Vec<ShedHook<M>>,
-}
-
-/// A hook called with each shed message.
-pub(crate) type ShedHook<M> = Arc<dyn Fn(&Envelope<M>) + Send + Sync>;
-
-impl<M> Shared<M> {
-    pub(crate) fn shards(&self) -> usize {
-        self.doorbells.len()
-    }
-
-    /// Whether the target's operator has mergeable state.
-    #[inline]
-    pub(crate) fn is_mergeable(&self, target: &ActorId) -> bool {
-        self.factories
-            .get(target)
-            .is_some_and(|registered| registered.state == StateKind::Mergeable)
-    }
-
-    #[inline]
-    pub(crate) fn knows_operator(&self, target: &ActorId) -> bool {
-        self.factories.get(target).is_some()
-    }
-
-    pub(crate) fn factory(&self, target: &ActorId) -> &dyn ActorFactory<M> {
-        &*self
-            .factories
-            .get(target)
-            .expect("messages for unregistered operators are refused at send")
-            .factory
-    }
-
-    /// Whether a lessee for `actor` may be asked for; its home shard if so. The lessor
-    /// checks the rest (an existing lessee, a lessee to retire) when it applies the change.
-    pub(crate) fn check_scale(
-        &self,
-        actor: ActorId,
-        change: ScaleChange,
-    ) -> Result<ShardId, ScaleError> {
-        let Some(registered) = self.factories.get(&actor) else {
-            return Err(ScaleError::UnknownOperator(actor));
-        };
-        let home = self.router.route(&actor);
-        let shard = match change {
-            ScaleChange::Add(shard) | ScaleChange::Remove(shard) => shard,
-        };
-        if shard >= self.shards() {
-            return Err(ScaleError::NoSuchShard {
-                shard,
-                shards: self.shards(),
-            });
-        }
-        if let ScaleChange::Add(_) = change {
-            if registered.state == StateKind::Exclusive {
-                return Err(ScaleError::Exclusive(actor));
-            }
-            if shard == home {
-                return Err(ScaleError::HomeShard { actor, shard });
-            }
-        }
-        Ok(home)
-    }
-
-    /// The SLO of `app` in nanoseconds (0: none).
-    #[inline]
-    pub(crate) fn slo_ns(&self, app: AppId) -> u64 {
-        self.slo_ns.get(usize::from(app)).copied().unwrap_or(0)
-    }
-
-    /// Stamps the start deadline `t + L − C(o)` on a message for an app with an SLO.
-    #[inline]
-    pub(crate) fn stamp_deadline(&self, envelope: &mut Envelope<M>) {
-        if let Some(&slo) = self.slo_ns.get(usize::from(envelope.target.app)) {
-            if slo > 0 {
-                envelope.ctx.deadline = scheduling::deadline(
-                    envelope.ctx.ingress,
-                    slo,
-                    self.costs.path_ns(&envelope.target),
-                );
-            }
-        }
-    }
-
-    #[inline]
-    pub(crate) fn intake_posted(&self, shard: ShardId) -> u64 {
-        self.intakes[shard].posted.load(Ordering::Acquire)
-    }
-
-    /// Messages created (accepted from outside, or sent by handlers) and messages handled.
-    fn totals(&self) -> (u64, u64) {
-        let mut created = self.accepted.load(Ordering::SeqCst);
-        let mut handled = 0;
-        for counters in self.counters.iter() {
-            created += counters.msgs_out.load(Ordering::SeqCst);
-            handled += counters.handled.load(Ordering::SeqCst);
-        }
-        (created, handled)
-    }
-}
+use crate::shared::{Intake, OperatorTable, ShardConfig, ShardRouter, Shared, ShedHook};
+use crate::stats::ShardStats;
 
 /// Why a runtime could not be built.
 #[derive(Debug)]
@@ -309,7 +97,8 @@ pub struct RuntimeBuilder<M> {
     intake_capacity: usize,
     io_memory: usize,
     transparent_huge_pages: bool,
-    factories: Registry<M>,
+    factories: Factories<M>,
+    operators: OperatorTable,
     policy: Arc<dyn SchedulingPolicy>,
     slos: BTreeMap<AppId, Duration>,
     handler_warning: Duration,
@@ -329,7 +118,8 @@ impl<M: Send + 'static> Default for RuntimeBuilder<M> {
             intake_capacity: 4096,
             io_memory: 1 << 20,
             transparent_huge_pages: false,
-            factories: Registry::new(),
+            factories: Factories::default(),
+            operators: OperatorTable::default(),
             policy: Arc::new(RoundRobin),
             slos: BTreeMap::new(),
             handler_warning: Duration::from_millis(10),
@@ -478,8 +268,8 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
         factory: impl ActorFactory<M>,
         state: StateKind,
     ) -> Self {
-        self.factories
-            .insert(app, operator, Arc::new(factory), state);
+        self.factories.insert(app, operator, Arc::new(factory));
+        self.operators.insert(app, operator, state);
         self
     }
 
@@ -652,7 +442,8 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
                 }
             })
             .collect();
-        let operators: Vec<usize> = self.factories.apps.iter().map(Vec::len).collect();
+        let operators = self.operators.operators_per_app();
+        let factories = Arc::new(self.factories);
         let mut slo_ns = vec![0u64; operators.len()];
         for (&app, slo) in &self.slos {
             if let Some(entry) = slo_ns.get_mut(usize::from(app)) {
@@ -674,16 +465,15 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
                 handler_warning_ns: self.handler_warning.as_nanos().min(u128::from(u64::MAX))
                     as u64,
             },
-            router: Router {
-                shards: shards as u64,
-            },
+            router: ShardRouter::new(shards),
             doorbells,
             counters: (0..shards).map(|_| CachePadded::default()).collect(),
             cpus: placement.cpus.clone(),
             stop: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             intakes,
-            factories: self.factories,
+            operators: self.operators,
+            _factories_alive: factories.clone(),
             accepting: AtomicBool::new(true),
             accepted: CachePadded::new(AtomicU64::new(0)),
             live_metrics: (0..shards).map(|_| Mutex::default()).collect(),
@@ -699,6 +489,7 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
             starter
                 .send(ShardStart {
                     shared: shared.clone(),
+                    factories: factories.clone(),
                     links,
                     intake,
                 })
@@ -1079,29 +870,5 @@ impl<M: Send + 'static> Ingress<M> {
         intake.posted.fetch_add(1, Ordering::AcqRel);
         shared.doorbells[shard].ring();
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_operators_partitions_spread_over_every_shard() {
-        for shards in 1..=16u64 {
-            let router = Router { shards };
-            for operator in 0..20 {
-                let homes: std::collections::BTreeSet<ShardId> = (0..shards as u32)
-                    .map(|partition| router.route(&ActorId::new(3, operator, partition)))
-                    .collect();
-                assert_eq!(homes.len() as u64, shards, "operator {operator}");
-            }
-        }
-        // Different operators start on different shards.
-        let router = Router { shards: 8 };
-        let firsts: std::collections::BTreeSet<ShardId> = (0..20)
-            .map(|operator| router.route(&ActorId::new(0, operator, 0)))
-            .collect();
-        assert!(firsts.len() > 3, "{firsts:?}");
     }
 }

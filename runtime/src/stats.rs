@@ -38,6 +38,16 @@ pub(crate) fn bump(counter: &AtomicU64, n: u64) {
     );
 }
 
+/// Counts `n` messages as handled. Released after the handler's sends were counted
+/// (see `Outbound::send`): shutdown's quiescence check relies on that order.
+#[inline]
+pub(crate) fn mark_handled(counters: &ShardCounters, n: u64) {
+    counters.handled.store(
+        counters.handled.load(Ordering::Relaxed) + n,
+        Ordering::Release,
+    );
+}
+
 /// A snapshot of one shard's counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardStats {
