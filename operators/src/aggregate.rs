@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 
 use crate::dataflow::{batch_of, Data, KeyedStream, Logic, Msg, Output, Stream, Time, Wiring};
 use crate::partition::Partitioning;
-use crate::state::{entries_of, snapshot_of, Key, Portable};
+use crate::state::{snapshot_of, Key, Portable, Unarchiver};
 use crate::window::MergeFn;
 
 impl<T: Data, K: Key> KeyedStream<T, K> {
@@ -122,7 +122,13 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> Logic for AggregateLogic<T, K
     }
 
     fn merge(&mut self, partial: &Snapshot) -> Result<(), SnapshotError> {
-        for (key, acc) in entries_of::<(K, A)>(partial)? {
+        // Read in place: each archived key and accumulator is converted as it is
+        // folded in, never the whole partial state at once.
+        let archived = partial.archived::<Vec<(K, A)>>()?;
+        let mut unarchiver = Unarchiver::new();
+        for entry in archived.iter() {
+            let key: K = unarchiver.owned(&entry.0)?;
+            let acc: A = unarchiver.owned(&entry.1)?;
             match self.state.entry(key) {
                 std::collections::hash_map::Entry::Occupied(mut entry) => {
                     if !entry.get().1 {

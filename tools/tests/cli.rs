@@ -96,6 +96,16 @@ fn bench_consolidate_writes_every_size() {
             assert!(size[key].as_f64().unwrap() > 0.0, "{key} in {size}");
         }
     }
+    let operators = report["operators"].as_array().unwrap();
+    assert_eq!(operators.len(), 2, "window_count at each size: {report}");
+    for (row, most) in operators.iter().zip([1024, 65536]) {
+        assert_eq!(row["operator"], "window_count");
+        let bytes = row["bytes"].as_u64().unwrap();
+        assert!(bytes <= most && bytes > most * 9 / 10, "{row}");
+        for key in ["in_place_ns", "deserialize_first_ns", "ratio"] {
+            assert!(row[key].as_f64().unwrap() > 0.0, "{key} in {row}");
+        }
+    }
 }
 
 /// Runs `dirigo bench <args> --json <tmp>`; returns the parsed JSON and the printed table.

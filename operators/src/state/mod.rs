@@ -6,9 +6,12 @@
 //! - [`KeyCounts`] (its layout is in [`key_counts`]): per-key counts whose archive the
 //!   lessor merges in place, without deserializing it.
 //!
-//! Window state, running aggregates and join buffers are snapshotted as one vector of
-//! entries and merged entry by entry (`snapshot_of` and `entries_of` here; the windows'
-//! own snapshot and merge are in the `window` module's `logic`).
+//! Window state, running aggregates and join buffers are archived as vectors of entries
+//! ([`snapshot_of`]) and merged by reading that archive *in place*: the lessor walks the
+//! archived entries and converts each key and accumulator as it folds it in
+//! ([`Unarchiver`]), so no owned copy of the whole partial state is ever made. For
+//! primitive keys and accumulators that conversion is a load from the archive. (The
+//! windows' own layout and merge are in [`WindowState`](crate::window::WindowState).)
 
 use std::hash::Hash;
 
@@ -57,8 +60,47 @@ pub(crate) fn snapshot_of<E: Portable>(
     Snapshot::of(entries).map(Some)
 }
 
-/// The entries a [`snapshot_of`] archived, deserialized.
-pub(crate) fn entries_of<E: Portable>(partial: &Snapshot) -> Result<Vec<E>, SnapshotError> {
-    let archived = partial.archived::<Vec<E>>()?;
-    rkyv::deserialize::<Vec<E>, rancor::Error>(archived).map_err(SnapshotError::Invalid)
+/// Turns archived values into owned ones one at a time, as a merge folds them in.
+///
+/// A partial state is read in place: the merge walks the archive and asks for each key
+/// and accumulator when it needs it. For primitives (`u64`, `i64`, `f64`, ...) that is
+/// a load from the archived bytes; strings, vectors and other types are built one entry
+/// at a time, so the merge never holds an owned copy of the whole partial state. One
+/// `Unarchiver` serves a whole merge (it keeps rkyv's table of shared pointers).
+///
+/// ```
+/// use dirigo_operators::state::Unarchiver;
+/// use dirigo_runtime::Snapshot;
+///
+/// let partial = Snapshot::of(&vec![(7u64, "seven".to_string()), (9, "nine".into())]).unwrap();
+/// let archived = partial.archived::<Vec<(u64, String)>>().unwrap();
+/// let mut unarchiver = Unarchiver::new();
+/// let mut keys = 0;
+/// for entry in archived.iter() {
+///     keys += unarchiver.owned::<u64>(&entry.0).unwrap();
+///     let name: String = unarchiver.owned(&entry.1).unwrap();
+///     assert!(name.len() >= 4);
+/// }
+/// assert_eq!(keys, 16);
+/// ```
+#[derive(Default)]
+pub struct Unarchiver {
+    pool: rkyv::de::Pool,
+}
+
+impl Unarchiver {
+    /// An unarchiver for one merge.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The owned form of one archived value.
+    #[inline]
+    pub fn owned<T: Portable>(&mut self, archived: &T::Archived) -> Result<T, SnapshotError> {
+        rkyv::Deserialize::<T, HighDeserializer<rancor::Error>>::deserialize(
+            archived,
+            rancor::Strategy::wrap(&mut self.pool),
+        )
+        .map_err(SnapshotError::Invalid)
+    }
 }

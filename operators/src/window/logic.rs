@@ -1,26 +1,20 @@
 //! The window operator ([`WindowLogic`]): adds records to their windows (sessions merge
-//! as they overlap), fires the windows the input frontier passed and emits their rows,
-//! and hands over and merges partial windows between lessees and their lessor.
-//!
-//! Snapshot and merge of window state are together at the end of this file, in the
-//! [`Logic`] implementation: [`WindowLogic::snapshot`] archives every open window's and
-//! session's entries as `(end, key, start, accumulator)`; [`WindowLogic::merge`] reads
-//! such an archive back (deserialized whole by [`entries_of`]) and folds each entry into
-//! the lessor's windows and sessions.
+//! as they overlap), fires the windows the input frontier passed and emits their rows.
+//! Its state, and how that state is handed over and merged between lessees and their
+//! lessor, is a [`WindowState`] (in `state`).
 
 use std::any::Any;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use dirigo_runtime::{Context, PartitionId, Snapshot, SnapshotError};
-use rustc_hash::FxHashMap;
 
 use super::keys::{WindowKeys, MIN_ROOM, ROOM_KEPT};
+use super::state::{open_window, WindowState};
 use super::{Window, WindowSpec, Windows};
 use crate::dataflow::{batch_of, AppCounters, Data, Logic, Msg, Output, Time, Wiring};
-use crate::state::{entries_of, snapshot_of, Key, Portable};
+use crate::state::{Key, Portable};
 
 /// Folds a record into a window's accumulator: `(accumulator, window, time, record)`.
 type FoldFn<A, T> = Arc<dyn Fn(&mut A, Window, Time, &T) + Send + Sync>;
@@ -40,50 +34,16 @@ pub(super) struct WindowFns<T, K, A, O> {
     pub(super) emit: EmitFn<K, A, O>,
 }
 
-/// A key's session that has not fired yet.
-struct OpenSession<A> {
-    start: Time,
-    end: Time,
-    acc: A,
-    /// The end under which `session_ends` holds this session's entry (at most `end`).
-    queued_at: Time,
-}
-
 /// One partition of a window operator: its open windows (or sessions) and their
 /// accumulators.
 pub(super) struct WindowLogic<T, K, A, O> {
     fns: Arc<WindowFns<T, K, A, O>>,
-    /// Tumbling and sliding windows: by end, then by key (a hash map: every record
-    /// touches it, while only firing needs the keys in order).
-    windows: BTreeMap<Time, WindowKeys<K, A>>,
-    /// Session windows: per key, its open sessions.
-    sessions: FxHashMap<K, Vec<OpenSession<A>>>,
-    /// Session ends to look at, earliest first: one entry per session, at the end it
-    /// had when queued (a session that grew since is queued again at its new end when
-    /// that entry comes up; entries of sessions merged into others are skipped). Queuing
-    /// every record's end instead would keep one entry per record of the last gap.
-    session_ends: BinaryHeap<Reverse<(Time, K)>>,
+    /// The open windows or sessions, per key.
+    state: WindowState<K, A>,
     frontier: Time,
     counters: Arc<AppCounters>,
     out: Output<O>,
     scratch: Vec<O>,
-    /// The last fired window's key state, emptied: the next window to open starts with
-    /// its hash map and key runs already grown to a window's size, instead of growing
-    /// them again (a dozen rehashes of every key so far) while records arrive.
-    spare: Option<WindowKeys<K, A>>,
-}
-
-/// The key state of the window ending at `end`, opened with `spare`'s room if it is new.
-#[inline]
-fn open_window<'w, K: 'static, A>(
-    windows: &'w mut BTreeMap<Time, WindowKeys<K, A>>,
-    spare: &mut Option<WindowKeys<K, A>>,
-    end: Time,
-    any_order: bool,
-) -> &'w mut WindowKeys<K, A> {
-    windows
-        .entry(end)
-        .or_insert_with(|| spare.take().unwrap_or_else(|| WindowKeys::new(any_order)))
 }
 
 impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
@@ -93,15 +53,12 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
         partition: PartitionId,
     ) -> Self {
         Self {
+            state: WindowState::new(fns.spec),
             fns,
-            windows: BTreeMap::new(),
-            sessions: FxHashMap::default(),
-            session_ends: BinaryHeap::new(),
             frontier: 0,
             counters: wiring.counters.clone(),
             out: Output::new(wiring, partition),
             scratch: Vec::new(),
-            spare: None,
         }
     }
 
@@ -110,10 +67,9 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
         // bounce its counter between the shards that run this operator's partitions.
         let Self {
             fns,
-            windows,
+            state,
             frontier,
             counters,
-            spare,
             ..
         } = self;
         let fns: &WindowFns<T, K, A, O> = fns;
@@ -126,9 +82,10 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
             let end = time.saturating_add(gap.max(1));
             let mut acc = (fns.init)();
             (fns.fold)(&mut acc, Window { start: time, end }, time, record);
-            self.insert_session(key, time, end, acc);
+            state.insert_session(key, time, end, acc, &*fns.merge);
             return;
         }
+        let WindowState { windows, spare, .. } = state;
         let mut late = false;
         let spec = fns.spec;
         let frontier = *frontier;
@@ -152,12 +109,12 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
     fn add_tumbling(&mut self, batch: &[(Time, T)], size: Time) {
         let Self {
             fns,
-            windows,
+            state,
             frontier,
             counters,
-            spare,
             ..
         } = self;
+        let WindowState { windows, spare, .. } = state;
         let fns: &WindowFns<T, K, A, O> = fns;
         let frontier = *frontier;
         let mut late = 0u64;
@@ -190,47 +147,16 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
         }
     }
 
-    /// Adds session `[start, end)` for `key`, merging every session it overlaps.
-    fn insert_session(&mut self, key: K, mut start: Time, mut end: Time, mut acc: A) {
-        let merge = &self.fns.merge;
-        let sessions = self.sessions.entry(key.clone()).or_default();
-        // The earliest entry among the sessions this one absorbs stands for it.
-        let mut queued_at: Option<Time> = None;
-        let mut index = 0;
-        while index < sessions.len() {
-            let session = &sessions[index];
-            if session.start < end && start < session.end {
-                let other = sessions.swap_remove(index);
-                start = start.min(other.start);
-                end = end.max(other.end);
-                queued_at = Some(queued_at.map_or(other.queued_at, |at| at.min(other.queued_at)));
-                merge(&mut acc, other.acc);
-            } else {
-                index += 1;
-            }
-        }
-        let queued_at = queued_at.unwrap_or_else(|| {
-            self.session_ends.push(Reverse((end, key)));
-            end
-        });
-        sessions.push(OpenSession {
-            start,
-            end,
-            acc,
-            queued_at,
-        });
-    }
-
     fn fire(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
         let fns = self.fns.clone();
         if let Windows::Session { .. } = fns.spec.windows {
             let mut due: Vec<(Time, K, Time, A)> = Vec::new();
-            while let Some(Reverse((end, _))) = self.session_ends.peek() {
+            while let Some(Reverse((end, _))) = self.state.session_ends.peek() {
                 if !fns.spec.fired(*end, frontier) {
                     break;
                 }
-                let Reverse((end, key)) = self.session_ends.pop().expect("peeked");
-                let Some(sessions) = self.sessions.get_mut(&key) else {
+                let Reverse((end, key)) = self.state.session_ends.pop().expect("peeked");
+                let Some(sessions) = self.state.sessions.get_mut(&key) else {
                     continue;
                 };
                 // A key's open sessions are disjoint and each is queued within its own
@@ -241,12 +167,12 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
                 let session = &mut sessions[index];
                 if session.end != end {
                     session.queued_at = session.end;
-                    self.session_ends.push(Reverse((session.end, key)));
+                    self.state.session_ends.push(Reverse((session.end, key)));
                     continue;
                 }
                 let session = sessions.swap_remove(index);
                 if sessions.is_empty() {
-                    self.sessions.remove(&key);
+                    self.state.sessions.remove(&key);
                 }
                 due.push((session.end, key, session.start, session.acc));
             }
@@ -258,7 +184,7 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
             }
             return;
         }
-        while let Some(entry) = self.windows.first_entry() {
+        while let Some(entry) = self.state.windows.first_entry() {
             if !fns.spec.fired(*entry.key(), frontier) {
                 break;
             }
@@ -272,7 +198,7 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
             }
             keys.clear();
             keys.fit(held);
-            self.spare = Some(keys);
+            self.state.spare = Some(keys);
             let time = self.fns.spec.output_time(end);
             let rows = self.scratch.len();
             self.out.give_all(ctx, time, &mut self.scratch);
@@ -318,45 +244,13 @@ impl<T: Data, K: Key, A: Portable, O: Data> Logic for WindowLogic<T, K, A, O> {
     }
 
     fn snapshot(&mut self) -> Result<Option<Snapshot>, SnapshotError> {
-        let mut entries: Vec<(Time, K, Time, A)> = std::mem::take(&mut self.windows)
-            .into_iter()
-            .flat_map(|(end, keys)| {
-                keys.into_unordered()
-                    .map(move |(key, start, acc)| (end, key, start, acc))
-            })
-            .collect();
-        for (key, sessions) in self.sessions.drain() {
-            for session in sessions {
-                entries.push((session.end, key.clone(), session.start, session.acc));
-            }
-        }
-        self.session_ends.clear();
-        snapshot_of(&entries)
+        self.state.snapshot()
     }
 
     fn merge(&mut self, partial: &Snapshot) -> Result<(), SnapshotError> {
-        let merge = self.fns.merge.clone();
-        for (end, key, start, acc) in entries_of::<(Time, K, Time, A)>(partial)? {
-            if self.fns.spec.fired(end, self.frontier) {
-                self.counters.late.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if let Windows::Session { .. } = self.fns.spec.windows {
-                self.insert_session(key, start, end, acc);
-            } else {
-                let keys = open_window(
-                    &mut self.windows,
-                    &mut self.spare,
-                    end,
-                    self.fns.spec.any_order,
-                );
-                match keys.entries.get_mut(&key) {
-                    Some((_, mine)) => merge(mine, acc),
-                    None => {
-                        keys.entry(key, || (start, acc));
-                    }
-                }
-            }
+        let late = self.state.merge(partial, self.frontier, &*self.fns.merge)?;
+        if late > 0 {
+            self.counters.late.fetch_add(late, Ordering::Relaxed);
         }
         Ok(())
     }

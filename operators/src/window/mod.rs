@@ -35,12 +35,14 @@ mod assign;
 mod join;
 mod keys;
 mod logic;
+mod state;
 
 pub use crate::process::Emitted;
 pub use crate::state::{Key, Portable};
 pub use join::Either;
 pub(crate) use logic::MergeFn;
 use logic::{WindowFns, WindowLogic};
+pub use state::{PartialSession, PartialWindow, PartialWindows, WindowState};
 
 /// Which windows a record belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

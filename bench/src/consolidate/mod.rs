@@ -44,7 +44,11 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use dirigo_operators::state::{ArchivedKeyCounts, KeyCounts};
+
+mod operators;
+
 use dirigo_runtime::snapshot::Snapshot;
+pub use operators::OperatorResult;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
@@ -138,6 +142,11 @@ pub struct ConsolidateReport {
     pub ratio_same_layout_at_1mib: Option<f64>,
     /// Whether the ratio at 1 MiB is at most [`TARGET_RATIO`], when that size ran.
     pub target_met: Option<bool>,
+    /// The same merge for operators' own state (see the `operators` rows), one entry per
+    /// operator and size.
+    pub operators: Vec<OperatorResult>,
+    /// `window_count`'s `in_place_ns / deserialize_first_ns` at 1 MiB, when that size ran.
+    pub window_count_ratio_at_1mib: Option<f64>,
 }
 
 impl ConsolidateReport {
@@ -174,9 +183,35 @@ impl ConsolidateReport {
                 size.deserialize_ns
             ));
         }
+        out.push_str(&format!(
+            "\n{:<14} {:>10} {:>9} {:>14} {:>16} {:>9} {:>14} {:>9}\n",
+            "operator",
+            "archive",
+            "keys",
+            "in place (ns)",
+            "deser. 1st (ns)",
+            "ratio",
+            "same layout",
+            "ratio"
+        ));
+        for row in &self.operators {
+            out.push_str(&format!(
+                "{:<14} {:>10} {:>9} {:>14.0} {:>16.0} {:>9.3} {:>14.0} {:>9.3}\n",
+                row.operator,
+                human_bytes(row.bytes),
+                row.partial_keys,
+                row.in_place_ns,
+                row.deserialize_first_ns,
+                row.ratio,
+                row.deserialize_same_layout_ns,
+                row.ratio_same_layout
+            ));
+        }
         out.push_str(
             "\ncopy: the counts as a hash map, deserialized from its archive, merged entry by entry;\n\
-             same layout: the sorted run deserialized into an owned KeyCounts, then merged\n",
+             same layout: the sorted run deserialized into an owned KeyCounts, then merged;\n\
+             operators: in place is what the operator runs; deser. 1st, the whole archive of\n\
+             entries deserialized first, then folded in (how operators merged before)\n",
         );
         if let Some(ratio) = self.ratio_at_1mib {
             let verdict = if ratio <= GOAL_RATIO {
@@ -193,6 +228,16 @@ impl ConsolidateReport {
         if let Some(ratio) = self.ratio_same_layout_at_1mib {
             out.push_str(&format!(
                 "rkyv / same layout copy  {ratio:>6.3}  (zero-copy alone, no target)\n"
+            ));
+        }
+        if let Some(ratio) = self.window_count_ratio_at_1mib {
+            let verdict = if ratio <= TARGET_RATIO {
+                "ok"
+            } else {
+                "MISSED"
+            };
+            out.push_str(&format!(
+                "window_count in place / deserialize first at 1 MiB  {ratio:>6.3}  (target <= {TARGET_RATIO})  {verdict}\n"
             ));
         }
         out
@@ -225,9 +270,20 @@ pub fn run(config: &ConsolidateConfig) -> Result<ConsolidateReport, String> {
     sizes.sort_unstable();
     let mut rng = SplitMix64(config.seed);
     let mut results = Vec::with_capacity(sizes.len());
+    let mut operators = Vec::with_capacity(sizes.len());
     for bytes in sizes {
         results.push(measure(config, repetitions, bytes, &mut rng)?);
+        operators.push(operators::window_count(
+            config,
+            repetitions,
+            bytes,
+            &mut rng,
+        )?);
     }
+    let window_count_ratio_at_1mib = operators
+        .iter()
+        .find(|row| row.bytes <= TARGET_BYTES && row.bytes > TARGET_BYTES - TARGET_BYTES / 64)
+        .map(|row| row.ratio);
     let at_1mib = results
         .iter()
         .find(|size| size.bytes <= TARGET_BYTES && size.bytes > TARGET_BYTES - TARGET_BYTES / 64);
@@ -241,6 +297,8 @@ pub fn run(config: &ConsolidateConfig) -> Result<ConsolidateReport, String> {
         ratio_at_1mib,
         ratio_same_layout_at_1mib,
         target_met: ratio_at_1mib.map(|ratio| ratio <= TARGET_RATIO),
+        operators,
+        window_count_ratio_at_1mib,
     })
 }
 
