@@ -12,13 +12,13 @@
 //!   routing rule that [`Partitioner`] and operator outputs share;
 //! - [`ops`]: stateless operators (`map`, `filter`, `flat_map`, repartitioning);
 //! - [`window`]: event-time windows (tumbling, sliding, session) with an aggregate,
-//!   top-k and windowed joins; one window's key table, and the window operator with its
-//!   snapshot and merge;
+//!   top-k and windowed joins; one window's key table, the window operator, and
+//!   [`WindowState`](window::WindowState), its state with the in-place merge;
 //! - [`aggregate`]: running aggregates per key over the whole stream;
 //! - [`process`]: keyed `process` operators with state of their own (never leased);
 //! - [`state`]: state that travels between shards — [`Portable`](state::Portable) and
-//!   [`Key`](state::Key), and [`KeyCounts`], per-key counts that lessees archive and the
-//!   lessor merges in place;
+//!   [`Key`](state::Key), the [`Unarchiver`](state::Unarchiver) that merges read archives
+//!   in place with, and [`KeyCounts`], per-key counts in sorted runs;
 //! - [`source`] and [`sink`]: paced sources and sinks (collect, latency recorder, JSON
 //!   lines);
 //! - [`io`]: load shapes, key distributions, the synthetic generator, files and TCP,

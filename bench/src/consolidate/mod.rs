@@ -1,6 +1,11 @@
 //! `dirigo bench consolidate`: what merging a lessee's partial state into its lessor's
 //! costs, reading the archive in place (rkyv, zero-copy) against copying it first.
 //!
+//! Two kinds of rows: the per-key counts of [`KeyCounts`] (below), a layout made for
+//! merging, and the operators' own state (`operators`: a `window_count`'s
+//! [`WindowState`](dirigo_operators::window::WindowState), merged the way the window
+//! operators merge it, against deserializing the partial first; JSON `operators`).
+//!
 //! The state is a keyed count, [`KeyCounts`]. For each size, the benchmark builds a
 //! lessor state and a partial state whose archive takes about that many bytes, archives
 //! the partial into a [`Snapshot`](dirigo_runtime::snapshot::Snapshot), and times, in

@@ -15,13 +15,15 @@
 //!
 //! Window state and join buffers are *mergeable*: those operators may get lessees, each
 //! folding records into partial windows; at a watermark (a critical message) the lessor
-//! merges the partial windows (archived with rkyv, see [`Portable`]) and fires.
+//! merges the partial windows, reading their rkyv archive in place ([`WindowState::merge`]),
+//! and fires.
 //!
 //! Where things live: the public API is here; `assign` computes a record's windows and
 //! when they fire; `keys` holds one window's per-key state ([`WindowSpec::any_order`] or
-//! key order at firing); `logic` is the window operator itself: adding records, firing,
-//! emitting, and its snapshot and merge (`WindowLogic::snapshot`, `WindowLogic::merge`);
-//! `join` is the windowed join. Running aggregates are in [`aggregate`](crate::aggregate)
+//! key order at firing); `state` holds an operator partition's open windows and sessions
+//! ([`WindowState`]) and hands them between lessees and their lessor (the archived
+//! [`PartialWindows`], merged in place); `logic` is the window operator itself: adding
+//! records, firing, emitting; `join` is the windowed join. Running aggregates are in [`aggregate`](crate::aggregate)
 //! and `process` operators in [`process`](crate::process).
 
 use std::sync::Arc;
