@@ -8,7 +8,7 @@
 //!
 //! The state is a keyed count, [`KeyCounts`]. For each size, the benchmark builds a
 //! lessor state and a partial state whose archive takes about that many bytes, archives
-//! the partial into a [`Snapshot`](dirigo_runtime::snapshot::Snapshot), and times, in
+//! the partial into a `Snapshot`, and times, in
 //! alternating rounds of the same run:
 //!
 //! | key | what |

@@ -7,7 +7,7 @@
 //!   lessor merges in place, without deserializing it.
 //!
 //! Window state, running aggregates and join buffers are archived as vectors of entries
-//! ([`snapshot_of`]) and merged by reading that archive *in place*: the lessor walks the
+//! (`snapshot_of`) and merged by reading that archive *in place*: the lessor walks the
 //! archived entries and converts each key and accumulator as it folds it in
 //! ([`Unarchiver`]), so no owned copy of the whole partial state is ever made. For
 //! primitive keys and accumulators that conversion is a load from the archive. (The

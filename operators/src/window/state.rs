@@ -269,7 +269,7 @@ impl<K: Key, A: Portable> WindowState<K, A> {
     }
 
     /// Merges a lessee's partial state (a [`snapshot`](Self::snapshot)) into this one,
-    /// reading the archive in place (see the [module documentation](self)); `merge`
+    /// reading the archive in place (see the [archived form](crate::window::PartialWindows)); `merge`
     /// combines two accumulators of one window and key. Windows that already fired at
     /// `frontier` take nothing: their entries are returned as the count of late ones.
     pub fn merge(
