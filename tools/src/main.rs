@@ -26,6 +26,7 @@ mod allocator;
 mod apps;
 mod config;
 mod demo;
+mod exit;
 mod report;
 mod run;
 
@@ -34,6 +35,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+use exit::Exit;
 
 #[derive(Parser)]
 #[command(
@@ -312,7 +315,7 @@ fn main() -> ExitCode {
                 Ok(loaded) => loaded,
                 Err(error) => {
                     eprintln!("{error}");
-                    return ExitCode::from(2);
+                    return Exit::Usage.into();
                 }
             };
             if loaded.apps.is_empty() {
@@ -320,13 +323,13 @@ fn main() -> ExitCode {
                     "{}: no [[app]] to run; add one (see configs/README.md), or use `dirigo demo --config` for runtime settings alone",
                     config.display()
                 );
-                return ExitCode::from(2);
+                return Exit::Usage.into();
             }
             let duration = match duration.as_deref().map(run::parse_duration).transpose() {
                 Ok(duration) => duration,
                 Err(error) => {
                     eprintln!("--duration: {error}");
-                    return ExitCode::from(2);
+                    return Exit::Usage.into();
                 }
             };
             run_config(&loaded, &config.display().to_string(), duration, report)
@@ -344,7 +347,7 @@ fn main() -> ExitCode {
             if let Some(path) = &args.config {
                 if let Err(error) = config::Config::load(path) {
                     eprintln!("{error}");
-                    return ExitCode::from(2);
+                    return Exit::Usage.into();
                 }
             }
             demo::run(&args)
@@ -357,7 +360,7 @@ fn main() -> ExitCode {
                 }
                 Err(error) => {
                     eprintln!("{error}");
-                    ExitCode::from(2)
+                    Exit::Usage.into()
                 }
             };
         }
@@ -489,10 +492,10 @@ fn main() -> ExitCode {
         },
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Success.into(),
         Err(message) => {
             eprintln!("dirigo: {message}");
-            ExitCode::FAILURE
+            Exit::Failure.into()
         }
     }
 }
