@@ -278,16 +278,23 @@ pub fn q5(events: &Stream<Event>) -> Stream<Q5> {
 }
 
 /// One auction's candidates for a window's highest bid: those inside the window with
-/// the highest price, and those exactly at its end with the highest price.
+/// the highest price, and those exactly at its end that could still match the window's
+/// highest price.
+///
+/// The window's highest price is taken over the bids inside it (`start <= t < end`),
+/// across every auction; a bid at exactly `end` is output too when its price equals it.
+/// So an edge bid matters only if its price is that maximum, which one auction cannot
+/// know: every edge bid priced at least the auction's own inside maximum is kept (a
+/// lower one can never match), however many other bids share its millisecond. They are
+/// the bids of one millisecond, so few.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct HighestBids {
     /// Highest price inside the window.
     pub inside_price: u64,
     /// The bids inside at that price.
     pub inside: Vec<Q7>,
-    /// Highest price at the window's end.
-    pub edge_price: u64,
-    /// The bids at the end at that price.
+    /// The bids at the window's end priced at least `inside_price` (every one while
+    /// `inside` is empty).
     pub edge: Vec<Q7>,
 }
 
@@ -302,12 +309,24 @@ fn keep_highest(price: &mut u64, bids: &mut Vec<Q7>, candidate: Q7) {
 }
 
 impl HighestBids {
+    fn add_inside(&mut self, bid: Q7) {
+        keep_highest(&mut self.inside_price, &mut self.inside, bid);
+        let floor = self.inside_price;
+        self.edge.retain(|edge| edge.price >= floor);
+    }
+
+    fn add_edge(&mut self, bid: Q7) {
+        if self.inside.is_empty() || bid.price >= self.inside_price {
+            self.edge.push(bid);
+        }
+    }
+
     fn absorb(&mut self, other: HighestBids) {
         for bid in other.inside {
-            keep_highest(&mut self.inside_price, &mut self.inside, bid);
+            self.add_inside(bid);
         }
         for bid in other.edge {
-            keep_highest(&mut self.edge_price, &mut self.edge, bid);
+            self.add_edge(bid);
         }
     }
 }
@@ -333,9 +352,9 @@ pub fn q7(events: &Stream<Event>) -> Stream<Q7> {
                 date_time: time,
             };
             if time == window.end {
-                keep_highest(&mut highest.edge_price, &mut highest.edge, row);
+                highest.add_edge(row);
             } else {
-                keep_highest(&mut highest.inside_price, &mut highest.inside, row);
+                highest.add_inside(row);
             }
         },
         HighestBids::absorb,
