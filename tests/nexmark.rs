@@ -12,7 +12,7 @@ use dirigo_operators::nexmark::events::{Event, NexmarkSpec};
 use dirigo_operators::nexmark::queries::{self, Query, QUERIES};
 use dirigo_operators::source::Pacing;
 use dirigo_runtime::Runtime;
-use dirigo_tests::nexmark_reference;
+use dirigo_tests::nexmark_reference::{self, bid, person};
 
 const EVENTS: usize = 200_000;
 
@@ -265,29 +265,6 @@ fn records_later_than_the_bound_are_counted_and_dropped() {
     assert_eq!(got.late, replayed.len() as u64);
 }
 
-fn hand_bid(auction: u64, bidder: u64, price: u64, date_time: Time) -> Event {
-    Event::Bid(dirigo_operators::nexmark::events::Bid {
-        auction,
-        bidder,
-        price,
-        channel: "channel".into(),
-        url: format!("https://example.com/{auction}/{bidder}/{price}"),
-        date_time,
-    })
-}
-
-fn hand_person(id: u64, state: &str, date_time: Time) -> Event {
-    Event::Person(dirigo_operators::nexmark::events::Person {
-        id,
-        name: format!("person {id}"),
-        email: format!("{id}@example.com"),
-        credit_card: "1234".into(),
-        city: format!("city {id}"),
-        state: state.into(),
-        date_time,
-    })
-}
-
 fn hand_auction(
     id: u64,
     seller: u64,
@@ -318,52 +295,52 @@ fn edge_events() -> Vec<Event> {
     let t = 100_000; // a window start for the 10 s tumbling and 2 s sliding windows
     let mut events = vec![
         // q3, q8: people and their auctions, across and within window edges.
-        hand_person(20, "or", t),
-        hand_person(22, "wa", t),
-        hand_person(31, "id", t + W - 1),
+        person(20, "or", t),
+        person(22, "wa", t),
+        person(31, "id", t + W - 1),
         // q4: a bid before its auction exists (never a winner).
-        hand_bid(10, 1, 50, t + 50),
+        bid(10, 1, 50, t + 50),
         hand_auction(10, 20, 1, 300, t + 100, t + 5 * W),
         hand_auction(11, 22, 1, 300, t + 100, t + 5 * W),
         hand_auction(21, 20, 10, 1, t + 500, t + 6 * W),
         hand_auction(23, 22, 10, 1, t + 500, t + 6 * W),
         // q7, window [t, t + W): the highest inside price is 500, by auctions 1 and 2.
-        hand_bid(1, 2, 500, t + 5_000),
-        hand_bid(2, 3, 500, t + W - 1),
-        hand_bid(246, 4, 100, t + 2_000),
-        hand_bid(11, 5, 299, t + 3_000),
+        bid(1, 2, 500, t + 5_000),
+        bid(2, 3, 500, t + W - 1),
+        bid(246, 4, 100, t + 2_000),
+        bid(11, 5, 299, t + 3_000),
         // q11: bidder 7's sessions: bids exactly one gap apart start a new session.
-        hand_bid(40, 7, 10, t + 1_000),
-        hand_bid(40, 7, 10, t + 1_000 + W),
+        bid(40, 7, 10, t + 1_000),
+        bid(40, 7, 10, t + 1_000 + W),
     ];
     // At exactly t + W: q7's edge. Auction 3 bids the window's highest price and, in the
     // same millisecond, a higher one (which belongs to the next window); auction 1 too;
     // auction 4's edge bid is below the highest. q8: an auction one millisecond after its
     // seller registered, in the next window.
     events.extend([
-        hand_bid(3, 8, 900, t + W),
-        hand_bid(3, 9, 500, t + W),
-        hand_bid(1, 10, 800, t + W),
-        hand_bid(1, 11, 500, t + W),
-        hand_bid(4, 12, 400, t + W),
+        bid(3, 8, 900, t + W),
+        bid(3, 9, 500, t + W),
+        bid(1, 10, 800, t + W),
+        bid(1, 11, 500, t + W),
+        bid(4, 12, 400, t + W),
         hand_auction(32, 31, 10, 1, t + W, t + 7 * W),
-        hand_person(30, "ca", t + W),
+        person(30, "ca", t + W),
         hand_auction(33, 30, 3, 1, t + 2 * W - 1, t + 7 * W),
     ]);
     // q5: sliding windows every 2 s; bids exactly on slide edges, with ties.
     for (i, auction) in [5u64, 6, 5, 6, 7].into_iter().enumerate() {
-        events.push(hand_bid(auction, 13, 100, t + W + 2_000 * (i as Time + 1)));
+        events.push(bid(auction, 13, 100, t + W + 2_000 * (i as Time + 1)));
     }
     events.extend([
         // q4: exactly the reserve (valid), and exactly at the expiry (not).
-        hand_bid(10, 14, 300, t + 2 * W),
-        hand_bid(10, 15, 400, t + 5 * W - 1),
-        hand_bid(10, 16, 9_000, t + 5 * W),
-        hand_bid(11, 17, 100, t + 5 * W - 1),
+        bid(10, 14, 300, t + 2 * W),
+        bid(10, 15, 400, t + 5 * W - 1),
+        bid(10, 16, 9_000, t + 5 * W),
+        bid(11, 17, 100, t + 5 * W - 1),
         // q11: within the gap by one millisecond, the session goes on.
-        hand_bid(40, 7, 10, t + 1_000 + 2 * W - 1),
+        bid(40, 7, 10, t + 1_000 + 2 * W - 1),
         // Far later: every window and auction above has closed by then.
-        hand_bid(123, 18, 1_000, t + 20 * W),
+        bid(123, 18, 1_000, t + 20 * W),
     ]);
     events.sort_by_key(Event::time);
     events

@@ -293,35 +293,37 @@ pub fn query(name: &str, events: &[Event]) -> Option<Vec<String>> {
     })
 }
 
+/// A hand-made bid, for tests that build their own events.
+pub fn bid(auction: u64, bidder: u64, price: u64, date_time: u64) -> Event {
+    Event::Bid(Bid {
+        auction,
+        bidder,
+        price,
+        channel: "channel".into(),
+        url: format!("https://example.com/{auction}/{bidder}/{date_time}"),
+        date_time,
+    })
+}
+
+/// A hand-made person, for tests that build their own events.
+pub fn person(id: u64, state: &str, date_time: u64) -> Event {
+    Event::Person(Person {
+        id,
+        name: format!("person {id}"),
+        email: format!("{id}@example.com"),
+        credit_card: "1234".into(),
+        city: format!("city {id}"),
+        state: state.into(),
+        date_time,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use dirigo_operators::nexmark::events::NexmarkSpec;
 
     const QUERIES: [&str; 9] = ["q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q11"];
-
-    fn bid(auction: u64, bidder: u64, price: u64, date_time: u64) -> Event {
-        Event::Bid(Bid {
-            auction,
-            bidder,
-            price,
-            channel: "channel".into(),
-            url: format!("https://example.com/{auction}/{bidder}/{date_time}"),
-            date_time,
-        })
-    }
-
-    fn person(id: u64, state: &str, date_time: u64) -> Event {
-        Event::Person(Person {
-            id,
-            name: format!("person {id}"),
-            email: format!("{id}@example.com"),
-            credit_card: "1234".into(),
-            city: format!("city {id}"),
-            state: state.into(),
-            date_time,
-        })
-    }
 
     fn auction(id: u64, seller: u64, category: u64, date_time: u64) -> Auction {
         Auction {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use dirigo_runtime::{Context, PartitionId, StateKind};
 
 use crate::dataflow::{
-    add_operator, batch_of, stream_of, Data, KeyedStream, Logic, Msg, Output, Stream, Time, Wiring,
+    add_operator, batch_of, Data, KeyedStream, Logic, Msg, Output, Stream, Time, Wiring,
 };
 use crate::partition::Partitioning;
 
@@ -128,11 +128,6 @@ impl<T: Data, K: Hash + 'static> KeyedStream<T, K> {
                 }) as Box<dyn Logic>
             }),
         );
-        self.stream
-            .connect(node, Partitioning::KeyHash, Some(self.hasher()));
-        other
-            .stream
-            .connect(node, Partitioning::KeyHash, Some(other.hasher()));
-        stream_of(self.stream.graph(), node)
+        self.connect_with(other, node)
     }
 }

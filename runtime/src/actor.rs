@@ -9,7 +9,7 @@ use crate::dual::{Barrier, Control, ScaleChange, ScaleError};
 /// Also reachable here, where handlers meet it.
 pub use crate::envelope::SendError;
 use crate::envelope::{
-    ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, SchedContext, ShardId,
+    ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, PerOperator, SchedContext, ShardId,
 };
 use crate::outbound::Outbound;
 use crate::snapshot::{Snapshot, SnapshotError};
@@ -123,12 +123,14 @@ pub(crate) fn guarded<T>(actor: ActorId, what: &str, fallback: T, call: impl FnO
 /// in two bounds-checked indexings, not a hash. Each shard holds a handle to it; senders
 /// look at the operator table in `shared` instead.
 pub(crate) struct Factories<M> {
-    apps: Vec<Vec<Option<Arc<dyn ActorFactory<M>>>>>,
+    table: PerOperator<Arc<dyn ActorFactory<M>>>,
 }
 
 impl<M> Default for Factories<M> {
     fn default() -> Self {
-        Self { apps: Vec::new() }
+        Self {
+            table: PerOperator::default(),
+        }
     }
 }
 
@@ -139,23 +141,14 @@ impl<M> Factories<M> {
         operator: OperatorId,
         factory: Arc<dyn ActorFactory<M>>,
     ) {
-        let (app, operator) = (usize::from(app), usize::from(operator));
-        if self.apps.len() <= app {
-            self.apps.resize_with(app + 1, Vec::new);
-        }
-        let operators = &mut self.apps[app];
-        if operators.len() <= operator {
-            operators.resize_with(operator + 1, || None);
-        }
-        operators[operator] = Some(factory);
+        self.table.insert(app, operator, factory);
     }
 
     /// The factory of the target's operator.
     pub(crate) fn get(&self, target: &ActorId) -> &dyn ActorFactory<M> {
-        self.apps
-            .get(usize::from(target.app))
-            .and_then(|operators| operators.get(usize::from(target.operator)))
-            .and_then(Option::as_deref)
+        self.table
+            .get(target)
+            .map(Arc::as_ref)
             .expect("messages for unregistered operators are refused at send")
     }
 }

@@ -238,6 +238,47 @@ impl<M> fmt::Display for SendError<M> {
 
 impl<M> std::error::Error for SendError<M> {}
 
+/// Values per registered operator, indexed by app and then operator: two bounds-checked
+/// indexings, not a hash (it is looked up on every send and every activation).
+pub(crate) struct PerOperator<T> {
+    apps: Vec<Vec<Option<T>>>,
+}
+
+impl<T> Default for PerOperator<T> {
+    fn default() -> Self {
+        Self { apps: Vec::new() }
+    }
+}
+
+impl<T> PerOperator<T> {
+    /// Sets the value of `(app, operator)`, growing the table as needed.
+    pub(crate) fn insert(&mut self, app: AppId, operator: OperatorId, value: T) {
+        let (app, operator) = (usize::from(app), usize::from(operator));
+        if self.apps.len() <= app {
+            self.apps.resize_with(app + 1, Vec::new);
+        }
+        let operators = &mut self.apps[app];
+        if operators.len() <= operator {
+            operators.resize_with(operator + 1, || None);
+        }
+        operators[operator] = Some(value);
+    }
+
+    /// The value of the target's operator; `None` when it has none.
+    #[inline]
+    pub(crate) fn get(&self, target: &ActorId) -> Option<&T> {
+        self.apps
+            .get(usize::from(target.app))?
+            .get(usize::from(target.operator))?
+            .as_ref()
+    }
+
+    /// Per app: how many operator numbers it spans.
+    pub(crate) fn operators_per_app(&self) -> Vec<usize> {
+        self.apps.iter().map(Vec::len).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

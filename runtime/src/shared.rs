@@ -11,7 +11,7 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 
 use crate::dual::{ActorMetrics, Packet, ScaleChange, ScaleError, StateKind};
-use crate::envelope::{ActorId, AppId, Envelope, OperatorId, ShardId};
+use crate::envelope::{ActorId, AppId, Envelope, OperatorId, PerOperator, ShardId};
 use crate::mesh::Doorbell;
 use crate::scheduling::{self, CostTable, SchedulingPolicy, UsageTable};
 use crate::stats::ShardCounters;
@@ -63,34 +63,23 @@ impl ShardRouter {
 /// indexings, not a hash. The factories themselves are the shards' (`actor::Factories`).
 #[derive(Default)]
 pub(crate) struct OperatorTable {
-    apps: Vec<Vec<Option<StateKind>>>,
+    states: PerOperator<StateKind>,
 }
 
 impl OperatorTable {
     pub(crate) fn insert(&mut self, app: AppId, operator: OperatorId, state: StateKind) {
-        let (app, operator) = (usize::from(app), usize::from(operator));
-        if self.apps.len() <= app {
-            self.apps.resize_with(app + 1, Vec::new);
-        }
-        let operators = &mut self.apps[app];
-        if operators.len() <= operator {
-            operators.resize_with(operator + 1, || None);
-        }
-        operators[operator] = Some(state);
+        self.states.insert(app, operator, state);
     }
 
     /// How the target's operator's state behaves; `None` when it is not registered.
     #[inline]
     pub(crate) fn get(&self, target: &ActorId) -> Option<StateKind> {
-        *self
-            .apps
-            .get(usize::from(target.app))?
-            .get(usize::from(target.operator))?
+        self.states.get(target).copied()
     }
 
     /// Per app: how many operator numbers it spans.
     pub(crate) fn operators_per_app(&self) -> Vec<usize> {
-        self.apps.iter().map(Vec::len).collect()
+        self.states.operators_per_app()
     }
 }
 

@@ -272,6 +272,21 @@ impl<T: Data, K: Hash + 'static> KeyedStream<T, K> {
     pub fn stream(&self) -> &Stream<T> {
         &self.stream
     }
+
+    /// Feeds the two-input operator `node` from this stream (input 0) and `other` (input
+    /// 1), both partitioned by their keys; returns the operator's output.
+    pub(crate) fn connect_with<R: Data, O: Data>(
+        &self,
+        other: &KeyedStream<R, K>,
+        node: OperatorId,
+    ) -> Stream<O> {
+        self.stream
+            .connect(node, Partitioning::KeyHash, Some(self.hasher()));
+        other
+            .stream
+            .connect(node, Partitioning::KeyHash, Some(other.hasher()));
+        stream_of(self.stream.graph(), node)
+    }
 }
 
 pub(crate) fn add_operator(

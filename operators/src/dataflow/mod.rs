@@ -39,7 +39,7 @@ mod output;
 
 pub(crate) use app::AppCounters;
 pub use app::{App, Flow};
-pub(crate) use graph::{add_operator, set_trigger, stream_of, FrontierTrigger};
+pub(crate) use graph::{add_operator, set_trigger, FrontierTrigger};
 pub use graph::{AppBuilder, KeyedStream, Stream};
 pub(crate) use message::batch_of;
 pub use message::{Batch, Data, Msg, Time, MAX_BATCH};

@@ -10,10 +10,8 @@ use dirigo_runtime::{Context, Snapshot, SnapshotError, StateKind};
 use super::logic::{WindowFns, WindowLogic};
 use super::{Window, WindowSpec};
 use crate::dataflow::{
-    add_operator, batch_of, set_trigger, stream_of, Data, KeyedStream, Logic, Msg, Stream, Time,
-    Wiring,
+    add_operator, batch_of, set_trigger, Data, KeyedStream, Logic, Msg, Stream, Time, Wiring,
 };
-use crate::partition::Partitioning;
 use crate::state::{Key, Portable};
 
 /// A windowed join: a window operator over records of either side, buffering both.
@@ -68,12 +66,7 @@ impl<L: Data + Portable, K: Key> KeyedStream<L, K> {
         if let Some(trigger) = spec.trigger() {
             set_trigger(self.stream.graph(), node, trigger);
         }
-        self.stream
-            .connect(node, Partitioning::KeyHash, Some(self.hasher()));
-        other
-            .stream
-            .connect(node, Partitioning::KeyHash, Some(other.hasher()));
-        stream_of(self.stream.graph(), node)
+        self.connect_with(other, node)
     }
 }
 
