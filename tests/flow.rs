@@ -578,3 +578,50 @@ fn operators_idle_past_the_deactivation_timeout_keep_their_state() {
     let counted: Vec<(u64, u64)> = counts.iter().map(|&(key, _, n)| (key, n)).collect();
     assert_eq!(counted, [(0, 334), (1, 333), (2, 333)]);
 }
+
+#[test]
+fn a_record_and_a_watermark_at_u64_max_are_only_times_the_end_is_its_own_message() {
+    // One partition, paced: the records after the one at `u64::MAX` come well after its
+    // watermark (also `u64::MAX`) has gone out. Were that the end of the stream, the app
+    // would be done before they arrive.
+    let app = AppBuilder::new(0, "end-of-time").parallelism(1);
+    let mut records: Vec<(u64, u64)> = (0..500u64).map(|i| (i, i)).collect();
+    records.push((u64::MAX, 500));
+    records.extend((501..1_000u64).map(|i| (i, i)));
+    let numbers = app.source_iter("numbers", records, 0, Pacing::Rate(20_000.0));
+    let all = numbers.map("pass", |n| n).collect("all");
+    let counts = numbers
+        .key_by(|_| 0u64)
+        .window_count("per-window", Windows::Tumbling { size: 100 })
+        .collect("counts");
+    let app = app.build();
+    run_to_end(&app);
+    let mut all = all.take();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..1_000).collect::<Vec<u64>>(),
+        "every record arrived"
+    );
+    // Records behind the watermark at the largest time are late; the few that reached
+    // the window before it (in the same batch) are counted. Either way, none is lost, and
+    // the window of the largest time itself fires.
+    let counts = counts.take();
+    let counted: u64 = counts.iter().map(|&(_, _, count)| count).sum();
+    assert_eq!(counted + app.late_records(), 1_000, "{counts:?}");
+    assert!(app.late_records() >= 400, "{}", app.late_records());
+    for start in (0..500).step_by(100) {
+        let window: Vec<u64> = counts
+            .iter()
+            .filter(|(_, window, _)| window.start == start)
+            .map(|&(_, _, count)| count)
+            .collect();
+        assert_eq!(window, [100], "window at {start}: {counts:?}");
+    }
+    let last: Vec<u64> = counts
+        .iter()
+        .filter(|(_, window, _)| window.end == u64::MAX)
+        .map(|&(_, _, count)| count)
+        .collect();
+    assert_eq!(last, [1], "{counts:?}");
+}

@@ -230,6 +230,92 @@ fn json_lines_file() {
 }
 
 #[test]
+fn a_record_at_u64_max_in_a_file_is_a_dead_letter_and_the_file_is_read_to_its_end() {
+    let dir = scratch("end-of-time");
+    let input = dir.join("in.csv");
+    let dead = dir.join("dead.jsonl");
+    let good = many(0, 10_000);
+    let mut text = String::new();
+    for (index, record) in good.iter().enumerate() {
+        if index == 2_000 {
+            text.push_str(&format!("1,1,{}\n", u64::MAX)); // line 2001
+        }
+        text.push_str(&csv(record));
+    }
+    std::fs::write(&input, text).unwrap();
+    let app = AppBuilder::new(0, "end-of-time-file");
+    let letters = DeadLetterSink::to_file(&dead);
+    let records = app
+        .source_file(
+            "file",
+            &input,
+            Format::Csv,
+            0,
+            |r: &KeyedRecord| r.time,
+            letters.clone(),
+        )
+        .unwrap();
+    let out = records.collect("out");
+    let app = app.build();
+    run(&app, || {});
+    assert_eq!(sorted(out.take()), good);
+    assert_letters(
+        &letters_in(&dead),
+        &input.display().to_string(),
+        &[(
+            "line 2001",
+            "event time 18446744073709551615 ms is out of range: expected 0..=253402300799999",
+        )],
+    );
+    assert_eq!(letters.count(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_record_at_u64_max_over_tcp_is_a_dead_letter_and_the_stream_goes_on() {
+    let dir = scratch("end-of-time-tcp");
+    let dead = dir.join("dead.jsonl");
+    let app = AppBuilder::new(0, "end-of-time-tcp");
+    let letters = DeadLetterSink::to_file(&dead);
+    let options = TcpSourceOptions::new(Framing::Lines(Format::Json)).max_connections(1);
+    let (records, handle) = app
+        .source_tcp(
+            "tcp",
+            localhost(),
+            options,
+            0,
+            |r: &KeyedRecord| r.time,
+            letters.clone(),
+        )
+        .unwrap();
+    let addr = handle.local_addr();
+    let out = records.collect("out");
+    let app = app.build();
+    let good = many(0, 2_000);
+    run(&app, || {
+        let mut conn = TcpStream::connect(addr).unwrap();
+        for record in &good[..1_000] {
+            writeln!(conn, "{}", json(record)).unwrap();
+        }
+        writeln!(conn, "{}", json(&rec(1, 1, u64::MAX))).unwrap(); // line 1001
+        conn.flush().unwrap();
+        // The rest after a pause: a stream that the bad line ended would lose it.
+        std::thread::sleep(Duration::from_millis(100));
+        for record in &good[1_000..] {
+            writeln!(conn, "{}", json(record)).unwrap();
+        }
+    });
+    assert_eq!(sorted(out.take()), good);
+    assert_letters(
+        &letters_in(&dead),
+        &addr.to_string(),
+        &[("conn 1 line 1001", "out of range")],
+    );
+    assert_eq!(handle.records(), good.len() as u64);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn missing_file_is_an_error() {
     let app = AppBuilder::new(0, "missing");
     let error = app

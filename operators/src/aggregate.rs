@@ -71,6 +71,25 @@ struct AggregateLogic<T, K, A, O> {
     out: Output<O>,
 }
 
+impl<T: Data, K: Key, A: Portable + Data, O: Data> AggregateLogic<T, K, A, O> {
+    /// Emits, at `time`, every key whose accumulator changed since it was last emitted,
+    /// sorted by key.
+    fn emit_changed(&mut self, ctx: &mut Context<'_, Msg>, time: Time) {
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.sort_unstable();
+        for key in changed.drain(..) {
+            let Some((acc, flag)) = self.state.get_mut(&key) else {
+                continue;
+            };
+            *flag = false;
+            let output = (self.fns.emit)(&key, acc);
+            self.out.give(ctx, time, output);
+        }
+        // The emptied list keeps its capacity for the next watermark.
+        self.changed = changed;
+    }
+}
+
 impl<T: Data, K: Key, A: Portable + Data, O: Data> Logic for AggregateLogic<T, K, A, O> {
     fn on_data(&mut self, _ctx: &mut Context<'_, Msg>, _input: usize, data: Box<dyn Any + Send>) {
         let batch = batch_of::<T>(data);
@@ -92,23 +111,21 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> Logic for AggregateLogic<T, K
     }
 
     fn on_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
-        let mut changed = std::mem::take(&mut self.changed);
-        changed.sort_unstable();
-        let time = frontier.saturating_sub(1);
-        for key in changed.drain(..) {
-            let Some((acc, flag)) = self.state.get_mut(&key) else {
-                continue;
-            };
-            *flag = false;
-            let output = (self.fns.emit)(&key, acc);
-            self.out.give(ctx, time, output);
-        }
-        // The emptied list keeps its capacity for the next watermark.
-        self.changed = changed;
+        self.emit_changed(ctx, frontier.saturating_sub(1));
     }
 
     fn forward_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
         self.out.frontier(ctx, frontier);
+    }
+
+    /// Every input has ended: the keys that changed since the last watermark go out, at
+    /// the last time there is (`Time::MAX - 1`, as for a frontier at the end of time).
+    fn on_end(&mut self, ctx: &mut Context<'_, Msg>) {
+        self.emit_changed(ctx, Time::MAX - 1);
+    }
+
+    fn forward_end(&mut self, ctx: &mut Context<'_, Msg>) {
+        self.out.end(ctx);
     }
 
     fn snapshot(&mut self) -> Result<Option<Snapshot>, SnapshotError> {

@@ -38,6 +38,13 @@ where
         self.out.frontier(ctx, frontier);
     }
 
+    /// A record-at-a-time operator holds nothing to fire.
+    fn on_end(&mut self, _ctx: &mut Context<'_, Msg>) {}
+
+    fn forward_end(&mut self, ctx: &mut Context<'_, Msg>) {
+        self.out.end(ctx);
+    }
+
     /// A record-at-a-time operator keeps no state a frontier reads.
     fn frontier_needs_state(&self, _from: Time, _to: Time) -> bool {
         false

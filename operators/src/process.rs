@@ -61,13 +61,26 @@ impl<S: 'static, L: Data, R: Data, O: Data> Logic for ProcessLogic<S, L, R, O> {
     fn forward_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
         self.out.frontier(ctx, frontier);
     }
+
+    /// Every input has ended: `on_frontier` runs once more with [`Time::MAX`] (every
+    /// time has passed), even when a watermark brought the frontier there before.
+    fn on_end(&mut self, ctx: &mut Context<'_, Msg>) {
+        (self.on_frontier)(&mut self.state, Time::MAX, &mut self.emitted);
+        self.drain(ctx);
+    }
+
+    fn forward_end(&mut self, ctx: &mut Context<'_, Msg>) {
+        self.out.end(ctx);
+    }
 }
 
 impl<T: Data, K: Hash + 'static> KeyedStream<T, K> {
     /// A keyed operator with state of its own (exclusive: it never gets lessees). Each
     /// partition's state starts as `init(partition)`; `on_record(state, time, record,
     /// out)` runs per record and `on_frontier(state, frontier, out)` when the input
-    /// frontier advances. Outputs go into `out` with their event times.
+    /// frontier advances, and once more with `Time::MAX` when every input has ended (a
+    /// watermark may reach `Time::MAX` too, and records at `Time::MAX` may follow it; the
+    /// end is the last call). Outputs go into `out` with their event times.
     pub fn process<S: 'static, O: Data>(
         &self,
         name: &str,

@@ -37,7 +37,8 @@ pub trait SinkWriter<T>: 'static {
     fn frontier(&mut self, frontier: Time) {
         let _ = frontier;
     }
-    /// Every input has ended.
+    /// Every input has ended: nothing follows, neither records nor frontiers. A writer
+    /// that publishes at [`frontier`](Self::frontier) publishes here too.
     fn finish(&mut self) {}
 }
 
@@ -60,13 +61,18 @@ impl<T: Data, W: SinkWriter<T>> Logic for SinkLogic<T, W> {
 
     fn on_frontier(&mut self, _ctx: &mut Context<'_, Msg>, frontier: Time) {
         self.writer.frontier(frontier);
-        if frontier == Time::MAX {
-            self.writer.finish();
-            self.counters.sink_finished();
-        }
     }
 
     fn forward_frontier(&mut self, _: &mut Context<'_, Msg>, _: Time) {}
+
+    /// Every input has ended ([`Msg::End`]; no time ends a sink): the writer finishes and
+    /// the app learns that one more sink partition is done.
+    fn on_end(&mut self, _ctx: &mut Context<'_, Msg>) {
+        self.writer.finish();
+        self.counters.sink_finished();
+    }
+
+    fn forward_end(&mut self, _: &mut Context<'_, Msg>) {}
 }
 
 /// Records a sink collected, shared with whoever built the app.
@@ -115,6 +121,9 @@ impl<T: Send + 'static> SinkWriter<T> for CollectWriter<T> {
                 .unwrap_or_else(|e| e.into_inner())
                 .append(&mut self.local);
         }
+    }
+    fn finish(&mut self) {
+        <Self as SinkWriter<T>>::frontier(self, 0);
     }
 }
 
@@ -186,6 +195,9 @@ impl<T: 'static> SinkWriter<T> for LatencyWriter {
                 .fetch_add(self.pending, Ordering::Relaxed);
             self.pending = 0;
         }
+    }
+    fn finish(&mut self) {
+        <Self as SinkWriter<T>>::frontier(self, 0);
     }
 }
 

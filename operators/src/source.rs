@@ -11,7 +11,8 @@
 //! would eat the shard (at 32 M records/s on 2 shards the pipeline fell behind; with the
 //! 10 µs floor it kept up). A record waits at most those 10 µs past its due time, and
 //! latency still counts from when it was due. A finite
-//! source ends with the frontier [`Time::MAX`]. A partition takes a turn's records from
+//! source ends with [`Msg::End`] (at once, after its last records), never with a time:
+//! a record at `Time::MAX` is a record like any other. A partition takes a turn's records from
 //! its [`RecordSource`] in one call ([`poll_records`](RecordSource::poll_records)), not
 //! one call per record, and a paced one takes the turn's due times from its schedule in
 //! one call too: at tens of millions of records per second, two dynamic calls per
@@ -388,6 +389,11 @@ impl<T: Data> Logic for SourceLogic<T> {
 
     fn forward_frontier(&mut self, _: &mut Context<'_, Msg>, _: Time) {}
 
+    /// A source has no inputs: its end comes from its record source (see `on_tick`).
+    fn on_end(&mut self, _: &mut Context<'_, Msg>) {}
+
+    fn forward_end(&mut self, _: &mut Context<'_, Msg>) {}
+
     fn on_tick(&mut self, ctx: &mut Context<'_, Msg>) {
         if self.finished {
             return;
@@ -423,17 +429,19 @@ impl<T: Data> Logic for SourceLogic<T> {
             .emitted
             .fetch_add(produced as u64, std::sync::atomic::Ordering::Relaxed);
         let next = self.peek();
-        let exhausted = next == Next::End;
-        let frontier = if exhausted {
-            Time::MAX
-        } else {
-            self.max_time.saturating_sub(self.bound)
-        };
+        if next == Next::End {
+            // The end of the stream is a message of its own, at once: no time (not even
+            // `Time::MAX`, which a record may carry) says it.
+            self.out.end(ctx);
+            self.out.ingress = None;
+            self.finished = true;
+            return;
+        }
+        let frontier = self.max_time.saturating_sub(self.bound);
         if frontier_goes_now(
             frontier,
             (self.sent_frontier, self.frontier_sent_at),
             now,
-            exhausted,
             &self.triggers,
         ) {
             self.sent_frontier = frontier;
@@ -442,10 +450,6 @@ impl<T: Data> Logic for SourceLogic<T> {
         }
         let frontier_waits = frontier > self.sent_frontier;
         self.out.ingress = None;
-        if exhausted {
-            self.finished = true;
-            return;
-        }
         if produced > 0 {
             self.pending_pause = PENDING_PAUSE_MIN_NS;
         }
@@ -472,18 +476,17 @@ impl<T: Data> Logic for SourceLogic<T> {
 /// Whether a source partition sends `frontier` now, having sent `sent` at `sent_at`.
 /// Watermarks are critical messages to every downstream partition: at most one per
 /// [`WATERMARK_EVERY_NS`], so that a fast source's batches do not each carry one; except
-/// the last, and one that fires a window (crosses one of `triggers`), which go at once,
-/// since the window's output waits for them.
+/// one that fires a window (crosses one of `triggers`), which goes at once, since the
+/// window's output waits for it. (The end of the stream is no watermark: it goes at once,
+/// as [`Msg::End`].)
 fn frontier_goes_now(
     frontier: Time,
     (sent, sent_at): (Time, Nanos),
     now: Nanos,
-    exhausted: bool,
     triggers: &[FrontierTrigger],
 ) -> bool {
     frontier > sent
-        && (exhausted
-            || now >= sent_at + WATERMARK_EVERY_NS
+        && (now >= sent_at + WATERMARK_EVERY_NS
             || triggers.iter().any(|fires| fires(sent, frontier)))
 }
 
@@ -568,16 +571,18 @@ mod tests {
         let soon = 1_000_000 + WATERMARK_EVERY_NS / 10;
         let later = 1_000_000 + WATERMARK_EVERY_NS;
         // Crossing the end of [0, 10): at once.
-        assert!(frontier_goes_now(10, sent, soon, false, &triggers));
-        assert!(frontier_goes_now(25, sent, soon, false, &triggers));
+        assert!(frontier_goes_now(10, sent, soon, &triggers));
+        assert!(frontier_goes_now(25, sent, soon, &triggers));
         // Within the window: waits for the cadence.
-        assert!(!frontier_goes_now(9, sent, soon, false, &triggers));
-        assert!(frontier_goes_now(9, sent, later, false, &triggers));
+        assert!(!frontier_goes_now(9, sent, soon, &triggers));
+        assert!(frontier_goes_now(9, sent, later, &triggers));
         // Without windows on a grid, only the cadence counts.
-        assert!(!frontier_goes_now(25, sent, soon, false, &[]));
-        // The end of the stream goes at once; no advance, nothing to send.
-        assert!(frontier_goes_now(Time::MAX, sent, soon, true, &[]));
-        assert!(!frontier_goes_now(4, sent, later, false, &triggers));
+        assert!(!frontier_goes_now(25, sent, soon, &[]));
+        // The largest time is only a frontier: it waits for the cadence like any other.
+        assert!(!frontier_goes_now(Time::MAX, sent, soon, &[]));
+        assert!(frontier_goes_now(Time::MAX, sent, later, &[]));
+        // No advance, nothing to send.
+        assert!(!frontier_goes_now(4, sent, later, &triggers));
     }
 
     /// A record source that has `ready` records, then nothing yet, then ends.

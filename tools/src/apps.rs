@@ -5,6 +5,15 @@
 //! Configured operators read and write [`KeyedRecord`]s, so any kind can follow any
 //! other: windowed kinds emit one record per key and window (`value` the aggregate,
 //! `time` the window's start), `running_sum` one per key whenever its sum changed.
+//!
+//! Sums and counts (`window_sum`, `window_count`, `running_sum`) saturate at `u64::MAX`
+//! instead of wrapping: an output of `18446744073709551615` means "this much or more".
+//! Saturating rather than failing the key's window, because a saturated sum is still
+//! the right answer to "did it pass a threshold?", because saturating addition of
+//! unsigned values is associative and commutative (`min(a + b + c, MAX)` in any order),
+//! so the result does not depend on how partial sums were split between lessees and
+//! merged, and because it needs no error path in the per-record fold. What is never
+//! emitted is a wrapped value: `u64::MAX - 1` plus 5 is `u64::MAX`, not 3.
 
 use std::path::Path;
 use std::time::Duration;
@@ -391,12 +400,20 @@ fn operator(input: &Stream<KeyedRecord>, section: &OperatorSection) -> Stream<Ke
                 record.value % 100 < keep
             })
         }
-        OperatorKind::WindowCount => {
-            windowed(&keyed, section, |count, _| *count += 1, |a, b| *a += b)
-        }
-        OperatorKind::WindowSum => {
-            windowed(&keyed, section, |sum, value| *sum += value, |a, b| *a += b)
-        }
+        // Sums and counts saturate at `u64::MAX` (see the module doc): never a wrapped,
+        // small value.
+        OperatorKind::WindowCount => windowed(
+            &keyed,
+            section,
+            |count, _| *count = count.saturating_add(1),
+            |a, b| *a = a.saturating_add(b),
+        ),
+        OperatorKind::WindowSum => windowed(
+            &keyed,
+            section,
+            |sum, value| *sum = sum.saturating_add(value),
+            |a, b| *a = a.saturating_add(b),
+        ),
         OperatorKind::WindowMax => windowed(
             &keyed,
             section,
@@ -408,11 +425,11 @@ fn operator(input: &Stream<KeyedRecord>, section: &OperatorSection) -> Stream<Ke
             || (0u64, 0u64),
             move |(sum, latest), time, record| {
                 spend(work_ns);
-                *sum += record.value;
+                *sum = sum.saturating_add(record.value);
                 *latest = (*latest).max(time);
             },
             |(sum, latest), (other_sum, other_latest)| {
-                *sum += other_sum;
+                *sum = sum.saturating_add(other_sum);
                 *latest = (*latest).max(other_latest);
             },
             |key, &(sum, latest)| KeyedRecord {

@@ -708,3 +708,189 @@ fn ctrl_c_ends_a_run_early_and_it_still_reports() {
     assert!(report["apps"][0]["events_in"].as_u64().unwrap() > 0);
     std::fs::remove_dir_all(&cwd).unwrap();
 }
+
+/// Runs `config` for at most `duration` from `cwd` and returns the report, how long the
+/// run took, and the lines of the sink file `sink` (relative to `cwd`).
+fn run_with_sink(
+    config: &std::path::Path,
+    duration: &str,
+    cwd: &std::path::Path,
+    sink: &str,
+) -> (serde_json::Value, f64, Vec<String>) {
+    let report = run_config(config, duration, cwd);
+    let seconds = report["duration_s"].as_f64().unwrap();
+    let lines = std::fs::read_to_string(cwd.join(sink))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (report, seconds, lines)
+}
+
+#[test]
+fn a_record_at_u64_max_in_a_file_is_a_dead_letter_and_the_run_reads_to_the_end() {
+    let cwd = scratch("end-of-time-file");
+    // 20 000 records, 4 keys, 1 ms apart; the 2 000th line claims the end of time.
+    let mut text = String::from("key,value,time\n");
+    for i in 0..20_000u64 {
+        if i == 2_000 {
+            text.push_str(&format!("9,1,{}\n", u64::MAX));
+        }
+        text.push_str(&format!("{},1,{i}\n", i % 4));
+    }
+    std::fs::write(cwd.join("in.csv"), text).unwrap();
+    let config = cwd.join("file.toml");
+    std::fs::write(
+        &config,
+        "[run]\nduration_s = 20\n\n[report]\ndir = \"out\"\n\n[[app]]\nname = \"f\"\n\n\
+         [app.source]\nkind = \"file\"\npath = \"in.csv\"\nformat = \"csv\"\n\n\
+         [[app.operator]]\nname = \"sums\"\nkind = \"window_sum\"\n\
+         window = { kind = \"tumbling\", size_ms = 100 }\n\n\
+         [app.sink]\nkind = \"json-lines\"\npath = \"sums.jsonl\"\n",
+    )
+    .unwrap();
+    let (report, seconds, lines) = run_with_sink(&config, "20s", &cwd, "sums.jsonl");
+    let app = &report["apps"][0];
+    // Every good record went in, the bad one is a letter, and the run ended with the file
+    // (not at the bad line, not at the deadline).
+    assert_eq!(app["events_out"], 20_000, "{app}");
+    assert_eq!(app["dead_letters"], 1, "{app}");
+    assert!(seconds < 15.0, "the run ends when the file does: {seconds}");
+    // 200 windows × 4 keys, each a sum of 25, and the report's outputs are the file's.
+    assert_eq!(lines.len(), 800, "{lines:?}");
+    assert_eq!(app["outputs"].as_u64(), Some(lines.len() as u64), "{app}");
+    assert!(lines.iter().all(|line| line.contains("\"value\":25")));
+    let letters =
+        std::fs::read_to_string(cwd.join(app["dead_letter_file"].as_str().unwrap())).unwrap();
+    assert_eq!(letters.lines().count(), 1, "{letters}");
+    assert!(letters.contains("\"position\":\"line 2002\""), "{letters}");
+    assert!(
+        letters.contains("event time 18446744073709551615 ms is out of range"),
+        "{letters}"
+    );
+    std::fs::remove_dir_all(&cwd).unwrap();
+}
+
+#[test]
+fn a_record_at_u64_max_over_tcp_is_a_dead_letter_and_the_run_lasts_its_time() {
+    let cwd = scratch("end-of-time-tcp");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = cwd.join("tcp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[run]\nduration_s = 4\n\n[report]\ndir = \"out\"\n\n[[app]]\nname = \"net\"\n\n\
+             [app.source]\nkind = \"tcp\"\nlisten = \"127.0.0.1:{port}\"\nformat = \"json\"\n\n\
+             [app.sink]\nkind = \"json-lines\"\npath = \"out.jsonl\"\n"
+        ),
+    )
+    .unwrap();
+    let sender = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let mut stream = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(stream) => break stream,
+                Err(_) if started.elapsed() < std::time::Duration::from_secs(20) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Err(error) => panic!("no listener: {error}"),
+            }
+        };
+        use std::io::Write;
+        for i in 0..100u64 {
+            writeln!(stream, "{{\"key\":1,\"value\":{i},\"time\":{i}}}").unwrap();
+        }
+        writeln!(stream, "{{\"key\":1,\"value\":0,\"time\":{}}}", u64::MAX).unwrap();
+        stream.flush().unwrap();
+        // The rest comes later: a stream that the bad line ended would miss it.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        for i in 100..200u64 {
+            writeln!(stream, "{{\"key\":1,\"value\":{i},\"time\":{i}}}").unwrap();
+        }
+    });
+    let (report, seconds, lines) = run_with_sink(&config, "4s", &cwd, "out.jsonl");
+    sender.join().unwrap();
+    let app = &report["apps"][0];
+    assert!(seconds >= 3.9, "the run lasts its duration: {seconds}");
+    assert_eq!(app["dead_letters"], 1, "{app}");
+    assert_eq!(app["events_in"], 201, "{app}");
+    assert_eq!(app["events_out"], 200, "{app}");
+    assert_eq!(lines.len(), 200, "{lines:?}");
+    assert_eq!(app["outputs"].as_u64(), Some(lines.len() as u64), "{app}");
+    let letters =
+        std::fs::read_to_string(cwd.join(app["dead_letter_file"].as_str().unwrap())).unwrap();
+    assert!(
+        letters.contains("\"position\":\"conn 1 line 101\""),
+        "{letters}"
+    );
+    assert!(letters.contains("out of range"), "{letters}");
+    std::fs::remove_dir_all(&cwd).unwrap();
+}
+
+#[test]
+fn sums_that_overflow_saturate_instead_of_wrapping() {
+    let cwd = scratch("overflow");
+    let big = u64::MAX - 1;
+    // Key 1 overflows in window [0, 100) and in the running sum; key 2 does not.
+    std::fs::write(
+        cwd.join("in.csv"),
+        format!("1,{big},1\n1,5,2\n2,7,3\n2,8,4\n1,1,150\n"),
+    )
+    .unwrap();
+    let config = cwd.join("overflow.toml");
+    let app = |name: &str, operator: &str| {
+        format!(
+            "[[app]]\nname = \"{name}\"\nparallelism = 1\n\n\
+             [app.source]\nkind = \"file\"\npath = \"in.csv\"\nformat = \"csv\"\n\n\
+             [[app.operator]]\nname = \"sums\"\n{operator}\n\n\
+             [app.sink]\nkind = \"json-lines\"\npath = \"{name}.jsonl\"\n\n"
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "[run]\nduration_s = 20\n\n[report]\ndir = \"out\"\n\n{}{}",
+            app(
+                "windowed",
+                "kind = \"window_sum\"\nwindow = { kind = \"tumbling\", size_ms = 100 }"
+            ),
+            app("running", "kind = \"running_sum\""),
+        ),
+    )
+    .unwrap();
+    let report = run_config(&config, "20s", &cwd);
+    let rows = |name: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(cwd.join(format!("{name}.jsonl")))
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    let value = |rows: &[serde_json::Value], key: u64, time: Option<u64>| -> Vec<u64> {
+        rows.iter()
+            .filter(|row| row["key"] == key && time.is_none_or(|time| row["time"] == time))
+            .map(|row| row["value"].as_u64().unwrap())
+            .collect()
+    };
+    let windowed = rows("windowed");
+    assert_eq!(value(&windowed, 1, Some(0)), [u64::MAX], "{windowed:?}");
+    assert_eq!(value(&windowed, 2, Some(0)), [15], "{windowed:?}");
+    assert_eq!(value(&windowed, 1, Some(100)), [1], "{windowed:?}");
+    // The running sum's last value per key is its total: saturated for key 1.
+    let running = rows("running");
+    assert_eq!(
+        value(&running, 1, None).last(),
+        Some(&u64::MAX),
+        "{running:?}"
+    );
+    assert_eq!(value(&running, 2, None).last(), Some(&15), "{running:?}");
+    for app in report["apps"].as_array().unwrap() {
+        assert_eq!(app["dead_letters"], 0, "{app}");
+        assert_eq!(app["events_out"], 5, "{app}");
+    }
+    std::fs::remove_dir_all(&cwd).unwrap();
+}

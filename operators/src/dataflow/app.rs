@@ -309,7 +309,7 @@ impl App {
         self.inner.counters.late.load(Ordering::Relaxed)
     }
 
-    /// Stops every source: each ends as if exhausted (its last watermark closes every
+    /// Stops every source: each ends as if exhausted (its end, [`Msg::End`], closes every
     /// window), so the pipeline drains and [`wait`](Self::wait) returns. For unbounded
     /// sources and runs of a fixed duration.
     pub fn stop(&self) {

@@ -22,8 +22,15 @@
 //! A record with a time below the operator's input frontier is *late*: windows count it
 //! (see [`App::late_records`]) and drop it.
 //!
-//! Finite sources end with the frontier [`Time::MAX`]; it flushes every window, and when
-//! every sink partition has seen it the app is complete ([`App::wait`]).
+//! The end of a stream is a message of its own, [`Msg::End`], never a time: a record or a
+//! watermark at `u64::MAX` is only a (very large) time. Finite sources, and every source
+//! once the app is stopped, send `End` when they end. Operators align it like watermarks:
+//! an operator partition ends when every partition of every input has ended (until
+//! then, its frontier is the least over the inputs that have not ended); it then fires
+//! everything it holds (every window, every pending aggregate) and sends `End` on. When
+//! every sink partition has ended, the app is complete ([`App::wait`]). Records that
+//! enter from outside must have an event time in `0..=`[`MAX_EVENT_TIME_MS`]
+//! ([`check_event_time`]): the file and TCP sources dead-letter the others.
 //!
 //! Where things live: the message model in `message` ([`Msg`], [`Time`], [`Data`],
 //! [`Batch`]); the graph builder in `graph` ([`AppBuilder`], [`Stream`],
@@ -42,6 +49,6 @@ pub use app::{App, Flow};
 pub(crate) use graph::{add_operator, set_trigger, FrontierTrigger};
 pub use graph::{AppBuilder, KeyedStream, Stream};
 pub(crate) use message::batch_of;
-pub use message::{Batch, Data, Msg, Time, MAX_BATCH};
+pub use message::{check_event_time, Batch, Data, Msg, Time, MAX_BATCH, MAX_EVENT_TIME_MS};
 pub(crate) use operator::{partitions_of_self, Logic, Wiring};
 pub(crate) use output::{KeyHashFn, Output};

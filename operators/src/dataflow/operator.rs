@@ -1,6 +1,7 @@
 //! One operator partition at run time: the [`Logic`] every operator implements, what it
 //! learns of the graph when created ([`Wiring`]), and [`OperatorActor`], the virtual actor
-//! that aligns watermarks over its inputs and hands messages to the logic.
+//! that aligns watermarks and the end of the stream over its inputs and hands messages to
+//! the logic.
 
 use std::any::Any;
 use std::sync::atomic::Ordering;
@@ -49,6 +50,12 @@ pub(crate) trait Logic: 'static {
     }
     /// Sends `frontier` to every downstream partition.
     fn forward_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time);
+    /// Every partition of every input has ended ([`Msg::End`]): the logic fires everything
+    /// it holds (every record has arrived), then the actor forwards the end with
+    /// [`Logic::forward_end`]. Called once; no message follows it.
+    fn on_end(&mut self, ctx: &mut Context<'_, Msg>);
+    /// Sends the end of the stream to every downstream partition.
+    fn forward_end(&mut self, ctx: &mut Context<'_, Msg>);
     /// Whether advancing the input frontier from `from` to `to` makes the logic read its
     /// whole state (fire a window, emit an aggregate). When not, the watermark runs on the
     /// lessor without consolidating the lessees' partial states. Default: always.
@@ -80,12 +87,12 @@ pub(crate) struct OperatorActor {
     /// ingested).
     from_source: Arc<[bool]>,
     counters: Arc<AppCounters>,
-    /// Per upstream partition of every input, its frontier; inputs side by side.
-    frontiers: Vec<Time>,
-    frontier: Time,
-    /// The same, as of the watermarks admitted so far (the runtime asks
+    /// Per upstream partition of every input, its frontier and whether it has ended;
+    /// inputs side by side.
+    inputs_seen: Alignment,
+    /// The same, as of the critical messages admitted so far (the runtime asks
     /// [`Actor::barrier`] once per critical message, in the order they will run).
-    admitted: std::cell::RefCell<(Vec<Time>, Time)>,
+    admitted: std::cell::RefCell<Alignment>,
     /// Whether the operator's state is exclusive: it never has lessees, so its lessor's
     /// state is the whole state and a watermark needs no consolidation.
     exclusive: bool,
@@ -108,9 +115,8 @@ impl OperatorActor {
             inputs,
             from_source,
             counters,
-            frontiers: vec![0; slots],
-            frontier: 0,
-            admitted: std::cell::RefCell::new((vec![0; slots], 0)),
+            inputs_seen: Alignment::new(slots),
+            admitted: std::cell::RefCell::new(Alignment::new(slots)),
             exclusive,
         }
     }
@@ -136,32 +142,29 @@ impl Actor<Msg> for OperatorActor {
     /// without blocking the actor. (A blocked actor holds back what arrives, and runs its
     /// mailbox ahead of other actors' work until the critical message's turn comes.)
     fn barrier(&self, message: &Envelope<Msg>) -> dirigo_runtime::Barrier {
-        let Msg::Watermark(frontier) = message.payload else {
-            return dirigo_runtime::Barrier::Single;
+        let news = match message.payload {
+            Msg::Watermark(frontier) => Some(frontier),
+            Msg::End => None,
+            _ => return dirigo_runtime::Barrier::Single,
         };
         if self.exclusive {
             return dirigo_runtime::Barrier::Local;
         }
         let (_, slot) = self.input_of(message.source);
         let mut admitted = self.admitted.borrow_mut();
-        let (frontiers, aligned) = &mut *admitted;
-        if let Some(seen) = frontiers.get_mut(slot) {
-            *seen = (*seen).max(frontier);
-        }
-        let next = frontiers.iter().copied().min().unwrap_or(frontier);
-        if next <= *aligned {
-            return dirigo_runtime::Barrier::Local;
-        }
-        let from = std::mem::replace(aligned, next);
-        if self.logic.frontier_needs_state(from, next) {
-            dirigo_runtime::Barrier::Single
-        } else {
-            dirigo_runtime::Barrier::Local
+        let from = admitted.frontier;
+        match admitted.admit(slot, news) {
+            Advance::None => dirigo_runtime::Barrier::Local,
+            Advance::Ended => dirigo_runtime::Barrier::Single,
+            Advance::To(to) if self.logic.frontier_needs_state(from, to) => {
+                dirigo_runtime::Barrier::Single
+            }
+            Advance::To(_) => dirigo_runtime::Barrier::Local,
         }
     }
 
     fn receive(&mut self, ctx: &mut Context<'_, Msg>, message: Envelope<Msg>) {
-        match message.payload {
+        let news = match message.payload {
             Msg::Data { records, batch } => {
                 let (input, _) = self.input_of(message.source);
                 if self.from_source.get(input).copied().unwrap_or(false) {
@@ -170,20 +173,26 @@ impl Actor<Msg> for OperatorActor {
                         .fetch_add(u64::from(records), Ordering::Relaxed);
                 }
                 self.logic.on_data(ctx, input, batch);
+                return;
             }
-            Msg::Watermark(frontier) => {
-                let (_, slot) = self.input_of(message.source);
-                if let Some(seen) = self.frontiers.get_mut(slot) {
-                    *seen = (*seen).max(frontier);
-                }
-                let aligned = self.frontiers.iter().copied().min().unwrap_or(frontier);
-                if aligned > self.frontier {
-                    self.frontier = aligned;
-                    self.logic.on_frontier(ctx, aligned);
-                    self.logic.forward_frontier(ctx, aligned);
-                }
+            Msg::Tick => {
+                self.logic.on_tick(ctx);
+                return;
             }
-            Msg::Tick => self.logic.on_tick(ctx),
+            Msg::Watermark(frontier) => Some(frontier),
+            Msg::End => None,
+        };
+        let (_, slot) = self.input_of(message.source);
+        match self.inputs_seen.admit(slot, news) {
+            Advance::None => {}
+            Advance::To(aligned) => {
+                self.logic.on_frontier(ctx, aligned);
+                self.logic.forward_frontier(ctx, aligned);
+            }
+            Advance::Ended => {
+                self.logic.on_end(ctx);
+                self.logic.forward_end(ctx);
+            }
         }
     }
 
@@ -202,5 +211,96 @@ impl Actor<Msg> for OperatorActor {
 
     fn merge(&mut self, partial: &Snapshot) -> Result<(), SnapshotError> {
         self.logic.merge(partial)
+    }
+}
+
+/// What an operator partition knows of its upstream partitions: each one's frontier and
+/// whether it has ended, and the aligned frontier over them. An ended partition no longer
+/// holds the frontier back; when every one has ended, so has the operator partition.
+struct Alignment {
+    /// Per upstream partition: its frontier, `None` once it has ended.
+    slots: Vec<Option<Time>>,
+    /// The least frontier over the partitions that have not ended.
+    frontier: Time,
+    /// Whether every upstream partition has ended (and the end has been passed on).
+    ended: bool,
+}
+
+/// What one watermark or end did to an operator partition's aligned input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Advance {
+    /// Nothing: the aligned frontier stays.
+    None,
+    /// The aligned frontier advanced to this time.
+    To(Time),
+    /// The last upstream partition ended: so does this one.
+    Ended,
+}
+
+impl Alignment {
+    fn new(slots: usize) -> Self {
+        Self {
+            slots: vec![Some(0); slots],
+            frontier: 0,
+            ended: false,
+        }
+    }
+
+    /// Takes in a watermark (`Some(frontier)`) or the end (`None`) from upstream partition
+    /// `slot`. A watermark after its partition's end is ignored, and so is anything once
+    /// every partition has ended.
+    fn admit(&mut self, slot: usize, news: Option<Time>) -> Advance {
+        if self.ended {
+            return Advance::None;
+        }
+        if let Some(seen) = self.slots.get_mut(slot) {
+            *seen = match (*seen, news) {
+                (Some(seen), Some(frontier)) => Some(seen.max(frontier)),
+                (Some(_), None) | (None, _) => None,
+            };
+        }
+        match self.slots.iter().flatten().min() {
+            None => {
+                self.ended = true;
+                Advance::Ended
+            }
+            Some(&aligned) if aligned > self.frontier => {
+                self.frontier = aligned;
+                Advance::To(aligned)
+            }
+            Some(_) => Advance::None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_is_aligned_like_a_watermark_and_no_time_ends_anything() {
+        let mut inputs = Alignment::new(3);
+        assert_eq!(inputs.admit(0, Some(5)), Advance::None);
+        assert_eq!(inputs.admit(1, Some(7)), Advance::None);
+        assert_eq!(inputs.admit(2, Some(3)), Advance::To(3));
+        // The largest time is only a frontier.
+        assert_eq!(inputs.admit(0, Some(Time::MAX)), Advance::None);
+        assert_eq!(inputs.admit(1, Some(Time::MAX)), Advance::None);
+        assert_eq!(inputs.admit(2, Some(Time::MAX)), Advance::To(Time::MAX));
+        assert!(!inputs.ended);
+        // One partition ends: it no longer holds the frontier back, and a watermark from
+        // it afterwards is ignored.
+        let mut inputs = Alignment::new(2);
+        assert_eq!(inputs.admit(0, Some(4)), Advance::None);
+        assert_eq!(inputs.admit(1, None), Advance::To(4));
+        assert_eq!(inputs.admit(1, Some(100)), Advance::None);
+        assert_eq!(inputs.admit(0, Some(9)), Advance::To(9));
+        // The last one ends: the operator partition ends, once.
+        assert_eq!(inputs.admit(0, None), Advance::Ended);
+        assert_eq!(inputs.admit(0, None), Advance::None);
+        assert_eq!(inputs.admit(1, Some(200)), Advance::None);
+        // Ended before any watermark.
+        let mut inputs = Alignment::new(1);
+        assert_eq!(inputs.admit(0, None), Advance::Ended);
     }
 }

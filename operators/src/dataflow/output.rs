@@ -186,6 +186,18 @@ impl<T: Data> Output<T> {
     /// Flushes, then sends `frontier` to every downstream partition, as a critical
     /// message.
     pub(crate) fn frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
+        self.control(ctx, || Msg::Watermark(frontier));
+    }
+
+    /// Flushes, then sends the end of the stream ([`Msg::End`]) to every downstream
+    /// partition, as a critical message: it runs after every batch sent before it.
+    pub(crate) fn end(&mut self, ctx: &mut Context<'_, Msg>) {
+        self.control(ctx, || Msg::End);
+    }
+
+    /// Flushes, then sends the control message `message()` to every downstream partition,
+    /// as a critical message.
+    fn control(&mut self, ctx: &mut Context<'_, Msg>, message: impl Fn() -> Msg) {
         self.flush(ctx);
         for edge in &self.edges {
             for partition in 0..edge.partitions {
@@ -199,9 +211,9 @@ impl<T: Data> Output<T> {
                             ingress,
                             deadline: Nanos::MAX,
                         },
-                        payload: Msg::Watermark(frontier),
+                        payload: message(),
                     }),
-                    None => ctx.send_critical(target, Msg::Watermark(frontier)),
+                    None => ctx.send_critical(target, message()),
                 };
             }
         }

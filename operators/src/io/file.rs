@@ -18,7 +18,12 @@
 //! fails — a bad number, a wrong field count, invalid UTF-8, truncated JSON, a line over
 //! [`DEFAULT_MAX_FRAME`] bytes — is recorded in the [`DeadLetterSink`] with the file's
 //! path as its source, `line N` (1-based) as its position and the parse error as its
-//! reason, and the source goes on with the next line. A read error ends the stream
+//! reason, and the source goes on with the next line. So is a record whose event time
+//! (from `time_of`) lies outside `0..=`[`MAX_EVENT_TIME_MS`] (the end of year 9999, in
+//! ms; see [`check_event_time`]): no time a record carries can end the stream.
+//!
+//! [`MAX_EVENT_TIME_MS`]: crate::dataflow::MAX_EVENT_TIME_MS
+//! [`check_event_time`]: crate::dataflow::check_event_time A read error ends the stream
 //! early; it is logged and recorded as a letter too, at `line N` of the next line.
 //!
 //! The reader's state is shared by every incarnation of the source partition, so if the
@@ -34,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::dead_letter::DeadLetters;
 use super::parse::{decode_line, is_csv_header, Decode, Format, LineFramer, DEFAULT_MAX_FRAME};
-use crate::dataflow::{AppBuilder, Data, Stream, Time};
+use crate::dataflow::{check_event_time, AppBuilder, Data, Stream, Time};
 use crate::source::{Pacing, RecordSource};
 
 /// How many bytes a file source reads at a time.
@@ -183,7 +188,15 @@ impl<T: Decode> FileReader<T> {
                         match decode_text_line::<T>(&bytes, self.format, first) {
                             Line::Record(record) => {
                                 self.seen_content = true;
-                                return Some(((self.time_of)(&record), record));
+                                match check_event_time((self.time_of)(&record)) {
+                                    Ok(time) => return Some((time, record)),
+                                    Err(reason) => self.letters.record(
+                                        &self.source,
+                                        &position(),
+                                        &reason,
+                                        &bytes,
+                                    ),
+                                }
                             }
                             Line::Skipped => {
                                 self.seen_content |= !bytes.iter().all(u8::is_ascii_whitespace);
@@ -241,7 +254,11 @@ impl AppBuilder {
     /// one partition (see the [module docs](self)). Malformed lines go to `dead_letters`
     /// with their position `line N` and the parse error; `time_of` gives each record's
     /// event time, and watermarks trail the highest one seen by `out_of_orderness` ms.
-    /// The stream ends (frontier [`Time::MAX`]) at the end of the file.
+    /// A record whose event time is outside `0..=`[`MAX_EVENT_TIME_MS`] is a dead letter
+    /// too. The stream ends ([`Msg::End`](crate::dataflow::Msg::End)) at the end of the
+    /// file.
+    ///
+    /// [`MAX_EVENT_TIME_MS`]: crate::dataflow::MAX_EVENT_TIME_MS
     ///
     /// # Errors
     /// When the file cannot be opened.
@@ -372,5 +389,26 @@ mod tests {
         shared.record("s", "p", "r", b"x");
         assert_eq!(letters.count(), 3);
         assert_eq!(letters.failed_writes(), 0);
+    }
+
+    #[test]
+    fn a_time_out_of_range_is_a_dead_letter_and_the_file_goes_on() {
+        let letters = DeadLetterSink::in_memory();
+        let max = crate::dataflow::MAX_EVENT_TIME_MS;
+        let text = format!(
+            "1,1,1\n2,2,{}\n3,3,{max}\n4,4,{}\n5,5,5\n",
+            u64::MAX,
+            max + 1
+        );
+        let records = reader(text.as_bytes(), Format::Csv, &letters);
+        assert_eq!(
+            records.iter().map(|r| r.key).collect::<Vec<_>>(),
+            vec![1, 3, 5]
+        );
+        let lines = letters.lines();
+        assert_eq!(letters.count(), 2, "{lines:?}");
+        assert!(lines[0].contains(r#""position":"line 2""#), "{}", lines[0]);
+        assert!(lines[0].contains("event time 18446744073709551615 ms is out of range"));
+        assert!(lines[1].contains(r#""position":"line 4""#), "{}", lines[1]);
     }
 }

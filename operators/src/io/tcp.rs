@@ -35,10 +35,13 @@
 //! Every malformed record is recorded in the source's [`DeadLetterSink`], with the bound
 //! address as its source, `conn N line M` or `conn N frame M` as its position (both
 //! 1-based; connections numbered in the order they were accepted) and the parse error as
-//! its reason, and the connection goes on.
+//! its reason, and the connection goes on. So is a record whose event time (from
+//! `time_of`) lies outside `0..=`[`MAX_EVENT_TIME_MS`] (the end of year 9999, in ms; see
+//! [`check_event_time`]): no record a peer sends can end the stream.
 //!
-//! The stream ends (frontier [`Time::MAX`]) when the listener is done and every accepted
-//! connection has been read to its end (its peer closed it, or it failed):
+//! The stream ends ([`Msg::End`], a message of its own) when the listener is done and
+//! every accepted connection has been read to its end (its peer closed it, or it
+//! failed):
 //! - after [`TcpSourceOptions::max_connections`] connections, when set: the listener
 //!   accepts no more;
 //! - or when [`TcpSourceHandle::close`] is called: the listener is closed at once
@@ -47,6 +50,8 @@
 //!
 //! Dropping the handle does not end the stream: without `max_connections`, keep the
 //! handle to end it.
+//!
+//! [`MAX_EVENT_TIME_MS`]: crate::dataflow::MAX_EVENT_TIME_MS
 //!
 //! # The sink
 //!
@@ -73,8 +78,8 @@ use futures_lite::AsyncReadExt;
 use super::file::{decode_text_line, DeadLetterSink, Line, TimeOf};
 use super::parse::{decode_line, Decode, Format, LengthFramer, LineFramer, DEFAULT_MAX_FRAME};
 use crate::dataflow::{
-    add_operator, partitions_of_self, AppBuilder, AppCounters, Batch, Data, Logic, Msg, Stream,
-    Time, Wiring,
+    add_operator, check_event_time, partitions_of_self, AppBuilder, AppCounters, Batch, Data,
+    Logic, Msg, Stream, Time, Wiring,
 };
 use crate::partition::Partitioning;
 use crate::source::{Pacing, RecordSource};
@@ -312,7 +317,10 @@ impl<T: Decode> ConnDecoder<T> {
                 Ok(bytes) => match decode_text_line::<T>(&bytes, format, !self.seen_content) {
                     Line::Record(record) => {
                         self.seen_content = true;
-                        self.records.push(((self.time_of)(&record), record));
+                        match check_event_time((self.time_of)(&record)) {
+                            Ok(time) => self.records.push((time, record)),
+                            Err(reason) => self.letter("line", self.number, &reason, &bytes),
+                        }
                     }
                     Line::Skipped => {
                         self.seen_content |= !bytes.iter().all(u8::is_ascii_whitespace);
@@ -336,10 +344,12 @@ impl<T: Decode> ConnDecoder<T> {
             let decoded = if payload.is_empty() {
                 Err("expected a JSON record, found an empty frame".to_owned())
             } else {
-                decode_line::<T>(&payload, Format::Json)
+                decode_line::<T>(&payload, Format::Json).and_then(|record| {
+                    check_event_time((self.time_of)(&record)).map(|time| (time, record))
+                })
             };
             match decoded {
-                Ok(record) => self.records.push(((self.time_of)(&record), record)),
+                Ok(timed) => self.records.push(timed),
                 Err(reason) => self.letter("frame", self.number, &reason, &payload),
             }
         }
@@ -647,18 +657,23 @@ impl<T: Data + serde::Serialize> Logic for TcpSinkLogic<T> {
         }
     }
 
-    fn on_frontier(&mut self, _: &mut Context<'_, Msg>, frontier: Time) {
+    fn on_frontier(&mut self, _: &mut Context<'_, Msg>, _: Time) {
         self.shared.write(&self.buffer);
         self.buffer.clear();
-        if frontier == Time::MAX {
-            if self.shared.finished.fetch_add(1, Ordering::AcqRel) + 1 == self.partitions {
-                self.shared.shutdown();
-            }
-            self.counters.sink_finished();
-        }
     }
 
     fn forward_frontier(&mut self, _: &mut Context<'_, Msg>, _: Time) {}
+
+    fn on_end(&mut self, _: &mut Context<'_, Msg>) {
+        self.shared.write(&self.buffer);
+        self.buffer.clear();
+        if self.shared.finished.fetch_add(1, Ordering::AcqRel) + 1 == self.partitions {
+            self.shared.shutdown();
+        }
+        self.counters.sink_finished();
+    }
+
+    fn forward_end(&mut self, _: &mut Context<'_, Msg>) {}
 }
 
 impl<T: Data + serde::Serialize> Stream<T> {
@@ -782,5 +797,33 @@ mod tests {
         d.finish();
         assert_eq!(letters.count(), 4);
         assert!(letters.lines()[3].contains("cannot resynchronise"));
+    }
+
+    #[test]
+    fn a_time_out_of_range_is_a_dead_letter_in_lines_and_frames() {
+        let letters = DeadLetterSink::in_memory();
+        let mut d = decoder(TcpSourceOptions::new(Framing::Lines(Format::Csv)), &letters);
+        assert!(d.push(format!("1,1,1\n2,2,{}\n3,3,3\n", u64::MAX).as_bytes()));
+        d.finish();
+        assert_eq!(d.records.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 3]);
+        let mut d = decoder(TcpSourceOptions::new(Framing::LengthPrefixed), &letters);
+        let mut bytes = frame(br#"{"key":1,"value":2,"time":18446744073709551615}"#);
+        bytes.extend(frame(br#"{"key":1,"value":2,"time":7}"#));
+        assert!(d.push(&bytes));
+        d.finish();
+        assert_eq!(d.records.iter().map(|r| r.0).collect::<Vec<_>>(), [7]);
+        let lines = letters.lines();
+        assert_eq!(letters.count(), 2, "{lines:?}");
+        assert!(
+            lines[0].contains(r#""position":"conn 3 line 2""#),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains(r#""position":"conn 3 frame 1""#),
+            "{}",
+            lines[1]
+        );
+        assert!(lines.iter().all(|line| line.contains("out of range")));
     }
 }

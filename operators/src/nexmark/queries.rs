@@ -206,13 +206,14 @@ pub fn q4(events: &Stream<Event>) -> Stream<Q4> {
     winners.key_by(|(category, _)| *category).aggregate(
         "average price",
         PriceSum::default,
+        // Saturating, like every built-in sum: never a wrapped, small average.
         |sum, _, (_, price)| {
-            sum.sum += price;
-            sum.count += 1;
+            sum.sum = sum.sum.saturating_add(*price);
+            sum.count = sum.count.saturating_add(1);
         },
         |sum, other| {
-            sum.sum += other.sum;
-            sum.count += other.count;
+            sum.sum = sum.sum.saturating_add(other.sum);
+            sum.count = sum.count.saturating_add(other.count);
         },
         |category, sum| Q4 {
             category: *category,
@@ -424,8 +425,8 @@ pub fn q11(events: &Stream<Event>) -> Stream<Q11> {
         "sessions",
         Windows::Session { gap: TEN_SECONDS },
         || 0u64,
-        |bids, _, _, _| *bids += 1,
-        |bids, other| *bids += other,
+        |bids, _, _, _| *bids = bids.saturating_add(1),
+        |bids, other| *bids = bids.saturating_add(other),
         |bidder, window, bids, out| {
             out.push(Q11 {
                 bidder: *bidder,

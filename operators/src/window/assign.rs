@@ -26,7 +26,9 @@ impl WindowSpec {
         let last = time - time % slide;
         let mut start = last;
         loop {
-            let end = start + size;
+            // Saturating: a record near the end of the time range (`u64::MAX` is a time
+            // like any other) has windows that end there.
+            let end = start.saturating_add(size);
             if end > time || (self.inclusive_end && end == time) {
                 each(Window { start, end });
             } else {

@@ -119,6 +119,14 @@ impl<L: Data + Portable, R: Data + Portable, K: Key, O: Data> Logic for TwoInput
         self.inner.forward_frontier(ctx, frontier);
     }
 
+    fn on_end(&mut self, ctx: &mut Context<'_, Msg>) {
+        self.inner.on_end(ctx);
+    }
+
+    fn forward_end(&mut self, ctx: &mut Context<'_, Msg>) {
+        self.inner.forward_end(ctx);
+    }
+
     fn snapshot(&mut self) -> Result<Option<Snapshot>, SnapshotError> {
         self.inner.snapshot()
     }

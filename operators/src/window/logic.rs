@@ -147,12 +147,14 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
         }
     }
 
-    fn fire(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
+    /// Fires the windows (sessions) that `frontier` has passed; with `all`, every one
+    /// (the input has ended).
+    fn fire(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time, all: bool) {
         let fns = self.fns.clone();
         if let Windows::Session { .. } = fns.spec.windows {
             let mut due: Vec<(Time, K, Time, A)> = Vec::new();
             while let Some(Reverse((end, _))) = self.state.session_ends.peek() {
-                if !fns.spec.fired(*end, frontier) {
+                if !(all || fns.spec.fired(*end, frontier)) {
                     break;
                 }
                 let Reverse((end, key)) = self.state.session_ends.pop().expect("peeked");
@@ -185,7 +187,7 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
             return;
         }
         while let Some(entry) = self.state.windows.first_entry() {
-            if !fns.spec.fired(*entry.key(), frontier) {
+            if !(all || fns.spec.fired(*entry.key(), frontier)) {
                 break;
             }
             let (end, mut keys) = entry.remove_entry();
@@ -236,11 +238,21 @@ impl<T: Data, K: Key, A: Portable, O: Data> Logic for WindowLogic<T, K, A, O> {
 
     fn on_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
         self.frontier = frontier;
-        self.fire(ctx, frontier);
+        self.fire(ctx, frontier, false);
     }
 
     fn forward_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
         self.out.frontier(ctx, frontier);
+    }
+
+    /// Every input has ended: every window and session fires, whatever its end (a
+    /// window that ends at `Time::MAX` included).
+    fn on_end(&mut self, ctx: &mut Context<'_, Msg>) {
+        self.fire(ctx, self.frontier, true);
+    }
+
+    fn forward_end(&mut self, ctx: &mut Context<'_, Msg>) {
+        self.out.end(ctx);
     }
 
     fn snapshot(&mut self) -> Result<Option<Snapshot>, SnapshotError> {

@@ -191,7 +191,8 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
         stream
     }
 
-    /// Counts each key's records per window: outputs `(key, window, count)`.
+    /// Counts each key's records per window: outputs `(key, window, count)`. The count
+    /// saturates at `u64::MAX` (it never wraps to a small number).
     pub fn window_count(
         &self,
         name: &str,
@@ -201,8 +202,8 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
             name,
             spec,
             || 0u64,
-            |count, _, _, _| *count += 1,
-            |count, other| *count += other,
+            |count, _, _, _| *count = count.saturating_add(1),
+            |count, other| *count = count.saturating_add(other),
             |key, window, count, out| out.push((key.clone(), window, count)),
         )
     }
