@@ -6,9 +6,21 @@
 //! closed the window). Built-in writers: collect in memory ([`Stream::collect`]), the
 //! latency recorder ([`LatencyRecorder`]), JSON lines to a file or stdout
 //! ([`Stream::sink_json_lines`]), and a count ([`Stream::count`]).
+//!
+//! Writers that write out (a file, standard output, a socket) report what they wrote
+//! and what they could not ([`SinkWriter::take_delivery`]); the app counts both
+//! ([`Flow::outputs_written`](crate::dataflow::Flow::outputs_written),
+//! [`Flow::outputs_failed`](crate::dataflow::Flow::outputs_failed)). The JSON-lines
+//! writer checks every write: after the first failure (a full disk, a file over its size
+//! limit, a closed pipe) it writes no more, counts every later record as failed, and
+//! logs one line (a closed standard output, `EPIPE`, as when piped into `head`, is
+//! expected and logged at debug level only). A file is cut back to its last complete
+//! line after a failed write, so the lines in it are exactly the records counted as
+//! written.
 
 use std::any::Any;
-use std::io::Write;
+use std::fs::File;
+use std::io::{self, Write};
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,12 +52,44 @@ pub trait SinkWriter<T>: 'static {
     /// Every input has ended: nothing follows, neither records nor frontiers. A writer
     /// that publishes at [`frontier`](Self::frontier) publishes here too.
     fn finish(&mut self) {}
+    /// What was written out, and what could not be, since the last call. Called after
+    /// every batch and every frontier. The default (nothing) suits writers that keep
+    /// records in memory and cannot fail.
+    fn take_delivery(&mut self) -> Delivery {
+        Delivery::default()
+    }
+}
+
+/// Records a [`SinkWriter`] wrote out and records it could not; see
+/// [`SinkWriter::take_delivery`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Records written out.
+    pub written: u64,
+    /// Records that could not be written out (lost).
+    pub failed: u64,
+    /// Where and why they could not be (the first error), when `failed > 0`.
+    pub error: Option<String>,
 }
 
 struct SinkLogic<T, W> {
     writer: W,
     counters: Arc<AppCounters>,
     _records: PhantomData<fn(T)>,
+}
+
+impl<T, W: SinkWriter<T>> SinkLogic<T, W> {
+    /// Adds what the writer delivered to the app's counters.
+    fn count_delivery(&mut self) {
+        let Delivery {
+            written,
+            failed,
+            error,
+        } = self.writer.take_delivery();
+        self.counters.outputs(written, failed, || {
+            error.unwrap_or_else(|| "a sink write failed".to_owned())
+        });
+    }
 }
 
 impl<T: Data, W: SinkWriter<T>> Logic for SinkLogic<T, W> {
@@ -57,10 +101,12 @@ impl<T: Data, W: SinkWriter<T>> Logic for SinkLogic<T, W> {
         for (time, record) in batch {
             self.writer.write(time, record, latency);
         }
+        self.count_delivery();
     }
 
     fn on_frontier(&mut self, _ctx: &mut Context<'_, Msg>, frontier: Time) {
         self.writer.frontier(frontier);
+        self.count_delivery();
     }
 
     fn forward_frontier(&mut self, _: &mut Context<'_, Msg>, _: Time) {}
@@ -69,6 +115,7 @@ impl<T: Data, W: SinkWriter<T>> Logic for SinkLogic<T, W> {
     /// the app learns that one more sink partition is done.
     fn on_end(&mut self, _ctx: &mut Context<'_, Msg>) {
         self.writer.finish();
+        self.count_delivery();
         self.counters.sink_finished();
     }
 
@@ -263,27 +310,136 @@ pub enum LineTarget {
     File(PathBuf),
 }
 
+/// Where a JSON-lines sink's partitions write, shared by them.
+struct LineOut {
+    out: LineOutput,
+    /// What the output is, for messages: a path or `standard output`.
+    name: String,
+    /// Bytes of complete lines in the file so far.
+    bytes: u64,
+    /// The first write error; nothing is written after it.
+    broken: Option<String>,
+}
+
+enum LineOutput {
+    Stdout,
+    File(File),
+}
+
+impl LineOut {
+    /// Writes `buffer` (whole lines); returns how many of its lines are now out, and
+    /// the error when not all are.
+    fn write_lines(&mut self, buffer: &[u8]) -> Result<u64, (u64, String)> {
+        if let Some(error) = &self.broken {
+            return Err((0, error.clone()));
+        }
+        let (done, result) = match &mut self.out {
+            LineOutput::Stdout => {
+                // Standard output is buffered by the library: only a flushed buffer is
+                // known to be out, so a failure counts the whole buffer as lost.
+                let mut stdout = io::stdout().lock();
+                match stdout.write_all(buffer).and_then(|()| stdout.flush()) {
+                    Ok(()) => (buffer.len(), Ok(())),
+                    Err(e) => (0, Err(e)),
+                }
+            }
+            LineOutput::File(file) => {
+                let mut done = 0;
+                let mut result = Ok(());
+                while done < buffer.len() {
+                    match file.write(&buffer[done..]) {
+                        Ok(0) => {
+                            result = Err(io::Error::new(
+                                io::ErrorKind::WriteZero,
+                                "the file took no more bytes",
+                            ));
+                            break;
+                        }
+                        Ok(n) => done += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                (done, result)
+            }
+        };
+        // Only complete lines count: a line cut by the failure is not out.
+        let complete = buffer[..done]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |at| at + 1);
+        let lines = buffer[..complete].iter().filter(|&&b| b == b'\n').count() as u64;
+        self.bytes += complete as u64;
+        let Err(error) = result else {
+            return Ok(lines);
+        };
+        if let LineOutput::File(file) = &self.out {
+            if complete < done {
+                // Cut the partial line, so the file holds exactly the lines counted.
+                let _ = file.set_len(self.bytes);
+            }
+        }
+        let message = format!("cannot write to {}: {error}", self.name);
+        if error.kind() == io::ErrorKind::BrokenPipe {
+            tracing::debug!("{message}; its output is counted as failed from now on");
+        } else {
+            tracing::warn!("{message}; its output is counted as failed from now on");
+        }
+        self.broken = Some(message.clone());
+        Err((lines, message))
+    }
+}
+
 struct JsonLinesWriter {
-    out: Arc<Mutex<Box<dyn Write + Send>>>,
+    out: Arc<Mutex<LineOut>>,
     buffer: Vec<u8>,
+    /// Records in `buffer`.
+    pending: u64,
+    delivery: Delivery,
 }
 
 impl JsonLinesWriter {
     fn drain(&mut self) {
-        if !self.buffer.is_empty() {
-            let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(error) = out.write_all(&self.buffer).and_then(|()| out.flush()) {
-                tracing::warn!("sink write failed: {error}");
-            }
+        if self.pending == 0 {
             self.buffer.clear();
+            return;
         }
+        let result = self
+            .out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write_lines(&self.buffer);
+        match result {
+            Ok(lines) => self.delivery.written += lines,
+            Err((lines, error)) => {
+                self.delivery.written += lines;
+                self.delivery.failed += self.pending - lines;
+                self.delivery.error.get_or_insert(error);
+            }
+        }
+        self.pending = 0;
+        self.buffer.clear();
     }
 }
 
 impl<T: serde::Serialize + 'static> SinkWriter<T> for JsonLinesWriter {
     fn write(&mut self, _: Time, record: T, _: Nanos) {
-        if serde_json::to_writer(&mut self.buffer, &record).is_ok() {
-            self.buffer.push(b'\n');
+        let before = self.buffer.len();
+        match serde_json::to_writer(&mut self.buffer, &record) {
+            Ok(()) => {
+                self.buffer.push(b'\n');
+                self.pending += 1;
+            }
+            Err(e) => {
+                self.buffer.truncate(before);
+                self.delivery.failed += 1;
+                self.delivery
+                    .error
+                    .get_or_insert_with(|| format!("cannot encode a record as JSON: {e}"));
+            }
         }
         if self.buffer.len() >= 64 * 1024 {
             self.drain();
@@ -295,23 +451,39 @@ impl<T: serde::Serialize + 'static> SinkWriter<T> for JsonLinesWriter {
     fn finish(&mut self) {
         self.drain();
     }
+    fn take_delivery(&mut self) -> Delivery {
+        std::mem::take(&mut self.delivery)
+    }
 }
 
 impl<T: Data + serde::Serialize> Stream<T> {
     /// Writes every record as one JSON line to stdout or a file. Lines are written
-    /// through a buffer, at least at every watermark.
+    /// through a buffer, at least at every watermark; what was written and what could
+    /// not be is counted (see the [module docs](self)).
     ///
     /// # Errors
-    /// When the file cannot be created.
+    /// When the file cannot be created; the error names its path.
     pub fn sink_json_lines(&self, name: &str, target: LineTarget) -> std::io::Result<()> {
-        let out: Box<dyn Write + Send> = match &target {
-            LineTarget::Stdout => Box::new(std::io::stdout()),
-            LineTarget::File(path) => Box::new(std::fs::File::create(path)?),
+        let (out, name_of_out) = match &target {
+            LineTarget::Stdout => (LineOutput::Stdout, "standard output".to_owned()),
+            LineTarget::File(path) => {
+                let file = File::create(path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
+                })?;
+                (LineOutput::File(file), path.display().to_string())
+            }
         };
-        let out = Arc::new(Mutex::new(out));
+        let out = Arc::new(Mutex::new(LineOut {
+            out,
+            name: name_of_out,
+            bytes: 0,
+            broken: None,
+        }));
         self.sink(name, move |_| JsonLinesWriter {
             out: out.clone(),
             buffer: Vec::new(),
+            pending: 0,
+            delivery: Delivery::default(),
         });
         Ok(())
     }

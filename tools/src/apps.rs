@@ -19,9 +19,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use dirigo_operators::dataflow::{App, AppBuilder, KeyedStream, Msg, Stream};
+use dirigo_operators::io::tcp::Token;
 use dirigo_operators::io::{
-    DeadLetterSink, Format, Framing, GeneratorSpec, KeyDist, KeyedRecord, LoadShape,
-    TcpSourceHandle,
+    DeadLetterSink, Format, Framing, GeneratorSpec, KeyDist, KeyedRecord, LetterLimits, LoadShape,
+    TcpSourceHandle, TcpSourceOptions,
 };
 use dirigo_operators::nexmark::events::{Event, NexmarkSpec};
 use dirigo_operators::nexmark::queries::Query;
@@ -90,7 +91,14 @@ pub fn build(
                         format!("cannot create {} for dead letters: {e}", parent.display())
                     })?;
                 }
-                let letters = DeadLetterSink::to_file(letters_path);
+                let mut limits = LetterLimits::default();
+                if let Some(bytes) = &source.dead_letter_max_bytes {
+                    limits.max_bytes = *bytes.get_ref();
+                }
+                if let Some(rate) = &source.dead_letter_max_per_s {
+                    limits.max_per_s = *rate.get_ref();
+                }
+                let letters = DeadLetterSink::to_file_with_limits(letters_path, limits);
                 dead_letters = Some(letters.clone());
                 let format = match source.format {
                     FormatName::Csv => Format::Csv,
@@ -119,11 +127,24 @@ pub fn build(
                         FramingName::Lines => Framing::Lines(format),
                         FramingName::LengthPrefixed => Framing::LengthPrefixed,
                     };
+                    let mut options = TcpSourceOptions::new(framing);
+                    if let Some(open) = &source.max_connections {
+                        options = options.max_open_connections(*open.get_ref());
+                    }
+                    if let Some(bytes) = &source.max_frame_bytes {
+                        options = options.max_frame(*bytes.get_ref());
+                    }
+                    if let Some(ms) = &source.idle_timeout_ms {
+                        options = options.idle_timeout(Duration::from_millis(*ms.get_ref()));
+                    }
+                    if let Some(token) = &source.token {
+                        options = options.token(Token::new(&token.get_ref().0));
+                    }
                     let (stream, handle) = builder
                         .source_tcp(
                             "source",
                             address,
-                            framing,
+                            options,
                             bound,
                             |record: &KeyedRecord| record.time,
                             letters,
@@ -153,12 +174,19 @@ pub fn build(
                         LineTarget::File(file.into())
                     };
                     leaf.sink_json_lines(&format!("sink-{index}"), target)
-                        .map_err(|e| format!("cannot create the sink file: {e}"))?;
+                        .map_err(|e| format!("app {name}: sink: {e}"))?;
                 }
                 SinkKind::Tcp => {
                     let connect = section.sink.connect.as_ref().ok_or("an address")?;
                     let address = socket_address(connect).map_err(|(_, message)| message)?;
-                    leaf.sink_tcp(&format!("sink-{index}"), address)
+                    let timeout = section
+                        .sink
+                        .write_timeout_ms
+                        .as_ref()
+                        .map_or(dirigo_operators::io::tcp::DEFAULT_WRITE_TIMEOUT, |ms| {
+                            Duration::from_millis(*ms.get_ref())
+                        });
+                    leaf.sink_tcp_with_timeout(&format!("sink-{index}"), address, timeout)
                         .map_err(|e| format!("cannot connect the sink to {address}: {e}"))?;
                 }
             }

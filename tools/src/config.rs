@@ -123,6 +123,29 @@ pub struct SourceSection {
     pub framing: FramingName,
     /// `file`, `tcp`: where malformed records go (default `DIR/APP.dead-letters.jsonl`).
     pub dead_letters: Option<String>,
+    /// `file`, `tcp`: the most bytes of dead letters written (default 64 MiB).
+    pub dead_letter_max_bytes: Option<Spanned<u64>>,
+    /// `file`, `tcp`: the most dead letters written per second (default 1000).
+    pub dead_letter_max_per_s: Option<Spanned<u32>>,
+    /// `tcp`: the most connections open at once (default 64).
+    pub max_connections: Option<Spanned<usize>>,
+    /// `tcp`: the longest line or frame, bytes (default 1 MiB).
+    pub max_frame_bytes: Option<Spanned<usize>>,
+    /// `tcp`: close a connection idle this long, ms (default 60 000).
+    pub idle_timeout_ms: Option<Spanned<u64>>,
+    /// `tcp`: the shared secret each connection must send as its first line or frame.
+    pub token: Option<Spanned<Secret>>,
+}
+
+/// A string kept out of logs: its `Debug` shows no character of it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<hidden>)")
+    }
 }
 
 /// The sources.
@@ -296,6 +319,8 @@ pub struct SinkSection {
     pub path: Option<Spanned<String>>,
     /// `tcp`: the address to connect to, `HOST:PORT`.
     pub connect: Option<Spanned<String>>,
+    /// `tcp`: the longest a write may block the sink's shard, ms (default 5000).
+    pub write_timeout_ms: Option<Spanned<u64>>,
 }
 
 /// The sinks.
@@ -805,9 +830,19 @@ impl AppSection {
             SinkKind::Latency => {
                 absent(&sink.path, "path", "only `json-lines` sinks write a file")?;
                 absent(&sink.connect, "connect", "only `tcp` sinks connect")?;
+                absent(
+                    &sink.write_timeout_ms,
+                    "write_timeout_ms",
+                    "only `tcp` sinks connect",
+                )?;
             }
             SinkKind::JsonLines => {
                 absent(&sink.connect, "connect", "only `tcp` sinks connect")?;
+                absent(
+                    &sink.write_timeout_ms,
+                    "write_timeout_ms",
+                    "only `tcp` sinks connect",
+                )?;
                 if sink.path.is_none() {
                     return Err((
                         self.name.span(),
@@ -817,6 +852,11 @@ impl AppSection {
             }
             SinkKind::Tcp => {
                 absent(&sink.path, "path", "only `json-lines` sinks write a file")?;
+                within(
+                    &sink.write_timeout_ms,
+                    1..=600_000,
+                    "milliseconds (up to 10 minutes)",
+                )?;
                 match &sink.connect {
                     None => {
                         return Err((
@@ -932,11 +972,19 @@ impl AppSection {
 pub fn socket_address(
     address: &Spanned<String>,
 ) -> Result<std::net::SocketAddr, (Range<usize>, String)> {
-    address.get_ref().parse().map_err(|_| {
+    let text = address.get_ref();
+    if let Ok(port) = text.trim().parse::<u16>() {
+        // A bare port: loopback, never a wildcard address by accident.
+        return Ok(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            port,
+        )));
+    }
+    text.parse().map_err(|_| {
         (
             address.span(),
             format!(
-                "an address like 127.0.0.1:9000, not {:?}",
+                "an address like 127.0.0.1:9000 (or a port alone, for 127.0.0.1), not {:?}",
                 address.get_ref()
             ),
         )
@@ -984,6 +1032,7 @@ impl SourceSection {
         if kind == SourceKind::Nexmark {
             absent(&self.keys, "keys", "NEXMark events carry their own keys")?;
         }
+        self.check_limits(kind)?;
         match kind {
             SourceKind::File => {
                 absent(&self.listen, "listen", "only `tcp` sources listen")?;
@@ -1013,6 +1062,83 @@ impl SourceSection {
             SourceKind::Generator | SourceKind::Nexmark => {
                 absent(&self.path, "path", "only `file` sources read a file")?;
                 absent(&self.listen, "listen", "only `tcp` sources listen")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The most a `[app.source]` byte or connection limit may be set to.
+const MAX_CONNECTIONS: usize = 65_536;
+const MAX_FRAME_BYTES: usize = 64 << 20;
+
+/// `value`, when given, must lie in `range`; `what` says what it is.
+fn within<T: PartialOrd + std::fmt::Display + Copy>(
+    value: &Option<Spanned<T>>,
+    range: std::ops::RangeInclusive<T>,
+    what: &str,
+) -> Result<(), (Range<usize>, String)> {
+    match value {
+        Some(value) if !range.contains(value.get_ref()) => Err((
+            value.span(),
+            format!(
+                "{what} from {} to {}, not {}",
+                range.start(),
+                range.end(),
+                value.get_ref()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl SourceSection {
+    /// The bounds of the dead-letter and TCP keys, and where they apply.
+    fn check_limits(&self, kind: SourceKind) -> Result<(), (Range<usize>, String)> {
+        if !matches!(kind, SourceKind::File | SourceKind::Tcp) {
+            let why = "only `file` and `tcp` sources write dead letters";
+            absent(&self.dead_letter_max_bytes, "dead_letter_max_bytes", why)?;
+            absent(&self.dead_letter_max_per_s, "dead_letter_max_per_s", why)?;
+        }
+        if kind != SourceKind::Tcp {
+            let why = "only `tcp` sources take connections";
+            absent(&self.max_connections, "max_connections", why)?;
+            absent(&self.max_frame_bytes, "max_frame_bytes", why)?;
+            absent(&self.idle_timeout_ms, "idle_timeout_ms", why)?;
+            absent(&self.token, "token", why)?;
+        }
+        within(
+            &self.dead_letter_max_bytes,
+            0..=1 << 40,
+            "a number of bytes",
+        )?;
+        within(
+            &self.dead_letter_max_per_s,
+            1..=1_000_000,
+            "letters per second",
+        )?;
+        within(
+            &self.max_connections,
+            1..=MAX_CONNECTIONS,
+            "a number of connections",
+        )?;
+        within(
+            &self.max_frame_bytes,
+            1..=MAX_FRAME_BYTES,
+            "a number of bytes",
+        )?;
+        within(
+            &self.idle_timeout_ms,
+            1..=86_400_000,
+            "milliseconds (up to a day)",
+        )?;
+        if let Some(token) = &self.token {
+            let text = &token.get_ref().0;
+            if text.is_empty() || text.len() > 1024 || text.contains(['\n', '\r']) {
+                return Err((
+                    token.span(),
+                    "a token of 1 to 1024 bytes, without line breaks".into(),
+                ));
             }
         }
         Ok(())

@@ -30,6 +30,7 @@ mod exit;
 mod report;
 mod run;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -302,7 +303,7 @@ fn main() -> ExitCode {
         None => {
             let name = "configs/default.toml (built in)";
             match config::Config::parse(std::path::Path::new(name), DEFAULT_CONFIG) {
-                Ok(config) => run_config(&config, name, None, None),
+                Ok(config) => return run_config(&config, name, None, None).into(),
                 Err(error) => Err(error.to_string()),
             }
         }
@@ -332,7 +333,7 @@ fn main() -> ExitCode {
                     return Exit::Usage.into();
                 }
             };
-            run_config(&loaded, &config.display().to_string(), duration, report)
+            return run_config(&loaded, &config.display().to_string(), duration, report).into();
         }
         Some(Command::Report { report, out }) => {
             run::render(&report, &out).map(|(report, paths)| {
@@ -544,13 +545,30 @@ fn bench_consolidate(
 /// The configuration `dirigo` runs without arguments.
 const DEFAULT_CONFIG: &str = include_str!("../../configs/default.toml");
 
-/// Runs a loaded configuration and prints its summary.
+/// Runs a loaded configuration and prints its summary; says how it ended: a report
+/// path that cannot be written is a usage error (2), found before the run; a run that
+/// lost output exits 3 after saying where and how much.
 fn run_config(
     config: &config::Config,
     name: &str,
     duration: Option<Duration>,
     report: Option<PathBuf>,
-) -> Result<(), String> {
+) -> Exit {
+    match run_config_checked(config, name, duration, report) {
+        Ok(exit) => exit,
+        Err((exit, message)) => {
+            eprintln!("dirigo: {message}");
+            exit
+        }
+    }
+}
+
+fn run_config_checked(
+    config: &config::Config,
+    name: &str,
+    duration: Option<Duration>,
+    report: Option<PathBuf>,
+) -> Result<Exit, (Exit, String)> {
     if let Some(release) = config.runtime.release_freed_memory {
         allocator::set_release_freed_memory(release);
     }
@@ -564,10 +582,24 @@ fn run_config(
         config.summary(),
         duration.unwrap_or_else(|| config.duration()).as_secs_f64()
     );
-    let (report, path) = run::run(config, &options)?;
-    print!("{}", report::summary_table(&report));
-    println!("report: {}", path.display());
-    Ok(())
+    let report_file = report::ReportFile::create(&run::report_path(config, &options))
+        .map_err(|message| (Exit::Usage, message))?;
+    let (report, path) =
+        run::run_with(config, &options, report_file).map_err(|message| (Exit::Failure, message))?;
+    // Standard output may be closed (piped into `head`): the table is not worth a panic.
+    let mut stdout = std::io::stdout().lock();
+    let _ = write!(stdout, "{}", report::summary_table(&report));
+    if path.is_file() {
+        let _ = writeln!(stdout, "report: {}", path.display());
+    }
+    let _ = stdout.flush();
+    if report.output_errors.is_empty() {
+        return Ok(Exit::Success);
+    }
+    for error in &report.output_errors {
+        eprintln!("dirigo: output lost: {error}");
+    }
+    Ok(Exit::OutputLost)
 }
 
 /// A duration from a command-line number of seconds.

@@ -30,6 +30,11 @@ pub struct Report {
     pub shard_usage: Vec<ShardReport>,
     /// Samples taken while the run went on.
     pub timeline: Vec<Sample>,
+    /// Every write of the run that failed, saying where and how much was lost (outputs,
+    /// dead letters, `.hgrm` files, plots); empty when nothing was lost. The run then
+    /// exits with code 3.
+    #[serde(default)]
+    pub output_errors: Vec<String>,
 }
 
 /// One app's figures.
@@ -55,6 +60,26 @@ pub struct AppReport {
     pub late: u64,
     /// Records that reached the sink.
     pub outputs: u64,
+    /// Records a `json-lines` or `tcp` sink wrote out: the lines in its file (0 for a
+    /// `latency` sink, which writes nothing).
+    #[serde(default)]
+    pub outputs_written: u64,
+    /// Records a sink could not write out (lost).
+    #[serde(default)]
+    pub outputs_failed: u64,
+    /// Dead letters written to `dead_letter_file`: the lines in it.
+    #[serde(default)]
+    pub dead_letters_written: u64,
+    /// Dead letters that could not be written (lost).
+    #[serde(default)]
+    pub dead_letters_failed: u64,
+    /// Dead letters past the source's caps (`dead_letter_max_bytes`,
+    /// `dead_letter_max_per_s`): counted in `dead_letters`, not written.
+    #[serde(default)]
+    pub dead_letters_suppressed: u64,
+    /// A TCP source's connections and the records it never handed to the app.
+    #[serde(default)]
+    pub tcp: Option<TcpReport>,
     /// `events_in` per second of the run.
     pub events_per_s: f64,
     /// Latency of the outputs from their intended send time (ns).
@@ -65,6 +90,104 @@ pub struct AppReport {
     pub hgrm: Option<String>,
     /// The latency distribution: `(quantile, ns)` points, for the CDF plot.
     pub cdf: Vec<(f64, u64)>,
+}
+
+/// What a TCP source refused, closed and left unread.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TcpReport {
+    /// Connections accepted and read.
+    pub connections: u64,
+    /// Connections closed at once because `max_connections` were open.
+    pub connections_refused: u64,
+    /// Connections closed for a wrong or missing `token`.
+    pub connections_unauthorized: u64,
+    /// Connections closed after `idle_timeout_ms` without a byte.
+    pub connections_idle_closed: u64,
+    /// Records received and decoded that the app never took because the run stopped
+    /// (in flight at the stop): not in `events_in`.
+    pub unread_at_stop: u64,
+}
+
+/// The JSON report's file, opened before the run so that a path that cannot be
+/// written fails at once, and written at the end atomically: into a temporary file
+/// next to it (`.NAME.tmp`), then renamed over it. A report left by an earlier run at
+/// the same path is removed when the run starts, so it never looks current.
+pub struct ReportFile {
+    path: PathBuf,
+    temp: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl ReportFile {
+    /// Opens the temporary file next to `path` (creating its folder) and removes an
+    /// old report at `path`.
+    ///
+    /// # Errors
+    /// When `path` is a folder, or its folder or the temporary file cannot be created;
+    /// the message names the path.
+    pub fn create(path: &Path) -> Result<Self, String> {
+        let cannot = |what: &Path, e: &dyn std::fmt::Display| {
+            format!(
+                "cannot write the report {}: {}: {e}",
+                path.display(),
+                what.display()
+            )
+        };
+        if path.is_dir() {
+            return Err(format!(
+                "cannot write the report {}: it is a folder",
+                path.display()
+            ));
+        }
+        let name = path
+            .file_name()
+            .ok_or_else(|| format!("cannot write the report {}: no file name", path.display()))?;
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(parent) = parent {
+            std::fs::create_dir_all(parent).map_err(|e| cannot(parent, &e))?;
+        }
+        let temp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+        let file = std::fs::File::create(&temp).map_err(|e| cannot(&temp, &e))?;
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(cannot(path, &e));
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            temp,
+            file: Some(file),
+        })
+    }
+
+    /// Where the report goes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `json` and puts it in place.
+    ///
+    /// # Errors
+    /// When a write, the sync or the rename fails; the message names the path.
+    pub fn commit(mut self, json: &str) -> Result<(), String> {
+        use std::io::Write as _;
+        let mut file = self.file.take().expect("committed once");
+        file.write_all(json.as_bytes())
+            .and_then(|()| file.write_all(b"\n"))
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&self.temp, &self.path))
+            .map_err(|e| format!("cannot write the report {}: {e}", self.path.display()))
+    }
+}
+
+impl Drop for ReportFile {
+    fn drop(&mut self) {
+        // Not committed (or the commit failed): leave no temporary file behind.
+        let _ = std::fs::remove_file(&self.temp);
+    }
 }
 
 /// Latency percentiles, in nanoseconds.

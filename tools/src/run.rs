@@ -13,7 +13,7 @@ use dirigo_runtime::Runtime;
 
 use crate::apps::{self, BuiltApp};
 use crate::config::Config;
-use crate::report::{self, AppReport, Latency, Report, Sample, ShardReport};
+use crate::report::{self, AppReport, Latency, Report, ReportFile, Sample, ShardReport, TcpReport};
 
 /// How a run is asked for on the command line.
 pub struct RunOptions {
@@ -54,8 +54,32 @@ fn catch_interrupts() {
 /// Longest wait for the pipelines to drain once the sources stopped.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Runs `config`; returns the report and where it was written.
-pub fn run(config: &Config, options: &RunOptions) -> Result<(Report, PathBuf), String> {
+/// Where the JSON report of `config` run with `options` goes: `--report`, else
+/// `[report] json`, else `DIR/report.json`.
+pub fn report_path(config: &Config, options: &RunOptions) -> PathBuf {
+    options.report.clone().unwrap_or_else(|| {
+        let dir = config
+            .report
+            .dir
+            .clone()
+            .unwrap_or_else(|| "dirigo-report".into());
+        config
+            .report
+            .json
+            .clone()
+            .map_or_else(|| PathBuf::from(dir).join("report.json"), PathBuf::from)
+    })
+}
+
+/// Runs `config`, writing its JSON report into `report_file` (opened before, so that a
+/// bad report path fails before the run). Writes that fail are not errors here: the
+/// report lists them (`output_errors`, and the per-app counts) and is written anyway;
+/// a report that cannot be written is added to the returned report's `output_errors`.
+pub fn run_with(
+    config: &Config,
+    options: &RunOptions,
+    report_file: ReportFile,
+) -> Result<(Report, PathBuf), String> {
     if config.apps.is_empty() {
         return Err(format!(
             "{}: no [[app]] to run (see configs/README.md)",
@@ -70,13 +94,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(Report, PathBuf), S
             .unwrap_or_else(|| "dirigo-report".into()),
     );
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let json_path = options.report.clone().unwrap_or_else(|| {
-        config
-            .report
-            .json
-            .clone()
-            .map_or_else(|| dir.join("report.json"), PathBuf::from)
-    });
+    let json_path = report_file.path().to_path_buf();
     let duration = options.duration.unwrap_or_else(|| config.duration());
     let sample_every = Duration::from_millis(
         config
@@ -155,7 +173,8 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(Report, PathBuf), S
     for app in &built {
         app.app.stop();
         if let Some(tcp) = &app.tcp {
-            tcp.close();
+            // The app takes no more: what its connections still send is counted unread.
+            tcp.stop();
         }
     }
     let drain_started = Instant::now();
@@ -176,18 +195,44 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(Report, PathBuf), S
     let policy = config.scheduler.policy.to_string();
     let write_hgrm = config.report.hgrm.unwrap_or(true);
     let mut app_reports = Vec::new();
+    let mut output_errors = Vec::new();
     for app in &built {
         let histogram = app.latency.histogram();
         let flow = app.app.flow();
+        if flow.outputs_failed > 0 {
+            output_errors.push(format!(
+                "app {}: {} of {} outputs were not written: {}",
+                app.name,
+                flow.outputs_failed,
+                flow.outputs_failed + flow.outputs_written,
+                app.app.output_error().unwrap_or_default()
+            ));
+        }
         let dead_letters = app.dead_letters.as_ref().map_or(0, |letters| {
-            let _ = letters.flush();
+            if let Err(e) = letters.flush() {
+                output_errors.push(format!("app {}: {e}", app.name));
+            }
             letters.count()
+        });
+        let tcp = app.tcp.as_ref().map(|tcp| {
+            tcp.wait_finished(dirigo_operators::io::tcp::STOP_POLL * 5);
+            TcpReport {
+                connections: tcp.connections_accepted(),
+                connections_refused: tcp.connections_refused(),
+                connections_unauthorized: tcp.connections_unauthorized(),
+                connections_idle_closed: tcp.connections_idle_closed(),
+                unread_at_stop: tcp.unread(),
+            }
         });
         let hgrm = if write_hgrm {
             let path = dir.join(format!("{}.hgrm", app.name));
-            std::fs::write(&path, report::hgrm(&histogram))
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            Some(path.display().to_string())
+            match std::fs::write(&path, report::hgrm(&histogram)) {
+                Ok(()) => Some(path.display().to_string()),
+                Err(e) => {
+                    output_errors.push(format!("cannot write {}: {e}", path.display()));
+                    None
+                }
+            }
         } else {
             None
         };
@@ -206,11 +251,20 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(Report, PathBuf), S
             events_in,
             events_out: flow.ingested,
             dead_letters,
+            // Named only when it holds this run's letters.
             dead_letter_file: app
                 .dead_letters
                 .as_ref()
+                .filter(|letters| letters.written() > 0)
                 .and_then(|letters| letters.path())
+                .filter(|path| path.is_file())
                 .map(|path| path.display().to_string()),
+            dead_letters_written: app.dead_letters.as_ref().map_or(0, |l| l.written()),
+            dead_letters_failed: app.dead_letters.as_ref().map_or(0, |l| l.failed_writes()),
+            dead_letters_suppressed: app.dead_letters.as_ref().map_or(0, |l| l.suppressed()),
+            tcp,
+            outputs_written: flow.outputs_written,
+            outputs_failed: flow.outputs_failed,
             shed: flow.shed_at_ingest,
             shed_downstream: flow.shed_downstream,
             late: flow.late,
@@ -243,16 +297,20 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(Report, PathBuf), S
             })
             .collect(),
         timeline,
+        output_errors,
     };
-    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-    if let Some(parent) = json_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    }
-    std::fs::write(&json_path, json)
-        .map_err(|e| format!("cannot write {}: {e}", json_path.display()))?;
+    let mut report = report;
+    // The plots first, so that the JSON says when they could not be drawn.
     if config.report.plots.unwrap_or(true) {
-        report::plot(&report, &dir)?;
+        if let Err(e) = report::plot(&report, &dir) {
+            report
+                .output_errors
+                .push(format!("plots in {}: {e}", dir.display()));
+        }
+    }
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    if let Err(e) = report_file.commit(&json) {
+        report.output_errors.push(e);
     }
     Ok((report, json_path))
 }

@@ -36,6 +36,12 @@ pub(crate) struct AppCounters {
     pub(crate) paced_since: AtomicU64,
     pub(crate) done: Mutex<bool>,
     pub(crate) done_signal: Condvar,
+    /// Records sinks wrote out (to a file, standard output or a socket).
+    pub(crate) outputs_written: AtomicU64,
+    /// Records sinks could not write out.
+    pub(crate) outputs_failed: AtomicU64,
+    /// The first sink write error: where, and why.
+    pub(crate) output_error: Mutex<Option<String>>,
 }
 
 impl AppCounters {
@@ -48,6 +54,19 @@ impl AppCounters {
         {
             Ok(_) => now,
             Err(first) => first,
+        }
+    }
+
+    /// A sink wrote `written` records out and could not write `failed`; `error` says
+    /// where and why when `failed > 0` (only the first error is kept).
+    pub(crate) fn outputs(&self, written: u64, failed: u64, error: impl FnOnce() -> String) {
+        self.outputs_written.fetch_add(written, Ordering::Relaxed);
+        if failed > 0 {
+            self.outputs_failed.fetch_add(failed, Ordering::Relaxed);
+            let mut first = self.output_error.lock().unwrap_or_else(|e| e.into_inner());
+            if first.is_none() {
+                *first = Some(error());
+            }
         }
     }
 
@@ -357,7 +376,20 @@ impl App {
             shed_at_ingest: read(&counters.shed_at_ingest),
             shed_downstream: read(&counters.shed_downstream),
             late: read(&counters.late),
+            outputs_written: read(&counters.outputs_written),
+            outputs_failed: read(&counters.outputs_failed),
         }
+    }
+
+    /// The first error a sink of the app met writing its output (where, and why), if
+    /// any: see [`Flow::outputs_failed`].
+    pub fn output_error(&self) -> Option<String> {
+        self.inner
+            .counters
+            .output_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -457,4 +489,10 @@ pub struct Flow {
     pub shed_downstream: u64,
     /// Records dropped because they came after their window had fired.
     pub late: u64,
+    /// Records sinks wrote out (JSON lines to a file, standard output or a socket; the
+    /// in-memory and latency sinks write nothing out).
+    pub outputs_written: u64,
+    /// Records sinks could not write out (a full disk, a closed pipe, a peer that
+    /// stopped reading): lost. [`App::output_error`] says where and why.
+    pub outputs_failed: u64,
 }

@@ -6,29 +6,80 @@
 //! `record` is the record's bytes converted to UTF-8 lossily and cut to at most
 //! [`MAX_RECORD_BYTES`] bytes (at a character boundary).
 //!
-//! A file sink is opened lazily, on the first letter, so a run without malformed input
-//! leaves no file; it is opened in append mode (created if missing), so letters of
-//! earlier runs are never overwritten. Each letter is written with a single unbuffered
-//! `write` of the whole line: malformed records are rare, and this way a letter is
-//! either on disk or known not to be. An I/O error never panics: the letter is counted
-//! in [`DeadLetters::failed_writes`] and kept in memory instead, the file is abandoned
-//! (every later letter is kept in memory too, so the file holds a prefix of the
-//! letters, in order, the last possibly cut short by the failed write), and one
-//! `tracing::warn!` is logged. Letters kept in memory after
+//! A file sink starts afresh: a regular file left at its path by an earlier run is
+//! removed when the sink is created (so the file never mixes two runs' letters, and a
+//! report that counts this run's letters agrees with it). The file itself is opened
+//! lazily, on the first letter, so a run without malformed input leaves no file; it is
+//! opened in append mode (created if missing), so sources that share one path add up.
+//! Each letter is written with a single unbuffered `write` of the whole line: malformed
+//! records are rare, and this way a letter is either on disk or known not to be. An I/O
+//! error never panics: the letter is counted in [`DeadLetters::failed_writes`] and kept
+//! in memory instead, the file is abandoned (every later letter is kept in memory too,
+//! so the file holds a prefix of the letters, in order, the last possibly cut short by
+//! the failed write), and one `tracing::warn!` is logged. Letters kept in memory after
 //! a failure are capped at [`MAX_HELD_BYTES`]; past that they are only counted
 //! ([`DeadLetters::dropped`]).
+//!
+//! A sender can make letters much larger than its input (a one-byte line makes a letter
+//! of about a hundred bytes), so every sink is capped ([`LetterLimits`]): at most
+//! `max_bytes` bytes of letters in all (default [`DEFAULT_MAX_BYTES`]) and at most
+//! `max_per_s` letters a second (default [`DEFAULT_MAX_PER_S`], with bursts of up to a
+//! second's worth). A letter past either cap is counted ([`DeadLetters::count`] and
+//! [`DeadLetters::suppressed`]) but neither written nor held; one warning is logged when
+//! the first is suppressed.
 //!
 //! Each source owns its own [`DeadLetters`] (they are not shared between threads).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// At most this many bytes of a malformed record's text are kept in its letter.
 pub const MAX_RECORD_BYTES: usize = 4096;
 
 /// At most this many bytes of letters are kept in memory after the file has failed.
 pub const MAX_HELD_BYTES: usize = 64 << 20;
+
+/// The default cap on the bytes of letters one sink writes: 64 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+
+/// The default cap on the letters one sink writes per second (bursts of up to a
+/// second's worth).
+pub const DEFAULT_MAX_PER_S: u32 = 1000;
+
+/// How much a dead-letter sink writes at most; letters past a cap are only counted.
+///
+/// ```
+/// use dirigo_operators::io::dead_letter::{DeadLetters, LetterLimits};
+///
+/// let mut letters = DeadLetters::in_memory().with_limits(LetterLimits {
+///     max_bytes: 1 << 20,
+///     max_per_s: 2,
+/// });
+/// for line in 0..5 {
+///     letters.record("in.csv", &format!("line {line}"), "bad", b"x");
+/// }
+/// assert_eq!(letters.count(), 5);
+/// assert_eq!(letters.lines().len(), 2);
+/// assert_eq!(letters.suppressed(), 3);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LetterLimits {
+    /// Bytes of letters written (or held, for an in-memory sink) in all.
+    pub max_bytes: u64,
+    /// Letters a second, with bursts of up to this many (at least 1).
+    pub max_per_s: u32,
+}
+
+impl Default for LetterLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_per_s: DEFAULT_MAX_PER_S,
+        }
+    }
+}
 
 /// One letter, as written.
 #[derive(serde::Serialize)]
@@ -75,6 +126,18 @@ pub struct DeadLetters {
     failed_writes: u64,
     /// Letters neither written nor held (past [`MAX_HELD_BYTES`]).
     dropped: u64,
+    /// The caps.
+    limits: LetterLimits,
+    /// Letters written to the file.
+    written: u64,
+    /// Bytes of letters written or held so far, against `limits.max_bytes`.
+    bytes: u64,
+    /// Letters the rate cap still allows now (a bucket refilled at `max_per_s`).
+    allowance: f64,
+    /// When `allowance` was last refilled.
+    refilled: Instant,
+    /// Letters past a cap: counted, not written.
+    suppressed: u64,
 }
 
 /// `record` as UTF-8 text (invalid sequences replaced by U+FFFD), at most
@@ -93,6 +156,17 @@ fn record_text(record: &[u8]) -> String {
     text
 }
 
+/// Removes a regular file left at `path` by an earlier run (never anything else: a
+/// device or a FIFO given as the path stays as it is).
+fn remove_stale(path: &Path) {
+    let stale = std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_file());
+    if stale {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove the dead letters of an earlier run");
+        }
+    }
+}
+
 /// Opens (creating if needed) `path` to append letters.
 fn open(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
@@ -100,10 +174,13 @@ fn open(path: &Path) -> io::Result<File> {
 
 impl DeadLetters {
     /// Letters appended to the file at `path`, which is opened (created if missing) on
-    /// the first letter.
+    /// the first letter; a regular file already there (an earlier run's letters) is
+    /// removed now. Capped by the default [`LetterLimits`].
     pub fn to_file(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        remove_stale(&path);
         Self::with_sink(Sink::File {
-            path: path.into(),
+            path,
             file: None,
             failed: None,
         })
@@ -123,7 +200,49 @@ impl DeadLetters {
             count: 0,
             failed_writes: 0,
             dropped: 0,
+            limits: LetterLimits::default(),
+            written: 0,
+            bytes: 0,
+            allowance: f64::from(DEFAULT_MAX_PER_S),
+            refilled: Instant::now(),
+            suppressed: 0,
         }
+    }
+
+    /// The same sink with these caps (a `max_per_s` of 0 counts as 1).
+    pub fn with_limits(mut self, limits: LetterLimits) -> Self {
+        self.limits = LetterLimits {
+            max_per_s: limits.max_per_s.max(1),
+            ..limits
+        };
+        self.allowance = f64::from(self.limits.max_per_s);
+        self
+    }
+
+    /// Whether a letter of `len` bytes fits under the caps now (taking its share of
+    /// the rate if so).
+    fn admit(&mut self, len: usize) -> bool {
+        let rate = f64::from(self.limits.max_per_s);
+        let now = Instant::now();
+        let since = now.duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.allowance = (self.allowance + since * rate).min(rate);
+        let fits = self.bytes.saturating_add(len as u64) <= self.limits.max_bytes;
+        if fits && self.allowance >= 1.0 {
+            self.allowance -= 1.0;
+            self.bytes += len as u64;
+            return true;
+        }
+        if self.suppressed == 0 {
+            tracing::warn!(
+                path = ?self.path().map(Path::display).map(|p| p.to_string()),
+                max_bytes = self.limits.max_bytes,
+                max_per_s = self.limits.max_per_s,
+                "dead letters over their cap: counting the rest without writing them"
+            );
+        }
+        self.suppressed += 1;
+        false
     }
 
     /// Records a malformed `record` read by `source` at `position`, refused for
@@ -140,6 +259,9 @@ impl DeadLetters {
         // Serializing a struct of strings to a String cannot fail.
         let mut line = serde_json::to_string(&letter).unwrap_or_default();
         self.count += 1;
+        if !self.admit(line.len() + 1) {
+            return;
+        }
         let Sink::File { path, file, failed } = &mut self.sink else {
             self.held.push(line);
             return;
@@ -154,7 +276,10 @@ impl DeadLetters {
             };
             line.pop();
             match written {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.written += 1;
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(
                         path = %path.display(),
@@ -184,6 +309,16 @@ impl DeadLetters {
     /// are in [`DeadLetters::lines`] unless [`DeadLetters::dropped`].
     pub fn failed_writes(&self) -> u64 {
         self.failed_writes
+    }
+
+    /// Letters written to the file (0 for an in-memory sink).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Letters past a cap ([`LetterLimits`]): counted, neither written nor held.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed
     }
 
     /// Letters that could not be written to the file and did not fit in memory either.
@@ -288,7 +423,7 @@ mod tests {
     }
 
     #[test]
-    fn file_is_created_on_the_first_letter_and_appended() {
+    fn file_is_created_on_the_first_letter_and_a_restart_starts_afresh() {
         let dir = scratch("file");
         let path = dir.join("dead.jsonl");
         let mut letters = DeadLetters::to_file(&path);
@@ -299,16 +434,20 @@ mod tests {
         letters.record("src", "line 2", "why", b"worse");
         letters.flush().unwrap();
         drop(letters);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+        // A restarted run: the earlier run's letters are gone, not appended to.
         let mut again = DeadLetters::to_file(&path);
+        assert!(!path.exists(), "the earlier run's file is removed");
         again.record("src", "line 9", "why", b"later");
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.len(), 1);
         assert!(text.ends_with('\n'));
-        let third: Value = serde_json::from_str(lines[2]).unwrap();
-        assert_eq!(third["position"], "line 9");
-        assert_eq!(third["record"], "later");
+        let only: Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(only["position"], "line 9");
+        assert_eq!(only["record"], "later");
         assert!(again.lines().is_empty());
+        assert_eq!(again.written(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -342,5 +481,53 @@ mod tests {
         assert_eq!(letters.failed_writes(), 1);
         assert_eq!(letters.lines().len(), 1);
         assert!(letters.flush().is_err());
+    }
+
+    #[test]
+    fn a_flood_stays_under_the_byte_cap_and_is_counted() {
+        let dir = scratch("cap");
+        let path = dir.join("dead.jsonl");
+        let mut letters = DeadLetters::to_file(&path).with_limits(LetterLimits {
+            max_bytes: 4096,
+            max_per_s: 1_000_000,
+        });
+        for line in 0..10_000 {
+            letters.record("src", &format!("line {line}"), "not a record", b"x");
+        }
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size <= 4096, "{size}");
+        assert_eq!(letters.count(), 10_000);
+        assert_eq!(letters.written() + letters.suppressed(), 10_000);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().lines().count() as u64,
+            letters.written()
+        );
+        assert!(letters.flush().is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_rate_cap_allows_a_burst_then_refills() {
+        let mut letters = DeadLetters::in_memory().with_limits(LetterLimits {
+            max_bytes: u64::MAX,
+            max_per_s: 100,
+        });
+        for _ in 0..150 {
+            letters.record("s", "p", "r", b"x");
+        }
+        assert_eq!(letters.lines().len(), 100);
+        assert_eq!(letters.suppressed(), 50);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        letters.record("s", "p", "r", b"x");
+        assert_eq!(letters.lines().len(), 101, "refilled at 100 a second");
+    }
+
+    #[test]
+    fn a_device_at_the_path_is_not_removed() {
+        if !Path::new("/dev/null").exists() {
+            return;
+        }
+        let _letters = DeadLetters::to_file("/dev/null");
+        assert!(Path::new("/dev/null").exists());
     }
 }

@@ -37,7 +37,7 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::dead_letter::DeadLetters;
+use super::dead_letter::{DeadLetters, LetterLimits};
 use super::parse::{decode_line, is_csv_header, Decode, Format, LineFramer, DEFAULT_MAX_FRAME};
 use crate::dataflow::{check_event_time, AppBuilder, Data, Stream, Time};
 use crate::source::{Pacing, RecordSource};
@@ -66,6 +66,12 @@ impl DeadLetterSink {
         Self::new(DeadLetters::to_file(path))
     }
 
+    /// Letters appended to the file at `path`, capped by `limits` (see
+    /// [`DeadLetters::with_limits`]).
+    pub fn to_file_with_limits(path: impl Into<PathBuf>, limits: LetterLimits) -> Self {
+        Self::new(DeadLetters::to_file(path).with_limits(limits))
+    }
+
     /// Letters kept in memory only (see [`DeadLetters::in_memory`]); read them with
     /// [`lines`](Self::lines).
     pub fn in_memory() -> Self {
@@ -92,6 +98,16 @@ impl DeadLetterSink {
     /// Letters recorded so far.
     pub fn count(&self) -> u64 {
         self.lock().count()
+    }
+
+    /// Letters written to the file (see [`DeadLetters::written`]).
+    pub fn written(&self) -> u64 {
+        self.lock().written()
+    }
+
+    /// Letters past a cap, counted but not written (see [`DeadLetters::suppressed`]).
+    pub fn suppressed(&self) -> u64 {
+        self.lock().suppressed()
     }
 
     /// Letters that could not be written to the file (see [`DeadLetters::failed_writes`]).

@@ -26,11 +26,34 @@
 //!   as CSV or JSON per the given [`Format`]; blank lines are skipped, and so is a CSV
 //!   header `key,value,time` as the first non-blank line of a connection. A line longer
 //!   than the maximum frame is skipped up to its end and dead-lettered.
+//!   A last line that the peer cut off (the connection ended before its `\n`) is
+//!   dead-lettered, not decoded: it may be any prefix of a record.
 //! - [`Framing::LengthPrefixed`]: a 4-byte big-endian length, then that many bytes of
 //!   payload, decoded as one JSON record. A length over the maximum frame is fatal for
 //!   that connection (nothing marks where the next frame starts): it is dead-lettered and
-//!   the connection is closed. So is an empty payload, and a stream that ends inside a
-//!   frame (a truncated frame).
+//!   the connection is closed. A stream that ends inside a frame (a truncated frame) is
+//!   dead-lettered too. An empty payload is dead-lettered like any payload that is not a
+//!   record, and the connection goes on.
+//!
+//! Bounds, each a [`TcpSourceOptions`] field:
+//! - at most [`TcpSourceOptions::max_open_connections`] connections are open at once
+//!   (default [`DEFAULT_MAX_OPEN_CONNECTIONS`]); one more is accepted and closed at once,
+//!   and counted ([`TcpSourceHandle::connections_refused`]);
+//! - a connection holds at most one read buffer of [`READ_BYTES`] and one unfinished
+//!   line or frame of at most [`TcpSourceOptions::max_frame`] bytes: a longer line is
+//!   dead-lettered and the rest of it skipped as it comes, without being buffered; so
+//!   the memory of a source's connections is bounded by
+//!   `max_open_connections × (READ_BYTES + max_frame)`, plus the kernel's socket buffers;
+//! - a connection that sends nothing for [`TcpSourceOptions::idle_timeout`] (default
+//!   [`DEFAULT_IDLE_TIMEOUT`]) is closed and counted
+//!   ([`TcpSourceHandle::connections_idle_closed`]);
+//! - with a [`TcpSourceOptions::token`], the first line (or frame) of every connection
+//!   must be that token, byte for byte; a connection that sends another first line, or
+//!   ends before sending one, is closed and counted
+//!   ([`TcpSourceHandle::connections_unauthorized`]). The token is compared in constant
+//!   time, and neither it nor a wrong guess is ever logged or dead-lettered;
+//! - binding an address other than a loopback one logs a warning: anyone who can reach
+//!   it can send records.
 //!
 //! Every malformed record is recorded in the source's [`DeadLetterSink`], with the bound
 //! address as its source, `conn N line M` or `conn N frame M` as its position (both
@@ -51,6 +74,12 @@
 //! Dropping the handle does not end the stream: without `max_connections`, keep the
 //! handle to end it.
 //!
+//! [`TcpSourceHandle::stop`] ends it at once, when the app has stopped taking records:
+//! the listener is closed, every open connection is closed within [`STOP_POLL`], and
+//! the records that were received but that the app never took (queued between the
+//! network thread and the app, or decoded after the stop) are counted
+//! ([`TcpSourceHandle::unread`]) instead of being lost silently.
+//!
 //! [`MAX_EVENT_TIME_MS`]: crate::dataflow::MAX_EVENT_TIME_MS
 //!
 //! # The sink
@@ -58,10 +87,15 @@
 //! [`Stream::sink_tcp`] connects to its peer when the app is built (with `std::net`) and
 //! writes every record as one JSON line. Each sink partition buffers its lines and writes
 //! them when the buffer passes 64 KiB and at every watermark, under a lock on the shared
-//! connection. These are blocking writes on the sink's shard: a slow peer stalls that
-//! shard, and whatever else runs on it. When every sink partition has seen the end of its
-//! input, the connection's write half is shut down, so the peer reads to its end. A write
-//! error is logged once; from then on the sink's output is dropped.
+//! connection. These are blocking writes on the sink's shard, each bounded by a write
+//! deadline ([`Stream::sink_tcp_with_timeout`]; default [`DEFAULT_WRITE_TIMEOUT`]): a
+//! slow peer stalls that shard at most that long per buffer. A buffer not fully sent by
+//! its deadline, or a write error, breaks the sink: it is logged once, the connection is
+//! shut down, and from then on the sink writes nothing and counts every record as failed
+//! output (so a peer that stops reading costs the run one deadline, not its end). The
+//! lines that reached the socket whole count as written. When every sink partition has
+//! seen the end of its input, the connection's write half is shut down, so the peer reads
+//! to its end.
 
 use std::any::Any;
 use std::io::{self, Write};
@@ -71,6 +105,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use dirigo_runtime::{Context, StateKind};
 use futures_lite::AsyncReadExt;
@@ -90,6 +125,20 @@ pub const READ_BYTES: usize = 64 * 1024;
 /// How many batches (one per chunk read) wait between the network thread and the app.
 pub const CHANNEL_BATCHES: usize = 256;
 
+/// The default for [`TcpSourceOptions::max_open_connections`].
+pub const DEFAULT_MAX_OPEN_CONNECTIONS: usize = 64;
+
+/// The default for [`TcpSourceOptions::idle_timeout`]: 60 s.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often a connection waiting for bytes (or a task waiting for room in the channel)
+/// looks whether the source was stopped: [`TcpSourceHandle::stop`] closes every
+/// connection within this.
+pub const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// The default write deadline of a TCP sink ([`Stream::sink_tcp`]): 5 s.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// I/O memory of the network thread's executor (it registers no buffers of its own).
 const IO_MEMORY: usize = 256 * 1024;
 
@@ -102,8 +151,38 @@ pub enum Framing {
     LengthPrefixed,
 }
 
+/// A shared secret a connection must send as its first line or frame. Its `Debug` shows
+/// no byte of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(Arc<[u8]>);
+
+impl Token {
+    /// A token of these bytes.
+    pub fn new(bytes: impl AsRef<[u8]>) -> Self {
+        Self(Arc::from(bytes.as_ref()))
+    }
+
+    /// Whether `sent` is the token, compared in time that does not depend on where they
+    /// differ.
+    fn matches(&self, sent: &[u8]) -> bool {
+        self.0.len() == sent.len()
+            && self
+                .0
+                .iter()
+                .zip(sent)
+                .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+                == 0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<hidden>)")
+    }
+}
+
 /// A TCP source's options: its framing, the longest line or frame, and when it ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcpSourceOptions {
     /// How records are framed.
     pub framing: Framing,
@@ -113,6 +192,14 @@ pub struct TcpSourceOptions {
     /// End the stream after this many connections have been accepted and read to their
     /// end; `None` (the default): only [`TcpSourceHandle::close`] ends it.
     pub max_connections: Option<u64>,
+    /// The most connections open at once (default [`DEFAULT_MAX_OPEN_CONNECTIONS`]);
+    /// more are closed as soon as they are accepted, and counted.
+    pub max_open_connections: usize,
+    /// A connection that sends nothing for this long is closed (default
+    /// [`DEFAULT_IDLE_TIMEOUT`]).
+    pub idle_timeout: Duration,
+    /// The shared secret every connection must send first; `None` (the default): none.
+    pub token: Option<Token>,
 }
 
 impl TcpSourceOptions {
@@ -122,7 +209,28 @@ impl TcpSourceOptions {
             framing,
             max_frame: DEFAULT_MAX_FRAME,
             max_connections: None,
+            max_open_connections: DEFAULT_MAX_OPEN_CONNECTIONS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            token: None,
         }
+    }
+
+    /// With at most `connections` open at once (at least 1).
+    pub fn max_open_connections(mut self, connections: usize) -> Self {
+        self.max_open_connections = connections.max(1);
+        self
+    }
+
+    /// Closing a connection idle for `timeout`.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Asking every connection to send `token` first.
+    pub fn token(mut self, token: Token) -> Self {
+        self.token = Some(token);
+        self
     }
 
     /// With the longest line or frame payload accepted set to `bytes`.
@@ -149,8 +257,21 @@ impl From<Framing> for TcpSourceOptions {
 struct TcpStats {
     accepted: AtomicU64,
     closed: AtomicU64,
+    /// Records sent into the channel towards the app.
     records: AtomicU64,
     finished: AtomicBool,
+    /// Connections closed at once because `max_open_connections` were open.
+    refused: AtomicU64,
+    /// Connections closed for a wrong or missing token.
+    unauthorized: AtomicU64,
+    /// Connections closed for sending nothing for the idle timeout.
+    idle_closed: AtomicU64,
+    /// Records decoded but not sent, because the source was stopped.
+    unsent: AtomicU64,
+    /// Records the app took from the channel.
+    taken: AtomicU64,
+    /// [`TcpSourceHandle::stop`] was called.
+    stopping: AtomicBool,
 }
 
 /// The handle on a running TCP source: its address, its counters, and how to end it.
@@ -192,6 +313,51 @@ impl TcpSourceHandle {
     pub fn is_finished(&self) -> bool {
         self.stats.finished.load(Ordering::Acquire)
     }
+
+    /// Connections closed as soon as they were accepted, because
+    /// [`TcpSourceOptions::max_open_connections`] were open.
+    pub fn connections_refused(&self) -> u64 {
+        self.stats.refused.load(Ordering::Acquire)
+    }
+
+    /// Connections closed because their first line or frame was not the token.
+    pub fn connections_unauthorized(&self) -> u64 {
+        self.stats.unauthorized.load(Ordering::Acquire)
+    }
+
+    /// Connections closed for being idle longer than [`TcpSourceOptions::idle_timeout`].
+    pub fn connections_idle_closed(&self) -> u64 {
+        self.stats.idle_closed.load(Ordering::Acquire)
+    }
+
+    /// Ends the stream at once, for when the app no longer takes records (see the
+    /// [module docs](self)): closes the listener and, within [`STOP_POLL`], every open
+    /// connection. Idempotent.
+    pub fn stop(&self) {
+        self.stats.stopping.store(true, Ordering::Release);
+        self.close();
+    }
+
+    /// Records received and decoded that the app never took: queued towards it when it
+    /// stopped, or decoded after [`stop`](Self::stop). Final once
+    /// [`is_finished`](Self::is_finished).
+    pub fn unread(&self) -> u64 {
+        let stats = &self.stats;
+        (stats.records.load(Ordering::Acquire) + stats.unsent.load(Ordering::Acquire))
+            .saturating_sub(stats.taken.load(Ordering::Acquire))
+    }
+
+    /// Waits up to `timeout` for the network side to finish; whether it did.
+    pub fn wait_finished(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.is_finished() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
 }
 
 /// Decodes one connection's bytes: framing, decoding, dead letters.
@@ -205,8 +371,13 @@ struct ConnDecoder<T> {
     number: u64,
     /// Whether a non-blank line has been seen (a CSV header is allowed before).
     seen_content: bool,
-    /// Whether the stream failed (length-prefixed only): read no more.
+    /// Whether the stream failed (a fatal length, or no token): read no more.
     failed: bool,
+    /// The token the connection must still send first; `None` once sent, or when none
+    /// is asked.
+    token: Option<Token>,
+    /// The connection sent something else than the token first, or nothing.
+    unauthorized: bool,
     letters: DeadLetterSink,
     time_of: TimeOf<T>,
     /// Records decoded, not yet handed over.
@@ -251,6 +422,8 @@ impl<T: Decode> ConnDecoder<T> {
             number: 0,
             seen_content: false,
             failed: false,
+            token: options.token.clone(),
+            unauthorized: false,
             letters,
             time_of,
             records: Vec::new(),
@@ -277,9 +450,14 @@ impl<T: Decode> ConnDecoder<T> {
             Framer::Frames { framer, out } => {
                 let pushed = framer.push(chunk, out);
                 self.frames(out);
-                if let Err(reason) = pushed {
+                if let (Err(reason), false) = (pushed, self.failed) {
                     self.failed = true;
-                    self.letter("frame", self.number + 1, &reason, b"");
+                    if self.token.is_some() {
+                        // A bad length before the token: unauthorized, not a letter.
+                        self.unauthorized = true;
+                    } else {
+                        self.letter("frame", self.number + 1, &reason, b"");
+                    }
                 }
             }
         }
@@ -287,18 +465,51 @@ impl<T: Decode> ConnDecoder<T> {
         !self.failed
     }
 
-    /// At the end of the connection: decodes a last line without `\n`, or reports a
-    /// truncated frame.
+    /// Whether `first` (the connection's first line or frame) is the token; when it is
+    /// not, the connection is marked unauthorized and failed. `true` when no token is
+    /// asked or it was sent already.
+    fn authorize(&mut self, first: Option<&[u8]>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        if first.is_some_and(|sent| token.matches(sent)) {
+            self.token = None;
+            return true;
+        }
+        self.unauthorized = true;
+        self.failed = true;
+        false
+    }
+
+    /// At the end of the connection: dead-letters a last line cut off before its `\n`,
+    /// or reports a truncated frame.
     fn finish(&mut self) {
+        if self.failed && self.unauthorized {
+            return;
+        }
+        if self.token.is_some() {
+            // The connection ended before sending the token: nothing it sent counts.
+            self.unauthorized = true;
+            self.failed = true;
+            return;
+        }
         let mut framer = std::mem::replace(&mut self.framer, Framer::placeholder());
         match &mut framer {
-            Framer::Lines {
-                framer,
-                format,
-                out,
-            } => {
+            Framer::Lines { framer, out, .. } => {
                 framer.finish(out);
-                self.lines(out, *format);
+                for line in out.drain(..) {
+                    self.number += 1;
+                    match line {
+                        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {}
+                        Ok(bytes) => self.letter(
+                            "line",
+                            self.number,
+                            "expected a line ending (\\n), found the end of the connection: the line was cut off",
+                            &bytes,
+                        ),
+                        Err(reason) => self.letter("line", self.number, &reason, b""),
+                    }
+                }
             }
             Framer::Frames { framer, .. } => {
                 // After a fatal length the error was reported already.
@@ -312,7 +523,15 @@ impl<T: Decode> ConnDecoder<T> {
 
     fn lines(&mut self, out: &mut Vec<Result<Vec<u8>, String>>, format: Format) {
         for line in out.drain(..) {
+            if self.failed {
+                // Unauthorized: nothing more of this connection counts.
+                continue;
+            }
             self.number += 1;
+            if self.token.is_some() {
+                self.authorize(line.as_deref().ok());
+                continue;
+            }
             match line {
                 Ok(bytes) => match decode_text_line::<T>(&bytes, format, !self.seen_content) {
                     Line::Record(record) => {
@@ -340,7 +559,14 @@ impl<T: Decode> ConnDecoder<T> {
 
     fn frames(&mut self, out: &mut Vec<Vec<u8>>) {
         for payload in out.drain(..) {
+            if self.failed {
+                continue;
+            }
             self.number += 1;
+            if self.token.is_some() {
+                self.authorize(Some(&payload));
+                continue;
+            }
             let decoded = if payload.is_empty() {
                 Err("expected a JSON record, found an empty frame".to_owned())
             } else {
@@ -377,18 +603,39 @@ struct Network<T> {
 }
 
 impl<T: Decode + Data> Network<T> {
-    /// Hands `records` to the app, waiting for room; `false` when the app is gone.
+    fn stopping(&self) -> bool {
+        self.stats.stopping.load(Ordering::Acquire)
+    }
+
+    /// Hands `records` to the app, waiting for room; `false` when the app is gone or
+    /// the source was stopped (the records are then counted as unsent).
     async fn hand_over(&self, records: &mut Batch<T>) -> bool {
         if records.is_empty() {
             return true;
         }
         let batch = std::mem::take(records);
         let count = batch.len() as u64;
-        if self.records.send_async(batch).await.is_err() {
-            return false;
+        let sent = futures_lite::future::or(
+            async { Some(self.records.send_async(batch).await.is_ok()) },
+            async {
+                while !self.stopping() {
+                    glommio::timer::sleep(STOP_POLL).await;
+                }
+                None
+            },
+        )
+        .await;
+        match sent {
+            Some(true) => {
+                self.stats.records.fetch_add(count, Ordering::AcqRel);
+                true
+            }
+            // The app is gone or stopped: these records never reach it.
+            Some(false) | None => {
+                self.stats.unsent.fetch_add(count, Ordering::AcqRel);
+                false
+            }
         }
-        self.stats.records.fetch_add(count, Ordering::AcqRel);
-        true
     }
 
     /// Reads one connection to its end.
@@ -401,16 +648,39 @@ impl<T: Decode + Data> Network<T> {
             self.time_of.clone(),
         );
         let mut buf = vec![0; READ_BYTES];
+        // Reads wake up every STOP_POLL to look for a stop; idleness is timed here.
+        let poll = STOP_POLL
+            .min(self.options.idle_timeout)
+            .max(Duration::from_millis(1));
+        let _ = stream.set_read_timeout(Some(poll));
+        let mut last_bytes = Instant::now();
         loop {
+            if self.stopping() {
+                return;
+            }
             let read = match stream.read(&mut buf).await {
                 Ok(0) => break,
                 Ok(read) => read,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    if last_bytes.elapsed() >= self.options.idle_timeout {
+                        self.stats.idle_closed.fetch_add(1, Ordering::AcqRel);
+                        tracing::debug!(source = %self.source, conn, "TCP source: closing an idle connection");
+                        break;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(source = %self.source, conn, error = %e, "TCP source: read failed; closing the connection");
                     break;
                 }
             };
+            last_bytes = Instant::now();
             let go_on = decoder.push(&buf[..read]);
             if !self.hand_over(&mut decoder.records).await {
                 return;
@@ -420,6 +690,10 @@ impl<T: Decode + Data> Network<T> {
             }
         }
         decoder.finish();
+        if decoder.unauthorized {
+            self.stats.unauthorized.fetch_add(1, Ordering::AcqRel);
+            tracing::warn!(source = %self.source, conn, "TCP source: closing a connection that did not send the token first");
+        }
         self.hand_over(&mut decoder.records).await;
     }
 }
@@ -431,7 +705,7 @@ async fn serve<T: Decode + Data>(
     close: flume::Receiver<()>,
 ) {
     let (done_tx, done_rx) = flume::unbounded::<()>();
-    let mut open = 0u64;
+    let open = Rc::new(std::cell::Cell::new(0usize));
     let mut accepted = 0u64;
     let limit = network.options.max_connections.unwrap_or(u64::MAX);
     while accepted < limit {
@@ -452,22 +726,29 @@ async fn serve<T: Decode + Data>(
                 continue;
             }
         };
+        if open.get() >= network.options.max_open_connections {
+            network.stats.refused.fetch_add(1, Ordering::AcqRel);
+            tracing::debug!(source = %network.source, "TCP source: too many open connections; closing a new one");
+            drop(stream);
+            continue;
+        }
         accepted += 1;
-        open += 1;
+        open.set(open.get() + 1);
         network.stats.accepted.store(accepted, Ordering::Release);
         let network = network.clone();
         let done = done_tx.clone();
+        let open_here = open.clone();
         glommio::spawn_local(async move {
             network.read_connection(stream, accepted).await;
             network.stats.closed.fetch_add(1, Ordering::AcqRel);
+            open_here.set(open_here.get() - 1);
             let _ = done.send(());
         })
         .detach();
     }
     drop(listener);
-    while open > 0 {
+    while open.get() > 0 {
         let _ = done_rx.recv_async().await;
-        open -= 1;
     }
 }
 
@@ -475,6 +756,17 @@ async fn serve<T: Decode + Data>(
 struct ChannelRecords<T> {
     batches: flume::Receiver<Batch<T>>,
     batch: std::vec::IntoIter<(Time, T)>,
+    /// Counts the records taken (for [`TcpSourceHandle::unread`]).
+    stats: Arc<TcpStats>,
+}
+
+impl<T> ChannelRecords<T> {
+    fn took(&self, record: Option<(Time, T)>) -> Option<(Time, T)> {
+        if record.is_some() {
+            self.stats.taken.fetch_add(1, Ordering::Relaxed);
+        }
+        record
+    }
 }
 
 impl<T: Data> RecordSource<T> for ChannelRecords<T> {
@@ -482,7 +774,7 @@ impl<T: Data> RecordSource<T> for ChannelRecords<T> {
     fn next_record(&mut self) -> Option<(Time, T)> {
         loop {
             if let Some(record) = self.batch.next() {
-                return Some(record);
+                return self.took(Some(record));
             }
             self.batch = self.batches.recv().ok()?.into_iter();
         }
@@ -491,7 +783,7 @@ impl<T: Data> RecordSource<T> for ChannelRecords<T> {
     fn poll_record(&mut self) -> Poll<Option<(Time, T)>> {
         loop {
             if let Some(record) = self.batch.next() {
-                return Poll::Ready(Some(record));
+                return Poll::Ready(self.took(Some(record)));
             }
             match self.batches.try_recv() {
                 Ok(batch) => self.batch = batch.into_iter(),
@@ -561,6 +853,12 @@ impl AppBuilder {
                         }
                     };
                     let _ = ready_tx.send(Ok(addr));
+                    if !addr.ip().is_loopback() {
+                        tracing::warn!(
+                            address = %addr,
+                            "TCP source bound to an address other than loopback: anyone who can reach it can send records"
+                        );
+                    }
                     let network = Rc::new(Network {
                         source: Arc::from(addr.to_string()),
                         options,
@@ -583,11 +881,13 @@ impl AppBuilder {
                     format!("TCP source {name}: cannot listen on {listen}: {e}"),
                 )
             })?;
+        let taken_stats = stats.clone();
         let stream = self
             .source(name, out_of_orderness, Pacing::Unpaced, move |_, _| {
                 ChannelRecords {
                     batches: records_rx.clone(),
                     batch: Vec::new().into_iter(),
+                    stats: taken_stats.clone(),
                 }
             })
             .set_parallelism(1);
@@ -604,23 +904,75 @@ impl AppBuilder {
 struct TcpSinkShared {
     stream: Mutex<std::net::TcpStream>,
     peer: SocketAddr,
-    /// A write failed: output is dropped from then on.
-    broken: AtomicBool,
+    /// The longest a buffer's write may take.
+    write_timeout: Duration,
+    /// Why the sink broke (a write failed or missed its deadline): nothing is written
+    /// from then on.
+    broken: Mutex<Option<String>>,
     /// Sink partitions that have seen the end of their input.
     finished: AtomicU32,
 }
 
 impl TcpSinkShared {
-    fn write(&self, bytes: &[u8]) {
-        if bytes.is_empty() || self.broken.load(Ordering::Acquire) {
-            return;
+    /// Writes `bytes` (whole lines) by the write deadline; returns how many lines went
+    /// out whole, and the error when not all did.
+    fn write(&self, bytes: &[u8]) -> Result<u64, (u64, String)> {
+        if bytes.is_empty() {
+            return Ok(0);
+        }
+        let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(error) = &*broken {
+            return Err((0, error.clone()));
         }
         let mut stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = stream.write_all(bytes) {
-            if !self.broken.swap(true, Ordering::AcqRel) {
-                tracing::warn!(peer = %self.peer, error = %e, "TCP sink: write failed; dropping its output from now on");
+        let deadline = Instant::now() + self.write_timeout;
+        let mut done = 0;
+        let mut failure = None;
+        while done < bytes.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                failure = Some(format!(
+                    "the peer took no more within the write deadline of {:?}",
+                    self.write_timeout
+                ));
+                break;
+            }
+            if let Err(e) = stream.set_write_timeout(Some(left)) {
+                failure = Some(e.to_string());
+                break;
+            }
+            match stream.write(&bytes[done..]) {
+                Ok(0) => {
+                    failure = Some("the connection took no more bytes".to_owned());
+                    break;
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
             }
         }
+        let complete = bytes[..done]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |at| at + 1);
+        let lines = bytes[..complete].iter().filter(|&&b| b == b'\n').count() as u64;
+        let Some(failure) = failure else {
+            return Ok(lines);
+        };
+        let message = format!("cannot write to TCP peer {}: {failure}", self.peer);
+        tracing::warn!("{message}; the sink's output is counted as failed from now on");
+        // The peer gets no more (and no half line later): the connection is closed.
+        let _ = stream.shutdown(Shutdown::Both);
+        *broken = Some(message.clone());
+        Err((lines, message))
     }
 
     fn shutdown(&self) {
@@ -633,6 +985,8 @@ impl TcpSinkShared {
 struct TcpSinkLogic<T> {
     shared: Arc<TcpSinkShared>,
     buffer: Vec<u8>,
+    /// Records in `buffer`.
+    pending: u64,
     partitions: u32,
     counters: Arc<AppCounters>,
     _records: PhantomData<fn(T)>,
@@ -640,6 +994,25 @@ struct TcpSinkLogic<T> {
 
 /// A partition writes its lines once it holds this many bytes (and at every watermark).
 const SINK_BUFFER: usize = 64 * 1024;
+
+impl<T> TcpSinkLogic<T> {
+    /// Writes the buffer out and counts what went and what did not.
+    fn drain(&mut self) {
+        if self.pending == 0 {
+            self.buffer.clear();
+            return;
+        }
+        match self.shared.write(&self.buffer) {
+            Ok(lines) => self.counters.outputs(lines, 0, String::new),
+            Err((lines, error)) => {
+                self.counters
+                    .outputs(lines, self.pending.saturating_sub(lines), || error)
+            }
+        }
+        self.pending = 0;
+        self.buffer.clear();
+    }
+}
 
 impl<T: Data + serde::Serialize> Logic for TcpSinkLogic<T> {
     fn on_data(&mut self, _: &mut Context<'_, Msg>, _input: usize, data: Box<dyn Any + Send>) {
@@ -649,24 +1022,22 @@ impl<T: Data + serde::Serialize> Logic for TcpSinkLogic<T> {
         for (_, record) in *batch {
             if serde_json::to_writer(&mut self.buffer, &record).is_ok() {
                 self.buffer.push(b'\n');
+                self.pending += 1;
             }
             if self.buffer.len() >= SINK_BUFFER {
-                self.shared.write(&self.buffer);
-                self.buffer.clear();
+                self.drain();
             }
         }
     }
 
     fn on_frontier(&mut self, _: &mut Context<'_, Msg>, _: Time) {
-        self.shared.write(&self.buffer);
-        self.buffer.clear();
+        self.drain();
     }
 
     fn forward_frontier(&mut self, _: &mut Context<'_, Msg>, _: Time) {}
 
     fn on_end(&mut self, _: &mut Context<'_, Msg>) {
-        self.shared.write(&self.buffer);
-        self.buffer.clear();
+        self.drain();
         if self.shared.finished.fetch_add(1, Ordering::AcqRel) + 1 == self.partitions {
             self.shared.shutdown();
         }
@@ -678,12 +1049,32 @@ impl<T: Data + serde::Serialize> Logic for TcpSinkLogic<T> {
 
 impl<T: Data + serde::Serialize> Stream<T> {
     /// Writes every record as one JSON line to a TCP connection to `connect_to`, opened
-    /// here (see the [module docs](self): writes block the sink's shard).
+    /// here, with the default write deadline [`DEFAULT_WRITE_TIMEOUT`] (see the
+    /// [module docs](self)).
     ///
     /// # Errors
     /// When the connection cannot be opened.
     pub fn sink_tcp(&self, name: &str, connect_to: SocketAddr) -> io::Result<()> {
-        let stream = std::net::TcpStream::connect(connect_to).map_err(|e| {
+        self.sink_tcp_with_timeout(name, connect_to, DEFAULT_WRITE_TIMEOUT)
+    }
+
+    /// As [`sink_tcp`](Self::sink_tcp), with `write_timeout` as the longest a buffer's
+    /// write may block the sink's shard (at least 1 ms). A write that misses it breaks
+    /// the sink: the rest of its output is counted as failed.
+    ///
+    /// # Errors
+    /// When the connection cannot be opened.
+    pub fn sink_tcp_with_timeout(
+        &self,
+        name: &str,
+        connect_to: SocketAddr,
+        write_timeout: Duration,
+    ) -> io::Result<()> {
+        let stream = std::net::TcpStream::connect_timeout(
+            &connect_to,
+            write_timeout.max(Duration::from_secs(1)),
+        )
+        .map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("TCP sink {name}: cannot connect to {connect_to}: {e}"),
@@ -693,7 +1084,8 @@ impl<T: Data + serde::Serialize> Stream<T> {
         let shared = Arc::new(TcpSinkShared {
             stream: Mutex::new(stream),
             peer: connect_to,
-            broken: AtomicBool::new(false),
+            write_timeout: write_timeout.max(Duration::from_millis(1)),
+            broken: Mutex::new(None),
             finished: AtomicU32::new(0),
         });
         let node = add_operator(
@@ -704,6 +1096,7 @@ impl<T: Data + serde::Serialize> Stream<T> {
                 Box::new(TcpSinkLogic::<T> {
                     shared: shared.clone(),
                     buffer: Vec::new(),
+                    pending: 0,
                     partitions: partitions_of_self(wiring, partition),
                     counters: wiring.counters.clone(),
                     _records: PhantomData,
@@ -749,12 +1142,15 @@ mod tests {
             assert!(d.push(byte));
         }
         d.finish();
-        assert_eq!(
-            d.records.iter().map(|r| r.0).collect::<Vec<_>>(),
-            vec![3, 6]
-        );
+        // The last line has no `\n`: the peer cut it off, so it is a letter.
+        assert_eq!(d.records.iter().map(|r| r.0).collect::<Vec<_>>(), vec![3]);
         let lines = letters.lines();
-        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[2].contains(r#""position":"conn 3 line 5""#) && lines[2].contains("cut off"),
+            "{}",
+            lines[2]
+        );
         assert!(
             lines[0].contains(r#""position":"conn 3 line 3""#),
             "{}",
@@ -825,5 +1221,59 @@ mod tests {
             lines[1]
         );
         assert!(lines.iter().all(|line| line.contains("out of range")));
+    }
+
+    #[test]
+    fn a_cut_off_last_line_is_a_letter_and_a_blank_one_is_not() {
+        let letters = DeadLetterSink::in_memory();
+        let mut d = decoder(TcpSourceOptions::new(Framing::Lines(Format::Csv)), &letters);
+        assert!(d.push(b"1,2,3\n4,5,"));
+        d.finish();
+        assert_eq!(d.records.len(), 1);
+        assert_eq!(letters.count(), 1);
+        assert!(letters.lines()[0].contains(r#""record":"4,5,""#));
+        let mut d = decoder(TcpSourceOptions::new(Framing::Lines(Format::Csv)), &letters);
+        assert!(d.push(b"1,2,3\n  "));
+        d.finish();
+        assert_eq!(letters.count(), 1, "trailing blanks are no record");
+    }
+
+    #[test]
+    fn the_token_must_come_first_and_is_never_a_letter() {
+        let options =
+            TcpSourceOptions::new(Framing::Lines(Format::Csv)).token(Token::new("s3cret"));
+        assert!(!format!("{options:?}").contains("s3cret"));
+        let letters = DeadLetterSink::in_memory();
+        // The right token, then records: line numbers count the token's line.
+        let mut d = decoder(options.clone(), &letters);
+        assert!(d.push(b"s3cret\r\n1,2,3\nbad\n"));
+        d.finish();
+        assert!(!d.unauthorized);
+        assert_eq!(d.records.len(), 1);
+        assert!(letters.lines()[0].contains("conn 3 line 3"));
+        // A wrong token: closed, nothing decoded, nothing dead-lettered.
+        let mut d = decoder(options.clone(), &letters);
+        assert!(!d.push(b"s3cres\n1,2,3\n"));
+        d.finish();
+        assert!(d.unauthorized);
+        assert!(d.records.is_empty());
+        // No token before the end: unauthorized too, the cut line not a letter.
+        let mut d = decoder(options.clone(), &letters);
+        assert!(d.push(b"s3c"));
+        d.finish();
+        assert!(d.unauthorized);
+        assert_eq!(letters.count(), 1);
+        assert!(letters.lines().iter().all(|l| !l.contains("s3c")));
+        // Length-prefixed: the first frame is the token.
+        let options = TcpSourceOptions::new(Framing::LengthPrefixed).token(Token::new("k"));
+        let mut d = decoder(options.clone(), &letters);
+        let mut bytes = frame(b"k");
+        bytes.extend(frame(br#"{"key":1,"value":2,"time":3}"#));
+        assert!(d.push(&bytes));
+        assert_eq!(d.records.len(), 1);
+        let mut d = decoder(options, &letters);
+        assert!(!d.push(&frame(br#"{"key":1,"value":2,"time":3}"#)));
+        assert!(d.unauthorized && d.records.is_empty());
+        assert_eq!(letters.count(), 1);
     }
 }
