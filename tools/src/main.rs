@@ -302,7 +302,7 @@ fn main() -> ExitCode {
         None => {
             let name = "configs/default.toml (built in)";
             match config::Config::parse(std::path::Path::new(name), DEFAULT_CONFIG) {
-                Ok(config) => run_config(&config, name, None, None),
+                Ok(config) => return exit_of(run_config(&config, name, None, None)),
                 Err(error) => Err(error.to_string()),
             }
         }
@@ -332,7 +332,12 @@ fn main() -> ExitCode {
                     return Exit::Usage.into();
                 }
             };
-            run_config(&loaded, &config.display().to_string(), duration, report)
+            return exit_of(run_config(
+                &loaded,
+                &config.display().to_string(),
+                duration,
+                report,
+            ));
         }
         Some(Command::Report { report, out }) => {
             run::render(&report, &out).map(|(report, paths)| {
@@ -550,7 +555,7 @@ fn run_config(
     name: &str,
     duration: Option<Duration>,
     report: Option<PathBuf>,
-) -> Result<(), String> {
+) -> Result<Exit, String> {
     if let Some(release) = config.runtime.release_freed_memory {
         allocator::set_release_freed_memory(release);
     }
@@ -567,7 +572,26 @@ fn run_config(
     let (report, path) = run::run(config, &options)?;
     print!("{}", report::summary_table(&report));
     println!("report: {}", path.display());
-    Ok(())
+    let mut exit = Exit::Success;
+    if !report.failed_apps.is_empty() {
+        eprintln!(
+            "dirigo: failed app(s): {} (see `failed` in the report)",
+            report.failed_apps.join(", ")
+        );
+        exit = exit.and(Exit::AppFailed);
+    }
+    Ok(exit)
+}
+
+/// The exit code of a run: its own, or `Failure` (with the message) when it broke down.
+fn exit_of(result: Result<Exit, String>) -> ExitCode {
+    match result {
+        Ok(exit) => exit.into(),
+        Err(message) => {
+            eprintln!("dirigo: {message}");
+            Exit::Failure.into()
+        }
+    }
 }
 
 /// A duration from a command-line number of seconds.
