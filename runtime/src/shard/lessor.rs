@@ -570,7 +570,9 @@ impl<M: 'static> Coordinator<M> {
         lessors.awaiting_partials += self.lessees.len();
     }
 
-    /// Merges a lessee's partial state (from `from`, which has left if `retired`).
+    /// Merges a lessee's partial state (from `from`, which has left if `retired`). A
+    /// panicking merge fails the app (see `crate::failure`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn accept_partial(
         &mut self,
         id: ActorId,
