@@ -1,26 +1,25 @@
 //! What a panicking handler does to its app: the one place that decides it.
 //!
-//! Until the runtime can restore an actor from a checkpoint, a handler that panics
-//! (in [`Actor::receive`](crate::Actor::receive) or a critical section, or in the
-//! `snapshot` of a lessee or the `merge` of a lessor, which change its state too) **fails
-//! its app**:
-//! the actor's state may be half-updated and the message it was handling is gone, so
-//! going on would quietly produce wrong results. Re-creating the actor empty, as the
-//! runtime once did, lost open windows and made a source start again from its first
-//! record. Instead:
+//! Until the runtime can restore an actor from a checkpoint, a handler that panics (in
+//! [`Actor::receive`](crate::Actor::receive) or a critical section, or in a lessee's
+//! `snapshot` or a lessor's `merge`, which change its state too) **fails its app**: the
+//! actor's state may be half-updated and the message it was handling is gone, so going on
+//! would quietly give wrong results. Re-creating the actor empty, as the runtime once did,
+//! lost open windows and made a source start again from its first record. Instead:
 //!
 //! - the app is marked failed, with the first panic's message ([`AppFailure`], read with
 //!   [`Runtime::app_failure`](crate::Runtime::app_failure));
 //! - from then on no handler of the app runs: every message addressed to one of its
-//!   actors — waiting in a mailbox, held by a blocked lessor, in a ring, on a timer, or
-//!   sent afterwards — is dropped when it reaches its shard and counted as discarded
-//!   (`ShardStats::discarded`; hooks registered with
+//!   actors (waiting in a mailbox, held by a blocked lessor, in a ring, on a timer, or
+//!   sent afterwards) is dropped unrun as it reaches its shard or when its turn comes,
+//!   counted as discarded (`ShardStats::discarded`; hooks registered with
 //!   [`RuntimeBuilder::on_discard`](crate::RuntimeBuilder::on_discard) see each one), and
-//!   counts as handled, so shutdown does not wait for it. So the app's sources stop at
+//!   counted as handled, so shutdown does not wait for it. So the app's sources stop at
 //!   their next turn, and nothing is re-created or replayed;
-//! - its actors are never activated again; an active one is dropped, with whatever state
-//!   it held, when it falls idle (`RuntimeBuilder::idle_deactivation`) or at shutdown —
-//!   without calling its `deactivate`;
+//! - no message of it activates an actor again; an active one is dropped, with whatever
+//!   state it held, when it falls idle (`RuntimeBuilder::idle_deactivation`) or at
+//!   shutdown, without calling its `deactivate`; so is the state its deactivated actors
+//!   left;
 //! - every other app goes on untouched, and the panicking shard keeps running.
 //!
 //! Hooks registered with [`RuntimeBuilder::on_handler_panic`](crate::RuntimeBuilder::on_handler_panic)
