@@ -42,9 +42,10 @@ pub trait Actor<M>: 'static {
     /// Handles one message. Messages sent through `ctx` to other shards may leave while
     /// the handler still runs; those for this shard run after it returns.
     ///
-    /// A handler that panics does not take its shard down: the panic is logged and
-    /// counted, what the handler sent before it panicked is delivered, and the actor is
-    /// dropped and re-created by its factory without saved state.
+    /// A handler that panics does not take its shard down, but it fails its app: the
+    /// panic is logged and counted, and from then on every message of the app is
+    /// discarded unrun (what the handler sent to other apps before it panicked is
+    /// delivered). The actor is not re-created: see [`failure`](crate::failure).
     fn receive(&mut self, ctx: &mut Context<'_, M>, message: Envelope<M>);
 
     /// Called when the actor has been idle past the runtime's deactivation timeout (and at
@@ -110,8 +111,10 @@ where
     }
 }
 
-/// Runs user code that is not a handler (ordering keys, barriers, snapshots, merges):
-/// a panic there is logged and answered with `fallback`, never unwinds into the shard.
+/// Runs user code that is not a handler and changes no state (ordering keys, barriers,
+/// admission decisions): a panic there is logged and answered with `fallback`, never
+/// unwinds into the shard. (Snapshots and merges change state: a panic there fails the
+/// app, see `Failures::guard_state`.)
 pub(crate) fn guarded<T>(actor: ActorId, what: &str, fallback: T, call: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|_| {
         tracing::error!(actor = %actor, "`{what}` panicked; using its default");

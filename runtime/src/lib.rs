@@ -24,7 +24,8 @@
 //! - [`huge_pages`]: whether the process's memory may use transparent huge pages (off by
 //!   default: faulting one in stalls a shard while 2 MiB are zeroed);
 //! - [`fence`]: the asymmetric barriers behind the doorbell; [`clock`]: the runtime clock;
-//! - [`stats`]: per-shard counters.
+//! - [`stats`]: per-shard counters;
+//! - [`failure`]: what a panicking handler does to its app (fails it).
 //!
 //! A virtual actor is addressed by `(app, operator, partition)`; it lives on a home shard
 //! chosen by a stable hash of that address, is activated by its operator's factory on
@@ -34,6 +35,7 @@ pub mod actor;
 pub mod clock;
 pub mod dual;
 pub mod envelope;
+pub mod failure;
 pub mod fence;
 pub mod huge_pages;
 pub mod mesh;
@@ -54,6 +56,7 @@ pub use envelope::{
     ActorId, AppId, Envelope, MessageKind, Nanos, OperatorId, PartitionId, SchedContext, SendError,
     ShardId,
 };
+pub use failure::AppFailure;
 pub use runtime::{BuildError, Ingress, Runtime, RuntimeBuilder, RuntimeReport};
 pub use snapshot::{Snapshot, SnapshotError, SnapshotFile};
 pub use stats::ShardStats;

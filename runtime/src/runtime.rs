@@ -14,6 +14,7 @@ use crossbeam_utils::CachePadded;
 use crate::actor::{ActorFactory, Factories};
 use crate::dual::{ActorMetrics, Control, Packet, ScaleChange, ScaleError, StateKind};
 use crate::envelope::{ActorId, AppId, Envelope, OperatorId, SendError, ShardId};
+use crate::failure::{AppFailure, Failures, PanicHook};
 use crate::mesh::{build_links, Doorbell};
 use crate::placement::{self, CpuSpec, Placement};
 use crate::preflight::{self, PreflightError, PreflightReport};
@@ -103,6 +104,8 @@ pub struct RuntimeBuilder<M> {
     slos: BTreeMap<AppId, Duration>,
     handler_warning: Duration,
     shed_hooks: Vec<ShedHook<M>>,
+    panic_hooks: Vec<PanicHook>,
+    discard_hooks: Vec<ShedHook<M>>,
 }
 
 impl<M: Send + 'static> Default for RuntimeBuilder<M> {
@@ -124,6 +127,8 @@ impl<M: Send + 'static> Default for RuntimeBuilder<M> {
             slos: BTreeMap::new(),
             handler_warning: Duration::from_millis(10),
             shed_hooks: Vec::new(),
+            panic_hooks: Vec::new(),
+            discard_hooks: Vec::new(),
         }
     }
 }
@@ -245,6 +250,63 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
     /// looks at them; a hook lets a layer above count what they carried.
     pub fn on_shed(mut self, hook: impl Fn(&Envelope<M>) + Send + Sync + 'static) -> Self {
         self.shed_hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` with every handler panic: the actor whose handler panicked and the
+    /// panic's message, just after its app was marked failed (on the shard where it
+    /// panicked; keep it short). A handler panic fails its app (see
+    /// [`failure`](crate::failure)); a hook lets a layer above stop waiting for the app.
+    /// Hooks add up.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dirigo_runtime::{Actor, ActorId, Context, Envelope, Runtime};
+    ///
+    /// struct Picky;
+    /// impl Actor<u32> for Picky {
+    ///     fn receive(&mut self, _ctx: &mut Context<'_, u32>, message: Envelope<u32>) {
+    ///         assert!(message.payload != 13, "unlucky {}", message.payload);
+    ///     }
+    /// }
+    ///
+    /// let (failed, failures) = flume::unbounded();
+    /// let runtime = Runtime::<u32>::builder()
+    ///     .shards(1)
+    ///     .operator(0, 0, |_, _| Box::new(Picky) as Box<dyn Actor<u32>>)
+    ///     .on_handler_panic(move |actor, message| {
+    ///         let _ = failed.send((actor, message.to_owned()));
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// let ingress = runtime.ingress();
+    /// for value in [1, 13, 2] {
+    ///     ingress.send_to(ActorId::new(0, 0, 0), value).unwrap();
+    /// }
+    /// let (actor, message) = failures.recv_timeout(Duration::from_secs(10)).unwrap();
+    /// assert_eq!(actor, ActorId::new(0, 0, 0));
+    /// assert_eq!(message, "unlucky 13");
+    /// assert_eq!(runtime.app_failure(0).unwrap().message, "unlucky 13");
+    /// let report = runtime.shutdown();
+    /// // The message after the panic was discarded, not handled by a re-created actor.
+    /// assert_eq!(report.shards[0].handler_panics, 1);
+    /// assert_eq!(report.shards[0].discarded, 1);
+    /// ```
+    pub fn on_handler_panic(
+        mut self,
+        hook: impl Fn(ActorId, &str) + Send + Sync + 'static,
+    ) -> Self {
+        self.panic_hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` with every message dropped because its app failed (see
+    /// [`failure`](crate::failure)), just before it is dropped, on the shard where it
+    /// arrived (keep it short). Discarded messages are counted per shard
+    /// (`ShardStats::discarded`) whether or not a hook looks at them; a hook lets a layer
+    /// above count what they carried. Hooks add up.
+    pub fn on_discard(mut self, hook: impl Fn(&Envelope<M>) + Send + Sync + 'static) -> Self {
+        self.discard_hooks.push(Arc::new(hook));
         self
     }
 
@@ -483,6 +545,8 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
             measure_costs,
             usage: UsageTable::new(shards, operators.len()),
             shed_hooks: self.shed_hooks,
+            failures: Failures::new(operators.len(), self.panic_hooks),
+            discard_hooks: self.discard_hooks,
         });
         let links = build_links(shards, self.ring_capacity);
         for ((starter, links), intake) in starters.iter().zip(links).zip(receivers) {
@@ -585,6 +649,13 @@ impl<M: Send + 'static> Runtime<M> {
     /// Whether `shard` is parked right now (a hint).
     pub fn shard_sleeping(&self, shard: ShardId) -> bool {
         self.shared.doorbells[shard].is_sleeping()
+    }
+
+    /// Why `app` failed, if a handler of it panicked (see [`failure`](crate::failure));
+    /// `None` while it has not. An example is at
+    /// [`RuntimeBuilder::on_handler_panic`].
+    pub fn app_failure(&self, app: AppId) -> Option<AppFailure> {
+        self.shared.failures.get(app)
     }
 
     /// A live snapshot of every shard's counters.

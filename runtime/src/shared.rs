@@ -12,6 +12,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::dual::{ActorMetrics, Packet, ScaleChange, ScaleError, StateKind};
 use crate::envelope::{ActorId, AppId, Envelope, OperatorId, PerOperator, ShardId};
+use crate::failure::Failures;
 use crate::mesh::Doorbell;
 use crate::scheduling::{self, CostTable, SchedulingPolicy, UsageTable};
 use crate::stats::ShardCounters;
@@ -124,9 +125,14 @@ pub(crate) struct Shared<M> {
     pub(crate) usage: UsageTable,
     /// Called with each shed message (see [`RuntimeBuilder::on_shed`](crate::RuntimeBuilder::on_shed)).
     pub(crate) shed_hooks: Vec<ShedHook<M>>,
+    /// Which apps failed (a handler panicked; see [`crate::failure`]).
+    pub(crate) failures: Failures,
+    /// Called with each message discarded because its app failed (see
+    /// [`RuntimeBuilder::on_discard`](crate::RuntimeBuilder::on_discard)).
+    pub(crate) discard_hooks: Vec<ShedHook<M>>,
 }
 
-/// A hook called with each shed message.
+/// A hook called with each shed (or discarded) message.
 pub(crate) type ShedHook<M> = Arc<dyn Fn(&Envelope<M>) + Send + Sync>;
 
 impl<M> Shared<M> {
@@ -255,6 +261,8 @@ impl<M: 'static> Shared<M> {
             measure_costs: false,
             usage: UsageTable::new(shards, 1),
             shed_hooks: Vec::new(),
+            failures: Failures::new(1, Vec::new()),
+            discard_hooks: Vec::new(),
         }
     }
 }

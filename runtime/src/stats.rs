@@ -16,6 +16,8 @@ pub(crate) struct ShardCounters {
     pub(crate) activations: AtomicU64,
     pub(crate) deactivations: AtomicU64,
     pub(crate) handler_panics: AtomicU64,
+    /// Messages dropped because their app had failed (see `crate::failure`).
+    pub(crate) discarded: AtomicU64,
     /// Messages waiting in the shard's mailboxes now.
     pub(crate) queued: AtomicU64,
     /// Messages the shard's blocked lessors hold back, as of the last turn.
@@ -76,8 +78,11 @@ pub struct ShardStats {
     pub activations: u64,
     /// Actor deactivations after their idle timeout.
     pub deactivations: u64,
-    /// Handlers that panicked (the actor is restarted from its factory).
+    /// Handlers that panicked; each fails its app (see [`failure`](crate::failure)).
     pub handler_panics: u64,
+    /// Messages dropped here because their app had failed, unhandled (they count as
+    /// handled).
+    pub discarded: u64,
     /// Messages the scheduling policy dropped because they could not meet their deadline.
     pub shed: u64,
     /// Handlers that held the shard past the handler bound (measured while handlers are
@@ -110,6 +115,7 @@ impl ShardCounters {
             activations: read(&self.activations),
             deactivations: read(&self.deactivations),
             handler_panics: read(&self.handler_panics),
+            discarded: read(&self.discarded),
             shed: read(&self.shed),
             slow_handlers: read(&self.slow_handlers),
             queued_peak: read(&self.queued_peak),

@@ -420,8 +420,11 @@ impl Actor<Msg> for Fragile {
     }
 }
 
+/// A panicking handler does not stop its shard, but it fails its app: the actor is not
+/// re-created empty, and every later message of the app is discarded, counted, and
+/// counts as handled (shutdown does not wait for it).
 #[test]
-fn a_panicking_handler_does_not_stop_the_shard() {
+fn a_panicking_handler_fails_its_app_without_stopping_the_shard() {
     within(60, || {
         let (runtime, seen) =
             with_counter(Runtime::builder().shards(1), |seen| Box::new(Fragile(seen)));
@@ -431,10 +434,114 @@ fn a_panicking_handler_does_not_stop_the_shard() {
                 .send_to(ActorId::new(0, 0, 0), Msg::Token { id, hops_left: 0 })
                 .unwrap();
         }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while runtime.app_failure(0).is_none() {
+            assert!(std::time::Instant::now() < deadline, "the app never failed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let failure = runtime.app_failure(0).unwrap();
+        assert_eq!(failure.message, "unlucky token");
+        assert_eq!(failure.actor, ActorId::new(0, 0, 0));
         let report = runtime.shutdown();
-        assert_eq!(seen.load(Ordering::Relaxed), 19);
+        // Tokens 0..13 ran; 13 panicked; 14..20 were discarded, not run by a new actor.
+        assert_eq!(seen.load(Ordering::Relaxed), 13);
         assert_eq!(report.shards[0].handler_panics, 1);
+        assert_eq!(report.shards[0].discarded, 6);
+        assert_eq!(report.shards[0].activations, 1, "never re-created");
         assert_eq!(report.handled(), 20);
+        assert_eq!(report.abandoned, 0);
+    });
+}
+
+/// Counts what it handles.
+struct Tally(Arc<AtomicU64>);
+impl Actor<Msg> for Tally {
+    fn receive(&mut self, _ctx: &mut Context<'_, Msg>, _message: Envelope<Msg>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One app's panic leaves the other apps of the runtime alone, on every shard; the
+/// panic hooks hear of it at once, and what is sent to the failed app later is
+/// discarded (the discard hooks see each message).
+#[test]
+fn a_failed_app_leaves_the_other_apps_running() {
+    within(60, || {
+        let healthy = Arc::new(AtomicU64::new(0));
+        let fragile = Arc::new(AtomicU64::new(0));
+        let discarded = Arc::new(AtomicU64::new(0));
+        let (panicked, panics) = flume::unbounded();
+        let runtime = {
+            let (healthy, fragile, discarded) =
+                (healthy.clone(), fragile.clone(), discarded.clone());
+            Runtime::builder()
+                .shards(2)
+                .operator(0, 0, move |_, _| {
+                    Box::new(Fragile(fragile.clone())) as Box<dyn Actor<Msg>>
+                })
+                .operator(1, 0, move |_, _| {
+                    Box::new(Tally(healthy.clone())) as Box<dyn Actor<Msg>>
+                })
+                .on_handler_panic(move |actor, message| {
+                    let _ = panicked.send((actor, message.to_owned()));
+                })
+                .on_discard(move |envelope| {
+                    assert_eq!(envelope.target.app, 0, "only the failed app's messages");
+                    discarded.fetch_add(1, Ordering::Relaxed);
+                })
+                .build()
+                .unwrap()
+        };
+        let ingress = runtime.ingress();
+        for id in 0..14 {
+            for partition in 0..4 {
+                ingress
+                    .send_to(
+                        ActorId::new(0, 0, partition),
+                        Msg::Token { id, hops_left: 0 },
+                    )
+                    .unwrap();
+            }
+        }
+        let (actor, message) = panics.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(actor.app, 0);
+        assert_eq!(message, "unlucky token");
+        for id in 0..1000 {
+            for partition in 0..4 {
+                ingress
+                    .send_to(
+                        ActorId::new(1, 0, partition),
+                        Msg::Token { id, hops_left: 0 },
+                    )
+                    .unwrap();
+                ingress
+                    .send_to(
+                        ActorId::new(0, 0, partition),
+                        Msg::Token { id, hops_left: 0 },
+                    )
+                    .unwrap();
+            }
+        }
+        let report = runtime.shutdown();
+        assert_eq!(
+            healthy.load(Ordering::Relaxed),
+            4000,
+            "the other app ran everything"
+        );
+        let panicked: u64 = report.shards.iter().map(|s| s.handler_panics).sum();
+        let dropped: u64 = report.shards.iter().map(|s| s.discarded).sum();
+        assert!((1..=4).contains(&panicked), "{panicked}");
+        // Each of the failed app's 4 056 messages ran, panicked, or was discarded.
+        assert_eq!(
+            fragile.load(Ordering::Relaxed) + panicked + dropped,
+            4 * 14 + 4000
+        );
+        assert!(
+            dropped >= 4000,
+            "everything sent after the failure: {dropped}"
+        );
+        assert_eq!(discarded.load(Ordering::Relaxed), dropped);
+        assert_eq!(report.abandoned, 0);
     });
 }
 

@@ -414,10 +414,19 @@ fn operator(input: &Stream<KeyedRecord>, section: &OperatorSection) -> Stream<Ke
     let work_ns = section.work_ns.as_ref().map_or(0, |ns| *ns.get_ref());
     let keyed = input.key_by(|record: &KeyedRecord| record.key);
     let stream = match *section.kind.get_ref() {
-        OperatorKind::Map => input.map(name, move |record| {
-            spend(work_ns);
-            record
-        }),
+        OperatorKind::Map => {
+            let panic_on = section
+                .panic_on_value
+                .as_ref()
+                .map(|value| *value.get_ref());
+            input.map(name, move |record| {
+                spend(work_ns);
+                if panic_on == Some(record.value) {
+                    panic!("`panic_on_value = {}` met key {}", record.value, record.key);
+                }
+                record
+            })
+        }
         OperatorKind::Filter => {
             let keep = section
                 .keep_percent

@@ -204,6 +204,9 @@ pub struct OperatorSection {
     pub work_ns: Option<Spanned<u64>>,
     /// `filter`: the share of records kept, in percent (by value).
     pub keep_percent: Option<Spanned<u64>>,
+    /// `map`, fault injection: the handler panics on a record with this `value`, which
+    /// fails the app (exit code 4). For trying out how a failed app is reported.
+    pub panic_on_value: Option<Spanned<u64>>,
     /// Window kinds: the windows.
     pub window: Option<Spanned<WindowConfig>>,
     /// Window kinds: the order of a firing's rows, `key` (the default) or `any` (sooner
@@ -1186,6 +1189,13 @@ impl OperatorSection {
                 "only `filter` keeps a share",
             )?;
         }
+        if kind != OperatorKind::Map {
+            absent(
+                &self.panic_on_value,
+                "panic_on_value",
+                "only `map` can be told to panic",
+            )?;
+        }
         if kind.is_windowed() {
             match &self.window {
                 None => {
@@ -1266,6 +1276,28 @@ mod tests {
         assert_eq!(config.summary(), "2 shards, policy dirigo");
         assert_eq!(config.runtime.release_freed_memory, Some(true));
         let _builder = config.apply(dirigo_runtime::Runtime::<u32>::builder());
+    }
+
+    #[test]
+    fn only_a_map_can_be_told_to_panic() {
+        let config = parse(
+            "[[app]]\nname = \"a\"\n\n[[app.operator]]\nname = \"m\"\nkind = \"map\"\npanic_on_value = 13\n",
+        )
+        .unwrap();
+        let operator = &config.apps[0].operators[0];
+        assert_eq!(
+            operator.panic_on_value.as_ref().map(|v| *v.get_ref()),
+            Some(13)
+        );
+        let error = parse(
+            "[[app]]\nname = \"a\"\n\n[[app.operator]]\nname = \"f\"\nkind = \"filter\"\nkeep_percent = 5\npanic_on_value = 13\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("test.toml:8:18:") && error.contains("only `map`"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -593,13 +593,19 @@ fn run_config_checked(
         let _ = writeln!(stdout, "report: {}", path.display());
     }
     let _ = stdout.flush();
-    if report.output_errors.is_empty() {
-        return Ok(Exit::Success);
+    let mut exit = Exit::Success;
+    if !report.failed_apps.is_empty() {
+        eprintln!(
+            "dirigo: failed app(s): {} (see `failed` in the report)",
+            report.failed_apps.join(", ")
+        );
+        exit = exit.and(Exit::AppFailed);
     }
     for error in &report.output_errors {
         eprintln!("dirigo: output lost: {error}");
+        exit = exit.and(Exit::OutputLost);
     }
-    Ok(Exit::OutputLost)
+    Ok(exit)
 }
 
 /// A duration from a command-line number of seconds.

@@ -28,6 +28,12 @@ pub struct Report {
     pub apps: Vec<AppReport>,
     /// Per shard.
     pub shard_usage: Vec<ShardReport>,
+    /// The apps that failed (a handler panicked), by name; each says why in its `failed`.
+    #[serde(default)]
+    pub failed_apps: Vec<String>,
+    /// Handlers that panicked, over all apps.
+    #[serde(default)]
+    pub handler_panics: u64,
     /// Samples taken while the run went on.
     pub timeline: Vec<Sample>,
     /// Every write of the run that failed, saying where and how much was lost (outputs,
@@ -58,6 +64,20 @@ pub struct AppReport {
     pub shed_downstream: u64,
     /// Records dropped for coming after their window fired.
     pub late: u64,
+    /// Why the app failed: the message of the first of its handlers that panicked;
+    /// `None` (`null`) when it did not fail.
+    #[serde(default)]
+    pub failed: Option<String>,
+    /// Its handlers that panicked (each fails the app).
+    #[serde(default)]
+    pub handler_panics: u64,
+    /// Records dropped unrun on their way in because the app had failed: with them,
+    /// `events_in = events_out + dead_letters + shed + discarded`.
+    #[serde(default)]
+    pub discarded: u64,
+    /// Records dropped unrun further in because the app had failed.
+    #[serde(default)]
+    pub discarded_downstream: u64,
     /// Records that reached the sink.
     pub outputs: u64,
     /// Records a `json-lines` or `tcp` sink wrote out: the lines in its file (0 for a
@@ -599,6 +619,15 @@ pub fn summary_table(report: &Report) -> String {
             app.satisfaction
                 .map_or("-".to_string(), |share| format!("{:.1}%", share * 100.0)),
         );
+    }
+    for app in report.apps.iter() {
+        if let Some(why) = &app.failed {
+            let _ = writeln!(
+                text,
+                "app {} FAILED: a handler panicked: {why} ({} handler panic(s); {} records discarded on the way in, {} further in)",
+                app.name, app.handler_panics, app.discarded, app.discarded_downstream
+            );
+        }
     }
     let busy: Vec<String> = report
         .shard_usage

@@ -268,6 +268,10 @@ pub fn run_with(
             shed: flow.shed_at_ingest,
             shed_downstream: flow.shed_downstream,
             late: flow.late,
+            failed: app.app.failure(),
+            handler_panics: app.app.handler_panics(),
+            discarded: flow.discarded_at_ingest,
+            discarded_downstream: flow.discarded_downstream,
             outputs: app.latency.outputs(),
             events_per_s: events_in as f64 / ran.as_secs_f64().max(1e-9),
             latency_ns: Latency::of(&histogram),
@@ -282,6 +286,16 @@ pub fn run_with(
         shards,
         elapsed_s: elapsed.as_secs_f64(),
         duration_s: ran.as_secs_f64(),
+        failed_apps: app_reports
+            .iter()
+            .filter(|app| app.failed.is_some())
+            .map(|app| app.name.clone())
+            .collect(),
+        handler_panics: final_report
+            .shards
+            .iter()
+            .map(|shard| shard.handler_panics)
+            .sum(),
         apps: app_reports,
         shard_usage: final_report
             .shards

@@ -894,3 +894,125 @@ fn sums_that_overflow_saturate_instead_of_wrapping() {
     }
     std::fs::remove_dir_all(&cwd).unwrap();
 }
+
+/// Waits for `child` at most `seconds`; kills it and fails the test past that.
+fn wait_within(
+    mut child: std::process::Child,
+    seconds: u64,
+) -> (std::process::Output, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let deadline = started + std::time::Duration::from_secs(seconds);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {seconds} s\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (child.wait_with_output().unwrap(), started.elapsed())
+}
+
+/// A `map` told to panic on one value fails its app: the run does not wait for it (no
+/// drain timeout, no run to the end of `--duration`), the other app's output is complete,
+/// the report names the failure and its message, and the command exits with code 4.
+#[test]
+fn a_panicking_operator_fails_its_app_and_the_run_exits_4() {
+    let cwd = scratch("panic");
+    let lines = |count: u64| -> String {
+        (0..count)
+            .map(|i| format!("{},{},{}\n", i % 10, i, i / 10))
+            .collect()
+    };
+    std::fs::write(cwd.join("fragile.csv"), lines(5_000)).unwrap();
+    std::fs::write(cwd.join("healthy.csv"), lines(3_000)).unwrap();
+    std::fs::write(
+        cwd.join("panic.toml"),
+        r#"[runtime]
+shards = 2
+
+[run]
+duration_s = 60
+
+[[app]]
+name = "fragile"
+[app.source]
+kind = "file"
+path = "fragile.csv"
+[[app.operator]]
+name = "poisoned"
+kind = "map"
+panic_on_value = 1234
+[[app.operator]]
+name = "per-key"
+kind = "window_count"
+window = { kind = "tumbling", size_ms = 10 }
+
+[[app]]
+name = "healthy"
+[app.source]
+kind = "file"
+path = "healthy.csv"
+[[app.operator]]
+name = "pass"
+kind = "map"
+[app.sink]
+kind = "json-lines"
+path = "healthy.jsonl"
+"#,
+    )
+    .unwrap();
+    let child = dirigo()
+        .current_dir(&cwd)
+        .args(["run", "panic.toml", "--report", "report.json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (output, took) = wait_within(child, 30);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stdout}\n{stderr}");
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "waited for the failed app: {took:?}\n{stderr}"
+    );
+    let message = "`panic_on_value = 1234` met key 4";
+    assert!(
+        stdout.contains("app fragile FAILED") && stdout.contains(message),
+        "the summary says which app failed and why: {stdout}"
+    );
+    assert!(stderr.contains("fragile"), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cwd.join("report.json")).unwrap()).unwrap();
+    assert_eq!(
+        report["failed_apps"],
+        serde_json::json!(["fragile"]),
+        "{report}"
+    );
+    assert_eq!(report["handler_panics"], 1, "{report}");
+    let fragile = &report["apps"][0];
+    assert_eq!(fragile["failed"], message, "{fragile}");
+    assert_eq!(fragile["handler_panics"], 1, "{fragile}");
+    let count = |app: &serde_json::Value, key: &str| app[key].as_u64().unwrap();
+    assert_eq!(
+        count(fragile, "events_in"),
+        count(fragile, "events_out")
+            + count(fragile, "dead_letters")
+            + count(fragile, "shed")
+            + count(fragile, "discarded"),
+        "{fragile}"
+    );
+    assert!(count(fragile, "events_out") < 5_000, "{fragile}");
+    let healthy = &report["apps"][1];
+    assert!(healthy["failed"].is_null(), "{healthy}");
+    assert_eq!(healthy["handler_panics"], 0, "{healthy}");
+    assert_eq!(count(healthy, "events_in"), 3_000, "{healthy}");
+    assert_eq!(count(healthy, "outputs"), 3_000, "{healthy}");
+    let written = std::fs::read_to_string(cwd.join("healthy.jsonl")).unwrap();
+    assert_eq!(written.lines().count(), 3_000);
+    std::fs::remove_dir_all(&cwd).unwrap();
+}

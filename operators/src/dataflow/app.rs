@@ -34,6 +34,8 @@ pub(crate) struct AppCounters {
     /// 0 until then): every paced source counts its records' intended send times from
     /// this one instant.
     pub(crate) paced_since: AtomicU64,
+    /// Set when every sink finished, or when the app failed: what [`App::wait`] waits
+    /// for.
     pub(crate) done: Mutex<bool>,
     pub(crate) done_signal: Condvar,
     /// Records sinks wrote out (to a file, standard output or a socket).
@@ -42,6 +44,14 @@ pub(crate) struct AppCounters {
     pub(crate) outputs_failed: AtomicU64,
     /// The first sink write error: where, and why.
     pub(crate) output_error: Mutex<Option<String>>,
+    /// Why the app failed: the first panic's message (see [`App::failure`]).
+    pub(crate) failure: Mutex<Option<String>>,
+    /// Handlers of the app that panicked.
+    pub(crate) handler_panics: AtomicU64,
+    /// Records in batches discarded because the app failed, on their way from a source
+    /// to its first consumer, and further in.
+    pub(crate) discarded_at_ingest: AtomicU64,
+    pub(crate) discarded_downstream: AtomicU64,
 }
 
 impl AppCounters {
@@ -72,9 +82,27 @@ impl AppCounters {
 
     pub(crate) fn sink_finished(&self) {
         if self.sinks_open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
-            self.done_signal.notify_all();
+            self.end();
         }
+    }
+
+    /// The app failed: a handler panicked with `message` (see `dirigo_runtime::failure`).
+    /// The first message is kept; the sources stop (the runtime discards their turns
+    /// anyway) and whoever waits for the app is woken at once.
+    pub(crate) fn failed(&self, message: &str) {
+        self.handler_panics.fetch_add(1, Ordering::Relaxed);
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(|| message.to_owned());
+        self.stop.store(true, Ordering::Relaxed);
+        self.end();
+    }
+
+    /// Wakes whoever waits for the app: it completed or failed.
+    fn end(&self) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.done_signal.notify_all();
     }
 }
 
@@ -137,6 +165,7 @@ impl App {
         self.record_layout(&nodes, &partitions);
         let first_consumer = first_consumers(&nodes);
         let mut runtime = self.count_shed(runtime, first_consumer.clone());
+        runtime = self.watch_failure(runtime, first_consumer.clone());
         let triggers: Arc<[FrontierTrigger]> = nodes
             .iter()
             .filter_map(|node| node.trigger.clone())
@@ -242,17 +271,41 @@ impl App {
                 return;
             }
             if let Msg::Data { records, .. } = &envelope.payload {
-                let ingest = envelope.source.is_some_and(|sender| {
-                    first_consumer
-                        .get(usize::from(sender.operator))
-                        .copied()
-                        .flatten()
-                        == Some(envelope.target.operator)
-                });
-                let counter = if ingest {
+                let counter = if is_ingest(envelope, &first_consumer) {
                     &counters.shed_at_ingest
                 } else {
                     &counters.shed_downstream
+                };
+                counter.fetch_add(u64::from(*records), Ordering::Relaxed);
+            }
+        })
+    }
+
+    /// Hears of the app's handler panics, which fail it (see [`failure`](Self::failure)),
+    /// and counts the records of its batches the runtime discards from then on, like
+    /// shed ones: between a source and its first consumer, or further in.
+    fn watch_failure(
+        &self,
+        runtime: RuntimeBuilder<Msg>,
+        first_consumer: Vec<Option<OperatorId>>,
+    ) -> RuntimeBuilder<Msg> {
+        let app = self.inner.app;
+        let counters = self.inner.counters.clone();
+        let runtime = runtime.on_handler_panic(move |actor, message| {
+            if actor.app == app {
+                counters.failed(message);
+            }
+        });
+        let counters = self.inner.counters.clone();
+        runtime.on_discard(move |envelope| {
+            if envelope.target.app != app {
+                return;
+            }
+            if let Msg::Data { records, .. } = &envelope.payload {
+                let counter = if is_ingest(envelope, &first_consumer) {
+                    &counters.discarded_at_ingest
+                } else {
+                    &counters.discarded_downstream
                 };
                 counter.fetch_add(u64::from(*records), Ordering::Relaxed);
             }
@@ -300,8 +353,10 @@ impl App {
         }
     }
 
-    /// Waits until every sink partition has seen the end of every input (finite sources
-    /// only); `false` on timeout.
+    /// Waits until the app ended: every sink partition has seen the end of every input
+    /// (finite sources only), or the app failed; `false` on timeout. Which of the two:
+    /// [`failure`](Self::failure). A failed app ends at once, without waiting for its
+    /// pipeline to drain.
     pub fn wait(&self, timeout: Duration) -> bool {
         let counters = &self.inner.counters;
         let done = counters.done.lock().unwrap_or_else(|e| e.into_inner());
@@ -312,7 +367,8 @@ impl App {
         *done
     }
 
-    /// Whether every sink has seen the end of its inputs.
+    /// Whether the app ended: every sink has seen the end of its inputs, or the app
+    /// failed ([`failure`](Self::failure) tells which).
     pub fn is_done(&self) -> bool {
         *self
             .inner
@@ -320,6 +376,61 @@ impl App {
             .done
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Why the app failed, if it did: the message of the first of its handlers that
+    /// panicked. A handler panic fails its app: the runtime stops running its handlers
+    /// and discards its messages (counted in [`Flow`]), its sources stop, and
+    /// [`wait`](Self::wait) returns at once; the runtime's other apps go on. Nothing is
+    /// re-created or replayed (see [`dirigo_runtime::failure`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dirigo_operators::dataflow::{AppBuilder, Msg};
+    /// use dirigo_operators::source::Pacing;
+    /// use dirigo_runtime::Runtime;
+    ///
+    /// // (time, value) pairs.
+    /// let records: Vec<(u64, u64)> = (0..100u64).map(|i| (i, i)).collect();
+    /// let fragile = AppBuilder::new(0, "fragile");
+    /// fragile
+    ///     .source_iter("numbers", records.clone(), 0, Pacing::Unpaced)
+    ///     .map("check", |value: u64| {
+    ///         assert!(value != 42, "value {value} is bad");
+    ///         value
+    ///     })
+    ///     .count("out");
+    /// let healthy = AppBuilder::new(1, "healthy");
+    /// let outputs = healthy
+    ///     .source_iter("numbers", records, 0, Pacing::Unpaced)
+    ///     .count("out");
+    /// let (fragile, healthy) = (fragile.build(), healthy.build());
+    /// let builder = Runtime::<Msg>::builder().shards(2);
+    /// let runtime = healthy.install(fragile.install(builder)).build().unwrap();
+    /// fragile.start(&runtime.ingress());
+    /// healthy.start(&runtime.ingress());
+    /// assert!(fragile.wait(Duration::from_secs(10)), "a failed app ends at once");
+    /// assert_eq!(fragile.failure().as_deref(), Some("value 42 is bad"));
+    /// assert_eq!(fragile.handler_panics(), 1);
+    /// assert!(healthy.wait(Duration::from_secs(10)));
+    /// assert_eq!(healthy.failure(), None);
+    /// assert_eq!(outputs.outputs(), 100);
+    /// runtime.shutdown();
+    /// ```
+    pub fn failure(&self) -> Option<String> {
+        self.inner
+            .counters
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// How many of the app's handlers panicked: 0 unless it [failed](Self::failure);
+    /// usually 1, more when partitions on other shards panicked before they saw the
+    /// failure.
+    pub fn handler_panics(&self) -> u64 {
+        self.inner.counters.handler_panics.load(Ordering::Relaxed)
     }
 
     /// Records that arrived after their operator's input frontier had passed them, and
@@ -378,6 +489,8 @@ impl App {
             late: read(&counters.late),
             outputs_written: read(&counters.outputs_written),
             outputs_failed: read(&counters.outputs_failed),
+            discarded_at_ingest: read(&counters.discarded_at_ingest),
+            discarded_downstream: read(&counters.discarded_downstream),
         }
     }
 
@@ -391,6 +504,17 @@ impl App {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+}
+
+/// Whether `envelope` goes from a source to its first consumer (see [`first_consumers`]).
+fn is_ingest(envelope: &Envelope<Msg>, first_consumer: &[Option<OperatorId>]) -> bool {
+    envelope.source.is_some_and(|sender| {
+        first_consumer
+            .get(usize::from(sender.operator))
+            .copied()
+            .flatten()
+            == Some(envelope.target.operator)
+    })
 }
 
 /// Per operator: for a source, its first consumer (the lowest-numbered operator reading
@@ -473,8 +597,9 @@ fn operator_factory(
 }
 
 /// Where an app's records went. Once the app is done, every record its sources emitted
-/// was either taken in by the operator after them or shed on the way:
-/// `emitted == ingested + shed_at_ingest` (while it runs, some are in flight).
+/// was either taken in by the operator after them, shed on the way, or discarded because
+/// the app failed: `emitted == ingested + shed_at_ingest + discarded_at_ingest` (while
+/// it runs, some are in flight).
 /// Malformed input never becomes a record: sources count it as dead letters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Flow {
@@ -495,4 +620,9 @@ pub struct Flow {
     /// Records sinks could not write out (a full disk, a closed pipe, a peer that
     /// stopped reading): lost. [`App::output_error`] says where and why.
     pub outputs_failed: u64,
+    /// Records discarded between a source and its first consumer because the app failed
+    /// (see [`App::failure`]).
+    pub discarded_at_ingest: u64,
+    /// Records discarded further in because the app failed.
+    pub discarded_downstream: u64,
 }

@@ -14,13 +14,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::actor::{guarded, Actor, Context, Factories};
+use crate::actor::{guarded, Actor, Context};
 use crate::clock;
 use crate::dual::{
     ActorMetrics, Barrier, Control, LesseeProgress, ScaleChange, LESSEE_TIMELINE_KEPT,
 };
 use crate::envelope::{mix64, ActorId, Envelope, Nanos, ShardId};
 use crate::outbound::Outbound;
+use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use crate::stats::{bump, mark_handled, ShardCounters};
 
@@ -569,7 +570,9 @@ impl<M: 'static> Coordinator<M> {
         lessors.awaiting_partials += self.lessees.len();
     }
 
-    /// Merges a lessee's partial state (from `from`, which has left if `retired`).
+    /// Merges a lessee's partial state (from `from`, which has left if `retired`). A
+    /// panicking merge fails the app (see `crate::failure`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn accept_partial(
         &mut self,
         id: ActorId,
@@ -578,12 +581,17 @@ impl<M: 'static> Coordinator<M> {
         snapshot: Option<Snapshot>,
         retired: bool,
         lessors: &mut Lessors,
+        shared: &Shared<M>,
+        shard: ShardId,
     ) {
         if let Some(snapshot) = snapshot {
             let started = clock::now();
-            let merged = guarded(id, "merge", Err(None), || {
-                actor.merge(&snapshot).map_err(Some)
-            });
+            let merged =
+                shared
+                    .failures
+                    .guard_state(id, &shared.counters[shard], shard, Err(None), || {
+                        actor.merge(&snapshot).map_err(Some)
+                    });
             let metrics = &mut self.metrics;
             metrics.merge_ns += clock::now().saturating_sub(started);
             metrics.consolidations += 1;
@@ -612,8 +620,9 @@ impl<M: 'static> Coordinator<M> {
     }
 
     /// The consolidation point: every partial state is merged and everything that
-    /// arrived before the sync has run. Runs the critical section (a panicking one
-    /// restarts the actor from its factory) and applies a lessee's addition; returns the
+    /// arrived before the sync has run. Runs the critical section (a panicking one fails
+    /// the app; one of an app that failed is discarded unrun: see `crate::failure`) and
+    /// applies a lessee's addition; returns the
     /// held messages, to release in arrival order (`None` when no sync was due). Scale
     /// requests that waited come next (`next_queued_scale`).
     #[allow(clippy::too_many_arguments)]
@@ -621,7 +630,6 @@ impl<M: 'static> Coordinator<M> {
         &mut self,
         id: ActorId,
         actor: &mut Box<dyn Actor<M>>,
-        factories: &Factories<M>,
         counters: &ShardCounters,
         lessors: &mut Lessors,
         out: &mut Outbound<M>,
@@ -637,11 +645,18 @@ impl<M: 'static> Coordinator<M> {
                 epoch: self.epoch,
             };
             let messages = sync.critical;
-            let outcome = catch_unwind(AssertUnwindSafe(|| actor.critical(&mut ctx, messages)));
-            if outcome.is_err() {
-                tracing::error!(actor = %id, shard, "critical section panicked; restarting the actor from its factory");
-                *actor = factories.get(&id).activate(id, None);
+            if ctx.out.shared.failures.is_failed(id.app) {
+                for message in &messages {
+                    super::table::discarded(message, &ctx.out.shared, counters);
+                }
+            } else if let Err(payload) =
+                catch_unwind(AssertUnwindSafe(|| actor.critical(&mut ctx, messages)))
+            {
                 bump(&counters.handler_panics, 1);
+                ctx.out
+                    .shared
+                    .failures
+                    .handler_panicked(id, &*payload, shard);
             }
             self.epoch += 1;
             self.metrics.critical_sections += 1;
@@ -758,7 +773,14 @@ impl LesseeState {
         out: &mut Outbound<M>,
     ) -> Option<bool> {
         let (retire, epoch_after) = self.pending_sync.take()?;
-        let snapshot = match guarded(id, "snapshot", Ok(None), || actor.snapshot()) {
+        let counters = &out.shared.counters[out.shard];
+        let snapshot = match out.shared.failures.guard_state(
+            id,
+            counters,
+            out.shard,
+            Ok(None),
+            || actor.snapshot(),
+        ) {
             Ok(snapshot) => snapshot,
             Err(error) => {
                 tracing::error!(actor = %id, "snapshot failed, its partial state is lost: {error}");
@@ -788,10 +810,8 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
-    use crate::actor::{ActorFactory, SavedState};
     use crate::dual::Packet;
     use crate::mesh::{build_links, ShardLinks};
-    use crate::shared::Shared;
     use crate::snapshot::SnapshotError;
 
     #[derive(Clone, Debug, PartialEq, Eq)]
@@ -860,7 +880,6 @@ mod tests {
         out: Outbound<Msg>,
         /// Every shard's ends of the mesh (shard 0's outgoing ones are in `out`).
         links: Vec<ShardLinks<Packet<Msg>>>,
-        factories: Factories<Msg>,
     }
 
     impl Lessor {
@@ -869,11 +888,6 @@ mod tests {
             let mut links = build_links(SHARDS, 64);
             let outgoing = std::mem::take(&mut links[0].outgoing);
             let seen = Rc::new(RefCell::new(Seen::default()));
-            let mut factories = Factories::default();
-            let factory = |_: ActorId, _: Option<SavedState>| -> Box<dyn Actor<Msg>> {
-                Box::new(Recorder(Rc::default()))
-            };
-            factories.insert(0, 0, Arc::new(factory) as Arc<dyn ActorFactory<Msg>>);
             Self {
                 coordinator: Coordinator::new(ACTOR, 0),
                 actor: Box::new(Recorder(seen.clone())),
@@ -881,7 +895,6 @@ mod tests {
                 lessors: Lessors::default(),
                 out: Outbound::new(0, shared, outgoing),
                 links,
-                factories,
             }
         }
 
@@ -921,6 +934,8 @@ mod tests {
                 snapshot,
                 retired,
                 &mut self.lessors,
+                &self.out.shared,
+                0,
             );
         }
 
@@ -929,7 +944,6 @@ mod tests {
             let held = self.coordinator.consolidate(
                 ACTOR,
                 &mut self.actor,
-                &self.factories,
                 &shared.counters[0],
                 &mut self.lessors,
                 &mut self.out,

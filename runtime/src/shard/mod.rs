@@ -420,6 +420,10 @@ impl<M: Send + 'static> Shard<M> {
                 return 1;
             }
         };
+        if self.shared.failures.is_failed(envelope.target.app) {
+            table::discard(&envelope, &self.shared, self.id);
+            return 1;
+        }
         let (index, direct) = self.actors.route(&envelope, self.id, &self.shared);
         if direct && !slot_in(&mut self.actors.slots, index).queued {
             self.run_one(index, envelope, start);
@@ -571,12 +575,20 @@ impl<M: Send + 'static> Shard<M> {
         (ran, arrived)
     }
 
-    /// Runs one message; returns the handler's cost when handlers are timed, else 0.
+    /// Runs one message; returns the handler's cost when handlers are timed, else 0. A
+    /// message of a failed app is discarded unrun (see `crate::failure`), with the same
+    /// bookkeeping after it.
     fn run_one(&mut self, index: u32, envelope: Envelope<M>, turn_start: Nanos) -> u64 {
         let slot = self.actors.slots[index as usize]
             .as_mut()
             .expect("ready actors are active");
         slot.last_active = turn_start;
+        if self.shared.failures.is_failed(slot.id.app) {
+            let counters = &self.shared.counters[self.id];
+            table::discarded(&envelope, &self.shared, counters);
+            self.ran(index);
+            return 0;
+        }
         let mut ctx = Context {
             out: &mut self.out,
             me: slot.id,
@@ -626,21 +638,25 @@ impl<M: Send + 'static> Shard<M> {
                 smooth(&mut costs[app]);
             }
         }
-        let counters = &self.shared.counters[self.id];
-        if outcome.is_err() {
-            let id = slot.id;
-            tracing::error!(actor = %id, shard = self.id, "handler panicked; restarting the actor from its factory");
-            slot.actor = self.actors.factories.get(&id).activate(id, None);
-            bump(&counters.handler_panics, 1);
+        if let Err(payload) = outcome {
+            bump(&self.shared.counters[self.id].handler_panics, 1);
+            self.shared
+                .failures
+                .handler_panicked(slot.id, &*payload, self.id);
         }
-        let plain = matches!(slot.role, Role::Plain);
+        self.ran(index);
+        cost
+    }
+
+    /// The bookkeeping after the actor at `index` ran a message (or discarded it).
+    fn ran(&mut self, index: u32) {
+        let plain = matches!(self.actors.slot_mut(index).role, Role::Plain);
         // Released after the handler's sends were counted (see `Outbound::send`).
-        mark_handled(counters, 1);
+        mark_handled(&self.shared.counters[self.id], 1);
         if !plain {
             self.after_run(index);
         }
         self.dispatch_local();
-        cost
     }
 
     /// Dual-mode bookkeeping after a lessor or lessee ran a message.

@@ -135,6 +135,23 @@ pub(super) fn shard_loads<M>(shared: &Shared<M>, loads: &mut Vec<ShardLoad>) {
     ));
 }
 
+/// Counts a message of a failed app that is dropped unrun (see `crate::failure`); the
+/// caller counts it as handled.
+pub(super) fn discarded<M>(envelope: &Envelope<M>, shared: &Shared<M>, counters: &ShardCounters) {
+    for hook in &shared.discard_hooks {
+        hook(envelope);
+    }
+    bump(&counters.discarded, 1);
+}
+
+/// Drops a message of a failed app as it arrives; it counts as handled (shutdown waits for
+/// nothing more).
+pub(super) fn discard<M>(envelope: &Envelope<M>, shared: &Shared<M>, shard: ShardId) {
+    let counters = &shared.counters[shard];
+    discarded(envelope, shared, counters);
+    mark_handled(counters, 1);
+}
+
 /// The occupied slot at `index` (borrowing only the slab, not the whole table).
 #[inline]
 pub(super) fn slot_in<M>(slots: &mut [Option<ActorSlot<M>>], index: u32) -> &mut ActorSlot<M> {
@@ -297,7 +314,8 @@ impl<M: Send + 'static> ActorTable<M> {
     }
 
     /// Admits a message into its actor, activating the actor if needed: into its mailbox
-    /// (marking it ready) for plain actors and lessees; lessors decide (see `admit`).
+    /// (marking it ready) for plain actors and lessees; lessors decide (see `admit`). A
+    /// message of a failed app is discarded instead (see `crate::failure`).
     #[inline]
     pub(super) fn enqueue(
         &mut self,
@@ -305,6 +323,9 @@ impl<M: Send + 'static> ActorTable<M> {
         out: &mut Outbound<M>,
         shared: &Shared<M>,
     ) {
+        if shared.failures.is_failed(envelope.target.app) {
+            return discard(&envelope, shared, out.shard);
+        }
         let (index, direct) = self.route(&envelope, out.shard, shared);
         self.enqueue_routed(index, direct, envelope, out, shared);
     }
@@ -646,6 +667,8 @@ impl<M: Send + 'static> ActorTable<M> {
                     snapshot,
                     retired,
                     &mut self.lessors,
+                    shared,
+                    out.shard,
                 );
                 self.check_consolidated(index);
             }
@@ -692,7 +715,7 @@ impl<M: Send + 'static> ActorTable<M> {
         else {
             return None;
         };
-        coordinator.consolidate(id, actor, &self.factories, counters, &mut self.lessors, out)
+        coordinator.consolidate(id, actor, counters, &mut self.lessors, out)
     }
 
     /// After a consolidation point: scale requests that waited for it go first, then the
@@ -756,9 +779,15 @@ impl<M: Send + 'static> ActorTable<M> {
     }
 
     /// Deactivates every actor idle since before `cutoff`, keeping the state it returns.
-    /// Lessees, and lessors with lessees or held work, stay.
+    /// Lessees, and lessors with lessees or held work, stay. The actors of a failed app
+    /// are dropped instead, with their state, and so is what its deactivated actors left
+    /// (see `crate::failure`).
     pub(super) fn deactivate_idle(&mut self, cutoff: Nanos, shard: ShardId, shared: &Shared<M>) {
         let counters = &shared.counters[shard];
+        if shared.failures.any() {
+            self.dormant
+                .retain(|id, _| !shared.failures.is_failed(id.app));
+        }
         for index in 0..self.slots.len() {
             let idle = matches!(
                 &self.slots[index],
@@ -775,13 +804,16 @@ impl<M: Send + 'static> ActorTable<M> {
                 continue;
             }
             let slot = self.remove(index as u32);
+            bump(&counters.deactivations, 1);
+            self.occupancy(slot.id.app, -1, shard, shared);
+            if shared.failures.is_failed(slot.id.app) {
+                continue;
+            }
             let epoch = slot.epoch();
             let state = slot.actor.deactivate();
             if state.is_some() || epoch > 0 {
                 self.dormant.insert(slot.id, Dormant { state, epoch });
             }
-            bump(&counters.deactivations, 1);
-            self.occupancy(slot.id.app, -1, shard, shared);
         }
     }
 
