@@ -29,6 +29,7 @@ mod demo;
 mod exit;
 mod report;
 mod run;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -302,7 +303,10 @@ fn main() -> ExitCode {
         None => {
             let name = "configs/default.toml (built in)";
             match config::Config::parse(std::path::Path::new(name), DEFAULT_CONFIG) {
-                Ok(config) => run_config(&config, name, None, None),
+                Ok(config) => match run_config(&config, name, None, None) {
+                    Ok(exit) => return exit.into(),
+                    Err(error) => Err(error),
+                },
                 Err(error) => Err(error.to_string()),
             }
         }
@@ -332,7 +336,10 @@ fn main() -> ExitCode {
                     return Exit::Usage.into();
                 }
             };
-            run_config(&loaded, &config.display().to_string(), duration, report)
+            match run_config(&loaded, &config.display().to_string(), duration, report) {
+                Ok(exit) => return exit.into(),
+                Err(error) => Err(error),
+            }
         }
         Some(Command::Report { report, out }) => {
             run::render(&report, &out).map(|(report, paths)| {
@@ -544,13 +551,13 @@ fn bench_consolidate(
 /// The configuration `dirigo` runs without arguments.
 const DEFAULT_CONFIG: &str = include_str!("../../configs/default.toml");
 
-/// Runs a loaded configuration and prints its summary.
+/// Runs a loaded configuration and prints its summary; how the run ended.
 fn run_config(
     config: &config::Config,
     name: &str,
     duration: Option<Duration>,
     report: Option<PathBuf>,
-) -> Result<(), String> {
+) -> Result<Exit, String> {
     if let Some(release) = config.runtime.release_freed_memory {
         allocator::set_release_freed_memory(release);
     }
@@ -567,7 +574,19 @@ fn run_config(
     let (report, path) = run::run(config, &options)?;
     print!("{}", report::summary_table(&report));
     println!("report: {}", path.display());
-    Ok(())
+    Ok(stop_exit(&report))
+}
+
+/// What the way a run stopped says: a second signal (130), a drain cut short or messages
+/// abandoned (5), or a clean end (0).
+fn stop_exit(report: &report::Report) -> Exit {
+    if report.signals >= 2 {
+        Exit::Interrupted
+    } else if !report.drained || report.abandoned > 0 {
+        Exit::Abandoned
+    } else {
+        Exit::Success
+    }
 }
 
 /// A duration from a command-line number of seconds.
