@@ -1468,6 +1468,153 @@ mod tests {
         );
     }
 
+    /// Settings that crashed, ran away or sized memory and threads without end, each
+    /// with where its error must point.
+    const OUT_OF_BOUNDS: &[(&str, &str)] = &[
+        ("[runtime]\nring_capacity = 9223372036854775807\n", "2:17"),
+        ("[runtime]\nshards = 10000\n", "2:10"),
+        ("[runtime]\nmailbox_high_water = 99999999\n", "2:22"),
+        ("[runtime]\nintake_capacity = 99999999\n", "2:19"),
+        ("[runtime]\nspin_budget_us = 99999999\n", "2:18"),
+        ("[runtime]\npark_timeout_ms = 99999999\n", "2:19"),
+        ("[runtime]\nidle_deactivation_s = 99999999999\n", "2:23"),
+        ("[runtime]\nhandler_warning_ms = 99999999999\n", "2:22"),
+        ("[scheduler]\nretire_after_ms = 99999999999\n", "2:19"),
+        ("[scheduler]\nmax_lessees = 99999\n", "2:15"),
+        ("[run]\ndrain_timeout_s = 0\n", "2:19"),
+        ("[run]\ndrain_timeout_s = 1e9\n", "2:19"),
+        ("[report]\nsample_ms = 999999999\n", "2:13"),
+        ("[[app]]\nname = \"a\"\nparallelism = 4096\nquery = \"q1\"\n", "3:15"),
+        ("[[app]]\nname = \"a\"\n[app.source]\npartitions = 4096\n", "4:14"),
+        (
+            "[[app]]\nname = \"a\"\n[app.source]\nshape = { shape = \"constant\", rate = 1e-300 }\n",
+            "4:9",
+        ),
+        (
+            "[[app]]\nname = \"a\"\n[app.source]\nshape = { shape = \"poisson\", rate = 1e300 }\n",
+            "4:9",
+        ),
+        (
+            "[[app]]\nname = \"a\"\n[app.source]\nkeys = { dist = \"uniform\", keys = 99999999999999 }\n",
+            "4:8",
+        ),
+        (
+            "[[app]]\nname = \"a\"\n[app.source]\nout_of_orderness_ms = 99999999999\n",
+            "4:23",
+        ),
+        (
+            "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"w\"\nkind = \"window_count\"\nwindow = { kind = \"sliding\", size_ms = 10000000000, slide_ms = 1 }\n",
+            "6:10",
+        ),
+        (
+            "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"w\"\nkind = \"window_sum\"\nwindow = { kind = \"sliding\", size_ms = 1001, slide_ms = 1 }\n",
+            "6:10",
+        ),
+        (
+            "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"m\"\nkind = \"map\"\nwork_ns = 2000000\n",
+            "6:11",
+        ),
+        (
+            "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"m\"\nkind = \"map\"\nparallelism = 4096\n",
+            "6:15",
+        ),
+    ];
+
+    /// Every numeric setting, its value `N`.
+    const NUMERIC_KEYS: &[&str] = &[
+        "[runtime]\nshards = N\n",
+        "[runtime]\nring_capacity = N\n",
+        "[runtime]\nmailbox_high_water = N\n",
+        "[runtime]\nspin_budget_us = N\n",
+        "[runtime]\npark_timeout_ms = N\n",
+        "[runtime]\nidle_deactivation_s = N\n",
+        "[runtime]\nintake_capacity = N\n",
+        "[runtime]\nhandler_warning_ms = N\n",
+        "[scheduler]\npolicy = \"dirigo\"\nheadroom = N\n",
+        "[scheduler]\npolicy = \"dirigo\"\nretire_after_ms = N\n",
+        "[scheduler]\npolicy = \"dirigo\"\nmax_lessees = N\n",
+        "[scheduler]\npolicy = \"dirigo\"\nbest_effort_spread_above = N\n",
+        "[run]\nduration_s = N\n",
+        "[run]\ndrain_timeout_s = N\n",
+        "[report]\nsample_ms = N\n",
+        "[[app]]\nname = \"a\"\nslo_ms = N\nquery = \"q1\"\n",
+        "[[app]]\nname = \"a\"\nparallelism = N\nquery = \"q1\"\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nevents = N\nseed = 1\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nseed = N\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nout_of_orderness_ms = N\n",
+        "[[app]]\nname = \"a\"\n[app.source]\npartitions = N\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nkeys = { dist = \"zipf\", keys = N, exponent = 1.0 }\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nkeys = { dist = \"zipf\", keys = 10, exponent = N }\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nshape = { shape = \"constant\", rate = N }\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nshape = { shape = \"step\", from = 1, to = N, at_s = N }\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nshape = { shape = \"sine\", mean = 10, amplitude = 1, period_s = N }\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nshape = { shape = \"bursts\", base = 1, burst = N, every_s = 10, length_s = 1 }\n",
+        "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"m\"\nkind = \"map\"\nwork_ns = N\nparallelism = 1\n",
+        "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"m\"\nkind = \"map\"\nparallelism = N\n",
+        "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"f\"\nkind = \"filter\"\nkeep_percent = N\n",
+        "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"w\"\nkind = \"window_sum\"\nwindow = { kind = \"sliding\", size_ms = N, slide_ms = 1 }\n",
+        "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"w\"\nkind = \"window_sum\"\nwindow = { kind = \"tumbling\", size_ms = N }\n",
+        "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"w\"\nkind = \"window_sum\"\nwindow = { kind = \"session\", gap_ms = N }\n",
+    ];
+
+    #[test]
+    fn every_bound_points_at_its_value() {
+        for (text, place) in OUT_OF_BOUNDS {
+            let error = parse(text).unwrap_err().to_string();
+            assert!(
+                error.starts_with(&format!("test.toml:{place}: ")),
+                "{text:?}: {error}"
+            );
+        }
+        // At the bounds, accepted.
+        parse("[runtime]\nring_capacity = 65536\nshards = 2\nmailbox_high_water = 1048576\nintake_capacity = 1048576\npark_timeout_ms = 60000\n[run]\ndrain_timeout_s = 600\n[report]\nsample_ms = 60000\n[[app]]\nname = \"a\"\nparallelism = 128\n[[app.operator]]\nname = \"w\"\nkind = \"window_sum\"\nwork_ns = 1000000\nwindow = { kind = \"sliding\", size_ms = 1000, slide_ms = 1 }\n").unwrap();
+    }
+
+    #[test]
+    fn shards_and_rings_are_bounded_by_the_machine() {
+        let check = |text: &str, cpus: usize| {
+            let config: Config = toml::from_str(text).unwrap();
+            config
+                .check(&(0..cpus).collect::<Vec<_>>())
+                .map_err(|(span, message)| (position(text, span.start), message))
+        };
+        assert_eq!(max_shards(1), 4);
+        assert_eq!(max_shards(2), 8);
+        assert_eq!(max_shards(1000), MAX_SHARDS);
+        check("[runtime]\nshards = 8\n", 2).unwrap();
+        let (at, message) = check("[runtime]\nshards = 9\n", 2).unwrap_err();
+        assert_eq!(at, (2, 10));
+        assert!(message.contains("at most 8 shards"), "{message}");
+        // 64 shards have 4032 rings: 1024 slots each fit, 2048 do not.
+        check("[runtime]\nshards = 64\nring_capacity = 1024\n", 64).unwrap();
+        let (at, message) =
+            check("[runtime]\nshards = 64\nring_capacity = 1025\n", 64).unwrap_err();
+        assert_eq!(at, (3, 17));
+        assert!(message.contains("4032 rings of 2048"), "{message}");
+    }
+
+    #[test]
+    fn files_that_are_not_text_files_are_refused_with_a_position() {
+        let dir = std::env::temp_dir().join(format!("dirigo-config-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let invalid = dir.join("invalid.toml");
+        std::fs::write(&invalid, b"[runtime]\nshards = 2 # \xC3\x28\n").unwrap();
+        let error = Config::load(&invalid).unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!("{}:2:14: UTF-8", invalid.display())),
+            "{error}"
+        );
+        let large = dir.join("large.toml");
+        std::fs::write(&large, vec![b'#'; MAX_CONFIG_BYTES as usize + 1]).unwrap();
+        let error = Config::load(&large).unwrap_err().to_string();
+        assert!(error.contains(":1:1: a configuration of at most"), "{error}");
+        let error = Config::load(&dir).unwrap_err().to_string();
+        assert!(error.contains(":1:1: a regular file") && error.contains("folder"), "{error}");
+        let error = Config::load(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(error.starts_with("/dev/zero:1:1: a regular file"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -1492,6 +1639,38 @@ mod tests {
             if let Err(error) = parse(&text) {
                 if let Some((line, _)) = error.position {
                     prop_assert!(line >= 1 && line <= text.lines().count() + 1, "{}", error);
+                }
+            }
+        }
+
+        /// No number makes the loader panic: every numeric key takes extreme values; a
+        /// refusal has a position, and what is accepted configures a runtime builder.
+        #[test]
+        fn extreme_numbers_never_panic(
+            key in 0usize..NUMERIC_KEYS.len(),
+            value in prop_oneof![
+                Just("0".to_string()),
+                Just("-1".to_string()),
+                Just("9223372036854775807".to_string()),
+                Just("18446744073709551615".to_string()),
+                Just("1e-300".to_string()),
+                Just("1e300".to_string()),
+                Just("nan".to_string()),
+                Just("inf".to_string()),
+                Just("0.5".to_string()),
+                any::<u64>().prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|x| format!("{x:?}")),
+            ],
+        ) {
+            let text = NUMERIC_KEYS[key].replace("N", &value);
+            match parse(&text) {
+                Ok(config) => {
+                    let _builder = config.apply(dirigo_runtime::Runtime::<u32>::builder());
+                    let _ = config.duration();
+                    let _ = config.drain_timeout();
+                }
+                Err(error) => {
+                    prop_assert!(error.position.is_some(), "{}", error);
                 }
             }
         }

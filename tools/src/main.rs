@@ -561,6 +561,8 @@ fn run_config(
     if let Some(release) = config.runtime.release_freed_memory {
         allocator::set_release_freed_memory(release);
     }
+    // Before the first line, so that a signal from here on stops the run cleanly.
+    signals::install()?;
     let options = run::RunOptions {
         config_name: name.to_owned(),
         duration,

@@ -34,6 +34,13 @@ pub const MAX_TIMELINE_POINTS: u32 = 100_000;
 /// Once the pipelines drained (or gave up), how long the shards get to fall quiet.
 const SHUTDOWN_QUIET: Duration = Duration::from_secs(2);
 
+/// Once the shards are told to stop, how long the run waits for one that is inside a
+/// handler (a message carries up to 1024 records of at most 1 ms of `work_ns` each).
+const SHARD_JOIN: Duration = Duration::from_secs(2);
+
+/// The same after a second signal.
+const FORCED_SHARD_JOIN: Duration = Duration::from_millis(200);
+
 /// How often the drain looks for a second signal.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 
@@ -168,11 +175,20 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(Report, PathBuf), S
     }
     timeline.push(sample(&runtime, &built, started, &mut previous));
     let elapsed = started.elapsed();
-    let final_report = runtime.shutdown_within(if drained {
-        SHUTDOWN_QUIET
-    } else {
-        Duration::ZERO
-    });
+    // A shard inside a costly handler is not waited for past `SHARD_JOIN` (after a second
+    // signal, `FORCED_SHARD_JOIN`): the report comes first.
+    let final_report = runtime.shutdown_bounded(
+        if drained {
+            SHUTDOWN_QUIET
+        } else {
+            Duration::ZERO
+        },
+        if crate::signals::forced() {
+            FORCED_SHARD_JOIN
+        } else {
+            SHARD_JOIN
+        },
+    );
 
     let policy = config.scheduler.policy.to_string();
     let write_hgrm = config.report.hgrm.unwrap_or(true);
