@@ -675,7 +675,11 @@ impl<M: Send + 'static> Runtime<M> {
     /// assert!(started.elapsed() < Duration::from_millis(250));
     /// assert_eq!(report.shards.len(), 1);
     /// ```
-    pub fn shutdown_bounded(mut self, drain_within: Duration, join_within: Duration) -> RuntimeReport {
+    pub fn shutdown_bounded(
+        mut self,
+        drain_within: Duration,
+        join_within: Duration,
+    ) -> RuntimeReport {
         self.shared.accepting.store(false, Ordering::SeqCst);
         let drained = self.wait_until_quiet(Some(Instant::now() + drain_within));
         let join_deadline = Instant::now() + join_within;
@@ -688,10 +692,11 @@ impl<M: Send + 'static> Runtime<M> {
             if thread.is_finished() {
                 shards.push(Self::joined(shard, thread));
             } else {
-                tracing::warn!(shard, "shard still inside a handler; left to end on its own");
-                shards.push(
-                    self.shared.counters[shard].snapshot(shard, self.shared.cpus[shard]),
+                tracing::warn!(
+                    shard,
+                    "shard still inside a handler; left to end on its own"
                 );
+                shards.push(self.shared.counters[shard].snapshot(shard, self.shared.cpus[shard]));
             }
         }
         self.report(shards)

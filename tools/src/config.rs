@@ -656,11 +656,21 @@ impl Config {
                 ));
             }
         }
-        in_range(&runtime.ring_capacity, 2..=MAX_RING_CAPACITY, "a ring capacity", "messages")?;
+        in_range(
+            &runtime.ring_capacity,
+            2..=MAX_RING_CAPACITY,
+            "a ring capacity",
+            "messages",
+        )?;
         if let Some(capacity) = &runtime.ring_capacity {
             // Every ordered pair of shards has its own ring, allocated up front.
             let shards = runtime.shards.as_ref().map_or_else(
-                || runtime.cpus.as_ref().map_or(available.len(), |cpus| cpus.get_ref().len()),
+                || {
+                    runtime
+                        .cpus
+                        .as_ref()
+                        .map_or(available.len(), |cpus| cpus.get_ref().len())
+                },
                 |shards| *shards.get_ref(),
             );
             let slots = capacity.get_ref().next_power_of_two() as u128
@@ -679,14 +689,24 @@ impl Config {
                 ));
             }
         }
-        in_range(&runtime.intake_capacity, 1..=MAX_QUEUE, "an intake capacity", "messages")?;
+        in_range(
+            &runtime.intake_capacity,
+            1..=MAX_QUEUE,
+            "an intake capacity",
+            "messages",
+        )?;
         in_range(
             &runtime.mailbox_high_water,
             1..=MAX_QUEUE,
             "a mailbox high-water mark",
             "messages",
         )?;
-        in_range(&runtime.spin_budget_us, 0..=1_000_000, "a spin budget", "µs")?;
+        in_range(
+            &runtime.spin_budget_us,
+            0..=1_000_000,
+            "a spin budget",
+            "µs",
+        )?;
         in_range(&runtime.park_timeout_ms, 1..=60_000, "a park timeout", "ms")?;
         in_range(
             &runtime.idle_deactivation_s,
@@ -694,14 +714,24 @@ impl Config {
             "an idle deactivation time",
             "s",
         )?;
-        in_range(&runtime.handler_warning_ms, 0..=3_600_000, "a handler warning", "ms")?;
+        in_range(
+            &runtime.handler_warning_ms,
+            0..=3_600_000,
+            "a handler warning",
+            "ms",
+        )?;
         in_range(
             &self.scheduler.retire_after_ms,
             0..=3_600_000,
             "a lessee retirement time",
             "ms",
         )?;
-        in_range(&self.scheduler.max_lessees, 0..=MAX_LESSEES, "a lessee count", "lessees")?;
+        in_range(
+            &self.scheduler.max_lessees,
+            0..=MAX_LESSEES,
+            "a lessee count",
+            "lessees",
+        )?;
         if let Some(headroom) = &self.scheduler.headroom {
             if !(0.0..=1.0).contains(headroom.get_ref()) {
                 return Err((
@@ -1207,10 +1237,7 @@ impl SourceSection {
             if keys.get_ref().keys() > MAX_KEYS {
                 return Err((
                     keys.span(),
-                    format!(
-                        "at most {MAX_KEYS} keys, not {}",
-                        keys.get_ref().keys()
-                    ),
+                    format!("at most {MAX_KEYS} keys, not {}", keys.get_ref().keys()),
                 ));
             }
         }
@@ -1607,11 +1634,22 @@ mod tests {
         let large = dir.join("large.toml");
         std::fs::write(&large, vec![b'#'; MAX_CONFIG_BYTES as usize + 1]).unwrap();
         let error = Config::load(&large).unwrap_err().to_string();
-        assert!(error.contains(":1:1: a configuration of at most"), "{error}");
+        assert!(
+            error.contains(":1:1: a configuration of at most"),
+            "{error}"
+        );
         let error = Config::load(&dir).unwrap_err().to_string();
-        assert!(error.contains(":1:1: a regular file") && error.contains("folder"), "{error}");
-        let error = Config::load(Path::new("/dev/zero")).unwrap_err().to_string();
-        assert!(error.starts_with("/dev/zero:1:1: a regular file"), "{error}");
+        assert!(
+            error.contains(":1:1: a regular file") && error.contains("folder"),
+            "{error}"
+        );
+        let error = Config::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("/dev/zero:1:1: a regular file"),
+            "{error}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -20,7 +20,9 @@
 //! - `dirigo bench scale-step [--json PATH]`: the `dirigo` policy under a load step (see
 //!   `dirigo_bench::scale`);
 //! - `dirigo bench slo [--json PATH]`: three tenants under `fifo`, `edf` and `dirigo` (see
-//!   `dirigo_bench::slo`).
+//!   `dirigo_bench::slo`);
+//! - `dirigo bench soak [--seconds 60] [--json PATH]`: twice the sustainable load with
+//!   backpressure, then with shedding (see `dirigo_bench::soak`).
 
 mod allocator;
 mod apps;
@@ -189,6 +191,17 @@ enum BenchScenario {
         /// `policies` JSON give the medians over them.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+    },
+    /// Twice the load an app sustains, with backpressure and then with shedding, each for
+    /// `--seconds`: checks for deadlock, memory growth, lost records and a slow stop.
+    #[command(after_help = "Example:\n  dirigo bench soak --seconds 60 --json soak.json")]
+    Soak {
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Seconds each phase runs (1 to 3600).
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
     },
     /// A NEXMark query (q0, q1, q2, q3, q4, q5, q7, q8, q11) over events generated in
     /// memory beforehand: sustainable throughput, then open-loop latency at 50 % and 80 %
@@ -430,6 +443,17 @@ fn main() -> ExitCode {
                 ..Default::default()
             })
             .and_then(|report| emit(json, &report, report.table())),
+            BenchScenario::Soak { json, seconds } => {
+                dirigo_bench::soak::run(&dirigo_bench::soak::SoakConfig {
+                    seconds: if seconds.is_finite() {
+                        seconds.clamp(1.0, 3600.0)
+                    } else {
+                        60.0
+                    },
+                    ..Default::default()
+                })
+                .and_then(|report| emit(json, &report, report.table()))
+            }
             BenchScenario::Nexmark {
                 query,
                 json,

@@ -55,10 +55,17 @@ fn dirigo_within(args: &[&std::ffi::OsStr], limit: Duration) -> (Output, Duratio
 fn refused_at(path: &Path, place: &str) -> String {
     let mut stderr = String::new();
     for command in ["validate", "run"] {
-        let (output, took) =
-            dirigo_within(&[command.as_ref(), path.as_os_str()], Duration::from_secs(10));
+        let (output, took) = dirigo_within(
+            &[command.as_ref(), path.as_os_str()],
+            Duration::from_secs(10),
+        );
         stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert_eq!(output.status.code(), Some(2), "{command} {}: {stderr}", path.display());
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{command} {}: {stderr}",
+            path.display()
+        );
         assert!(
             stderr.starts_with(&format!("{}:{place}: ", path.display())),
             "{command} {}: {stderr}",
@@ -333,5 +340,50 @@ fn a_second_sigint_stops_at_once_with_exit_130_and_a_report() {
     let report = report(&dir);
     assert_eq!(report["signals"], 2, "{report}");
     assert_eq!(report["drained"], false, "{report}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bench_soak_writes_its_phases_and_accounts_for_every_record() {
+    let dir = scratch("soak");
+    let json = dir.join("soak.json");
+    let (output, _) = dirigo_within(
+        &[
+            "bench".as_ref(),
+            "soak".as_ref(),
+            "--seconds".as_ref(),
+            "1".as_ref(),
+            "--json".as_ref(),
+            json.as_os_str(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let phases = report["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 2, "{report}");
+    for (phase, name) in phases.iter().zip(["backpressure", "shedding"]) {
+        assert_eq!(phase["phase"], name);
+        let count = |key: &str| phase[key].as_u64().unwrap();
+        assert!(count("events_in") > 0, "{phase}");
+        assert_eq!(
+            count("events_in"),
+            count("events_out") + count("dead_letters") + count("shed"),
+            "{phase}"
+        );
+        assert_eq!(phase["accounted"], true);
+        assert_eq!(phase["drained"], true);
+        assert!(phase["stop_s"].as_f64().unwrap() <= 2.0, "{phase}");
+        assert!(
+            !phase["rss_bytes"].as_array().unwrap().is_empty(),
+            "{phase}"
+        );
+        assert!(phase["rss_bytes"][0].as_u64().unwrap() > 0, "{phase}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -691,7 +691,10 @@ mod tests {
     #[test]
     fn validate_bounds_rates_and_times() {
         let bad = [
-            (LoadShape::Constant { rate: 1e-300 }, "rate must be from 0.001 to 1e9 events per second, found 1e-300"),
+            (
+                LoadShape::Constant { rate: 1e-300 },
+                "rate must be from 0.001 to 1e9 events per second, found 1e-300",
+            ),
             (LoadShape::Poisson { rate: 1e12 }, "rate must be from"),
             (
                 LoadShape::Step {
