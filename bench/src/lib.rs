@@ -10,6 +10,9 @@
 //!   a lessee when the load steps past one shard's capacity;
 //! - [`slo`]: the `dirigo bench slo` scenario — three tenants on two shards under `fifo`,
 //!   `edf` and `dirigo`: latency targets met, and cores held;
+//! - [`soak`]: the `dirigo bench soak` scenario — twice the sustainable load for a long
+//!   time, with backpressure and then with shedding: no deadlock, bounded memory, every
+//!   record accounted for, a prompt stop;
 //! - [`nexmark`]: the `dirigo bench nexmark` scenario — a NEXMark query's throughput on
 //!   pre-generated events, and open-loop latency at 50 % and 80 % of it;
 //! - [`peer`] and [`peer_timely`]: the `dirigo bench peer` scenario — the same keyed
@@ -30,3 +33,4 @@ pub mod peer_timely;
 mod pin;
 pub mod scale;
 pub mod slo;
+pub mod soak;

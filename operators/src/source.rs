@@ -32,6 +32,10 @@
 //! looks again after a pause that starts at 100 µs and doubles while nothing comes, up to
 //! 4 ms (past the shard's timer-spin window, so an idle source lets its shard park). Only
 //! `Poll::Ready(None)` ends the stream. Iterators are never pending.
+//!
+//! Stopping ([`App::stop`](crate::App::stop)) is seen within [`STOP_CHECK_EVERY_NS`]
+//! (50 ms): a partition takes a turn at least that often however far off its next record
+//! is due, and a stopped one ends even while its shard's rings are full.
 
 use std::sync::Arc;
 use std::task::Poll;
@@ -165,6 +169,9 @@ const BACKPRESSURE_PAUSE_NS: Nanos = 20_000;
 const PENDING_PAUSE_MIN_NS: Nanos = 100_000;
 /// ...and at most, after doubling while nothing comes.
 const PENDING_PAUSE_MAX_NS: Nanos = 4_000_000;
+/// The longest a source partition goes without a turn, so that it sees a stop within
+/// this long however far off its next record is due (see [`App::stop`](crate::App::stop)).
+pub const STOP_CHECK_EVERY_NS: Nanos = 50_000_000;
 
 /// Where a source partition's records come from: the next record with its event time,
 /// `None` at the end, or (with [`poll_record`](Self::poll_record)) nothing available yet.
@@ -404,11 +411,13 @@ impl<T: Data> Logic for SourceLogic<T> {
             .started
             .get_or_insert_with(|| counters.pacing_epoch(now));
         let me = ctx.me();
-        if ctx.backpressured() {
+        // A stopped source ends even under backpressure: what it still sends is its last
+        // watermark, a critical message, and the drain waits for it.
+        self.check_stopped();
+        if ctx.backpressured() && !self.ended {
             let _ = ctx.send_at(now + BACKPRESSURE_PAUSE_NS, Envelope::user(me, Msg::Tick));
             return;
         }
-        self.check_stopped();
         let mut produced = 0;
         self.out.ingress = None;
         if self.schedule.is_none() {
@@ -469,6 +478,9 @@ impl<T: Data> Logic for SourceLogic<T> {
         } else {
             at
         };
+        // A slow source's next record may be due long after the run ends: it looks at the
+        // stop flag at least this often all the same.
+        let at = at.min(now + STOP_CHECK_EVERY_NS);
         let _ = ctx.send_at(at, Envelope::user(me, Msg::Tick));
     }
 }
@@ -671,5 +683,35 @@ mod tests {
         // Ends at 10, 15, 20...: from 11 to 14 closes none, to 15 closes one.
         assert!(!sliding(11, 14));
         assert!(sliding(11, 15));
+    }
+
+    #[test]
+    fn a_slow_source_sees_a_stop_within_its_check_interval() {
+        use crate::dataflow::{AppBuilder, Msg};
+        use dirigo_runtime::Runtime;
+        use std::time::{Duration, Instant};
+
+        // One record every 100 s: without a bounded turn, the second turn, and so the
+        // stop, would come 100 s after the first.
+        let app = AppBuilder::new(0, "slow");
+        let ticks: Vec<(u64, u64)> = (0..1_000u64).map(|i| (i, i)).collect();
+        app.source_iter("ticks", ticks, 0, Pacing::Rate(0.01))
+            .count("out");
+        let app = app.build();
+        let runtime = app
+            .install(Runtime::<Msg>::builder().shards(1))
+            .build()
+            .unwrap();
+        app.start(&runtime.ingress());
+        std::thread::sleep(Duration::from_millis(20));
+        let asked = Instant::now();
+        app.stop();
+        assert!(app.wait(Duration::from_secs(5)), "the source never ended");
+        let took = asked.elapsed();
+        assert!(
+            took < Duration::from_nanos(STOP_CHECK_EVERY_NS) * 4,
+            "stopped after {took:?}"
+        );
+        runtime.shutdown();
     }
 }

@@ -718,25 +718,86 @@ impl<M: Send + 'static> Runtime<M> {
         self.stop(Some(Instant::now() + timeout))
     }
 
-    fn stop(&mut self, deadline: Option<Instant>) -> RuntimeReport {
+    /// Like [`shutdown_within`](Self::shutdown_within), and bounds the wait for the shard
+    /// threads as well: a shard still inside a handler `join_within` after the drain
+    /// ended is left to finish it on its own (it stops right after, and its thread ends
+    /// with the process), and its counters are read as they stand. For a process that
+    /// must exit within a bound whatever its handlers do.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dirigo_runtime::{Actor, ActorId, Context, Envelope, Runtime};
+    ///
+    /// struct Slow;
+    /// impl Actor<u32> for Slow {
+    ///     fn receive(&mut self, _: &mut Context<'_, u32>, _: Envelope<u32>) {
+    ///         std::thread::sleep(Duration::from_millis(300));
+    ///     }
+    /// }
+    /// let runtime = Runtime::<u32>::builder()
+    ///     .shards(1)
+    ///     .operator(0, 0, |_, _| Box::new(Slow) as Box<dyn Actor<u32>>)
+    ///     .build()
+    ///     .unwrap();
+    /// runtime.ingress().send_to(ActorId::new(0, 0, 0), 1).unwrap();
+    /// std::thread::sleep(Duration::from_millis(50));
+    /// let started = std::time::Instant::now();
+    /// let report = runtime.shutdown_bounded(Duration::ZERO, Duration::from_millis(10));
+    /// assert!(started.elapsed() < Duration::from_millis(250));
+    /// assert_eq!(report.shards.len(), 1);
+    /// ```
+    pub fn shutdown_bounded(
+        mut self,
+        drain_within: Duration,
+        join_within: Duration,
+    ) -> RuntimeReport {
         self.shared.accepting.store(false, Ordering::SeqCst);
-        if !self.wait_until_quiet(deadline) {
+        let drained = self.wait_until_quiet(Some(Instant::now() + drain_within));
+        let join_deadline = Instant::now() + join_within;
+        self.halt(drained);
+        let mut shards = Vec::with_capacity(self.threads.len());
+        for (shard, thread) in self.threads.drain(..).enumerate() {
+            while !thread.is_finished() && Instant::now() < join_deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if thread.is_finished() {
+                shards.push(Self::joined(shard, thread));
+            } else {
+                tracing::warn!(
+                    shard,
+                    "shard still inside a handler; left to end on its own"
+                );
+                shards.push(self.shared.counters[shard].snapshot(shard, self.shared.cpus[shard]));
+            }
+        }
+        self.report(shards)
+    }
+
+    /// Stops intake and the shards; `drained`: whether they may finish what they hold.
+    fn halt(&self, drained: bool) {
+        self.shared.accepting.store(false, Ordering::SeqCst);
+        if !drained {
             self.shared.abort.store(true, Ordering::SeqCst);
         }
         self.shared.stop.store(true, Ordering::SeqCst);
         for doorbell in self.shared.doorbells.iter() {
             doorbell.ring();
         }
-        let mut shards = Vec::with_capacity(self.threads.len());
-        for (shard, thread) in self.threads.drain(..).enumerate() {
-            shards.push(thread.join().unwrap_or_else(|_| {
-                tracing::error!(shard, "shard thread panicked");
-                ShardStats {
-                    shard,
-                    ..ShardStats::default()
-                }
-            }));
-        }
+    }
+
+    /// A shard thread's final counters.
+    fn joined(shard: usize, thread: JoinHandle<ShardStats>) -> ShardStats {
+        thread.join().unwrap_or_else(|_| {
+            tracing::error!(shard, "shard thread panicked");
+            ShardStats {
+                shard,
+                ..ShardStats::default()
+            }
+        })
+    }
+
+    /// The report over `shards`, counting what is still in flight as abandoned.
+    fn report(&self, shards: Vec<ShardStats>) -> RuntimeReport {
         let (created, handled) = self.shared.totals();
         let abandoned = created.saturating_sub(handled);
         if abandoned > 0 {
@@ -750,6 +811,19 @@ impl<M: Send + 'static> Runtime<M> {
             shards,
             abandoned,
         }
+    }
+
+    fn stop(&mut self, deadline: Option<Instant>) -> RuntimeReport {
+        self.shared.accepting.store(false, Ordering::SeqCst);
+        let drained = self.wait_until_quiet(deadline);
+        self.halt(drained);
+        let shards = self
+            .threads
+            .drain(..)
+            .enumerate()
+            .map(|(shard, thread)| Self::joined(shard, thread))
+            .collect();
+        self.report(shards)
     }
 
     /// Waits until nothing is in flight: "created" equals "handled" in two consecutive

@@ -104,7 +104,7 @@ pub fn build(
                     FormatName::Csv => Format::Csv,
                     FormatName::Json => Format::Json,
                 };
-                let bound = source.out_of_orderness_ms.unwrap_or(0);
+                let bound = source.out_of_orderness_ms();
                 if kind == SourceKind::File {
                     let path = source.path.as_ref().ok_or("a file source needs a path")?;
                     builder
@@ -251,7 +251,7 @@ fn generator_source(builder: &AppBuilder, source: &SourceSection) -> Stream<Keye
     };
     let stream = builder.source(
         "source",
-        source.out_of_orderness_ms.unwrap_or(0),
+        source.out_of_orderness_ms(),
         pacing,
         move |partition, partitions| {
             // Each partition takes every `partitions`-th record of the one sequence, at
@@ -284,7 +284,7 @@ fn nexmark_source(builder: &AppBuilder, source: &SourceSection) -> Stream<Event>
     );
     let stream = builder.source(
         "events",
-        source.out_of_orderness_ms.unwrap_or(0),
+        source.out_of_orderness_ms(),
         pacing,
         move |partition, partitions| {
             spec.partition_iter(partition, partitions)

@@ -51,6 +51,9 @@ pub struct Config {
 pub struct RunSection {
     /// Seconds to run before the sources are stopped (default 15; `--duration` wins).
     pub duration_s: Option<Spanned<f64>>,
+    /// Seconds the pipelines get to drain once the sources stop (default
+    /// [`DEFAULT_DRAIN_SECONDS`]); what is still in flight then is abandoned.
+    pub drain_timeout_s: Option<Spanned<f64>>,
 }
 
 /// `[report]`.
@@ -108,7 +111,7 @@ pub struct SourceSection {
     /// `generator`: the seed of every random choice (default 1).
     pub seed: Option<u64>,
     /// How far behind the highest event time seen watermarks trail, ms (default 0).
-    pub out_of_orderness_ms: Option<u64>,
+    pub out_of_orderness_ms: Option<Spanned<u64>>,
     /// Source partitions (default: the app's parallelism; file and tcp: 1).
     pub partitions: Option<Spanned<u32>>,
     /// `file`: the file to read, relative to the configuration file's folder.
@@ -355,15 +358,15 @@ pub struct RuntimeSection {
     /// Messages a shard's mailboxes hold before it stops draining its inbound rings.
     pub mailbox_high_water: Option<Spanned<usize>>,
     /// How long an idle shard polls before it parks, in microseconds.
-    pub spin_budget_us: Option<u64>,
+    pub spin_budget_us: Option<Spanned<u64>>,
     /// The longest park, in milliseconds.
     pub park_timeout_ms: Option<Spanned<u64>>,
     /// Deactivate actors idle this long, in seconds (0: never).
-    pub idle_deactivation_s: Option<u64>,
+    pub idle_deactivation_s: Option<Spanned<u64>>,
     /// Messages from outside threads that may wait per shard.
     pub intake_capacity: Option<Spanned<usize>>,
     /// Warn about handlers that hold a shard longer than this, in milliseconds.
-    pub handler_warning_ms: Option<u64>,
+    pub handler_warning_ms: Option<Spanned<u64>>,
     /// Whether the process's memory may use transparent huge pages (default: no; a huge
     /// page fault stalls a shard while 2 MiB are zeroed).
     pub transparent_huge_pages: Option<bool>,
@@ -393,9 +396,9 @@ pub struct SchedulerSection {
     /// `dirigo`: ask for a lessee once slack falls below this share of the SLO.
     pub headroom: Option<Spanned<f64>>,
     /// `dirigo`: retire a lessee idle this long, in milliseconds.
-    pub retire_after_ms: Option<u64>,
+    pub retire_after_ms: Option<Spanned<u64>>,
     /// `dirigo`: the most lessees one actor gets.
-    pub max_lessees: Option<usize>,
+    pub max_lessees: Option<Spanned<usize>>,
     /// `dirigo`: drop messages that cannot meet their deadline anywhere.
     pub shed: Option<bool>,
     /// `dirigo`: spread mergeable operators of apps with an SLO off a shard that hosts
@@ -472,13 +475,94 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// The largest configuration file `dirigo` reads: 1 MiB, far above any real one (the
+/// examples in `configs/` are a few KiB), so that a wrong path cannot make it read
+/// without end.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The bytes of the configuration file at `path`, if it is a regular file of at most
+/// [`MAX_CONFIG_BYTES`]. Opened without blocking and checked on the open handle, so a
+/// FIFO never makes the open or the read wait.
+fn read_config_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+
+    let refuse = |position: Option<(usize, usize)>, message: String| ConfigError {
+        path: path.to_owned(),
+        position,
+        message,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|error| refuse(None, format!("cannot read the file: {error}")))?;
+    let metadata = file
+        .metadata()
+        .map_err(|error| refuse(None, format!("cannot read the file: {error}")))?;
+    let kind = metadata.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a folder"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(refuse(
+            Some((1, 1)),
+            format!("a regular file (a TOML configuration); this is {what}"),
+        ));
+    }
+    if metadata.len() > MAX_CONFIG_BYTES {
+        return Err(refuse(
+            Some((1, 1)),
+            format!(
+                "a configuration of at most {MAX_CONFIG_BYTES} bytes; this file has {}",
+                metadata.len()
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    // One byte more than allowed tells a file that grew since `metadata` apart.
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| refuse(None, format!("cannot read the file: {error}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(refuse(
+            Some((1, 1)),
+            format!("a configuration of at most {MAX_CONFIG_BYTES} bytes; this file is longer"),
+        ));
+    }
+    Ok(bytes)
+}
+
 impl Config {
-    /// Reads and checks the configuration at `path`.
+    /// Reads and checks the configuration at `path`: a regular file of at most
+    /// [`MAX_CONFIG_BYTES`], in UTF-8. A FIFO, a device (`/dev/zero`), a socket or a
+    /// folder is refused at once, without reading it (a FIFO would wait for a writer, a
+    /// device may never end).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
-            path: path.to_owned(),
-            position: None,
-            message: format!("cannot read the file: {error}"),
+        let bytes = read_config_file(path)?;
+        let text = String::from_utf8(bytes).map_err(|error| {
+            let valid = error.utf8_error().valid_up_to();
+            let bytes = error.as_bytes();
+            // The prefix up to `valid` is UTF-8, so it gives the line and column.
+            let prefix = std::str::from_utf8(&bytes[..valid]).unwrap_or_default();
+            ConfigError {
+                path: path.to_owned(),
+                position: Some(position(prefix, valid)),
+                message: format!(
+                    "UTF-8 text (a TOML file); found the byte 0x{:02X}, so this is not text",
+                    bytes[valid]
+                ),
+            }
         })?;
         Self::parse(path, &text)
     }
@@ -487,7 +571,8 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let error_at = |span: Option<Range<usize>>, message: String| ConfigError {
             path: path.to_owned(),
-            position: span.map(|span| position(text, span.start)),
+            // Errors without a place of their own point at the file's start.
+            position: Some(span.map_or((1, 1), |span| position(text, span.start))),
             message,
         };
         let config: Config = toml::from_str(text).map_err(|error| {
@@ -517,9 +602,21 @@ impl Config {
                 ));
             }
         }
-        if let Some(sample) = &self.report.sample_ms {
-            if *sample.get_ref() == 0 {
-                return Err((sample.span(), "a sampling interval of at least 1 ms".into()));
+        in_range(
+            &self.report.sample_ms,
+            1..=MAX_SAMPLE_MS,
+            "a sampling interval",
+            "ms",
+        )?;
+        if let Some(drain) = &self.run.drain_timeout_s {
+            let seconds = *drain.get_ref();
+            if !(seconds > 0.0 && seconds <= MAX_DRAIN_SECONDS) {
+                return Err((
+                    drain.span(),
+                    format!(
+                        "a drain timeout above 0 s and at most {MAX_DRAIN_SECONDS} s, not {seconds}"
+                    ),
+                ));
             }
         }
         for (index, app) in self.apps.iter().enumerate() {
@@ -573,26 +670,96 @@ impl Config {
                 }
             }
         }
-        for (value, what) in [
-            (&runtime.ring_capacity, "a ring capacity of at least 2"),
-            (&runtime.intake_capacity, "an intake capacity of at least 1"),
-            (
-                &runtime.mailbox_high_water,
-                "a mailbox high-water mark of at least 1",
-            ),
-        ] {
-            if let Some(value) = value {
-                let minimum = if what.contains("ring") { 2 } else { 1 };
-                if *value.get_ref() < minimum {
-                    return Err((value.span(), what.into()));
-                }
+        let most_shards = max_shards(available.len());
+        if let Some(shards) = &runtime.shards {
+            if *shards.get_ref() > most_shards {
+                return Err((
+                    shards.span(),
+                    format!(
+                        "at most {most_shards} shards ({MAX_SHARDS_PER_CPU} per CPU this process \
+                         may run on, {} here, and never more than {MAX_SHARDS}), not {}",
+                        available.len(),
+                        shards.get_ref()
+                    ),
+                ));
             }
         }
-        if let Some(timeout) = &runtime.park_timeout_ms {
-            if *timeout.get_ref() == 0 {
-                return Err((timeout.span(), "a park timeout of at least 1 ms".into()));
+        in_range(
+            &runtime.ring_capacity,
+            2..=MAX_RING_CAPACITY,
+            "a ring capacity",
+            "messages",
+        )?;
+        if let Some(capacity) = &runtime.ring_capacity {
+            // Every ordered pair of shards has its own ring, allocated up front.
+            let shards = runtime.shards.as_ref().map_or_else(
+                || {
+                    runtime
+                        .cpus
+                        .as_ref()
+                        .map_or(available.len(), |cpus| cpus.get_ref().len())
+                },
+                |shards| *shards.get_ref(),
+            );
+            let slots = capacity.get_ref().next_power_of_two() as u128
+                * (shards as u128)
+                * (shards.saturating_sub(1) as u128);
+            if slots > MAX_RING_SLOTS as u128 {
+                return Err((
+                    capacity.span(),
+                    format!(
+                        "rings that hold at most {MAX_RING_SLOTS} messages together; {shards} \
+                         shards have {} rings of {} (the capacity rounded up to a power of two) \
+                         = {slots}",
+                        shards * shards.saturating_sub(1),
+                        capacity.get_ref().next_power_of_two()
+                    ),
+                ));
             }
         }
+        in_range(
+            &runtime.intake_capacity,
+            1..=MAX_QUEUE,
+            "an intake capacity",
+            "messages",
+        )?;
+        in_range(
+            &runtime.mailbox_high_water,
+            1..=MAX_QUEUE,
+            "a mailbox high-water mark",
+            "messages",
+        )?;
+        in_range(
+            &runtime.spin_budget_us,
+            0..=1_000_000,
+            "a spin budget",
+            "µs",
+        )?;
+        in_range(&runtime.park_timeout_ms, 1..=60_000, "a park timeout", "ms")?;
+        in_range(
+            &runtime.idle_deactivation_s,
+            0..=MAX_SECONDS as u64,
+            "an idle deactivation time",
+            "s",
+        )?;
+        in_range(
+            &runtime.handler_warning_ms,
+            0..=3_600_000,
+            "a handler warning",
+            "ms",
+        )?;
+        in_range(
+            &self.scheduler.retire_after_ms,
+            0..=3_600_000,
+            "a lessee retirement time",
+            "ms",
+        )?;
+        in_range(
+            &self.scheduler.max_lessees,
+            0..=MAX_LESSEES,
+            "a lessee count",
+            "lessees",
+        )?;
         if let Some(headroom) = &self.scheduler.headroom {
             if !(0.0..=1.0).contains(headroom.get_ref()) {
                 return Err((
@@ -616,6 +783,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// How long the pipelines may drain once the sources stopped.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs_f64(
+            self.run
+                .drain_timeout_s
+                .as_ref()
+                .map_or(DEFAULT_DRAIN_SECONDS, |seconds| *seconds.get_ref()),
+        )
     }
 
     /// How long `dirigo run` runs unless told otherwise.
@@ -651,21 +828,21 @@ impl Config {
         if let Some(mark) = &runtime.mailbox_high_water {
             builder = builder.mailbox_high_water(*mark.get_ref());
         }
-        if let Some(budget) = runtime.spin_budget_us {
-            builder = builder.spin_budget(Duration::from_micros(budget));
+        if let Some(budget) = &runtime.spin_budget_us {
+            builder = builder.spin_budget(Duration::from_micros(*budget.get_ref()));
         }
         if let Some(timeout) = &runtime.park_timeout_ms {
             builder = builder.park_timeout(Duration::from_millis(*timeout.get_ref()));
         }
-        if let Some(seconds) = runtime.idle_deactivation_s {
+        if let Some(seconds) = runtime.idle_deactivation_s.as_ref().map(|s| *s.get_ref()) {
             builder =
                 builder.idle_deactivation((seconds > 0).then(|| Duration::from_secs(seconds)));
         }
         if let Some(capacity) = &runtime.intake_capacity {
             builder = builder.intake_capacity(*capacity.get_ref());
         }
-        if let Some(bound) = runtime.handler_warning_ms {
-            builder = builder.handler_warning(Duration::from_millis(bound));
+        if let Some(bound) = &runtime.handler_warning_ms {
+            builder = builder.handler_warning(Duration::from_millis(*bound.get_ref()));
         }
         if let Some(allowed) = runtime.transparent_huge_pages {
             builder = builder.transparent_huge_pages(allowed);
@@ -684,8 +861,14 @@ impl Config {
                         .map_or(defaults.headroom, |headroom| *headroom.get_ref()),
                     retire_after: scheduler
                         .retire_after_ms
-                        .map_or(defaults.retire_after, Duration::from_millis),
-                    max_lessees: scheduler.max_lessees.unwrap_or(defaults.max_lessees),
+                        .as_ref()
+                        .map_or(defaults.retire_after, |ms| {
+                            Duration::from_millis(*ms.get_ref())
+                        }),
+                    max_lessees: scheduler
+                        .max_lessees
+                        .as_ref()
+                        .map_or(defaults.max_lessees, |most| *most.get_ref()),
                     shed: scheduler.shed.unwrap_or(defaults.shed),
                     best_effort_spread_above: match &scheduler.best_effort_spread_above {
                         None => defaults.best_effort_spread_above,
@@ -725,11 +908,22 @@ impl Config {
     }
 }
 
+/// How long the pipelines may drain after the sources stopped, unless `[run]
+/// drain_timeout_s` says otherwise.
+pub const DEFAULT_DRAIN_SECONDS: f64 = 10.0;
+
+/// The longest drain a file may ask for.
+pub const MAX_DRAIN_SECONDS: f64 = 600.0;
+
 /// The longest duration or SLO a file may set: about 115 days.
 pub const MAX_SECONDS: f64 = 1e7;
 
-/// The most partitions one operator or source may have.
-pub const MAX_PARTITIONS: u32 = 4096;
+/// The most partitions one operator or source may have. Every partition sends each of
+/// its watermarks to every partition of the operators that read it, so the cost of a
+/// watermark round grows with the square of the parallelism: at 128 an app on 2 shards
+/// still keeps up with 10 000 records/s and drains at once; at 1024 its shards were busy
+/// with watermarks alone, and at 4096 it produced nothing and never drained.
+pub const MAX_PARTITIONS: u32 = 128;
 
 /// A partition count must lie in `1..=MAX_PARTITIONS`.
 fn partition_count(value: &Option<Spanned<u32>>, what: &str) -> Result<(), (Range<usize>, String)> {
@@ -737,6 +931,74 @@ fn partition_count(value: &Option<Spanned<u32>>, what: &str) -> Result<(), (Rang
         Some(count) if !(1..=MAX_PARTITIONS).contains(count.get_ref()) => Err((
             count.span(),
             format!("{what} from 1 to {MAX_PARTITIONS}, not {}", count.get_ref()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The most shards per CPU this process may run on: more only adds threads that take
+/// turns on the same cores.
+pub const MAX_SHARDS_PER_CPU: usize = 4;
+
+/// The most shards whatever the machine.
+pub const MAX_SHARDS: usize = 256;
+
+/// The most shards on a machine where this process may run on `cpus` CPUs.
+pub fn max_shards(cpus: usize) -> usize {
+    (cpus.max(1) * MAX_SHARDS_PER_CPU).min(MAX_SHARDS)
+}
+
+/// The largest shard-to-shard ring, in messages.
+pub const MAX_RING_CAPACITY: usize = 1 << 16;
+
+/// The most messages all shard-to-shard rings hold together (their slots are allocated
+/// when the runtime starts): 4 Mi.
+pub const MAX_RING_SLOTS: usize = 1 << 22;
+
+/// The largest intake queue and mailbox high-water mark, in messages.
+pub const MAX_QUEUE: usize = 1 << 20;
+
+/// The most CPU an operator may spend per record, ns (1 ms). A message carries up to
+/// 1024 records and a shard finishes the message at hand before it stops, so this keeps
+/// a stop's wait for a shard near a second.
+pub const MAX_WORK_NS: u64 = 1_000_000;
+
+/// The most lessees one actor may get.
+pub const MAX_LESSEES: usize = 1024;
+
+/// The most distinct keys a generator draws from.
+pub const MAX_KEYS: u64 = 1 << 32;
+
+/// The longest watermark lag, ms (a day): windows stay open, holding their state, until
+/// the watermark passes them.
+pub const MAX_OUT_OF_ORDERNESS_MS: u64 = 86_400_000;
+
+/// The most sliding windows one record falls into (`size_ms / slide_ms`, rounded up):
+/// each is a state entry and an output row.
+pub const MAX_WINDOWS_PER_RECORD: u64 = 1000;
+
+/// The longest interval between two timeline points, ms.
+pub const MAX_SAMPLE_MS: u64 = 60_000;
+
+/// `value`, when set, must lie in `range`; `what` and `unit` name it in the error.
+fn in_range<T>(
+    value: &Option<Spanned<T>>,
+    range: std::ops::RangeInclusive<T>,
+    what: &str,
+    unit: &str,
+) -> Result<(), (Range<usize>, String)>
+where
+    T: PartialOrd + fmt::Display,
+{
+    match value {
+        Some(value) if !range.contains(value.get_ref()) => Err((
+            value.span(),
+            format!(
+                "{what} from {} to {} {unit}, not {}",
+                range.start(),
+                range.end(),
+                value.get_ref()
+            ),
         )),
         _ => Ok(()),
     }
@@ -1004,6 +1266,13 @@ impl SourceSection {
         })
     }
 
+    /// How far watermarks trail the highest event time seen, ms.
+    pub fn out_of_orderness_ms(&self) -> u64 {
+        self.out_of_orderness_ms
+            .as_ref()
+            .map_or(0, |ms| *ms.get_ref())
+    }
+
     fn check(
         &self,
         span: Range<usize>,
@@ -1016,7 +1285,19 @@ impl SourceSection {
         }
         if let Some(keys) = &self.keys {
             keys.get_ref().validate().map_err(|e| (keys.span(), e))?;
+            if keys.get_ref().keys() > MAX_KEYS {
+                return Err((
+                    keys.span(),
+                    format!("at most {MAX_KEYS} keys, not {}", keys.get_ref().keys()),
+                ));
+            }
         }
+        in_range(
+            &self.out_of_orderness_ms,
+            0..=MAX_OUT_OF_ORDERNESS_MS,
+            "an out-of-orderness bound",
+            "ms",
+        )?;
         partition_count(&self.partitions, "a partition count")?;
         let reads = matches!(kind, SourceKind::File | SourceKind::Tcp);
         if reads {
@@ -1156,11 +1437,11 @@ impl OperatorSection {
             absent(&self.state, "state", "stateless operators keep no state")?;
         }
         if let Some(work) = &self.work_ns {
-            if *work.get_ref() > 1_000_000_000 {
+            if *work.get_ref() > MAX_WORK_NS {
                 return Err((
                     work.span(),
                     format!(
-                        "at most 1 s (1000000000 ns) of work per record, not {} ns",
+                        "at most 1 ms ({MAX_WORK_NS} ns) of work per record, not {} ns",
                         work.get_ref()
                     ),
                 ));
@@ -1214,6 +1495,13 @@ impl OperatorSection {
                                 Some("a size and a slide of at least 1 ms".to_string())
                             } else if slide_ms > size_ms {
                                 Some(format!("a slide no longer than the size ({slide_ms} ms > {size_ms} ms)"))
+                            } else if size_ms.div_ceil(slide_ms) > MAX_WINDOWS_PER_RECORD {
+                                Some(format!(
+                                    "at most {MAX_WINDOWS_PER_RECORD} windows per record \
+                                     (size_ms / slide_ms); {size_ms} ms sliding by {slide_ms} ms \
+                                     puts each record in {}",
+                                    size_ms.div_ceil(slide_ms)
+                                ))
                             } else {
                                 None
                             }
@@ -1365,6 +1653,164 @@ mod tests {
         );
     }
 
+    /// Settings that crashed, ran away or sized memory and threads without end, each
+    /// with where its error must point.
+    const OUT_OF_BOUNDS: &[(&str, &str)] = &[
+        ("[runtime]\nring_capacity = 9223372036854775807\n", "2:17"),
+        ("[runtime]\nshards = 10000\n", "2:10"),
+        ("[runtime]\nmailbox_high_water = 99999999\n", "2:22"),
+        ("[runtime]\nintake_capacity = 99999999\n", "2:19"),
+        ("[runtime]\nspin_budget_us = 99999999\n", "2:18"),
+        ("[runtime]\npark_timeout_ms = 99999999\n", "2:19"),
+        ("[runtime]\nidle_deactivation_s = 99999999999\n", "2:23"),
+        ("[runtime]\nhandler_warning_ms = 99999999999\n", "2:22"),
+        ("[scheduler]\nretire_after_ms = 99999999999\n", "2:19"),
+        ("[scheduler]\nmax_lessees = 99999\n", "2:15"),
+        ("[run]\ndrain_timeout_s = 0\n", "2:19"),
+        ("[run]\ndrain_timeout_s = 1e9\n", "2:19"),
+        ("[report]\nsample_ms = 999999999\n", "2:13"),
+        ("[[app]]\nname = \"a\"\nparallelism = 4096\nquery = \"q1\"\n", "3:15"),
+        ("[[app]]\nname = \"a\"\n[app.source]\npartitions = 4096\n", "4:14"),
+        (
+            "[[app]]\nname = \"a\"\n[app.source]\nshape = { shape = \"constant\", rate = 1e-300 }\n",
+            "4:9",
+        ),
+        (
+            "[[app]]\nname = \"a\"\n[app.source]\nshape = { shape = \"poisson\", rate = 1e300 }\n",
+            "4:9",
+        ),
+        (
+            "[[app]]\nname = \"a\"\n[app.source]\nkeys = { dist = \"uniform\", keys = 99999999999999 }\n",
+            "4:8",
+        ),
+        (
+            "[[app]]\nname = \"a\"\n[app.source]\nout_of_orderness_ms = 99999999999\n",
+            "4:23",
+        ),
+        (
+            "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"w\"\nkind = \"window_count\"\nwindow = { kind = \"sliding\", size_ms = 10000000000, slide_ms = 1 }\n",
+            "6:10",
+        ),
+        (
+            "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"w\"\nkind = \"window_sum\"\nwindow = { kind = \"sliding\", size_ms = 1001, slide_ms = 1 }\n",
+            "6:10",
+        ),
+        (
+            "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"m\"\nkind = \"map\"\nwork_ns = 2000000\n",
+            "6:11",
+        ),
+        (
+            "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"m\"\nkind = \"map\"\nparallelism = 4096\n",
+            "6:15",
+        ),
+    ];
+
+    /// Every numeric setting, its value `N`.
+    const NUMERIC_KEYS: &[&str] = &[
+        "[runtime]\nshards = N\n",
+        "[runtime]\nring_capacity = N\n",
+        "[runtime]\nmailbox_high_water = N\n",
+        "[runtime]\nspin_budget_us = N\n",
+        "[runtime]\npark_timeout_ms = N\n",
+        "[runtime]\nidle_deactivation_s = N\n",
+        "[runtime]\nintake_capacity = N\n",
+        "[runtime]\nhandler_warning_ms = N\n",
+        "[scheduler]\npolicy = \"dirigo\"\nheadroom = N\n",
+        "[scheduler]\npolicy = \"dirigo\"\nretire_after_ms = N\n",
+        "[scheduler]\npolicy = \"dirigo\"\nmax_lessees = N\n",
+        "[scheduler]\npolicy = \"dirigo\"\nbest_effort_spread_above = N\n",
+        "[run]\nduration_s = N\n",
+        "[run]\ndrain_timeout_s = N\n",
+        "[report]\nsample_ms = N\n",
+        "[[app]]\nname = \"a\"\nslo_ms = N\nquery = \"q1\"\n",
+        "[[app]]\nname = \"a\"\nparallelism = N\nquery = \"q1\"\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nevents = N\nseed = 1\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nseed = N\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nout_of_orderness_ms = N\n",
+        "[[app]]\nname = \"a\"\n[app.source]\npartitions = N\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nkeys = { dist = \"zipf\", keys = N, exponent = 1.0 }\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nkeys = { dist = \"zipf\", keys = 10, exponent = N }\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nshape = { shape = \"constant\", rate = N }\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nshape = { shape = \"step\", from = 1, to = N, at_s = N }\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nshape = { shape = \"sine\", mean = 10, amplitude = 1, period_s = N }\n",
+        "[[app]]\nname = \"a\"\n[app.source]\nshape = { shape = \"bursts\", base = 1, burst = N, every_s = 10, length_s = 1 }\n",
+        "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"m\"\nkind = \"map\"\nwork_ns = N\nparallelism = 1\n",
+        "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"m\"\nkind = \"map\"\nparallelism = N\n",
+        "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"f\"\nkind = \"filter\"\nkeep_percent = N\n",
+        "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"w\"\nkind = \"window_sum\"\nwindow = { kind = \"sliding\", size_ms = N, slide_ms = 1 }\n",
+        "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"w\"\nkind = \"window_sum\"\nwindow = { kind = \"tumbling\", size_ms = N }\n",
+        "[[app]]\nname = \"a\"\n[[app.operator]]\nname = \"w\"\nkind = \"window_sum\"\nwindow = { kind = \"session\", gap_ms = N }\n",
+    ];
+
+    #[test]
+    fn every_bound_points_at_its_value() {
+        for (text, place) in OUT_OF_BOUNDS {
+            let error = parse(text).unwrap_err().to_string();
+            assert!(
+                error.starts_with(&format!("test.toml:{place}: ")),
+                "{text:?}: {error}"
+            );
+        }
+        // At the bounds, accepted.
+        parse("[runtime]\nring_capacity = 65536\nshards = 2\nmailbox_high_water = 1048576\nintake_capacity = 1048576\npark_timeout_ms = 60000\n[run]\ndrain_timeout_s = 600\n[report]\nsample_ms = 60000\n[[app]]\nname = \"a\"\nparallelism = 128\n[[app.operator]]\nname = \"w\"\nkind = \"window_sum\"\nwork_ns = 1000000\nwindow = { kind = \"sliding\", size_ms = 1000, slide_ms = 1 }\n").unwrap();
+    }
+
+    #[test]
+    fn shards_and_rings_are_bounded_by_the_machine() {
+        let check = |text: &str, cpus: usize| {
+            let config: Config = toml::from_str(text).unwrap();
+            config
+                .check(&(0..cpus).collect::<Vec<_>>())
+                .map_err(|(span, message)| (position(text, span.start), message))
+        };
+        assert_eq!(max_shards(1), 4);
+        assert_eq!(max_shards(2), 8);
+        assert_eq!(max_shards(1000), MAX_SHARDS);
+        check("[runtime]\nshards = 8\n", 2).unwrap();
+        let (at, message) = check("[runtime]\nshards = 9\n", 2).unwrap_err();
+        assert_eq!(at, (2, 10));
+        assert!(message.contains("at most 8 shards"), "{message}");
+        // 64 shards have 4032 rings: 1024 slots each fit, 2048 do not.
+        check("[runtime]\nshards = 64\nring_capacity = 1024\n", 64).unwrap();
+        let (at, message) =
+            check("[runtime]\nshards = 64\nring_capacity = 1025\n", 64).unwrap_err();
+        assert_eq!(at, (3, 17));
+        assert!(message.contains("4032 rings of 2048"), "{message}");
+    }
+
+    #[test]
+    fn files_that_are_not_text_files_are_refused_with_a_position() {
+        let dir = std::env::temp_dir().join(format!("dirigo-config-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let invalid = dir.join("invalid.toml");
+        std::fs::write(&invalid, b"[runtime]\nshards = 2 # \xC3\x28\n").unwrap();
+        let error = Config::load(&invalid).unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!("{}:2:14: UTF-8", invalid.display())),
+            "{error}"
+        );
+        let large = dir.join("large.toml");
+        std::fs::write(&large, vec![b'#'; MAX_CONFIG_BYTES as usize + 1]).unwrap();
+        let error = Config::load(&large).unwrap_err().to_string();
+        assert!(
+            error.contains(":1:1: a configuration of at most"),
+            "{error}"
+        );
+        let error = Config::load(&dir).unwrap_err().to_string();
+        assert!(
+            error.contains(":1:1: a regular file") && error.contains("folder"),
+            "{error}"
+        );
+        let error = Config::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("/dev/zero:1:1: a regular file"),
+            "{error}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -1389,6 +1835,38 @@ mod tests {
             if let Err(error) = parse(&text) {
                 if let Some((line, _)) = error.position {
                     prop_assert!(line >= 1 && line <= text.lines().count() + 1, "{}", error);
+                }
+            }
+        }
+
+        /// No number makes the loader panic: every numeric key takes extreme values; a
+        /// refusal has a position, and what is accepted configures a runtime builder.
+        #[test]
+        fn extreme_numbers_never_panic(
+            key in 0usize..NUMERIC_KEYS.len(),
+            value in prop_oneof![
+                Just("0".to_string()),
+                Just("-1".to_string()),
+                Just("9223372036854775807".to_string()),
+                Just("18446744073709551615".to_string()),
+                Just("1e-300".to_string()),
+                Just("1e300".to_string()),
+                Just("nan".to_string()),
+                Just("inf".to_string()),
+                Just("0.5".to_string()),
+                any::<u64>().prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|x| format!("{x:?}")),
+            ],
+        ) {
+            let text = NUMERIC_KEYS[key].replace("N", &value);
+            match parse(&text) {
+                Ok(config) => {
+                    let _builder = config.apply(dirigo_runtime::Runtime::<u32>::builder());
+                    let _ = config.duration();
+                    let _ = config.drain_timeout();
+                }
+                Err(error) => {
+                    prop_assert!(error.position.is_some(), "{}", error);
                 }
             }
         }

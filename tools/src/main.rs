@@ -20,7 +20,9 @@
 //! - `dirigo bench scale-step [--json PATH]`: the `dirigo` policy under a load step (see
 //!   `dirigo_bench::scale`);
 //! - `dirigo bench slo [--json PATH]`: three tenants under `fifo`, `edf` and `dirigo` (see
-//!   `dirigo_bench::slo`).
+//!   `dirigo_bench::slo`);
+//! - `dirigo bench soak [--seconds 60] [--json PATH]`: twice the sustainable load with
+//!   backpressure, then with shedding (see `dirigo_bench::soak`).
 
 mod allocator;
 mod apps;
@@ -29,6 +31,7 @@ mod demo;
 mod exit;
 mod report;
 mod run;
+mod signals;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -189,6 +192,17 @@ enum BenchScenario {
         /// `policies` JSON give the medians over them.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+    },
+    /// Twice the load an app sustains, with backpressure and then with shedding, each for
+    /// `--seconds`: checks for deadlock, memory growth, lost records and a slow stop.
+    #[command(after_help = "Example:\n  dirigo bench soak --seconds 60 --json soak.json")]
+    Soak {
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Seconds each phase runs (1 to 3600).
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
     },
     /// A NEXMark query (q0, q1, q2, q3, q4, q5, q7, q8, q11) over events generated in
     /// memory beforehand: sustainable throughput, then open-loop latency at 50 % and 80 %
@@ -424,6 +438,17 @@ fn main() -> ExitCode {
                 ..Default::default()
             })
             .and_then(|report| emit(json, &report, report.table())),
+            BenchScenario::Soak { json, seconds } => {
+                dirigo_bench::soak::run(&dirigo_bench::soak::SoakConfig {
+                    seconds: if seconds.is_finite() {
+                        seconds.clamp(1.0, 3600.0)
+                    } else {
+                        60.0
+                    },
+                    ..Default::default()
+                })
+                .and_then(|report| emit(json, &report, report.table()))
+            }
             BenchScenario::Nexmark {
                 query,
                 json,
@@ -546,8 +571,8 @@ fn bench_consolidate(
 const DEFAULT_CONFIG: &str = include_str!("../../configs/default.toml");
 
 /// Runs a loaded configuration and prints its summary; says how it ended: a report
-/// path that cannot be written is a usage error (2), found before the run; a run that
-/// lost output exits 3 after saying where and how much.
+/// path that cannot be written is a usage error (2), found before the run; a failed app
+/// exits 4, lost output 3, a drain cut short 5, a second signal 130.
 fn run_config(
     config: &config::Config,
     name: &str,
@@ -572,6 +597,8 @@ fn run_config_checked(
     if let Some(release) = config.runtime.release_freed_memory {
         allocator::set_release_freed_memory(release);
     }
+    // Before the first line, so that a signal from here on stops the run cleanly.
+    signals::install().map_err(|message| (Exit::Failure, message))?;
     let options = run::RunOptions {
         config_name: name.to_owned(),
         duration,
@@ -605,7 +632,19 @@ fn run_config_checked(
         eprintln!("dirigo: output lost: {error}");
         exit = exit.and(Exit::OutputLost);
     }
-    Ok(exit)
+    Ok(exit.and(stop_exit(&report)))
+}
+
+/// What the way a run stopped says: a second signal (130), a drain cut short or messages
+/// abandoned (5), or a clean end (0).
+fn stop_exit(report: &report::Report) -> Exit {
+    if report.signals >= 2 {
+        Exit::Interrupted
+    } else if !report.drained || report.abandoned > 0 {
+        Exit::Abandoned
+    } else {
+        Exit::Success
+    }
 }
 
 /// A duration from a command-line number of seconds.

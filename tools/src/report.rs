@@ -24,6 +24,17 @@ pub struct Report {
     pub elapsed_s: f64,
     /// Seconds the sources ran.
     pub duration_s: f64,
+    /// Stop signals (SIGINT, SIGTERM) the run received: 1 asked for a stop, 2 forced one
+    /// (the drain was cut short).
+    #[serde(default)]
+    pub signals: u32,
+    /// Whether every pipeline drained within `[run] drain_timeout_s` after its sources
+    /// stopped.
+    #[serde(default = "drained_by_default")]
+    pub drained: bool,
+    /// Messages still in flight when the shards stopped, dropped (0 after a full drain).
+    #[serde(default)]
+    pub abandoned: u64,
     /// Per app.
     pub apps: Vec<AppReport>,
     /// Per shard.
@@ -41,6 +52,11 @@ pub struct Report {
     /// exits with code 3.
     #[serde(default)]
     pub output_errors: Vec<String>,
+}
+
+/// Reports written before `drained` was recorded came from runs that drained or waited.
+fn drained_by_default() -> bool {
+    true
 }
 
 /// One app's figures.

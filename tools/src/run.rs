@@ -2,7 +2,9 @@
 //! configured duration (or until their finite sources end), samples the timeline, shows a
 //! progress line on a terminal, then stops the sources, lets the pipelines drain, and
 //! writes the report, the `.hgrm` files and the plots. Ctrl-C (or SIGTERM) ends the run
-//! early the same way: what ran is reported.
+//! early the same way: what ran is reported; a second one cuts the drain short (see
+//! `signals`). The drain lasts at most `[run] drain_timeout_s`; what is still in flight
+//! then is abandoned and counted (`abandoned` in the report).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -25,34 +27,22 @@ pub struct RunOptions {
     pub report: Option<PathBuf>,
 }
 
-/// Set by SIGINT or SIGTERM while a run is on: the run stops early, as if its duration
-/// were over, and still writes its report.
-static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The most points a run's timeline holds: a long run samples less often than
+/// `[report] sample_ms` rather than grow its timeline without end.
+pub const MAX_TIMELINE_POINTS: u32 = 100_000;
 
-extern "C" fn on_interrupt(_signal: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
-}
+/// Once the pipelines drained (or gave up), how long the shards get to fall quiet.
+const SHUTDOWN_QUIET: Duration = Duration::from_secs(2);
 
-/// Routes Ctrl-C (SIGINT) and SIGTERM to [`INTERRUPTED`] for the rest of the process; a
-/// second Ctrl-C still stops the run early (the handler stays), and the drain is bounded.
-fn catch_interrupts() {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: `on_interrupt` is an `extern "C"` function that only stores to an
-        // atomic, which is async-signal-safe; `signal` replaces the default action (exit)
-        // for a signal number that exists on every Unix. Covered by the CLI test that
-        // interrupts a run and finds its report.
-        unsafe {
-            libc::signal(
-                signal,
-                on_interrupt as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t,
-            );
-        }
-    }
-}
+/// Once the shards are told to stop, how long the run waits for one that is inside a
+/// handler (a message carries up to 1024 records of at most 1 ms of `work_ns` each).
+const SHARD_JOIN: Duration = Duration::from_secs(2);
 
-/// Longest wait for the pipelines to drain once the sources stopped.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The same after a second signal.
+const FORCED_SHARD_JOIN: Duration = Duration::from_millis(200);
+
+/// How often the drain looks for a second signal.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 /// Where the JSON report of `config` run with `options` goes: `--report`, else
 /// `[report] json`, else `DIR/report.json`.
@@ -102,7 +92,8 @@ pub fn run_with(
             .sample_ms
             .as_ref()
             .map_or(100, |ms| *ms.get_ref()),
-    );
+    )
+    .max(duration / MAX_TIMELINE_POINTS);
 
     let built: Vec<BuiltApp> = config
         .apps
@@ -115,7 +106,7 @@ pub fn run_with(
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let shards = runtime.shards();
 
-    catch_interrupts();
+    crate::signals::install()?;
     let started = Instant::now();
     for app in &built {
         app.app.start(&runtime.ingress());
@@ -127,7 +118,7 @@ pub fn run_with(
     let deadline = started + duration;
     loop {
         let now = Instant::now();
-        let interrupted = INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed);
+        let interrupted = crate::signals::stop_requested();
         if interrupted || now >= deadline || built.iter().all(|app| app.app.is_done()) {
             if interrupted {
                 tracing::info!("interrupted: stopping the sources and writing the report");
@@ -177,20 +168,46 @@ pub fn run_with(
             tcp.stop();
         }
     }
-    let drain_started = Instant::now();
+    let drain_timeout = config.drain_timeout();
+    let drain_deadline = Instant::now() + drain_timeout;
     let mut drained = true;
     for app in &built {
-        let left = DRAIN_TIMEOUT.saturating_sub(drain_started.elapsed());
-        drained &= app.app.wait(left);
+        // In short waits, so that a second signal cuts the drain short at once.
+        while !app.app.is_done() {
+            let left = drain_deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || crate::signals::forced() {
+                drained = false;
+                break;
+            }
+            app.app.wait(left.min(DRAIN_POLL));
+        }
     }
     if !drained {
-        tracing::warn!(
-            "the pipelines did not drain within {DRAIN_TIMEOUT:?}; reporting what came out"
-        );
+        if crate::signals::forced() {
+            tracing::warn!("drain cut short by a second signal; reporting what came out");
+        } else {
+            tracing::warn!(
+                "the pipelines did not drain within {drain_timeout:?} ([run] drain_timeout_s); \
+                 reporting what came out, the rest is abandoned"
+            );
+        }
     }
     timeline.push(sample(&runtime, &built, started, &mut previous));
     let elapsed = started.elapsed();
-    let final_report = runtime.shutdown_within(Duration::from_secs(10));
+    // A shard inside a costly handler is not waited for past `SHARD_JOIN` (after a second
+    // signal, `FORCED_SHARD_JOIN`): the report comes first.
+    let final_report = runtime.shutdown_bounded(
+        if drained {
+            SHUTDOWN_QUIET
+        } else {
+            Duration::ZERO
+        },
+        if crate::signals::forced() {
+            FORCED_SHARD_JOIN
+        } else {
+            SHARD_JOIN
+        },
+    );
 
     let policy = config.scheduler.policy.to_string();
     let write_hgrm = config.report.hgrm.unwrap_or(true);
@@ -296,6 +313,9 @@ pub fn run_with(
             .iter()
             .map(|shard| shard.handler_panics)
             .sum(),
+        signals: crate::signals::received(),
+        drained,
+        abandoned: final_report.abandoned,
         apps: app_reports,
         shard_usage: final_report
             .shards

@@ -81,6 +81,41 @@ fn positive(name: &str, value: f64) -> Result<(), String> {
     }
 }
 
+/// The lowest rate a shape may ask for, events per second: one event every 1000 s.
+/// Lower rates are a slip (a rate of 1e-300 is never meant), and a source due so rarely
+/// would look idle for the whole run.
+pub const MIN_RATE: f64 = 1e-3;
+
+/// The highest rate a shape may ask for, events per second: far above what a machine
+/// produces, so that due times stay whole nanoseconds apart.
+pub const MAX_RATE: f64 = 1e9;
+
+/// The longest time a shape may name (`at_s`, `period_s`, `every_s`, `length_s`), in
+/// seconds: about 115 days, the longest run.
+pub const MAX_SHAPE_SECONDS: f64 = 1e7;
+
+/// Checks that a rate lies in [`MIN_RATE`]`..=`[`MAX_RATE`].
+fn rate(name: &str, value: f64) -> Result<(), String> {
+    if (MIN_RATE..=MAX_RATE).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} must be from {MIN_RATE:?} to {MAX_RATE:e} events per second, found {value:?}"
+        ))
+    }
+}
+
+/// Checks that a time in seconds is at most [`MAX_SHAPE_SECONDS`].
+fn seconds(name: &str, value: f64) -> Result<(), String> {
+    if value <= MAX_SHAPE_SECONDS {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} must be at most {MAX_SHAPE_SECONDS:e} s, found {value:?}"
+        ))
+    }
+}
+
 /// Checks that `value` is finite and not negative.
 fn non_negative(name: &str, value: f64) -> Result<(), String> {
     if value.is_finite() && value >= 0.0 {
@@ -93,17 +128,21 @@ fn non_negative(name: &str, value: f64) -> Result<(), String> {
 }
 
 impl LoadShape {
-    /// Checks the shape's parameters: every rate finite and greater than 0, `at_s` finite
+    /// Checks the shape's parameters: every rate (for `sine`, the lowest and the highest)
+    /// from [`MIN_RATE`] to [`MAX_RATE`], every time at most [`MAX_SHAPE_SECONDS`], `at_s` finite
     /// and not negative, `amplitude` in `[0, mean)` (so the rate never reaches 0),
     /// `period_s` and `every_s` greater than 0, and `length_s` in `(0, every_s)`. The
     /// error names the shape and the offending parameter.
     pub fn validate(&self) -> Result<(), String> {
         let checked = match *self {
-            LoadShape::Constant { rate } => positive("rate", rate),
-            LoadShape::Poisson { rate } => positive("rate", rate),
+            LoadShape::Constant { rate: r } => positive("rate", r).and(rate("rate", r)),
+            LoadShape::Poisson { rate: r } => positive("rate", r).and(rate("rate", r)),
             LoadShape::Step { from, to, at_s } => positive("from", from)
                 .and(positive("to", to))
-                .and(non_negative("at_s", at_s)),
+                .and(non_negative("at_s", at_s))
+                .and(rate("from", from))
+                .and(rate("to", to))
+                .and(seconds("at_s", at_s)),
             LoadShape::Sine {
                 mean,
                 amplitude,
@@ -118,7 +157,10 @@ impl LoadShape {
                         "amplitude must be less than mean (the rate must stay above 0), \
                          found amplitude {amplitude} and mean {mean}"
                     ))
-                }),
+                })
+                .and(rate("mean - amplitude", mean - amplitude))
+                .and(rate("mean + amplitude", mean + amplitude))
+                .and(seconds("period_s", period_s)),
             LoadShape::Bursts {
                 base,
                 burst,
@@ -135,7 +177,10 @@ impl LoadShape {
                         "length_s must be less than every_s, found length_s {length_s} \
                          and every_s {every_s}"
                     ))
-                }),
+                })
+                .and(rate("base", base))
+                .and(rate("burst", burst))
+                .and(seconds("every_s", every_s)),
         };
         checked.map_err(|e| format!("load shape `{}`: {e}", self.name()))
     }
@@ -641,6 +686,48 @@ mod tests {
         }
         .validate()
         .unwrap();
+    }
+
+    #[test]
+    fn validate_bounds_rates_and_times() {
+        let bad = [
+            (
+                LoadShape::Constant { rate: 1e-300 },
+                "rate must be from 0.001 to 1e9 events per second, found 1e-300",
+            ),
+            (LoadShape::Poisson { rate: 1e12 }, "rate must be from"),
+            (
+                LoadShape::Step {
+                    from: 1.0,
+                    to: 1.0,
+                    at_s: 1e300,
+                },
+                "at_s must be at most",
+            ),
+            (
+                LoadShape::Sine {
+                    mean: 1.0,
+                    amplitude: 0.999_999_9,
+                    period_s: 1.0,
+                },
+                "mean - amplitude",
+            ),
+            (
+                LoadShape::Bursts {
+                    base: 1.0,
+                    burst: 1e-9,
+                    every_s: 2.0,
+                    length_s: 1.0,
+                },
+                "burst must be from",
+            ),
+        ];
+        for (shape, needle) in bad {
+            let err = shape.validate().unwrap_err();
+            assert!(err.contains(needle), "{shape:?}: {err}");
+        }
+        LoadShape::Constant { rate: MIN_RATE }.validate().unwrap();
+        LoadShape::Constant { rate: MAX_RATE }.validate().unwrap();
     }
 
     #[test]

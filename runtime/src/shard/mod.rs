@@ -551,6 +551,11 @@ impl<M: Send + 'static> Shard<M> {
         let timed = self.shared.measure_costs;
         let mut spent = 0;
         while ran < RUN_BATCH && spent < TURN_BUDGET_NS {
+            // A shutdown that gave up draining stops after the message at hand, not after
+            // the turn: a turn of costly messages would hold the stop for seconds.
+            if ran > 0 && self.shared.abort.load(Ordering::Relaxed) {
+                break;
+            }
             if !timed
                 && ran > 0
                 && ran % BUDGET_CHECK_EVERY == 0
