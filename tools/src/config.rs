@@ -481,28 +481,49 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// The bytes of the configuration file at `path`, if it is a regular file of at most
-/// [`MAX_CONFIG_BYTES`]. Opened without blocking and checked on the open handle, so a
-/// FIFO never makes the open or the read wait.
+/// [`MAX_CONFIG_BYTES`] (see [`read_regular_file`]).
 fn read_config_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    read_regular_file(path, MAX_CONFIG_BYTES, "a configuration").map_err(|refused| ConfigError {
+        path: path.to_owned(),
+        position: refused.at_start.then_some((1, 1)),
+        message: refused.message,
+    })
+}
+
+/// Why [`read_regular_file`] did not read a file.
+#[derive(Debug)]
+pub struct Refused {
+    /// Whether the file itself is wrong (`FILE:1:1`), rather than unreadable.
+    pub at_start: bool,
+    /// What was expected, or why it could not be read.
+    pub message: String,
+}
+
+/// The bytes of the file at `path`, if it is a regular file of at most `max_bytes`;
+/// `what` names what it should hold, for the message. Opened without blocking and
+/// checked on the open handle, so a FIFO never makes the open or the read wait, and a
+/// device (`/dev/zero`) is never read without end.
+pub fn read_regular_file(path: &Path, max_bytes: u64, what: &str) -> Result<Vec<u8>, Refused> {
     use std::io::Read;
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 
-    let refuse = |position: Option<(usize, usize)>, message: String| ConfigError {
-        path: path.to_owned(),
-        position,
+    let unreadable = |error: std::io::Error| Refused {
+        at_start: false,
+        message: format!("cannot read the file: {error}"),
+    };
+    let wrong = |message: String| Refused {
+        at_start: true,
         message,
     };
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .map_err(|error| refuse(None, format!("cannot read the file: {error}")))?;
-    let metadata = file
-        .metadata()
-        .map_err(|error| refuse(None, format!("cannot read the file: {error}")))?;
+        .map_err(unreadable)?;
+    let metadata = file.metadata().map_err(unreadable)?;
     let kind = metadata.file_type();
     if !kind.is_file() {
-        let what = if kind.is_dir() {
+        let this = if kind.is_dir() {
             "a folder"
         } else if kind.is_fifo() {
             "a FIFO"
@@ -515,30 +536,23 @@ fn read_config_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
         } else {
             "not a regular file"
         };
-        return Err(refuse(
-            Some((1, 1)),
-            format!("a regular file (a TOML configuration); this is {what}"),
-        ));
+        return Err(wrong(format!("a regular file ({what}); this is {this}")));
     }
-    if metadata.len() > MAX_CONFIG_BYTES {
-        return Err(refuse(
-            Some((1, 1)),
-            format!(
-                "a configuration of at most {MAX_CONFIG_BYTES} bytes; this file has {}",
-                metadata.len()
-            ),
-        ));
+    if metadata.len() > max_bytes {
+        return Err(wrong(format!(
+            "{what} of at most {max_bytes} bytes; this file has {}",
+            metadata.len()
+        )));
     }
     let mut bytes = Vec::with_capacity(metadata.len() as usize);
     // One byte more than allowed tells a file that grew since `metadata` apart.
-    file.take(MAX_CONFIG_BYTES + 1)
+    file.take(max_bytes + 1)
         .read_to_end(&mut bytes)
-        .map_err(|error| refuse(None, format!("cannot read the file: {error}")))?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(refuse(
-            Some((1, 1)),
-            format!("a configuration of at most {MAX_CONFIG_BYTES} bytes; this file is longer"),
-        ));
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(wrong(format!(
+            "{what} of at most {max_bytes} bytes; this file is longer"
+        )));
     }
     Ok(bytes)
 }

@@ -420,10 +420,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-/// Reads a saved report and draws its plots into `out`; returns the report and the plots.
+/// The largest report `dirigo report` reads (a report of a long run with a fine sample
+/// interval is a few MiB; the timelines are capped).
+pub const MAX_REPORT_BYTES: u64 = 256 << 20;
+
+/// Reads a saved report (a regular file of at most [`MAX_REPORT_BYTES`]) and draws its
+/// plots into `out`; returns the report and the plots.
 pub fn render(report_path: &Path, out: &Path) -> Result<(Report, Vec<PathBuf>), String> {
-    let text = std::fs::read_to_string(report_path)
-        .map_err(|e| format!("cannot read {}: {e}", report_path.display()))?;
+    let bytes = crate::config::read_regular_file(report_path, MAX_REPORT_BYTES, "a dirigo report")
+        .map_err(|refused| {
+            let at = if refused.at_start { ":1:1" } else { "" };
+            format!("{}{at}: {}", report_path.display(), refused.message)
+        })?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| format!("{}:1:1: not a dirigo report: {e}", report_path.display()))?;
     let report: Report = serde_json::from_str(&text).map_err(|e| {
         format!(
             "{}:{}:{}: not a dirigo report: {e}",

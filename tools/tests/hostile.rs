@@ -90,6 +90,30 @@ fn a_fifo_and_a_device_are_refused_at_once() {
     assert!(stderr.contains("character device"), "{stderr}");
     let stderr = refused_at(&dir, "1:1");
     assert!(stderr.contains("folder"), "{stderr}");
+    // `dirigo report` reads a saved report: the same refusal, at once.
+    for path in [fifo.as_path(), Path::new("/dev/zero")] {
+        let out = dir.join("plots");
+        let (output, took) = dirigo_within(
+            &[
+                "report".as_ref(),
+                path.as_os_str(),
+                "--out".as_ref(),
+                out.as_os_str(),
+            ],
+            Duration::from_secs(10),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "report {}: {stderr}",
+            path.display()
+        );
+        assert!(
+            stderr.contains(&format!("{}:1:1: a regular file", path.display())),
+            "{stderr}"
+        );
+        assert!(took < Duration::from_secs(5), "report took {took:?}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
