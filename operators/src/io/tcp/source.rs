@@ -1,122 +1,20 @@
-//! TCP sources and sinks: records read from connections to a listener, with malformed
-//! records sent to dead letters while the pipeline goes on; and records written to a
-//! TCP peer as JSON lines.
-//!
-//! # The source
-//!
-//! [`AppBuilder::source_tcp`] binds its listener when the app is built (so the address,
-//! with the port the OS picked for port 0, is known at once: [`TcpSourceHandle::local_addr`])
-//! and serves it from a dedicated thread that runs a glommio `LocalExecutor` (placement
-//! `Unbound`: the thread is not pinned, and the OS runs it where it finds room; it
-//! sleeps in the reactor while no bytes come). The thread accepts
-//! connections and runs one task per connection that reads chunks of up to
-//! [`READ_BYTES`], frames them ([`Framing`]), decodes the records, and hands each chunk's
-//! records, as one batch, to the app over a bounded channel of [`CHANNEL_BATCHES`]
-//! batches. When the app falls behind, the channel fills, the tasks stop reading, and
-//! TCP flow control pushes back on the peers.
-//!
-//! The app side is one source partition whose [`RecordSource`] takes from that channel
-//! without blocking: when nothing is there it answers `Pending`, and the partition looks
-//! again after a short pause (see [`crate::source`]). Event times come from `time_of`,
-//! watermarks trail the highest seen by the out-of-orderness bound. Records from one
-//! connection keep their order; records of different connections interleave.
-//!
-//! Framing ([`Framing`]):
-//! - [`Framing::Lines`]: records end at `\n` (a `\r` before it is dropped), each decoded
-//!   as CSV or JSON per the given [`Format`]; blank lines are skipped, and so is a CSV
-//!   header `key,value,time` as the first non-blank line of a connection. A line longer
-//!   than the maximum frame is skipped up to its end and dead-lettered.
-//!   A last line that the peer cut off (the connection ended before its `\n`) is
-//!   dead-lettered, not decoded: it may be any prefix of a record.
-//! - [`Framing::LengthPrefixed`]: a 4-byte big-endian length, then that many bytes of
-//!   payload, decoded as one JSON record. A length over the maximum frame is fatal for
-//!   that connection (nothing marks where the next frame starts): it is dead-lettered and
-//!   the connection is closed. A stream that ends inside a frame (a truncated frame) is
-//!   dead-lettered too. An empty payload is dead-lettered like any payload that is not a
-//!   record, and the connection goes on.
-//!
-//! Bounds, each a [`TcpSourceOptions`] field:
-//! - at most [`TcpSourceOptions::max_open_connections`] connections are open at once
-//!   (default [`DEFAULT_MAX_OPEN_CONNECTIONS`]); one more is accepted and closed at once,
-//!   and counted ([`TcpSourceHandle::connections_refused`]);
-//! - a connection holds at most one read buffer of [`READ_BYTES`] and one unfinished
-//!   line or frame of at most [`TcpSourceOptions::max_frame`] bytes: a longer line is
-//!   dead-lettered and the rest of it skipped as it comes, without being buffered; so
-//!   the memory of a source's connections is bounded by
-//!   `max_open_connections × (READ_BYTES + max_frame)`, plus the kernel's socket buffers;
-//! - a connection that sends nothing for [`TcpSourceOptions::idle_timeout`] (default
-//!   [`DEFAULT_IDLE_TIMEOUT`]) is closed and counted
-//!   ([`TcpSourceHandle::connections_idle_closed`]);
-//! - with a [`TcpSourceOptions::token`], the first line (or frame) of every connection
-//!   must be that token, byte for byte; a connection that sends another first line, or
-//!   ends before sending one, is closed and counted
-//!   ([`TcpSourceHandle::connections_unauthorized`]). The token is compared in constant
-//!   time, and neither it nor a wrong guess is ever logged or dead-lettered;
-//! - binding an address other than a loopback one logs a warning: anyone who can reach
-//!   it can send records.
-//!
-//! Every malformed record is recorded in the source's [`DeadLetterSink`], with the bound
-//! address as its source, `conn N line M` or `conn N frame M` as its position (both
-//! 1-based; connections numbered in the order they were accepted) and the parse error as
-//! its reason, and the connection goes on. So is a record whose event time (from
-//! `time_of`) lies outside `0..=`[`MAX_EVENT_TIME_MS`] (the end of year 9999, in ms; see
-//! [`check_event_time`]): no record a peer sends can end the stream.
-//!
-//! The stream ends ([`Msg::End`], a message of its own) when the listener is done and
-//! every accepted connection has been read to its end (its peer closed it, or it
-//! failed):
-//! - after [`TcpSourceOptions::max_connections`] connections, when set: the listener
-//!   accepts no more;
-//! - or when [`TcpSourceHandle::close`] is called: the listener is closed at once
-//!   (connections the OS queued but the source had not accepted yet are refused), and the
-//!   connections already accepted are read to their end.
-//!
-//! Dropping the handle does not end the stream: without `max_connections`, keep the
-//! handle to end it.
-//!
-//! [`TcpSourceHandle::stop`] ends it at once, when the app has stopped taking records:
-//! the listener is closed, every open connection is closed within [`STOP_POLL`], and
-//! the records that were received but that the app never took (queued between the
-//! network thread and the app, or decoded after the stop) are counted
-//! ([`TcpSourceHandle::unread`]) instead of being lost silently.
-//!
-//! [`MAX_EVENT_TIME_MS`]: crate::dataflow::MAX_EVENT_TIME_MS
-//!
-//! # The sink
-//!
-//! [`Stream::sink_tcp`] connects to its peer when the app is built (with `std::net`) and
-//! writes every record as one JSON line. Each sink partition buffers its lines and writes
-//! them when the buffer passes 64 KiB and at every watermark, under a lock on the shared
-//! connection. These are blocking writes on the sink's shard, each bounded by a write
-//! deadline ([`Stream::sink_tcp_with_timeout`]; default [`DEFAULT_WRITE_TIMEOUT`]): a
-//! slow peer stalls that shard at most that long per buffer. A buffer not fully sent by
-//! its deadline, or a write error, breaks the sink: it is logged once, the connection is
-//! shut down, and from then on the sink writes nothing and counts every record as failed
-//! output (so a peer that stops reading costs the run one deadline, not its end). The
-//! lines that reached the socket whole count as written. When every sink partition has
-//! seen the end of its input, the connection's write half is shut down, so the peer reads
-//! to its end.
+//! The TCP source: a listener on its own thread, its connections (each bounded in memory,
+//! time and number), decoding them into records, and handing them to the app (see the
+//! [module documentation](super)).
 
-use std::any::Any;
-use std::io::{self, Write};
-use std::marker::PhantomData;
-use std::net::{Shutdown, SocketAddr};
+use std::io::{self};
+use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use dirigo_runtime::{Context, StateKind};
 use futures_lite::AsyncReadExt;
 
-use super::file::{decode_text_line, DeadLetterSink, Line, TimeOf};
-use super::parse::{decode_line, Decode, Format, LengthFramer, LineFramer, DEFAULT_MAX_FRAME};
-use crate::dataflow::{
-    add_operator, check_event_time, partitions_of_self, AppBuilder, AppCounters, Batch, Data,
-    Logic, Msg, Stream, Time, Wiring,
-};
-use crate::partition::Partitioning;
+use crate::dataflow::{check_event_time, AppBuilder, Batch, Data, Stream, Time};
+use crate::io::file::{decode_text_line, DeadLetterSink, Line, TimeOf};
+use crate::io::parse::{decode_line, Decode, Format, LengthFramer, LineFramer, DEFAULT_MAX_FRAME};
 use crate::source::{Pacing, RecordSource};
 
 /// Most bytes a connection reads at a time.
@@ -135,9 +33,6 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// looks whether the source was stopped: [`TcpSourceHandle::stop`] closes every
 /// connection within this.
 pub const STOP_POLL: Duration = Duration::from_millis(100);
-
-/// The default write deadline of a TCP sink ([`Stream::sink_tcp`]): 5 s.
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// I/O memory of the network thread's executor (it registers no buffers of its own).
 const IO_MEMORY: usize = 256 * 1024;
@@ -289,7 +184,7 @@ impl TcpSourceHandle {
     }
 
     /// Stops accepting connections; the stream ends once the connections already
-    /// accepted have been read to their end (see the [module docs](self)). Idempotent.
+    /// accepted have been read to their end (see the [module docs](crate::io::tcp)). Idempotent.
     pub fn close(&self) {
         let _ = self.close.try_send(());
     }
@@ -331,7 +226,7 @@ impl TcpSourceHandle {
     }
 
     /// Ends the stream at once, for when the app no longer takes records (see the
-    /// [module docs](self)): closes the listener and, within [`STOP_POLL`], every open
+    /// [module docs](crate::io::tcp)): closes the listener and, within [`STOP_POLL`], every open
     /// connection. Idempotent.
     pub fn stop(&self) {
         self.stats.stopping.store(true, Ordering::Release);
@@ -797,7 +692,7 @@ impl<T: Data> RecordSource<T> for ChannelRecords<T> {
 impl AppBuilder {
     /// A source of the records sent to a listener bound at `listen`, framed and decoded
     /// per `options` (a [`Framing`] or [`TcpSourceOptions`]), read by one partition (see
-    /// the [module docs](self)). Malformed records go to `dead_letters` with their
+    /// the [module docs](crate::io::tcp)). Malformed records go to `dead_letters` with their
     /// position (`conn N line M` or `conn N frame M`) and the parse error; `time_of`
     /// gives each record's event time, and watermarks trail the highest one seen by
     /// `out_of_orderness` ms. The handle tells the bound address and ends the stream.
@@ -901,214 +796,6 @@ impl AppBuilder {
 }
 
 /// The connection a TCP sink's partitions share.
-struct TcpSinkShared {
-    stream: Mutex<std::net::TcpStream>,
-    peer: SocketAddr,
-    /// The longest a buffer's write may take.
-    write_timeout: Duration,
-    /// Why the sink broke (a write failed or missed its deadline): nothing is written
-    /// from then on.
-    broken: Mutex<Option<String>>,
-    /// Sink partitions that have seen the end of their input.
-    finished: AtomicU32,
-}
-
-impl TcpSinkShared {
-    /// Writes `bytes` (whole lines) by the write deadline; returns how many lines went
-    /// out whole, and the error when not all did.
-    fn write(&self, bytes: &[u8]) -> Result<u64, (u64, String)> {
-        if bytes.is_empty() {
-            return Ok(0);
-        }
-        let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(error) = &*broken {
-            return Err((0, error.clone()));
-        }
-        let mut stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
-        let deadline = Instant::now() + self.write_timeout;
-        let mut done = 0;
-        let mut failure = None;
-        while done < bytes.len() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                failure = Some(format!(
-                    "the peer took no more within the write deadline of {:?}",
-                    self.write_timeout
-                ));
-                break;
-            }
-            if let Err(e) = stream.set_write_timeout(Some(left)) {
-                failure = Some(e.to_string());
-                break;
-            }
-            match stream.write(&bytes[done..]) {
-                Ok(0) => {
-                    failure = Some("the connection took no more bytes".to_owned());
-                    break;
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        let complete = bytes[..done]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |at| at + 1);
-        let lines = bytes[..complete].iter().filter(|&&b| b == b'\n').count() as u64;
-        let Some(failure) = failure else {
-            return Ok(lines);
-        };
-        let message = format!("cannot write to TCP peer {}: {failure}", self.peer);
-        tracing::warn!("{message}; the sink's output is counted as failed from now on");
-        // The peer gets no more (and no half line later): the connection is closed.
-        let _ = stream.shutdown(Shutdown::Both);
-        *broken = Some(message.clone());
-        Err((lines, message))
-    }
-
-    fn shutdown(&self) {
-        let stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = stream.shutdown(Shutdown::Write);
-    }
-}
-
-/// One TCP sink partition.
-struct TcpSinkLogic<T> {
-    shared: Arc<TcpSinkShared>,
-    buffer: Vec<u8>,
-    /// Records in `buffer`.
-    pending: u64,
-    partitions: u32,
-    counters: Arc<AppCounters>,
-    _records: PhantomData<fn(T)>,
-}
-
-/// A partition writes its lines once it holds this many bytes (and at every watermark).
-const SINK_BUFFER: usize = 64 * 1024;
-
-impl<T> TcpSinkLogic<T> {
-    /// Writes the buffer out and counts what went and what did not.
-    fn drain(&mut self) {
-        if self.pending == 0 {
-            self.buffer.clear();
-            return;
-        }
-        match self.shared.write(&self.buffer) {
-            Ok(lines) => self.counters.outputs(lines, 0, String::new),
-            Err((lines, error)) => {
-                self.counters
-                    .outputs(lines, self.pending.saturating_sub(lines), || error)
-            }
-        }
-        self.pending = 0;
-        self.buffer.clear();
-    }
-}
-
-impl<T: Data + serde::Serialize> Logic for TcpSinkLogic<T> {
-    fn on_data(&mut self, _: &mut Context<'_, Msg>, _input: usize, data: Box<dyn Any + Send>) {
-        let batch = data
-            .downcast::<Batch<T>>()
-            .expect("an edge carries its upstream operator's record type");
-        for (_, record) in *batch {
-            if serde_json::to_writer(&mut self.buffer, &record).is_ok() {
-                self.buffer.push(b'\n');
-                self.pending += 1;
-            }
-            if self.buffer.len() >= SINK_BUFFER {
-                self.drain();
-            }
-        }
-    }
-
-    fn on_frontier(&mut self, _: &mut Context<'_, Msg>, _: Time) {
-        self.drain();
-    }
-
-    fn forward_frontier(&mut self, _: &mut Context<'_, Msg>, _: Time) {}
-
-    fn on_end(&mut self, _: &mut Context<'_, Msg>) {
-        self.drain();
-        if self.shared.finished.fetch_add(1, Ordering::AcqRel) + 1 == self.partitions {
-            self.shared.shutdown();
-        }
-        self.counters.sink_finished();
-    }
-
-    fn forward_end(&mut self, _: &mut Context<'_, Msg>) {}
-}
-
-impl<T: Data + serde::Serialize> Stream<T> {
-    /// Writes every record as one JSON line to a TCP connection to `connect_to`, opened
-    /// here, with the default write deadline [`DEFAULT_WRITE_TIMEOUT`] (see the
-    /// [module docs](self)).
-    ///
-    /// # Errors
-    /// When the connection cannot be opened.
-    pub fn sink_tcp(&self, name: &str, connect_to: SocketAddr) -> io::Result<()> {
-        self.sink_tcp_with_timeout(name, connect_to, DEFAULT_WRITE_TIMEOUT)
-    }
-
-    /// As [`sink_tcp`](Self::sink_tcp), with `write_timeout` as the longest a buffer's
-    /// write may block the sink's shard (at least 1 ms). A write that misses it breaks
-    /// the sink: the rest of its output is counted as failed.
-    ///
-    /// # Errors
-    /// When the connection cannot be opened.
-    pub fn sink_tcp_with_timeout(
-        &self,
-        name: &str,
-        connect_to: SocketAddr,
-        write_timeout: Duration,
-    ) -> io::Result<()> {
-        let stream = std::net::TcpStream::connect_timeout(
-            &connect_to,
-            write_timeout.max(Duration::from_secs(1)),
-        )
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("TCP sink {name}: cannot connect to {connect_to}: {e}"),
-            )
-        })?;
-        stream.set_nodelay(true)?;
-        let shared = Arc::new(TcpSinkShared {
-            stream: Mutex::new(stream),
-            peer: connect_to,
-            write_timeout: write_timeout.max(Duration::from_millis(1)),
-            broken: Mutex::new(None),
-            finished: AtomicU32::new(0),
-        });
-        let node = add_operator(
-            self.graph(),
-            name,
-            StateKind::Exclusive,
-            Arc::new(move |wiring: &Wiring, partition| {
-                Box::new(TcpSinkLogic::<T> {
-                    shared: shared.clone(),
-                    buffer: Vec::new(),
-                    pending: 0,
-                    partitions: partitions_of_self(wiring, partition),
-                    counters: wiring.counters.clone(),
-                    _records: PhantomData,
-                }) as Box<dyn Logic>
-            }),
-        );
-        self.connect(node, Partitioning::Forward, None);
-        self.mark_sink(node);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
