@@ -2,7 +2,8 @@
 //! virtual actors they host.
 //!
 //! What lives where:
-//! - [`runtime`]: the [`Runtime`] and its builder, outside intake ([`Ingress`]), shutdown;
+//! - [`runtime`]: the [`Runtime`] and its builder, shutdown; `ingress`: the outside intake
+//!   ([`Ingress`]) and scale requests from outside;
 //! - `shared`: what every shard sees — the actor-to-shard router, the operator table,
 //!   shard tunables, intakes, doorbells, counters, scheduling tables;
 //! - `shard`: the loop of one shard (timers, fast lane, drain, batch, flush, park);
@@ -38,6 +39,7 @@ pub mod envelope;
 pub mod failure;
 pub mod fence;
 pub mod huge_pages;
+mod ingress;
 pub mod mesh;
 mod outbound;
 pub mod placement;
