@@ -1,16 +1,18 @@
 //! `dirigo bench soak`: an app offered twice the load it can sustain, for a long time,
 //! first held back by backpressure, then with shedding.
 //!
-//! The app is a keyed generator paced open loop at `overload` × the capacity of one map
-//! partition that spends `work_ns` per record, then a latency sink. Each phase runs
+//! The app is a keyed generator paced open loop at `overload` × the capacity of one
+//! partition of a running per-key count that spends `work_ns` per record (a mergeable
+//! operator: the `dirigo` policy admits, and may shed, its messages), then a latency sink
+//! for its updates. `events_out` counts the records the count ran. Each phase runs
 //! `seconds`, with `shards` shards:
 //!
 //! - `backpressure`: `round-robin`, no SLO: the map's queue fills, the shard's rings fill,
 //!   and the source waits (it owes what fell due, and counts nothing twice). Rings of
 //!   [`RING_CAPACITY`] and a mailbox high-water mark of [`MAILBOX_HIGH_WATER`] messages
 //!   hold about a second of work, so the drain after the end fits [`STOP_WITHIN`];
-//! - `shedding`: `dirigo` with `shed = true` and an SLO of `slo`: messages that cannot
-//!   meet their deadline are dropped and counted.
+//! - `shedding`: `dirigo` with `shed = true`, no lessees and an SLO of `slo`: messages
+//!   that cannot meet their deadline are dropped and counted.
 //!
 //! Each phase checks what a long overload must not do: deadlock (the pipeline drains
 //! after the sources stop), grow (resident memory, sampled every second, stays within
@@ -18,11 +20,12 @@
 //! (`events_in = events_out + dead_letters + shed`), or outlast its end (it stops within
 //! [`STOP_WITHIN`]). A failed check fails the run.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dirigo_operators::dataflow::{AppBuilder, Msg};
-use dirigo_operators::io::{GeneratorSpec, KeyDist, LoadShape};
+use dirigo_operators::io::{GeneratorSpec, KeyDist, KeyedRecord, LoadShape};
 use dirigo_operators::sink::LatencyRecorder;
 use dirigo_runtime::scheduling::{Dirigo, RoundRobin};
 use dirigo_runtime::Runtime;
@@ -208,6 +211,10 @@ fn phase(config: &SoakConfig, shedding: bool) -> Result<SoakPhase, String> {
     let builder = AppBuilder::new(0, "soak").parallelism(1);
     let work_ns = config.work_ns;
     let latency = LatencyRecorder::new();
+    // Records the operator ran: what came out of the overload (the aggregate itself emits
+    // one update per changed key and watermark).
+    let processed = Arc::new(AtomicU64::new(0));
+    let folded = processed.clone();
     builder
         .source("source", 0, spec.pacing(), move |partition, partitions| {
             spec.generator()
@@ -215,13 +222,21 @@ fn phase(config: &SoakConfig, shedding: bool) -> Result<SoakPhase, String> {
                 .step_by(partitions.max(1) as usize)
                 .map(|(_, record)| (record.time, record))
         })
-        .map("work", move |record| {
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_nanos(work_ns) {
-                std::hint::spin_loop();
-            }
-            record
-        })
+        .key_by(|record: &KeyedRecord| record.key)
+        .aggregate(
+            "work",
+            || 0u64,
+            move |count, _, _| {
+                let started = Instant::now();
+                while started.elapsed() < Duration::from_nanos(work_ns) {
+                    std::hint::spin_loop();
+                }
+                *count += 1;
+                folded.fetch_add(1, Ordering::Relaxed);
+            },
+            |count, more| *count += more,
+            |key, count| (*key, *count),
+        )
         .record_latency("sink", &latency);
     let app = Arc::new(builder.build());
     // Queues sized to about a second of the map's work (a message carries up to 1024
@@ -235,8 +250,11 @@ fn phase(config: &SoakConfig, shedding: bool) -> Result<SoakPhase, String> {
             .handler_warning(Duration::from_secs(1)),
     );
     runtime = if shedding {
+        // No lessee: the phase overloads what the one partition sustains, and the policy
+        // sheds what cannot meet its deadline instead of spreading it.
         runtime.app_slo(app.id(), config.slo).policy(Dirigo {
             shed: true,
+            max_lessees: 0,
             ..Dirigo::default()
         })
     } else {
@@ -274,7 +292,7 @@ fn phase(config: &SoakConfig, shedding: bool) -> Result<SoakPhase, String> {
     let stop_s = stopping.elapsed().as_secs_f64();
     let flow = app.flow();
     let shed = flow.shed_at_ingest + flow.shed_downstream;
-    let events_out = latency.outputs();
+    let events_out = processed.load(Ordering::Relaxed);
     let rss_ratio = match (rss_after_warmup.iter().max(), rss_after_warmup.iter().min()) {
         (Some(&max), Some(&min)) if rss_after_warmup.len() >= 2 && min > 0 => {
             Some(max as f64 / min as f64)

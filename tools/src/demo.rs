@@ -17,8 +17,8 @@ use dirigo_runtime::{Actor, ActorId, Context, Envelope, Runtime};
 /// Options of `dirigo demo`.
 #[derive(Args, Clone, Debug)]
 pub struct DemoArgs {
-    /// Shards to run (default: one per available CPU).
-    #[arg(long)]
+    /// Shards to run (default: one per available CPU; at most 4 per CPU, and 256).
+    #[arg(long, value_parser = shards_in_bounds)]
     pub shards: Option<usize>,
     /// Events to generate.
     #[arg(long, default_value_t = 2_000_000)]
@@ -26,13 +26,30 @@ pub struct DemoArgs {
     /// Distinct words.
     #[arg(long, default_value_t = 1_000)]
     pub keys: u32,
-    /// Partitions of the counter operator.
-    #[arg(long, default_value_t = 16)]
+    /// Partitions of the counter operator (1 to 128).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::config::MAX_PARTITIONS)))]
     pub partitions: u32,
     /// Runtime and scheduler settings from a TOML file (`--shards` overrides its
     /// shard count).
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
+}
+
+/// `--shards`: the bounds a configuration's `shards` has (`config::max_shards`).
+fn shards_in_bounds(text: &str) -> Result<usize, String> {
+    let shards: usize = text
+        .parse()
+        .map_err(|_| format!("a number of shards, not `{text}`"))?;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let most = crate::config::max_shards(cpus);
+    if shards == 0 || shards > most {
+        return Err(format!(
+            "1 to {most} shards ({} per CPU, {cpus} CPUs here, never more than {}), not {shards}",
+            crate::config::MAX_SHARDS_PER_CPU,
+            crate::config::MAX_SHARDS
+        ));
+    }
+    Ok(shards)
 }
 
 impl Default for DemoArgs {

@@ -412,5 +412,28 @@ fn bench_soak_writes_its_phases_and_accounts_for_every_record() {
         );
         assert!(phase["rss_bytes"][0].as_u64().unwrap() > 0, "{phase}");
     }
+    // Twice the load a partition sustains: backpressure sheds nothing, the deadline
+    // policy sheds what cannot meet its SLO.
+    assert_eq!(phases[0]["shed"], 0, "{report}");
+    assert!(phases[1]["shed"].as_u64().unwrap() > 0, "{report}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn demo_flags_that_would_run_away_exit_2_at_once() {
+    for args in [
+        ["demo", "--shards", "10000"],
+        ["demo", "--shards", "0"],
+        ["demo", "--partitions", "4096"],
+    ] {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let (output, took) = dirigo_within(&args, Duration::from_secs(10));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("--shards") || stderr.contains("--partitions"),
+            "{stderr}"
+        );
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+    }
 }
