@@ -8,35 +8,15 @@
 //! measures on an idle machine (a ratio of about 0.45 for the merge, a speedup of about
 //! 1.7 for the lessee), so a noisy machine does not flip it.
 
-use std::process::Command;
+mod common;
 
-/// Runs `dirigo bench <args> --json <tmp>`; returns the parsed JSON.
-fn bench_json(scenario: &str, args: &[&str]) -> serde_json::Value {
-    let dir = std::env::temp_dir().join(format!("dirigo-claims-{scenario}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("report.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_dirigo"))
-        .args(["bench", scenario])
-        .args(args)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    report
-}
+use common::bench_json;
 
 #[test]
 fn in_place_merges_beat_copies_and_a_lessee_adds_throughput() {
     // The window operators' merge, in place, against deserializing the whole partial
     // state first, at 1 MiB: not slower (it measures about 0.45 of it).
-    let report = bench_json(
+    let (report, _) = bench_json(
         "consolidate",
         &["--repetitions", "9", "--max-bytes", "1048576"],
     );
@@ -62,7 +42,7 @@ fn in_place_merges_beat_copies_and_a_lessee_adds_throughput() {
 
     // A lessee on the second shard takes half of a CPU-heavy operator's records: the
     // operator runs faster than on its lessor alone (about 1.7 times on an idle machine).
-    let report = bench_json(
+    let (report, _) = bench_json(
         "lessee",
         &["--records", "20000", "--rounds", "3", "--work-ns", "2000"],
     );

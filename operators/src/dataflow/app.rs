@@ -264,21 +264,12 @@ impl App {
         runtime: RuntimeBuilder<Msg>,
         first_consumer: Vec<Option<OperatorId>>,
     ) -> RuntimeBuilder<Msg> {
-        let app = self.inner.app;
-        let counters = self.inner.counters.clone();
-        runtime.on_shed(move |envelope| {
-            if envelope.target.app != app {
-                return;
-            }
-            if let Msg::Data { records, .. } = &envelope.payload {
-                let counter = if is_ingest(envelope, &first_consumer) {
-                    &counters.shed_at_ingest
-                } else {
-                    &counters.shed_downstream
-                };
-                counter.fetch_add(u64::from(*records), Ordering::Relaxed);
-            }
-        })
+        runtime.on_shed(count_dropped(
+            self.inner.app,
+            self.inner.counters.clone(),
+            first_consumer,
+            |counters| (&counters.shed_at_ingest, &counters.shed_downstream),
+        ))
     }
 
     /// Hears of the app's handler panics, which fail it (see [`failure`](Self::failure)),
@@ -296,20 +287,17 @@ impl App {
                 counters.failed(message);
             }
         });
-        let counters = self.inner.counters.clone();
-        runtime.on_discard(move |envelope| {
-            if envelope.target.app != app {
-                return;
-            }
-            if let Msg::Data { records, .. } = &envelope.payload {
-                let counter = if is_ingest(envelope, &first_consumer) {
-                    &counters.discarded_at_ingest
-                } else {
-                    &counters.discarded_downstream
-                };
-                counter.fetch_add(u64::from(*records), Ordering::Relaxed);
-            }
-        })
+        runtime.on_discard(count_dropped(
+            app,
+            self.inner.counters.clone(),
+            first_consumer,
+            |counters| {
+                (
+                    &counters.discarded_at_ingest,
+                    &counters.discarded_downstream,
+                )
+            },
+        ))
     }
 
     /// Each operator's name and partition count, in operator order (after
@@ -503,6 +491,31 @@ impl App {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+/// A hook that counts the records of the app's batches the runtime drops (shed or
+/// discarded): in the first of the two counters `which` picks when the batch went from a
+/// source to its first consumer, in the second when it was further in.
+fn count_dropped(
+    app: AppId,
+    counters: Arc<AppCounters>,
+    first_consumer: Vec<Option<OperatorId>>,
+    which: fn(&AppCounters) -> (&AtomicU64, &AtomicU64),
+) -> impl Fn(&Envelope<Msg>) + Send + Sync + 'static {
+    move |envelope| {
+        if envelope.target.app != app {
+            return;
+        }
+        if let Msg::Data { records, .. } = &envelope.payload {
+            let (at_ingest, downstream) = which(&counters);
+            let counter = if is_ingest(envelope, &first_consumer) {
+                at_ingest
+            } else {
+                downstream
+            };
+            counter.fetch_add(u64::from(*records), Ordering::Relaxed);
+        }
     }
 }
 
