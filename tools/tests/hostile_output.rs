@@ -302,6 +302,18 @@ fn rss_bytes(pid: u32) -> u64 {
     kib * 1024
 }
 
+/// Starts `dirigo run path` in `dir`, its output captured.
+fn spawn_run(dir: &Path, path: &Path) -> std::process::Child {
+    dirigo()
+        .current_dir(dir)
+        .arg("run")
+        .arg(path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// The bound `configs/README.md` documents for a TCP source with the default
 /// `max_connections` and a small `max_frame_bytes`, plus the process's own memory.
 const RSS_BOUND: u64 = 256 << 20;
@@ -314,14 +326,7 @@ fn a_thousand_connections_holding_partial_lines_stay_bounded_and_the_excess_is_r
         &dir,
         &format!("[run]\nduration_s = 6\n\n[runtime]\nshards = 1\n\n[report]\ndir = \"out\"\nplots = false\n\n[[app]]\nname = \"net\"\n\n[app.source]\nkind = \"tcp\"\nlisten = \"{port}\"\nmax_frame_bytes = 4096\n"),
     );
-    let child = dirigo()
-        .current_dir(&dir)
-        .arg("run")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&dir, &path);
     let mut held = Vec::new();
     held.push(connect(port));
     for _ in 1..1000 {
@@ -360,14 +365,7 @@ fn a_flood_of_one_byte_garbage_lines_keeps_the_dead_letter_file_under_its_cap() 
         &dir,
         &format!("[run]\nduration_s = 4\n\n[report]\ndir = \"out\"\nplots = false\n\n[[app]]\nname = \"net\"\n\n[app.source]\nkind = \"tcp\"\nlisten = \"127.0.0.1:{port}\"\ndead_letter_max_bytes = {CAP}\ndead_letter_max_per_s = 1000000\n"),
     );
-    let child = dirigo()
-        .current_dir(&dir)
-        .arg("run")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&dir, &path);
     let mut stream = connect(port);
     stream.write_all(&b"x\n".repeat(200_000)).unwrap();
     drop(stream);
@@ -396,14 +394,7 @@ fn a_tcp_source_asks_for_its_token_and_closes_idle_connections() {
         &dir,
         &format!("[run]\nduration_s = 3\n\n[report]\ndir = \"out\"\nplots = false\n\n[[app]]\nname = \"net\"\n\n[app.source]\nkind = \"tcp\"\nlisten = \"{port}\"\ntoken = \"open-sesame\"\nidle_timeout_ms = 300\n"),
     );
-    let child = dirigo()
-        .current_dir(&dir)
-        .arg("run")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&dir, &path);
     let mut good = connect(port);
     good.write_all(b"open-sesame\n1,2,3\n4,5,6\n").unwrap();
     drop(good);
