@@ -176,10 +176,24 @@ impl<T: Send + 'static> SinkWriter<T> for CollectWriter<T> {
 
 /// The latency recorder: an HdrHistogram of every output's latency (nanoseconds, three
 /// significant digits, up to an hour), merged from every partition.
+///
+/// Sink partitions add what they recorded at each watermark into a histogram of fresh
+/// values, under the one lock they take. A reader that watches the run
+/// ([`take_recent`](Self::take_recent)) swaps that histogram for an empty one of its own
+/// (constant time under the sinks' lock, nothing copied there) and folds it into the
+/// total outside it, so watching a run does not hold up the sinks it measures.
 #[derive(Clone)]
 pub struct LatencyRecorder {
-    histogram: Arc<Mutex<Histogram<u64>>>,
-    outputs: Arc<AtomicU64>,
+    shared: Arc<RecorderShared>,
+}
+
+struct RecorderShared {
+    /// What the sinks added since a reader last took it: the only lock sinks take.
+    fresh: Mutex<Histogram<u64>>,
+    /// Everything taken out of `fresh` so far (sinks never lock it). Locked before
+    /// `fresh` whenever both are held.
+    taken: Mutex<Histogram<u64>>,
+    outputs: AtomicU64,
 }
 
 impl Default for LatencyRecorder {
@@ -192,24 +206,95 @@ impl LatencyRecorder {
     /// An empty recorder.
     pub fn new() -> Self {
         Self {
-            histogram: Arc::new(Mutex::new(new_histogram())),
-            outputs: Arc::new(AtomicU64::new(0)),
+            shared: Arc::new(RecorderShared {
+                fresh: Mutex::new(new_histogram()),
+                taken: Mutex::new(new_histogram()),
+                outputs: AtomicU64::new(0),
+            }),
         }
     }
 
-    /// A copy of the histogram so far.
+    /// An empty histogram with the recorder's bounds: the one to pass to
+    /// [`take_recent`](Self::take_recent).
+    pub fn empty_histogram() -> Histogram<u64> {
+        new_histogram()
+    }
+
+    /// A copy of the histogram so far (everything the sinks added up to their last
+    /// watermark). Copies under the sinks' lock: for the end of a run; a reader that
+    /// watches a running app uses [`take_recent`](Self::take_recent).
     pub fn histogram(&self) -> Histogram<u64> {
-        self.histogram
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let taken = lock(&self.shared.taken);
+        let mut all = taken.clone();
+        // Same bounds on both sides: adding cannot fail.
+        let _ = all.add(&*lock(&self.shared.fresh));
+        all
+    }
+
+    /// Replaces `recent` with what the sinks recorded since the last call (since the
+    /// start, on the first): the latencies of a recent interval. The sinks' lock is held
+    /// only to swap two histograms; `recent`'s old contents are dropped, and it is
+    /// replaced by an empty one first when its bounds are not the recorder's (pass
+    /// [`empty_histogram`](Self::empty_histogram) to allocate nothing). Values taken
+    /// stay in [`histogram`](Self::histogram). Meant for one reader: two readers would
+    /// each see part of every interval.
+    ///
+    /// ```
+    /// use dirigo_operators::sink::LatencyRecorder;
+    ///
+    /// let recorder = LatencyRecorder::new();
+    /// let mut recent = LatencyRecorder::empty_histogram();
+    /// recorder.take_recent(&mut recent);
+    /// assert!(recent.is_empty()); // nothing ran yet
+    /// ```
+    pub fn take_recent(&self, recent: &mut Histogram<u64>) {
+        let template = new_histogram();
+        if recent.low() != template.low()
+            || recent.high() != template.high()
+            || recent.sigfig() != template.sigfig()
+        {
+            *recent = template;
+        } else {
+            recent.reset();
+        }
+        let mut taken = lock(&self.shared.taken);
+        std::mem::swap(&mut *lock(&self.shared.fresh), recent);
+        let _ = taken.add(&*recent);
+    }
+
+    /// Adds the latencies in `values` (nanoseconds) as a latency sink partition does at a
+    /// watermark: for a custom sink that keeps its own histogram. Values above the
+    /// recorder's hour are dropped.
+    ///
+    /// ```
+    /// use dirigo_operators::sink::LatencyRecorder;
+    ///
+    /// let recorder = LatencyRecorder::new();
+    /// let mut mine = LatencyRecorder::empty_histogram();
+    /// mine.record(250_000).unwrap();
+    /// recorder.add(&mine);
+    /// assert_eq!(recorder.outputs(), 1);
+    /// assert_eq!(recorder.histogram().len(), 1);
+    /// ```
+    pub fn add(&self, values: &hdrhistogram::Histogram<u64>) {
+        if values.is_empty() {
+            return;
+        }
+        let _ = lock(&self.shared.fresh).add(values);
+        self.shared
+            .outputs
+            .fetch_add(values.len(), Ordering::Relaxed);
     }
 
     /// Outputs recorded so far (counted as they arrive; the histogram catches up at each
     /// watermark).
     pub fn outputs(&self) -> u64 {
-        self.outputs.load(Ordering::Relaxed)
+        self.shared.outputs.load(Ordering::Relaxed)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -218,7 +303,7 @@ fn new_histogram() -> Histogram<u64> {
 
 struct LatencyWriter {
     local: Histogram<u64>,
-    shared: LatencyRecorder,
+    recorder: LatencyRecorder,
     pending: u64,
 }
 
@@ -229,17 +314,8 @@ impl<T: 'static> SinkWriter<T> for LatencyWriter {
     }
     fn frontier(&mut self, _: Time) {
         if self.pending > 0 {
-            let mut shared = self
-                .shared
-                .histogram
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            // Same bounds on both sides: adding cannot fail.
-            let _ = shared.add(&self.local);
+            self.recorder.add(&self.local);
             self.local.reset();
-            self.shared
-                .outputs
-                .fetch_add(self.pending, Ordering::Relaxed);
             self.pending = 0;
         }
     }
@@ -288,7 +364,7 @@ impl<T: Data> Stream<T> {
         let recorder = recorder.clone();
         self.sink(name, move |_| LatencyWriter {
             local: new_histogram(),
-            shared: recorder.clone(),
+            recorder: recorder.clone(),
             pending: 0,
         });
     }
@@ -486,5 +562,52 @@ impl<T: Data + serde::Serialize> Stream<T> {
             delivery: Delivery::default(),
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod latency_recorder_tests {
+    use super::*;
+
+    fn record(recorder: &LatencyRecorder, values: &[u64]) {
+        let mut writer = LatencyWriter {
+            local: new_histogram(),
+            recorder: recorder.clone(),
+            pending: 0,
+        };
+        for &value in values {
+            SinkWriter::<()>::write(&mut writer, 0, (), value);
+        }
+        SinkWriter::<()>::frontier(&mut writer, 0);
+    }
+
+    #[test]
+    fn recent_intervals_partition_the_total() {
+        let recorder = LatencyRecorder::new();
+        let mut recent = LatencyRecorder::empty_histogram();
+        record(&recorder, &[1_000, 2_000, 3_000]);
+        recorder.take_recent(&mut recent);
+        assert_eq!(recent.len(), 3);
+        record(&recorder, &[50_000]);
+        // A reader of the total sees what was not taken yet too.
+        assert_eq!(recorder.histogram().len(), 4);
+        recorder.take_recent(&mut recent);
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent.max(), recent.highest_equivalent(50_000));
+        recorder.take_recent(&mut recent);
+        assert!(recent.is_empty());
+        let total = recorder.histogram();
+        assert_eq!(total.len(), 4);
+        assert_eq!(recorder.outputs(), 4);
+    }
+
+    #[test]
+    fn a_histogram_with_other_bounds_is_replaced() {
+        let recorder = LatencyRecorder::new();
+        record(&recorder, &[7_000_000_000]);
+        let mut small = Histogram::<u64>::new_with_bounds(1, 1_000, 2).unwrap();
+        recorder.take_recent(&mut small);
+        assert_eq!(small.len(), 1);
+        assert_eq!(small.high(), 3_600_000_000_000);
     }
 }

@@ -59,6 +59,6 @@ pub use envelope::{
     ShardId,
 };
 pub use failure::AppFailure;
-pub use runtime::{BuildError, Ingress, Runtime, RuntimeBuilder, RuntimeReport};
+pub use runtime::{BuildError, Ingress, Runtime, RuntimeBuilder, RuntimeReport, StatsReader};
 pub use snapshot::{Snapshot, SnapshotError, SnapshotFile};
 pub use stats::ShardStats;

@@ -27,6 +27,33 @@ use crate::stats::ShardStats;
 
 pub use crate::ingress::Ingress;
 
+/// Reads every shard's live counters ([`Runtime::stats_reader`]). Each counter has one
+/// writer, its shard, and is read with a plain load: reading takes no lock and makes the
+/// shards do nothing.
+pub struct StatsReader<M> {
+    shared: Arc<Shared<M>>,
+}
+
+impl<M> Clone for StatsReader<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<M> StatsReader<M> {
+    /// A snapshot of every shard's counters, as [`Runtime::stats`].
+    pub fn stats(&self) -> Vec<ShardStats> {
+        self.shared
+            .counters
+            .iter()
+            .enumerate()
+            .map(|(shard, counters)| counters.snapshot(shard, self.shared.cpus[shard]))
+            .collect()
+    }
+}
+
 /// Why a runtime could not be built.
 #[derive(Debug)]
 pub enum BuildError {
@@ -660,12 +687,25 @@ impl<M: Send + 'static> Runtime<M> {
 
     /// A live snapshot of every shard's counters.
     pub fn stats(&self) -> Vec<ShardStats> {
-        self.shared
-            .counters
-            .iter()
-            .enumerate()
-            .map(|(shard, counters)| counters.snapshot(shard, self.shared.cpus[shard]))
-            .collect()
+        self.stats_reader().stats()
+    }
+
+    /// A handle that takes [`stats`](Self::stats) from any thread, for as long as it is
+    /// kept (after the runtime stopped too): for a monitor that runs beside the shards.
+    ///
+    /// ```
+    /// use dirigo_runtime::Runtime;
+    ///
+    /// let runtime = Runtime::<u64>::builder().shards(1).pinned(false).build().unwrap();
+    /// let reader = runtime.stats_reader();
+    /// let watcher = std::thread::spawn(move || reader.stats().len());
+    /// assert_eq!(watcher.join().unwrap(), 1);
+    /// runtime.shutdown();
+    /// ```
+    pub fn stats_reader(&self) -> StatsReader<M> {
+        StatsReader {
+            shared: self.shared.clone(),
+        }
     }
 
     /// The measured cost of every registered operator: its own handler cost and `C(o)`,

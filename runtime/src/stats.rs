@@ -94,6 +94,9 @@ pub struct ShardStats {
     /// (see `RuntimeBuilder::mailbox_high_water`), except while lessors wait for partial
     /// states or barrier parts.
     pub queued_peak: u64,
+    /// Messages waiting in its mailboxes when the snapshot was taken (as of the shard's
+    /// last turn boundary; 0 in the final report, after the drain).
+    pub queued: u64,
     /// Dual-mode metrics of the lessors on this shard that had critical messages or
     /// lessees (filled in the final report only; empty in live snapshots).
     pub actors: Vec<crate::dual::ActorMetrics>,
@@ -119,6 +122,7 @@ impl ShardCounters {
             shed: read(&self.shed),
             slow_handlers: read(&self.slow_handlers),
             queued_peak: read(&self.queued_peak),
+            queued: read(&self.queued),
             actors: Vec::new(),
         }
     }

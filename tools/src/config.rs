@@ -37,6 +37,9 @@ pub struct Config {
     /// What the run writes.
     #[serde(default)]
     pub report: ReportSection,
+    /// The live metrics endpoint and page.
+    #[serde(default)]
+    pub metrics: MetricsSection,
     /// The applications.
     #[serde(default, rename = "app")]
     pub apps: Vec<AppSection>,
@@ -71,6 +74,16 @@ pub struct ReportSection {
     pub plots: Option<bool>,
     /// Milliseconds between two points of the timeline (default 100).
     pub sample_ms: Option<Spanned<u64>>,
+}
+
+/// `[metrics]`: where `dirigo run` serves Prometheus metrics (`/metrics`), its live
+/// page (`/`) and `/api/status` while it runs (see `live`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// The address to listen on (off when absent): `127.0.0.1:9898`, or a port alone for
+    /// loopback. Another address serves every host that can reach it (with a warning).
+    pub listen: Option<Spanned<String>>,
 }
 
 /// One `[[app]]`.
@@ -615,6 +628,9 @@ impl Config {
                     format!("a duration above 0 s and at most {MAX_SECONDS} s, not {seconds}"),
                 ));
             }
+        }
+        if let Some(listen) = &self.metrics.listen {
+            socket_address(listen)?;
         }
         in_range(
             &self.report.sample_ms,

@@ -29,6 +29,9 @@ mod apps;
 mod config;
 mod demo;
 mod exit;
+mod live;
+mod logging;
+mod plot;
 mod report;
 mod run;
 mod signals;
@@ -52,6 +55,10 @@ use exit::Exit;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// How logs are written to standard error: `text`, or `json` (one object per line,
+    /// with spans) for a log collector.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -67,9 +74,24 @@ enum Command {
         /// How long the sources run (`5s`, `500ms`, `2m`); overrides `[run] duration_s`.
         #[arg(long, value_name = "DURATION")]
         duration: Option<String>,
-        /// Where the JSON report goes; overrides `[report] json`.
+        /// Where the JSON report goes; overrides `[report] json`. The run's other files
+        /// go next to it unless `--out` says otherwise.
         #[arg(long, value_name = "PATH")]
         report: Option<PathBuf>,
+        /// The folder for every file of the run (report, `.hgrm`, `.hlog`, plots, dead
+        /// letters); overrides `[report] dir`.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Serve Prometheus metrics (`/metrics`), the live page (`/`) and `/api/status`
+        /// on this address while the run goes on (`127.0.0.1:9898`, or a port alone for
+        /// loopback; port 0 picks a free one); overrides `[metrics] listen`.
+        #[arg(long, value_name = "ADDRESS")]
+        metrics: Option<String>,
+        /// Exit with code 6 when an app with an SLO delivers less than PERCENT of its
+        /// outputs within it (default 99): for CI pipelines that gate on latency.
+        #[arg(long, value_name = "PERCENT", num_args = 0..=1, default_missing_value = "99",
+              value_parser = percent)]
+        fail_on_slo: Option<f64>,
     },
     /// Print the summary table of a saved JSON report and draw its SVG plots again.
     #[command(after_help = "Example:\n  dirigo report dirigo-report/report.json --out plots/")]
@@ -305,19 +327,19 @@ enum BenchScenario {
 
 fn main() -> ExitCode {
     allocator::keep_freed_memory();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    logging::init(cli.log_format);
     let result = match cli.command {
         None => {
             let name = "configs/default.toml (built in)";
             match config::Config::parse(std::path::Path::new(name), DEFAULT_CONFIG) {
-                Ok(config) => return run_config(&config, name, None, None).into(),
+                Ok(config) => {
+                    let options = run::RunOptions {
+                        config_name: name.to_owned(),
+                        ..run::RunOptions::default()
+                    };
+                    return run_config(&config, options).into();
+                }
                 Err(error) => Err(error.to_string()),
             }
         }
@@ -325,6 +347,9 @@ fn main() -> ExitCode {
             config,
             duration,
             report,
+            out,
+            metrics,
+            fail_on_slo,
         }) => {
             let loaded = match config::Config::load(&config) {
                 Ok(loaded) => loaded,
@@ -347,7 +372,25 @@ fn main() -> ExitCode {
                     return Exit::Usage.into();
                 }
             };
-            return run_config(&loaded, &config.display().to_string(), duration, report).into();
+            let metrics = match metrics
+                .map(|address| config::socket_address(&toml::Spanned::new(0..0, address)))
+            {
+                None => None,
+                Some(Ok(address)) => Some(address),
+                Some(Err((_, message))) => {
+                    eprintln!("--metrics: {message}");
+                    return Exit::Usage.into();
+                }
+            };
+            let options = run::RunOptions {
+                config_name: config.display().to_string(),
+                duration,
+                report,
+                out,
+                metrics,
+                fail_on_slo,
+            };
+            return run_config(&loaded, options).into();
         }
         Some(Command::Report { report, out }) => {
             run::render(&report, &out).map(|(report, paths)| {
@@ -572,14 +615,10 @@ const DEFAULT_CONFIG: &str = include_str!("../../configs/default.toml");
 
 /// Runs a loaded configuration and prints its summary; says how it ended: a report
 /// path that cannot be written is a usage error (2), found before the run; a failed app
-/// exits 4, lost output 3, a drain cut short 5, a second signal 130.
-fn run_config(
-    config: &config::Config,
-    name: &str,
-    duration: Option<Duration>,
-    report: Option<PathBuf>,
-) -> Exit {
-    match run_config_checked(config, name, duration, report) {
+/// exits 4, lost output 3, a drain cut short 5, an SLO missed under `--fail-on-slo` 6, a
+/// second signal 130.
+fn run_config(config: &config::Config, options: run::RunOptions) -> Exit {
+    match run_config_checked(config, options) {
         Ok(exit) => exit,
         Err((exit, message)) => {
             eprintln!("dirigo: {message}");
@@ -590,24 +629,21 @@ fn run_config(
 
 fn run_config_checked(
     config: &config::Config,
-    name: &str,
-    duration: Option<Duration>,
-    report: Option<PathBuf>,
+    options: run::RunOptions,
 ) -> Result<Exit, (Exit, String)> {
     if let Some(release) = config.runtime.release_freed_memory {
         allocator::set_release_freed_memory(release);
     }
     // Before the first line, so that a signal from here on stops the run cleanly.
     signals::install().map_err(|message| (Exit::Failure, message))?;
-    let options = run::RunOptions {
-        config_name: name.to_owned(),
-        duration,
-        report,
-    };
     eprintln!(
-        "running {name}: {} for {:.1} s",
+        "running {}: {} for {:.1} s",
+        options.config_name,
         config.summary(),
-        duration.unwrap_or_else(|| config.duration()).as_secs_f64()
+        options
+            .duration
+            .unwrap_or_else(|| config.duration())
+            .as_secs_f64()
     );
     let report_file = report::ReportFile::create(&run::report_path(config, &options))
         .map_err(|message| (Exit::Usage, message))?;
@@ -620,30 +656,36 @@ fn run_config_checked(
         let _ = writeln!(stdout, "report: {}", path.display());
     }
     let _ = stdout.flush();
-    let mut exit = Exit::Success;
     if !report.failed_apps.is_empty() {
         eprintln!(
             "dirigo: failed app(s): {} (see `failed` in the report)",
             report.failed_apps.join(", ")
         );
-        exit = exit.and(Exit::AppFailed);
     }
     for error in &report.output_errors {
         eprintln!("dirigo: output lost: {error}");
-        exit = exit.and(Exit::OutputLost);
     }
-    Ok(exit.and(stop_exit(&report)))
+    for (app, share) in exit::slo_misses(&report) {
+        eprintln!(
+            "dirigo: app {app} delivered {share:.2}% of its outputs within its SLO, below \
+             the {}% --fail-on-slo asks for",
+            report
+                .meta
+                .as_ref()
+                .and_then(|meta| meta.fail_on_slo_percent)
+                .unwrap_or_default()
+        );
+    }
+    Ok(Exit::of_report(&report))
 }
 
-/// What the way a run stopped says: a second signal (130), a drain cut short or messages
-/// abandoned (5), or a clean end (0).
-fn stop_exit(report: &report::Report) -> Exit {
-    if report.signals >= 2 {
-        Exit::Interrupted
-    } else if !report.drained || report.abandoned > 0 {
-        Exit::Abandoned
-    } else {
-        Exit::Success
+/// A share in percent: above 0 and at most 100.
+fn percent(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if share > 0.0 && share <= 100.0 => Ok(share),
+        _ => Err(format!(
+            "a share in percent above 0 and at most 100, not {text:?}"
+        )),
     }
 }
 

@@ -1,21 +1,25 @@
-//! The report of a run: the JSON document `dirigo run` writes, the `.hgrm` file of each
-//! app's latency (HdrHistogram's percentile-distribution text, in microseconds), the SVG
-//! plots, and the summary table. `dirigo report REPORT.json --out DIR` draws the plots
-//! again from a saved report: everything they show is in the JSON.
+//! The report of a run: the JSON document `dirigo run` writes (with the run's metadata),
+//! the `.hgrm` file of each app's latency (HdrHistogram's percentile-distribution text, in
+//! microseconds), and the summary table. The SVG plots are drawn from it (`plot`), so
+//! `dirigo report REPORT.json --out DIR` draws them again from a saved report:
+//! everything they show is in the JSON.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use hdrhistogram::Histogram;
-use plotters::coord::types::RangedCoordf64;
-use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use crate::live::LatencyPoint;
 
 /// The whole report.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     /// The configuration file (`(built-in default)` for the embedded one).
     pub config: String,
+    /// Who ran it, where, when, and how it ended (absent in reports of older versions).
+    #[serde(default)]
+    pub meta: Option<RunMeta>,
     /// The scheduling policy.
     pub policy: String,
     /// Shards the runtime ran.
@@ -68,7 +72,8 @@ pub struct AppReport {
     pub slo_ms: Option<f64>,
     /// Records its sources read (malformed ones included).
     pub events_in: u64,
-    /// Records the operators after the sources took in.
+    /// Records the operators right after the sources took in (not what reached the
+    /// sinks: that is `outputs`).
     pub events_out: u64,
     /// Malformed records, written to the dead-letter file.
     pub dead_letters: u64,
@@ -124,8 +129,94 @@ pub struct AppReport {
     pub satisfaction: Option<f64>,
     /// The `.hgrm` file, when written.
     pub hgrm: Option<String>,
-    /// The latency distribution: `(quantile, ns)` points, for the CDF plot.
+    /// The `.hlog` file (HdrHistogram's interval log, one interval per second), when
+    /// written.
+    #[serde(default)]
+    pub hlog: Option<String>,
+    /// The latency distribution: `(quantile, ns)` points, for the CDF plot; the last is
+    /// the largest value, at the highest quantile the outputs resolve (`1 - 1/n`).
     pub cdf: Vec<(f64, u64)>,
+    /// Latency per second of the run.
+    #[serde(default)]
+    pub latency_timeline: Vec<LatencyPoint>,
+}
+
+/// Who ran a report's run, where, when, and how it ended.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunMeta {
+    /// The `dirigo` version.
+    pub version: String,
+    /// The host name.
+    pub host: String,
+    /// The process id.
+    pub pid: u32,
+    /// When the sources started, RFC 3339 in UTC.
+    pub started_at: String,
+    /// The same, seconds since the Unix epoch.
+    pub started_unix_s: f64,
+    /// Why the sources stopped: `duration`, `sources ended` or `signal`.
+    pub ended_by: String,
+    /// Whether a stop signal ended the run early.
+    pub interrupted: bool,
+    /// `--fail-on-slo`: the share of outputs within their SLO below which the run fails,
+    /// in percent.
+    pub fail_on_slo_percent: Option<f64>,
+    /// The exit code the report calls for (see `configs/README.md`).
+    pub exit_code: u8,
+    /// What it means.
+    pub exit_reason: String,
+}
+
+impl RunMeta {
+    /// The metadata of a run that started at `started` and ended by `ended_by`; the exit
+    /// is filled in once the report is complete.
+    pub fn new(started: std::time::SystemTime, ended_by: &str, fail_on_slo: Option<f64>) -> Self {
+        let since_epoch = started
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_owned())
+                .unwrap_or_default(),
+            pid: std::process::id(),
+            started_at: rfc3339(since_epoch),
+            started_unix_s: since_epoch.as_secs_f64(),
+            ended_by: ended_by.to_owned(),
+            interrupted: ended_by == "signal",
+            fail_on_slo_percent: fail_on_slo,
+            exit_code: 0,
+            exit_reason: String::new(),
+        }
+    }
+}
+
+/// `since_epoch` as an RFC 3339 time in UTC, to the millisecond.
+pub fn rfc3339(since_epoch: std::time::Duration) -> String {
+    let seconds = since_epoch.as_secs();
+    let (days, in_day) = (seconds / 86_400, seconds % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        in_day / 3_600,
+        in_day % 3_600 / 60,
+        in_day % 60,
+        since_epoch.subsec_millis()
+    )
 }
 
 /// What a TCP source refused, closed and left unread.
@@ -294,15 +385,24 @@ pub struct Sample {
 }
 
 /// The `(quantile, value)` points of `histogram`'s distribution, five per halving of the
-/// distance to 100 % (HdrHistogram's percentile iteration), for the CDF plot.
+/// distance to 100 % (HdrHistogram's percentile iteration), for the CDF plot. `n` values
+/// resolve quantiles up to `1 - 1/n`: the points stop there, and the last is the largest
+/// value at that quantile, so that no made-up segment runs from the last real percentile
+/// to a 100 % that cannot be drawn.
 pub fn cdf_points(histogram: &Histogram<u64>) -> Vec<(f64, u64)> {
-    histogram
+    if histogram.is_empty() {
+        return Vec::new();
+    }
+    let count = histogram.len();
+    let last_quantile = 1.0 - 1.0 / count as f64;
+    let round = |quantile: f64| (quantile * 1e12).round() / 1e12;
+    let mut points: Vec<(f64, u64)> = histogram
         .iter_quantiles(5)
-        .map(|step| {
-            let quantile = (step.quantile_iterated_to() * 1e12).round() / 1e12;
-            (quantile, step.value_iterated_to())
-        })
-        .collect()
+        .map(|step| (round(step.quantile_iterated_to()), step.value_iterated_to()))
+        .filter(|&(quantile, _)| quantile < last_quantile)
+        .collect();
+    points.push((round(last_quantile), histogram.max()));
+    points
 }
 
 /// HdrHistogram's percentile distribution text for `histogram` (nanoseconds), with values
@@ -355,239 +455,21 @@ pub fn hgrm(histogram: &Histogram<u64>) -> String {
     text
 }
 
-/// Writes the three plots into `dir`; returns their paths.
-pub fn plot(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let paths = vec![
-        dir.join("latency-cdf.svg"),
-        dir.join("busy-cores.svg"),
-        dir.join("lessees.svg"),
-    ];
-    latency_cdf(report, &paths[0]).map_err(|e| format!("latency plot: {e}"))?;
-    busy_cores(report, &paths[1]).map_err(|e| format!("busy-cores plot: {e}"))?;
-    lessees(report, &paths[2]).map_err(|e| format!("lessees plot: {e}"))?;
-    Ok(paths)
-}
-
-type PlotResult = Result<(), Box<dyn std::error::Error>>;
-
-const SIZE: (u32, u32) = (900, 540);
-
-fn palette(index: usize) -> RGBColor {
-    const COLORS: [RGBColor; 6] = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75),
-    ];
-    COLORS[index % COLORS.len()]
-}
-
-/// Latency against percentile, HdrHistogram style: the x axis is `1 / (1 - quantile)` on
-/// a log scale, so the tail (99 %, 99.9 %, 99.99 %) gets as much room as the body; the
-/// latency axis is logarithmic too. Each app's SLO is a dashed line.
-fn latency_cdf(report: &Report, path: &Path) -> PlotResult {
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let max_x = report
-        .apps
-        .iter()
-        .flat_map(|app| app.cdf.iter())
-        .map(|&(q, _)| inverse_tail(q))
-        .fold(100.0_f64, f64::max);
-    let max_ms = report
-        .apps
-        .iter()
-        .flat_map(|app| {
-            app.cdf
-                .iter()
-                .map(|&(_, ns)| ns as f64 / 1e6)
-                .chain(app.slo_ms)
-        })
-        .fold(0.01_f64, f64::max);
-    let min_ms = report
-        .apps
-        .iter()
-        .flat_map(|app| app.cdf.iter())
-        .map(|&(_, ns)| ns as f64 / 1e6)
-        .filter(|ms| *ms > 0.0)
-        .fold(max_ms, f64::min)
-        .min(max_ms / 10.0);
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Latency by percentile", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d(
-            (1.0_f64..max_x * 1.2).log_scale(),
-            (min_ms * 0.8..max_ms * 1.5).log_scale(),
-        )?;
-    chart
-        .configure_mesh()
-        .x_desc("percentile")
-        .y_desc("latency (ms)")
-        .x_label_formatter(&|x| percentile_label(*x))
-        .draw()?;
-    for (index, app) in report.apps.iter().enumerate() {
-        let color = palette(index);
-        let points: Vec<(f64, f64)> = app
-            .cdf
-            .iter()
-            .map(|&(q, ns)| (inverse_tail(q), (ns as f64 / 1e6).max(min_ms)))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-            .label(app.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        if let Some(slo) = app.slo_ms {
-            chart.draw_series(DashedLineSeries::new(
-                vec![(1.0, slo), (max_x * 1.2, slo)],
-                6,
-                4,
-                color.stroke_width(1),
-            ))?;
+/// `n` with a comma between groups of three digits: `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut text = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            text.push(',');
         }
+        text.push(digit);
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()?;
-    root.present()?;
-    Ok(())
-}
-
-/// `1 / (1 - q)`, capped where `q` is 1.
-fn inverse_tail(quantile: f64) -> f64 {
-    1.0 / (1.0 - quantile).max(1e-7)
-}
-
-fn percentile_label(x: f64) -> String {
-    let percent = 100.0 * (1.0 - 1.0 / x);
-    if percent < 90.0 {
-        format!("{percent:.0}%")
-    } else {
-        let digits = (-(1.0 - percent / 100.0).log10()).round() as usize;
-        format!("{percent:.*}%", digits.saturating_sub(2))
-    }
-}
-
-type TimelineChart<'a, 'b> =
-    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
-
-/// A plot over the run's timeline: seconds across, `0..top` up; `draw` adds the series
-/// (given the chart and the last second), labelled in a legend when `legend`.
-fn timeline_plot(
-    report: &Report,
-    path: &Path,
-    (caption, y_desc): (&str, &str),
-    top: f64,
-    legend: bool,
-    draw: impl FnOnce(&mut TimelineChart<'_, '_>, f64) -> PlotResult,
-) -> PlotResult {
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let end = report
-        .timeline
-        .last()
-        .map_or(1.0, |sample| sample.t_s)
-        .max(0.1);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(caption, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..end, 0.0..top)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds")
-        .y_desc(y_desc)
-        .draw()?;
-    draw(&mut chart, end)?;
-    if legend {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()?;
-    }
-    root.present()?;
-    Ok(())
-}
-
-fn busy_cores(report: &Report, path: &Path) -> PlotResult {
-    let shards = report.shards as f64;
-    let top = report
-        .timeline
-        .iter()
-        .map(|sample| sample.busy_cores)
-        .fold(shards, f64::max);
-    timeline_plot(
-        report,
-        path,
-        ("Busy cores", "cores busy (all shards)"),
-        top * 1.1,
-        false,
-        |chart, end| {
-            chart.draw_series(LineSeries::new(
-                report
-                    .timeline
-                    .iter()
-                    .map(|sample| (sample.t_s, sample.busy_cores)),
-                palette(0).stroke_width(2),
-            ))?;
-            chart.draw_series(DashedLineSeries::new(
-                vec![(0.0, shards), (end, shards)],
-                6,
-                4,
-                BLACK.stroke_width(1),
-            ))?;
-            Ok(())
-        },
-    )
-}
-
-fn lessees(report: &Report, path: &Path) -> PlotResult {
-    let top = report
-        .timeline
-        .iter()
-        .flat_map(|sample| sample.lessees.iter().copied())
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    timeline_plot(
-        report,
-        path,
-        ("Lessees", "lessees held"),
-        f64::from(top) * 1.2,
-        true,
-        |chart, _| {
-            for (index, app) in report.apps.iter().enumerate() {
-                let color = palette(index);
-                chart
-                    .draw_series(LineSeries::new(
-                        report.timeline.iter().map(|sample| {
-                            (
-                                sample.t_s,
-                                f64::from(sample.lessees.get(index).copied().unwrap_or(0)),
-                            )
-                        }),
-                        color.stroke_width(2),
-                    ))?
-                    .label(app.name.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-            }
-            Ok(())
-        },
-    )
+    text
 }
 
 /// Milliseconds with three significant digits.
-fn ms(ns: u64) -> String {
+pub fn ms(ns: u64) -> String {
     let ms = ns as f64 / 1e6;
     if ms >= 100.0 {
         format!("{ms:.0}")
@@ -598,35 +480,36 @@ fn ms(ns: u64) -> String {
     }
 }
 
-/// The summary table printed at the end of a run.
+/// The summary table printed at the end of a run: per app, the records in, the outputs
+/// that reached its sinks (and those written out, when a sink writes), what was dropped,
+/// and its latency against its SLO. Columns are as wide as their widest cell; counts
+/// have thousands separators.
 pub fn summary_table(report: &Report) -> String {
     let mut text = String::new();
-    let _ = writeln!(
-        text,
-        "{:<16} {:>11} {:>11} {:>7} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
-        "app",
-        "events in",
-        "events out",
-        "dead",
-        "shed",
-        "events/s",
-        "p50 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "max ms",
-        "SLO ms",
-        "met"
-    );
+    let any_written = report.apps.iter().any(|app| app.outputs_written > 0);
+    let mut header = vec!["app", "events in", "outputs"];
+    if any_written {
+        header.push("written");
+    }
+    header.extend([
+        "dead", "shed", "late", "events/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "SLO ms",
+        "met",
+    ]);
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
     for app in &report.apps {
-        let _ = writeln!(
-            text,
-            "{:<16} {:>11} {:>11} {:>7} {:>9} {:>11.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
-            app.name,
-            app.events_in,
-            app.events_out,
-            app.dead_letters,
-            app.shed,
-            app.events_per_s,
+        let mut row = vec![
+            app.name.clone(),
+            thousands(app.events_in),
+            thousands(app.outputs),
+        ];
+        if any_written {
+            row.push(thousands(app.outputs_written));
+        }
+        row.extend([
+            thousands(app.dead_letters),
+            thousands(app.shed + app.shed_downstream),
+            thousands(app.late),
+            thousands(app.events_per_s.round() as u64),
             ms(app.latency_ns.p50),
             ms(app.latency_ns.p99),
             ms(app.latency_ns.p999),
@@ -634,7 +517,27 @@ pub fn summary_table(report: &Report) -> String {
             app.slo_ms.map_or("-".to_string(), |slo| format!("{slo}")),
             app.satisfaction
                 .map_or("-".to_string(), |share| format!("{:.1}%", share * 100.0)),
-        );
+        ]);
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in &rows {
+        let mut line = String::new();
+        for (column, cell) in row.iter().enumerate() {
+            if column == 0 {
+                let _ = write!(line, "{cell:<width$}", width = widths[0]);
+            } else {
+                let _ = write!(line, "  {cell:>width$}", width = widths[column]);
+            }
+        }
+        let _ = writeln!(text, "{}", line.trim_end());
     }
     for app in report.apps.iter() {
         if let Some(why) = &app.failed {
@@ -674,6 +577,122 @@ mod tests {
     }
 
     #[test]
+    fn the_cdf_ends_at_the_last_real_percentile() {
+        let mut few = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).unwrap();
+        for value in [1_000_000u64, 2_000_000, 3_000_000, 4_000_000, 90_000_000] {
+            few.record(value).unwrap();
+        }
+        let points = cdf_points(&few);
+        let &(last_quantile, last_value) = points.last().unwrap();
+        // Five values resolve quantiles up to 80 %: the largest is drawn there, not at
+        // 100 % (which a log-tail axis would put at 99.99999 %).
+        assert_eq!(last_quantile, 0.8, "{points:?}");
+        assert_eq!(last_value, few.max());
+        assert!(points.iter().all(|&(q, _)| q <= 0.8), "{points:?}");
+        assert!(
+            points
+                .windows(2)
+                .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1),
+            "{points:?}"
+        );
+        assert!(cdf_points(&Histogram::<u64>::new(3).unwrap()).is_empty());
+        let many = cdf_points(&histogram());
+        assert_eq!(many.last().unwrap().0, 0.9999);
+    }
+
+    fn app(name: &str, events_in: u64, outputs: u64) -> AppReport {
+        AppReport {
+            name: name.into(),
+            slo_ms: Some(20.0),
+            events_in,
+            events_out: events_in,
+            dead_letters: 0,
+            dead_letter_file: None,
+            shed: 0,
+            shed_downstream: 0,
+            late: 0,
+            failed: None,
+            handler_panics: 0,
+            discarded: 0,
+            discarded_downstream: 0,
+            outputs,
+            outputs_written: 0,
+            outputs_failed: 0,
+            dead_letters_written: 0,
+            dead_letters_failed: 0,
+            dead_letters_suppressed: 0,
+            tcp: None,
+            events_per_s: 123_456.7,
+            latency_ns: Latency::of(&histogram()),
+            satisfaction: Some(0.5),
+            hgrm: None,
+            hlog: None,
+            cdf: Vec::new(),
+            latency_timeline: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_summary_shows_sink_outputs_in_aligned_columns() {
+        let report = Report {
+            config: "x.toml".into(),
+            meta: None,
+            policy: "dirigo".into(),
+            shards: 2,
+            elapsed_s: 1.0,
+            duration_s: 1.0,
+            signals: 0,
+            drained: true,
+            abandoned: 0,
+            apps: vec![
+                app("a", 1_234_567, 89_012),
+                app("a-much-longer-app-name-than-sixteen", 5, 5),
+            ],
+            shard_usage: Vec::new(),
+            failed_apps: Vec::new(),
+            handler_panics: 0,
+            timeline: Vec::new(),
+            output_errors: Vec::new(),
+        };
+        let table = summary_table(&report);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].contains("outputs"), "{table}");
+        assert!(
+            lines[1].contains("1,234,567") && lines[1].contains("89,012"),
+            "{table}"
+        );
+        assert!(lines[1].contains("123,457"), "events/s grouped: {table}");
+        // Every row as wide as the header: a long name widens the column, not its row.
+        let width = lines[0].chars().count();
+        assert!(
+            lines[1..3].iter().all(|line| line.chars().count() == width),
+            "{table}"
+        );
+        let outputs_at = lines[0].find("outputs").unwrap() + "outputs".len();
+        assert_eq!(&lines[2][outputs_at - 1..outputs_at], "5", "{table}");
+    }
+
+    #[test]
+    fn thousands_and_times_read_right() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(12_345_678), "12,345,678");
+        assert_eq!(
+            rfc3339(std::time::Duration::from_millis(1_796_609_926_682)),
+            "2026-12-07T02:18:46.682Z"
+        );
+        assert_eq!(
+            rfc3339(std::time::Duration::ZERO),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            rfc3339(std::time::Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
+    }
+
+    #[test]
     fn hgrm_lists_percentiles_and_the_totals() {
         let text = hgrm(&histogram());
         let rows: Vec<&str> = text
@@ -699,13 +718,5 @@ mod tests {
         );
         let max: f64 = max_line[11..24].trim().parse().unwrap();
         assert!((9_990.0..10_020.0).contains(&max), "{max_line}");
-    }
-
-    #[test]
-    fn percentile_labels_read_like_percentiles() {
-        assert_eq!(percentile_label(1.0), "0%");
-        assert_eq!(percentile_label(2.0), "50%");
-        assert_eq!(percentile_label(100.0), "99%");
-        assert_eq!(percentile_label(1000.0), "99.9%");
     }
 }

@@ -1,23 +1,30 @@
 //! `dirigo run`: builds the runtime and every app of a configuration, runs them for the
-//! configured duration (or until their finite sources end), samples the timeline, shows a
-//! progress line on a terminal, then stops the sources, lets the pipelines drain, and
-//! writes the report, the `.hgrm` files and the plots. Ctrl-C (or SIGTERM) ends the run
-//! early the same way: what ran is reported; a second one cuts the drain short (see
-//! `signals`). The drain lasts at most `[run] drain_timeout_s`; what is still in flight
-//! then is abandoned and counted (`abandoned` in the report).
+//! configured duration (or until their finite sources end), samples the timeline and each
+//! app's latency, shows a progress line on a terminal, serves the live metrics and page
+//! when asked (`[metrics] listen`, see `live`), then stops the sources, lets the
+//! pipelines drain, and writes the report, the `.hgrm` and `.hlog` files and the plots,
+//! all into one folder. Ctrl-C (or SIGTERM) ends the run early the same way: what ran is
+//! reported; a second one cuts the drain short (see `signals`). The drain lasts at most
+//! `[run] drain_timeout_s`; what is still in flight then is abandoned and counted
+//! (`abandoned` in the report).
 
-use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use dirigo_operators::dataflow::Msg;
 use dirigo_runtime::Runtime;
 
 use crate::apps::{self, BuiltApp};
 use crate::config::Config;
-use crate::report::{self, AppReport, Latency, Report, ReportFile, Sample, ShardReport, TcpReport};
+use crate::live::{self, AppPublished, Board, BoardApp, HistoryPoint, LatencyWatch};
+use crate::report::{
+    self, AppReport, Latency, Report, ReportFile, RunMeta, Sample, ShardReport, TcpReport,
+};
 
 /// How a run is asked for on the command line.
+#[derive(Default)]
 pub struct RunOptions {
     /// The config's name in the report.
     pub config_name: String,
@@ -25,6 +32,12 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Overrides `[report] json`.
     pub report: Option<PathBuf>,
+    /// The folder for every file of the run; overrides `[report] dir`.
+    pub out: Option<PathBuf>,
+    /// Overrides `[metrics] listen`.
+    pub metrics: Option<SocketAddr>,
+    /// Exit non-zero when an app's outputs within its SLO are below this share (%).
+    pub fail_on_slo: Option<f64>,
 }
 
 /// The most points a run's timeline holds: a long run samples less often than
@@ -44,21 +57,73 @@ const FORCED_SHARD_JOIN: Duration = Duration::from_millis(200);
 /// How often the drain looks for a second signal.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 
+/// How often the progress line is redrawn.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// The folder every file of a run goes into: `--out`, else the folder of `--report`,
+/// else `[report] dir`, else the folder of `[report] json`, else `dirigo-report`.
+pub fn output_dir(config: &Config, options: &RunOptions) -> PathBuf {
+    let parent_of = |path: &Path| {
+        path.parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    };
+    if let Some(out) = &options.out {
+        return out.clone();
+    }
+    if let Some(report) = &options.report {
+        return parent_of(report);
+    }
+    if let Some(dir) = &config.report.dir {
+        return PathBuf::from(dir);
+    }
+    if let Some(json) = &config.report.json {
+        return parent_of(Path::new(json));
+    }
+    PathBuf::from("dirigo-report")
+}
+
 /// Where the JSON report of `config` run with `options` goes: `--report`, else
-/// `[report] json`, else `DIR/report.json`.
+/// `OUT/report.json` with `--out`, else `[report] json`, else `DIR/report.json`.
 pub fn report_path(config: &Config, options: &RunOptions) -> PathBuf {
-    options.report.clone().unwrap_or_else(|| {
-        let dir = config
-            .report
-            .dir
-            .clone()
-            .unwrap_or_else(|| "dirigo-report".into());
+    if let Some(report) = &options.report {
+        return report.clone();
+    }
+    if options.out.is_none() {
+        if let Some(json) = &config.report.json {
+            return PathBuf::from(json);
+        }
+    }
+    output_dir(config, options).join("report.json")
+}
+
+/// The metrics address: `--metrics`, else `[metrics] listen` (checked when loaded).
+fn metrics_address(config: &Config, options: &RunOptions) -> Option<SocketAddr> {
+    options.metrics.or_else(|| {
         config
-            .report
-            .json
-            .clone()
-            .map_or_else(|| PathBuf::from(dir).join("report.json"), PathBuf::from)
+            .metrics
+            .listen
+            .as_ref()
+            .and_then(|listen| crate::config::socket_address(listen).ok())
     })
+}
+
+/// Why the sources stopped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Duration,
+    SourcesEnded,
+    Signal,
+}
+
+impl End {
+    fn name(self) -> &'static str {
+        match self {
+            End::Duration => "duration",
+            End::SourcesEnded => "sources ended",
+            End::Signal => "signal",
+        }
+    }
 }
 
 /// Runs `config`, writing its JSON report into `report_file` (opened before, so that a
@@ -76,13 +141,8 @@ pub fn run_with(
             options.config_name
         ));
     }
-    let dir = PathBuf::from(
-        config
-            .report
-            .dir
-            .clone()
-            .unwrap_or_else(|| "dirigo-report".into()),
-    );
+    let _run = tracing::info_span!("run", config = %options.config_name).entered();
+    let dir = output_dir(config, options);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let json_path = report_file.path().to_path_buf();
     let duration = options.duration.unwrap_or_else(|| config.duration());
@@ -107,23 +167,68 @@ pub fn run_with(
     let shards = runtime.shards();
 
     crate::signals::install()?;
+    let started_at = SystemTime::now();
+    let board = Board::new(
+        runtime.stats_reader(),
+        built
+            .iter()
+            .map(|app| BoardApp {
+                name: app.name.clone(),
+                slo: app.slo,
+                app: app.app.clone(),
+            })
+            .collect(),
+        started_at,
+        duration,
+    );
+    let server = match metrics_address(config, options) {
+        Some(address) => {
+            if !address.ip().is_loopback() {
+                tracing::warn!(
+                    "metrics listen on {address}: every host that can reach it can read them \
+                     (use 127.0.0.1 to keep them on this machine)"
+                );
+            }
+            let server = live::server::Server::start(address, board.clone())?;
+            eprintln!(
+                "metrics: http://{0}/metrics  live page: http://{0}/",
+                server.address()
+            );
+            Some(server)
+        }
+        None => None,
+    };
+    let mut watches: Vec<LatencyWatch> = built
+        .iter()
+        .map(|app| LatencyWatch::new(app.latency.clone(), app.slo))
+        .collect();
+
     let started = Instant::now();
     for app in &built {
+        let _start = tracing::info_span!("app_start", app = %app.name).entered();
         app.app.start(&runtime.ingress());
+        tracing::debug!(
+            slo_ms = app.slo.map(|slo| slo.as_secs_f64() * 1e3),
+            "sources started"
+        );
     }
-    let progress = std::io::stderr().is_terminal();
+    let progress = crate::logging::progress_enabled();
     let mut timeline = Vec::new();
     let mut previous = (started, busy_ns(&runtime), emitted(&built));
     let mut last_progress = started;
+    let mut second = SecondTally::new(started, busy_ns(&runtime), emitted(&built));
     let deadline = started + duration;
-    loop {
+    let end = loop {
         let now = Instant::now();
-        let interrupted = crate::signals::stop_requested();
-        if interrupted || now >= deadline || built.iter().all(|app| app.app.is_done()) {
-            if interrupted {
-                tracing::info!("interrupted: stopping the sources and writing the report");
-            }
-            break;
+        if crate::signals::stop_requested() {
+            tracing::info!("interrupted: stopping the sources and writing the report");
+            break End::Signal;
+        }
+        if now >= deadline {
+            break End::Duration;
+        }
+        if built.iter().all(|app| app.app.is_done()) {
+            break End::SourcesEnded;
         }
         // Short naps, so that an interrupt is seen within 50 ms.
         let nap = sample_every
@@ -134,32 +239,28 @@ pub fn run_with(
             continue;
         }
         let sample = sample(&runtime, &built, started, &mut previous);
-        if progress && last_progress.elapsed() >= Duration::from_millis(500) {
+        look(
+            &mut watches,
+            &built,
+            (&runtime, &sample.lessees),
+            &board,
+            &mut second,
+            started,
+        );
+        if progress && last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
-            let events: f64 = sample.events_per_s.iter().sum();
-            let p99 = built
-                .iter()
-                .map(|app| app.latency.histogram())
-                .filter(|histogram| !histogram.is_empty())
-                .map(|histogram| histogram.value_at_quantile(0.99))
-                .max()
-                .unwrap_or(0);
-            let lessees: u32 = sample.lessees.iter().sum();
-            eprint!(
-                "\r{:6.1} s  {:>10.0} events/s  p99 {:>9.3} ms  lessees {:>2}  busy cores {:>4.2}   ",
-                sample.t_s,
-                events,
-                p99 as f64 / 1e6,
-                lessees,
-                sample.busy_cores
-            );
-            let _ = std::io::stderr().flush();
+            crate::logging::show_progress(&progress_line(
+                &sample,
+                &built,
+                &watches,
+                deadline.saturating_duration_since(Instant::now()),
+            ));
         }
         timeline.push(sample);
-    }
+    };
     let ran = started.elapsed();
     if progress {
-        eprintln!();
+        crate::logging::end_progress();
     }
     for app in &built {
         app.app.stop();
@@ -168,6 +269,9 @@ pub fn run_with(
             tcp.stop();
         }
     }
+    board.publish(|published| published.phase = "draining");
+    let drain_span = tracing::info_span!("drain").entered();
+    let drain_started = Instant::now();
     let drain_timeout = config.drain_timeout();
     let drain_deadline = Instant::now() + drain_timeout;
     let mut drained = true;
@@ -192,8 +296,18 @@ pub fn run_with(
             );
         }
     }
+    tracing::debug!(
+        drained,
+        ms = drain_started.elapsed().as_secs_f64() * 1e3,
+        ended_by = end.name(),
+        "sources stopped and pipelines drained"
+    );
+    drop(drain_span);
     timeline.push(sample(&runtime, &built, started, &mut previous));
     let elapsed = started.elapsed();
+    for watch in &mut watches {
+        watch.finish(elapsed);
+    }
     // A shard inside a costly handler is not waited for past `SHARD_JOIN` (after a second
     // signal, `FORCED_SHARD_JOIN`): the report comes first.
     let final_report = runtime.shutdown_bounded(
@@ -208,12 +322,14 @@ pub fn run_with(
             SHARD_JOIN
         },
     );
+    board.publish(|published| published.phase = "done");
+    drop(server);
 
     let policy = config.scheduler.policy.to_string();
     let write_hgrm = config.report.hgrm.unwrap_or(true);
     let mut app_reports = Vec::new();
     let mut output_errors = Vec::new();
-    for app in &built {
+    for (app, watch) in built.iter().zip(&watches) {
         let histogram = app.latency.histogram();
         let flow = app.app.flow();
         if flow.outputs_failed > 0 {
@@ -241,18 +357,33 @@ pub fn run_with(
                 unread_at_stop: tcp.unread(),
             }
         });
-        let hgrm = if write_hgrm {
-            let path = dir.join(format!("{}.hgrm", app.name));
-            match std::fs::write(&path, report::hgrm(&histogram)) {
+        let mut written = |extension: &str, write: &dyn Fn(&Path) -> Result<(), String>| {
+            let path = dir.join(format!("{}.{extension}", app.name));
+            match write(&path) {
                 Ok(()) => Some(path.display().to_string()),
                 Err(e) => {
                     output_errors.push(format!("cannot write {}: {e}", path.display()));
                     None
                 }
             }
-        } else {
-            None
         };
+        let (hgrm, hlog) = if write_hgrm {
+            (
+                written("hgrm", &|path| {
+                    std::fs::write(path, report::hgrm(&histogram)).map_err(|e| e.to_string())
+                }),
+                written("hlog", &|path| write_hlog(watch, path, started_at)),
+            )
+        } else {
+            (None, None)
+        };
+        if watch.dropped_seconds() > 0 {
+            tracing::warn!(
+                "app {}: latency over time kept for the first {} s only",
+                app.name,
+                live::latency::MAX_SECONDS_KEPT
+            );
+        }
         let satisfaction = app.slo.map(|slo| {
             if histogram.is_empty() {
                 0.0
@@ -294,11 +425,14 @@ pub fn run_with(
             latency_ns: Latency::of(&histogram),
             satisfaction,
             hgrm,
+            hlog,
             cdf: report::cdf_points(&histogram),
+            latency_timeline: watch.points().to_vec(),
         });
     }
-    let report = Report {
+    let mut report = Report {
         config: options.config_name.clone(),
+        meta: Some(RunMeta::new(started_at, end.name(), options.fail_on_slo)),
         policy,
         shards,
         elapsed_s: elapsed.as_secs_f64(),
@@ -333,14 +467,19 @@ pub fn run_with(
         timeline,
         output_errors,
     };
-    let mut report = report;
     // The plots first, so that the JSON says when they could not be drawn.
     if config.report.plots.unwrap_or(true) {
-        if let Err(e) = report::plot(&report, &dir) {
+        if let Err(e) = crate::plot::plot(&report, &dir) {
             report
                 .output_errors
                 .push(format!("plots in {}: {e}", dir.display()));
         }
+    }
+    // The exit the report's contents call for (the report's own write aside).
+    let exit = crate::exit::Exit::of_report(&report);
+    if let Some(meta) = &mut report.meta {
+        meta.exit_code = exit.code();
+        meta.exit_reason = exit.reason().to_owned();
     }
     let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
     if let Err(e) = report_file.commit(&json) {
@@ -349,12 +488,180 @@ pub fn run_with(
     Ok((report, json_path))
 }
 
+fn write_hlog(watch: &LatencyWatch, path: &Path, started_at: SystemTime) -> Result<(), String> {
+    use std::io::Write as _;
+    let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    let mut out = std::io::BufWriter::new(file);
+    watch.write_hlog(&mut out, started_at)?;
+    out.flush().map_err(|e| e.to_string())?;
+    out.into_inner()
+        .map_err(|e| e.to_string())?
+        .sync_all()
+        .map_err(|e| e.to_string())
+}
+
+/// The counts of the second being filled, for the live page's per-second history.
+struct SecondTally {
+    index: u64,
+    at: Instant,
+    busy_ns: u64,
+    emitted: Vec<u64>,
+}
+
+impl SecondTally {
+    fn new(at: Instant, busy_ns: u64, emitted: Vec<u64>) -> Self {
+        Self {
+            index: 0,
+            at,
+            busy_ns,
+            emitted,
+        }
+    }
+}
+
+/// Takes each app's fresh latencies and publishes the run's state (with the `lessees`
+/// the sample just read) to the board; adds a history point when a second ended.
+fn look(
+    watches: &mut [LatencyWatch],
+    apps: &[BuiltApp],
+    (runtime, lessees): (&Runtime<Msg>, &[u32]),
+    board: &Arc<Board>,
+    second: &mut SecondTally,
+    started: Instant,
+) {
+    let elapsed = started.elapsed();
+    for watch in watches.iter_mut() {
+        watch.look(elapsed);
+    }
+    let apps_published: Vec<AppPublished> = apps
+        .iter()
+        .zip(watches.iter())
+        .zip(lessees)
+        .map(|((app, watch), &lessees)| {
+            let buckets = watch.buckets();
+            let within_slo = app.slo.map(|slo| {
+                let slo_s = slo.as_secs_f64();
+                buckets
+                    .cumulative
+                    .iter()
+                    .find(|(bound, _)| (bound - slo_s).abs() < 1e-12)
+                    .map_or(0, |&(_, n)| n)
+            });
+            let recent = watch.recent();
+            AppPublished {
+                lessees,
+                dead_letters: app.dead_letters.as_ref().map_or(0, |l| l.count()),
+                outputs: app.latency.outputs(),
+                recent_p50_ms: recent.map(|(p50, _)| p50 as f64 / 1e6),
+                recent_p99_ms: recent.map(|(_, p99)| p99 as f64 / 1e6),
+                buckets,
+                within_slo,
+            }
+        })
+        .collect();
+    let history_point = (elapsed.as_secs() > second.index).then(|| {
+        let now = Instant::now();
+        let interval = now.duration_since(second.at).as_secs_f64().max(1e-9);
+        let busy = busy_ns(runtime);
+        let counts = emitted(apps);
+        let point = HistoryPoint {
+            t_s: elapsed.as_secs_f64(),
+            busy_cores: busy.saturating_sub(second.busy_ns) as f64 / 1e9 / interval,
+            events_per_s: counts
+                .iter()
+                .zip(&second.emitted)
+                .map(|(now, before)| now.saturating_sub(*before) as f64 / interval)
+                .collect(),
+            p50_ms: watches
+                .iter()
+                .map(|watch| watch.points().last().and_then(|point| point.p50_ms))
+                .collect(),
+            p99_ms: watches
+                .iter()
+                .map(|watch| watch.points().last().and_then(|point| point.p99_ms))
+                .collect(),
+            lessees: lessees.to_vec(),
+        };
+        *second = SecondTally {
+            index: elapsed.as_secs(),
+            at: now,
+            busy_ns: busy,
+            emitted: counts,
+        };
+        point
+    });
+    board.publish(|published| {
+        published.elapsed_s = elapsed.as_secs_f64();
+        published.apps = apps_published;
+        if let Some(point) = history_point {
+            if published.history.len() >= live::HISTORY_SECONDS {
+                published.history.pop_front();
+            }
+            published.history.push_back(point);
+        }
+    });
+}
+
+/// The progress line: time and time left, events/s, busy cores, and each app's recent
+/// p99 against its SLO.
+fn progress_line(
+    sample: &Sample,
+    apps: &[BuiltApp],
+    watches: &[LatencyWatch],
+    left: Duration,
+) -> String {
+    let events: f64 = sample.events_per_s.iter().sum();
+    let mut line = format!(
+        "{:6.1} s ({:.0} s left)  {:>11} events/s  busy cores {:4.2}",
+        sample.t_s,
+        left.as_secs_f64().ceil(),
+        report::thousands(events.round() as u64),
+        sample.busy_cores
+    );
+    for (app, watch) in apps.iter().zip(watches) {
+        let p99 = watch
+            .recent()
+            .map_or_else(|| "-".to_owned(), |(_, p99)| report::ms(p99));
+        match app.slo {
+            Some(slo) => {
+                let slo_ns = slo.as_nanos() as u64;
+                let mark = match watch.recent() {
+                    Some((_, p99)) if p99 > slo_ns => " MISS",
+                    Some(_) => " ok",
+                    None => "",
+                };
+                line.push_str(&format!(
+                    "  | {} p99 {p99} / {} ms{mark}",
+                    app.name,
+                    report::ms(slo_ns)
+                ));
+            }
+            None => line.push_str(&format!("  | {} p99 {p99} ms", app.name)),
+        }
+    }
+    line
+}
+
 fn busy_ns(runtime: &Runtime<Msg>) -> u64 {
     runtime.stats().iter().map(|shard| shard.busy_ns).sum()
 }
 
 fn emitted(apps: &[BuiltApp]) -> Vec<u64> {
     apps.iter().map(|app| app.app.flow().emitted).collect()
+}
+
+/// Per app: the lessees its actors hold now.
+fn lessees(runtime: &Runtime<Msg>, apps: &[BuiltApp]) -> Vec<u32> {
+    let metrics = runtime.actor_metrics();
+    apps.iter()
+        .map(|app| {
+            metrics
+                .iter()
+                .filter(|metrics| metrics.actor.app == app.app.id())
+                .map(|metrics| metrics.lessees)
+                .sum()
+        })
+        .collect()
 }
 
 /// One timeline point; `previous` holds the last one's time, busy total and counts.
@@ -368,17 +675,7 @@ fn sample(
     let busy = busy_ns(runtime);
     let counts = emitted(apps);
     let interval = now.duration_since(previous.0).as_secs_f64().max(1e-9);
-    let metrics = runtime.actor_metrics();
-    let lessees = apps
-        .iter()
-        .map(|app| {
-            metrics
-                .iter()
-                .filter(|metrics| metrics.actor.app == app.app.id())
-                .map(|metrics| metrics.lessees)
-                .sum()
-        })
-        .collect();
+    let lessees = lessees(runtime, apps);
     let events_per_s = counts
         .iter()
         .zip(&previous.2)
@@ -442,7 +739,7 @@ pub fn render(report_path: &Path, out: &Path) -> Result<(Report, Vec<PathBuf>), 
             e.column()
         )
     })?;
-    let plots = report::plot(&report, out)?;
+    let plots = crate::plot::plot(&report, out)?;
     Ok((report, plots))
 }
 
