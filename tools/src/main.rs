@@ -22,10 +22,13 @@
 //! - `dirigo bench slo [--json PATH]`: three tenants under `fifo`, `edf` and `dirigo` (see
 //!   `dirigo_bench::slo`);
 //! - `dirigo bench soak [--seconds 60] [--json PATH]`: twice the sustainable load with
-//!   backpressure, then with shedding (see `dirigo_bench::soak`).
+//!   backpressure, then with shedding (see `dirigo_bench::soak`);
+//! - `dirigo bench scrape [--json PATH]`: a latency-critical app with `/metrics` scraped
+//!   10 times a second against not scraped, alternating (see `bench_scrape`).
 
 mod allocator;
 mod apps;
+mod bench_scrape;
 mod config;
 mod demo;
 mod exit;
@@ -225,6 +228,26 @@ enum BenchScenario {
         /// Seconds each phase runs (1 to 3600).
         #[arg(long, default_value_t = 60.0)]
         seconds: f64,
+    },
+    /// What a Prometheus scrape costs: a latency-critical app with `/metrics` scraped 10
+    /// times a second against not scraped, in alternating runs; reports the p99 ratio.
+    #[command(after_help = "Example:\n  dirigo bench scrape --rounds 5 --json scrape.json")]
+    Scrape {
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Seconds per run (1 to 600).
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Rounds, each running both sides (the medians are reported).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+        rounds: u64,
+        /// Records per second the app is offered.
+        #[arg(long, default_value_t = 20_000.0, value_parser = positive_rate)]
+        rate: f64,
+        /// Shards.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+        shards: u64,
     },
     /// A NEXMark query (q0, q1, q2, q3, q4, q5, q7, q8, q11) over events generated in
     /// memory beforehand: sustainable throughput, then open-loop latency at 50 % and 80 %
@@ -445,6 +468,25 @@ fn main() -> ExitCode {
                     ..Default::default()
                 },
             ),
+            BenchScenario::Scrape {
+                json,
+                seconds,
+                rounds,
+                rate,
+                shards,
+            } => {
+                if !(1.0..=600.0).contains(&seconds) {
+                    eprintln!("--seconds: from 1 to 600, not {seconds}");
+                    return Exit::Usage.into();
+                }
+                bench_scrape::run(&bench_scrape::ScrapeBenchConfig {
+                    seconds,
+                    rounds: rounds as usize,
+                    rate,
+                    shards: shards as usize,
+                })
+                .and_then(|report| emit(json, &report, report.table()))
+            }
             BenchScenario::Lessee {
                 json,
                 records,

@@ -23,8 +23,9 @@ pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 /// How long a client gets to send its request, and to take the answer.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How often the idle listener looks for a stop.
-pub const STOP_POLL: Duration = Duration::from_millis(20);
+/// How long the listener waits after a failed `accept` (out of file descriptors, say)
+/// before it tries again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 
 /// The live page.
 const PAGE: &str = include_str!("page.html");
@@ -46,9 +47,6 @@ impl Server {
             .map_err(|e| format!("[metrics] listen: cannot listen on {address}: {e}"))?;
         let address = listener
             .local_addr()
-            .map_err(|e| format!("[metrics] listen: {e}"))?;
-        listener
-            .set_nonblocking(true)
             .map_err(|e| format!("[metrics] listen: {e}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
@@ -72,25 +70,40 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // Wake the thread out of `accept` (a wildcard address is reached on loopback).
+        let mut wake = self.address;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let woken = TcpStream::connect_timeout(&wake, IO_TIMEOUT).is_ok();
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            if woken {
+                let _ = thread.join();
+            }
+            // Otherwise the thread is left to end with the process rather than wait.
         }
     }
 }
 
 fn serve(listener: &TcpListener, board: &Arc<Board>, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
+    loop {
+        let accepted = listener.accept();
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        match accepted {
             Ok((stream, _)) => {
                 if let Err(e) = answer(stream, board) {
                     tracing::debug!("metrics: a request failed: {e}");
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(STOP_POLL),
             Err(e) => {
                 // Out of file descriptors, say: not worth ending the run for.
                 tracing::debug!("metrics: accept failed: {e}");
-                std::thread::sleep(STOP_POLL);
+                std::thread::sleep(ACCEPT_RETRY);
             }
         }
     }
