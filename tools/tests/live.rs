@@ -209,6 +209,26 @@ fn metrics_pass_promtool_and_grow_between_scrapes() {
         "{ratio} vs {within}/{all}"
     );
 
+    // Every metric the Grafana dashboard in deploy/ queries is served.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repository().join("deploy/grafana/dirigo.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in metric_names(expr) {
+                queried += 1;
+                assert!(
+                    second.lines().any(|line| line.starts_with(&name)),
+                    "the dashboard's {name:?} ({expr}) is not served:\n{second}"
+                );
+            }
+        }
+    }
+    assert!(queried >= 15, "{queried}");
+
     let (head, status) = run.get("/api/status");
     assert!(head.contains("application/json"), "{head}");
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -220,6 +240,70 @@ fn metrics_pass_promtool_and_grow_between_scrapes() {
 
     let (code, stderr) = run.stop();
     assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// The repository's root.
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The `dirigo_…` metric names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("dirigo_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.push(name);
+    }
+    names
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_the_scrape_job_is_valid() {
+    let dir = scratch("deploy");
+    // The unit names /usr/local/bin/dirigo; verify checks the binary exists, so a copy
+    // names the one under test.
+    let unit = std::fs::read_to_string(repository().join("deploy/systemd/dirigo.service"))
+        .unwrap()
+        .replace("/usr/local/bin/dirigo", env!("CARGO_BIN_EXE_dirigo"));
+    for key in [
+        "CPUAffinity=",
+        "LimitMEMLOCK=",
+        "TimeoutStopSec=",
+        "Restart=",
+        "KillSignal=SIGINT",
+    ] {
+        assert!(unit.contains(key), "{key}");
+    }
+    let path = dir.join("dirigo.service");
+    std::fs::write(&path, unit).unwrap();
+    let verified = Command::new(program("systemd-analyze"))
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success() && verified.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let checked = Command::new(program("promtool"))
+        .args(["check", "config"])
+        .arg(repository().join("deploy/prometheus.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check config: {}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
 }
 
 #[test]
