@@ -52,6 +52,16 @@ impl<M> StatsReader<M> {
             .map(|(shard, counters)| counters.snapshot(shard, self.shared.cpus[shard]))
             .collect()
     }
+
+    /// Each operator's measured cost, as [`Runtime::operator_costs`].
+    pub fn operator_costs(&self) -> Vec<OperatorCosts> {
+        self.shared.costs.snapshot()
+    }
+
+    /// What each app used so far, as [`Runtime::app_usage`].
+    pub fn app_usage(&self) -> Vec<AppUsage> {
+        self.shared.usage.snapshot(crate::clock::now())
+    }
 }
 
 /// Why a runtime could not be built.

@@ -119,13 +119,43 @@ impl Drop for EventWriter {
         }
         let shown = progress();
         let mut stderr = std::io::stderr().lock();
-        let _ = match shown.as_deref() {
-            Some(line) => stderr
-                .write_all(ERASE_LINE.as_bytes())
-                .and_then(|()| stderr.write_all(&self.buffer))
-                .and_then(|()| stderr.write_all(line.as_bytes())),
-            None => stderr.write_all(&self.buffer),
-        };
-        let _ = stderr.flush();
+        let _ = write_event(&mut stderr, &self.buffer, shown.as_deref());
+    }
+}
+
+/// Writes one log event (a whole line) to `out` where a progress line may be drawn:
+/// erases it first, and draws it again below the event.
+fn write_event(out: &mut impl Write, event: &[u8], progress: Option<&str>) -> std::io::Result<()> {
+    if let Some(line) = progress {
+        out.write_all(ERASE_LINE.as_bytes())?;
+        out.write_all(event)?;
+        out.write_all(line.as_bytes())?;
+    } else {
+        out.write_all(event)?;
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_line_lands_above_the_progress_line() {
+        let mut terminal = Vec::new();
+        let progress = "  3.0 s (2 s left)  1,000 events/s";
+        terminal.extend_from_slice(progress.as_bytes());
+        write_event(&mut terminal, b"WARN something happened\n", Some(progress)).unwrap();
+        let text = String::from_utf8(terminal).unwrap();
+        // What a terminal shows: the progress line erased, the warning on a line of its
+        // own, the progress line drawn again below it.
+        let shown: Vec<&str> = text
+            .split('\n')
+            .map(|line| line.rsplit(ERASE_LINE).next().unwrap())
+            .collect();
+        assert_eq!(shown, ["WARN something happened", progress], "{text:?}");
+        let mut plain = Vec::new();
+        write_event(&mut plain, b"INFO quiet\n", None).unwrap();
+        assert_eq!(plain, b"INFO quiet\n");
     }
 }

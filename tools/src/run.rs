@@ -174,6 +174,12 @@ pub fn run_with(
             .iter()
             .map(|app| BoardApp {
                 name: app.name.clone(),
+                operators: app
+                    .app
+                    .operators()
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect(),
                 slo: app.slo,
                 app: app.app.clone(),
             })
@@ -238,11 +244,11 @@ pub fn run_with(
         if previous.0.elapsed() < sample_every && Instant::now() < deadline {
             continue;
         }
-        let sample = sample(&runtime, &built, started, &mut previous);
+        let (sample, operator_lessees) = sample(&runtime, &built, started, &mut previous);
         look(
             &mut watches,
             &built,
-            (&runtime, &sample.lessees),
+            (&runtime, &sample.lessees, &operator_lessees),
             &board,
             &mut second,
             started,
@@ -303,7 +309,7 @@ pub fn run_with(
         "sources stopped and pipelines drained"
     );
     drop(drain_span);
-    timeline.push(sample(&runtime, &built, started, &mut previous));
+    timeline.push(sample(&runtime, &built, started, &mut previous).0);
     let elapsed = started.elapsed();
     for watch in &mut watches {
         watch.finish(elapsed);
@@ -524,7 +530,7 @@ impl SecondTally {
 fn look(
     watches: &mut [LatencyWatch],
     apps: &[BuiltApp],
-    (runtime, lessees): (&Runtime<Msg>, &[u32]),
+    (runtime, lessees, operator_lessees): (&Runtime<Msg>, &[u32], &[Vec<u32>]),
     board: &Arc<Board>,
     second: &mut SecondTally,
     started: Instant,
@@ -537,7 +543,8 @@ fn look(
         .iter()
         .zip(watches.iter())
         .zip(lessees)
-        .map(|((app, watch), &lessees)| {
+        .zip(operator_lessees)
+        .map(|(((app, watch), &lessees), operator_lessees)| {
             let buckets = watch.buckets();
             let within_slo = app.slo.map(|slo| {
                 let slo_s = slo.as_secs_f64();
@@ -550,6 +557,7 @@ fn look(
             let recent = watch.recent();
             AppPublished {
                 lessees,
+                operator_lessees: operator_lessees.clone(),
                 dead_letters: app.dead_letters.as_ref().map_or(0, |l| l.count()),
                 outputs: app.latency.outputs(),
                 recent_p50_ms: recent.map(|(p50, _)| p50 as f64 / 1e6),
@@ -650,32 +658,40 @@ fn emitted(apps: &[BuiltApp]) -> Vec<u64> {
     apps.iter().map(|app| app.app.flow().emitted).collect()
 }
 
-/// Per app: the lessees its actors hold now.
-fn lessees(runtime: &Runtime<Msg>, apps: &[BuiltApp]) -> Vec<u32> {
+/// The lessees each app's actors hold now, per app and per (app, operator).
+fn lessees(runtime: &Runtime<Msg>, apps: &[BuiltApp]) -> (Vec<u32>, Vec<Vec<u32>>) {
     let metrics = runtime.actor_metrics();
-    apps.iter()
+    let per_operator: Vec<Vec<u32>> = apps
+        .iter()
         .map(|app| {
-            metrics
-                .iter()
-                .filter(|metrics| metrics.actor.app == app.app.id())
-                .map(|metrics| metrics.lessees)
-                .sum()
+            let mut operators = vec![0u32; app.app.operators().len()];
+            for metrics in metrics.iter().filter(|m| m.actor.app == app.app.id()) {
+                if let Some(held) = operators.get_mut(usize::from(metrics.actor.operator)) {
+                    *held += metrics.lessees;
+                }
+            }
+            operators
         })
-        .collect()
+        .collect();
+    (
+        per_operator.iter().map(|ops| ops.iter().sum()).collect(),
+        per_operator,
+    )
 }
 
-/// One timeline point; `previous` holds the last one's time, busy total and counts.
+/// One timeline point, and the lessees per (app, operator); `previous` holds the last
+/// point's time, busy total and counts.
 fn sample(
     runtime: &Runtime<Msg>,
     apps: &[BuiltApp],
     started: Instant,
     previous: &mut (Instant, u64, Vec<u64>),
-) -> Sample {
+) -> (Sample, Vec<Vec<u32>>) {
     let now = Instant::now();
     let busy = busy_ns(runtime);
     let counts = emitted(apps);
     let interval = now.duration_since(previous.0).as_secs_f64().max(1e-9);
-    let lessees = lessees(runtime, apps);
+    let (lessees, operator_lessees) = lessees(runtime, apps);
     let events_per_s = counts
         .iter()
         .zip(&previous.2)
@@ -683,12 +699,13 @@ fn sample(
         .collect();
     let busy_cores = busy.saturating_sub(previous.1) as f64 / 1e9 / interval;
     *previous = (now, busy, counts);
-    Sample {
+    let sample = Sample {
         t_s: now.duration_since(started).as_secs_f64(),
         busy_cores,
         lessees,
         events_per_s,
-    }
+    };
+    (sample, operator_lessees)
 }
 
 /// Parses `5s`, `500ms`, `2m` or a plain number of seconds.

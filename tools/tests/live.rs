@@ -178,6 +178,7 @@ fn metrics_pass_promtool_and_grow_between_scrapes() {
         "dirigo_shard_busy_seconds_total{shard=\"0\"}",
         "dirigo_shard_messages_handled_total{shard=\"0\"}",
         "dirigo_run_elapsed_seconds",
+        "dirigo_app_reserved_seconds_total{app=\"steady\"}",
     ] {
         let (before, after) = (sample(&first, series), sample(&second, series));
         assert!(after > before, "{series}: {before} then {after}");
@@ -189,6 +190,20 @@ fn metrics_pass_promtool_and_grow_between_scrapes() {
     assert_eq!(
         sample(&second, "dirigo_app_slo_seconds{app=\"steady\"}"),
         0.05
+    );
+    // Per operator, named as in the configuration.
+    assert_eq!(
+        sample(
+            &second,
+            "dirigo_operator_lessees{app=\"steady\",operator=\"pass\"}"
+        ),
+        0.0
+    );
+    assert!(
+        sample(
+            &second,
+            "dirigo_operator_handler_seconds{app=\"steady\",operator=\"pass\"}"
+        ) >= 0.0
     );
     // The SLO is a bucket bound, and buckets add up to the count.
     let within = sample(

@@ -478,6 +478,8 @@ impl<M: 'static> Coordinator<M> {
         lessors: &mut Lessors,
         out: &mut Outbound<M>,
     ) -> bool {
+        // Scale events are rare (a request, a retirement): a span for the logs of each.
+        let _scale = tracing::debug_span!("scale", actor = %id, ?change).entered();
         let mergeable = out.shared.is_mergeable(&id);
         let checked = match change {
             ScaleChange::Add(_) if !mergeable => {
@@ -512,6 +514,7 @@ impl<M: 'static> Coordinator<M> {
     /// Starts a lessee of `actor` on `shard`: the lease travels ahead of every message
     /// forwarded to it, on the same ring.
     fn lease(&mut self, actor: ActorId, shard: ShardId, out: &mut Outbound<M>) {
+        tracing::debug!(actor = %actor, shard, "lessee added");
         let now = clock::now();
         let progress = Arc::new(LesseeProgress::default());
         out.control(
@@ -549,6 +552,9 @@ impl<M: 'static> Coordinator<M> {
             Some(ScaleChange::Remove(shard)) => Some(shard),
             _ => None,
         };
+        if let Some(shard) = retiring {
+            tracing::debug!(actor = %actor, shard, "lessee retiring: its partial state is merged first");
+        }
         let epoch_after = self.epoch + u64::from(!critical.is_empty());
         for lessee in &self.lessees {
             out.control(

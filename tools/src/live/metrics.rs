@@ -5,9 +5,13 @@
 //! Per shard (label `shard`): busy seconds, messages received and handled, parks, wakes,
 //! ring-full events, messages queued now, slow handlers, shed messages. Per app (label
 //! `app`): records in, records taken by the first operators, outputs (reached a sink,
-//! written out, failed), dead letters, shed, late, lessees, failed, the SLO, the share
-//! of outputs within it, and the latency histogram (buckets counted from the app's
-//! HdrHistogram; the SLO is one of the bounds).
+//! written out, failed), dead letters, shed, late, discarded, busy and reserved seconds,
+//! lessees, failed, the SLO, the share of outputs within it, and the latency histogram
+//! (buckets counted from the app's HdrHistogram; the SLO is one of the bounds). Per
+//! operator (labels `app`, `operator`): lessees and the measured cost per message.
+//!
+//! A family is one entry in a table below (`shard_counters`, `app_counters`) or one
+//! `family` call: new counters (checkpoints, say) go there.
 
 use std::sync::Arc;
 
@@ -245,6 +249,78 @@ impl Collector for BoardCollector {
                 let lessees = published.apps.get(index).map_or(0, |app| app.lessees);
                 (app_label(index), Level(f64::from(lessees)))
             }),
+        )?;
+        let usage = board.shards.app_usage();
+        let usage = &usage;
+        let app_usage = |pick: fn(&dirigo_runtime::scheduling::AppUsage) -> u64| {
+            (0..board.apps.len()).map(move |index| {
+                let used = usage
+                    .iter()
+                    .find(|usage| usize::from(usage.app) == index)
+                    .map_or(0, pick);
+                (app_label(index), Count(used as f64 / 1e9))
+            })
+        };
+        family(
+            &mut encoder,
+            "dirigo_app_busy_seconds",
+            "Seconds the app's handlers ran (measured while costs are measured).",
+            Counter,
+            app_usage(|usage| usage.busy_ns),
+        )?;
+        family(
+            &mut encoder,
+            "dirigo_app_reserved_seconds",
+            "Shard-seconds that hosted at least one of the app's actors, lessees included.",
+            Counter,
+            app_usage(|usage| usage.reserved_ns),
+        )?;
+        let operator_label = |index: usize, operator: usize| {
+            let app = &board.apps[index];
+            vec![
+                ("app", app.name.clone()),
+                (
+                    "operator",
+                    app.operators
+                        .get(operator)
+                        .cloned()
+                        .unwrap_or_else(|| operator.to_string()),
+                ),
+            ]
+        };
+        family(
+            &mut encoder,
+            "dirigo_operator_lessees",
+            "Lessees the operator's partitions hold.",
+            Gauge,
+            (0..board.apps.len()).flat_map(|index| {
+                let held = published
+                    .apps
+                    .get(index)
+                    .map(|app| app.operator_lessees.clone())
+                    .unwrap_or_default();
+                held.into_iter()
+                    .enumerate()
+                    .map(move |(operator, lessees)| {
+                        (operator_label(index, operator), Level(f64::from(lessees)))
+                    })
+            }),
+        )?;
+        let costs = board.shards.operator_costs();
+        family(
+            &mut encoder,
+            "dirigo_operator_handler_seconds",
+            "The operator's measured cost per message (smoothed; 0 until measured).",
+            Gauge,
+            costs
+                .iter()
+                .filter(|cost| usize::from(cost.app) < board.apps.len())
+                .map(|cost| {
+                    (
+                        operator_label(usize::from(cost.app), usize::from(cost.operator)),
+                        Level(cost.own_ns as f64 / 1e9),
+                    )
+                }),
         )?;
         family(
             &mut encoder,

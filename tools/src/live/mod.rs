@@ -42,6 +42,8 @@ pub struct Board {
 pub struct BoardApp {
     /// Its name.
     pub name: String,
+    /// Its operators' names, in operator order.
+    pub operators: Vec<String>,
     /// Its SLO.
     pub slo: Option<Duration>,
     /// Its dataflow (counters read live).
@@ -67,6 +69,8 @@ pub struct Published {
 pub struct AppPublished {
     /// Lessees its actors hold now.
     pub lessees: u32,
+    /// The same per operator, in operator order.
+    pub operator_lessees: Vec<u32>,
     /// Malformed records so far.
     pub dead_letters: u64,
     /// Records that reached its sinks.
