@@ -35,6 +35,7 @@ pub mod process;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod typed;
 pub mod window;
 
 pub use dataflow::{App, AppBuilder, Flow, KeyedStream, Msg, Stream, Time};

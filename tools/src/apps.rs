@@ -59,6 +59,9 @@ pub fn build(
     base_dir: &Path,
     report_dir: &Path,
 ) -> Result<BuiltApp, String> {
+    if let Some(typed) = crate::rows::build(id, section, base_dir, report_dir)? {
+        return Ok(typed);
+    }
     let name = section.name.get_ref().clone();
     let mut builder = AppBuilder::new(id, &name);
     if let Some(parallelism) = &section.parallelism {
@@ -160,6 +163,12 @@ pub fn build(
             leaf.record_latency(&format!("latency-{index}"), &latency);
             match section.sink.kind {
                 SinkKind::Latency => {}
+                // The checks refuse a CSV sink of key/value records (`crate::rows`).
+                SinkKind::Csv => {
+                    return Err(format!(
+                        "app {name}: a csv sink needs a source with a schema"
+                    ))
+                }
                 SinkKind::JsonLines => {
                     let path = section.sink.path.as_ref().ok_or("a path for the sink")?;
                     let target = if path.get_ref() == "-" {
@@ -457,6 +466,14 @@ fn operator(input: &Stream<KeyedRecord>, section: &OperatorSection) -> Stream<Ke
             |max, value| *max = (*max).max(value),
             |a, b| *a = (*a).max(b),
         ),
+        // The checks refuse typed kinds over key/value records (`crate::rows`).
+        OperatorKind::Select | OperatorKind::Key | OperatorKind::Window => {
+            debug_assert!(
+                false,
+                "a typed operator kind passed the checks without a schema"
+            );
+            input.clone()
+        }
         OperatorKind::RunningSum => keyed.aggregate(
             name,
             || (0u64, 0u64),

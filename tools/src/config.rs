@@ -151,6 +151,11 @@ pub struct SourceSection {
     pub idle_timeout_ms: Option<Spanned<u64>>,
     /// `tcp`: the shared secret each connection must send as its first line or frame.
     pub token: Option<Spanned<Secret>>,
+    /// `file`: the fields of typed rows and their types, or `"infer"` (see
+    /// `crate::rows`); without it, records are `key,value,time`.
+    pub schema: Option<Spanned<crate::rows::SchemaConfig>>,
+    /// With a `schema`: the field that gives each row's event time.
+    pub event_time: Option<Spanned<String>>,
 }
 
 /// A string kept out of logs: its `Debug` shows no character of it.
@@ -228,6 +233,17 @@ pub struct OperatorSection {
     /// Window kinds: the order of a firing's rows, `key` (the default) or `any` (sooner
     /// out: no sort on the latency path).
     pub row_order: Option<Spanned<RowOrder>>,
+    /// Typed `filter`: the condition rows must meet (SQL).
+    #[serde(rename = "where")]
+    pub condition: Option<Spanned<String>>,
+    /// Typed `select`: the output fields, each an expression over the input's.
+    pub fields: Option<Spanned<crate::rows::NamedExprs>>,
+    /// Typed `key` and `window`: the key fields.
+    pub by: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Typed `window`: the output aggregates, such as `{ n = "count()" }`.
+    pub aggregates: Option<Spanned<crate::rows::NamedExprs>>,
+    /// Typed `window`: the condition its output rows must meet.
+    pub having: Option<Spanned<String>>,
 }
 
 /// The order of a window firing's rows.
@@ -280,17 +296,26 @@ pub enum OperatorKind {
     WindowMax,
     /// Per key over the whole stream: `value` = the running sum, emitted as it changes.
     RunningSum,
+    /// Typed rows: computed fields (`fields`).
+    Select,
+    /// Typed rows: the key of the windows that follow (`by`).
+    Key,
+    /// Typed rows: per key and window, named aggregates (`by`, `aggregates`, `having`).
+    Window,
 }
 
 impl OperatorKind {
     /// Whether the kind keeps state per key.
     pub fn is_stateful(self) -> bool {
-        !matches!(self, Self::Map | Self::Filter)
+        !matches!(self, Self::Map | Self::Filter | Self::Select | Self::Key)
     }
 
     /// Whether the kind needs `window`.
     pub fn is_windowed(self) -> bool {
-        matches!(self, Self::WindowCount | Self::WindowSum | Self::WindowMax)
+        matches!(
+            self,
+            Self::WindowCount | Self::WindowSum | Self::WindowMax | Self::Window
+        )
     }
 }
 
@@ -340,6 +365,8 @@ pub struct SinkSection {
     pub connect: Option<Spanned<String>>,
     /// `tcp`: the longest a write may block the sink's shard, ms (default 5000).
     pub write_timeout_ms: Option<Spanned<u64>>,
+    /// Typed rows: the fields to write, in order (default: all).
+    pub fields: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// The sinks.
@@ -353,6 +380,8 @@ pub enum SinkKind {
     JsonLines,
     /// JSON lines over a TCP connection.
     Tcp,
+    /// Typed rows as CSV, after a header line.
+    Csv,
 }
 
 /// `[runtime]`.
@@ -613,6 +642,8 @@ impl Config {
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         config
             .check(&available_cpus())
+            .map_err(|(span, message)| error_at(Some(span), message))?;
+        crate::rows::check(&config, text)
             .map_err(|(span, message)| error_at(Some(span), message))?;
         Ok(config)
     }
@@ -1131,7 +1162,7 @@ impl AppSection {
                     "only `tcp` sinks connect",
                 )?;
             }
-            SinkKind::JsonLines => {
+            SinkKind::JsonLines | SinkKind::Csv => {
                 absent(&sink.connect, "connect", "only `tcp` sinks connect")?;
                 absent(
                     &sink.write_timeout_ms,
@@ -1141,7 +1172,7 @@ impl AppSection {
                 if sink.path.is_none() {
                     return Err((
                         self.name.span(),
-                        "a `path` for the app's `json-lines` sink (`-` for standard output)".into(),
+                        "a `path` for the app's `json-lines` (`-` for standard output) or `csv` sink".into(),
                     ));
                 }
             }
@@ -1477,7 +1508,7 @@ impl OperatorSection {
                 ));
             }
         }
-        if kind == OperatorKind::Filter {
+        if kind == OperatorKind::Filter && self.condition.is_none() {
             match &self.keep_percent {
                 None => {
                     return Err((
@@ -1493,7 +1524,7 @@ impl OperatorSection {
                 }
                 Some(_) => {}
             }
-        } else {
+        } else if kind != OperatorKind::Filter {
             absent(
                 &self.keep_percent,
                 "keep_percent",

@@ -36,6 +36,7 @@ mod live;
 mod logging;
 mod plot;
 mod report;
+mod rows;
 mod run;
 mod signals;
 
@@ -437,6 +438,9 @@ fn main() -> ExitCode {
             return match config::Config::load(&config) {
                 Ok(loaded) => {
                     println!("{}: valid ({})", config.display(), loaded.summary());
+                    for note in rows::infer_note(&loaded) {
+                        println!("{note}");
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(error) => {

@@ -1,0 +1,30 @@
+//! Typed rows over a schema, and the SQL expressions and operators over them: what a
+//! TOML pipeline over the user's own records is built from.
+//!
+//! - [`value`](Value): the field types ([`Type`]) and values ([`Value`], with SQL's NULL);
+//!   a [`Row`] is one value per field;
+//! - [`Schema`]: a stream's fields, and decoding a JSON or CSV record into a row;
+//! - [`Expr`]: SQL expressions, type-checked against a schema and compiled into closures
+//!   ([`Compiled`], [`Predicate`]);
+//! - [`aggregate`]: the named aggregates of windows (`count()`, `sum(x)`, …) and their
+//!   mergeable accumulators;
+//! - [`source`]: a file source of typed rows; [`output`]: rows with their field names for
+//!   JSON-lines sinks, and a CSV sink.
+//!
+//! Rows travel through the ordinary operators (`filter`, `map`, `window`): keyed state
+//! is keyed by a row of key values, and the windows' accumulators are rkyv-archivable,
+//! so lessees and their merges work on typed pipelines as on any other.
+
+pub mod aggregate;
+mod expr;
+pub mod ops;
+pub mod output;
+mod schema;
+pub mod source;
+mod value;
+
+pub use expr::{
+    article, Compiled, EvalError, Expr, ExprError, Predicate, MAX_DEPTH, MAX_EXPRESSION_BYTES,
+};
+pub use schema::{Field, Schema, SchemaRef};
+pub use value::{Row, Type, Value};

@@ -1,0 +1,307 @@
+//! Building a planned typed app: the file source of rows, its operators, and a sink per
+//! leaf (JSON lines or CSV of the chosen fields, or TCP JSON lines), with every
+//! output's latency recorded; and inferring a schema from a file's first record.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dirigo_operators::dataflow::{AppBuilder, Stream};
+use dirigo_operators::io::{DeadLetterSink, Format, LetterLimits};
+use dirigo_operators::sink::{LatencyRecorder, LineTarget};
+use dirigo_operators::typed::aggregate::Aggregates;
+use dirigo_operators::typed::ops::{RowErrors, RowWindow};
+use dirigo_operators::typed::output::NamedRow;
+use dirigo_operators::typed::source::RowFile;
+use dirigo_operators::typed::{Row, Schema, Type};
+use dirigo_runtime::AppId;
+
+use super::plan::{plan, Step};
+use crate::apps::BuiltApp;
+use crate::config::{socket_address, AppSection, FormatName, SinkKind};
+
+/// Builds app `id` if it is typed (`None` otherwise). `report_dir` is where its dead
+/// letters go by default.
+pub fn build(
+    id: AppId,
+    section: &AppSection,
+    base_dir: &Path,
+    report_dir: &Path,
+) -> Result<Option<BuiltApp>, String> {
+    let name = section.name.get_ref().clone();
+    let Some(plan) = plan(section, base_dir).map_err(|e| format!("app {name}: {}", e.message()))?
+    else {
+        return Ok(None);
+    };
+    let source = section
+        .source
+        .as_ref()
+        .expect("a typed app has a source")
+        .get_ref();
+    let mut builder = AppBuilder::new(id, &name);
+    if let Some(parallelism) = &section.parallelism {
+        builder = builder.parallelism(*parallelism.get_ref());
+    }
+    let letters_path = source.dead_letters.clone().map_or_else(
+        || report_dir.join(format!("{name}.dead-letters.jsonl")),
+        Into::into,
+    );
+    if let Some(parent) = letters_path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {} for dead letters: {e}", parent.display()))?;
+    }
+    let mut limits = LetterLimits::default();
+    if let Some(bytes) = &source.dead_letter_max_bytes {
+        limits.max_bytes = *bytes.get_ref();
+    }
+    if let Some(rate) = &source.dead_letter_max_per_s {
+        limits.max_per_s = *rate.get_ref();
+    }
+    let letters = DeadLetterSink::to_file_with_limits(letters_path, limits);
+    let path = source.path.as_ref().ok_or("a file source needs a path")?;
+    let rows = builder
+        .source_rows(
+            "source",
+            RowFile {
+                path: base_dir.join(path.get_ref()),
+                format: match source.format {
+                    FormatName::Csv => Format::Csv,
+                    FormatName::Json => Format::Json,
+                },
+                schema: plan.source_schema.clone(),
+                time_field: plan.time_field,
+                out_of_orderness: source.out_of_orderness_ms(),
+            },
+            letters.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+    let mut built: Vec<Option<Stream<Row>>> = vec![None; section.operators.len()];
+    for &index in &plan.order {
+        let operator = &section.operators[index];
+        let op_name = operator.name.get_ref().as_str();
+        let inputs: Vec<Stream<Row>> = section
+            .inputs_of(index)
+            .into_iter()
+            .map(|input| match input {
+                None => rows.clone(),
+                Some(parent) => built[parent].clone().expect("inputs come first"),
+            })
+            .collect();
+        let input = match inputs.as_slice() {
+            [one] => one.clone(),
+            [first, rest @ ..] => {
+                let rest: Vec<&Stream<Row>> = rest.iter().collect();
+                first.union(&format!("{op_name}-inputs"), &rest)
+            }
+            [] => rows.clone(),
+        };
+        let errors = RowErrors::new(letters.clone(), op_name);
+        let stream = match &plan.steps[index].0 {
+            Step::Filter(condition) => {
+                input.filter_rows(op_name, condition.compile_condition(), errors)
+            }
+            Step::Select(fields) => input.select_rows(
+                op_name,
+                fields.iter().map(|f| f.compile()).collect(),
+                errors,
+            ),
+            Step::Key => input,
+            Step::Window {
+                spec,
+                key,
+                aggregates,
+                having,
+            } => {
+                let window = RowWindow {
+                    spec: *spec,
+                    key: key.clone(),
+                    aggregates: Aggregates::new(aggregates),
+                    having: having.as_ref().map(|h| h.compile_condition()),
+                };
+                let stream = input.window_rows(op_name, window, errors);
+                let stream = match &operator.parallelism {
+                    Some(partitions) => stream.set_parallelism(*partitions.get_ref()),
+                    None => stream,
+                };
+                match operator.state.as_ref().map(|state| *state.get_ref()) {
+                    Some(crate::config::StateName::Exclusive) => stream.exclusive(),
+                    _ => stream,
+                }
+            }
+        };
+        built[index] = Some(stream);
+    }
+    let latency = LatencyRecorder::new();
+    let several = plan.leaves.len() > 1;
+    for (number, (leaf, positions, names)) in plan.leaves.iter().enumerate() {
+        let stream = leaf.map_or_else(
+            || rows.clone(),
+            |index| built[index].clone().expect("built"),
+        );
+        stream.record_latency(&format!("latency-{number}"), &latency);
+        let file_of = |path: &str| {
+            if several {
+                format!("{path}.{number}")
+            } else {
+                path.to_owned()
+            }
+        };
+        let sink_name = format!("sink-{number}");
+        match section.sink.kind {
+            SinkKind::Latency => {}
+            SinkKind::Csv => {
+                let path = section.sink.path.as_ref().ok_or("a path for the sink")?;
+                stream
+                    .sink_csv(
+                        &sink_name,
+                        Path::new(&file_of(path.get_ref())),
+                        names,
+                        positions.clone(),
+                    )
+                    .map_err(|e| format!("app {name}: sink: {e}"))?;
+            }
+            SinkKind::JsonLines | SinkKind::Tcp => {
+                let names: Arc<[String]> = names.clone().into();
+                let positions = positions.clone();
+                let named = stream.map(&format!("fields-{number}"), move |row: Row| NamedRow {
+                    names: names.clone(),
+                    values: positions.iter().map(|&at| row[at].clone()).collect(),
+                });
+                if section.sink.kind == SinkKind::Tcp {
+                    let connect = section.sink.connect.as_ref().ok_or("an address")?;
+                    let address = socket_address(connect).map_err(|(_, message)| message)?;
+                    let timeout = section
+                        .sink
+                        .write_timeout_ms
+                        .as_ref()
+                        .map_or(dirigo_operators::io::tcp::DEFAULT_WRITE_TIMEOUT, |ms| {
+                            Duration::from_millis(*ms.get_ref())
+                        });
+                    named
+                        .sink_tcp_with_timeout(&sink_name, address, timeout)
+                        .map_err(|e| format!("cannot connect the sink to {address}: {e}"))?;
+                } else {
+                    let path = section.sink.path.as_ref().ok_or("a path for the sink")?;
+                    let target = if path.get_ref() == "-" {
+                        LineTarget::Stdout
+                    } else {
+                        LineTarget::File(file_of(path.get_ref()).into())
+                    };
+                    named
+                        .sink_json_lines(&sink_name, target)
+                        .map_err(|e| format!("app {name}: sink: {e}"))?;
+                }
+            }
+        }
+    }
+    Ok(Some(BuiltApp {
+        name,
+        app: builder.build(),
+        latency,
+        slo: section
+            .slo_ms
+            .as_ref()
+            .map(|ms| Duration::from_secs_f64(*ms.get_ref() / 1e3)),
+        dead_letters: Some(letters),
+        tcp: None,
+    }))
+}
+
+/// The most bytes read to infer a schema: the first line must fit.
+const INFER_BYTES: u64 = 1 << 20;
+
+/// A schema from the file's first JSON object (its fields in name order: integers `i64` (or
+/// `u64` above the `i64` range), other numbers `f64`, strings, bools) or from its CSV
+/// header and first record (a field is `i64`, `f64` or `bool` if its value reads as one,
+/// else `string`). The `event_time` field, if named, is a `timestamp_ms`.
+pub(crate) fn infer_schema(
+    path: &Path,
+    format: FormatName,
+    event_time: Option<&str>,
+) -> Result<Schema, String> {
+    let file = std::fs::File::open(path).map_err(|e| {
+        format!(
+            "a file to infer the schema from; cannot open {}: {e}",
+            path.display()
+        )
+    })?;
+    let mut head = String::new();
+    file.take(INFER_BYTES)
+        .read_to_string(&mut head)
+        .map_err(|e| format!("a UTF-8 file to infer the schema from: {e}"))?;
+    let mut lines = head
+        .lines()
+        .map(|l| l.trim_start_matches('\u{feff}').trim())
+        .filter(|l| !l.is_empty());
+    let timed = |name: &str, ty: Type| {
+        if Some(name) == event_time {
+            Type::Timestamp
+        } else {
+            ty
+        }
+    };
+    let fields: Vec<(String, Type)> = match format {
+        FormatName::Json => {
+            let first = lines
+                .next()
+                .ok_or("a file with a first JSON object to infer the schema from")?;
+            let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(first)
+                .map_err(|e| {
+                    format!("a first line that is a JSON object to infer the schema from: {e}")
+                })?;
+            let mut fields = Vec::new();
+            for (name, value) in object {
+                let ty = match &value {
+                    serde_json::Value::Bool(_) => Type::Bool,
+                    serde_json::Value::Number(n) if n.is_i64() => Type::I64,
+                    serde_json::Value::Number(n) if n.is_u64() => Type::U64,
+                    serde_json::Value::Number(_) => Type::F64,
+                    serde_json::Value::String(_) => Type::String,
+                    _ => return Err(format!(
+                        "fields of numbers, text or bools to infer a schema; `{name}` is {value}: declare the schema instead"
+                    )),
+                };
+                fields.push((name.clone(), timed(&name, ty)));
+            }
+            fields
+        }
+        FormatName::Csv => {
+            let header = lines
+                .next()
+                .ok_or("a CSV header line to infer the schema from")?;
+            let names: Vec<&str> = header.split(',').map(str::trim).collect();
+            let record = lines
+                .next()
+                .ok_or("a first record after the CSV header to infer the types from")?;
+            let values: Vec<&str> = record.split(',').map(str::trim).collect();
+            if values.len() != names.len() {
+                return Err(format!(
+                    "a first record with as many fields as the header ({}); it has {}",
+                    names.len(),
+                    values.len()
+                ));
+            }
+            names
+                .iter()
+                .zip(values)
+                .map(|(name, value)| {
+                    let ty = if value.parse::<i64>().is_ok() {
+                        Type::I64
+                    } else if value.parse::<f64>().is_ok() {
+                        Type::F64
+                    } else if value == "true" || value == "false" {
+                        Type::Bool
+                    } else {
+                        Type::String
+                    };
+                    ((*name).to_owned(), timed(name, ty))
+                })
+                .collect()
+        }
+    };
+    if fields.is_empty() {
+        return Err("a first record with at least one field to infer the schema from".into());
+    }
+    Ok(Schema::new(fields))
+}

@@ -1,0 +1,632 @@
+//! Planning a typed app from its TOML: the source's schema and event-time field, each
+//! operator's step with its checked expressions and its output schema, and the fields
+//! each leaf writes to the sink. Every mistake comes back with the place of the value
+//! it is in, and, for an expression, the byte inside the string.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use dirigo_operators::typed::aggregate::AggregateSpec;
+use dirigo_operators::typed::{Expr, ExprError, Schema, Type};
+use dirigo_operators::window::{WindowSpec, Windows};
+use toml::Spanned;
+
+use super::literal::file_offset;
+use super::toml_types::SchemaConfig;
+use crate::config::{
+    AppSection, Config, OperatorKind, OperatorSection, RowOrder, SinkKind, SourceKind, WindowConfig,
+};
+
+/// A refusal: the span of the offending TOML value, and for a string the byte in its
+/// value where the mistake is.
+pub(crate) struct PlanError {
+    span: Range<usize>,
+    inner: Option<usize>,
+    message: String,
+}
+
+impl PlanError {
+    fn at<T>(span: Range<usize>, message: impl Into<String>) -> Result<T, Self> {
+        Err(Self {
+            span,
+            inner: None,
+            message: message.into(),
+        })
+    }
+
+    fn in_string(value: &Spanned<String>, error: ExprError) -> Self {
+        Self {
+            span: value.span(),
+            inner: Some(error.at),
+            message: error.message,
+        }
+    }
+
+    /// The message, for errors found once the file's text is gone.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// What one operator of a typed app does.
+pub(crate) enum Step {
+    Filter(Expr),
+    Select(Vec<Expr>),
+    /// Keys the following windows; passes rows on.
+    Key,
+    Window {
+        spec: WindowSpec,
+        key: Vec<usize>,
+        aggregates: Vec<AggregateSpec>,
+        having: Option<Expr>,
+    },
+}
+
+/// One operator, planned: its step, its output schema, and the key fields (positions
+/// in its output) the windows after it are keyed by.
+type Planned = (Step, Arc<Schema>, Option<Vec<usize>>);
+
+/// A typed app, planned.
+pub(crate) struct Plan {
+    pub(crate) source_schema: Arc<Schema>,
+    pub(crate) time_field: usize,
+    /// Per operator (in the file's order): its step and output schema.
+    pub(crate) steps: Vec<(Step, Arc<Schema>)>,
+    /// Operators in an order where inputs come first.
+    pub(crate) order: Vec<usize>,
+    /// Per leaf (`None`: the source itself), the positions of the fields the sink
+    /// writes, and their names.
+    pub(crate) leaves: Vec<(Option<usize>, Vec<usize>, Vec<String>)>,
+}
+
+/// Checks every typed app of `config`, whose text is `text`: `Err` with the span (one
+/// byte, inside an expression string where the mistake is there) and the message.
+pub fn check(config: &Config, text: &str) -> Result<(), (Range<usize>, String)> {
+    for app in &config.apps {
+        plan(app, &config.base_dir).map_err(|error| {
+            let at = match error.inner {
+                Some(inner) => file_offset(text, error.span.clone(), inner),
+                None => error.span.start,
+            };
+            (at..at + 1, error.message)
+        })?;
+    }
+    Ok(())
+}
+
+/// For `dirigo validate`: the schema each app with `schema = "infer"` gets, as a line
+/// to pin in the file.
+pub fn infer_note(config: &Config) -> Vec<String> {
+    config
+        .apps
+        .iter()
+        .filter_map(|app| {
+            let source = app.source.as_ref()?.get_ref();
+            let schema = source.schema.as_ref()?;
+            if !matches!(schema.get_ref(), SchemaConfig::Infer) {
+                return None;
+            }
+            let (schema, _) = source_schema(app, &config.base_dir).ok()?;
+            let fields: Vec<String> = schema
+                .fields()
+                .iter()
+                .map(|field| format!("{} = \"{}\"", toml_key(&field.name), field.ty))
+                .collect();
+            Some(format!(
+                "app {}: inferred schema = {{ {} }}",
+                app.name.get_ref(),
+                fields.join(", ")
+            ))
+        })
+        .collect()
+}
+
+/// `name` as a TOML key: bare when it can be.
+fn toml_key(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        name.to_owned()
+    } else {
+        format!("{name:?}")
+    }
+}
+
+/// Whether an operator uses a key only typed apps have.
+fn typed_key(operator: &OperatorSection) -> Option<(Range<usize>, &'static str)> {
+    if let Some(condition) = &operator.condition {
+        return Some((condition.span(), "where"));
+    }
+    if let Some(fields) = &operator.fields {
+        return Some((fields.span(), "fields"));
+    }
+    if let Some(by) = &operator.by {
+        return Some((by.span(), "by"));
+    }
+    if let Some(aggregates) = &operator.aggregates {
+        return Some((aggregates.span(), "aggregates"));
+    }
+    if let Some(having) = &operator.having {
+        return Some((having.span(), "having"));
+    }
+    match operator.kind.get_ref() {
+        OperatorKind::Select => Some((operator.kind.span(), "kind = \"select\"")),
+        OperatorKind::Key => Some((operator.kind.span(), "kind = \"key\"")),
+        OperatorKind::Window => Some((operator.kind.span(), "kind = \"window\"")),
+        _ => None,
+    }
+}
+
+/// Plans `app` if it is typed (its source has a `schema`); `None` for the others, after
+/// checking that they use no typed key.
+pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, PlanError> {
+    let schema_given = app
+        .source
+        .as_ref()
+        .is_some_and(|source| source.get_ref().schema.is_some());
+    if !schema_given {
+        for operator in &app.operators {
+            if let Some((span, key)) = typed_key(operator) {
+                return PlanError::at(
+                    span,
+                    format!(
+                        "a `schema` on the app's source first: `{key}` works on typed rows \
+                         (see configs/README.md, \"Pipelines over your own records\")"
+                    ),
+                );
+            }
+        }
+        if let Some(fields) = &app.sink.fields {
+            return PlanError::at(
+                fields.span(),
+                "a `schema` on the app's source first: `fields` names typed fields",
+            );
+        }
+        if app.sink.kind == SinkKind::Csv {
+            return PlanError::at(
+                app.name.span(),
+                "a `schema` on the app's source for a `csv` sink (it writes typed rows)",
+            );
+        }
+        if let Some(source) = &app.source {
+            if let Some(event_time) = &source.get_ref().event_time {
+                return PlanError::at(
+                    event_time.span(),
+                    "a `schema` on the source first: `event_time` names one of its fields",
+                );
+            }
+        }
+        return Ok(None);
+    }
+    let (source_schema, time_field) = source_schema(app, base_dir)?;
+    let mut steps: Vec<Option<Planned>> = (0..app.operators.len()).map(|_| None).collect();
+    let order = topological(app);
+    for &index in &order {
+        let operator = &app.operators[index];
+        // The input: the source or the operators it reads, which must agree.
+        let mut input: Option<(Arc<Schema>, Option<Vec<usize>>)> = None;
+        for parent in app.inputs_of(index) {
+            let (schema, key) = match parent {
+                None => (source_schema.clone(), None),
+                Some(parent) => {
+                    let (_, schema, key) = steps[parent].as_ref().expect("inputs come first");
+                    (schema.clone(), key.clone())
+                }
+            };
+            match &input {
+                None => input = Some((schema, key)),
+                Some((first, _)) if **first != *schema => {
+                    let span = operator
+                        .input
+                        .as_ref()
+                        .map_or(operator.name.span(), Spanned::span);
+                    return PlanError::at(
+                        span,
+                        format!(
+                            "inputs whose rows have the same fields; one has ({}), another ({})",
+                            describe(first),
+                            describe(&schema)
+                        ),
+                    );
+                }
+                Some(_) => input = Some((schema, None)),
+            }
+        }
+        let (input, key) = input.unwrap_or((source_schema.clone(), None));
+        steps[index] = Some(step(operator, &input, key)?);
+    }
+    let steps: Vec<(Step, Arc<Schema>)> = steps
+        .into_iter()
+        .map(|step| {
+            let (step, schema, _) = step.expect("every operator planned");
+            (step, schema)
+        })
+        .collect();
+    let read_from: Vec<bool> = (0..app.operators.len())
+        .map(|index| (0..app.operators.len()).any(|o| app.inputs_of(o).contains(&Some(index))))
+        .collect();
+    let leaf_ids: Vec<Option<usize>> = if app.operators.is_empty() {
+        vec![None]
+    } else {
+        (0..app.operators.len())
+            .filter(|&i| !read_from[i])
+            .map(Some)
+            .collect()
+    };
+    let mut leaves = Vec::new();
+    for leaf in leaf_ids {
+        let schema = leaf.map_or(&source_schema, |index| &steps[index].1);
+        let (positions, names) = match &app.sink.fields {
+            None => (
+                (0..schema.len()).collect(),
+                schema.fields().iter().map(|f| f.name.clone()).collect(),
+            ),
+            Some(fields) => {
+                if fields.get_ref().is_empty() {
+                    return PlanError::at(fields.span(), "at least one field to write");
+                }
+                let mut positions = Vec::new();
+                let mut names = Vec::new();
+                for field in fields.get_ref() {
+                    let Some(at) = schema.index_of(field.get_ref()) else {
+                        return PlanError::at(
+                            field.span(),
+                            format!(
+                                "a field of the rows the sink gets, one of: {}; there is no `{}`",
+                                schema.names(),
+                                field.get_ref()
+                            ),
+                        );
+                    };
+                    positions.push(at);
+                    names.push(field.get_ref().clone());
+                }
+                (positions, names)
+            }
+        };
+        leaves.push((leaf, positions, names));
+    }
+    Ok(Some(Plan {
+        source_schema,
+        time_field,
+        steps,
+        order,
+        leaves,
+    }))
+}
+
+/// `name type, …` for messages.
+fn describe(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name, f.ty))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Operators with their inputs first (the configuration checks refused cycles).
+fn topological(app: &AppSection) -> Vec<usize> {
+    let count = app.operators.len();
+    let mut done = vec![false; count];
+    let mut order = Vec::with_capacity(count);
+    while order.len() < count {
+        let before = order.len();
+        for index in 0..count {
+            if !done[index]
+                && app
+                    .inputs_of(index)
+                    .iter()
+                    .all(|input| input.is_none_or(|parent| done[parent]))
+            {
+                done[index] = true;
+                order.push(index);
+            }
+        }
+        if order.len() == before {
+            break;
+        }
+    }
+    order
+}
+
+/// The source's schema and the position of its event-time field.
+fn source_schema(app: &AppSection, base_dir: &Path) -> Result<(Arc<Schema>, usize), PlanError> {
+    let source_spanned = app.source.as_ref().expect("a source with a schema");
+    let source = source_spanned.get_ref();
+    let schema_config = source.schema.as_ref().expect("a schema");
+    if source.kind_for(false) != SourceKind::File {
+        return PlanError::at(
+            source_spanned.span(),
+            "`kind = \"file\"` for a source with a `schema` (typed rows are read from files)",
+        );
+    }
+    let schema = match schema_config.get_ref() {
+        SchemaConfig::Fields(fields) => {
+            if fields.is_empty() {
+                return PlanError::at(schema_config.span(), "at least one field in the schema");
+            }
+            let mut typed = Vec::with_capacity(fields.len());
+            for (name, ty) in fields {
+                if name.get_ref().is_empty() {
+                    return PlanError::at(name.span(), "a field name that is not empty");
+                }
+                let Some(parsed) = Type::from_name(ty.get_ref()) else {
+                    return PlanError::at(
+                        ty.span(),
+                        format!(
+                            "a field type, one of {}; not {:?}",
+                            Type::NAMES,
+                            ty.get_ref()
+                        ),
+                    );
+                };
+                typed.push((name.get_ref().clone(), parsed));
+            }
+            Schema::new(typed)
+        }
+        SchemaConfig::Infer => {
+            let path = source.path.as_ref().map(|p| base_dir.join(p.get_ref()));
+            let format = source.format;
+            let event_time = source.event_time.as_ref().map(|e| e.get_ref().as_str());
+            match path.map(|path| super::build::infer_schema(&path, format, event_time)) {
+                Some(Ok(schema)) => schema,
+                Some(Err(message)) => return PlanError::at(schema_config.span(), message),
+                None => {
+                    return PlanError::at(schema_config.span(), "a `path` to infer the schema from")
+                }
+            }
+        }
+    };
+    let Some(event_time) = &source.event_time else {
+        return PlanError::at(
+            source_spanned.span(),
+            format!(
+                "an `event_time`: the field that gives each row's time, one of: {}",
+                schema.names()
+            ),
+        );
+    };
+    let Some(time_field) = schema.index_of(event_time.get_ref()) else {
+        return PlanError::at(
+            event_time.span(),
+            format!(
+                "a field of the schema, one of: {}; there is no `{}`",
+                schema.names(),
+                event_time.get_ref()
+            ),
+        );
+    };
+    let ty = schema.fields()[time_field].ty;
+    if !matches!(ty, Type::Timestamp | Type::I64 | Type::U64) {
+        return PlanError::at(
+            event_time.span(),
+            format!(
+                "a timestamp_ms (or integer milliseconds) field for the event time; `{}` is {}",
+                event_time.get_ref(),
+                dirigo_operators::typed::article(ty)
+            ),
+        );
+    }
+    Ok((Arc::new(schema), time_field))
+}
+
+fn only(
+    present: bool,
+    span: impl FnOnce() -> Range<usize>,
+    message: &str,
+) -> Result<(), PlanError> {
+    if present {
+        PlanError::at(span(), message.to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+/// One operator's step, its output schema and the key its output is partitioned by.
+fn step(
+    operator: &OperatorSection,
+    input: &Arc<Schema>,
+    key: Option<Vec<usize>>,
+) -> Result<Planned, PlanError> {
+    let kind = *operator.kind.get_ref();
+    only(
+        operator.condition.is_some() && kind != OperatorKind::Filter,
+        || operator.condition.as_ref().expect("present").span(),
+        "`where` only on a `filter` (a window filters its output with `having`)",
+    )?;
+    only(
+        operator.fields.is_some() && kind != OperatorKind::Select,
+        || operator.fields.as_ref().expect("present").span(),
+        "`fields` only on a `select`",
+    )?;
+    only(
+        operator.by.is_some() && !matches!(kind, OperatorKind::Key | OperatorKind::Window),
+        || operator.by.as_ref().expect("present").span(),
+        "`by` only on a `key` or a `window`",
+    )?;
+    only(
+        operator.aggregates.is_some() && kind != OperatorKind::Window,
+        || operator.aggregates.as_ref().expect("present").span(),
+        "`aggregates` only on a `window`",
+    )?;
+    only(
+        operator.having.is_some() && kind != OperatorKind::Window,
+        || operator.having.as_ref().expect("present").span(),
+        "`having` only on a `window`",
+    )?;
+    only(
+        operator.keep_percent.is_some(),
+        || operator.keep_percent.as_ref().expect("present").span(),
+        "a `where` condition on typed rows instead of `keep_percent`",
+    )?;
+    only(
+        operator.work_ns.is_some(),
+        || operator.work_ns.as_ref().expect("present").span(),
+        "no `work_ns` on typed rows (it stands for a costly function of key/value records)",
+    )?;
+    Ok(match kind {
+        OperatorKind::Filter => {
+            let Some(condition) = &operator.condition else {
+                return PlanError::at(operator.kind.span(), "a `where` condition for a `filter` of typed rows, such as `where = \"amount > 1000\"`");
+            };
+            let expr = Expr::parse_condition(condition.get_ref(), input)
+                .map_err(|error| PlanError::in_string(condition, error))?;
+            (Step::Filter(expr), input.clone(), key)
+        }
+        OperatorKind::Select => {
+            let Some(fields) = &operator.fields else {
+                return PlanError::at(operator.kind.span(), "`fields` for a `select`, such as `fields = { eur = \"amount * 0.908\" }`");
+            };
+            if fields.get_ref().0.is_empty() {
+                return PlanError::at(fields.span(), "at least one field");
+            }
+            let mut exprs = Vec::new();
+            let mut out = Vec::new();
+            for (name, text) in &fields.get_ref().0 {
+                let expr = Expr::parse(text.get_ref(), input)
+                    .map_err(|error| PlanError::in_string(text, error))?;
+                if expr.ty() == Type::Null {
+                    return PlanError::at(text.span(), "a value with a type: write CAST(NULL AS string) and the like");
+                }
+                out.push((name.get_ref().clone(), expr.ty()));
+                exprs.push(expr);
+            }
+            (Step::Select(exprs), Arc::new(Schema::new(out)), None)
+        }
+        OperatorKind::Key => {
+            let Some(by) = &operator.by else {
+                return PlanError::at(operator.kind.span(), "`by`, the key fields, such as `by = [\"card\"]`");
+            };
+            let key = key_fields(by, input)?;
+            (Step::Key, input.clone(), Some(key))
+        }
+        OperatorKind::Window => {
+            let key = match &operator.by {
+                Some(by) => key_fields(by, input)?,
+                None => key.unwrap_or_default(),
+            };
+            let Some(aggregates) = &operator.aggregates else {
+                return PlanError::at(operator.kind.span(), "`aggregates` for a `window`, such as `aggregates = { n = \"count()\" }`");
+            };
+            if aggregates.get_ref().0.is_empty() {
+                return PlanError::at(aggregates.span(), "at least one aggregate");
+            }
+            let mut out: Vec<(String, Type)> = key
+                .iter()
+                .map(|&at| (input.fields()[at].name.clone(), input.fields()[at].ty))
+                .collect();
+            let mut specs = Vec::new();
+            for (name, text) in &aggregates.get_ref().0 {
+                if out.iter().any(|(taken, _)| taken == name.get_ref())
+                    || matches!(name.get_ref().as_str(), "window_start" | "window_end")
+                {
+                    return PlanError::at(
+                        name.span(),
+                        format!(
+                            "an output name no key field or other aggregate has (nor window_start, window_end); `{}` is taken",
+                            name.get_ref()
+                        ),
+                    );
+                }
+                let spec = AggregateSpec::parse(text.get_ref(), input)
+                    .map_err(|error| PlanError::in_string(text, error))?;
+                out.push((name.get_ref().clone(), spec.ty));
+                specs.push(spec);
+            }
+            out.push(("window_start".into(), Type::Timestamp));
+            out.push(("window_end".into(), Type::Timestamp));
+            let output = Arc::new(Schema::new(out));
+            let having = match &operator.having {
+                None => None,
+                Some(text) => Some(
+                    Expr::parse_condition(text.get_ref(), &output)
+                        .map_err(|error| PlanError::in_string(text, error))?,
+                ),
+            };
+            let window = operator.window.as_ref().expect("checked: windows have one");
+            let mut spec = WindowSpec::from(windows(*window.get_ref()));
+            spec.any_order = operator
+                .row_order
+                .as_ref()
+                .is_some_and(|order| *order.get_ref() == RowOrder::Any);
+            // The output is keyed by the key fields, now at the front.
+            let out_key = (0..key.len()).collect();
+            (
+                Step::Window {
+                    spec,
+                    key,
+                    aggregates: specs,
+                    having,
+                },
+                output,
+                Some(out_key),
+            )
+        }
+        other => {
+            return PlanError::at(
+                operator.kind.span(),
+                format!(
+                    "an operator of typed rows: filter, select, key or window; `{}` works on key/value records",
+                    kind_name(other)
+                ),
+            )
+        }
+    })
+}
+
+fn kind_name(kind: OperatorKind) -> &'static str {
+    match kind {
+        OperatorKind::Map => "map",
+        OperatorKind::Filter => "filter",
+        OperatorKind::WindowCount => "window_count",
+        OperatorKind::WindowSum => "window_sum",
+        OperatorKind::WindowMax => "window_max",
+        OperatorKind::RunningSum => "running_sum",
+        OperatorKind::Select => "select",
+        OperatorKind::Key => "key",
+        OperatorKind::Window => "window",
+    }
+}
+
+fn key_fields(by: &Spanned<Vec<Spanned<String>>>, input: &Schema) -> Result<Vec<usize>, PlanError> {
+    if by.get_ref().is_empty() {
+        return PlanError::at(by.span(), "at least one key field");
+    }
+    let mut key = Vec::new();
+    for name in by.get_ref() {
+        let Some(at) = input.index_of(name.get_ref()) else {
+            return PlanError::at(
+                name.span(),
+                format!(
+                    "a key field of the input, one of: {}; there is no `{}`",
+                    input.names(),
+                    name.get_ref()
+                ),
+            );
+        };
+        if key.contains(&at) {
+            return PlanError::at(
+                name.span(),
+                format!("each key field once; `{}` is listed twice", name.get_ref()),
+            );
+        }
+        key.push(at);
+    }
+    Ok(key)
+}
+
+/// The windows a `window = { … }` declares.
+pub(crate) fn windows(config: WindowConfig) -> Windows {
+    match config {
+        WindowConfig::Tumbling { size_ms } => Windows::Tumbling { size: size_ms },
+        WindowConfig::Sliding { size_ms, slide_ms } => Windows::Sliding {
+            size: size_ms,
+            slide: slide_ms,
+        },
+        WindowConfig::Session { gap_ms } => Windows::Session { gap: gap_ms },
+    }
+}

@@ -1,0 +1,148 @@
+//! The typed-row keys through the configuration loader: each kind of mistake with its
+//! exact `LINE:COLUMN`, and mutated typed files that never make the loader panic.
+
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+
+use crate::config::{Config, ConfigError};
+
+/// A file in `configs/`, so that `data/payments.jsonl` is found.
+fn path() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/typed-test.toml"
+    ))
+}
+
+const FRAUD: &str = r#"[[app]]
+name = "fraud"
+[app.source]
+kind = "file"
+path = "data/payments.jsonl"
+format = "json"
+schema = { card = "string", amount = "f64", merchant = "string", ts = "timestamp_ms" }
+event_time = "ts"
+[[app.operator]]
+name = "big"
+kind = "filter"
+where = "amount > 1000 AND merchant <> 'm0'"
+[[app.operator]]
+name = "per-card"
+kind = "window"
+by = ["card"]
+window = { kind = "tumbling", size_ms = 60000 }
+aggregates = { n = "count()", total = "sum(amount)" }
+having = "n >= 3"
+[app.sink]
+kind = "json-lines"
+path = "alerts.jsonl"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(&path(), text)
+}
+
+/// `FRAUD` with `from` replaced by `to`: the error's `LINE:COLUMN` and message.
+fn error_of(from: &str, to: &str) -> (usize, usize, String) {
+    assert!(FRAUD.contains(from), "{from}");
+    let error = parse(&FRAUD.replacen(from, to, 1)).expect_err(to);
+    let (line, column) = error.position.expect("a position");
+    (line, column, error.message)
+}
+
+#[test]
+fn the_example_is_valid() {
+    let config = parse(FRAUD).unwrap();
+    assert_eq!(config.apps.len(), 1);
+}
+
+#[test]
+fn each_mistake_points_at_its_character() {
+    let cases: &[(&str, &str, (usize, usize), &str)] = &[
+        // A type mismatch: at the literal that does not compare.
+        ("amount > 1000", "amount > 'x'", (12, 19), "a value that `>` can compare with an f64 (`amount`); `'x'` is a string"),
+        // An unknown field.
+        ("merchant <>", "merchnt <>", (12, 28), "a field of the input, one of: card, amount, merchant, ts; there is no `merchnt`"),
+        // An aggregate of a string.
+        ("sum(amount)", "sum(merchant)", (18, 44), "a number to sum; `merchant` is a string"),
+        // A key that is not in the schema.
+        ("by = [\"card\"]", "by = [\"crd\"]", (16, 7), "a key field of the input, one of: card, amount, merchant, ts; there is no `crd`"),
+        // `having` over the window's output: a condition.
+        ("\"n >= 3\"", "\"n >= 3 AND total\"", (19, 22), "a condition (a bool) for AND; `total` is an f64"),
+        ("\"n >= 3\"", "\"count >= 3\"", (19, 11), "a field of the input, one of: card, n, total, window_start, window_end; there is no `count`"),
+        // A syntax error, at the token.
+        ("amount > 1000", "amount > > 1000", (12, 19), "an expression, found >"),
+        // A type name that is not one.
+        ("amount = \"f64\"", "amount = \"float\"", (7, 38), "a field type, one of bool, i64, u64, f64, string, timestamp_ms; not \"float\""),
+        ("event_time = \"ts\"", "event_time = \"tss\"", (8, 14), "a field of the schema"),
+        ("event_time = \"ts\"", "event_time = \"card\"", (8, 14), "`card` is a string"),
+        ("n = \"count()\"", "n = \"median(amount)\"", (18, 21), "an aggregate: count()"),
+        ("n = \"count()\"", "card = \"count()\"", (18, 16), "`card` is taken"),
+        ("kind = \"filter\"\nwhere = \"amount > 1000 AND merchant <> 'm0'\"", "kind = \"map\"", (11, 8), "an operator of typed rows"),
+        ("path = \"alerts.jsonl\"", "path = \"alerts.jsonl\"\nfields = [\"card\", \"nope\"]", (23, 19), "a field of the rows the sink gets"),
+        // Escapes in the string: the column is still the character's.
+        ("\"amount > 1000 AND merchant <> 'm0'\"", "\"amount\\t> 1000 AND bogus <> 'm0'\"", (12, 29), "there is no `bogus`"),
+        // In SQL, double quotes name a field: `"m0"` is not text.
+        ("\"amount > 1000 AND merchant <> 'm0'\"", "\"amount\\t> 1000 AND merchant <> \\\"m0\\\"\"", (12, 41), "there is no `m0`"),
+        // A literal string in single quotes.
+        ("\"amount > 1000 AND merchant <> 'm0'\"", "'amount > 1000 AND nope'", (12, 28), "there is no `nope`"),
+    ];
+    for (from, to, (line, column), message) in cases {
+        let (l, c, m) = error_of(from, to);
+        assert_eq!((l, c), (*line, *column), "{to}: {m}");
+        assert!(m.contains(message), "{to}: {m}");
+    }
+}
+
+#[test]
+fn typed_keys_need_a_schema() {
+    let untyped = FRAUD.replace(
+        "schema = { card = \"string\", amount = \"f64\", merchant = \"string\", ts = \"timestamp_ms\" }\n",
+        "",
+    );
+    let error = parse(&untyped).unwrap_err();
+    assert!(
+        error.message.contains("a `schema` on the"),
+        "{}",
+        error.message
+    );
+    assert_eq!(error.position, Some((11, 9)), "{}", error.message);
+}
+
+#[test]
+fn a_multi_line_expression_points_at_its_line() {
+    let text = FRAUD.replace(
+        "where = \"amount > 1000 AND merchant <> 'm0'\"",
+        "where = \"\"\"\namount > 1000\n  AND merchant <> 0\"\"\"",
+    );
+    let error = parse(&text).unwrap_err();
+    assert_eq!(error.position, Some((14, 19)), "{}", error.message);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1500, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// No typed file makes the loader panic: the example with bytes replaced, inserted
+    /// or cut gives a config or an error with a position inside the file.
+    #[test]
+    fn mutated_typed_files_never_panic(
+        position in 0usize..FRAUD.len(),
+        byte in prop_oneof![any::<u8>(), Just(b'\''), Just(b'"'), Just(b'('), Just(b'\\'), Just(b'%')],
+        mode in 0u8..3,
+    ) {
+        let mut bytes = FRAUD.as_bytes().to_vec();
+        match mode {
+            0 => bytes[position] = byte,
+            1 => bytes.insert(position, byte),
+            _ => bytes.truncate(position),
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if let Err(error) = parse(&text) {
+            let (line, column) = error.position.expect("a position");
+            prop_assert!(line >= 1 && line <= text.lines().count() + 1, "{}", error);
+            let width = text.lines().nth(line - 1).map_or(0, |l| l.chars().count());
+            prop_assert!(column >= 1 && column <= width + 1, "{}", error);
+        }
+    }
+}
