@@ -3,8 +3,10 @@
 //! - `dirigo` (no arguments): runs the embedded `configs/default.toml` (a latency-critical
 //!   app and a throughput app sharing the shards, about 15 s) and writes its report into
 //!   `./dirigo-report/`;
-//! - `dirigo run CONFIG [--duration 5s] [--report PATH]`: runs the apps of a configuration
-//!   and writes the report, the `.hgrm` files and the plots (see `run` and `report`);
+//! - `dirigo run CONFIG [--duration 5s] [--report PATH] [--out DIR] [--metrics ADDRESS]
+//!   [--fail-on-slo[=PERCENT]]`: runs the apps of a configuration, serves its live metrics
+//!   and page when asked (see `live`), and writes the report, the `.hgrm` and `.hlog`
+//!   files and the plots into one folder (see `run`, `report` and `plot`);
 //! - `dirigo report REPORT.json --out DIR`: draws the plots of a saved report again;
 //! - `dirigo demo`: a keyed word count that runs actors across shards and prints what each
 //!   shard did;
