@@ -79,7 +79,16 @@ pub fn build(
         let events = nexmark_source(&builder, source);
         let query = Query::build(query.get_ref(), &events)
             .ok_or_else(|| format!("unknown query {:?}", query.get_ref()))?;
-        latency = query.record_latency("out");
+        if section.sink.kind == SinkKind::Latency {
+            latency = query.record_latency("out");
+        } else {
+            // The rows of the query's output type, with its field names.
+            let (rows, schema) = query.rows();
+            rows.record_latency("out", &latency);
+            let (positions, names) = crate::rows::sink_fields(&section.sink, &schema)?;
+            crate::rows::sink_rows(&section.sink, &rows, None, &positions, &names)
+                .map_err(|e| format!("app {name}: {e}"))?;
+        }
     } else {
         let kind = source.kind_for(false);
         let records = match kind {
@@ -277,8 +286,8 @@ fn generator_source(builder: &AppBuilder, source: &SourceSection) -> Stream<Keye
     }
 }
 
-/// NEXMark events for a `query`.
-fn nexmark_source(builder: &AppBuilder, source: &SourceSection) -> Stream<Event> {
+/// NEXMark events for a `query` (and, as rows, for a typed app).
+pub(crate) fn nexmark_source(builder: &AppBuilder, source: &SourceSection) -> Stream<Event> {
     let events = source
         .events
         .as_ref()

@@ -1135,7 +1135,13 @@ impl AppSection {
             }
             None => {
                 if let (Some(source), Some(SourceKind::Nexmark)) = (&self.source, source_kind) {
-                    return Err((source.span(), "a `query` for a `nexmark` source".into()));
+                    // Typed rows of the events (`crate::rows`) need no query.
+                    if source.get_ref().schema.is_none() {
+                        return Err((
+                            source.span(),
+                            "a `query`, or `schema = \"infer\"` for typed rows, for a `nexmark` source".into(),
+                        ));
+                    }
                 }
                 if self.operators.is_empty() && self.source.is_none() {
                     return Err((

@@ -204,3 +204,101 @@ fn validate_prints_an_inferred_schema() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Runs `config` (its text) in `dir` as `name.toml`; returns the sorted lines of `out`.
+fn run_lines(dir: &Path, name: &str, config: &str, out: &str) -> Vec<String> {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config).unwrap();
+    run_in(dir, &path);
+    let text = std::fs::read_to_string(dir.join(out)).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines.sort_unstable();
+    lines
+}
+
+/// A built-in query app whose sink writes `out` in `format`.
+fn builtin(query: &str, events: u64, sink: &str) -> String {
+    format!("[[app]]\nname = \"{query}\"\nquery = \"{query}\"\n[app.source]\nevents = {events}\n[app.sink]\n{sink}\n")
+}
+
+#[test]
+fn nexmark_q1_and_q2_in_toml_give_the_builtin_queries_rows() {
+    let dir = folder("nexmark");
+    for (query, sink) in [
+        ("q1", "kind = \"json-lines\"\npath = \"builtin.out\""),
+        (
+            "q2",
+            "kind = \"csv\"\npath = \"builtin.out\"\nfields = [\"auction\", \"price\"]",
+        ),
+    ] {
+        let toml = std::fs::read_to_string(configs().join(format!("nexmark-{query}.toml")))
+            .unwrap()
+            .replace("events = 100000", "events = 30000");
+        let out = if query == "q1" { "q1.jsonl" } else { "q2.csv" };
+        let expected = run_lines(
+            &dir,
+            "builtin",
+            &builtin(query, 30_000, sink),
+            "builtin.out",
+        );
+        assert!(expected.len() > 20, "{query}: {} rows", expected.len());
+        // One partition per operator, and two (the rows spread over partitions and
+        // merged again at the sink).
+        let one = run_lines(
+            &dir,
+            query,
+            &toml.replace("name = \"", "parallelism = 1\nname = \""),
+            out,
+        );
+        assert_eq!(one, expected, "{query}");
+        let two = run_lines(
+            &dir,
+            query,
+            &toml.replace("name = \"", "parallelism = 2\nname = \""),
+            out,
+        );
+        assert_eq!(two, expected, "{query} with two partitions");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_query_apps_sink_is_honoured() {
+    let dir = folder("query-sink");
+    let lines = run_lines(
+        &dir,
+        "q5",
+        &builtin(
+            "q5",
+            20_000,
+            "kind = \"json-lines\"\npath = \"q5.jsonl\"\nfields = [\"auction\", \"bids\"]",
+        ),
+        "q5.jsonl",
+    );
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let keys: Vec<&String> = row.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["auction", "bids"], "{line}");
+    }
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        builtin(
+            "q5",
+            10,
+            "kind = \"csv\"\npath = \"x.csv\"\nfields = [\"price\"]",
+        ),
+    )
+    .unwrap();
+    let output = dirigo().arg("validate").arg(&path).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            ":9:11: a field of q5's output, one of: window_end, auction, bids; there is no `price`"
+        ),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -17,6 +17,7 @@
 
 pub mod aggregate;
 mod expr;
+pub mod nexmark;
 pub mod ops;
 pub mod output;
 mod schema;

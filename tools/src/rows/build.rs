@@ -11,6 +11,7 @@ use dirigo_operators::dataflow::{AppBuilder, Stream};
 use dirigo_operators::io::{DeadLetterSink, Format, LetterLimits};
 use dirigo_operators::sink::{LatencyRecorder, LineTarget};
 use dirigo_operators::typed::aggregate::Aggregates;
+use dirigo_operators::typed::nexmark::event_row;
 use dirigo_operators::typed::ops::{RowErrors, RowWindow};
 use dirigo_operators::typed::output::NamedRow;
 use dirigo_operators::typed::source::RowFile;
@@ -19,7 +20,7 @@ use dirigo_runtime::AppId;
 
 use super::plan::{plan, Step};
 use crate::apps::BuiltApp;
-use crate::config::{socket_address, AppSection, FormatName, SinkKind};
+use crate::config::{socket_address, AppSection, FormatName, SinkKind, SinkSection, SourceKind};
 
 /// Builds app `id` if it is typed (`None` otherwise). `report_dir` is where its dead
 /// letters go by default.
@@ -59,23 +60,27 @@ pub fn build(
         limits.max_per_s = *rate.get_ref();
     }
     let letters = DeadLetterSink::to_file_with_limits(letters_path, limits);
-    let path = source.path.as_ref().ok_or("a file source needs a path")?;
-    let rows = builder
-        .source_rows(
-            "source",
-            RowFile {
-                path: base_dir.join(path.get_ref()),
-                format: match source.format {
-                    FormatName::Csv => Format::Csv,
-                    FormatName::Json => Format::Json,
+    let rows = if source.kind_for(false) == SourceKind::Nexmark {
+        crate::apps::nexmark_source(&builder, source).map("rows", event_row)
+    } else {
+        let path = source.path.as_ref().ok_or("a file source needs a path")?;
+        builder
+            .source_rows(
+                "source",
+                RowFile {
+                    path: base_dir.join(path.get_ref()),
+                    format: match source.format {
+                        FormatName::Csv => Format::Csv,
+                        FormatName::Json => Format::Json,
+                    },
+                    schema: plan.source_schema.clone(),
+                    time_field: plan.time_field,
+                    out_of_orderness: source.out_of_orderness_ms(),
                 },
-                schema: plan.source_schema.clone(),
-                time_field: plan.time_field,
-                out_of_orderness: source.out_of_orderness_ms(),
-            },
-            letters.clone(),
-        )
-        .map_err(|e| e.to_string())?;
+                letters.clone(),
+            )
+            .map_err(|e| e.to_string())?
+    };
     let mut built: Vec<Option<Stream<Row>>> = vec![None; section.operators.len()];
     for &index in &plan.order {
         let operator = &section.operators[index];
@@ -140,60 +145,9 @@ pub fn build(
             |index| built[index].clone().expect("built"),
         );
         stream.record_latency(&format!("latency-{number}"), &latency);
-        let file_of = |path: &str| {
-            if several {
-                format!("{path}.{number}")
-            } else {
-                path.to_owned()
-            }
-        };
-        let sink_name = format!("sink-{number}");
-        match section.sink.kind {
-            SinkKind::Latency => {}
-            SinkKind::Csv => {
-                let path = section.sink.path.as_ref().ok_or("a path for the sink")?;
-                stream
-                    .sink_csv(
-                        &sink_name,
-                        Path::new(&file_of(path.get_ref())),
-                        names,
-                        positions.clone(),
-                    )
-                    .map_err(|e| format!("app {name}: sink: {e}"))?;
-            }
-            SinkKind::JsonLines | SinkKind::Tcp => {
-                let names: Arc<[String]> = names.clone().into();
-                let positions = positions.clone();
-                let named = stream.map(&format!("fields-{number}"), move |row: Row| NamedRow {
-                    names: names.clone(),
-                    values: positions.iter().map(|&at| row[at].clone()).collect(),
-                });
-                if section.sink.kind == SinkKind::Tcp {
-                    let connect = section.sink.connect.as_ref().ok_or("an address")?;
-                    let address = socket_address(connect).map_err(|(_, message)| message)?;
-                    let timeout = section
-                        .sink
-                        .write_timeout_ms
-                        .as_ref()
-                        .map_or(dirigo_operators::io::tcp::DEFAULT_WRITE_TIMEOUT, |ms| {
-                            Duration::from_millis(*ms.get_ref())
-                        });
-                    named
-                        .sink_tcp_with_timeout(&sink_name, address, timeout)
-                        .map_err(|e| format!("cannot connect the sink to {address}: {e}"))?;
-                } else {
-                    let path = section.sink.path.as_ref().ok_or("a path for the sink")?;
-                    let target = if path.get_ref() == "-" {
-                        LineTarget::Stdout
-                    } else {
-                        LineTarget::File(file_of(path.get_ref()).into())
-                    };
-                    named
-                        .sink_json_lines(&sink_name, target)
-                        .map_err(|e| format!("app {name}: sink: {e}"))?;
-                }
-            }
-        }
+        let suffix = several.then_some(number);
+        sink_rows(&section.sink, &stream, suffix, positions, names)
+            .map_err(|e| format!("app {name}: {e}"))?;
     }
     Ok(Some(BuiltApp {
         name,
@@ -206,6 +160,95 @@ pub fn build(
         dead_letters: Some(letters),
         tcp: None,
     }))
+}
+
+/// Ends `stream` in the app's sink: the fields at `positions`, named `names`, as JSON
+/// lines, CSV or JSON lines over TCP (nothing more for a `latency` sink). With several
+/// leaves, leaf `suffix` writes to `PATH.suffix`.
+pub(crate) fn sink_rows(
+    sink: &SinkSection,
+    stream: &Stream<Row>,
+    suffix: Option<usize>,
+    positions: &[usize],
+    names: &[String],
+) -> Result<(), String> {
+    let number = suffix.unwrap_or(0);
+    let file_of = |path: &str| match suffix {
+        Some(suffix) => format!("{path}.{suffix}"),
+        None => path.to_owned(),
+    };
+    let sink_name = format!("sink-{number}");
+    match sink.kind {
+        SinkKind::Latency => {}
+        SinkKind::Csv => {
+            let path = sink.path.as_ref().ok_or("a path for the sink")?;
+            stream
+                .sink_csv(
+                    &sink_name,
+                    Path::new(&file_of(path.get_ref())),
+                    names,
+                    positions.to_vec(),
+                )
+                .map_err(|e| format!("sink: {e}"))?;
+        }
+        SinkKind::JsonLines | SinkKind::Tcp => {
+            let names: Arc<[String]> = names.to_vec().into();
+            let positions = positions.to_vec();
+            let named = stream.map(&format!("fields-{number}"), move |row: Row| NamedRow {
+                names: names.clone(),
+                values: positions.iter().map(|&at| row[at].clone()).collect(),
+            });
+            if sink.kind == SinkKind::Tcp {
+                let connect = sink.connect.as_ref().ok_or("an address")?;
+                let address = socket_address(connect).map_err(|(_, message)| message)?;
+                let timeout = sink
+                    .write_timeout_ms
+                    .as_ref()
+                    .map_or(dirigo_operators::io::tcp::DEFAULT_WRITE_TIMEOUT, |ms| {
+                        Duration::from_millis(*ms.get_ref())
+                    });
+                named
+                    .sink_tcp_with_timeout(&sink_name, address, timeout)
+                    .map_err(|e| format!("cannot connect the sink to {address}: {e}"))?;
+            } else {
+                let path = sink.path.as_ref().ok_or("a path for the sink")?;
+                let target = if path.get_ref() == "-" {
+                    LineTarget::Stdout
+                } else {
+                    LineTarget::File(file_of(path.get_ref()).into())
+                };
+                named
+                    .sink_json_lines(&sink_name, target)
+                    .map_err(|e| format!("sink: {e}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The positions and names of the fields a sink writes of rows of `schema`: its
+/// `fields`, else all.
+pub(crate) fn sink_fields(
+    sink: &SinkSection,
+    schema: &Schema,
+) -> Result<(Vec<usize>, Vec<String>), String> {
+    match &sink.fields {
+        None => Ok((
+            (0..schema.len()).collect(),
+            schema.fields().iter().map(|f| f.name.clone()).collect(),
+        )),
+        Some(fields) => fields
+            .get_ref()
+            .iter()
+            .map(|field| {
+                schema
+                    .index_of(field.get_ref())
+                    .map(|at| (at, field.get_ref().clone()))
+                    .ok_or_else(|| format!("the sink has no field `{}`", field.get_ref()))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|pairs| pairs.into_iter().unzip()),
+    }
 }
 
 /// The most bytes read to infer a schema: the first line must fit.

@@ -15,6 +15,7 @@ mod plan;
 mod toml_types;
 
 pub use build::build;
+pub(crate) use build::{sink_fields, sink_rows};
 pub use plan::{check, infer_note};
 pub use toml_types::{NamedExprs, SchemaConfig};
 #[cfg(test)]

@@ -7,7 +7,9 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
+use dirigo_operators::nexmark::queries::Query;
 use dirigo_operators::typed::aggregate::AggregateSpec;
+use dirigo_operators::typed::nexmark::event_schema;
 use dirigo_operators::typed::{Expr, ExprError, Schema, Type};
 use dirigo_operators::window::{WindowSpec, Windows};
 use toml::Spanned;
@@ -163,6 +165,26 @@ fn typed_key(operator: &OperatorSection) -> Option<(Range<usize>, &'static str)>
 /// Plans `app` if it is typed (its source has a `schema`); `None` for the others, after
 /// checking that they use no typed key.
 pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, PlanError> {
+    if let Some(query) = &app.query {
+        // A query's sink writes the fields of its output type.
+        if let (Some(fields), Some(schema)) = (&app.sink.fields, Query::row_schema(query.get_ref()))
+        {
+            for field in fields.get_ref() {
+                if schema.index_of(field.get_ref()).is_none() {
+                    return PlanError::at(
+                        field.span(),
+                        format!(
+                            "a field of {}'s output, one of: {}; there is no `{}`",
+                            query.get_ref(),
+                            schema.names(),
+                            field.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+        return Ok(None);
+    }
     let schema_given = app
         .source
         .as_ref()
@@ -338,13 +360,21 @@ fn source_schema(app: &AppSection, base_dir: &Path) -> Result<(Arc<Schema>, usiz
     let source_spanned = app.source.as_ref().expect("a source with a schema");
     let source = source_spanned.get_ref();
     let schema_config = source.schema.as_ref().expect("a schema");
-    if source.kind_for(false) != SourceKind::File {
+    let kind = source.kind_for(false);
+    if !matches!(kind, SourceKind::File | SourceKind::Nexmark) {
         return PlanError::at(
             source_spanned.span(),
-            "`kind = \"file\"` for a source with a `schema` (typed rows are read from files)",
+            "`kind = \"file\"` (or `nexmark`) for a source with a `schema`",
         );
     }
     let schema = match schema_config.get_ref() {
+        SchemaConfig::Infer if kind == SourceKind::Nexmark => event_schema(),
+        SchemaConfig::Fields(_) if kind == SourceKind::Nexmark => {
+            return PlanError::at(
+                schema_config.span(),
+                "`schema = \"infer\"` for a `nexmark` source: its rows have the events' fields",
+            )
+        }
         SchemaConfig::Fields(fields) => {
             if fields.is_empty() {
                 return PlanError::at(schema_config.span(), "at least one field in the schema");
