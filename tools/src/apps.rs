@@ -476,7 +476,7 @@ fn operator(input: &Stream<KeyedRecord>, section: &OperatorSection) -> Stream<Ke
             |a, b| *a = (*a).max(b),
         ),
         // The checks refuse typed kinds over key/value records (`crate::rows`).
-        OperatorKind::Select | OperatorKind::Key | OperatorKind::Window => {
+        OperatorKind::Select | OperatorKind::Key | OperatorKind::Window | OperatorKind::Top => {
             debug_assert!(
                 false,
                 "a typed operator kind passed the checks without a schema"

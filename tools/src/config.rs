@@ -244,6 +244,10 @@ pub struct OperatorSection {
     pub aggregates: Option<Spanned<crate::rows::NamedExprs>>,
     /// Typed `window`: the condition its output rows must meet.
     pub having: Option<Spanned<String>>,
+    /// Typed `top`: what rows are ranked by, highest first (SQL).
+    pub order: Option<Spanned<String>>,
+    /// Typed `top`: how many ranks (ties included).
+    pub k: Option<Spanned<u64>>,
 }
 
 /// The order of a window firing's rows.
@@ -302,6 +306,9 @@ pub enum OperatorKind {
     Key,
     /// Typed rows: per key and window, named aggregates (`by`, `aggregates`, `having`).
     Window,
+    /// Typed rows: per key and window, the rows with the `k` highest `order`, ties
+    /// included.
+    Top,
 }
 
 impl OperatorKind {
@@ -314,7 +321,7 @@ impl OperatorKind {
     pub fn is_windowed(self) -> bool {
         matches!(
             self,
-            Self::WindowCount | Self::WindowSum | Self::WindowMax | Self::Window
+            Self::WindowCount | Self::WindowSum | Self::WindowMax | Self::Window | Self::Top
         )
     }
 }

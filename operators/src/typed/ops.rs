@@ -126,3 +126,97 @@ impl Stream<Row> {
             )
     }
 }
+
+/// Per key and window, the rows with the `k` highest values of an expression, ties
+/// included: every row whose value is at least the `k`-th highest. NULL values never
+/// rank.
+pub struct RowTop {
+    /// The windows.
+    pub spec: WindowSpec,
+    /// The positions of the key fields in the input rows.
+    pub key: Vec<usize>,
+    /// What rows are ranked by, highest first.
+    pub order: Compiled,
+    /// How many ranks.
+    pub k: usize,
+}
+
+/// Keeps the rows of `ranked` that rank in the top `k` (ties included), highest first,
+/// then in row order: the same rows whatever order they came in and however they were
+/// split between partial states.
+fn keep_top(ranked: &mut Vec<(Value, Row)>, k: usize) {
+    ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    if ranked.len() > k && k > 0 {
+        let cut = ranked[k - 1].0.clone();
+        ranked.retain(|(score, _)| *score >= cut);
+    } else if k == 0 {
+        ranked.clear();
+    }
+}
+
+impl Stream<Row> {
+    /// Per key and window, the top rows (see [`RowTop`]), highest first.
+    pub fn top_rows(&self, name: &str, top: RowTop, errors: RowErrors) -> Stream<Row> {
+        let RowTop {
+            spec,
+            key,
+            order,
+            k,
+        } = top;
+        self.key_by(move |row: &Row| key.iter().map(|&at| row[at].clone()).collect::<Row>())
+            .window(
+                name,
+                spec,
+                Vec::new,
+                move |ranked: &mut Vec<(Value, Row)>, _, time, row: &Row| match order.eval(row) {
+                    Ok(score) if score.is_null() => {}
+                    Ok(score) => {
+                        ranked.push((score.into_owned(), row.clone()));
+                        if ranked.len() > 2 * k.max(1) {
+                            keep_top(ranked, k);
+                        }
+                    }
+                    Err(error) => errors.reject(time, row, &error),
+                },
+                move |ranked, other| {
+                    ranked.extend(other);
+                    keep_top(ranked, k);
+                },
+                move |_, _, mut ranked, out: &mut Vec<Row>| {
+                    keep_top(&mut ranked, k);
+                    out.extend(ranked.into_iter().map(|(_, row)| row));
+                },
+            )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_top_keeps_ties_whatever_the_split() {
+        let rows: Vec<(Value, Row)> = [3, 5, 5, 1, 4, 5, 4]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (Value::I64(*s), vec![Value::I64(i as i64)]))
+            .collect();
+        let mut whole = rows.clone();
+        keep_top(&mut whole, 1);
+        assert_eq!(
+            whole.iter().map(|r| r.1[0].clone()).collect::<Vec<_>>(),
+            [Value::I64(1), Value::I64(2), Value::I64(5)]
+        );
+        for split in 0..rows.len() {
+            let (mut left, right) = (rows[..split].to_vec(), rows[split..].to_vec());
+            keep_top(&mut left, 2);
+            let mut right = right;
+            keep_top(&mut right, 2);
+            left.extend(right);
+            keep_top(&mut left, 2);
+            let mut expected = rows.clone();
+            keep_top(&mut expected, 2);
+            assert_eq!(left, expected, "split at {split}");
+        }
+    }
+}

@@ -12,7 +12,7 @@ use dirigo_operators::io::{DeadLetterSink, Format, LetterLimits};
 use dirigo_operators::sink::{LatencyRecorder, LineTarget};
 use dirigo_operators::typed::aggregate::Aggregates;
 use dirigo_operators::typed::nexmark::event_row;
-use dirigo_operators::typed::ops::{RowErrors, RowWindow};
+use dirigo_operators::typed::ops::{RowErrors, RowTop, RowWindow};
 use dirigo_operators::typed::output::NamedRow;
 use dirigo_operators::typed::source::RowFile;
 use dirigo_operators::typed::{Row, Schema, Type};
@@ -112,6 +112,20 @@ pub fn build(
                 errors,
             ),
             Step::Key => input,
+            Step::Top {
+                spec,
+                key,
+                order,
+                k,
+            } => {
+                let top = RowTop {
+                    spec: *spec,
+                    key: key.clone(),
+                    order: order.compile(),
+                    k: *k,
+                };
+                input.top_rows(op_name, top, errors)
+            }
             Step::Window {
                 spec,
                 key,

@@ -57,6 +57,12 @@ pub(crate) enum Step {
     Select(Vec<Expr>),
     /// Keys the following windows; passes rows on.
     Key,
+    Top {
+        spec: WindowSpec,
+        key: Vec<usize>,
+        order: Expr,
+        k: usize,
+    },
     Window {
         spec: WindowSpec,
         key: Vec<usize>,
@@ -154,7 +160,14 @@ fn typed_key(operator: &OperatorSection) -> Option<(Range<usize>, &'static str)>
     if let Some(having) = &operator.having {
         return Some((having.span(), "having"));
     }
+    if let Some(order) = &operator.order {
+        return Some((order.span(), "order"));
+    }
+    if let Some(k) = &operator.k {
+        return Some((k.span(), "k"));
+    }
     match operator.kind.get_ref() {
+        OperatorKind::Top => Some((operator.kind.span(), "kind = \"top\"")),
         OperatorKind::Select => Some((operator.kind.span(), "kind = \"select\"")),
         OperatorKind::Key => Some((operator.kind.span(), "kind = \"key\"")),
         OperatorKind::Window => Some((operator.kind.span(), "kind = \"window\"")),
@@ -474,9 +487,23 @@ fn step(
         "`fields` only on a `select`",
     )?;
     only(
-        operator.by.is_some() && !matches!(kind, OperatorKind::Key | OperatorKind::Window),
+        operator.by.is_some()
+            && !matches!(
+                kind,
+                OperatorKind::Key | OperatorKind::Window | OperatorKind::Top
+            ),
         || operator.by.as_ref().expect("present").span(),
-        "`by` only on a `key` or a `window`",
+        "`by` only on a `key`, a `window` or a `top`",
+    )?;
+    only(
+        (operator.order.is_some() || operator.k.is_some()) && kind != OperatorKind::Top,
+        || {
+            operator.order.as_ref().map_or_else(
+                || operator.k.as_ref().expect("present").span(),
+                Spanned::span,
+            )
+        },
+        "`order` and `k` only on a `top`",
     )?;
     only(
         operator.aggregates.is_some() && kind != OperatorKind::Window,
@@ -596,11 +623,35 @@ fn step(
                 Some(out_key),
             )
         }
+        OperatorKind::Top => {
+            let key = match &operator.by {
+                Some(by) => key_fields(by, input)?,
+                None => key.clone().unwrap_or_default(),
+            };
+            let Some(order) = &operator.order else {
+                return PlanError::at(operator.kind.span(), "an `order` for a `top`: what rows are ranked by, highest first, such as `order = \"n\"`");
+            };
+            let expr = Expr::parse(order.get_ref(), input)
+                .map_err(|error| PlanError::in_string(order, error))?;
+            let k = match &operator.k {
+                None => 1,
+                Some(k) if (1..=10_000).contains(k.get_ref()) => *k.get_ref() as usize,
+                Some(k) => return PlanError::at(k.span(), format!("a `k` from 1 to 10000, not {}", k.get_ref())),
+            };
+            let window = operator.window.as_ref().expect("checked: windows have one");
+            let mut spec = WindowSpec::from(windows(*window.get_ref()));
+            spec.any_order = operator
+                .row_order
+                .as_ref()
+                .is_some_and(|order| *order.get_ref() == RowOrder::Any);
+            let out_key = Some(key.clone());
+            (Step::Top { spec, key, order: expr, k }, input.clone(), out_key)
+        }
         other => {
             return PlanError::at(
                 operator.kind.span(),
                 format!(
-                    "an operator of typed rows: filter, select, key or window; `{}` works on key/value records",
+                    "an operator of typed rows: filter, select, key, window or top; `{}` works on key/value records",
                     kind_name(other)
                 ),
             )
@@ -619,6 +670,7 @@ fn kind_name(kind: OperatorKind) -> &'static str {
         OperatorKind::Select => "select",
         OperatorKind::Key => "key",
         OperatorKind::Window => "window",
+        OperatorKind::Top => "top",
     }
 }
 
