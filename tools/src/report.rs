@@ -139,6 +139,18 @@ pub struct AppReport {
     /// Latency per second of the run.
     #[serde(default)]
     pub latency_timeline: Vec<LatencyPoint>,
+    /// Per operator, in operator order: its name and the records it received.
+    #[serde(default)]
+    pub operators: Vec<OperatorReport>,
+}
+
+/// One operator's figures.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OperatorReport {
+    /// Its name.
+    pub name: String,
+    /// Records its partitions received (0 for a source).
+    pub records_in: u64,
 }
 
 /// Who ran a report's run, where, when, and how it ended.
@@ -629,6 +641,7 @@ mod tests {
             hlog: None,
             cdf: Vec::new(),
             latency_timeline: Vec::new(),
+            operators: Vec::new(),
         }
     }
 

@@ -20,7 +20,8 @@ use crate::apps::{self, BuiltApp};
 use crate::config::Config;
 use crate::live::{self, AppPublished, Board, BoardApp, HistoryPoint, LatencyWatch};
 use crate::report::{
-    self, AppReport, Latency, Report, ReportFile, RunMeta, Sample, ShardReport, TcpReport,
+    self, AppReport, Latency, OperatorReport, Report, ReportFile, RunMeta, Sample, ShardReport,
+    TcpReport,
 };
 
 /// How a run is asked for on the command line.
@@ -434,6 +435,12 @@ pub fn run_with(
             hlog,
             cdf: report::cdf_points(&histogram),
             latency_timeline: watch.points().to_vec(),
+            operators: app
+                .app
+                .records_in()
+                .into_iter()
+                .map(|(name, records_in)| OperatorReport { name, records_in })
+                .collect(),
         });
     }
     let mut report = Report {

@@ -179,6 +179,7 @@ fn metrics_pass_promtool_and_grow_between_scrapes() {
         "dirigo_shard_messages_handled_total{shard=\"0\"}",
         "dirigo_run_elapsed_seconds",
         "dirigo_app_reserved_seconds_total{app=\"steady\"}",
+        "dirigo_operator_records_in_total{app=\"steady\",operator=\"pass\"}",
     ] {
         let (before, after) = (sample(&first, series), sample(&second, series));
         assert!(after > before, "{series}: {before} then {after}");
@@ -457,6 +458,15 @@ fn out_holds_every_file_of_the_run_with_its_metadata() {
     let seconds = app["latency_timeline"].as_array().unwrap();
     assert!((2..=3).contains(&seconds.len()), "{app}");
     assert!(seconds[0]["p99_ms"].as_f64().unwrap() > 0.0, "{app}");
+    // Per operator: what each received (the source none, the map every record taken).
+    let operators = app["operators"].as_array().unwrap();
+    let names: Vec<&str> = operators
+        .iter()
+        .map(|op| op["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"pass"), "{app}");
+    let pass = operators.iter().find(|op| op["name"] == "pass").unwrap();
+    assert_eq!(pass["records_in"], app["events_out"], "{app}");
     let hlog = std::fs::read_to_string(dir.join("everything/steady.hlog")).unwrap();
     assert!(hlog.contains("#[StartTime: "), "{hlog}");
     assert_eq!(

@@ -115,7 +115,16 @@ struct AppInner {
     sources: Mutex<Vec<(OperatorId, PartitionId)>>,
     mergeable: Mutex<Vec<(OperatorId, PartitionId)>>,
     counters: Arc<AppCounters>,
+    /// Per operator, per partition: records it received (filled by `install`).
+    records_in: Mutex<Vec<Arc<[PartitionCount]>>>,
 }
+
+/// One operator partition's count of the records it received, alone on its cache line so
+/// that partitions on different shards never share one. Its partition's actor adds to it
+/// (and its lessees, on their shards, when it has some).
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct PartitionCount(pub(crate) AtomicU64);
 
 /// A built app: install it into a runtime builder, start its sources, wait for it.
 #[derive(Clone)]
@@ -141,6 +150,7 @@ impl App {
                 sources: Mutex::new(Vec::new()),
                 mergeable: Mutex::new(Vec::new()),
                 counters: Arc::new(AppCounters::default()),
+                records_in: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -181,7 +191,15 @@ impl App {
                 counters: self.inner.counters.clone(),
                 triggers: triggers.clone(),
             };
-            let factory = operator_factory(wiring, node.make, inputs, node.state);
+            let records_in: Arc<[PartitionCount]> = (0..partitions[id])
+                .map(|_| PartitionCount::default())
+                .collect();
+            self.inner
+                .records_in
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(records_in.clone());
+            let factory = operator_factory(wiring, node.make, inputs, node.state, records_in);
             runtime = match node.state {
                 StateKind::Mergeable => {
                     runtime.mergeable_operator(self.inner.app, operator, factory)
@@ -308,6 +326,51 @@ impl App {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Records each operator received so far (summed over its partitions), in operator
+    /// order, with its name; sources receive none. Read with plain loads, no lock a
+    /// partition takes: for a monitor that runs beside the shards. Empty before
+    /// [`install`](Self::install).
+    ///
+    /// ```
+    /// use dirigo_operators::dataflow::{AppBuilder, Msg};
+    /// use dirigo_operators::source::Pacing;
+    /// use dirigo_runtime::Runtime;
+    /// use std::time::Duration;
+    ///
+    /// let app = AppBuilder::new(0, "doubling").parallelism(1);
+    /// let doubled = app
+    ///     .source("numbers", 0, Pacing::Unpaced, |_, _| (0u64..100).map(|n| (n, n)))
+    ///     .map("double", |n| n * 2)
+    ///     .collect("out");
+    /// let app = app.build();
+    /// let runtime = app.install(Runtime::<Msg>::builder().shards(1).pinned(false)).build().unwrap();
+    /// app.start(&runtime.ingress());
+    /// assert!(app.wait(Duration::from_secs(30)));
+    /// runtime.shutdown();
+    /// let records_in: Vec<u64> = app.records_in().into_iter().map(|(_, n)| n).collect();
+    /// assert_eq!(records_in, [0, 100, 100]); // the source, the map, the sink
+    /// assert_eq!(doubled.take().len(), 100);
+    /// ```
+    pub fn records_in(&self) -> Vec<(String, u64)> {
+        let counts = self
+            .inner
+            .records_in
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.operators()
+            .into_iter()
+            .zip(counts.iter())
+            .map(|((name, _), partitions)| {
+                let records = partitions
+                    .iter()
+                    .map(|count| count.0.load(Ordering::Relaxed))
+                    .sum();
+                (name, records)
+            })
+            .collect()
     }
 
     /// The actors of the operators whose state is mergeable: those that may get lessees
@@ -590,6 +653,7 @@ fn operator_factory(
     make: MakeLogic,
     inputs: NodeInputs,
     state: StateKind,
+    records_in: Arc<[PartitionCount]>,
 ) -> impl Fn(ActorId, Option<SavedState>) -> Box<dyn Actor<Msg>> + Send + Sync + 'static {
     let wiring = Arc::new(wiring);
     let exclusive = state == StateKind::Exclusive;
@@ -603,6 +667,7 @@ fn operator_factory(
             inputs.inputs.clone(),
             inputs.from_source.clone(),
             wiring.counters.clone(),
+            (records_in.clone(), actor.partition as usize),
             inputs.slots,
             exclusive,
         ))

@@ -12,7 +12,7 @@ use dirigo_runtime::{
     SnapshotError,
 };
 
-use super::app::AppCounters;
+use super::app::{AppCounters, PartitionCount};
 use super::graph::FrontierTrigger;
 use super::message::{Msg, Time};
 
@@ -87,6 +87,8 @@ pub(crate) struct OperatorActor {
     /// ingested).
     from_source: Arc<[bool]>,
     counters: Arc<AppCounters>,
+    /// Records in, per partition of this operator, and this actor's partition.
+    records_in: (Arc<[PartitionCount]>, usize),
     /// Per upstream partition of every input, its frontier and whether it has ended;
     /// inputs side by side.
     inputs_seen: Alignment,
@@ -107,6 +109,7 @@ impl OperatorActor {
         inputs: Arc<[(OperatorId, PartitionId)]>,
         from_source: Arc<[bool]>,
         counters: Arc<AppCounters>,
+        records_in: (Arc<[PartitionCount]>, usize),
         slots: usize,
         exclusive: bool,
     ) -> Self {
@@ -115,6 +118,7 @@ impl OperatorActor {
             inputs,
             from_source,
             counters,
+            records_in,
             inputs_seen: Alignment::new(slots),
             admitted: std::cell::RefCell::new(Alignment::new(slots)),
             exclusive,
@@ -167,6 +171,10 @@ impl Actor<Msg> for OperatorActor {
         let news = match message.payload {
             Msg::Data { records, batch } => {
                 let (input, _) = self.input_of(message.source);
+                let (records_in, partition) = &self.records_in;
+                if let Some(count) = records_in.get(*partition) {
+                    count.0.fetch_add(u64::from(records), Ordering::Relaxed);
+                }
                 if self.from_source.get(input).copied().unwrap_or(false) {
                     self.counters
                         .ingested

@@ -8,7 +8,8 @@
 //! written out, failed), dead letters, shed, late, discarded, busy and reserved seconds,
 //! lessees, failed, the SLO, the share of outputs within it, and the latency histogram
 //! (buckets counted from the app's HdrHistogram; the SLO is one of the bounds). Per
-//! operator (labels `app`, `operator`): lessees and the measured cost per message.
+//! operator (labels `app`, `operator`): records received, lessees, and the measured cost
+//! per message.
 //!
 //! A family is one entry in a table below (`shard_counters`, `app_counters`) or one
 //! `family` call: new counters (checkpoints, say) go there.
@@ -303,6 +304,21 @@ impl Collector for BoardCollector {
                     .enumerate()
                     .map(move |(operator, lessees)| {
                         (operator_label(index, operator), Level(f64::from(lessees)))
+                    })
+            }),
+        )?;
+        family(
+            &mut encoder,
+            "dirigo_operator_records_in",
+            "Records the operator's partitions received (sources receive none).",
+            Counter,
+            board.apps.iter().enumerate().flat_map(|(index, app)| {
+                app.app
+                    .records_in()
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(operator, (_, records))| {
+                        (operator_label(index, operator), Count(records as f64))
                     })
             }),
         )?;
