@@ -80,20 +80,23 @@ fn latency_cdf(report: &Report, path: &Path) -> PlotResult {
         .filter(|ms| *ms > 0.0)
         .fold(max_ms, f64::min)
         .min(max_ms / 10.0);
+    // Whole decades, labelled at each power of ten only: plotters' log axis otherwise
+    // labels nothing below the first power of ten in range, and every power of ten
+    // twice.
+    let (low, high) = decades(min_ms * 0.8, max_ms * 1.5);
+    let decade_count = (high / low).log10().round().max(1.0) as usize;
     let mut chart = ChartBuilder::on(&root)
         .caption("Latency by percentile", ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(70)
-        .build_cartesian_2d(
-            (1.0_f64..max_x * 1.2).log_scale(),
-            (min_ms * 0.8..max_ms * 1.5).log_scale(),
-        )?;
+        .build_cartesian_2d((1.0_f64..max_x * 1.2).log_scale(), (low..high).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("percentile")
         .y_desc("latency (ms)")
         .x_label_formatter(&|x| percentile_label(*x))
+        .y_labels(decade_count + 1)
         .y_label_formatter(&|y| ms_label(*y))
         .draw()?;
     for (index, app) in report.apps.iter().enumerate() {
@@ -132,6 +135,13 @@ fn latency_cdf(report: &Report, path: &Path) -> PlotResult {
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// `low..high` widened to whole powers of ten.
+fn decades(low: f64, high: f64) -> (f64, f64) {
+    let low = 10f64.powf(low.max(1e-6).log10().floor());
+    let high = 10f64.powf(high.max(low * 10.0).log10().ceil());
+    (low, high)
 }
 
 /// A latency axis label: milliseconds with no more digits than they need (`0.05`, `2`,
@@ -422,6 +432,20 @@ mod tests {
         assert_eq!(percentile_label(2.0), "50%");
         assert_eq!(percentile_label(100.0), "99%");
         assert_eq!(percentile_label(1000.0), "99.9%");
+    }
+
+    #[test]
+    fn latency_axes_span_whole_decades() {
+        let close = |(a, b): (f64, f64), (x, y): (f64, f64)| {
+            assert!(
+                (a / x - 1.0).abs() < 1e-9 && (b / y - 1.0).abs() < 1e-9,
+                "{a}..{b}"
+            );
+        };
+        close(decades(16.0, 1500.0), (10.0, 10_000.0));
+        close(decades(0.05, 0.2), (0.01, 1.0));
+        // At least one decade, however narrow the values.
+        close(decades(20.0, 20.0), (10.0, 100.0));
     }
 
     #[test]
