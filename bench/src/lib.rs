@@ -2,6 +2,9 @@
 //!
 //! - [`mesh`]: the `dirigo bench mesh` scenario — shard-to-shard round trips and one-way
 //!   throughput, side by side with the hardware floor and with other channels, in one run;
+//! - [`checkpoint`]: the `dirigo bench checkpoint` scenario — what checkpoints cost: the
+//!   overhead on throughput and on a latency-critical app's p99, and per state size the
+//!   checkpoint's duration, the longest shard hold, and the time to restore;
 //! - [`consolidate`]: the `dirigo bench consolidate` scenario — merging a lessee's
 //!   partial state read in place from its rkyv archive, against deserializing it first;
 //! - [`dual`]: the `dirigo bench lessee` and `dirigo bench barrier` scenarios — a
@@ -22,6 +25,7 @@
 //! - [`latency`]: latency summaries from HdrHistogram, in the shape every report uses;
 //! - `benches/`: criterion micro benchmarks (ring push/pop, same-shard dispatch).
 
+pub mod checkpoint;
 pub mod consolidate;
 pub mod dual;
 pub mod latency;

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use dirigo_runtime::{Context, Snapshot, SnapshotError, StateKind};
 use rustc_hash::FxHashMap;
 
-use crate::dataflow::{batch_of, Data, KeyedStream, Logic, Msg, Output, Stream, Time, Wiring};
+use crate::checkpoint::SavedInputs;
+use crate::dataflow::{
+    batch_of, CheckpointId, Data, KeyedStream, Logic, Msg, Output, Stream, Time, Wiring,
+};
 use crate::partition::Partitioning;
 use crate::state::{snapshot_of, Key, Portable, Unarchiver};
 use crate::window::MergeFn;
@@ -126,6 +129,42 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> Logic for AggregateLogic<T, K
 
     fn forward_end(&mut self, ctx: &mut Context<'_, Msg>) {
         self.out.end(ctx);
+    }
+
+    /// Every key's accumulator, and whether it changed since it was last emitted.
+    fn save(&mut self, _: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
+        if self.state.is_empty() {
+            return Ok(None);
+        }
+        let entries: Vec<(K, A, bool)> = self
+            .state
+            .iter()
+            .map(|(key, (acc, changed))| (key.clone(), acc.clone(), *changed))
+            .collect();
+        Snapshot::of(&entries).map(Some)
+    }
+
+    fn restore(&mut self, _: &SavedInputs, saved: Option<&[u8]>) -> Result<(), SnapshotError> {
+        let Some(bytes) = saved else {
+            return Ok(());
+        };
+        let saved = Snapshot::from_checked::<Vec<(K, A, bool)>>(bytes)?;
+        let archived = saved.archived::<Vec<(K, A, bool)>>()?;
+        let mut unarchiver = Unarchiver::new();
+        for entry in archived.iter() {
+            let key: K = unarchiver.owned(&entry.0)?;
+            let acc: A = unarchiver.owned(&entry.1)?;
+            let changed: bool = unarchiver.owned(&entry.2)?;
+            if changed {
+                self.changed.push(key.clone());
+            }
+            self.state.insert(key, (acc, changed));
+        }
+        Ok(())
+    }
+
+    fn forward_barrier(&mut self, ctx: &mut Context<'_, Msg>, id: CheckpointId) {
+        self.out.barrier(ctx, id);
     }
 
     fn snapshot(&mut self) -> Result<Option<Snapshot>, SnapshotError> {

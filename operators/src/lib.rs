@@ -23,9 +23,12 @@
 //!   lines);
 //! - [`io`]: load shapes, key distributions, the synthetic generator, files and TCP,
 //!   record parsing and dead letters;
-//! - [`nexmark`]: NEXMark events and queries.
+//! - [`nexmark`]: NEXMark events and queries;
+//! - [`checkpoint`]: checkpoints of every app's state on disk, and exactly-once
+//!   recovery from them.
 
 pub mod aggregate;
+pub mod checkpoint;
 pub mod dataflow;
 pub mod io;
 pub mod nexmark;

@@ -6,9 +6,13 @@ use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use dirigo_runtime::{Context, StateKind};
+use dirigo_runtime::{Context, Snapshot, SnapshotError, StateKind};
 
-use crate::dataflow::{batch_of, Data, KeyedStream, Logic, Msg, Output, Stream, Time, Wiring};
+use crate::checkpoint::SavedInputs;
+
+use crate::dataflow::{
+    batch_of, CheckpointId, Data, KeyedStream, Logic, Msg, Output, Stream, Time, Wiring,
+};
 use crate::partition::Partitioning;
 
 struct FlatMapLogic<I, O, F> {
@@ -48,6 +52,19 @@ where
     /// A record-at-a-time operator keeps no state a frontier reads.
     fn frontier_needs_state(&self, _from: Time, _to: Time) -> bool {
         false
+    }
+
+    /// A record-at-a-time operator keeps no state.
+    fn save(&mut self, _: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
+        Ok(None)
+    }
+
+    fn restore(&mut self, _: &SavedInputs, _: Option<&[u8]>) -> Result<(), SnapshotError> {
+        Ok(())
+    }
+
+    fn forward_barrier(&mut self, ctx: &mut Context<'_, Msg>, id: CheckpointId) {
+        self.out.barrier(ctx, id);
     }
 }
 

@@ -6,10 +6,13 @@ use std::any::Any;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use dirigo_runtime::{Context, PartitionId, StateKind};
+use dirigo_runtime::{Context, PartitionId, Snapshot, SnapshotError, StateKind};
+
+use crate::checkpoint::SavedInputs;
 
 use crate::dataflow::{
-    add_operator, batch_of, Data, KeyedStream, Logic, Msg, Output, Stream, Time, Wiring,
+    add_operator, batch_of, CheckpointId, Data, KeyedStream, Logic, Msg, Output, Stream, Time,
+    Wiring,
 };
 use crate::partition::Partitioning;
 
@@ -72,7 +75,25 @@ impl<S: 'static, L: Data, R: Data, O: Data> Logic for ProcessLogic<S, L, R, O> {
     fn forward_end(&mut self, ctx: &mut Context<'_, Msg>) {
         self.out.end(ctx);
     }
+
+    /// The state is the user's own type, which nothing can archive: an app with a
+    /// `process` operator runs without checkpoints (it is refused with them).
+    fn save(&mut self, _: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
+        Err(SnapshotError::Unsupported(NOT_CHECKPOINTABLE))
+    }
+
+    fn restore(&mut self, _: &SavedInputs, _: Option<&[u8]>) -> Result<(), SnapshotError> {
+        Err(SnapshotError::Unsupported(NOT_CHECKPOINTABLE))
+    }
+
+    fn forward_barrier(&mut self, ctx: &mut Context<'_, Msg>, id: CheckpointId) {
+        self.out.barrier(ctx, id);
+    }
 }
+
+/// Why a `process` operator cannot be checkpointed.
+const NOT_CHECKPOINTABLE: &str =
+    "a `process` operator's state is a type of its own, which checkpoints cannot archive";
 
 impl<T: Data, K: Hash + 'static> KeyedStream<T, K> {
     /// A keyed operator with state of its own (exclusive: it never gets lessees). Each
@@ -91,7 +112,7 @@ impl<T: Data, K: Hash + 'static> KeyedStream<T, K> {
         let init = Arc::new(init);
         let on_record: OnRecord<S, T, O> = Arc::new(on_record);
         let on_frontier: OnFrontier<S, O> = Arc::new(on_frontier);
-        self.stream.then(
+        let stream = self.stream.then(
             name,
             StateKind::Exclusive,
             Partitioning::KeyHash,
@@ -106,7 +127,9 @@ impl<T: Data, K: Hash + 'static> KeyedStream<T, K> {
                     emitted: Vec::new(),
                 }) as Box<dyn Logic>
             }),
-        )
+        );
+        stream.mark_not_checkpointable(stream.node_id(), NOT_CHECKPOINTABLE);
+        stream
     }
 
     /// Like [`process`](Self::process), over two keyed inputs (`other` must come from a
@@ -141,6 +164,8 @@ impl<T: Data, K: Hash + 'static> KeyedStream<T, K> {
                 }) as Box<dyn Logic>
             }),
         );
+        self.stream
+            .mark_not_checkpointable(node, NOT_CHECKPOINTABLE);
         self.connect_with(other, node)
     }
 }

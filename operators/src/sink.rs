@@ -26,11 +26,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dirigo_runtime::{Context, Nanos, PartitionId, StateKind};
+use dirigo_runtime::{ActorId, Context, Nanos, PartitionId, Snapshot, SnapshotError, StateKind};
 use hdrhistogram::Histogram;
 
+use crate::checkpoint::{CheckpointLink, SavedInputs};
 use crate::dataflow::{
-    add_operator, batch_of, AppCounters, Data, Logic, Msg, Stream, Time, Wiring,
+    add_operator, batch_of, AppCounters, CheckpointId, Data, Logic, Msg, Stream, Time, Wiring,
 };
 use crate::partition::Partitioning;
 
@@ -58,6 +59,18 @@ pub trait SinkWriter<T>: 'static {
     fn take_delivery(&mut self) -> Delivery {
         Delivery::default()
     }
+    /// Checkpoints are on: from now on the writer keeps what it would write out, and
+    /// hands it over with [`take_staged`](Self::take_staged); the app stages it until a
+    /// complete checkpoint covers it, then commits it to its destination (exactly once,
+    /// see [`crate::checkpoint`]). A writer that can only write out directly answers
+    /// `false`: its output is at least once across a restore.
+    fn stage(&mut self) -> bool {
+        false
+    }
+    /// The bytes kept since the last call (after [`stage`](Self::stage) said `true`).
+    fn take_staged(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
 }
 
 /// Records a [`SinkWriter`] wrote out and records it could not; see
@@ -75,10 +88,30 @@ pub struct Delivery {
 struct SinkLogic<T, W> {
     writer: W,
     counters: Arc<AppCounters>,
+    /// With checkpoints, when the writer stages its output: where it goes, and the
+    /// epoch being written (after barrier `epoch - 1`).
+    staging: Option<Staging>,
     _records: PhantomData<fn(T)>,
 }
 
+/// Where a staging sink partition sends its output, and which epoch it writes.
+struct Staging {
+    link: Arc<CheckpointLink>,
+    actor: ActorId,
+    epoch: CheckpointId,
+}
+
 impl<T, W: SinkWriter<T>> SinkLogic<T, W> {
+    /// Sends what the writer staged on, as output of the current epoch.
+    fn stage_output(&mut self) {
+        if let Some(staging) = &self.staging {
+            let bytes = self.writer.take_staged();
+            staging
+                .link
+                .stage_output(staging.actor, staging.epoch, bytes);
+        }
+    }
+
     /// Adds what the writer delivered to the app's counters.
     fn count_delivery(&mut self) {
         let Delivery {
@@ -101,11 +134,13 @@ impl<T: Data, W: SinkWriter<T>> Logic for SinkLogic<T, W> {
         for (time, record) in batch {
             self.writer.write(time, record, latency);
         }
+        self.stage_output();
         self.count_delivery();
     }
 
     fn on_frontier(&mut self, _ctx: &mut Context<'_, Msg>, frontier: Time) {
         self.writer.frontier(frontier);
+        self.stage_output();
         self.count_delivery();
     }
 
@@ -115,11 +150,33 @@ impl<T: Data, W: SinkWriter<T>> Logic for SinkLogic<T, W> {
     /// the app learns that one more sink partition is done.
     fn on_end(&mut self, _ctx: &mut Context<'_, Msg>) {
         self.writer.finish();
+        self.stage_output();
         self.count_delivery();
         self.counters.sink_finished();
     }
 
     fn forward_end(&mut self, _: &mut Context<'_, Msg>) {}
+
+    /// Stages everything written since the last barrier as epoch `id`'s output; what
+    /// comes next belongs to the next epoch. A sink keeps no state of its own: a
+    /// restored partition starts the epoch after the checkpoint.
+    fn save(&mut self, id: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
+        if self.staging.is_some() {
+            self.writer.frontier(Time::MAX);
+            self.stage_output();
+            self.count_delivery();
+        }
+        if let Some(staging) = &mut self.staging {
+            staging.epoch = id + 1;
+        }
+        Ok(None)
+    }
+
+    fn restore(&mut self, _: &SavedInputs, _: Option<&[u8]>) -> Result<(), SnapshotError> {
+        Ok(())
+    }
+
+    fn forward_barrier(&mut self, _: &mut Context<'_, Msg>, _: CheckpointId) {}
 }
 
 /// Records a sink collected, shared with whoever built the app.
@@ -331,21 +388,42 @@ impl<T: Data> Stream<T> {
         name: &str,
         make: impl Fn(PartitionId) -> W + Send + Sync + 'static,
     ) {
+        self.sink_node(name, make);
+    }
+
+    /// [`sink`](Self::sink), returning the sink's operator.
+    fn sink_node<W: SinkWriter<T>>(
+        &self,
+        name: &str,
+        make: impl Fn(PartitionId) -> W + Send + Sync + 'static,
+    ) -> dirigo_runtime::OperatorId {
         let make = Arc::new(make);
         let node = add_operator(
             self.graph(),
             name,
             StateKind::Exclusive,
             Arc::new(move |wiring: &Wiring, partition| {
+                let mut writer = make(partition);
+                let staging = wiring
+                    .checkpoint
+                    .as_ref()
+                    .filter(|_| writer.stage())
+                    .map(|link| Staging {
+                        link: link.clone(),
+                        actor: ActorId::new(wiring.app, wiring.operator, partition),
+                        epoch: link.resumed_from() + 1,
+                    });
                 Box::new(SinkLogic {
-                    writer: make(partition),
+                    writer,
                     counters: wiring.counters.clone(),
+                    staging,
                     _records: PhantomData::<fn(T)>,
                 }) as Box<dyn Logic>
             }),
         );
         self.connect(node, Partitioning::Forward, None);
         self.mark_sink(node);
+        node
     }
 
     /// Collects every record in memory (for tests and small results).
@@ -382,8 +460,15 @@ impl<T: Data> Stream<T> {
 pub enum LineTarget {
     /// Standard output.
     Stdout,
-    /// A file, created (or truncated) when the app is installed; partitions share it.
+    /// A file, created (or truncated) when the app is built; partitions share it.
     File(PathBuf),
+    /// A file that receives each record exactly once across crashes and restores, for
+    /// apps with checkpoints ([`crate::checkpoint`]): output is staged per checkpoint and
+    /// appended to the file when the checkpoint is complete, and the checkpoints, not
+    /// the build, decide what the file holds at the start (empty for a fresh start, the
+    /// committed output when resuming). Without checkpoints, lines are appended to the
+    /// file as they come.
+    Committed(PathBuf),
 }
 
 /// Where a JSON-lines sink's partitions write, shared by them.
@@ -475,11 +560,22 @@ struct JsonLinesWriter {
     /// Records in `buffer`.
     pending: u64,
     delivery: Delivery,
+    /// Whether the target takes staged output (a committed file).
+    can_stage: bool,
+    /// Output kept for the checkpoints instead of written (see [`SinkWriter::stage`]).
+    staged: Option<Vec<u8>>,
 }
 
 impl JsonLinesWriter {
     fn drain(&mut self) {
         if self.pending == 0 {
+            self.buffer.clear();
+            return;
+        }
+        if let Some(staged) = &mut self.staged {
+            staged.extend_from_slice(&self.buffer);
+            self.delivery.written += self.pending;
+            self.pending = 0;
             self.buffer.clear();
             return;
         }
@@ -530,6 +626,15 @@ impl<T: serde::Serialize + 'static> SinkWriter<T> for JsonLinesWriter {
     fn take_delivery(&mut self) -> Delivery {
         std::mem::take(&mut self.delivery)
     }
+    fn stage(&mut self) -> bool {
+        if self.can_stage {
+            self.staged = Some(Vec::new());
+        }
+        self.can_stage
+    }
+    fn take_staged(&mut self) -> Vec<u8> {
+        self.staged.as_mut().map(std::mem::take).unwrap_or_default()
+    }
 }
 
 impl<T: Data + serde::Serialize> Stream<T> {
@@ -548,19 +653,40 @@ impl<T: Data + serde::Serialize> Stream<T> {
                 })?;
                 (LineOutput::File(file), path.display().to_string())
             }
+            LineTarget::Committed(path) => {
+                // Not truncated: the checkpoints decide what it holds (see `Committed`).
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+                    })?;
+                (LineOutput::File(file), path.display().to_string())
+            }
         };
+        let committed = match &target {
+            LineTarget::Committed(path) => Some(std::path::absolute(path)?),
+            _ => None,
+        };
+        let can_stage = committed.is_some();
         let out = Arc::new(Mutex::new(LineOut {
             out,
             name: name_of_out,
             bytes: 0,
             broken: None,
         }));
-        self.sink(name, move |_| JsonLinesWriter {
+        let node = self.sink_node(name, move |_| JsonLinesWriter {
             out: out.clone(),
             buffer: Vec::new(),
             pending: 0,
             delivery: Delivery::default(),
+            can_stage,
+            staged: None,
         });
+        if let Some(path) = committed {
+            self.mark_committed_output(node, path);
+        }
         Ok(())
     }
 }

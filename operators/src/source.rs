@@ -40,10 +40,11 @@
 use std::sync::Arc;
 use std::task::Poll;
 
-use dirigo_runtime::{Context, Envelope, Nanos, PartitionId};
+use dirigo_runtime::{Context, Envelope, Nanos, PartitionId, Snapshot, SnapshotError};
 
+use crate::checkpoint::SavedInputs;
 use crate::dataflow::{
-    AppBuilder, Data, FrontierTrigger, Logic, Msg, Output, Stream, Time, Wiring,
+    AppBuilder, CheckpointId, Data, FrontierTrigger, Logic, Msg, Output, Stream, Time, Wiring,
 };
 use crate::io::shape::LoadShape;
 
@@ -215,6 +216,57 @@ pub trait RecordSource<T>: Send + 'static {
         }
         Poll::Ready(true)
     }
+
+    /// Checkpoints ([`crate::checkpoint`]): what the source must remember beyond how
+    /// many records it handed out, to be rewound to this point (a dead-letter file's
+    /// length, say). The default: nothing.
+    fn checkpoint_extra(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Rewinds a fresh source to a checkpoint at which it had handed out `handed_out`
+    /// records (and said `extra` from [`checkpoint_extra`](Self::checkpoint_extra)):
+    /// the next record it gives is the one after them. The default takes and drops that
+    /// many records, which suits deterministic sources (generators, iterators, files);
+    /// a source that cannot be replayed says so with an error.
+    ///
+    /// ```
+    /// use dirigo_operators::source::RecordSource;
+    ///
+    /// let mut records = (0..10u64).map(|i| (i, i * 10));
+    /// records.rewind(4, &[]).unwrap();
+    /// assert_eq!(records.next_record(), Some((4, 40)));
+    /// ```
+    ///
+    /// # Errors
+    /// When the source ends before `handed_out` records, or cannot be replayed.
+    fn rewind(&mut self, handed_out: u64, extra: &[u8]) -> Result<(), String> {
+        let _ = extra;
+        let mut skipped = 0u64;
+        let mut scratch = Vec::new();
+        while skipped < handed_out {
+            let want = usize::try_from((handed_out - skipped).min(4096)).unwrap_or(4096);
+            scratch.clear();
+            let more = self.poll_records(&mut scratch, want);
+            skipped += scratch.len() as u64;
+            match more {
+                Poll::Ready(true) => {}
+                Poll::Ready(false) if skipped >= handed_out => {}
+                Poll::Ready(false) => {
+                    return Err(format!(
+                        "the source ended after {skipped} records; the checkpoint had {handed_out}"
+                    ))
+                }
+                Poll::Pending => {
+                    return Err(format!(
+                        "the source cannot be replayed: it had {skipped} of the checkpoint's \
+                         {handed_out} records ready"
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<T, I> RecordSource<T> for I
@@ -267,6 +319,9 @@ struct SourceLogic<T> {
     sent_frontier: Time,
     frontier_sent_at: Nanos,
     finished: bool,
+    /// Records this partition sent on, for checkpoints: a restored partition rewinds its
+    /// record source past them.
+    handed_out: u64,
     counters: Arc<crate::dataflow::AppCounters>,
     /// The app's window grids: a frontier that crosses one goes out at once.
     triggers: Arc<[FrontierTrigger]>,
@@ -326,6 +381,7 @@ impl<T: Data> SourceLogic<T> {
         if produced > 0 {
             self.out.ingress = Some(ingress);
         }
+        self.handed_out += produced as u64;
         for (time, record) in batch.drain(..) {
             self.max_time = self.max_time.max(time);
             self.out.give(ctx, time, record);
@@ -401,6 +457,56 @@ impl<T: Data> Logic for SourceLogic<T> {
 
     fn forward_end(&mut self, _: &mut Context<'_, Msg>) {}
 
+    /// Where the partition stands: records handed out, the highest event time, the
+    /// frontier sent, whether it ended, and its record source's own extra.
+    fn save(&mut self, _: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
+        let saved = SavedSource {
+            handed_out: self.handed_out,
+            max_time: self.max_time,
+            sent_frontier: self.sent_frontier,
+            finished: self.finished,
+            extra: self.records.checkpoint_extra(),
+        };
+        Snapshot::of(&saved).map(Some)
+    }
+
+    fn restore(&mut self, _: &SavedInputs, saved: Option<&[u8]>) -> Result<(), SnapshotError> {
+        let Some(bytes) = saved else {
+            return Ok(());
+        };
+        let saved = Snapshot::from_checked::<SavedSource>(bytes)?;
+        let saved = saved.archived::<SavedSource>()?;
+        self.handed_out = saved.handed_out.to_native();
+        self.max_time = saved.max_time.to_native();
+        self.sent_frontier = saved.sent_frontier.to_native();
+        self.finished = saved.finished;
+        self.ended = saved.finished;
+        if !self.finished {
+            self.records
+                .rewind(self.handed_out, saved.extra.as_slice())
+                .map_err(SnapshotError::Restore)?;
+            // A paced partition resumes its schedule where it stopped.
+            if let Some(schedule) = self.schedule.as_mut() {
+                let mut peeked = None;
+                let mut left = self.handed_out;
+                while left > 0 {
+                    let take = usize::try_from(left.min(1 << 20)).unwrap_or(1 << 20);
+                    let (taken, _) = schedule.take_due(&mut peeked, Nanos::MAX - 1, take);
+                    if taken == 0 {
+                        break;
+                    }
+                    left -= taken as u64;
+                }
+                self.next_due = peeked;
+            }
+        }
+        Ok(())
+    }
+
+    fn forward_barrier(&mut self, ctx: &mut Context<'_, Msg>, id: CheckpointId) {
+        self.out.barrier(ctx, id);
+    }
+
     fn on_tick(&mut self, ctx: &mut Context<'_, Msg>) {
         if self.finished {
             return;
@@ -431,6 +537,7 @@ impl<T: Data> Logic for SourceLogic<T> {
                 self.max_time = self.max_time.max(time);
                 self.out.give(ctx, time, record);
                 produced += 1;
+                self.handed_out += 1;
             }
         }
         self.out.flush(ctx);
@@ -483,6 +590,16 @@ impl<T: Data> Logic for SourceLogic<T> {
         let at = at.min(now + STOP_CHECK_EVERY_NS);
         let _ = ctx.send_at(at, Envelope::user(me, Msg::Tick));
     }
+}
+
+/// What a source partition's part of a checkpoint holds.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SavedSource {
+    handed_out: u64,
+    max_time: Time,
+    sent_frontier: Time,
+    finished: bool,
+    extra: Vec<u8>,
 }
 
 /// Whether a source partition sends `frontier` now, having sent `sent` at `sent_at`.
@@ -538,6 +655,7 @@ impl AppBuilder {
                     sent_frontier: 0,
                     frontier_sent_at: 0,
                     finished: false,
+                    handed_out: 0,
                     counters: wiring.counters.clone(),
                     triggers: wiring.triggers.clone(),
                     out: Output::new(wiring, partition),

@@ -73,6 +73,11 @@ pub enum SnapshotError {
     },
     /// The bytes are not a valid archive of the type (validation failed).
     Invalid(rancor::Error),
+    /// The state cannot be archived at all, for this reason.
+    Unsupported(&'static str),
+    /// Restoring from a valid archive failed, for this reason (a source that cannot be
+    /// rewound to the position the archive records, say).
+    Restore(String),
     /// A checkpoint file could not be opened or mapped.
     Io {
         /// The file.
@@ -91,6 +96,8 @@ impl fmt::Display for SnapshotError {
                 "snapshot of `{made_from}` read as `{read_as}`; merge reads the type snapshot archived"
             ),
             Self::Invalid(error) => write!(f, "archived bytes failed validation: {error}"),
+            Self::Unsupported(why) => f.write_str(why),
+            Self::Restore(why) => write!(f, "cannot restore: {why}"),
             Self::Io { path, error } => write!(f, "{}: {error}", path.display()),
         }
     }
@@ -109,6 +116,37 @@ impl Snapshot {
         })
     }
 
+    /// A snapshot of `T` from bytes that crossed a trust boundary (a checkpoint read from
+    /// disk): validated with bytecheck as an archive of `T` first, then copied into an
+    /// aligned buffer tagged with `T`, so that code written for in-process snapshots
+    /// (a merge that reads [`archived`](Self::archived)) restores from it unchanged.
+    ///
+    /// ```
+    /// use dirigo_runtime::snapshot::Snapshot;
+    ///
+    /// let on_disk = Snapshot::of(&vec![(1u64, 5u64)]).unwrap().as_bytes().to_vec();
+    /// let restored = Snapshot::from_checked::<Vec<(u64, u64)>>(&on_disk).unwrap();
+    /// assert_eq!(restored.archived::<Vec<(u64, u64)>>().unwrap()[0].1, 5);
+    /// assert!(Snapshot::from_checked::<Vec<(u64, u64)>>(&[7; 5]).is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`SnapshotError::Invalid`] when the bytes are not a valid archive of `T`.
+    pub fn from_checked<T>(bytes: &[u8]) -> Result<Self, SnapshotError>
+    where
+        T: Archivable,
+        T::Archived: Portable + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+    {
+        let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        access_checked::<T>(&aligned)?;
+        Ok(Self {
+            bytes: aligned,
+            type_id: TypeId::of::<T>(),
+            type_name: type_name::<T>(),
+        })
+    }
+
     /// Reads the snapshot in place as the archived form of `T`, the type it was made from.
     pub fn archived<T: Archivable>(&self) -> Result<&T::Archived, SnapshotError> {
         if self.type_id != TypeId::of::<T>() {
@@ -118,7 +156,8 @@ impl Snapshot {
             });
         }
         // SAFETY: `self.bytes` was written by `rkyv::to_bytes` for a value of type `T`
-        // (the type ids are equal) in this process, so the archived root of a `T` sits
+        // (the type ids are equal) in this process, or validated as an archive of `T`
+        // by bytecheck in `from_checked` (which tags it with `T`), so the archived root of a `T` sits
         // where `access_unchecked` looks for it (the end of the buffer), with the
         // alignment rkyv wrote it at (`AlignedVec` keeps 16-byte alignment, and the
         // buffer's address is the one it was serialized at: its heap allocation never

@@ -21,8 +21,8 @@ use std::time::Duration;
 use dirigo_operators::dataflow::{App, AppBuilder, KeyedStream, Msg, Stream};
 use dirigo_operators::io::tcp::Token;
 use dirigo_operators::io::{
-    DeadLetterSink, Format, Framing, GeneratorSpec, KeyDist, KeyedRecord, LetterLimits, LoadShape,
-    TcpSourceHandle, TcpSourceOptions,
+    DeadLetterSink, DeadLetters, Format, Framing, GeneratorSpec, KeyDist, KeyedRecord,
+    LetterLimits, LoadShape, TcpSourceHandle, TcpSourceOptions,
 };
 use dirigo_operators::nexmark::events::{Event, NexmarkSpec};
 use dirigo_operators::nexmark::queries::Query;
@@ -53,11 +53,16 @@ pub struct BuiltApp {
 }
 
 /// Builds app `id` from its section. `report_dir` is where dead letters go by default.
+/// With `checkpointed`, the app's files take their output exactly once: JSON-lines
+/// files through the checkpoints' commits, and dead letters appended to what an earlier
+/// run left (a resumed run cuts them back to the checkpoint; a fresh one empties them,
+/// see `run`).
 pub fn build(
     id: AppId,
     section: &AppSection,
     base_dir: &Path,
     report_dir: &Path,
+    checkpointed: bool,
 ) -> Result<BuiltApp, String> {
     if let Some(typed) = crate::rows::build(id, section, base_dir, report_dir)? {
         return Ok(typed);
@@ -110,7 +115,11 @@ pub fn build(
                 if let Some(rate) = &source.dead_letter_max_per_s {
                     limits.max_per_s = *rate.get_ref();
                 }
-                let letters = DeadLetterSink::to_file_with_limits(letters_path, limits);
+                let letters = if checkpointed {
+                    DeadLetterSink::new(DeadLetters::appending_to(letters_path).with_limits(limits))
+                } else {
+                    DeadLetterSink::to_file_with_limits(letters_path, limits)
+                };
                 dead_letters = Some(letters.clone());
                 let format = match source.format {
                     FormatName::Csv => Format::Csv,
@@ -189,7 +198,11 @@ pub fn build(
                         } else {
                             format!("{}.{index}", path.get_ref())
                         };
-                        LineTarget::File(file.into())
+                        if checkpointed {
+                            LineTarget::Committed(file.into())
+                        } else {
+                            LineTarget::File(file.into())
+                        }
                     };
                     leaf.sink_json_lines(&format!("sink-{index}"), target)
                         .map_err(|e| format!("app {name}: sink: {e}"))?;
@@ -427,6 +440,9 @@ fn windowed(
     )
 }
 
+/// Panics `panic_on_value` caused in this process, against `panic_times`.
+static PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn operator(input: &Stream<KeyedRecord>, section: &OperatorSection) -> Stream<KeyedRecord> {
     let name = section.name.get_ref().as_str();
     let work_ns = section.work_ns.as_ref().map_or(0, |ns| *ns.get_ref());
@@ -437,9 +453,15 @@ fn operator(input: &Stream<KeyedRecord>, section: &OperatorSection) -> Stream<Ke
                 .panic_on_value
                 .as_ref()
                 .map(|value| *value.get_ref());
+            let panic_times = section
+                .panic_times
+                .as_ref()
+                .map_or(u64::MAX, |times| *times.get_ref());
             input.map(name, move |record| {
                 spend(work_ns);
-                if panic_on == Some(record.value) {
+                if panic_on == Some(record.value)
+                    && PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < panic_times
+                {
                     panic!("`panic_on_value = {}` met key {}", record.value, record.key);
                 }
                 record

@@ -206,7 +206,7 @@ fn one_run(config: &Config, dir: &std::path::Path, scraped: bool) -> Result<RunF
     let (times, bytes) = scraper
         .map(|thread| thread.join().unwrap_or_default())
         .unwrap_or_default();
-    let (report, _) = result?;
+    let (report, _) = result.map_err(|error| error.message)?;
     let app = report.apps.first().ok_or("the run reported no app")?;
     Ok(RunFigures {
         scraped,

@@ -40,6 +40,8 @@ pub struct Config {
     /// The live metrics endpoint and page.
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// Checkpoints of every app's state, and recovery from them (off without it).
+    pub checkpoint: Option<CheckpointSection>,
     /// The applications.
     #[serde(default, rename = "app")]
     pub apps: Vec<AppSection>,
@@ -57,6 +59,71 @@ pub struct RunSection {
     /// Seconds the pipelines get to drain once the sources stop (default
     /// [`DEFAULT_DRAIN_SECONDS`]); what is still in flight then is abandoned.
     pub drain_timeout_s: Option<Spanned<f64>>,
+}
+
+/// `[checkpoint]`: see `configs/README.md` and `dirigo_operators::checkpoint`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSection {
+    /// The directory of the checkpoints (relative to the file's folder).
+    pub dir: Spanned<String>,
+    /// Time between two checkpoints (`"1s"`, `"100ms"`; default 1 s).
+    pub interval: Option<Spanned<String>>,
+    /// Complete checkpoints kept (default 3).
+    pub retain: Option<Spanned<u64>>,
+    /// A checkpoint not complete within this long is abandoned (default 60 s).
+    pub timeout: Option<Spanned<String>>,
+}
+
+/// The most complete checkpoints `[checkpoint] retain` keeps.
+pub const MAX_RETAIN: u64 = 1_000;
+/// The longest `[checkpoint] interval` and `timeout`.
+pub const MAX_CHECKPOINT_WAIT: Duration = Duration::from_secs(3_600);
+
+impl CheckpointSection {
+    /// `interval` or `timeout`, read and bounded: 1 ms to [`MAX_CHECKPOINT_WAIT`].
+    fn wait(
+        value: &Option<Spanned<String>>,
+        default: Duration,
+        what: &str,
+    ) -> Result<Duration, (Range<usize>, String)> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let wait = crate::run::parse_duration(value.get_ref())
+            .map_err(|e| (value.span(), format!("{what}: {e}")))?;
+        if wait < Duration::from_millis(1) || wait > MAX_CHECKPOINT_WAIT {
+            return Err((
+                value.span(),
+                format!("{what} from 1ms to 1h, not {:?}", value.get_ref()),
+            ));
+        }
+        Ok(wait)
+    }
+
+    fn check(&self) -> Result<(), (Range<usize>, String)> {
+        if self.dir.get_ref().trim().is_empty() {
+            return Err((self.dir.span(), "a directory for the checkpoints".into()));
+        }
+        Self::wait(&self.interval, Duration::from_secs(1), "an interval")?;
+        Self::wait(&self.timeout, Duration::from_secs(60), "a timeout")?;
+        in_range(&self.retain, 1..=MAX_RETAIN, "checkpoints to keep", "")?;
+        Ok(())
+    }
+
+    /// The checkpoints' settings, with `dir` relative to `base_dir`.
+    pub fn settings(&self, base_dir: &Path) -> dirigo_operators::checkpoint::CheckpointConfig {
+        let mut config =
+            dirigo_operators::checkpoint::CheckpointConfig::new(base_dir.join(self.dir.get_ref()));
+        // Checked at load.
+        config.interval =
+            Self::wait(&self.interval, config.interval, "").unwrap_or(config.interval);
+        config.timeout = Self::wait(&self.timeout, config.timeout, "").unwrap_or(config.timeout);
+        if let Some(retain) = &self.retain {
+            config.retain = *retain.get_ref() as usize;
+        }
+        config
+    }
 }
 
 /// `[report]`.
@@ -228,6 +295,11 @@ pub struct OperatorSection {
     /// `map`, fault injection: the handler panics on a record with this `value`, which
     /// fails the app (exit code 4). For trying out how a failed app is reported.
     pub panic_on_value: Option<Spanned<u64>>,
+    /// `map` with `panic_on_value`: panic only the first this many times the value is met
+    /// in the process (default: every time). With checkpoints, a run restores from the
+    /// last complete checkpoint after a panic: a panic that does not come back is a
+    /// fault it recovers from.
+    pub panic_times: Option<Spanned<u64>>,
     /// Window kinds: the windows.
     pub window: Option<Spanned<WindowConfig>>,
     /// Window kinds: the order of a firing's rows, `key` (the default) or `any` (sooner
@@ -658,6 +730,9 @@ impl Config {
     /// The checks TOML types cannot express; the span of the offending value.
     fn check(&self, available: &[usize]) -> Result<(), (Range<usize>, String)> {
         self.check_runtime(available)?;
+        if let Some(checkpoint) = &self.checkpoint {
+            checkpoint.check()?;
+        }
         if let Some(duration) = &self.run.duration_s {
             let seconds = *duration.get_ref();
             if !(seconds > 0.0 && seconds <= MAX_SECONDS) {
@@ -1549,6 +1624,13 @@ impl OperatorSection {
                 &self.panic_on_value,
                 "panic_on_value",
                 "only `map` can be told to panic",
+            )?;
+        }
+        if self.panic_on_value.is_none() {
+            absent(
+                &self.panic_times,
+                "panic_times",
+                "`panic_times` only counts the panics of `panic_on_value`",
             )?;
         }
         if kind.is_windowed() {

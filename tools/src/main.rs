@@ -98,6 +98,24 @@ enum Command {
         #[arg(long, value_name = "PERCENT", num_args = 0..=1, default_missing_value = "99",
               value_parser = percent)]
         fail_on_slo: Option<f64>,
+        /// With `[checkpoint]`: delete the checkpoints and start from scratch (asks first
+        /// on a terminal, unless `--yes`).
+        #[arg(long)]
+        from_scratch: bool,
+        /// Answer yes to `--from-scratch`'s question.
+        #[arg(long)]
+        yes: bool,
+        /// With `[checkpoint]`: apps whose checkpointed state no longer fits them
+        /// (operators or partition counts changed) start from scratch instead of the
+        /// run being refused.
+        #[arg(long)]
+        allow_state_drop: bool,
+    },
+    /// List the checkpoints in a directory: id, time, size, apps, complete or not.
+    #[command(after_help = "Example:\n  dirigo checkpoints state/")]
+    Checkpoints {
+        /// The checkpoint directory (`[checkpoint] dir`).
+        dir: PathBuf,
     },
     /// Print the summary table of a saved JSON report and draw its SVG plots again.
     #[command(after_help = "Example:\n  dirigo report dirigo-report/report.json --out plots/")]
@@ -252,6 +270,36 @@ enum BenchScenario {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
         shards: u64,
     },
+    /// What checkpoints cost: q5's throughput and a latency-critical app's p99 with
+    /// checkpoints every second vs none (alternating rounds), then per state size the
+    /// checkpoint's duration, the longest shard hold, and the time to restore.
+    #[command(after_help = "Example:\n  dirigo bench checkpoint --json checkpoint.json")]
+    Checkpoint {
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Shards.
+        #[arg(long, default_value_t = 2)]
+        shards: usize,
+        /// NEXMark events per q5 round.
+        #[arg(long, default_value_t = 2_000_000)]
+        events: usize,
+        /// Rounds of each side.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Keys of the stateful app beside the latency-critical one.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        /// Seconds of each latency round.
+        #[arg(long, default_value_t = 4.0)]
+        latency_seconds: f64,
+        /// State sizes to checkpoint and restore, in MiB, comma separated.
+        #[arg(long, default_value = "1,64,1024", value_delimiter = ',')]
+        sizes_mib: Vec<u64>,
+        /// Where the checkpoints go (a scratch folder inside, removed at the end).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// A NEXMark query (q0, q1, q2, q3, q4, q5, q7, q8, q11) over events generated in
     /// memory beforehand: sustainable throughput, then open-loop latency at 50 % and 80 %
     /// of it.
@@ -376,6 +424,9 @@ fn main() -> ExitCode {
             out,
             metrics,
             fail_on_slo,
+            from_scratch,
+            yes,
+            allow_state_drop,
         }) => {
             let loaded = match config::Config::load(&config) {
                 Ok(loaded) => loaded,
@@ -398,6 +449,12 @@ fn main() -> ExitCode {
                     return Exit::Usage.into();
                 }
             };
+            if from_scratch {
+                if let Err((exit, message)) = clear_checkpoints(&loaded, yes) {
+                    eprintln!("dirigo: {message}");
+                    return exit.into();
+                }
+            }
             let metrics = match metrics
                 .map(|address| config::socket_address(&toml::Spanned::new(0..0, address)))
             {
@@ -415,9 +472,12 @@ fn main() -> ExitCode {
                 out,
                 metrics,
                 fail_on_slo,
+                allow_state_drop,
+                restores: 0,
             };
             return run_config(&loaded, options).into();
         }
+        Some(Command::Checkpoints { dir }) => list_checkpoints(&dir),
         Some(Command::Report { report, out }) => {
             run::render(&report, &out).map(|(report, paths)| {
                 print!("{}", report::summary_table(&report));
@@ -540,6 +600,32 @@ fn main() -> ExitCode {
                 })
                 .and_then(|report| emit(json, &report, report.table()))
             }
+            BenchScenario::Checkpoint {
+                json,
+                shards,
+                events,
+                rounds,
+                keys,
+                latency_seconds,
+                sizes_mib,
+                dir,
+            } => dirigo_bench::checkpoint::run(&dirigo_bench::checkpoint::CheckpointBenchConfig {
+                shards: shards.clamp(1, 1024),
+                events: events.clamp(1_000, 1_000_000_000),
+                rounds: rounds.clamp(1, 100),
+                keys: keys.clamp(1, 100_000_000),
+                latency_seconds: if latency_seconds.is_finite() {
+                    latency_seconds.clamp(0.1, 3600.0)
+                } else {
+                    4.0
+                },
+                sizes: sizes_mib
+                    .iter()
+                    .map(|mib| mib.clamp(&1, &(64 << 10)) << 20)
+                    .collect(),
+                dir: dir.unwrap_or_else(std::env::temp_dir),
+            })
+            .and_then(|report| emit(json, &report, report.table())),
             BenchScenario::Nexmark {
                 query,
                 json,
@@ -661,6 +747,89 @@ fn bench_consolidate(
 /// The configuration `dirigo` runs without arguments.
 const DEFAULT_CONFIG: &str = include_str!("../../configs/default.toml");
 
+/// `--from-scratch`: deletes the configuration's checkpoints, after asking on a
+/// terminal (unless `yes`). Without `[checkpoint]`, there is nothing to delete.
+fn clear_checkpoints(config: &config::Config, yes: bool) -> Result<(), (Exit, String)> {
+    let Some(section) = &config.checkpoint else {
+        return Ok(());
+    };
+    let dir = section.settings(&config.base_dir).dir;
+    let found = dirigo_operators::checkpoint::list(&dir)
+        .map_err(|e| (Exit::Failure, format!("{}: {e}", dir.display())))?;
+    if found.is_empty()
+        && !dir
+            .join(dirigo_operators::checkpoint::store::STAGED)
+            .exists()
+    {
+        return Ok(());
+    }
+    if !yes {
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            return Err((
+                Exit::Usage,
+                format!(
+                    "--from-scratch deletes {} checkpoint(s) in {}: add --yes to confirm",
+                    found.len(),
+                    dir.display()
+                ),
+            ));
+        }
+        eprint!(
+            "delete {} checkpoint(s) in {} and start from scratch? [y/N] ",
+            found.len(),
+            dir.display()
+        );
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err((Exit::Usage, "not confirmed: nothing deleted".into()));
+        }
+    }
+    std::fs::remove_dir_all(&dir).map_err(|e| {
+        (
+            Exit::Failure,
+            format!("cannot delete {}: {e}", dir.display()),
+        )
+    })
+}
+
+/// `dirigo checkpoints DIR`.
+fn list_checkpoints(dir: &std::path::Path) -> Result<(), String> {
+    let found =
+        dirigo_operators::checkpoint::list(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "{:>8}  {:<24}  {:>12}  {:<10}  apps",
+        "id", "committed (UTC)", "bytes", "complete"
+    );
+    for info in &found {
+        let time = info
+            .created_unix_ms
+            .map_or_else(|| "-".to_owned(), report::utc_time);
+        let complete = match &info.complete {
+            Ok(()) => "yes".to_owned(),
+            Err(_) => "no".to_owned(),
+        };
+        let _ = writeln!(
+            stdout,
+            "{:>8}  {:<24}  {:>12}  {:<10}  {}",
+            info.id,
+            time,
+            info.bytes,
+            complete,
+            info.apps.join(", ")
+        );
+        if let Err(why) = &info.complete {
+            let _ = writeln!(stdout, "{:>8}  ({why})", "");
+        }
+    }
+    if found.is_empty() {
+        let _ = writeln!(stdout, "(no checkpoints in {})", dir.display());
+    }
+    Ok(())
+}
+
 /// Runs a loaded configuration and prints its summary; says how it ended: a report
 /// path that cannot be written is a usage error (2), found before the run; a failed app
 /// exits 4, lost output 3, a drain cut short 5, an SLO missed under `--fail-on-slo` 6, a
@@ -693,10 +862,40 @@ fn run_config_checked(
             .unwrap_or_else(|| config.duration())
             .as_secs_f64()
     );
-    let report_file = report::ReportFile::create(&run::report_path(config, &options))
-        .map_err(|message| (Exit::Usage, message))?;
-    let (report, path) =
-        run::run_with(config, &options, report_file).map_err(|message| (Exit::Failure, message))?;
+    let started = std::time::Instant::now();
+    let mut options = options;
+    let (report, path) = loop {
+        let report_file = report::ReportFile::create(&run::report_path(config, &options))
+            .map_err(|message| (Exit::Usage, message))?;
+        let (report, path) = run::run_with(config, &options, report_file)
+            .map_err(|error| (error.exit, error.message))?;
+        // With checkpoints, a failed app restores every app from the last complete
+        // checkpoint, in a new attempt that runs for what is left of the duration.
+        let restore = config.checkpoint.is_some()
+            && !report.failed_apps.is_empty()
+            && options.restores < run::MAX_RESTORES
+            && !signals::stop_requested();
+        if !restore {
+            break (report, path);
+        }
+        options.restores += 1;
+        for app in report.apps.iter().filter(|app| app.failed.is_some()) {
+            eprintln!(
+                "dirigo: app {} failed ({}); restoring every app from the last complete \
+                 checkpoint (restore {} of at most {})",
+                app.name,
+                app.failed.as_deref().unwrap_or_default(),
+                options.restores,
+                run::MAX_RESTORES
+            );
+        }
+        let total = options.duration.unwrap_or_else(|| config.duration());
+        options.duration = Some(
+            total
+                .saturating_sub(started.elapsed())
+                .max(std::time::Duration::from_millis(1)),
+        );
+    };
     // Standard output may be closed (piped into `head`): the table is not worth a panic.
     let mut stdout = std::io::stdout().lock();
     let _ = write!(stdout, "{}", report::summary_table(&report));

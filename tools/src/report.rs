@@ -56,6 +56,89 @@ pub struct Report {
     /// exits with code 3.
     #[serde(default)]
     pub output_errors: Vec<String>,
+    /// What the checkpoints did, when `[checkpoint]` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<CheckpointReport>,
+}
+
+/// The checkpoints of a run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointReport {
+    /// The directory.
+    pub dir: String,
+    /// The checkpoint the run resumed from (none: it started from scratch).
+    pub resumed_from: Option<u64>,
+    /// Times a failed app made the run restore from the last complete checkpoint.
+    pub restores: u32,
+    /// Checkpoints completed.
+    pub completed: u64,
+    /// Checkpoints abandoned (timed out, or a part could not be archived or written).
+    pub abandoned: u64,
+    /// The newest complete checkpoint at the end (0: none).
+    pub last_complete: u64,
+    /// Start to committed manifest, over the completed checkpoints: p50, p99, max (ms).
+    pub duration_ms: Quantiles,
+    /// Start to the last partition's part (barrier travel and alignment): p50, p99, max
+    /// (ms).
+    pub alignment_ms: Quantiles,
+    /// The longest time archiving one partition's state held its shard (µs).
+    pub max_shard_hold_us: u64,
+    /// Bytes of state in the last completed checkpoint.
+    pub bytes_last: u64,
+    /// Bytes of state written over the run.
+    pub bytes_total: u64,
+}
+
+/// `unix_ms` as `YYYY-MM-DD HH:MM:SS.mmm` (UTC).
+pub fn utc_time(unix_ms: u64) -> String {
+    let days = unix_ms / 86_400_000;
+    let ms_of_day = unix_ms % 86_400_000;
+    // The civil date of a day count (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1_000 % 60,
+        ms_of_day % 1_000
+    )
+}
+
+/// p50, p99 and max of some durations.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Quantiles {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Quantiles {
+    /// The quantiles of `micros`, in milliseconds (zeros when empty).
+    pub fn of_micros(micros: &[u64]) -> Self {
+        let mut sorted = micros.to_vec();
+        sorted.sort_unstable();
+        let at = |q: f64| {
+            sorted
+                .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+                .map_or(0.0, |&us| us as f64 / 1e3)
+        };
+        Self {
+            p50: at(0.5),
+            p99: at(0.99),
+            max: sorted.last().map_or(0.0, |&us| us as f64 / 1e3),
+        }
+    }
 }
 
 /// Reports written before `drained` was recorded came from runs that drained or waited.
@@ -666,6 +749,7 @@ mod tests {
             handler_panics: 0,
             timeline: Vec::new(),
             output_errors: Vec::new(),
+            checkpoints: None,
         };
         let table = summary_table(&report);
         let lines: Vec<&str> = table.lines().collect();

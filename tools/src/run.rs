@@ -20,9 +20,10 @@ use crate::apps::{self, BuiltApp};
 use crate::config::Config;
 use crate::live::{self, AppPublished, Board, BoardApp, HistoryPoint, LatencyWatch};
 use crate::report::{
-    self, AppReport, Latency, OperatorReport, Report, ReportFile, RunMeta, Sample, ShardReport,
-    TcpReport,
+    self, AppReport, CheckpointReport, Latency, OperatorReport, Quantiles, Report, ReportFile,
+    RunMeta, Sample, ShardReport, TcpReport,
 };
+use dirigo_operators::checkpoint::Checkpoints;
 
 /// How a run is asked for on the command line.
 #[derive(Default)]
@@ -39,6 +40,84 @@ pub struct RunOptions {
     pub metrics: Option<SocketAddr>,
     /// Exit non-zero when an app's outputs within its SLO are below this share (%).
     pub fail_on_slo: Option<f64>,
+    /// With checkpoints: apps whose checkpointed state no longer fits them (changed
+    /// operators or partition counts) start from scratch instead of being refused.
+    pub allow_state_drop: bool,
+    /// With checkpoints: how many times this run already restored from the last
+    /// complete checkpoint after an app failed (each restore is a new `run_with`).
+    pub restores: u32,
+}
+
+/// How many times one run restores from the last complete checkpoint after an app
+/// failed, at most: a failure that comes back each time (the same record makes the same
+/// handler panic) then fails the app for good.
+pub const MAX_RESTORES: u32 = 3;
+
+/// Why a run could not start or broke down, and the exit code it deserves.
+#[derive(Debug)]
+pub struct RunError {
+    /// [`Exit::Usage`](crate::exit::Exit::Usage) when what the user gave is at fault (a
+    /// checkpoint that does not fit the apps, an app that cannot be checkpointed), else
+    /// [`Exit::Failure`](crate::exit::Exit::Failure).
+    pub exit: crate::exit::Exit,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl From<String> for RunError {
+    fn from(message: String) -> Self {
+        Self {
+            exit: crate::exit::Exit::Failure,
+            message,
+        }
+    }
+}
+
+/// Resumes the apps from their checkpoints (or prepares a fresh start), saying so.
+fn resume(
+    checkpoints: &Checkpoints,
+    built: &[BuiltApp],
+    options: &RunOptions,
+) -> Result<(), RunError> {
+    let recovery = checkpoints
+        .recover(options.allow_state_drop)
+        .map_err(|message| RunError {
+            exit: crate::exit::Exit::Usage,
+            message,
+        })?;
+    for skipped in &recovery.skipped {
+        eprintln!("dirigo: {skipped}; trying the one before");
+    }
+    for dropped in &recovery.dropped {
+        eprintln!("dirigo: {dropped}: its state is dropped, it starts from scratch");
+    }
+    match recovery.resumed_from {
+        Some(id) => eprintln!(
+            "dirigo: resuming from checkpoint {id} in {}",
+            checkpoints.config().dir.display()
+        ),
+        None => {
+            // A fresh start: the dead-letter files start empty, as without checkpoints.
+            for app in built {
+                if let Some(path) = app.dead_letters.as_ref().and_then(|letters| letters.path()) {
+                    if path.is_file() {
+                        std::fs::File::create(&path)
+                            .map_err(|e| format!("cannot empty {}: {e}", path.display()))?;
+                    }
+                }
+            }
+        }
+    }
+    for app in built {
+        if app.tcp.is_some() {
+            eprintln!(
+                "dirigo: app {}: a TCP source cannot be replayed: records it received after \
+                 the last checkpoint are lost if the run stops before the next (at most once)",
+                app.name
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The most points a run's timeline holds: a long run samples less often than
@@ -115,6 +194,8 @@ enum End {
     Duration,
     SourcesEnded,
     Signal,
+    /// An app failed with checkpoints on: the run restores from the last checkpoint.
+    AppFailed,
 }
 
 impl End {
@@ -123,6 +204,7 @@ impl End {
             End::Duration => "duration",
             End::SourcesEnded => "sources ended",
             End::Signal => "signal",
+            End::AppFailed => "app failed",
         }
     }
 }
@@ -135,12 +217,13 @@ pub fn run_with(
     config: &Config,
     options: &RunOptions,
     report_file: ReportFile,
-) -> Result<(Report, PathBuf), String> {
+) -> Result<(Report, PathBuf), RunError> {
     if config.apps.is_empty() {
         return Err(format!(
             "{}: no [[app]] to run (see configs/README.md)",
             options.config_name
-        ));
+        )
+        .into());
     }
     let _run = tracing::info_span!("run", config = %options.config_name).entered();
     let dir = output_dir(config, options);
@@ -160,11 +243,36 @@ pub fn run_with(
         .apps
         .iter()
         .enumerate()
-        .map(|(id, section)| apps::build(id as u16, section, &config.base_dir, &dir))
+        .map(|(id, section)| {
+            apps::build(
+                id as u16,
+                section,
+                &config.base_dir,
+                &dir,
+                config.checkpoint.is_some(),
+            )
+        })
         .collect::<Result<_, _>>()?;
+    let checkpoint_settings = config
+        .checkpoint
+        .as_ref()
+        .map(|section| section.settings(&config.base_dir));
+    let checkpoints = checkpoint_settings.clone().map(Checkpoints::new);
+    if let Some(checkpoints) = &checkpoints {
+        for app in &built {
+            checkpoints.attach(&app.app);
+        }
+    }
     let runtime = apps::install(&built, config.apply(Runtime::<Msg>::builder()))
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    if let Some(checkpoints) = &checkpoints {
+        if let Err(e) = resume(checkpoints, &built, options) {
+            runtime.shutdown();
+            return Err(e);
+        }
+        checkpoints.start(runtime.ingress());
+    }
     let shards = runtime.shards();
 
     crate::signals::install()?;
@@ -233,6 +341,9 @@ pub fn run_with(
         }
         if now >= deadline {
             break End::Duration;
+        }
+        if checkpoints.is_some() && built.iter().any(|app| app.app.failure().is_some()) {
+            break End::AppFailed;
         }
         if built.iter().all(|app| app.app.is_done()) {
             break End::SourcesEnded;
@@ -311,6 +422,15 @@ pub fn run_with(
     );
     drop(drain_span);
     timeline.push(sample(&runtime, &built, started, &mut previous).0);
+    // A run whose apps completed on their own commits the rest of their output with one
+    // last checkpoint; a run stopped early (its duration, a signal) keeps its last
+    // periodic one, from which the next run goes on; after a failure, the next attempt
+    // restores from it.
+    let completed =
+        end == End::SourcesEnded && drained && built.iter().all(|app| app.app.failure().is_none());
+    let checkpoint_stats = checkpoints
+        .as_ref()
+        .map(|checkpoints| checkpoints.finish(completed));
     let elapsed = started.elapsed();
     for watch in &mut watches {
         watch.finish(elapsed);
@@ -479,6 +599,22 @@ pub fn run_with(
             .collect(),
         timeline,
         output_errors,
+        checkpoints: checkpoint_stats.map(|stats| CheckpointReport {
+            dir: checkpoint_settings
+                .as_ref()
+                .map(|settings| settings.dir.display().to_string())
+                .unwrap_or_default(),
+            resumed_from: stats.resumed_from,
+            restores: options.restores,
+            completed: stats.completed,
+            abandoned: stats.abandoned,
+            last_complete: stats.last_complete,
+            duration_ms: Quantiles::of_micros(&stats.durations_us),
+            alignment_ms: Quantiles::of_micros(&stats.alignments_us),
+            max_shard_hold_us: stats.max_shard_hold_us,
+            bytes_last: stats.bytes_last,
+            bytes_total: stats.bytes_total,
+        }),
     };
     // The plots first, so that the JSON says when they could not be drawn.
     if config.report.plots.unwrap_or(true) {

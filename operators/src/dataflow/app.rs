@@ -13,6 +13,7 @@ use dirigo_runtime::{
 use super::graph::{FrontierTrigger, Node};
 use super::message::Msg;
 use super::operator::{MakeLogic, OperatorActor, Wiring};
+use crate::checkpoint::CheckpointLink;
 
 /// Counters an app's operators update.
 #[derive(Default)]
@@ -114,6 +115,14 @@ struct AppInner {
     partitions: Mutex<Vec<(String, PartitionId)>>,
     sources: Mutex<Vec<(OperatorId, PartitionId)>>,
     mergeable: Mutex<Vec<(OperatorId, PartitionId)>>,
+    /// The operators that are sinks.
+    sink_ops: Mutex<Vec<OperatorId>>,
+    /// Sinks whose output the checkpoints commit: operator, partitions, file.
+    committed: Mutex<Vec<(OperatorId, PartitionId, std::path::PathBuf)>>,
+    /// Operators whose state cannot be checkpointed: name, and why.
+    not_checkpointable: Mutex<Vec<(String, &'static str)>>,
+    /// The app's side of the checkpoints, when they are on (set before install).
+    checkpoint: Mutex<Option<Arc<CheckpointLink>>>,
     counters: Arc<AppCounters>,
     /// Per operator, per partition: records it received (filled by `install`).
     records_in: Mutex<Vec<Arc<[PartitionCount]>>>,
@@ -149,6 +158,10 @@ impl App {
                 partitions: Mutex::new(Vec::new()),
                 sources: Mutex::new(Vec::new()),
                 mergeable: Mutex::new(Vec::new()),
+                sink_ops: Mutex::new(Vec::new()),
+                committed: Mutex::new(Vec::new()),
+                not_checkpointable: Mutex::new(Vec::new()),
+                checkpoint: Mutex::new(None),
                 counters: Arc::new(AppCounters::default()),
                 records_in: Mutex::new(Vec::new()),
             }),
@@ -180,6 +193,12 @@ impl App {
             .iter()
             .filter_map(|node| node.trigger.clone())
             .collect();
+        let checkpoint = self
+            .inner
+            .checkpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for (id, node) in nodes.into_iter().enumerate() {
             let operator = id as OperatorId;
             let inputs = NodeInputs::of(operator, &node, &partitions, &first_consumer);
@@ -190,6 +209,7 @@ impl App {
                 partitions: partitions.clone(),
                 counters: self.inner.counters.clone(),
                 triggers: triggers.clone(),
+                checkpoint: checkpoint.clone(),
             };
             let records_in: Arc<[PartitionCount]> = (0..partitions[id])
                 .map(|_| PartitionCount::default())
@@ -273,6 +293,95 @@ impl App {
             .filter(|(_, node)| node.state == StateKind::Mergeable)
             .map(|(id, _)| (id as OperatorId, partitions[id]))
             .collect();
+        *self
+            .inner
+            .sink_ops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, node)| node.sink)
+            .map(|(id, _)| id as OperatorId)
+            .collect();
+        *self
+            .inner
+            .committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(id, node)| {
+                let path = node.committed_output.clone()?;
+                Some((id as OperatorId, partitions[id], path))
+            })
+            .collect();
+        *self
+            .inner
+            .not_checkpointable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = nodes
+            .iter()
+            .filter_map(|node| Some((node.name.clone(), node.not_checkpointable?)))
+            .collect();
+    }
+
+    /// Connects the app to the checkpoints (before [`install`](Self::install)).
+    pub(crate) fn attach_checkpoint(&self, link: Arc<CheckpointLink>) {
+        *self
+            .inner
+            .checkpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(link);
+    }
+
+    /// The sink partitions that finished before the checkpoint the app resumes from:
+    /// they see no end again, so they count as finished now.
+    pub(crate) fn restore_finished_sinks(&self, finished: u64) {
+        for _ in 0..finished {
+            self.inner.counters.sink_finished();
+        }
+    }
+
+    /// The source partitions (after [`install`](Self::install)).
+    pub(crate) fn source_actors(&self) -> Vec<ActorId> {
+        self.inner
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .flat_map(|&(operator, partitions)| {
+                (0..partitions).map(move |p| ActorId::new(self.inner.app, operator, p))
+            })
+            .collect()
+    }
+
+    /// Sinks whose output the checkpoints commit: operator, partitions and file (after
+    /// [`install`](Self::install)).
+    pub(crate) fn committed_sinks(&self) -> Vec<(OperatorId, PartitionId, std::path::PathBuf)> {
+        self.inner
+            .committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The operators whose state cannot be checkpointed, with why (after
+    /// [`install`](Self::install)): an app with any runs without checkpoints only.
+    pub fn not_checkpointable(&self) -> Vec<(String, &'static str)> {
+        self.inner
+            .not_checkpointable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The operators that are sinks (after [`install`](Self::install)).
+    pub(crate) fn sink_operators(&self) -> Vec<OperatorId> {
+        self.inner
+            .sink_ops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Counts the records of this app's batches that the runtime sheds: between a source
@@ -618,6 +727,9 @@ struct NodeInputs {
     from_source: Arc<[bool]>,
     /// Upstream partitions over every input.
     slots: usize,
+    /// Distinct upstream partitions (an operator read twice counts once): how many
+    /// parts of a checkpoint barrier arrive.
+    barrier_inputs: u32,
 }
 
 impl NodeInputs {
@@ -638,10 +750,18 @@ impl NodeInputs {
             .iter()
             .map(|&input| first_consumer[usize::from(input)] == Some(operator))
             .collect();
+        let mut distinct: Vec<OperatorId> = node.inputs.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let barrier_inputs: u32 = distinct
+            .iter()
+            .map(|&input| partitions[usize::from(input)])
+            .sum();
         Self {
             inputs,
             from_source,
             slots,
+            barrier_inputs,
         }
     }
 }
@@ -662,15 +782,29 @@ fn operator_factory(
         if let Some(Ok(dormant)) = saved.map(|saved| saved.downcast::<OperatorActor>()) {
             return dormant;
         }
-        Box::new(OperatorActor::new(
+        let mut fresh = OperatorActor::new(
             make(&wiring, actor.partition),
-            inputs.inputs.clone(),
-            inputs.from_source.clone(),
+            (inputs.inputs.clone(), inputs.from_source.clone()),
             wiring.counters.clone(),
             (records_in.clone(), actor.partition as usize),
-            inputs.slots,
+            (inputs.slots, inputs.barrier_inputs),
             exclusive,
-        ))
+            wiring.checkpoint.clone(),
+        );
+        if let Some(link) = &wiring.checkpoint {
+            if let Some(part) = link.take_restored(actor.operator, actor.partition) {
+                if let Err(e) = fresh.restore(&part.inputs, part.state()) {
+                    let message = format!(
+                        "cannot restore {actor} from checkpoint {}: {e}",
+                        link.resumed_from()
+                    );
+                    tracing::error!("{message}");
+                    wiring.counters.failed(&message);
+                }
+                link.restored();
+            }
+        }
+        Box::new(fresh)
     }
 }
 

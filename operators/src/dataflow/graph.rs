@@ -34,6 +34,11 @@ pub(super) struct Node {
     pub(super) sink: bool,
     pub(super) source: bool,
     pub(super) trigger: Option<FrontierTrigger>,
+    /// A sink whose output the checkpoints commit to this file
+    /// ([`LineTarget::Committed`](crate::sink::LineTarget::Committed)).
+    pub(super) committed_output: Option<std::path::PathBuf>,
+    /// Why the operator's state cannot be checkpointed, if it cannot.
+    pub(super) not_checkpointable: Option<&'static str>,
 }
 
 pub(crate) struct Graph {
@@ -134,6 +139,8 @@ fn add_node(
         sink: false,
         source: false,
         trigger: None,
+        committed_output: None,
+        not_checkpointable: None,
     });
     id
 }
@@ -244,8 +251,24 @@ impl<T: Data> Stream<T> {
         set_trigger(&self.graph, self.node, trigger);
     }
 
+    /// The operator whose output this stream is.
+    pub(crate) fn node_id(&self) -> OperatorId {
+        self.node
+    }
+
     pub(crate) fn mark_sink(&self, node: OperatorId) {
         self.graph.borrow_mut().nodes[usize::from(node)].sink = true;
+    }
+
+    /// Notes that sink `node` writes to `path` through the checkpoints' commits.
+    pub(crate) fn mark_committed_output(&self, node: OperatorId, path: std::path::PathBuf) {
+        self.graph.borrow_mut().nodes[usize::from(node)].committed_output = Some(path);
+    }
+
+    /// Notes that operator `node`'s state cannot be checkpointed, and why: an app with
+    /// it runs without checkpoints only.
+    pub(crate) fn mark_not_checkpointable(&self, node: OperatorId, why: &'static str) {
+        self.graph.borrow_mut().nodes[usize::from(node)].not_checkpointable = Some(why);
     }
 
     /// Partitions the next operator's input by `key`: records with equal keys reach the

@@ -69,7 +69,22 @@ pub enum Msg {
     End,
     /// A source's turn to produce (sent to itself, or by [`App::start`](super::App::start)).
     Tick,
+    /// Checkpoint `id` starts at this source partition (sent by the checkpoint
+    /// coordinator, [`crate::checkpoint`]): it records its position, then sends
+    /// [`Msg::Barrier`] after the records before it.
+    Checkpoint(CheckpointId),
+    /// Checkpoint barrier `id`, in band: everything the sending partition sent before it
+    /// belongs to checkpoint `id`, everything after to later ones. An operator partition
+    /// that has it from every upstream partition (the runtime holds back what an input
+    /// sends after its barrier) saves its state and sends the barrier on. Partitions
+    /// whose stream has ended pass barriers on all the same, so a checkpoint completes
+    /// while an app drains.
+    Barrier(CheckpointId),
 }
+
+/// A checkpoint's number: 1, 2, 3, ... in the order the coordinator starts them, over
+/// every run that resumes from the same checkpoint directory.
+pub type CheckpointId = u64;
 
 impl fmt::Debug for Msg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -78,6 +93,8 @@ impl fmt::Debug for Msg {
             Msg::Watermark(frontier) => write!(f, "Watermark({frontier})"),
             Msg::End => f.write_str("End"),
             Msg::Tick => f.write_str("Tick"),
+            Msg::Checkpoint(id) => write!(f, "Checkpoint({id})"),
+            Msg::Barrier(id) => write!(f, "Barrier({id})"),
         }
     }
 }

@@ -49,6 +49,8 @@ pub use app::{App, Flow};
 pub(crate) use graph::{add_operator, set_trigger, FrontierTrigger};
 pub use graph::{AppBuilder, KeyedStream, Stream};
 pub(crate) use message::batch_of;
-pub use message::{check_event_time, Batch, Data, Msg, Time, MAX_BATCH, MAX_EVENT_TIME_MS};
+pub use message::{
+    check_event_time, Batch, CheckpointId, Data, Msg, Time, MAX_BATCH, MAX_EVENT_TIME_MS,
+};
 pub(crate) use operator::{partitions_of_self, Logic, Wiring};
 pub(crate) use output::{KeyHashFn, Output};

@@ -14,7 +14,8 @@ use dirigo_runtime::{
 
 use super::app::{AppCounters, PartitionCount};
 use super::graph::FrontierTrigger;
-use super::message::{Msg, Time};
+use super::message::{CheckpointId, Msg, Time};
+use crate::checkpoint::{CheckpointLink, SavedInputs};
 
 /// Builds one partition's logic, given the node's outgoing edges (each an `EdgeSpec<T>` of
 /// the node's output type) and the partition counts of every node.
@@ -31,6 +32,9 @@ pub(crate) struct Wiring {
     /// The triggers of every operator of the app that has one (windows on a fixed grid):
     /// a source sends a watermark at once when its frontier crosses one.
     pub(crate) triggers: Arc<[FrontierTrigger]>,
+    /// Where the partition reports its part of each checkpoint, and finds the state to
+    /// resume from; `None` when the app runs without checkpoints.
+    pub(crate) checkpoint: Option<Arc<CheckpointLink>>,
 }
 
 /// How many partitions the operator being created has.
@@ -76,7 +80,23 @@ pub(crate) trait Logic: 'static {
         let _ = partial;
         Ok(())
     }
+    /// Checkpoint `id`: archives the whole state (on the lessor, after every lessee's
+    /// partial state was merged in), leaving it as it is; `None` when the logic holds
+    /// none. Sinks stage what they wrote since the last checkpoint here. Called once per
+    /// checkpoint, before [`forward_barrier`](Self::forward_barrier).
+    fn save(&mut self, id: CheckpointId) -> Result<Option<Snapshot>, SnapshotError>;
+    /// Takes back what [`save`](Self::save) archived (`None` when it archived nothing),
+    /// with the partition's inputs as they were, before the partition handles any
+    /// message. The bytes come from disk: the logic validates them (bytecheck) as it
+    /// reads them.
+    fn restore(&mut self, inputs: &SavedInputs, saved: Option<&[u8]>) -> Result<(), SnapshotError>;
+    /// Sends checkpoint barrier `id` to every downstream partition (after what it
+    /// buffered).
+    fn forward_barrier(&mut self, ctx: &mut Context<'_, Msg>, id: CheckpointId);
 }
+
+/// Per input, the upstream operator and its partition count.
+pub(crate) type UpstreamInputs = Arc<[(OperatorId, PartitionId)]>;
 
 /// The actor that runs one operator partition: finds which input a message came from,
 /// aligns watermarks over every upstream partition, and hands the rest to the logic.
@@ -98,6 +118,11 @@ pub(crate) struct OperatorActor {
     /// Whether the operator's state is exclusive: it never has lessees, so its lessor's
     /// state is the whole state and a watermark needs no consolidation.
     exclusive: bool,
+    /// Distinct upstream partitions: how many parts of each checkpoint barrier arrive.
+    barrier_inputs: u32,
+    /// Parts of the pending checkpoint barrier handed over so far.
+    barrier_parts: u32,
+    checkpoint: Option<Arc<CheckpointLink>>,
 }
 
 impl OperatorActor {
@@ -106,12 +131,12 @@ impl OperatorActor {
     /// advanced yet.
     pub(crate) fn new(
         logic: Box<dyn Logic>,
-        inputs: Arc<[(OperatorId, PartitionId)]>,
-        from_source: Arc<[bool]>,
+        (inputs, from_source): (UpstreamInputs, Arc<[bool]>),
         counters: Arc<AppCounters>,
         records_in: (Arc<[PartitionCount]>, usize),
-        slots: usize,
+        (slots, barrier_inputs): (usize, u32),
         exclusive: bool,
+        checkpoint: Option<Arc<CheckpointLink>>,
     ) -> Self {
         Self {
             logic,
@@ -122,7 +147,36 @@ impl OperatorActor {
             inputs_seen: Alignment::new(slots),
             admitted: std::cell::RefCell::new(Alignment::new(slots)),
             exclusive,
+            barrier_inputs,
+            barrier_parts: 0,
+            checkpoint,
         }
+    }
+
+    /// Resumes from a checkpoint's part: the inputs' frontiers and ends as they were,
+    /// and the logic's state.
+    pub(crate) fn restore(
+        &mut self,
+        inputs: &SavedInputs,
+        state: Option<&[u8]>,
+    ) -> Result<(), SnapshotError> {
+        self.inputs_seen = Alignment::restored(inputs);
+        *self.admitted.borrow_mut() = Alignment::restored(inputs);
+        self.logic.restore(inputs, state)
+    }
+
+    /// Checkpoint `id` reached this partition (every upstream barrier part has arrived,
+    /// or, for a source, the coordinator's trigger): reports the part (the inputs' state
+    /// and the logic's archive, with how long archiving held the shard), then passes the
+    /// barrier on.
+    fn checkpoint(&mut self, ctx: &mut Context<'_, Msg>, id: CheckpointId) {
+        if let Some(link) = &self.checkpoint {
+            let started = ctx.now();
+            let state = self.logic.save(id);
+            let held_ns = ctx.now().saturating_sub(started);
+            link.report_part(ctx, id, self.inputs_seen.saved(), state, held_ns);
+        }
+        self.logic.forward_barrier(ctx, id);
     }
 
     fn input_of(&self, source: Option<ActorId>) -> (usize, usize) {
@@ -147,6 +201,12 @@ impl Actor<Msg> for OperatorActor {
     /// mailbox ahead of other actors' work until the critical message's turn comes.)
     fn barrier(&self, message: &Envelope<Msg>) -> dirigo_runtime::Barrier {
         let news = match message.payload {
+            Msg::Barrier(id) => {
+                return dirigo_runtime::Barrier::Wait {
+                    id,
+                    inputs: self.barrier_inputs,
+                }
+            }
             Msg::Watermark(frontier) => Some(frontier),
             Msg::End => None,
             _ => return dirigo_runtime::Barrier::Single,
@@ -185,6 +245,20 @@ impl Actor<Msg> for OperatorActor {
             }
             Msg::Tick => {
                 self.logic.on_tick(ctx);
+                return;
+            }
+            Msg::Checkpoint(id) => {
+                self.checkpoint(ctx, id);
+                return;
+            }
+            Msg::Barrier(id) => {
+                // The runtime hands every part of the barrier over together, one per
+                // upstream partition: the checkpoint runs with the last.
+                self.barrier_parts += 1;
+                if self.barrier_parts >= self.barrier_inputs {
+                    self.barrier_parts = 0;
+                    self.checkpoint(ctx, id);
+                }
                 return;
             }
             Msg::Watermark(frontier) => Some(frontier),
@@ -251,6 +325,22 @@ impl Alignment {
             slots: vec![Some(0); slots],
             frontier: 0,
             ended: false,
+        }
+    }
+
+    fn saved(&self) -> SavedInputs {
+        SavedInputs {
+            slots: self.slots.clone(),
+            frontier: self.frontier,
+            ended: self.ended,
+        }
+    }
+
+    fn restored(saved: &SavedInputs) -> Self {
+        Self {
+            slots: saved.slots.clone(),
+            frontier: saved.frontier,
+            ended: saved.ended,
         }
     }
 

@@ -7,7 +7,7 @@ use dirigo_runtime::{
 };
 use std::sync::Arc;
 
-use super::message::{Batch, Data, Msg, Time, MAX_BATCH};
+use super::message::{Batch, CheckpointId, Data, Msg, Time, MAX_BATCH};
 use super::operator::Wiring;
 use crate::partition::{Partitioning, Route};
 
@@ -193,6 +193,24 @@ impl<T: Data> Output<T> {
     /// partition, as a critical message: it runs after every batch sent before it.
     pub(crate) fn end(&mut self, ctx: &mut Context<'_, Msg>) {
         self.control(ctx, || Msg::End);
+    }
+
+    /// Flushes, then sends checkpoint barrier `id` to every downstream partition, as a
+    /// critical message: once to each, even where two edges lead to one operator (the
+    /// downstream partition waits for one barrier per upstream partition).
+    pub(crate) fn barrier(&mut self, ctx: &mut Context<'_, Msg>, id: CheckpointId) {
+        self.flush(ctx);
+        let mut sent: Vec<OperatorId> = Vec::new();
+        for edge in &self.edges {
+            if sent.contains(&edge.target) {
+                continue;
+            }
+            sent.push(edge.target);
+            for partition in 0..edge.partitions {
+                let target = ActorId::new(self.app, edge.target, partition);
+                let _ = ctx.send_critical(target, Msg::Barrier(id));
+            }
+        }
     }
 
     /// Flushes, then sends the control message `message()` to every downstream partition,

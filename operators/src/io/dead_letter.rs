@@ -140,6 +140,21 @@ pub struct DeadLetters {
     suppressed: u64,
 }
 
+/// Where a source's dead letters stood at a checkpoint ([`DeadLetters::mark`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LetterMark {
+    /// Letters recorded.
+    pub count: u64,
+    /// Letters written to the file.
+    pub written: u64,
+    /// Bytes counted against the cap.
+    pub bytes: u64,
+    /// Letters past a cap.
+    pub suppressed: u64,
+    /// The file's length (letters held, for an in-memory sink).
+    pub file_len: u64,
+}
+
 /// `record` as UTF-8 text (invalid sequences replaced by U+FFFD), at most
 /// [`MAX_RECORD_BYTES`] bytes.
 fn record_text(record: &[u8]) -> String {
@@ -184,6 +199,69 @@ impl DeadLetters {
             file: None,
             failed: None,
         })
+    }
+
+    /// Letters appended to the file at `path`, keeping what it holds already: for a run
+    /// that resumes from a checkpoint, whose earlier letters are committed output (the
+    /// checkpoint cuts the file back to its length then, see [`DeadLetters::rewind`]).
+    pub fn appending_to(path: impl Into<PathBuf>) -> Self {
+        Self::with_sink(Sink::File {
+            path: path.into(),
+            file: None,
+            failed: None,
+        })
+    }
+
+    /// Where the letters stand, for a checkpoint: the counts and the file's length.
+    pub fn mark(&self) -> LetterMark {
+        let file_len = match &self.sink {
+            Sink::File { path, .. } => std::fs::metadata(path).map_or(0, |m| m.len()),
+            Sink::Memory => self.held.len() as u64,
+        };
+        LetterMark {
+            count: self.count,
+            written: self.written,
+            bytes: self.bytes,
+            suppressed: self.suppressed,
+            file_len,
+        }
+    }
+
+    /// Back to `mark`: the counts as they were, and the file cut back to its length then
+    /// (letters written after the mark are written again as the source reads their
+    /// lines again). A file shorter than the mark (removed meanwhile) is left alone,
+    /// with a warning.
+    pub fn rewind(&mut self, mark: &LetterMark) {
+        self.count = mark.count;
+        self.written = mark.written;
+        self.bytes = mark.bytes;
+        self.suppressed = mark.suppressed;
+        match &mut self.sink {
+            Sink::File { path, file, .. } => {
+                *file = None;
+                let len = std::fs::metadata(&*path).map_or(0, |m| m.len());
+                if len < mark.file_len {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "the dead-letter file is shorter than at the checkpoint ({len} < {} bytes): \
+                         letters from before the checkpoint are missing",
+                        mark.file_len
+                    );
+                } else if len > mark.file_len {
+                    let cut = OpenOptions::new()
+                        .write(true)
+                        .open(&*path)
+                        .and_then(|f| f.set_len(mark.file_len));
+                    if let Err(e) = cut {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot cut the dead-letter file back to the checkpoint");
+                    }
+                }
+            }
+            Sink::Memory => {
+                let keep = usize::try_from(mark.file_len).unwrap_or(usize::MAX);
+                self.held.truncate(keep);
+            }
+        }
     }
 
     /// Letters kept in memory, for tests: read them with [`DeadLetters::lines`].

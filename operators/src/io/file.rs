@@ -37,7 +37,7 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::dead_letter::{DeadLetters, LetterLimits};
+use super::dead_letter::{DeadLetters, LetterLimits, LetterMark};
 use super::parse::{decode_line, is_csv_header, Decode, Format, LineFramer, DEFAULT_MAX_FRAME};
 use crate::dataflow::{check_event_time, AppBuilder, Data, Stream, Time};
 use crate::source::{Pacing, RecordSource};
@@ -126,6 +126,16 @@ impl DeadLetterSink {
         self.lock().path().map(Path::to_path_buf)
     }
 
+    /// Where the letters stand, for a checkpoint (see [`DeadLetters::mark`]).
+    pub fn mark(&self) -> LetterMark {
+        self.lock().mark()
+    }
+
+    /// Back to `mark` (see [`DeadLetters::rewind`]).
+    pub fn rewind(&self, mark: &LetterMark) {
+        self.lock().rewind(mark);
+    }
+
     /// Whether every letter is where it should be (see [`DeadLetters::flush`]).
     ///
     /// # Errors
@@ -187,12 +197,22 @@ struct FileReader<T> {
     line: u64,
     /// Whether a non-blank line has been seen.
     seen_content: bool,
+    /// Lines up to this one already have their letters written (a source rewound to a
+    /// checkpoint reads them again): no letter for them.
+    lettered_through: u64,
     letters: DeadLetterSink,
     time_of: TimeOf<T>,
     _records: PhantomData<fn() -> T>,
 }
 
 impl<T: Decode> FileReader<T> {
+    /// A dead letter for the line being read, unless a rewind reads it again.
+    fn letter(&self, position: &str, reason: &str, bytes: &[u8]) {
+        if self.line > self.lettered_through {
+            self.letters.record(&self.source, position, reason, bytes);
+        }
+    }
+
     fn next_record(&mut self) -> Option<(Time, T)> {
         loop {
             while let Some(framed) = self.lines.pop_front() {
@@ -206,12 +226,7 @@ impl<T: Decode> FileReader<T> {
                                 self.seen_content = true;
                                 match check_event_time((self.time_of)(&record)) {
                                     Ok(time) => return Some((time, record)),
-                                    Err(reason) => self.letters.record(
-                                        &self.source,
-                                        &position(),
-                                        &reason,
-                                        &bytes,
-                                    ),
+                                    Err(reason) => self.letter(&position(), &reason, &bytes),
                                 }
                             }
                             Line::Skipped => {
@@ -219,14 +234,13 @@ impl<T: Decode> FileReader<T> {
                             }
                             Line::Bad(reason) => {
                                 self.seen_content = true;
-                                self.letters
-                                    .record(&self.source, &position(), &reason, &bytes);
+                                self.letter(&position(), &reason, &bytes);
                             }
                         }
                     }
                     Err(reason) => {
                         self.seen_content = true;
-                        self.letters.record(&self.source, &position(), &reason, b"");
+                        self.letter(&position(), &reason, b"");
                     }
                 }
             }
@@ -256,12 +270,52 @@ struct FileRecords<T> {
     reader: Arc<Mutex<FileReader<T>>>,
 }
 
+/// What a file source remembers at a checkpoint beyond the records it handed out.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FileMark {
+    /// The last line read.
+    line: u64,
+    letters: LetterMark,
+}
+
+impl<T: Decode + Data> FileRecords<T> {
+    fn lock(&self) -> MutexGuard<'_, FileReader<T>> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl<T: Decode + Data> RecordSource<T> for FileRecords<T> {
     fn next_record(&mut self) -> Option<(Time, T)> {
-        self.reader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .next_record()
+        self.lock().next_record()
+    }
+
+    fn checkpoint_extra(&self) -> Vec<u8> {
+        let reader = self.lock();
+        let mark = FileMark {
+            line: reader.line,
+            letters: reader.letters.mark(),
+        };
+        serde_json::to_vec(&mark).unwrap_or_default()
+    }
+
+    /// Reads the file again up to the checkpoint's record, without writing the letters
+    /// of lines it had read by then again, and cuts the dead-letter file back to its
+    /// length at the checkpoint.
+    fn rewind(&mut self, handed_out: u64, extra: &[u8]) -> Result<(), String> {
+        let mark: FileMark = serde_json::from_slice(extra)
+            .map_err(|e| format!("the file source's checkpoint is not readable: {e}"))?;
+        let mut reader = self.lock();
+        reader.lettered_through = mark.line;
+        for skipped in 0..handed_out {
+            if reader.next_record().is_none() {
+                return Err(format!(
+                    "{} has {skipped} records; the checkpoint had read {handed_out}",
+                    reader.source
+                ));
+            }
+        }
+        reader.letters.rewind(&mark.letters);
+        Ok(())
     }
 }
 
@@ -304,6 +358,7 @@ impl AppBuilder {
             chunk: vec![0; CHUNK_BYTES],
             line: 0,
             seen_content: false,
+            lettered_through: 0,
             letters: dead_letters,
             time_of: Arc::new(time_of),
             _records: PhantomData,
@@ -339,6 +394,7 @@ mod tests {
             chunk: vec![0; 5],
             line: 0,
             seen_content: false,
+            lettered_through: 0,
             letters: letters.clone(),
             time_of: Arc::new(|r: &KeyedRecord| r.time),
             _records: PhantomData,

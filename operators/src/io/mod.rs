@@ -33,7 +33,7 @@ pub mod parse;
 pub mod shape;
 pub mod tcp;
 
-pub use dead_letter::{DeadLetters, LetterLimits};
+pub use dead_letter::{DeadLetters, LetterLimits, LetterMark};
 pub use file::{DeadLetterSink, FileFormat};
 pub use generator::{Generator, GeneratorSpec, KeyedRecord};
 pub use keys::{KeyDist, KeySampler};

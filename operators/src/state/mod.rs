@@ -16,7 +16,8 @@
 use std::hash::Hash;
 
 use dirigo_runtime::{Snapshot, SnapshotError};
-use rkyv::api::high::{HighDeserializer, HighSerializer};
+use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
+use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
@@ -30,10 +31,16 @@ pub use key_counts::{ArchivedKeyCounts, Iter, KeyCounts};
 /// State that can travel between shards in a snapshot: archived with rkyv on a lessee,
 /// read back on the lessor. What `#[derive(rkyv::Archive, rkyv::Serialize,
 /// rkyv::Deserialize)]` gives, and std's integers, strings, vectors and tuples.
+///
+/// Its archived form can also be validated (bytecheck), since checkpoints read it back
+/// from disk, which is a trust boundary.
 pub trait Portable:
     Sized
     + 'static
-    + rkyv::Archive<Archived: rkyv::Deserialize<Self, HighDeserializer<rancor::Error>>>
+    + rkyv::Archive<
+        Archived: rkyv::Deserialize<Self, HighDeserializer<rancor::Error>>
+                      + for<'b> CheckBytes<HighValidator<'b, rancor::Error>>,
+    >
     + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
 {
 }
@@ -41,7 +48,10 @@ pub trait Portable:
 impl<T> Portable for T where
     T: Sized
         + 'static
-        + rkyv::Archive<Archived: rkyv::Deserialize<T, HighDeserializer<rancor::Error>>>
+        + rkyv::Archive<
+            Archived: rkyv::Deserialize<T, HighDeserializer<rancor::Error>>
+                          + for<'b> CheckBytes<HighValidator<'b, rancor::Error>>,
+        >
         + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
 {
 }

@@ -9,8 +9,10 @@ use dirigo_runtime::{Context, Snapshot, SnapshotError, StateKind};
 
 use super::logic::{WindowFns, WindowLogic};
 use super::{Window, WindowSpec};
+use crate::checkpoint::SavedInputs;
 use crate::dataflow::{
-    add_operator, batch_of, set_trigger, Data, KeyedStream, Logic, Msg, Stream, Time, Wiring,
+    add_operator, batch_of, set_trigger, CheckpointId, Data, KeyedStream, Logic, Msg, Stream, Time,
+    Wiring,
 };
 use crate::state::{Key, Portable};
 
@@ -125,6 +127,18 @@ impl<L: Data + Portable, R: Data + Portable, K: Key, O: Data> Logic for TwoInput
 
     fn forward_end(&mut self, ctx: &mut Context<'_, Msg>) {
         self.inner.forward_end(ctx);
+    }
+
+    fn save(&mut self, id: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
+        self.inner.save(id)
+    }
+
+    fn restore(&mut self, inputs: &SavedInputs, saved: Option<&[u8]>) -> Result<(), SnapshotError> {
+        self.inner.restore(inputs, saved)
+    }
+
+    fn forward_barrier(&mut self, ctx: &mut Context<'_, Msg>, id: CheckpointId) {
+        self.inner.forward_barrier(ctx, id);
     }
 
     fn snapshot(&mut self) -> Result<Option<Snapshot>, SnapshotError> {

@@ -11,9 +11,12 @@ use std::sync::Arc;
 use dirigo_runtime::{Context, PartitionId, Snapshot, SnapshotError};
 
 use super::keys::{WindowKeys, MIN_ROOM, ROOM_KEPT};
-use super::state::{open_window, WindowState};
+use super::state::{open_window, PartialWindows, WindowState};
 use super::{Window, WindowSpec, Windows};
-use crate::dataflow::{batch_of, AppCounters, Data, Logic, Msg, Output, Time, Wiring};
+use crate::checkpoint::SavedInputs;
+use crate::dataflow::{
+    batch_of, AppCounters, CheckpointId, Data, Logic, Msg, Output, Time, Wiring,
+};
 use crate::state::{Key, Portable};
 
 /// Folds a record into a window's accumulator: `(accumulator, window, time, record)`.
@@ -265,5 +268,29 @@ impl<T: Data, K: Key, A: Portable, O: Data> Logic for WindowLogic<T, K, A, O> {
             self.counters.late.fetch_add(late, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// The open windows, archived as a lessee would hand them over, then merged back:
+    /// the state is as it was (open windows never count as late: the frontier fired
+    /// every window it passed).
+    fn save(&mut self, _: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
+        let saved = self.state.snapshot()?;
+        if let Some(saved) = &saved {
+            self.state.merge(saved, self.frontier, &*self.fns.merge)?;
+        }
+        Ok(saved)
+    }
+
+    fn restore(&mut self, inputs: &SavedInputs, saved: Option<&[u8]>) -> Result<(), SnapshotError> {
+        self.frontier = inputs.frontier;
+        if let Some(bytes) = saved {
+            let saved = Snapshot::from_checked::<PartialWindows<K, A>>(bytes)?;
+            self.state.merge(&saved, self.frontier, &*self.fns.merge)?;
+        }
+        Ok(())
+    }
+
+    fn forward_barrier(&mut self, ctx: &mut Context<'_, Msg>, id: CheckpointId) {
+        self.out.barrier(ctx, id);
     }
 }

@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dirigo_runtime::{Context, StateKind};
+use dirigo_runtime::{Context, Snapshot, SnapshotError, StateKind};
 
+use crate::checkpoint::SavedInputs;
 use crate::dataflow::{
-    add_operator, partitions_of_self, AppCounters, Batch, Data, Logic, Msg, Stream, Time, Wiring,
+    add_operator, partitions_of_self, AppCounters, Batch, CheckpointId, Data, Logic, Msg, Stream,
+    Time, Wiring,
 };
 use crate::partition::Partitioning;
 
@@ -162,6 +164,18 @@ impl<T: Data + serde::Serialize> Logic for TcpSinkLogic<T> {
     }
 
     fn forward_end(&mut self, _: &mut Context<'_, Msg>) {}
+
+    /// A socket takes what is written at once: output is at least once across a
+    /// restore (what was sent after the checkpoint is sent again).
+    fn save(&mut self, _: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
+        Ok(None)
+    }
+
+    fn restore(&mut self, _: &SavedInputs, _: Option<&[u8]>) -> Result<(), SnapshotError> {
+        Ok(())
+    }
+
+    fn forward_barrier(&mut self, _: &mut Context<'_, Msg>, _: CheckpointId) {}
 }
 
 impl<T: Data + serde::Serialize> Stream<T> {

@@ -687,6 +687,13 @@ impl<T: Data> RecordSource<T> for ChannelRecords<T> {
             }
         }
     }
+
+    /// A socket cannot be read again: a restored TCP source goes on with what arrives
+    /// next, so records that arrived after the checkpoint and before the crash are lost
+    /// (at most once across a restore; the run says so at start).
+    fn rewind(&mut self, _handed_out: u64, _extra: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl AppBuilder {

@@ -1,0 +1,513 @@
+//! Checkpoints and exactly-once recovery: asynchronous barrier snapshots of every app's
+//! state, on disk in rkyv's archived form, and recovery from the newest complete one.
+//!
+//! How a checkpoint is taken:
+//! - The coordinator (a thread outside the shards, see `coordinator`) starts checkpoint
+//!   `n` every `interval` at every source partition ([`Msg::Checkpoint`]). The source
+//!   records where it stands (records handed out, its frontier, its record source's
+//!   extra, such as a dead-letter file's length) and sends barrier `n`
+//!   ([`Msg::Barrier`]) after the records before it.
+//! - An operator partition waits for barrier `n` from every upstream partition: the
+//!   runtime's barrier (`dirigo_runtime::Barrier::Wait`) holds back what an input sends
+//!   after its barrier while the others catch up, and, being a critical message, merges
+//!   every lessee's partial state into the lessor first. The partition then archives its
+//!   state (the only work that holds its shard), reports it, and sends the barrier on.
+//! - Sinks whose output is committed ([`LineTarget::Committed`](crate::sink::LineTarget))
+//!   stage what they wrote since the last barrier as that epoch's output.
+//! - The coordinator writes each part into a file per checkpoint and shard, with a
+//!   CRC-32, and once every partition's part is in it flushes everything, commits the
+//!   manifest (see `store`), then appends the staged output the checkpoint covers to
+//!   each sink's file (two-phase commit), and deletes checkpoints beyond `retain`.
+//!   A checkpoint not complete within `timeout` is abandoned and counted.
+//!
+//! How a run resumes ([`Checkpoints::recover`]): the newest checkpoint whose manifest
+//! and parts check out (a damaged one is skipped with a log line saying why, never a
+//! panic), the same apps (operators and partition counts; a changed app is refused
+//! unless its state may be dropped), each sink's file cut back to its committed length
+//! and the covered output committed again (idempotent), staged output no complete
+//! checkpoint covers discarded, and each partition restored from its part when it is
+//! first activated (keyed by actor address, not by shard, so the shard count may
+//! change where partition counts are fixed). Sources rewind: files, the generator and
+//! NEXMark replay up to where they were (exactly once); a TCP source cannot be replayed
+//! and goes on with what arrives (at most once).
+//!
+//! ```
+//! use std::time::Duration;
+//! use dirigo_operators::checkpoint::{CheckpointConfig, Checkpoints};
+//! use dirigo_operators::dataflow::{AppBuilder, Msg};
+//! use dirigo_operators::sink::LineTarget;
+//! use dirigo_operators::source::Pacing;
+//! use dirigo_runtime::Runtime;
+//!
+//! let dir = std::env::temp_dir().join(format!("dirigo-doc-chk-{}", std::process::id()));
+//! let _ = std::fs::remove_dir_all(&dir);
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let out = dir.join("counts.jsonl");
+//!
+//! let app = AppBuilder::new(0, "counts").parallelism(2);
+//! let records: Vec<(u64, u64)> = (0..10_000u64).map(|i| (i, i % 10)).collect();
+//! app.source_iter("numbers", records, 0, Pacing::Unpaced)
+//!     .key_by(|n: &u64| *n)
+//!     .window_count("per-key", dirigo_operators::window::Windows::Tumbling { size: 1_000 })
+//!     .map("row", |(key, window, n)| (key, window.end, n))
+//!     .sink_json_lines("out", LineTarget::Committed(out.clone()))
+//!     .unwrap();
+//! let app = app.build();
+//!
+//! let mut config = CheckpointConfig::new(dir.join("checkpoints"));
+//! config.interval = Duration::from_millis(5);
+//! let checkpoints = Checkpoints::new(config);
+//! checkpoints.attach(&app);
+//! let runtime = app.install(Runtime::<Msg>::builder().shards(2)).build().unwrap();
+//! let recovery = checkpoints.recover(false).unwrap();
+//! assert_eq!(recovery.resumed_from, None, "a fresh directory: a fresh start");
+//! checkpoints.start(runtime.ingress());
+//! app.start(&runtime.ingress());
+//! assert!(app.wait(Duration::from_secs(10)));
+//! let stats = checkpoints.finish(true);
+//! assert!(stats.completed >= 1, "the last checkpoint commits the output");
+//! runtime.shutdown();
+//! let lines = std::fs::read_to_string(&out).unwrap().lines().count();
+//! assert_eq!(lines, 100, "10 keys in each of 10 windows, each once");
+//! std::fs::remove_dir_all(&dir).unwrap();
+//! ```
+
+mod coordinator;
+pub(crate) mod link;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use dirigo_runtime::Ingress;
+
+pub use link::{CheckpointLink, SavedInputs};
+pub use store::{list, CheckpointInfo};
+
+use crate::dataflow::{App, CheckpointId, Msg};
+use coordinator::{Command, Coordinator, RegisteredApp};
+use link::{Report, REPORT_QUEUE};
+use store::AppLayout;
+
+/// Where and how often to checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// The directory that holds the checkpoints (created if missing).
+    pub dir: PathBuf,
+    /// Time from the end of one checkpoint to the start of the next.
+    pub interval: Duration,
+    /// Complete checkpoints kept (at least 1): older ones are deleted.
+    pub retain: usize,
+    /// A checkpoint not complete within this long is abandoned (and counted).
+    pub timeout: Duration,
+}
+
+impl CheckpointConfig {
+    /// Checkpoints in `dir`: every second, the newest 3 kept, abandoned after 60 s.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            interval: Duration::from_secs(1),
+            retain: 3,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the checkpoints did in a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CheckpointStats {
+    /// Checkpoints completed.
+    pub completed: u64,
+    /// Checkpoints abandoned (timed out, or a part could not be archived or written).
+    pub abandoned: u64,
+    /// The newest complete checkpoint (0: none).
+    pub last_complete: CheckpointId,
+    /// The checkpoint the run resumed from, if any.
+    pub resumed_from: Option<CheckpointId>,
+    /// Duration of each completed checkpoint, start to committed manifest (µs).
+    pub durations_us: Vec<u64>,
+    /// Of each completed checkpoint, start to its last part (barriers' travel and
+    /// alignment, µs).
+    pub alignments_us: Vec<u64>,
+    /// The longest time archiving a partition's state held its shard (µs).
+    pub max_shard_hold_us: u64,
+    /// Bytes of state in the last completed checkpoint.
+    pub bytes_last: u64,
+    /// Bytes of state over every completed checkpoint.
+    pub bytes_total: u64,
+}
+
+/// The checkpoints of a runtime's apps: attach the apps, install them, recover, start,
+/// and finish when the run ends (see the [module docs](self)).
+pub struct Checkpoints {
+    config: CheckpointConfig,
+    reports: flume::Sender<Report>,
+    receiver: flume::Receiver<Report>,
+    commands: flume::Sender<Command>,
+    command_receiver: flume::Receiver<Command>,
+    apps: Mutex<Vec<(App, Arc<CheckpointLink>)>>,
+    stats: Arc<Mutex<CheckpointStats>>,
+    recovered: Mutex<Option<Recovered>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Where a recovery left the coordinator.
+struct Recovered {
+    next_id: CheckpointId,
+    last_complete: CheckpointId,
+    complete: Vec<CheckpointId>,
+    committed_len: HashMap<PathBuf, u64>,
+}
+
+/// What [`Checkpoints::recover`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// The checkpoint the apps resume from; `None`: they start from scratch.
+    pub resumed_from: Option<CheckpointId>,
+    /// Checkpoints passed over, newest first, each with why (damaged, incomplete).
+    pub skipped: Vec<String>,
+    /// Apps that start from scratch although the checkpoint held state for them
+    /// (changed, with the state allowed to drop).
+    pub dropped: Vec<String>,
+}
+
+impl Checkpoints {
+    /// Checkpoints as `config` says; nothing happens on disk until
+    /// [`recover`](Self::recover).
+    pub fn new(config: CheckpointConfig) -> Self {
+        let (reports, receiver) = flume::bounded(REPORT_QUEUE);
+        let (commands, command_receiver) = flume::unbounded();
+        Self {
+            config,
+            reports,
+            receiver,
+            commands,
+            command_receiver,
+            apps: Mutex::new(Vec::new()),
+            stats: Arc::new(Mutex::new(CheckpointStats::default())),
+            recovered: Mutex::new(None),
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CheckpointConfig {
+        &self.config
+    }
+
+    /// Connects `app` to the checkpoints; call before [`App::install`].
+    pub fn attach(&self, app: &App) {
+        let link = Arc::new(CheckpointLink::new(app.id(), self.reports.clone()));
+        app.attach_checkpoint(link.clone());
+        self.apps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((app.clone(), link));
+    }
+
+    /// Resumes the attached (and installed) apps from the newest valid checkpoint in the
+    /// directory, or prepares a fresh start when there is none; call before the runtime
+    /// runs the apps. A checkpoint whose apps differ from these (operators or partition
+    /// counts) is refused, unless `allow_state_drop`: then the changed apps start from
+    /// scratch and the others resume.
+    ///
+    /// # Errors
+    /// An app whose state cannot be checkpointed, a changed app, or a directory or sink
+    /// file that cannot be read or written: a sentence saying which.
+    pub fn recover(&self, allow_state_drop: bool) -> Result<Recovery, String> {
+        let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (app, _) in &apps {
+            if let Some((operator, why)) = app.not_checkpointable().into_iter().next() {
+                return Err(format!(
+                    "app `{}` cannot be checkpointed: operator `{operator}`: {why}",
+                    app.name()
+                ));
+            }
+        }
+        std::fs::create_dir_all(&self.config.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.config.dir.display()))?;
+        let dir = &self.config.dir;
+        let layouts: Vec<AppLayout> = apps.iter().map(|(app, _)| layout_of(app)).collect();
+        let ids = store::checkpoint_ids(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut recovery = Recovery::default();
+        let mut chosen = None;
+        for &id in &ids {
+            let manifest = match store::read_manifest(dir, id) {
+                Ok(manifest) => manifest,
+                Err(_)
+                    if !store::checkpoint_dir(dir, id)
+                        .join(store::MANIFEST)
+                        .exists() =>
+                {
+                    // Taken while the last run stopped: it never completed.
+                    tracing::info!("checkpoint {id} was not complete (no manifest): passed over");
+                    continue;
+                }
+                Err(why) => {
+                    recovery.skipped.push(format!("checkpoint {id}: {why}"));
+                    continue;
+                }
+            };
+            let dropped = changed_apps(&manifest.apps, &layouts);
+            if !dropped.is_empty() && !allow_state_drop {
+                return Err(format!(
+                    "checkpoint {id} in {} holds state for other apps than these ({}); \
+                     run with --allow-state-drop to start those from scratch, or \
+                     --from-scratch to start everything from scratch",
+                    dir.display(),
+                    dropped.join("; ")
+                ));
+            }
+            match store::load_parts(dir, &manifest) {
+                Ok(parts) => {
+                    recovery.dropped = dropped;
+                    chosen = Some((manifest, parts));
+                    break;
+                }
+                Err(why) => recovery.skipped.push(format!("checkpoint {id}: {why}")),
+            }
+        }
+        for skipped in &recovery.skipped {
+            tracing::warn!("{skipped}; trying the one before");
+        }
+        let next_id = ids.first().copied().unwrap_or(0) + 1;
+        let mut committed_len = HashMap::new();
+        let recovered = match chosen {
+            Some((manifest, mut parts)) => {
+                let restored: Vec<dirigo_runtime::AppId> = layouts
+                    .iter()
+                    .filter(|layout| manifest.apps.contains(layout))
+                    .map(|layout| layout.id)
+                    .collect();
+                for (app, link) in &apps {
+                    let sinks = app.sink_operators();
+                    if restored.contains(&app.id()) {
+                        let parts = parts.remove(&app.id()).unwrap_or_default();
+                        let finished = parts
+                            .iter()
+                            .filter(|((operator, _), part)| {
+                                part.inputs.ended && sinks.contains(operator)
+                            })
+                            .count() as u64;
+                        link.set_restored(manifest.id, parts);
+                        app.restore_finished_sinks(finished);
+                    } else {
+                        // Starts from scratch: its first epoch follows the checkpoint.
+                        link.set_restored(manifest.id, HashMap::new());
+                        for (_, _, path) in app.committed_sinks() {
+                            truncate(&path)?;
+                            committed_len.insert(path, 0);
+                        }
+                    }
+                }
+                let mut commit = manifest.clone();
+                commit.sinks.retain(|sink| restored.contains(&sink.app));
+                for (path, len) in store::commit_sinks(dir, &commit).map_err(|e| e.to_string())? {
+                    committed_len.insert(path, len);
+                }
+                for (app, _) in &apps {
+                    for (_, _, path) in app.committed_sinks() {
+                        if let std::collections::hash_map::Entry::Vacant(slot) =
+                            committed_len.entry(path)
+                        {
+                            truncate(slot.key())?;
+                            slot.insert(0);
+                        }
+                    }
+                }
+                let complete: Vec<CheckpointId> = ids
+                    .iter()
+                    .copied()
+                    .filter(|&id| id <= manifest.id && store::read_manifest(dir, id).is_ok())
+                    .collect();
+                store::prune(
+                    dir,
+                    &complete,
+                    self.config.retain,
+                    CheckpointId::MAX,
+                    Some(manifest.id),
+                )
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+                recovery.resumed_from = Some(manifest.id);
+                tracing::info!(
+                    checkpoint = manifest.id,
+                    "resuming from checkpoint {} in {}",
+                    manifest.id,
+                    dir.display()
+                );
+                Recovered {
+                    next_id,
+                    last_complete: manifest.id,
+                    complete: complete
+                        .into_iter()
+                        .take(self.config.retain.max(1))
+                        .collect(),
+                    committed_len,
+                }
+            }
+            None => {
+                for (app, _) in &apps {
+                    for (_, _, path) in app.committed_sinks() {
+                        truncate(&path)?;
+                        committed_len.insert(path, 0);
+                    }
+                }
+                let staged = dir.join(store::STAGED);
+                if let Err(e) = std::fs::remove_dir_all(&staged) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return Err(format!("cannot clear {}: {e}", staged.display()));
+                    }
+                }
+                store::prune(dir, &[], self.config.retain, CheckpointId::MAX, Some(0))
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
+                Recovered {
+                    next_id,
+                    last_complete: 0,
+                    complete: Vec::new(),
+                    committed_len,
+                }
+            }
+        };
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .resumed_from = recovery.resumed_from;
+        *self.recovered.lock().unwrap_or_else(|e| e.into_inner()) = Some(recovered);
+        Ok(recovery)
+    }
+
+    /// Starts the coordinator's thread, which starts a checkpoint every interval; call
+    /// after [`recover`](Self::recover), with the runtime's ingress.
+    ///
+    /// # Panics
+    /// When called before `recover`, or twice.
+    pub fn start(&self, ingress: Ingress<Msg>) {
+        let recovered = self
+            .recovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .expect("Checkpoints::recover comes before Checkpoints::start, once");
+        let apps = self
+            .apps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(app, _)| RegisteredApp {
+                layout: layout_of(app),
+                sources: app.source_actors(),
+                sinks: app.committed_sinks(),
+            })
+            .collect();
+        let coordinator = Coordinator::new(
+            self.config.clone(),
+            ingress,
+            apps,
+            recovered.next_id,
+            recovered.last_complete,
+            recovered.complete,
+            recovered.committed_len,
+            self.stats.clone(),
+        );
+        let receiver = self.receiver.clone();
+        let commands = self.command_receiver.clone();
+        let thread = std::thread::Builder::new()
+            .name("dirigo-checkpoints".into())
+            .spawn(move || coordinator.run(receiver, commands))
+            .expect("the checkpoint thread starts");
+        *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+    }
+
+    /// Ends the checkpoints when the run ends: with `final_checkpoint` (every app
+    /// completed), one last checkpoint commits what the sinks wrote since the one before
+    /// (without it, that output stays staged and a resumed run writes it again); then
+    /// the thread stops. Returns what the checkpoints did.
+    pub fn finish(&self, final_checkpoint: bool) -> CheckpointStats {
+        let _ = self.commands.send(Command::Finish { final_checkpoint });
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let deadline =
+                std::time::Instant::now() + coordinator::FINISH_WAIT + self.config.timeout;
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                tracing::warn!("the checkpoint thread did not stop in time; leaving it");
+            }
+        }
+        self.stats()
+    }
+
+    /// Starts a checkpoint now, instead of at the end of the interval (or as soon as
+    /// the one in flight ends): before a planned stop, say.
+    pub fn checkpoint_now(&self) {
+        let _ = self.commands.send(Command::Now);
+    }
+
+    /// Parts of the checkpoint the apps resume from that are not restored yet: 0 once
+    /// every partition took its state back (partitions do so when first activated).
+    pub fn restoring(&self) -> usize {
+        self.apps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(_, link)| link.restoring())
+            .sum()
+    }
+
+    /// What the checkpoints did so far.
+    pub fn stats(&self) -> CheckpointStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// An app's layout as a checkpoint records it.
+fn layout_of(app: &App) -> AppLayout {
+    AppLayout {
+        id: app.id(),
+        name: app.name().to_owned(),
+        operators: app.operators(),
+    }
+}
+
+/// The apps a checkpoint's `saved` layouts hold state for that `now` lacks or has
+/// changed, each with a word on how.
+fn changed_apps(saved: &[AppLayout], now: &[AppLayout]) -> Vec<String> {
+    let mut changed = Vec::new();
+    for app in saved {
+        match now.iter().find(|other| other.id == app.id) {
+            None => changed.push(format!("app `{}` is gone", app.name)),
+            Some(other) if other != app => changed.push(format!(
+                "app `{}` changed (operators and partitions then: {}; now: {})",
+                app.name,
+                describe(&app.operators),
+                describe(&other.operators)
+            )),
+            Some(_) => {}
+        }
+    }
+    changed
+}
+
+fn describe(operators: &[(String, dirigo_runtime::PartitionId)]) -> String {
+    operators
+        .iter()
+        .map(|(name, partitions)| format!("{name}×{partitions}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn truncate(path: &std::path::Path) -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(path)
+        .map(drop)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))
+}
