@@ -99,6 +99,17 @@ fn spawn(dir: &Path, config: &str) -> Child {
         .unwrap()
 }
 
+/// Runs `reference.toml` in `dir` (no checkpoints, no kills): its sorted output.
+fn reference_output(dir: &Path) -> Vec<String> {
+    let reference = run(dir, "reference.toml");
+    assert!(
+        reference.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reference.stderr)
+    );
+    sorted_lines(&dir.join("reference.jsonl"))
+}
+
 fn sorted_lines(path: &Path) -> Vec<String> {
     let mut lines: Vec<String> = std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -202,13 +213,7 @@ fn runs_killed_at_random_moments_commit_every_output_exactly_once() {
         ),
     )
     .unwrap();
-    let reference = run(&dir, "reference.toml");
-    assert!(
-        reference.status.success(),
-        "{}",
-        String::from_utf8_lossy(&reference.stderr)
-    );
-    let want = sorted_lines(&dir.join("reference.jsonl"));
+    let want = reference_output(&dir);
     assert!(want.len() > 10_000, "{} outputs", want.len());
 
     let hit = kill_and_restart(&dir, "checkpointed.toml", 22, (7, 50, 1_200));
@@ -275,13 +280,7 @@ path = "{out}"
         ),
     )
     .unwrap();
-    let reference = run(&dir, "reference.toml");
-    assert!(
-        reference.status.success(),
-        "{}",
-        String::from_utf8_lossy(&reference.stderr)
-    );
-    let want = sorted_lines(&dir.join("reference.jsonl"));
+    let want = reference_output(&dir);
     assert!(want.len() > 1_000, "{} outputs", want.len());
     let hit = kill_and_restart(&dir, "checkpointed.toml", 20, (11, 50, 400));
     assert!(hit >= 10, "only {hit} kills hit a running run");

@@ -344,8 +344,13 @@ impl App {
 
     /// The source partitions (after [`install`](Self::install)).
     pub(crate) fn source_actors(&self) -> Vec<ActorId> {
-        self.inner
-            .sources
+        self.actors_of(&self.inner.sources)
+    }
+
+    /// Every partition's actor of the operators in `operators` (each with its partition
+    /// count).
+    fn actors_of(&self, operators: &Mutex<Vec<(OperatorId, PartitionId)>>) -> Vec<ActorId> {
+        operators
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
@@ -485,15 +490,7 @@ impl App {
     /// The actors of the operators whose state is mergeable: those that may get lessees
     /// (after [`install`](Self::install)).
     pub fn mergeable_actors(&self) -> Vec<ActorId> {
-        self.inner
-            .mergeable
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .flat_map(|&(operator, partitions)| {
-                (0..partitions).map(move |p| ActorId::new(self.inner.app, operator, p))
-            })
-            .collect()
+        self.actors_of(&self.inner.mergeable)
     }
 
     /// Starts every source partition.
