@@ -720,7 +720,7 @@ impl Actor<BenchMsg> for Consumer {
             }
             debug_assert_eq!(seq, self.received);
             self.received += 1;
-            if self.received % ACK_EVERY == 0 {
+            if self.received.is_multiple_of(ACK_EVERY) {
                 if let Some(source) = message.source {
                     ctx.send(source, BenchMsg::Ack(ACK_EVERY))
                         .expect("producer registered");

@@ -66,7 +66,7 @@ pub fn measure(cpus: &[Option<usize>], duration: Duration) -> Vec<CpuNoise> {
                         worst = worst.max(stretch_lost);
                     }
                     reads = reads.wrapping_add(1);
-                    if reads % 4096 == 0 && started.elapsed() >= duration {
+                    if reads.is_multiple_of(4096) && started.elapsed() >= duration {
                         break;
                     }
                 }

@@ -69,7 +69,7 @@ impl Actor<Msg> for Producer {
             match self.critical_every {
                 // A critical message blocks the consumer until its mailbox has run
                 // down; what arrives meanwhile is held back.
-                Some(every) if self.left % every == 0 => {
+                Some(every) if self.left.is_multiple_of(every) => {
                     ctx.send_critical(to, Msg::Work).unwrap();
                 }
                 _ => ctx.send(to, Msg::Work).unwrap(),

@@ -246,6 +246,11 @@ impl<T: Data> Stream<T> {
         &self.graph
     }
 
+    /// The name of the app the stream belongs to.
+    pub(crate) fn app_name(&self) -> String {
+        self.graph.borrow().name.clone()
+    }
+
     /// Declares the event times at which the operator that produces this stream acts.
     pub(crate) fn set_trigger(&self, trigger: FrontierTrigger) {
         set_trigger(&self.graph, self.node, trigger);

@@ -20,15 +20,19 @@
 //!   dead-letter handle they record malformed lines in ([`DeadLetterSink`]);
 //! - [`tcp`]: TCP sources, line-framed or length-prefixed, served from a glommio thread of
 //!   their own ([`AppBuilder::source_tcp`], [`TcpSourceHandle`]), and a JSON-lines TCP
-//!   sink ([`Stream::sink_tcp`](crate::dataflow::Stream::sink_tcp)).
+//!   sink ([`Stream::sink_tcp`](crate::dataflow::Stream::sink_tcp));
+//! - [`nats`]: a NATS JetStream source and sink, served from a thread of their own
+//!   ([`AppBuilder::source_nats`], [`Stream::sink_nats`](crate::dataflow::Stream::sink_nats)).
 //!
 //! [`AppBuilder::source_file`]: crate::dataflow::AppBuilder::source_file
 //! [`AppBuilder::source_tcp`]: crate::dataflow::AppBuilder::source_tcp
+//! [`AppBuilder::source_nats`]: crate::dataflow::AppBuilder::source_nats
 
 pub mod dead_letter;
 pub mod file;
 pub mod generator;
 pub mod keys;
+pub mod nats;
 pub mod parse;
 pub mod shape;
 pub mod tcp;

@@ -757,7 +757,7 @@ impl LesseeState {
         self.processed += 1;
         // Published now and then, not after every message: the lessor reads it on
         // every dispatch, and each store would cost it a cache miss.
-        if self.processed % PROGRESS_EVERY == 0 || mailbox_empty {
+        if self.processed.is_multiple_of(PROGRESS_EVERY) || mailbox_empty {
             self.progress
                 .processed
                 .store(self.processed, Ordering::Relaxed);

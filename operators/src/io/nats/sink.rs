@@ -1,0 +1,612 @@
+//! The NATS sink: each partition turns records into messages with deterministic ids,
+//! and one publisher thread per sink publishes them to JetStream, bounded in flight,
+//! retrying with backoff (see the [module documentation](super)).
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::io;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage, stream};
+use bytes::Bytes;
+use dirigo_runtime::{Context, StateKind};
+
+use super::connect::NatsConnect;
+use crate::dataflow::{add_operator, AppCounters, Batch, Data, Logic, Msg, Stream, Time, Wiring};
+use crate::partition::Partitioning;
+
+/// The default for [`NatsSinkOptions::max_in_flight`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+/// The default for [`NatsSinkOptions::publish_timeout`]: 5 s.
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default for [`NatsSinkOptions::retry_for`]: 60 s.
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(60);
+/// Batches of messages that wait between the sink partitions and the publisher thread.
+pub const CHANNEL_BATCHES: usize = 64;
+
+/// The first pause before publishing a message again; it doubles up to
+/// [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// The checkpoint epoch a sink partition's outputs belong to: part of every message id,
+/// so that outputs sent again after a recovery (the same epoch, the same sequence within
+/// it) carry the ids they had before, and the server drops them as duplicates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SinkEpoch(pub u64);
+
+impl SinkEpoch {
+    /// An epoch of its own for a run without checkpoints: the milliseconds since the Unix
+    /// epoch, so that two runs never share message ids.
+    pub fn of_this_run() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self(now.as_millis() as u64)
+    }
+}
+
+/// The ids of one sink partition's messages: `APP/OPERATOR/PARTITION/EPOCH/SEQUENCE`,
+/// the sequence counting from 0 within each epoch. Sent as `Nats-Msg-Id`.
+///
+/// ```
+/// use dirigo_operators::io::nats::{MsgIds, SinkEpoch};
+///
+/// let mut ids = MsgIds::new("orders", "sink", 3, SinkEpoch(7));
+/// assert_eq!(ids.next_id(), "orders/sink/3/7/0");
+/// assert_eq!(ids.next_id(), "orders/sink/3/7/1");
+/// ids.begin_epoch(SinkEpoch(8));
+/// assert_eq!(ids.next_id(), "orders/sink/3/8/0");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MsgIds {
+    prefix: String,
+    epoch: SinkEpoch,
+    sequence: u64,
+}
+
+impl MsgIds {
+    /// Ids for partition `partition` of operator `operator` of app `app`, starting in
+    /// `epoch`.
+    pub fn new(app: &str, operator: &str, partition: u32, epoch: SinkEpoch) -> Self {
+        Self {
+            prefix: format!("{app}/{operator}/{partition}"),
+            epoch,
+            sequence: 0,
+        }
+    }
+
+    /// The next message's id.
+    pub fn next_id(&mut self) -> String {
+        let id = format!("{}/{}/{}", self.prefix, self.epoch.0, self.sequence);
+        self.sequence += 1;
+        id
+    }
+
+    /// Starts `epoch`: sequences count from 0 again.
+    pub fn begin_epoch(&mut self, epoch: SinkEpoch) {
+        self.epoch = epoch;
+        self.sequence = 0;
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> SinkEpoch {
+        self.epoch
+    }
+}
+
+/// A subject with `{field}` placeholders, filled from each record's JSON fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubjectTemplate {
+    parts: Vec<SubjectPart>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum SubjectPart {
+    Text(String),
+    Field(String),
+}
+
+impl SubjectTemplate {
+    /// Parses `template`: text, with `{name}` for a record's field `name`.
+    ///
+    /// # Errors
+    /// An unclosed `{`, an empty `{}`, or a subject with white space.
+    pub fn parse(template: &str) -> Result<Self, String> {
+        if template.is_empty() || template.contains(char::is_whitespace) {
+            return Err(format!(
+                "expected a subject without white space, like `out.{{key}}`, found {template:?}"
+            ));
+        }
+        let mut parts = Vec::new();
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(SubjectPart::Text(rest[..open].to_owned()));
+            }
+            let Some(close) = rest[open..].find('}') else {
+                return Err(format!(
+                    "expected `}}` after `{{` in the subject {template:?}"
+                ));
+            };
+            let field = &rest[open + 1..open + close];
+            if field.is_empty() {
+                return Err(format!(
+                    "expected a field name inside `{{}}` in the subject {template:?}"
+                ));
+            }
+            parts.push(SubjectPart::Field(field.to_owned()));
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(SubjectPart::Text(rest.to_owned()));
+        }
+        Ok(Self { parts })
+    }
+
+    /// Whether the subject is the same for every record.
+    pub fn is_fixed(&self) -> bool {
+        self.parts
+            .iter()
+            .all(|part| matches!(part, SubjectPart::Text(_)))
+    }
+
+    /// The subjects it can make, as a stream's subject filter: `*` for each field.
+    pub fn wildcard(&self) -> String {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                SubjectPart::Text(text) => text.as_str(),
+                SubjectPart::Field(_) => "*",
+            })
+            .collect()
+    }
+
+    /// The subject for `record` (its JSON form).
+    fn fill(&self, record: &serde_json::Value) -> Result<String, String> {
+        let mut subject = String::new();
+        for part in &self.parts {
+            match part {
+                SubjectPart::Text(text) => subject.push_str(text),
+                SubjectPart::Field(field) => {
+                    let token = match record.get(field) {
+                        Some(serde_json::Value::String(text)) => text.clone(),
+                        Some(serde_json::Value::Number(number)) => number.to_string(),
+                        Some(serde_json::Value::Bool(flag)) => flag.to_string(),
+                        _ => {
+                            return Err(format!(
+                                "the record has no field {field:?} for the subject"
+                            ))
+                        }
+                    };
+                    if token.is_empty()
+                        || token
+                            .contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>'))
+                    {
+                        return Err(format!(
+                            "the field {field:?} ({token:?}) cannot be a subject token"
+                        ));
+                    }
+                    subject.push_str(&token);
+                }
+            }
+        }
+        Ok(subject)
+    }
+}
+
+/// A NATS sink's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsSinkOptions {
+    /// The server and how to log in.
+    pub connect: NatsConnect,
+    /// The stream that captures the subject: checked at start (or created).
+    pub stream: String,
+    /// Where each record goes (a fixed subject, or one with `{field}`s).
+    pub subject: SubjectTemplate,
+    /// Create the stream (file storage, capturing the subject) when it does not exist,
+    /// instead of failing.
+    pub create: bool,
+    /// The most messages published and not yet acknowledged by the server (default
+    /// [`DEFAULT_MAX_IN_FLIGHT`]); more wait.
+    pub max_in_flight: usize,
+    /// How long a publish waits for the server's acknowledgement before it is sent again
+    /// (default [`DEFAULT_PUBLISH_TIMEOUT`]).
+    pub publish_timeout: Duration,
+    /// How long a message is tried before it counts as failed output (default
+    /// [`DEFAULT_RETRY_FOR`]).
+    pub retry_for: Duration,
+    /// The epoch of the first outputs (default: [`SinkEpoch::of_this_run`]).
+    pub epoch: SinkEpoch,
+}
+
+impl NatsSinkOptions {
+    /// Publishing to `subject` (captured by `stream`) on the server `connect`.
+    pub fn new(connect: NatsConnect, stream: impl Into<String>, subject: SubjectTemplate) -> Self {
+        Self {
+            connect,
+            stream: stream.into(),
+            subject,
+            create: false,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+            retry_for: DEFAULT_RETRY_FOR,
+            epoch: SinkEpoch::of_this_run(),
+        }
+    }
+}
+
+/// One message on its way out.
+struct Outgoing {
+    subject: String,
+    id: String,
+    payload: Bytes,
+}
+
+/// What the sink partitions send the publisher thread.
+enum ToPublisher {
+    Messages(Vec<Outgoing>),
+    /// Answer once every message sent before is settled (acknowledged or failed).
+    Flush(flume::Sender<()>),
+}
+
+/// What a sink's partitions share.
+struct SinkShared {
+    to_publisher: flume::Sender<ToPublisher>,
+    app: String,
+    operator: String,
+    epoch: SinkEpoch,
+    /// How long a partition waits for room on the way to the publisher, and for a flush.
+    wait: Duration,
+}
+
+/// The publisher thread's state.
+struct Publisher {
+    context: jetstream::Context,
+    in_flight: VecDeque<(Outgoing, Option<PublishAckFuture>)>,
+    max_in_flight: usize,
+    retry_for: Duration,
+    counters: Arc<AppCounters>,
+    /// Whether the last publish failed (so that a recovery is logged once).
+    failing: bool,
+}
+
+impl Publisher {
+    /// Publishes `message` without waiting for its acknowledgement.
+    async fn start(&mut self, message: Outgoing) {
+        while self.in_flight.len() >= self.max_in_flight {
+            self.settle_oldest().await;
+        }
+        let publishing = self
+            .context
+            .send_publish(message.subject.clone(), self.publication(&message))
+            .await;
+        // A publish the client could not even send is settled like a missing
+        // acknowledgement: sent again until it is acknowledged or times out.
+        self.in_flight.push_back((message, publishing.ok()));
+    }
+
+    fn publication(&self, message: &Outgoing) -> PublishMessage {
+        PublishMessage::build()
+            .message_id(&message.id)
+            .payload(message.payload.clone())
+    }
+
+    /// Waits for the oldest message's acknowledgement, publishing it again with backoff
+    /// until it is acknowledged or [`retry_for`](NatsSinkOptions::retry_for) has passed.
+    async fn settle_oldest(&mut self) {
+        let Some((message, mut ack)) = self.in_flight.pop_front() else {
+            return;
+        };
+        let started = Instant::now();
+        let mut pause = FIRST_RETRY_PAUSE;
+        loop {
+            let error = match ack.take() {
+                Some(ack) => match ack.await {
+                    Ok(_) => {
+                        if self.failing {
+                            tracing::info!("NATS sink: publishing again");
+                            self.failing = false;
+                        }
+                        self.counters.outputs(1, 0, String::new);
+                        return;
+                    }
+                    Err(e) => e.to_string(),
+                },
+                None => "the client could not send it".to_owned(),
+            };
+            if started.elapsed() >= self.retry_for {
+                tracing::warn!(id = %message.id, error = %error, "NATS sink: gave up on a message");
+                self.counters.outputs(0, 1, || {
+                    format!(
+                        "NATS sink: no acknowledgement within {:?}: {error}",
+                        self.retry_for
+                    )
+                });
+                return;
+            }
+            if !self.failing {
+                tracing::warn!(error = %error, "NATS sink: a publish was not acknowledged; retrying with backoff");
+                self.failing = true;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_RETRY_PAUSE);
+            // The same id: if the first try did reach the stream, the server drops this one.
+            ack = self
+                .context
+                .send_publish(message.subject.clone(), self.publication(&message))
+                .await
+                .ok();
+        }
+    }
+
+    async fn run(mut self, requests: flume::Receiver<ToPublisher>) {
+        while let Ok(request) = requests.recv_async().await {
+            match request {
+                ToPublisher::Messages(messages) => {
+                    for message in messages {
+                        self.start(message).await;
+                    }
+                }
+                ToPublisher::Flush(done) => {
+                    while !self.in_flight.is_empty() {
+                        self.settle_oldest().await;
+                    }
+                    let _ = done.send(());
+                }
+            }
+        }
+        while !self.in_flight.is_empty() {
+            self.settle_oldest().await;
+        }
+    }
+}
+
+/// Looks up (or creates) the stream that captures the sink's subject.
+async fn open_stream(
+    context: &jetstream::Context,
+    options: &NatsSinkOptions,
+) -> Result<(), String> {
+    let name = &options.stream;
+    match context.get_stream(name).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let missing = matches!(
+                e.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(e)
+                    if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            );
+            if !missing {
+                return Err(format!("cannot look up the NATS stream {name:?}: {e}"));
+            }
+            if !options.create {
+                return Err(format!(
+                    "the NATS stream {name:?} does not exist (create it, or set create = true)"
+                ));
+            }
+            context
+                .create_stream(stream::Config {
+                    name: name.clone(),
+                    subjects: vec![options.subject.wildcard()],
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("cannot create the NATS stream {name:?}: {e}"))
+        }
+    }
+}
+
+/// One NATS sink partition.
+struct NatsSinkLogic<T> {
+    shared: Arc<SinkShared>,
+    subject: SubjectTemplate,
+    ids: MsgIds,
+    counters: Arc<AppCounters>,
+    _records: PhantomData<fn(T)>,
+}
+
+impl<T: Data + serde::Serialize> NatsSinkLogic<T> {
+    fn message(&mut self, record: &T) -> Result<Outgoing, String> {
+        let subject = if self.subject.is_fixed() {
+            self.subject.fill(&serde_json::Value::Null)?
+        } else {
+            let value = serde_json::to_value(record).map_err(|e| e.to_string())?;
+            self.subject.fill(&value)?
+        };
+        let payload = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+        Ok(Outgoing {
+            subject,
+            id: self.ids.next_id(),
+            payload: Bytes::from(payload),
+        })
+    }
+
+    fn send(&self, request: ToPublisher, records: u64) {
+        if let Err(e) = self
+            .shared
+            .to_publisher
+            .send_timeout(request, self.shared.wait)
+        {
+            let why = match e {
+                flume::SendTimeoutError::Timeout(_) => format!(
+                    "NATS sink: the publisher took nothing for {:?}",
+                    self.shared.wait
+                ),
+                flume::SendTimeoutError::Disconnected(_) => {
+                    "NATS sink: the publisher thread is gone".to_owned()
+                }
+            };
+            tracing::warn!("{why}");
+            self.counters.outputs(0, records, || why);
+        }
+    }
+}
+
+impl<T: Data + serde::Serialize> Logic for NatsSinkLogic<T> {
+    fn on_data(&mut self, _: &mut Context<'_, Msg>, _input: usize, data: Box<dyn Any + Send>) {
+        let batch = data
+            .downcast::<Batch<T>>()
+            .expect("an edge carries its upstream operator's record type");
+        let mut messages = Vec::with_capacity(batch.len());
+        for (_, record) in batch.iter() {
+            match self.message(record) {
+                Ok(message) => messages.push(message),
+                Err(why) => self.counters.outputs(0, 1, || format!("NATS sink: {why}")),
+            }
+        }
+        if !messages.is_empty() {
+            let count = messages.len() as u64;
+            self.send(ToPublisher::Messages(messages), count);
+        }
+    }
+
+    fn on_frontier(&mut self, _: &mut Context<'_, Msg>, _: Time) {}
+
+    fn forward_frontier(&mut self, _: &mut Context<'_, Msg>, _: Time) {}
+
+    /// Waits (at most the sink's wait) until everything this sink sent is acknowledged,
+    /// so that the app is done only once its outputs are in the stream.
+    fn on_end(&mut self, _: &mut Context<'_, Msg>) {
+        let (done_tx, done_rx) = flume::bounded(1);
+        self.send(ToPublisher::Flush(done_tx), 0);
+        if done_rx.recv_timeout(self.shared.wait).is_err() {
+            tracing::warn!(
+                "NATS sink: outputs still unacknowledged after {:?} at the end",
+                self.shared.wait
+            );
+        }
+        self.counters.sink_finished();
+    }
+
+    fn forward_end(&mut self, _: &mut Context<'_, Msg>) {}
+}
+
+impl<T: Data + serde::Serialize> Stream<T> {
+    /// Publishes every record as one JSON message to a NATS JetStream stream, per
+    /// `options` (see the [module docs](crate::io::nats)): each with a deterministic
+    /// `Nats-Msg-Id` ([`MsgIds`]), at most `max_in_flight` unacknowledged, retried with
+    /// backoff.
+    ///
+    /// Connects and looks up (or creates) the stream before it returns, so that a wrong
+    /// URL, credential or stream is an error here.
+    ///
+    /// # Errors
+    /// When the server cannot be reached or the stream does not exist (and `create` is
+    /// off).
+    pub fn sink_nats(&self, name: &str, options: NatsSinkOptions) -> io::Result<()> {
+        let (ready_tx, ready_rx) = flume::bounded::<Result<(), String>>(1);
+        let (requests_tx, requests_rx) = flume::bounded::<ToPublisher>(CHANNEL_BATCHES);
+        let (counters_tx, counters_rx) = flume::bounded::<Arc<AppCounters>>(1);
+        let who = format!("sink {name}");
+        let thread_options = options.clone();
+        std::thread::Builder::new()
+            .name(format!("dirigo-nats-{name}"))
+            .spawn(move || {
+                let options = thread_options;
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("cannot start the NATS thread: {e}")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let client = match options.connect.connect(&who).await {
+                        Ok(client) => client,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let context = jetstream::ContextBuilder::new()
+                        .timeout(options.publish_timeout)
+                        .max_ack_inflight(options.max_in_flight.max(1) * 2)
+                        .backpressure_on_inflight(true)
+                        .build(client);
+                    if let Err(e) = open_stream(&context, &options).await {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                    let _ = ready_tx.send(Ok(()));
+                    // The app's counters come with the first partition that is made.
+                    let Ok(counters) = counters_rx.recv_async().await else {
+                        return;
+                    };
+                    Publisher {
+                        context,
+                        in_flight: VecDeque::new(),
+                        max_in_flight: options.max_in_flight.max(1),
+                        retry_for: options.retry_for,
+                        counters,
+                        failing: false,
+                    }
+                    .run(requests_rx)
+                    .await;
+                });
+            })?;
+        ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("the NATS thread ended before connecting"))?
+            .map_err(|e| io::Error::other(format!("NATS sink {name}: {e}")))?;
+        let shared = Arc::new(SinkShared {
+            to_publisher: requests_tx,
+            app: self.app_name(),
+            operator: name.to_owned(),
+            epoch: options.epoch,
+            wait: options.retry_for + options.publish_timeout,
+        });
+        let subject = options.subject.clone();
+        let node = add_operator(
+            self.graph(),
+            name,
+            StateKind::Exclusive,
+            Arc::new(move |wiring: &Wiring, partition| {
+                let _ = counters_tx.try_send(wiring.counters.clone());
+                Box::new(NatsSinkLogic::<T> {
+                    shared: shared.clone(),
+                    subject: subject.clone(),
+                    ids: MsgIds::new(&shared.app, &shared.operator, partition, shared.epoch),
+                    counters: wiring.counters.clone(),
+                    _records: PhantomData,
+                }) as Box<dyn Logic>
+            }),
+        );
+        self.connect(node, Partitioning::Forward, None);
+        self.mark_sink(node);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_fill_from_fields() {
+        let template = SubjectTemplate::parse("out.{key}.x").unwrap();
+        assert!(!template.is_fixed());
+        assert_eq!(template.wildcard(), "out.*.x");
+        let record = serde_json::json!({"key": 42, "name": "a b"});
+        assert_eq!(template.fill(&record).unwrap(), "out.42.x");
+        let bad = SubjectTemplate::parse("out.{name}").unwrap();
+        assert!(bad
+            .fill(&record)
+            .unwrap_err()
+            .contains("cannot be a subject token"));
+        let missing = SubjectTemplate::parse("out.{nope}").unwrap();
+        assert!(missing.fill(&record).unwrap_err().contains("no field"));
+        assert!(SubjectTemplate::parse("out.{key").is_err());
+        assert!(SubjectTemplate::parse("out.{}").is_err());
+        assert!(SubjectTemplate::parse("a b").is_err());
+        let fixed = SubjectTemplate::parse("out").unwrap();
+        assert!(fixed.is_fixed());
+        assert_eq!(fixed.fill(&serde_json::Value::Null).unwrap(), "out");
+    }
+}

@@ -1,0 +1,799 @@
+//! The NATS source: one durable pull consumer per source partition, read on the NATS
+//! thread, decoded there, and handed to the app in bounded batches (see the
+//! [module documentation](super)).
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, Consumer, DeliverPolicy};
+use async_nats::jetstream::context::{ConsumerInfoErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::{self, stream};
+use futures_lite::StreamExt;
+
+use super::connect::NatsConnect;
+use crate::dataflow::{check_event_time, AppBuilder, Data, Stream, Time};
+use crate::io::file::{decode_text_line, DeadLetterSink, Line, TimeOf};
+use crate::io::parse::{Decode, Format};
+use crate::source::{Pacing, RecordSource};
+
+/// Batches that wait between the NATS thread and one source partition.
+pub const CHANNEL_BATCHES: usize = 64;
+
+/// The most messages one pull asks for, and so the most in one batch handed to the app
+/// (default of [`NatsSourceOptions::fetch_batch`]).
+pub const DEFAULT_FETCH_BATCH: usize = 256;
+
+/// How often a partition's reader looks whether the source was stopped, and acknowledges
+/// what the app has taken, while no message comes.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// `max_ack_pending` of the consumers the source creates: more than a partition ever
+/// holds unacknowledged (its channel, one batch being decoded and one pull).
+const MAX_ACK_PENDING: i64 = 1 << 20;
+
+/// The first pause before pulling again after the server failed a pull; it doubles up to
+/// [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long a pull request waits on the server for messages before the client renews it.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// How often the server says that a waiting pull request is still alive.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Where a NATS source partition stands in its stream: the stream sequence of the last
+/// message it has taken into the app (records and dead letters alike); `0` before the
+/// first. Recovery resumes right after it ([`NatsSourceOptions::start_after`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamPosition(pub u64);
+
+/// Where a NATS record's event time comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EventTime {
+    /// From the record (the source's `time_of`).
+    #[default]
+    Field,
+    /// The time the server stored the message, in ms since the Unix epoch.
+    Published,
+}
+
+/// A NATS source's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsSourceOptions {
+    /// The server and how to log in.
+    pub connect: NatsConnect,
+    /// The JetStream stream to read.
+    pub stream: String,
+    /// The durable consumer's name; with several partitions, partition `p` reads through
+    /// the consumer `CONSUMER-p`.
+    pub consumer: String,
+    /// The subjects to read (a filter, wildcards allowed); `None`: the whole stream.
+    /// With several partitions it must hold `{partition}`, which partition `p` reads as
+    /// `p` (`orders.{partition}`: partition 2 reads `orders.2`).
+    pub subject: Option<String>,
+    /// Source partitions (default 1), one consumer each.
+    pub partitions: u32,
+    /// How each message's payload is decoded: one record per message.
+    pub format: Format,
+    /// Where event times come from.
+    pub event_time: EventTime,
+    /// Create the stream (file storage, its subjects the filter with `*` for
+    /// `{partition}`) and the consumers when they do not exist, instead of failing.
+    pub create: bool,
+    /// End the stream once no message came for this long (and the app took every one
+    /// that came); `None` (the default): only a stop ends it.
+    pub end_after_idle: Option<Duration>,
+    /// The most messages one pull asks for (default [`DEFAULT_FETCH_BATCH`]).
+    pub fetch_batch: usize,
+    /// Per partition, the position to resume after (from a checkpoint): the consumer is
+    /// made to deliver from the next sequence on. Empty (the default): each consumer
+    /// resumes where its acknowledgements left it.
+    pub start_after: Vec<StreamPosition>,
+}
+
+impl NatsSourceOptions {
+    /// Reading `stream` through the durable consumer `consumer` on the server `connect`,
+    /// one partition, CSV payloads, event times from the records.
+    pub fn new(
+        connect: NatsConnect,
+        stream: impl Into<String>,
+        consumer: impl Into<String>,
+    ) -> Self {
+        Self {
+            connect,
+            stream: stream.into(),
+            consumer: consumer.into(),
+            subject: None,
+            partitions: 1,
+            format: Format::Csv,
+            event_time: EventTime::Field,
+            create: false,
+            end_after_idle: None,
+            fetch_batch: DEFAULT_FETCH_BATCH,
+            start_after: Vec::new(),
+        }
+    }
+
+    /// Partition `partition`'s consumer name.
+    pub fn consumer_of(&self, partition: u32) -> String {
+        if self.partitions <= 1 {
+            self.consumer.clone()
+        } else {
+            format!("{}-{partition}", self.consumer)
+        }
+    }
+
+    /// Partition `partition`'s filter subject (`None`: the whole stream).
+    pub fn subject_of(&self, partition: u32) -> Option<String> {
+        self.subject
+            .as_ref()
+            .map(|subject| subject.replace("{partition}", &partition.to_string()))
+    }
+
+    /// What the options lack or contradict, as a message.
+    fn check(&self) -> Result<(), String> {
+        if self.partitions == 0 {
+            return Err("a NATS source needs at least one partition".into());
+        }
+        let templated = self
+            .subject
+            .as_ref()
+            .is_some_and(|subject| subject.contains("{partition}"));
+        if self.partitions > 1 && !templated {
+            return Err(format!(
+                "{} partitions need a subject with {{partition}} in it (like `orders.{{partition}}`), one per partition",
+                self.partitions
+            ));
+        }
+        if self.create && self.subject.is_none() {
+            return Err("creating the stream needs a subject to capture".into());
+        }
+        if self.stream.is_empty() || self.consumer.is_empty() {
+            return Err("a NATS source needs a stream and a consumer name".into());
+        }
+        Ok(())
+    }
+}
+
+/// Records decoded from one pull, on their way to a partition: each with its stream
+/// sequence; `through` is the sequence of the last message of the pull (which may be a
+/// dead letter, or one skipped as delivered before).
+struct NatsBatch<T> {
+    records: Vec<(Time, T)>,
+    sequences: Vec<u64>,
+    through: u64,
+}
+
+/// What the NATS thread and the app share, per source.
+#[derive(Debug)]
+struct SourceShared {
+    stopping: AtomicBool,
+    /// Partitions whose reader has ended.
+    ended: AtomicU64,
+    partitions: u64,
+    /// Records handed to the app.
+    records: AtomicU64,
+    /// Per partition, the sequence through which the app has taken every message.
+    taken: Vec<AtomicU64>,
+    /// Per partition, the sequence through which the server was told the messages are
+    /// done with.
+    acked: Vec<AtomicU64>,
+    /// Pulls that failed (the server gone, a request timed out) and were made again.
+    pull_errors: AtomicU64,
+}
+
+/// Watches and stops a NATS source.
+#[derive(Clone, Debug)]
+pub struct NatsSourceHandle {
+    shared: Arc<SourceShared>,
+}
+
+impl NatsSourceHandle {
+    /// Stops reading: each partition's reader ends within [`POLL`], after acknowledging
+    /// what the app has taken; the app's source partitions then end.
+    pub fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+    }
+
+    /// Whether every partition's reader has ended.
+    pub fn is_finished(&self) -> bool {
+        self.shared.ended.load(Ordering::Acquire) >= self.shared.partitions
+    }
+
+    /// Waits up to `timeout` for [`is_finished`](Self::is_finished).
+    pub fn wait_finished(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.is_finished() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    /// Records handed to the app so far.
+    pub fn records(&self) -> u64 {
+        self.shared.records.load(Ordering::Acquire)
+    }
+
+    /// Where partition `partition` stands: the sequence through which the app took every
+    /// message.
+    pub fn position(&self, partition: u32) -> StreamPosition {
+        StreamPosition(self.shared.taken[partition as usize].load(Ordering::Acquire))
+    }
+
+    /// The sequence through which partition `partition` acknowledged its messages.
+    pub fn acknowledged(&self, partition: u32) -> StreamPosition {
+        StreamPosition(self.shared.acked[partition as usize].load(Ordering::Acquire))
+    }
+
+    /// Pulls that failed and were made again (the server was unreachable, say).
+    pub fn pull_errors(&self) -> u64 {
+        self.shared.pull_errors.load(Ordering::Acquire)
+    }
+}
+
+/// One incarnation of a NATS source partition: takes batches from the NATS thread.
+struct NatsRecords<T> {
+    batches: flume::Receiver<NatsBatch<T>>,
+    records: std::vec::IntoIter<(Time, T)>,
+    sequences: std::vec::IntoIter<u64>,
+    through: u64,
+    /// The sequence of the last record taken.
+    position: StreamPosition,
+    partition: usize,
+    shared: Arc<SourceShared>,
+}
+
+impl<T> NatsRecords<T> {
+    fn start(&mut self, batch: NatsBatch<T>) {
+        self.records = batch.records.into_iter();
+        self.sequences = batch.sequences.into_iter();
+        self.through = batch.through;
+        self.finish_batch_if_taken();
+    }
+
+    /// Once the current batch is all taken, the partition stands at its `through`.
+    fn finish_batch_if_taken(&mut self) {
+        if self.records.len() == 0 && self.through > 0 {
+            self.position = self.position.max(StreamPosition(self.through));
+            self.shared.taken[self.partition].store(self.position.0, Ordering::Release);
+            self.through = 0;
+        }
+    }
+
+    fn take(&mut self) -> Option<(Time, T)> {
+        let record = self.records.next()?;
+        if let Some(sequence) = self.sequences.next() {
+            self.position = StreamPosition(sequence);
+        }
+        self.finish_batch_if_taken();
+        Some(record)
+    }
+}
+
+impl<T: Data> RecordSource<T> for NatsRecords<T> {
+    /// Blocks until a record comes (the source partition uses `poll_record` instead).
+    fn next_record(&mut self) -> Option<(Time, T)> {
+        loop {
+            if let Some(record) = self.take() {
+                return Some(record);
+            }
+            let batch = self.batches.recv().ok()?;
+            self.start(batch);
+        }
+    }
+
+    fn poll_record(&mut self) -> Poll<Option<(Time, T)>> {
+        loop {
+            if let Some(record) = self.take() {
+                return Poll::Ready(Some(record));
+            }
+            match self.batches.try_recv() {
+                Ok(batch) => self.start(batch),
+                Err(flume::TryRecvError::Empty) => return Poll::Pending,
+                Err(flume::TryRecvError::Disconnected) => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+/// What one partition's reader needs.
+struct Reader<T> {
+    partition: usize,
+    /// The source as dead letters name it: `nats:STREAM`.
+    source: String,
+    consumer: Consumer<pull::Config>,
+    format: Format,
+    event_time: EventTime,
+    time_of: TimeOf<T>,
+    letters: DeadLetterSink,
+    fetch_batch: usize,
+    end_after_idle: Option<Duration>,
+    records: flume::Sender<NatsBatch<T>>,
+    shared: Arc<SourceShared>,
+    /// The last sequence handed on: a message at or before it is a redelivery.
+    handed: u64,
+    /// The last message of each batch handed on and not acknowledged yet (with its
+    /// sequence): acknowledging one acknowledges every message before it.
+    unacked: VecDeque<(u64, jetstream::Message)>,
+}
+
+impl<T: Decode + Data> Reader<T> {
+    fn stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::Acquire)
+    }
+
+    /// Tells the server that every message through what the app has taken is done with.
+    async fn acknowledge_taken(&mut self) {
+        let taken = self.shared.taken[self.partition].load(Ordering::Acquire);
+        let mut newest = None;
+        while self
+            .unacked
+            .front()
+            .is_some_and(|(sequence, _)| *sequence <= taken)
+        {
+            newest = self.unacked.pop_front();
+        }
+        let Some((sequence, message)) = newest else {
+            return;
+        };
+        match message.ack().await {
+            Ok(()) => self.shared.acked[self.partition].store(sequence, Ordering::Release),
+            Err(e) => {
+                // Not acknowledged: try again with the next batch (acknowledgements
+                // are cumulative), or the server delivers it again after a restart.
+                tracing::debug!(source = %self.source, error = %e, "NATS source: acknowledgement failed");
+                self.unacked.push_front((sequence, message));
+            }
+        }
+    }
+
+    /// Decodes `messages` into a batch; malformed ones become dead letters.
+    fn decode(&mut self, messages: Vec<jetstream::Message>) -> NatsBatch<T> {
+        let mut batch = NatsBatch {
+            records: Vec::with_capacity(messages.len()),
+            sequences: Vec::with_capacity(messages.len()),
+            through: self.handed,
+        };
+        let mut last = None;
+        for message in messages {
+            let (sequence, published_ms) = match message.info() {
+                Ok(info) => (
+                    info.stream_sequence,
+                    (info.published.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
+                ),
+                Err(e) => {
+                    tracing::warn!(source = %self.source, error = %e, "NATS source: a message without JetStream metadata; skipped");
+                    continue;
+                }
+            };
+            if sequence <= self.handed {
+                continue; // delivered before (the server redelivers unacknowledged ones)
+            }
+            self.handed = sequence;
+            batch.through = sequence;
+            let decoded = match decode_text_line::<T>(&message.payload, self.format, false) {
+                Line::Record(record) => {
+                    let time = match self.event_time {
+                        EventTime::Field => (self.time_of)(&record),
+                        EventTime::Published => published_ms,
+                    };
+                    check_event_time(time).map(|time| (time, record))
+                }
+                Line::Skipped => Err("expected a record, found an empty message".to_owned()),
+                Line::Bad(reason) => Err(reason),
+            };
+            match decoded {
+                Ok(timed) => {
+                    batch.records.push(timed);
+                    batch.sequences.push(sequence);
+                }
+                Err(reason) => self.letters.record(
+                    &self.source,
+                    &format!("stream sequence {sequence}"),
+                    &reason,
+                    &message.payload,
+                ),
+            }
+            last = Some((sequence, message));
+        }
+        if let Some(last) = last {
+            self.unacked.push_back(last);
+        }
+        batch
+    }
+
+    /// Hands `batch` to the app, waiting for room; `false` when the app is gone or the
+    /// source was stopped first.
+    async fn hand_over(&mut self, batch: NatsBatch<T>) -> bool {
+        let count = batch.records.len() as u64;
+        let records = self.records.clone();
+        let sending = records.send_async(batch);
+        tokio::pin!(sending);
+        loop {
+            tokio::select! {
+                sent = &mut sending => {
+                    if sent.is_err() {
+                        return false;
+                    }
+                    self.shared.records.fetch_add(count, Ordering::AcqRel);
+                    return true;
+                }
+                () = tokio::time::sleep(POLL) => {
+                    if self.stopping() {
+                        return false;
+                    }
+                    // The app is behind: acknowledge what it took meanwhile.
+                    self.acknowledge_taken().await;
+                }
+            }
+        }
+    }
+
+    /// Waits (while not stopped) until the app has taken everything handed on.
+    async fn wait_taken(&mut self) {
+        while !self.stopping()
+            && self.shared.taken[self.partition].load(Ordering::Acquire) < self.handed
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.acknowledge_taken().await;
+    }
+
+    /// Reads the partition until the source stops, the app is gone, or it was idle for
+    /// `end_after_idle`.
+    async fn run(mut self) {
+        let mut pause = FIRST_RETRY_PAUSE;
+        let mut last_message = Instant::now();
+        let mut messages: Option<pull::Stream> = None;
+        let mut failing = false;
+        'reading: while !self.stopping() {
+            self.acknowledge_taken().await;
+            if messages.is_none() {
+                let opened = self
+                    .consumer
+                    .stream()
+                    .max_messages_per_batch(self.fetch_batch)
+                    .expires(PULL_EXPIRES)
+                    .heartbeat(PULL_HEARTBEAT)
+                    .messages()
+                    .await;
+                match opened {
+                    Ok(stream) => messages = Some(stream),
+                    Err(e) => {
+                        self.pull_failed(&mut failing, &e.to_string());
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                        continue;
+                    }
+                }
+            }
+            let Some(stream) = messages.as_mut() else {
+                continue;
+            };
+            let first = match tokio::time::timeout(POLL, stream.next()).await {
+                Err(_) => {
+                    if self
+                        .end_after_idle
+                        .is_some_and(|idle| last_message.elapsed() >= idle)
+                    {
+                        break 'reading;
+                    }
+                    continue;
+                }
+                Ok(None) => {
+                    messages = None;
+                    continue;
+                }
+                Ok(Some(Err(e))) => {
+                    self.pull_failed(&mut failing, &e.to_string());
+                    messages = None;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                    continue;
+                }
+                Ok(Some(Ok(message))) => message,
+            };
+            if failing {
+                tracing::info!(source = %self.source, partition = self.partition, "NATS source: reading again");
+                failing = false;
+            }
+            pause = FIRST_RETRY_PAUSE;
+            last_message = Instant::now();
+            let mut pulled = vec![first];
+            // Whatever else has arrived already goes into the same batch.
+            while pulled.len() < self.fetch_batch {
+                match futures_lite::future::poll_once(stream.next()).await {
+                    Some(Some(Ok(message))) => pulled.push(message),
+                    Some(Some(Err(e))) => {
+                        self.pull_failed(&mut failing, &e.to_string());
+                        messages = None;
+                        break;
+                    }
+                    Some(None) => {
+                        messages = None;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let batch = self.decode(pulled);
+            if !self.hand_over(batch).await {
+                break 'reading;
+            }
+        }
+        self.wait_taken().await;
+        self.shared.ended.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn pull_failed(&self, failing: &mut bool, error: &str) {
+        self.shared.pull_errors.fetch_add(1, Ordering::AcqRel);
+        if !*failing {
+            tracing::warn!(source = %self.source, partition = self.partition, error = %error, "NATS source: pulling failed; retrying with backoff");
+            *failing = true;
+        }
+    }
+}
+
+/// Looks up (or creates) the stream and each partition's consumer.
+async fn open_consumers(
+    context: &jetstream::Context,
+    options: &NatsSourceOptions,
+) -> Result<Vec<Consumer<pull::Config>>, String> {
+    let name = &options.stream;
+    let stream = match context.get_stream(name).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            let missing = matches!(
+                e.kind(),
+                GetStreamErrorKind::JetStream(e)
+                    if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            );
+            if !missing {
+                return Err(format!("cannot look up the NATS stream {name:?}: {e}"));
+            }
+            if !options.create {
+                return Err(format!(
+                    "the NATS stream {name:?} does not exist (create it, or set create = true)"
+                ));
+            }
+            let subject = options
+                .subject
+                .as_ref()
+                .map(|subject| subject.replace("{partition}", "*"))
+                .unwrap_or_default();
+            context
+                .create_stream(stream::Config {
+                    name: name.clone(),
+                    subjects: vec![subject],
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("cannot create the NATS stream {name:?}: {e}"))?
+        }
+    };
+    let mut consumers = Vec::new();
+    for partition in 0..options.partitions {
+        let durable = options.consumer_of(partition);
+        let filter = options.subject_of(partition).unwrap_or_default();
+        let resume = options
+            .start_after
+            .get(partition as usize)
+            .copied()
+            .filter(|position| position.0 > 0);
+        let found = match stream.consumer_info(&durable).await {
+            Ok(_) => Some(
+                stream
+                    .get_consumer::<pull::Config>(&durable)
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "cannot use the consumer {durable:?} of the NATS stream {name:?}: {e}"
+                        )
+                    })?,
+            ),
+            Err(e) => {
+                let missing = match e.kind() {
+                    ConsumerInfoErrorKind::NotFound => true,
+                    ConsumerInfoErrorKind::JetStream(e) => {
+                        e.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
+                    }
+                    _ => false,
+                };
+                if !missing {
+                    return Err(format!(
+                        "cannot look up the consumer {durable:?} of the NATS stream {name:?}: {e}"
+                    ));
+                }
+                None
+            }
+        };
+        let consumer = match (found, resume) {
+            (Some(consumer), None) => {
+                let config = &consumer.cached_info().config;
+                if !matches!(config.ack_policy, AckPolicy::All | AckPolicy::None) {
+                    return Err(format!(
+                        "the consumer {durable:?} of the NATS stream {name:?} acknowledges each message explicitly; the source acknowledges in bulk and needs ack_policy all"
+                    ));
+                }
+                if config.filter_subject != filter {
+                    return Err(format!(
+                        "the consumer {durable:?} of the NATS stream {name:?} reads {:?}, not the source's subject {filter:?}",
+                        config.filter_subject
+                    ));
+                }
+                consumer
+            }
+            (None, None) if !options.create => {
+                return Err(format!(
+                    "the NATS stream {name:?} has no consumer {durable:?} (create it, or set create = true)"
+                ))
+            }
+            (found, resume) => {
+                // Created, or made again to deliver from right after a checkpoint.
+                if found.is_some() {
+                    stream.delete_consumer(&durable).await.map_err(|e| {
+                        format!("cannot reset the consumer {durable:?} of the NATS stream {name:?}: {e}")
+                    })?;
+                }
+                let deliver_policy = match resume {
+                    Some(after) => DeliverPolicy::ByStartSequence {
+                        start_sequence: after.0 + 1,
+                    },
+                    None => DeliverPolicy::All,
+                };
+                stream
+                    .create_consumer(pull::Config {
+                        durable_name: Some(durable.clone()),
+                        filter_subject: filter,
+                        ack_policy: AckPolicy::All,
+                        deliver_policy,
+                        max_ack_pending: MAX_ACK_PENDING,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| {
+                        format!("cannot create the consumer {durable:?} of the NATS stream {name:?}: {e}")
+                    })?
+            }
+        };
+        consumers.push(consumer);
+    }
+    Ok(consumers)
+}
+
+impl AppBuilder {
+    /// A source of the records in a NATS JetStream stream, read per `options` by
+    /// `options.partitions` partitions, each through a durable pull consumer of its own
+    /// (see the [module docs](crate::io::nats)). Malformed messages go to `dead_letters`
+    /// with their stream sequence as position; `time_of` gives each record's event time
+    /// (unless [`EventTime::Published`]), and watermarks trail the highest one seen by
+    /// `out_of_orderness` ms.
+    ///
+    /// Connects, and looks up (or creates) the stream and its consumers, before it
+    /// returns, so that a wrong URL, credential, stream or consumer is an error here.
+    ///
+    /// # Errors
+    /// When the options contradict each other, the server cannot be reached, or the
+    /// stream or a consumer does not exist (and `create` is off) or is not fit.
+    pub fn source_nats<T: Decode + Data>(
+        &self,
+        name: &str,
+        options: NatsSourceOptions,
+        out_of_orderness: Time,
+        time_of: impl Fn(&T) -> Time + Send + Sync + 'static,
+        dead_letters: DeadLetterSink,
+    ) -> io::Result<(Stream<T>, NatsSourceHandle)> {
+        options.check().map_err(io::Error::other)?;
+        let partitions = options.partitions;
+        let shared = Arc::new(SourceShared {
+            stopping: AtomicBool::new(false),
+            ended: AtomicU64::new(0),
+            partitions: u64::from(partitions),
+            records: AtomicU64::new(0),
+            taken: (0..partitions)
+                .map(|p| AtomicU64::new(options.start_after.get(p as usize).map_or(0, |s| s.0)))
+                .collect(),
+            acked: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            pull_errors: AtomicU64::new(0),
+        });
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..partitions {
+            let (tx, rx) = flume::bounded::<NatsBatch<T>>(CHANNEL_BATCHES);
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let (ready_tx, ready_rx) = flume::bounded::<Result<(), String>>(1);
+        let thread_shared = shared.clone();
+        let time_of: TimeOf<T> = Arc::new(time_of);
+        let who = format!("source {name}");
+        std::thread::Builder::new()
+            .name(format!("dirigo-nats-{name}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("cannot start the NATS thread: {e}")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let client = match options.connect.connect(&who).await {
+                        Ok(client) => client,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let context = jetstream::new(client);
+                    let consumers = match open_consumers(&context, &options).await {
+                        Ok(consumers) => consumers,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    let mut readers = Vec::new();
+                    for ((partition, consumer), records) in
+                        consumers.into_iter().enumerate().zip(senders)
+                    {
+                        let reader = Reader {
+                            partition,
+                            source: format!("nats:{}", options.stream),
+                            consumer,
+                            format: options.format,
+                            event_time: options.event_time,
+                            time_of: time_of.clone(),
+                            letters: dead_letters.clone(),
+                            fetch_batch: options.fetch_batch.max(1),
+                            end_after_idle: options.end_after_idle,
+                            records,
+                            shared: thread_shared.clone(),
+                            handed: options.start_after.get(partition).map_or(0, |s| s.0),
+                            unacked: VecDeque::new(),
+                        };
+                        readers.push(tokio::spawn(reader.run()));
+                    }
+                    for reader in readers {
+                        let _ = reader.await;
+                    }
+                });
+            })?;
+        ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("the NATS thread ended before connecting"))?
+            .map_err(|e| io::Error::other(format!("NATS source {name}: {e}")))?;
+        let app_shared = shared.clone();
+        let stream = self
+            .source(
+                name,
+                out_of_orderness,
+                Pacing::Unpaced,
+                move |partition, _| NatsRecords {
+                    batches: receivers[partition as usize].clone(),
+                    records: Vec::new().into_iter(),
+                    sequences: Vec::new().into_iter(),
+                    through: 0,
+                    position: StreamPosition(
+                        app_shared.taken[partition as usize].load(Ordering::Acquire),
+                    ),
+                    partition: partition as usize,
+                    shared: app_shared.clone(),
+                },
+            )
+            .set_parallelism(partitions);
+        Ok((stream, NatsSourceHandle { shared }))
+    }
+}
