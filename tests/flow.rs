@@ -27,7 +27,10 @@ impl SchedulingPolicy for ShedHalf {
     }
     fn prepare_send(&self, target: ActorId, _message: &mut SchedContext) -> bool {
         target.operator != 1
-            || self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(2)
+            || self
+                .sent
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .is_multiple_of(2)
     }
 }
 

@@ -18,6 +18,9 @@
 //!   record accounted for, a prompt stop;
 //! - [`nexmark`]: the `dirigo bench nexmark` scenario — a NEXMark query's throughput on
 //!   pre-generated events, and open-loop latency at 50 % and 80 % of it;
+//! - [`nats`]: the `dirigo bench nats` scenario — a path through a NATS JetStream server
+//!   relayed by dirigo (NATS source → map → NATS sink), side by side with the same path
+//!   relayed by a bare client: throughput, and latency at 25 %, 50 % and 80 % load;
 //! - [`peer`] and [`peer_timely`]: the `dirigo bench peer` scenario — the same keyed
 //!   window count in dirigo and in timely-dataflow, throughput and latency side by side;
 //! - [`noise`]: how often the machine itself stops a running thread, reported next to
@@ -30,6 +33,7 @@ pub mod consolidate;
 pub mod dual;
 pub mod latency;
 pub mod mesh;
+pub mod nats;
 pub mod nexmark;
 pub mod noise;
 pub mod peer;

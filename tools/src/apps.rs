@@ -19,6 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use dirigo_operators::dataflow::{App, AppBuilder, KeyedStream, Msg, Stream};
+use dirigo_operators::io::nats::NatsSourceHandle;
 use dirigo_operators::io::tcp::Token;
 use dirigo_operators::io::{
     DeadLetterSink, DeadLetters, Format, Framing, GeneratorSpec, KeyDist, KeyedRecord,
@@ -50,6 +51,8 @@ pub struct BuiltApp {
     pub dead_letters: Option<DeadLetterSink>,
     /// A TCP source's listener, closed when the run ends.
     pub tcp: Option<TcpSourceHandle>,
+    /// A NATS source's readers, stopped when the run ends.
+    pub nats: Option<NatsSourceHandle>,
 }
 
 /// Builds app `id` from its section. `report_dir` is where dead letters go by default.
@@ -80,6 +83,7 @@ pub fn build(
     let mut latency = LatencyRecorder::new();
     let mut dead_letters = None;
     let mut tcp = None;
+    let mut nats = None;
     if let Some(query) = &section.query {
         let events = nexmark_source(&builder, source);
         let query = Query::build(query.get_ref(), &events)
@@ -98,7 +102,7 @@ pub fn build(
         let kind = source.kind_for(false);
         let records = match kind {
             SourceKind::Generator | SourceKind::Nexmark => generator_source(&builder, source),
-            SourceKind::File | SourceKind::Tcp => {
+            SourceKind::File | SourceKind::Tcp | SourceKind::Nats => {
                 let letters_path = source.dead_letters.clone().map_or_else(
                     || report_dir.join(format!("{name}.dead-letters.jsonl")),
                     Into::into,
@@ -126,7 +130,27 @@ pub fn build(
                     FormatName::Json => Format::Json,
                 };
                 let bound = source.out_of_orderness_ms();
-                if kind == SourceKind::File {
+                if kind == SourceKind::Nats {
+                    let section = source
+                        .nats
+                        .as_ref()
+                        .ok_or("a nats source needs [app.source.nats]")?;
+                    let mut options = section
+                        .get_ref()
+                        .source_options(base_dir, source.nats_partitions());
+                    options.format = format;
+                    let (stream, handle) = builder
+                        .source_nats(
+                            "source",
+                            options,
+                            bound,
+                            |record: &KeyedRecord| record.time,
+                            letters,
+                        )
+                        .map_err(|e| format!("app {name}: {e}"))?;
+                    nats = Some(handle);
+                    stream
+                } else if kind == SourceKind::File {
                     let path = source.path.as_ref().ok_or("a file source needs a path")?;
                     builder
                         .source_file(
@@ -207,6 +231,16 @@ pub fn build(
                     leaf.sink_json_lines(&format!("sink-{index}"), target)
                         .map_err(|e| format!("app {name}: sink: {e}"))?;
                 }
+                SinkKind::Nats => {
+                    let section = section
+                        .sink
+                        .nats
+                        .as_ref()
+                        .ok_or("a nats sink needs [app.sink.nats]")?;
+                    let options = section.get_ref().sink_options(base_dir)?;
+                    leaf.sink_nats(&format!("sink-{index}"), options)
+                        .map_err(|e| format!("app {name}: {e}"))?;
+                }
                 SinkKind::Tcp => {
                     let connect = section.sink.connect.as_ref().ok_or("an address")?;
                     let address = socket_address(connect).map_err(|(_, message)| message)?;
@@ -233,6 +267,7 @@ pub fn build(
             .map(|ms| Duration::from_secs_f64(*ms.get_ref() / 1e3)),
         dead_letters,
         tcp,
+        nats,
     })
 }
 

@@ -21,6 +21,9 @@ use dirigo_runtime::RuntimeBuilder;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub mod nats;
+pub use nats::NatsSection;
+
 /// A configuration file, parsed and checked.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -192,11 +195,11 @@ pub struct SourceSection {
     pub seed: Option<u64>,
     /// How far behind the highest event time seen watermarks trail, ms (default 0).
     pub out_of_orderness_ms: Option<Spanned<u64>>,
-    /// Source partitions (default: the app's parallelism; file and tcp: 1).
+    /// Source partitions (default: the app's parallelism; file, tcp and nats: 1).
     pub partitions: Option<Spanned<u32>>,
     /// `file`: the file to read, relative to the configuration file's folder.
     pub path: Option<Spanned<String>>,
-    /// `file`, `tcp`: `csv` (`key,value,time`) or `json` (default `csv`).
+    /// `file`, `tcp`, `nats`: `csv` (`key,value,time`) or `json` (default `csv`).
     #[serde(default)]
     pub format: FormatName,
     /// `tcp`: the address to listen on, `HOST:PORT`.
@@ -223,6 +226,8 @@ pub struct SourceSection {
     pub schema: Option<Spanned<crate::rows::SchemaConfig>>,
     /// With a `schema`: the field that gives each row's event time.
     pub event_time: Option<Spanned<String>>,
+    /// `nats`: the server, stream, consumer and the rest (`[app.source.nats]`).
+    pub nats: Option<Spanned<NatsSection>>,
 }
 
 /// A string kept out of logs: its `Debug` shows no character of it.
@@ -249,6 +254,8 @@ pub enum SourceKind {
     File,
     /// Keyed records from TCP connections.
     Tcp,
+    /// Keyed records from a NATS JetStream stream.
+    Nats,
 }
 
 /// Record formats of files and connections.
@@ -446,6 +453,8 @@ pub struct SinkSection {
     pub write_timeout_ms: Option<Spanned<u64>>,
     /// Typed rows: the fields to write, in order (default: all).
     pub fields: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `nats`: the server, stream, subject and the rest (`[app.sink.nats]`).
+    pub nats: Option<Spanned<NatsSection>>,
 }
 
 /// The sinks.
@@ -461,6 +470,8 @@ pub enum SinkKind {
     Tcp,
     /// Typed rows as CSV, after a header line.
     Csv,
+    /// JSON messages published to a NATS JetStream stream.
+    Nats,
 }
 
 /// `[runtime]`.
@@ -1240,7 +1251,28 @@ impl AppSection {
         }
         self.check_operators()?;
         let sink = &self.sink;
+        if sink.kind != SinkKind::Nats {
+            absent(&sink.nats, "nats", "only `nats` sinks publish to NATS")?;
+        }
         match sink.kind {
+            SinkKind::Nats => {
+                absent(&sink.path, "path", "only `json-lines` sinks write a file")?;
+                absent(&sink.connect, "connect", "only `tcp` sinks connect")?;
+                absent(
+                    &sink.write_timeout_ms,
+                    "write_timeout_ms",
+                    "only `tcp` sinks connect",
+                )?;
+                match &sink.nats {
+                    None => {
+                        return Err((
+                            self.name.span(),
+                            "a `[app.sink.nats]` table (url, stream, subject) for the app's `nats` sink".into(),
+                        ))
+                    }
+                    Some(nats) => nats.get_ref().check_sink()?,
+                }
+            }
             SinkKind::Latency => {
                 absent(&sink.path, "path", "only `json-lines` sinks write a file")?;
                 absent(&sink.connect, "connect", "only `tcp` sinks connect")?;
@@ -1415,6 +1447,11 @@ impl SourceSection {
         })
     }
 
+    /// A `nats` source's partitions: `partitions`, else 1.
+    pub fn nats_partitions(&self) -> u32 {
+        self.partitions.as_ref().map_or(1, |p| *p.get_ref())
+    }
+
     /// How far watermarks trail the highest event time seen, ms.
     pub fn out_of_orderness_ms(&self) -> u64 {
         self.out_of_orderness_ms
@@ -1448,25 +1485,40 @@ impl SourceSection {
             "ms",
         )?;
         partition_count(&self.partitions, "a partition count")?;
-        let reads = matches!(kind, SourceKind::File | SourceKind::Tcp);
+        let reads = matches!(kind, SourceKind::File | SourceKind::Tcp | SourceKind::Nats);
         if reads {
             absent(&self.keys, "keys", "only `generator` sources draw keys")?;
             absent(
                 &self.shape,
                 "shape",
-                "file and tcp sources read as fast as records come",
+                "file, tcp and nats sources read as fast as records come",
             )?;
             absent(
                 &self.events,
                 "events",
-                "file and tcp sources end with their input",
+                "file, tcp and nats sources end with their input",
             )?;
         }
         if kind == SourceKind::Nexmark {
             absent(&self.keys, "keys", "NEXMark events carry their own keys")?;
         }
         self.check_limits(kind)?;
+        if kind != SourceKind::Nats {
+            absent(&self.nats, "nats", "only `nats` sources read from NATS")?;
+        }
         match kind {
+            SourceKind::Nats => {
+                absent(&self.path, "path", "only `file` sources read a file")?;
+                absent(&self.listen, "listen", "only `tcp` sources listen")?;
+                match &self.nats {
+                    None => return Err((
+                        span,
+                        "a `[app.source.nats]` table (url, stream, consumer) for the `nats` source"
+                            .into(),
+                    )),
+                    Some(nats) => nats.get_ref().check_source(self.nats_partitions())?,
+                }
+            }
             SourceKind::File => {
                 absent(&self.listen, "listen", "only `tcp` sources listen")?;
                 match &self.path {
@@ -1528,8 +1580,8 @@ fn within<T: PartialOrd + std::fmt::Display + Copy>(
 impl SourceSection {
     /// The bounds of the dead-letter and TCP keys, and where they apply.
     fn check_limits(&self, kind: SourceKind) -> Result<(), (Range<usize>, String)> {
-        if !matches!(kind, SourceKind::File | SourceKind::Tcp) {
-            let why = "only `file` and `tcp` sources write dead letters";
+        if !matches!(kind, SourceKind::File | SourceKind::Tcp | SourceKind::Nats) {
+            let why = "only `file`, `tcp` and `nats` sources write dead letters";
             absent(&self.dead_letter_max_bytes, "dead_letter_max_bytes", why)?;
             absent(&self.dead_letter_max_per_s, "dead_letter_max_per_s", why)?;
         }

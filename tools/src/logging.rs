@@ -33,9 +33,12 @@ static JSON: AtomicBool = AtomicBool::new(false);
 /// Erases the line the cursor is on.
 const ERASE_LINE: &str = "\r\x1b[2K";
 
-/// Installs the logger (level from `RUST_LOG`, `info` by default).
+/// Installs the logger (level from `RUST_LOG`, `info` by default; the NATS client's own
+/// lines only from `warn`: it logs every connection, and dirigo's NATS connectors log
+/// what matters, a connection lost and found again, themselves).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(AroundProgress)

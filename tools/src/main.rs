@@ -26,7 +26,9 @@
 //! - `dirigo bench soak [--seconds 60] [--json PATH]`: twice the sustainable load with
 //!   backpressure, then with shedding (see `dirigo_bench::soak`);
 //! - `dirigo bench scrape [--json PATH]`: a latency-critical app with `/metrics` scraped
-//!   10 times a second against not scraped, alternating (see `bench_scrape`).
+//!   10 times a second against not scraped, alternating (see `bench_scrape`);
+//! - `dirigo bench nats [--json PATH]`: a path through a NATS JetStream server relayed by
+//!   dirigo, against the same path relayed by a bare client (see `dirigo_bench::nats`).
 
 mod allocator;
 mod apps;
@@ -299,6 +301,21 @@ enum BenchScenario {
         /// Where the checkpoints go (a scratch folder inside, removed at the end).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+    /// A path through a NATS JetStream server (a server of its own, started on a free
+    /// port) relayed by dirigo (NATS source → map → NATS sink), against the same path
+    /// relayed by a bare client: throughput, then latency at 25, 50 and 80 % of dirigo's.
+    #[command(after_help = "Example:\n  dirigo bench nats --json nats.json")]
+    Nats {
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Records per throughput run.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Seconds of offered load per latency run.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
     },
     /// A NEXMark query (q0, q1, q2, q3, q4, q5, q7, q8, q11) over events generated in
     /// memory beforehand: sustainable throughput, then open-loop latency at 50 % and 80 %
@@ -587,6 +604,19 @@ fn main() -> ExitCode {
                 seconds: seconds.clamp(0.1, 3600.0),
                 rounds: rounds.clamp(1, 100),
                 ..Default::default()
+            })
+            .and_then(|report| emit(json, &report, report.table())),
+            BenchScenario::Nats {
+                json,
+                events,
+                seconds,
+            } => dirigo_bench::nats::run(&dirigo_bench::nats::NatsBenchConfig {
+                events: events.clamp(1_000, 100_000_000),
+                seconds: if seconds.is_finite() {
+                    seconds.clamp(0.5, 600.0)
+                } else {
+                    3.0
+                },
             })
             .and_then(|report| emit(json, &report, report.table())),
             BenchScenario::Soak { json, seconds } => {

@@ -386,6 +386,11 @@ pub fn run_with(
             // The app takes no more: what its connections still send is counted unread.
             tcp.stop();
         }
+        if let Some(nats) = &app.nats {
+            // The readers pull no more; what the app did not take stays unacknowledged
+            // in the stream, for the next run.
+            nats.stop();
+        }
     }
     board.publish(|published| published.phase = "draining");
     let drain_span = tracing::info_span!("drain").entered();

@@ -6,6 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::{bench_json, dirigo};
+use dirigo_operators::io::nats::LocalServer;
 
 #[test]
 fn the_demo_counts_every_event_once() {
@@ -474,6 +475,43 @@ fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Records (and one malformed message) for `configs/nats.toml`, in its stream READINGS.
+fn publish_readings(url: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let context = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+        context
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "READINGS".into(),
+                subjects: vec!["readings.*".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for i in 0..200u64 {
+            let record = format!(
+                "{{\"key\":{},\"value\":{},\"time\":{}}}",
+                i % 10,
+                i % 7,
+                i * 10
+            );
+            let ack = context
+                .publish(format!("readings.{}", i % 2), record.into())
+                .await
+                .unwrap();
+            ack.await.unwrap();
+        }
+        let ack = context
+            .publish("readings.0", "not a record".into())
+            .await
+            .unwrap();
+        ack.await.unwrap();
+    });
+}
+
 #[test]
 fn every_config_in_configs_runs_and_its_report_adds_up() {
     let configs = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -488,8 +526,21 @@ fn every_config_in_configs_runs_and_its_report_adds_up() {
         }
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let cwd = scratch(&format!("run-{name}"));
-        let report = run_config(&path, "1s", &cwd);
         let text = std::fs::read_to_string(&path).unwrap();
+        // A NATS pipeline runs against a server of its own, with records waiting.
+        let _server;
+        let (path, text) = if text.contains("kind = \"nats\"") {
+            let server = LocalServer::start().expect("nats-server must start");
+            let text = text.replace("nats://127.0.0.1:4222", &server.url());
+            publish_readings(&server.url());
+            _server = server;
+            let copy = cwd.join(format!("{name}.toml"));
+            std::fs::write(&copy, &text).unwrap();
+            (copy, text)
+        } else {
+            (path, text)
+        };
+        let report = run_config(&path, "1s", &cwd);
         let declared = text.lines().filter(|line| line.trim() == "[[app]]").count();
         let apps = report["apps"].as_array().unwrap();
         assert_eq!(apps.len(), declared, "{name}: {report}");
