@@ -482,7 +482,7 @@ fn out_holds_every_file_of_the_run_with_its_metadata() {
         let digits = outputs.to_string();
         let mut text = String::new();
         for (index, digit) in digits.chars().enumerate() {
-            if index > 0 && (digits.len() - index) % 3 == 0 {
+            if index > 0 && (digits.len() - index).is_multiple_of(3) {
                 text.push(',');
             }
             text.push(digit);
