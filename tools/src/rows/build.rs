@@ -173,6 +173,7 @@ pub fn build(
             .map(|ms| Duration::from_secs_f64(*ms.get_ref() / 1e3)),
         dead_letters: Some(letters),
         tcp: None,
+        nats: None,
     }))
 }
 
@@ -194,6 +195,7 @@ pub(crate) fn sink_rows(
     let sink_name = format!("sink-{number}");
     match sink.kind {
         SinkKind::Latency => {}
+        SinkKind::Nats => return Err("a nats sink takes keyed records, not typed rows".into()),
         SinkKind::Csv => {
             let path = sink.path.as_ref().ok_or("a path for the sink")?;
             stream

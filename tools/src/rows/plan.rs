@@ -380,6 +380,12 @@ fn source_schema(app: &AppSection, base_dir: &Path) -> Result<(Arc<Schema>, usiz
             "`kind = \"file\"` (or `nexmark`) for a source with a `schema`",
         );
     }
+    if app.sink.kind == SinkKind::Nats {
+        return PlanError::at(
+            app.name.span(),
+            "a `json-lines`, `csv` or `tcp` sink for typed rows (a `nats` sink publishes keyed records)",
+        );
+    }
     let schema = match schema_config.get_ref() {
         SchemaConfig::Infer if kind == SourceKind::Nexmark => event_schema(),
         SchemaConfig::Fields(_) if kind == SourceKind::Nexmark => {
