@@ -273,6 +273,7 @@ fn a_broker_restart_mid_run_loses_nothing() {
     );
     assert_eq!(before, keys.len(), "each came out once");
     assert_eq!(letters.count(), 0);
+    assert_eq!(app.flow().outputs_failed, 0);
 }
 
 fn runtime_for_thread() -> tokio::runtime::Runtime {

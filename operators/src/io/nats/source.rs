@@ -85,7 +85,8 @@ pub struct NatsSourceOptions {
     /// `{partition}`) and the consumers when they do not exist, instead of failing.
     pub create: bool,
     /// End the stream once no message came for this long (and the app took every one
-    /// that came); `None` (the default): only a stop ends it.
+    /// that came); time in which pulls failed (the server unreachable) does not count.
+    /// `None` (the default): only a stop ends it.
     pub end_after_idle: Option<Duration>,
     /// The most messages one pull asks for (default [`DEFAULT_FETCH_BATCH`]).
     pub fetch_batch: usize,
@@ -470,6 +471,8 @@ impl<T: Decode + Data> Reader<T> {
                         self.pull_failed(&mut failing, &e.to_string());
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                        // Idle is time the server had nothing, not time it was away.
+                        last_message = Instant::now();
                         continue;
                     }
                 }
@@ -496,6 +499,7 @@ impl<T: Decode + Data> Reader<T> {
                     messages = None;
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                    last_message = Instant::now();
                     continue;
                 }
                 Ok(Some(Ok(message))) => message,
