@@ -11,10 +11,13 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage, stream};
 use bytes::Bytes;
-use dirigo_runtime::{Context, StateKind};
+use dirigo_runtime::{Context, Snapshot, SnapshotError, StateKind};
 
 use super::connect::NatsConnect;
-use crate::dataflow::{add_operator, AppCounters, Batch, Data, Logic, Msg, Stream, Time, Wiring};
+use crate::checkpoint::SavedInputs;
+use crate::dataflow::{
+    add_operator, AppCounters, Batch, CheckpointId, Data, Logic, Msg, Stream, Time, Wiring,
+};
 use crate::partition::Partitioning;
 
 /// The default for [`NatsSinkOptions::max_in_flight`].
@@ -483,6 +486,17 @@ impl<T: Data + serde::Serialize> Logic for NatsSinkLogic<T> {
     }
 
     fn forward_end(&mut self, _: &mut Context<'_, Msg>) {}
+
+    /// Keeps no state: what it sent is in the stream (or being retried).
+    fn save(&mut self, _: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
+        Ok(None)
+    }
+
+    fn restore(&mut self, _: &SavedInputs, _: Option<&[u8]>) -> Result<(), SnapshotError> {
+        Ok(())
+    }
+
+    fn forward_barrier(&mut self, _: &mut Context<'_, Msg>, _: CheckpointId) {}
 }
 
 impl<T: Data + serde::Serialize> Stream<T> {
