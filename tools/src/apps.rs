@@ -336,6 +336,15 @@ fn generator_source(builder: &AppBuilder, source: &SourceSection) -> Stream<Keye
 
 /// NEXMark events for a `query` (and, as rows, for a typed app).
 pub(crate) fn nexmark_source(builder: &AppBuilder, source: &SourceSection) -> Stream<Event> {
+    nexmark_source_of(builder, source, |event| event)
+}
+
+/// NEXMark events, each turned into a record by `record` as the source emits it.
+pub(crate) fn nexmark_source_of<T: dirigo_operators::dataflow::Data>(
+    builder: &AppBuilder,
+    source: &SourceSection,
+    record: fn(Event) -> T,
+) -> Stream<T> {
     let events = source
         .events
         .as_ref()
@@ -354,7 +363,7 @@ pub(crate) fn nexmark_source(builder: &AppBuilder, source: &SourceSection) -> St
         pacing,
         move |partition, partitions| {
             spec.partition_iter(partition, partitions)
-                .map(|event| (event.time(), event))
+                .map(move |event| (event.time(), record(event)))
         },
     );
     match &source.partitions {

@@ -277,6 +277,10 @@ impl Acc {
 /// The compiled aggregates of one window operator.
 pub struct Aggregates {
     specs: Vec<(AggregateKind, Option<Compiled>, Type)>,
+    /// Whether an argument may fail to evaluate (it is more than a field): then every
+    /// argument is evaluated before any accumulator changes, so a failing row changes
+    /// none.
+    fallible: bool,
 }
 
 impl Aggregates {
@@ -287,6 +291,11 @@ impl Aggregates {
                 .iter()
                 .map(|spec| (spec.kind, spec.arg.as_ref().map(Expr::compile), spec.ty))
                 .collect(),
+            fallible: specs.iter().any(|spec| {
+                spec.arg
+                    .as_ref()
+                    .is_some_and(|arg| arg.as_column().is_none())
+            }),
         }
     }
 
@@ -317,12 +326,20 @@ impl Aggregates {
             .collect()
     }
 
-    /// Adds one row at event time `time`.
+    /// Adds one row at event time `time`: to every aggregate, or, when an argument fails
+    /// to evaluate, to none.
     ///
     /// # Errors
-    /// When an argument fails to evaluate; the accumulators are then as before for the
-    /// aggregates after it (the caller dead-letters the row).
+    /// When an argument fails to evaluate (the caller dead-letters the row).
     pub fn fold(&self, accs: &mut [Acc], time: Time, row: &[Value]) -> Result<(), EvalError> {
+        // Fields and no arguments cannot fail: nothing to look ahead for.
+        if self.fallible {
+            for (_, arg, _) in &self.specs {
+                if let Some(arg) = arg {
+                    arg.eval(row)?;
+                }
+            }
+        }
         for ((_, arg, _), acc) in self.specs.iter().zip(accs.iter_mut()) {
             let Some(arg) = arg else {
                 if let Acc::Count(n) = acc {
@@ -626,6 +643,26 @@ mod tests {
                 Value::Null,
                 Value::I64(0)
             ]
+        );
+    }
+
+    #[test]
+    fn a_row_whose_argument_fails_changes_no_aggregate() {
+        let schema = schema();
+        let specs: Vec<AggregateSpec> = ["count()", "sum(i)", "max(10 / i)"]
+            .iter()
+            .map(|s| AggregateSpec::parse(s, &schema).unwrap())
+            .collect();
+        let aggregates = Aggregates::new(&specs);
+        let mut accs = aggregates.init();
+        let good = vec![Value::Null, Value::I64(5), Value::Null];
+        let bad = vec![Value::Null, Value::I64(0), Value::Null];
+        aggregates.fold(&mut accs, 0, &good).unwrap();
+        let error = aggregates.fold(&mut accs, 0, &bad).unwrap_err();
+        assert_eq!(error.0, "division by zero");
+        assert_eq!(
+            aggregates.finish(accs),
+            vec![Value::I64(1), Value::I64(5), Value::I64(2)]
         );
     }
 

@@ -102,10 +102,8 @@ impl Stream<Row> {
                 spec,
                 move || aggregates.init(),
                 move |accs: &mut Vec<Acc>, _, time, row: &Row| {
-                    // A failing row is left out of every aggregate of its windows.
-                    let before = accs.clone();
+                    // A failing row is left out of every aggregate (`Aggregates::fold`).
                     if let Err(error) = fold_aggs.fold(accs, time, row) {
-                        *accs = before;
                         errors.reject(time, row, &error);
                     }
                 },

@@ -61,7 +61,7 @@ pub fn build(
     }
     let letters = DeadLetterSink::to_file_with_limits(letters_path, limits);
     let rows = if source.kind_for(false) == SourceKind::Nexmark {
-        crate::apps::nexmark_source(&builder, source).map("rows", event_row)
+        crate::apps::nexmark_source_of(&builder, source, event_row)
     } else {
         let path = source.path.as_ref().ok_or("a file source needs a path")?;
         builder

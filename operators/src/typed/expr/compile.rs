@@ -423,6 +423,8 @@ fn arith_fn(op: Arith, ty: Type, left: &Expr, right: &Expr) -> ValueFn {
                     Arith::Mul => x.checked_mul(y),
                     Arith::Div | Arith::Mod if y == 0 => return Err(division_by_zero()),
                     Arith::Div => x.checked_div(y),
+                    // `i64::MIN % -1` is 0, though `checked_rem` calls it an overflow.
+                    Arith::Mod if y == -1 => Some(0),
                     Arith::Mod => x.checked_rem(y),
                 };
                 let result = result.ok_or_else(|| overflow(name))?;
