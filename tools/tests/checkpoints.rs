@@ -99,6 +99,24 @@ fn spawn(dir: &Path, config: &str) -> Child {
         .unwrap()
 }
 
+/// Writes `lines` of input and two configs into `dir`: `reference.toml` (no
+/// checkpoints) and `checkpointed.toml` (with `checkpoint` and `extra_map`); runs the
+/// reference and returns its sorted output.
+fn file_pipelines(dir: &Path, lines: u64, checkpoint: &str, extra_map: &str) -> Vec<String> {
+    write_input(dir, lines);
+    std::fs::write(
+        dir.join("reference.toml"),
+        pipeline("reference.jsonl", "reference-letters.jsonl", None, ""),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("checkpointed.toml"),
+        pipeline("out.jsonl", "letters.jsonl", Some(checkpoint), extra_map),
+    )
+    .unwrap();
+    reference_output(dir)
+}
+
 /// Runs `reference.toml` in `dir` (no checkpoints, no kills): its sorted output.
 fn reference_output(dir: &Path) -> Vec<String> {
     let reference = run(dir, "reference.toml");
@@ -197,23 +215,7 @@ fn kill_and_restart(
 #[test]
 fn runs_killed_at_random_moments_commit_every_output_exactly_once() {
     let dir = scratch("kill-file");
-    write_input(&dir, 400_000);
-    std::fs::write(
-        dir.join("reference.toml"),
-        pipeline("reference.jsonl", "reference-letters.jsonl", None, ""),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("checkpointed.toml"),
-        pipeline(
-            "out.jsonl",
-            "letters.jsonl",
-            Some("dir = \"state\"\ninterval = \"100ms\""),
-            "",
-        ),
-    )
-    .unwrap();
-    let want = reference_output(&dir);
+    let want = file_pipelines(&dir, 400_000, "dir = \"state\"\ninterval = \"100ms\"", "");
     assert!(want.len() > 10_000, "{} outputs", want.len());
 
     let hit = kill_and_restart(&dir, "checkpointed.toml", 22, (7, 50, 1_200));
@@ -295,25 +297,12 @@ path = "{out}"
 /// Checkpoints of a run killed part way: a copy of `dir` with its state, for damaging.
 fn killed_part_way(name: &str) -> (PathBuf, Vec<String>) {
     let dir = scratch(name);
-    write_input(&dir, 200_000);
-    std::fs::write(
-        dir.join("reference.toml"),
-        pipeline("reference.jsonl", "reference-letters.jsonl", None, ""),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("checkpointed.toml"),
-        pipeline(
-            "out.jsonl",
-            "letters.jsonl",
-            Some("dir = \"state\"\ninterval = \"50ms\"\nretain = 4"),
-            "",
-        ),
-    )
-    .unwrap();
-    let reference = run(&dir, "reference.toml");
-    assert!(reference.status.success());
-    let want = sorted_lines(&dir.join("reference.jsonl"));
+    let want = file_pipelines(
+        &dir,
+        200_000,
+        "dir = \"state\"\ninterval = \"50ms\"\nretain = 4",
+        "",
+    );
     // Killed once at least two checkpoints are complete.
     let mut child = spawn(&dir, "checkpointed.toml");
     let started = Instant::now();
@@ -439,25 +428,13 @@ fn damaged_checkpoints_are_passed_over_with_a_reason() {
 #[test]
 fn a_panicking_handler_restores_its_app_from_the_last_checkpoint() {
     let dir = scratch("panic");
-    write_input(&dir, 100_000);
     // Value 777 comes up ~100 times; the map panics the first time it meets it.
-    std::fs::write(
-        dir.join("reference.toml"),
-        pipeline("reference.jsonl", "reference-letters.jsonl", None, ""),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("checkpointed.toml"),
-        pipeline(
-            "out.jsonl",
-            "letters.jsonl",
-            Some("dir = \"state\"\ninterval = \"20ms\""),
-            "panic_on_value = 777\npanic_times = 1",
-        ),
-    )
-    .unwrap();
-    let reference = run(&dir, "reference.toml");
-    assert!(reference.status.success());
+    file_pipelines(
+        &dir,
+        100_000,
+        "dir = \"state\"\ninterval = \"20ms\"",
+        "panic_on_value = 777\npanic_times = 1",
+    );
     let resumed = run(&dir, "checkpointed.toml");
     let stderr = String::from_utf8_lossy(&resumed.stderr);
     assert!(resumed.status.success(), "{stderr}");
