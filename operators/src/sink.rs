@@ -31,7 +31,8 @@ use hdrhistogram::Histogram;
 
 use crate::checkpoint::{CheckpointLink, SavedInputs};
 use crate::dataflow::{
-    add_operator, batch_of, AppCounters, CheckpointId, Data, Logic, Msg, Stream, Time, Wiring,
+    add_operator, batch_of, AppCounters, CheckpointId, Data, Logic, Msg, PartitionCount, Stream,
+    Time, Wiring,
 };
 use crate::partition::Partitioning;
 
@@ -91,6 +92,8 @@ struct SinkLogic<T, W> {
     /// With checkpoints, when the writer stages its output: where it goes, and the
     /// epoch being written (after barrier `epoch - 1`).
     staging: Option<Staging>,
+    /// Records written out, per partition of the sink, and this one.
+    records_out: (Arc<[PartitionCount]>, usize),
     _records: PhantomData<fn(T)>,
 }
 
@@ -119,6 +122,8 @@ impl<T, W: SinkWriter<T>> SinkLogic<T, W> {
             failed,
             error,
         } = self.writer.take_delivery();
+        let (records_out, partition) = &self.records_out;
+        PartitionCount::add(records_out, *partition, written);
         self.counters.outputs(written, failed, || {
             error.unwrap_or_else(|| "a sink write failed".to_owned())
         });
@@ -417,6 +422,7 @@ impl<T: Data> Stream<T> {
                     writer,
                     counters: wiring.counters.clone(),
                     staging,
+                    records_out: (wiring.records_out.clone(), partition as usize),
                     _records: PhantomData::<fn(T)>,
                 }) as Box<dyn Logic>
             }),

@@ -222,7 +222,7 @@ pub struct AppReport {
     /// Latency per second of the run.
     #[serde(default)]
     pub latency_timeline: Vec<LatencyPoint>,
-    /// Per operator, in operator order: its name and the records it received.
+    /// Per operator, in operator order: its name and the records it received and sent.
     #[serde(default)]
     pub operators: Vec<OperatorReport>,
 }
@@ -234,6 +234,11 @@ pub struct OperatorReport {
     pub name: String,
     /// Records its partitions received (0 for a source).
     pub records_in: u64,
+    /// Records its partitions sent on (once each, however many edges took them); for a
+    /// sink, the records it wrote out of the process (none for one that only records
+    /// latency).
+    #[serde(default)]
+    pub records_out: u64,
 }
 
 /// Who ran a report's run, where, when, and how it ended.

@@ -18,7 +18,9 @@ use dirigo_runtime::Runtime;
 
 use crate::apps::{self, BuiltApp};
 use crate::config::Config;
-use crate::live::{self, AppPublished, Board, BoardApp, HistoryPoint, LatencyWatch};
+use crate::live::{
+    self, AppPublished, Board, BoardApp, BoardCheckpoints, HistoryPoint, LatencyWatch,
+};
 use crate::report::{
     self, AppReport, CheckpointReport, Latency, OperatorReport, Quantiles, Report, ReportFile,
     RunMeta, Sample, ShardReport, TcpReport,
@@ -293,8 +295,11 @@ pub fn run_with(
                 app: app.app.clone(),
             })
             .collect(),
-        started_at,
-        duration,
+        (started_at, duration),
+        checkpoints.as_ref().map(|checkpoints| BoardCheckpoints {
+            watch: checkpoints.watch(),
+            restores: options.restores,
+        }),
     );
     let server = match metrics_address(config, options) {
         Some(address) => {
@@ -564,7 +569,12 @@ pub fn run_with(
                 .app
                 .records_in()
                 .into_iter()
-                .map(|(name, records_in)| OperatorReport { name, records_in })
+                .zip(app.app.records_out())
+                .map(|((name, records_in), (_, records_out))| OperatorReport {
+                    name,
+                    records_in,
+                    records_out,
+                })
                 .collect(),
         });
     }

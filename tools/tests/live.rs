@@ -23,13 +23,15 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// One app with a 50 ms SLO on one shard, a steady 2 000 records/s, for `seconds`.
+/// One app with a 50 ms SLO on one shard, a steady 2 000 records/s, for `seconds`, with a
+/// checkpoint every 200 ms.
 fn config(dir: &Path, seconds: u32) -> PathBuf {
     let path = dir.join("run.toml");
     std::fs::write(
         &path,
         format!(
             "[runtime]\nshards = 1\nplacement = \"unpinned\"\n\n[run]\nduration_s = {seconds}\n\n\
+             [checkpoint]\ndir = \"checkpoints\"\ninterval = \"200ms\"\n\n\
              [[app]]\nname = \"steady\"\nslo_ms = 50\n\n[app.source]\nkind = \"generator\"\n\
              shape = {{ shape = \"constant\", rate = 2000 }}\nkeys = {{ dist = \"uniform\", keys = 10 }}\n\n\
              [[app.operator]]\nname = \"pass\"\nkind = \"map\"\n"
@@ -180,6 +182,10 @@ fn metrics_pass_promtool_and_grow_between_scrapes() {
         "dirigo_run_elapsed_seconds",
         "dirigo_app_reserved_seconds_total{app=\"steady\"}",
         "dirigo_operator_records_in_total{app=\"steady\",operator=\"pass\"}",
+        "dirigo_operator_records_out_total{app=\"steady\",operator=\"pass\"}",
+        "dirigo_checkpoints_completed_total",
+        "dirigo_checkpoint_written_bytes_total",
+        "dirigo_checkpoint_last_complete_id",
     ] {
         let (before, after) = (sample(&first, series), sample(&second, series));
         assert!(after > before, "{series}: {before} then {after}");
@@ -209,6 +215,29 @@ fn metrics_pass_promtool_and_grow_between_scrapes() {
             "dirigo_operator_handler_seconds{app=\"steady\",operator=\"pass\"}"
         ) >= 0.0
     );
+    // A map sends on what it receives, but for what is still in flight between them.
+    let pass = |direction: &str| {
+        sample(
+            &second,
+            &format!(
+                "dirigo_operator_records_{direction}_total{{app=\"steady\",operator=\"pass\"}}"
+            ),
+        )
+    };
+    assert!(
+        pass("out") <= pass("in") && pass("out") >= pass("in") - 2_000.0,
+        "in {} out {}",
+        pass("in"),
+        pass("out")
+    );
+    // Every completed checkpoint is one observation of the duration histogram.
+    assert_eq!(
+        sample(&second, "dirigo_checkpoint_duration_seconds_count"),
+        sample(&second, "dirigo_checkpoints_completed_total")
+    );
+    assert_eq!(sample(&second, "dirigo_checkpoints_abandoned_total"), 0.0);
+    assert_eq!(sample(&second, "dirigo_checkpoint_restores_total"), 0.0);
+    assert!(sample(&second, "dirigo_checkpoint_last_size_bytes") > 0.0);
     // The SLO is a bucket bound, and buckets add up to the count.
     let within = sample(
         &second,
@@ -467,6 +496,8 @@ fn out_holds_every_file_of_the_run_with_its_metadata() {
     assert!(names.contains(&"pass"), "{app}");
     let pass = operators.iter().find(|op| op["name"] == "pass").unwrap();
     assert_eq!(pass["records_in"], app["events_out"], "{app}");
+    // The run drained: the map sent on every record it received.
+    assert_eq!(pass["records_out"], pass["records_in"], "{app}");
     let hlog = std::fs::read_to_string(dir.join("everything/steady.hlog")).unwrap();
     assert!(hlog.contains("#[StartTime: "), "{hlog}");
     assert_eq!(

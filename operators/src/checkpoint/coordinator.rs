@@ -58,6 +58,9 @@ struct InFlight {
     last_part_at: Instant,
     max_hold_ns: u64,
     bytes: u64,
+    /// The `checkpoint` span: what is logged about this checkpoint is logged inside it
+    /// (with `--log-format json`, every such line carries the checkpoint's id).
+    span: tracing::Span,
 }
 
 pub(crate) struct Coordinator {
@@ -141,14 +144,12 @@ impl Coordinator {
             let now = Instant::now();
             if let Some(flight) = &self.in_flight {
                 if now >= flight.started + self.config.timeout {
-                    let id = flight.id;
                     self.abandon(&format!(
                         "not complete within {:?} ({} of {} parts)",
                         self.config.timeout,
                         flight.parts.len(),
                         flight.expected
                     ));
-                    tracing::warn!(checkpoint = id, "checkpoint abandoned: timed out");
                     next_start = Instant::now() + self.config.interval;
                 }
                 continue;
@@ -201,6 +202,8 @@ impl Coordinator {
         }
         let expected = self.apps.iter().map(RegisteredApp::partitions).sum();
         let now = Instant::now();
+        let span = tracing::info_span!("checkpoint", checkpoint = id);
+        let _entered = span.clone().entered();
         self.in_flight = Some(InFlight {
             id,
             started: now,
@@ -210,6 +213,7 @@ impl Coordinator {
             last_part_at: now,
             max_hold_ns: 0,
             bytes: 0,
+            span,
         });
         for app in &self.apps {
             for &source in &app.sources {
@@ -219,7 +223,7 @@ impl Coordinator {
                     .send(Envelope::user(source, Msg::Checkpoint(id)));
             }
         }
-        tracing::debug!(checkpoint = id, "checkpoint started");
+        tracing::debug!("checkpoint started");
     }
 
     fn take_part(&mut self, part: Part) {
@@ -375,12 +379,14 @@ impl Coordinator {
         stats.bytes_last = flight.bytes;
         stats.bytes_total += flight.bytes;
         drop(stats);
-        tracing::debug!(
-            checkpoint = id,
-            ?took,
-            bytes = flight.bytes,
-            "checkpoint complete"
-        );
+        flight.span.in_scope(|| {
+            tracing::debug!(
+                ?took,
+                ?alignment,
+                bytes = flight.bytes,
+                "checkpoint complete"
+            );
+        });
         Ok(())
     }
 
@@ -388,7 +394,9 @@ impl Coordinator {
         let Some(flight) = self.in_flight.take() else {
             return;
         };
-        tracing::warn!(checkpoint = flight.id, "checkpoint abandoned: {why}");
+        flight.span.in_scope(|| {
+            tracing::warn!(checkpoint = flight.id, "checkpoint abandoned: {why}");
+        });
         drop(flight.files);
         let dir = store::checkpoint_dir(&self.config.dir, flight.id);
         let _ = fs::remove_dir_all(&dir);

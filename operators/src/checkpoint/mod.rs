@@ -464,6 +464,32 @@ impl Checkpoints {
     pub fn stats(&self) -> CheckpointStats {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// A reader of [`stats`](Self::stats) for a monitor beside the run, such as a metrics
+    /// endpoint: it reads in place, without a copy, under a lock that the coordinator
+    /// thread takes once per checkpoint and no shard ever takes.
+    ///
+    /// ```
+    /// use dirigo_operators::checkpoint::{CheckpointConfig, Checkpoints};
+    ///
+    /// let checkpoints = Checkpoints::new(CheckpointConfig::new(std::env::temp_dir().join("watched")));
+    /// let watch = checkpoints.watch();
+    /// assert_eq!(watch.read(|stats| stats.completed), 0);
+    /// ```
+    pub fn watch(&self) -> CheckpointWatch {
+        CheckpointWatch(self.stats.clone())
+    }
+}
+
+/// Reads the checkpoints' figures while they run (see [`Checkpoints::watch`]).
+#[derive(Clone)]
+pub struct CheckpointWatch(Arc<Mutex<CheckpointStats>>);
+
+impl CheckpointWatch {
+    /// `read` applied to the figures as they are now.
+    pub fn read<R>(&self, read: impl FnOnce(&CheckpointStats) -> R) -> R {
+        read(&self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// An app's layout as a checkpoint records it.

@@ -124,16 +124,37 @@ struct AppInner {
     /// The app's side of the checkpoints, when they are on (set before install).
     checkpoint: Mutex<Option<Arc<CheckpointLink>>>,
     counters: Arc<AppCounters>,
-    /// Per operator, per partition: records it received (filled by `install`).
-    records_in: Mutex<Vec<Arc<[PartitionCount]>>>,
+    /// Per operator, per partition: records it received and sent (filled by `install`).
+    counts: Mutex<Vec<OperatorCounts>>,
 }
 
-/// One operator partition's count of the records it received, alone on its cache line so
-/// that partitions on different shards never share one. Its partition's actor adds to it
-/// (and its lessees, on their shards, when it has some).
+/// One operator's record counts, per partition.
+#[derive(Clone)]
+struct OperatorCounts {
+    records_in: Arc<[PartitionCount]>,
+    records_out: Arc<[PartitionCount]>,
+}
+
+/// One operator partition's count of the records it received (or sent), alone on its
+/// cache line so that partitions on different shards never share one. Its partition's
+/// actor adds to it (and its lessees, on their shards, when it has some).
 #[derive(Default)]
 #[repr(align(128))]
 pub(crate) struct PartitionCount(pub(crate) AtomicU64);
+
+impl PartitionCount {
+    /// A zero count for each of `partitions`.
+    fn per_partition(partitions: PartitionId) -> Arc<[Self]> {
+        (0..partitions).map(|_| Self::default()).collect()
+    }
+
+    /// Adds `records` to partition `partition`'s count.
+    pub(crate) fn add(counts: &[Self], partition: usize, records: u64) {
+        if let Some(count) = counts.get(partition) {
+            count.0.fetch_add(records, Ordering::Relaxed);
+        }
+    }
+}
 
 /// A built app: install it into a runtime builder, start its sources, wait for it.
 #[derive(Clone)]
@@ -163,7 +184,7 @@ impl App {
                 not_checkpointable: Mutex::new(Vec::new()),
                 checkpoint: Mutex::new(None),
                 counters: Arc::new(AppCounters::default()),
-                records_in: Mutex::new(Vec::new()),
+                counts: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -210,15 +231,17 @@ impl App {
                 counters: self.inner.counters.clone(),
                 triggers: triggers.clone(),
                 checkpoint: checkpoint.clone(),
+                records_out: PartitionCount::per_partition(partitions[id]),
             };
-            let records_in: Arc<[PartitionCount]> = (0..partitions[id])
-                .map(|_| PartitionCount::default())
-                .collect();
+            let records_in = PartitionCount::per_partition(partitions[id]);
             self.inner
-                .records_in
+                .counts
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(records_in.clone());
+                .push(OperatorCounts {
+                    records_in: records_in.clone(),
+                    records_out: wiring.records_out.clone(),
+                });
             let factory = operator_factory(wiring, node.make, inputs, node.state, records_in);
             runtime = match node.state {
                 StateKind::Mergeable => {
@@ -468,19 +491,59 @@ impl App {
     /// assert_eq!(doubled.take().len(), 100);
     /// ```
     pub fn records_in(&self) -> Vec<(String, u64)> {
+        self.per_operator(|counts| &counts.records_in)
+    }
+
+    /// Records each operator sent on (summed over its partitions), in operator order,
+    /// with its name: what it handed to the operators after it, a record sent over
+    /// several edges (or broadcast) counted once; for a sink, the records it wrote out of
+    /// the process (none for one that keeps them in memory or only records latency).
+    /// Read like [`records_in`](Self::records_in), and counted as batches leave, so a
+    /// record still buffered in its operator is not counted yet.
+    ///
+    /// ```
+    /// use dirigo_operators::dataflow::{AppBuilder, Msg};
+    /// use dirigo_operators::source::Pacing;
+    /// use dirigo_runtime::Runtime;
+    /// use std::time::Duration;
+    ///
+    /// let app = AppBuilder::new(0, "evens").parallelism(1);
+    /// let evens = app
+    ///     .source("numbers", 0, Pacing::Unpaced, |_, _| (0u64..100).map(|n| (n, n)))
+    ///     .filter("even", |n| n % 2 == 0)
+    ///     .collect("out");
+    /// let app = app.build();
+    /// let runtime = app.install(Runtime::<Msg>::builder().shards(1).pinned(false)).build().unwrap();
+    /// app.start(&runtime.ingress());
+    /// assert!(app.wait(Duration::from_secs(30)));
+    /// runtime.shutdown();
+    /// let records_out: Vec<u64> = app.records_out().into_iter().map(|(_, n)| n).collect();
+    /// // The source, the filter, and the sink, which keeps its records in memory: none leave.
+    /// assert_eq!(records_out, [100, 50, 0]);
+    /// assert_eq!(evens.take().len(), 50);
+    /// ```
+    pub fn records_out(&self) -> Vec<(String, u64)> {
+        self.per_operator(|counts| &counts.records_out)
+    }
+
+    /// One of each operator's counts, summed over its partitions, with its name.
+    fn per_operator(
+        &self,
+        count: impl Fn(&OperatorCounts) -> &Arc<[PartitionCount]>,
+    ) -> Vec<(String, u64)> {
         let counts = self
             .inner
-            .records_in
+            .counts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         self.operators()
             .into_iter()
             .zip(counts.iter())
-            .map(|((name, _), partitions)| {
-                let records = partitions
+            .map(|((name, _), counts)| {
+                let records = count(counts)
                     .iter()
-                    .map(|count| count.0.load(Ordering::Relaxed))
+                    .map(|partition| partition.0.load(Ordering::Relaxed))
                     .sum();
                 (name, records)
             })

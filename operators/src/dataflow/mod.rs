@@ -44,8 +44,8 @@ mod message;
 mod operator;
 mod output;
 
-pub(crate) use app::AppCounters;
 pub use app::{App, Flow};
+pub(crate) use app::{AppCounters, PartitionCount};
 pub(crate) use graph::{add_operator, set_trigger, FrontierTrigger};
 pub use graph::{AppBuilder, KeyedStream, Stream};
 pub(crate) use message::batch_of;

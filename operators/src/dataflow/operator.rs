@@ -35,6 +35,8 @@ pub(crate) struct Wiring {
     /// Where the partition reports its part of each checkpoint, and finds the state to
     /// resume from; `None` when the app runs without checkpoints.
     pub(crate) checkpoint: Option<Arc<CheckpointLink>>,
+    /// Records each partition of the operator sent on (or, for a sink, wrote out).
+    pub(crate) records_out: Arc<[PartitionCount]>,
 }
 
 /// How many partitions the operator being created has.
@@ -232,9 +234,7 @@ impl Actor<Msg> for OperatorActor {
             Msg::Data { records, batch } => {
                 let (input, _) = self.input_of(message.source);
                 let (records_in, partition) = &self.records_in;
-                if let Some(count) = records_in.get(*partition) {
-                    count.0.fetch_add(u64::from(records), Ordering::Relaxed);
-                }
+                PartitionCount::add(records_in, *partition, u64::from(records));
                 if self.from_source.get(input).copied().unwrap_or(false) {
                     self.counters
                         .ingested

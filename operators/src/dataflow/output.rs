@@ -7,6 +7,7 @@ use dirigo_runtime::{
 };
 use std::sync::Arc;
 
+use super::app::PartitionCount;
 use super::message::{Batch, CheckpointId, Data, Msg, Time, MAX_BATCH};
 use super::operator::Wiring;
 use crate::partition::{Partitioning, Route};
@@ -28,6 +29,8 @@ pub(crate) struct Output<T> {
     /// The ingress time to stamp on what is flushed next, for sources (`None`: inherit the
     /// message being handled).
     pub(crate) ingress: Option<Nanos>,
+    /// Records this partition sent on, per partition of the operator, and this one.
+    sent: (Arc<[PartitionCount]>, usize),
 }
 
 struct EdgeOut<T> {
@@ -39,6 +42,10 @@ struct EdgeOut<T> {
     route: Route,
     key: Option<KeyHashFn<T>>,
     buffers: Vec<Batch<T>>,
+    /// Whether what leaves on this edge counts as sent: the first edge's records do
+    /// (for a broadcast edge, those to its partition 0), so that a record sent over
+    /// several edges counts once.
+    counts_sent: bool,
 }
 
 impl<T: Data> Output<T> {
@@ -46,7 +53,8 @@ impl<T: Data> Output<T> {
         let edges = wiring
             .edges
             .iter()
-            .map(|edge| {
+            .enumerate()
+            .map(|(index, edge)| {
                 let edge = edge
                     .downcast_ref::<EdgeSpec<T>>()
                     .expect("an edge carries its upstream operator's record type");
@@ -58,6 +66,7 @@ impl<T: Data> Output<T> {
                     route: Route::new(edge.partitioning, partitions, me % partitions),
                     key: edge.key.clone(),
                     buffers: (0..partitions).map(|_| Vec::new()).collect(),
+                    counts_sent: index == 0,
                 }
             })
             .collect();
@@ -65,6 +74,7 @@ impl<T: Data> Output<T> {
             app: wiring.app,
             edges,
             ingress: None,
+            sent: (wiring.records_out.clone(), me as usize),
         }
     }
 
@@ -86,7 +96,14 @@ impl<T: Data> Output<T> {
                     }
                     for partition in 0..edge.partitions {
                         if edge.buffers[partition as usize].len() >= MAX_BATCH {
-                            Self::send_buffer(self.app, self.ingress, edge, partition, ctx);
+                            Self::send_buffer(
+                                self.app,
+                                self.ingress,
+                                &self.sent,
+                                edge,
+                                partition,
+                                ctx,
+                            );
                         }
                     }
                 }
@@ -98,7 +115,7 @@ impl<T: Data> Output<T> {
                     let buffer = &mut edge.buffers[partition as usize];
                     buffer.push((time, value));
                     if buffer.len() >= MAX_BATCH {
-                        Self::send_buffer(self.app, self.ingress, edge, partition, ctx);
+                        Self::send_buffer(self.app, self.ingress, &self.sent, edge, partition, ctx);
                     }
                 }
             }
@@ -133,13 +150,14 @@ impl<T: Data> Output<T> {
             if buffer.len() < MAX_BATCH {
                 break;
             }
-            Self::send_buffer(self.app, self.ingress, edge, partition, ctx);
+            Self::send_buffer(self.app, self.ingress, &self.sent, edge, partition, ctx);
         }
     }
 
     fn send_buffer(
         app: AppId,
         ingress: Option<Nanos>,
+        (sent, me): &(Arc<[PartitionCount]>, usize),
         edge: &mut EdgeOut<T>,
         partition: PartitionId,
         ctx: &mut Context<'_, Msg>,
@@ -150,6 +168,11 @@ impl<T: Data> Output<T> {
         let buffer = &mut edge.buffers[partition as usize];
         let room = buffer.len().min(MAX_BATCH);
         let batch = std::mem::replace(buffer, Vec::with_capacity(room));
+        if edge.counts_sent
+            && (partition == 0 || !matches!(edge.route.partitioning(), Partitioning::Broadcast))
+        {
+            PartitionCount::add(sent, *me, batch.len() as u64);
+        }
         let target = ActorId::new(app, edge.target, partition);
         let payload = Msg::Data {
             records: u32::try_from(batch.len()).unwrap_or(u32::MAX),
@@ -177,7 +200,7 @@ impl<T: Data> Output<T> {
         for edge in &mut self.edges {
             for partition in 0..edge.partitions {
                 if !edge.buffers[partition as usize].is_empty() {
-                    Self::send_buffer(self.app, self.ingress, edge, partition, ctx);
+                    Self::send_buffer(self.app, self.ingress, &self.sent, edge, partition, ctx);
                 }
             }
         }

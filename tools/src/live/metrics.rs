@@ -8,11 +8,14 @@
 //! written out, failed), dead letters, shed, late, discarded, busy and reserved seconds,
 //! lessees, failed, the SLO, the share of outputs within it, and the latency histogram
 //! (buckets counted from the app's HdrHistogram; the SLO is one of the bounds). Per
-//! operator (labels `app`, `operator`): records received, lessees, and the measured cost
-//! per message.
+//! operator (labels `app`, `operator`): records received and sent on, lessees, and the
+//! measured cost per message. With checkpoints on (no labels): completed, abandoned,
+//! bytes written, restores, the newest complete and the resumed-from checkpoint, the
+//! newest one's size and alignment time, the longest shard hold, and a histogram of
+//! durations.
 //!
-//! A family is one entry in a table below (`shard_counters`, `app_counters`) or one
-//! `family` call: new counters (checkpoints, say) go there.
+//! A family is one entry in a table below (`shard_counters`, `app_counters`,
+//! `operator_counts`, the checkpoints') or one `family` call: new counters go there.
 
 use std::sync::Arc;
 
@@ -23,7 +26,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::Board;
+use dirigo_operators::dataflow::App;
+
+use super::{Board, BoardCheckpoints};
 
 /// The `Content-Type` of `/metrics`.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -62,6 +67,132 @@ where
         value.encode_as(family)?;
     }
     Ok(())
+}
+
+/// One histogram's sample: `cumulative` counts at each bound, ascending (`+Inf` is
+/// added), with the sum and count of every observation.
+fn histogram(
+    mut encoder: prometheus_client::encoding::MetricEncoder,
+    (sum, count): (f64, u64),
+    cumulative: &[(f64, u64)],
+) -> Result<(), std::fmt::Error> {
+    // `encode_histogram` takes per-bucket counts and adds them up itself.
+    let mut previous = 0;
+    let per_bucket: Vec<(f64, u64)> = cumulative
+        .iter()
+        .copied()
+        .chain([(f64::INFINITY, count)])
+        .map(|(bound, cumulative)| {
+            let n = cumulative.saturating_sub(previous);
+            previous = cumulative;
+            (bound, n)
+        })
+        .collect();
+    encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+        sum,
+        count,
+        &per_bucket,
+        None,
+    )
+}
+
+/// The bounds of the checkpoint duration histogram, seconds.
+const CHECKPOINT_BOUNDS_S: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0, 60.0,
+];
+
+/// The checkpoints' families: counts, the last one's size and alignment, the longest
+/// shard hold, and a histogram of durations.
+fn encode_checkpoints(
+    encoder: &mut DescriptorEncoder,
+    checkpoints: &BoardCheckpoints,
+) -> Result<(), std::fmt::Error> {
+    use MetricType::{Counter, Gauge};
+    let (counters, gauges, durations) = checkpoints.watch.read(|stats| {
+        let seconds = |us: u64| us as f64 / 1e6;
+        let counters = [
+            (
+                "dirigo_checkpoints_completed",
+                "Checkpoints completed (manifest committed).",
+                stats.completed as f64,
+            ),
+            (
+                "dirigo_checkpoints_abandoned",
+                "Checkpoints abandoned (timed out, or a part could not be archived or written).",
+                stats.abandoned as f64,
+            ),
+            (
+                "dirigo_checkpoint_written_bytes",
+                "Bytes of state written by every completed checkpoint.",
+                stats.bytes_total as f64,
+            ),
+            (
+                "dirigo_checkpoint_restores",
+                "Times this run restored every app from the last complete checkpoint after \
+                 an app failed.",
+                f64::from(checkpoints.restores),
+            ),
+        ];
+        let gauges = [
+            (
+                "dirigo_checkpoint_last_complete_id",
+                "The newest complete checkpoint (0: none yet).",
+                stats.last_complete as f64,
+            ),
+            (
+                "dirigo_checkpoint_resumed_from_id",
+                "The checkpoint the run resumed from (0: it started from scratch).",
+                stats.resumed_from.unwrap_or(0) as f64,
+            ),
+            (
+                "dirigo_checkpoint_last_size_bytes",
+                "Bytes of state in the newest complete checkpoint.",
+                stats.bytes_last as f64,
+            ),
+            (
+                "dirigo_checkpoint_last_alignment_seconds",
+                "Of the newest complete checkpoint, start to its last part (barriers' travel \
+                 and alignment).",
+                stats.alignments_us.last().copied().map_or(0.0, seconds),
+            ),
+            (
+                "dirigo_checkpoint_max_shard_hold_seconds",
+                "The longest time archiving a partition's state held its shard.",
+                seconds(stats.max_shard_hold_us),
+            ),
+        ];
+        let mut cumulative: Vec<(f64, u64)> = CHECKPOINT_BOUNDS_S
+            .iter()
+            .map(|&bound| (bound, 0))
+            .collect();
+        let mut sum = 0.0;
+        for &us in &stats.durations_us {
+            let duration = seconds(us);
+            sum += duration;
+            for (bound, count) in &mut cumulative {
+                if duration <= *bound {
+                    *count += 1;
+                }
+            }
+        }
+        let durations = (sum, stats.durations_us.len() as u64, cumulative);
+        (counters, gauges, durations)
+    });
+    let none = || Vec::<(&'static str, String)>::new();
+    for (name, help, value) in counters {
+        family(encoder, name, help, Counter, [(none(), Count(value))])?;
+    }
+    for (name, help, value) in gauges {
+        family(encoder, name, help, Gauge, [(none(), Level(value))])?;
+    }
+    let (sum, count, cumulative) = durations;
+    let mut duration = encoder.encode_descriptor(
+        "dirigo_checkpoint_duration_seconds",
+        "Duration of each completed checkpoint, from its start to its committed manifest.",
+        None,
+        MetricType::Histogram,
+    )?;
+    histogram(duration.encode_family(&none())?, (sum, count), &cumulative)
 }
 
 /// A value a family holds.
@@ -307,21 +438,36 @@ impl Collector for BoardCollector {
                     })
             }),
         )?;
-        family(
-            &mut encoder,
-            "dirigo_operator_records_in",
-            "Records the operator's partitions received (sources receive none).",
-            Counter,
-            board.apps.iter().enumerate().flat_map(|(index, app)| {
-                app.app
-                    .records_in()
-                    .into_iter()
-                    .enumerate()
-                    .map(move |(operator, (_, records))| {
-                        (operator_label(index, operator), Count(records as f64))
-                    })
-            }),
-        )?;
+        type OperatorCount = (&'static str, &'static str, fn(&App) -> Vec<(String, u64)>);
+        let operator_counts: [OperatorCount; 2] = [
+            (
+                "dirigo_operator_records_in",
+                "Records the operator's partitions received (sources receive none).",
+                App::records_in,
+            ),
+            (
+                "dirigo_operator_records_out",
+                "Records the operator's partitions sent on (once each, however many edges \
+                 took them); for a sink, records it wrote out of the process.",
+                App::records_out,
+            ),
+        ];
+        for (name, help, counts) in operator_counts {
+            family(
+                &mut encoder,
+                name,
+                help,
+                Counter,
+                board.apps.iter().enumerate().flat_map(|(index, app)| {
+                    counts(&app.app)
+                        .into_iter()
+                        .enumerate()
+                        .map(move |(operator, (_, records))| {
+                            (operator_label(index, operator), Count(records as f64))
+                        })
+                }),
+            )?;
+        }
         let costs = board.shards.operator_costs();
         family(
             &mut encoder,
@@ -388,29 +534,14 @@ impl Collector for BoardCollector {
                 .map(|app| app.buckets.clone())
                 .unwrap_or_default();
             let labels = app_label(index);
-            let mut family = latency.encode_family(&labels)?;
-            let bounds: Vec<(f64, u64)> = buckets
-                .cumulative
-                .iter()
-                .copied()
-                .chain([(f64::INFINITY, buckets.count)])
-                .collect();
-            // `encode_histogram` takes per-bucket counts and adds them up itself.
-            let mut previous = 0;
-            let per_bucket: Vec<(f64, u64)> = bounds
-                .into_iter()
-                .map(|(bound, cumulative)| {
-                    let n = cumulative - previous;
-                    previous = cumulative;
-                    (bound, n)
-                })
-                .collect();
-            family.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                buckets.sum_s,
-                buckets.count,
-                &per_bucket,
-                None,
+            histogram(
+                latency.encode_family(&labels)?,
+                (buckets.sum_s, buckets.count),
+                &buckets.cumulative,
             )?;
+        }
+        if let Some(checkpoints) = &board.checkpoints {
+            encode_checkpoints(&mut encoder, checkpoints)?;
         }
         let mut run = encoder.encode_descriptor(
             "dirigo_run_elapsed_seconds",

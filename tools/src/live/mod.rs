@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use dirigo_operators::checkpoint::CheckpointWatch;
 use dirigo_operators::dataflow::{App, Msg};
 use dirigo_runtime::StatsReader;
 use serde::Serialize;
@@ -35,7 +36,18 @@ pub struct Board {
     pub started: SystemTime,
     /// How long the sources are to run.
     pub planned: Duration,
+    /// The checkpoints' figures, when the run takes checkpoints.
+    pub checkpoints: Option<BoardCheckpoints>,
     published: Mutex<Published>,
+}
+
+/// The checkpoints as the board knows them.
+pub struct BoardCheckpoints {
+    /// Their figures, read at each scrape.
+    pub watch: CheckpointWatch,
+    /// How many times this run restored from the last complete checkpoint after an app
+    /// failed.
+    pub restores: u32,
 }
 
 /// One app as the board knows it.
@@ -104,18 +116,20 @@ pub struct HistoryPoint {
 }
 
 impl Board {
-    /// A board for `apps`, read through `shards`.
+    /// A board for `apps`, read through `shards`, for a run that started at `started`
+    /// to run for `planned`.
     pub fn new(
         shards: StatsReader<Msg>,
         apps: Vec<BoardApp>,
-        started: SystemTime,
-        planned: Duration,
+        (started, planned): (SystemTime, Duration),
+        checkpoints: Option<BoardCheckpoints>,
     ) -> Arc<Self> {
         Arc::new(Self {
             shards,
             apps,
             started,
             planned,
+            checkpoints,
             published: Mutex::new(Published {
                 phase: "running",
                 ..Published::default()
