@@ -8,7 +8,7 @@ use std::sync::Arc;
 use dirigo_runtime::{Context, Snapshot, SnapshotError, StateKind};
 use rustc_hash::FxHashMap;
 
-use crate::checkpoint::SavedInputs;
+use crate::checkpoint::{Saved, SavedInputs};
 use crate::dataflow::{
     batch_of, CheckpointId, Data, KeyedStream, Logic, Msg, Output, Stream, Time, Wiring,
 };
@@ -131,25 +131,27 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> Logic for AggregateLogic<T, K
         self.out.end(ctx);
     }
 
-    /// Every key's accumulator, and whether it changed since it was last emitted.
-    fn save(&mut self, _: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
+    /// Every key's accumulator, and whether it changed since it was last emitted: copied
+    /// on the shard, archived off it.
+    fn save(&mut self, _: CheckpointId) -> Result<Saved, SnapshotError> {
         if self.state.is_empty() {
-            return Ok(None);
+            return Ok(Saved::Nothing);
         }
         let entries: Vec<(K, A, bool)> = self
             .state
             .iter()
             .map(|(key, (acc, changed))| (key.clone(), acc.clone(), *changed))
             .collect();
-        Snapshot::of(&entries).map(Some)
+        Ok(Saved::copy(entries, Snapshot::of))
     }
 
     fn restore(&mut self, _: &SavedInputs, saved: Option<&[u8]>) -> Result<(), SnapshotError> {
         let Some(bytes) = saved else {
             return Ok(());
         };
-        let saved = Snapshot::from_checked::<Vec<(K, A, bool)>>(bytes)?;
-        let archived = saved.archived::<Vec<(K, A, bool)>>()?;
+        // Validated in place, in the checkpoint's mapped bytes: no copy.
+        let archived = dirigo_runtime::snapshot::access_checked::<Vec<(K, A, bool)>>(bytes)?;
+        self.state.reserve(archived.len());
         let mut unarchiver = Unarchiver::new();
         for entry in archived.iter() {
             let key: K = unarchiver.owned(&entry.0)?;

@@ -6,9 +6,9 @@ use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use dirigo_runtime::{Context, Snapshot, SnapshotError, StateKind};
+use dirigo_runtime::{Context, SnapshotError, StateKind};
 
-use crate::checkpoint::SavedInputs;
+use crate::checkpoint::{Saved, SavedInputs};
 
 use crate::dataflow::{
     batch_of, CheckpointId, Data, KeyedStream, Logic, Msg, Output, Stream, Time, Wiring,
@@ -55,8 +55,8 @@ where
     }
 
     /// A record-at-a-time operator keeps no state.
-    fn save(&mut self, _: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
-        Ok(None)
+    fn save(&mut self, _: CheckpointId) -> Result<Saved, SnapshotError> {
+        Ok(Saved::Nothing)
     }
 
     fn restore(&mut self, _: &SavedInputs, _: Option<&[u8]>) -> Result<(), SnapshotError> {

@@ -6,9 +6,9 @@ use std::any::Any;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use dirigo_runtime::{Context, PartitionId, Snapshot, SnapshotError, StateKind};
+use dirigo_runtime::{Context, PartitionId, SnapshotError, StateKind};
 
-use crate::checkpoint::SavedInputs;
+use crate::checkpoint::{Saved, SavedInputs};
 
 use crate::dataflow::{
     add_operator, batch_of, CheckpointId, Data, KeyedStream, Logic, Msg, Output, Stream, Time,
@@ -78,7 +78,7 @@ impl<S: 'static, L: Data, R: Data, O: Data> Logic for ProcessLogic<S, L, R, O> {
 
     /// The state is the user's own type, which nothing can archive: an app with a
     /// `process` operator runs without checkpoints (it is refused with them).
-    fn save(&mut self, _: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
+    fn save(&mut self, _: CheckpointId) -> Result<Saved, SnapshotError> {
         Err(SnapshotError::Unsupported(NOT_CHECKPOINTABLE))
     }
 

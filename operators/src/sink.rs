@@ -26,10 +26,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dirigo_runtime::{ActorId, Context, Nanos, PartitionId, Snapshot, SnapshotError, StateKind};
+use dirigo_runtime::{ActorId, Context, Nanos, PartitionId, SnapshotError, StateKind};
 use hdrhistogram::Histogram;
 
-use crate::checkpoint::{CheckpointLink, SavedInputs};
+use crate::checkpoint::{CheckpointLink, Saved, SavedInputs};
 use crate::dataflow::{
     add_operator, batch_of, AppCounters, CheckpointId, Data, Logic, Msg, PartitionCount, Stream,
     Time, Wiring,
@@ -165,7 +165,7 @@ impl<T: Data, W: SinkWriter<T>> Logic for SinkLogic<T, W> {
     /// Stages everything written since the last barrier as epoch `id`'s output; what
     /// comes next belongs to the next epoch. A sink keeps no state of its own: a
     /// restored partition starts the epoch after the checkpoint.
-    fn save(&mut self, id: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
+    fn save(&mut self, id: CheckpointId) -> Result<Saved, SnapshotError> {
         if self.staging.is_some() {
             self.writer.frontier(Time::MAX);
             self.stage_output();
@@ -174,7 +174,7 @@ impl<T: Data, W: SinkWriter<T>> Logic for SinkLogic<T, W> {
         if let Some(staging) = &mut self.staging {
             staging.epoch = id + 1;
         }
-        Ok(None)
+        Ok(Saved::Nothing)
     }
 
     fn restore(&mut self, _: &SavedInputs, _: Option<&[u8]>) -> Result<(), SnapshotError> {

@@ -42,7 +42,7 @@ use std::task::Poll;
 
 use dirigo_runtime::{Context, Envelope, Nanos, PartitionId, Snapshot, SnapshotError};
 
-use crate::checkpoint::SavedInputs;
+use crate::checkpoint::{Saved, SavedInputs};
 use crate::dataflow::{
     AppBuilder, CheckpointId, Data, FrontierTrigger, Logic, Msg, Output, Stream, Time, Wiring,
 };
@@ -459,7 +459,7 @@ impl<T: Data> Logic for SourceLogic<T> {
 
     /// Where the partition stands: records handed out, the highest event time, the
     /// frontier sent, whether it ended, and its record source's own extra.
-    fn save(&mut self, _: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
+    fn save(&mut self, _: CheckpointId) -> Result<Saved, SnapshotError> {
         let saved = SavedSource {
             handed_out: self.handed_out,
             max_time: self.max_time,
@@ -467,7 +467,7 @@ impl<T: Data> Logic for SourceLogic<T> {
             finished: self.finished,
             extra: self.records.checkpoint_extra(),
         };
-        Snapshot::of(&saved).map(Some)
+        Snapshot::of(&saved).map(Saved::Archived)
     }
 
     fn restore(&mut self, _: &SavedInputs, saved: Option<&[u8]>) -> Result<(), SnapshotError> {

@@ -78,6 +78,9 @@ pub enum BuildError {
         /// glommio's error.
         error: String,
     },
+    /// A hook registered with [`RuntimeBuilder::on_started`] refused the started runtime
+    /// (which was shut down again), for this reason.
+    Started(String),
 }
 
 impl fmt::Display for BuildError {
@@ -88,6 +91,7 @@ impl fmt::Display for BuildError {
             Self::Executor { shard, error } => {
                 write!(f, "shard {shard} could not start its executor: {error}")
             }
+            Self::Started(message) => f.write_str(message),
         }
     }
 }
@@ -126,7 +130,7 @@ impl std::error::Error for BuildError {}
 /// let report = runtime.shutdown();
 /// assert_eq!(report.handled(), 1);
 /// ```
-pub struct RuntimeBuilder<M> {
+pub struct RuntimeBuilder<M: Send + 'static> {
     cpus: Option<CpuSpec>,
     pin: bool,
     ring_capacity: usize,
@@ -145,7 +149,12 @@ pub struct RuntimeBuilder<M> {
     shed_hooks: Vec<ShedHook<M>>,
     panic_hooks: Vec<PanicHook>,
     discard_hooks: Vec<ShedHook<M>>,
+    started_hooks: Vec<StartedHook<M>>,
 }
+
+/// What runs on a runtime once its shards run, before [`RuntimeBuilder::build`] returns
+/// it (see [`RuntimeBuilder::on_started`]).
+type StartedHook<M> = Box<dyn FnOnce(&Runtime<M>) -> Result<(), String> + Send>;
 
 impl<M: Send + 'static> Default for RuntimeBuilder<M> {
     fn default() -> Self {
@@ -168,6 +177,7 @@ impl<M: Send + 'static> Default for RuntimeBuilder<M> {
             shed_hooks: Vec::new(),
             panic_hooks: Vec::new(),
             discard_hooks: Vec::new(),
+            started_hooks: Vec::new(),
         }
     }
 }
@@ -336,6 +346,40 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
         hook: impl Fn(ActorId, &str) + Send + Sync + 'static,
     ) -> Self {
         self.panic_hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` with the runtime once its shards run, before [`build`](Self::build)
+    /// returns it: for layers that must act on the started runtime before anything else
+    /// does (resuming state from a checkpoint, starting a coordinator that sends
+    /// through the ingress). Hooks run in the order they were added; an `Err` from one
+    /// shuts the runtime down again and `build` returns [`BuildError::Started`] with
+    /// the message.
+    ///
+    /// ```
+    /// use dirigo_runtime::{BuildError, Runtime};
+    ///
+    /// let runtime = Runtime::<u64>::builder()
+    ///     .shards(1)
+    ///     .on_started(|runtime| {
+    ///         assert_eq!(runtime.shards(), 1);
+    ///         Ok(())
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// runtime.shutdown();
+    ///
+    /// let refused = Runtime::<u64>::builder()
+    ///     .shards(1)
+    ///     .on_started(|_| Err("no state to resume from".to_owned()))
+    ///     .build();
+    /// assert!(matches!(refused, Err(BuildError::Started(message)) if message == "no state to resume from"));
+    /// ```
+    pub fn on_started(
+        mut self,
+        hook: impl FnOnce(&Runtime<M>) -> Result<(), String> + Send + 'static,
+    ) -> Self {
+        self.started_hooks.push(Box::new(hook));
         self
     }
 
@@ -598,13 +642,20 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
                 })
                 .expect("shard threads wait for their start");
         }
-        Ok(Runtime {
+        let runtime = Runtime {
             shared,
             threads,
             placement,
             preflight,
             started: Instant::now(),
-        })
+        };
+        for hook in self.started_hooks {
+            if let Err(message) = hook(&runtime) {
+                runtime.shutdown();
+                return Err(BuildError::Started(message));
+            }
+        }
+        Ok(runtime)
     }
 }
 

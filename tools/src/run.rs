@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use dirigo_operators::dataflow::Msg;
-use dirigo_runtime::Runtime;
+use dirigo_runtime::{BuildError, Runtime};
 
 use crate::apps::{self, BuiltApp};
 use crate::config::Config;
@@ -25,7 +25,7 @@ use crate::report::{
     self, AppReport, CheckpointReport, Latency, OperatorReport, Quantiles, Report, ReportFile,
     RunMeta, Sample, ShardReport, TcpReport,
 };
-use dirigo_operators::checkpoint::Checkpoints;
+use dirigo_operators::checkpoint::{Checkpoints, RuntimeCheckpoints};
 
 /// How a run is asked for on the command line.
 #[derive(Default)]
@@ -75,18 +75,12 @@ impl From<String> for RunError {
     }
 }
 
-/// Resumes the apps from their checkpoints (or prepares a fresh start), saying so.
-fn resume(
-    checkpoints: &Checkpoints,
-    built: &[BuiltApp],
-    options: &RunOptions,
-) -> Result<(), RunError> {
+/// Says what the runtime's recovery from the checkpoints did, and prepares a fresh start
+/// (empty dead-letter files) when there was nothing to resume from.
+fn resume(checkpoints: &Checkpoints, built: &[BuiltApp]) -> Result<(), RunError> {
     let recovery = checkpoints
-        .recover(options.allow_state_drop)
-        .map_err(|message| RunError {
-            exit: crate::exit::Exit::Usage,
-            message,
-        })?;
+        .recovery()
+        .expect("the runtime recovered the checkpoints when it started");
     for skipped in &recovery.skipped {
         eprintln!("dirigo: {skipped}; trying the one before");
     }
@@ -259,21 +253,33 @@ pub fn run_with(
         .checkpoint
         .as_ref()
         .map(|section| section.settings(&config.base_dir));
-    let checkpoints = checkpoint_settings.clone().map(Checkpoints::new);
+    let checkpoints = checkpoint_settings
+        .clone()
+        .map(|settings| Checkpoints::new(settings.allow_state_drop(options.allow_state_drop)));
     if let Some(checkpoints) = &checkpoints {
         for app in &built {
             checkpoints.attach(&app.app);
         }
     }
-    let runtime = apps::install(&built, config.apply(Runtime::<Msg>::builder()))
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let mut builder = apps::install(&built, config.apply(Runtime::<Msg>::builder()));
     if let Some(checkpoints) = &checkpoints {
-        if let Err(e) = resume(checkpoints, &built, options) {
+        builder = builder.checkpoints(checkpoints);
+    }
+    let runtime = builder.build().map_err(|e| match e {
+        // The checkpoints could not be resumed from (a changed app, an app that cannot be
+        // checkpointed, a directory that cannot be written).
+        BuildError::Started(message) => RunError {
+            exit: crate::exit::Exit::Usage,
+            message,
+        },
+        e => format!("cannot start the runtime: {e}").into(),
+    })?;
+    if let Some(checkpoints) = &checkpoints {
+        if let Err(e) = resume(checkpoints, &built) {
+            checkpoints.finish(false);
             runtime.shutdown();
             return Err(e);
         }
-        checkpoints.start(runtime.ingress());
     }
     let shards = runtime.shards();
 

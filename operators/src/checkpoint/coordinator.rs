@@ -233,12 +233,23 @@ impl Coordinator {
         if part.id != flight.id {
             return; // A part of an abandoned checkpoint.
         }
-        let state = match part.state {
+        let span = flight.span.clone();
+        let _span = span.enter();
+        // A copy of the state is archived here, off the shard that made it.
+        let archived = part.state.and_then(|saved| {
+            saved
+                .archive()
+                .map_err(|e| format!("cannot archive the state of {}: {e}", part.actor))
+        });
+        let state = match archived {
             Ok(state) => state,
             Err(why) => {
                 self.abandon(&why);
                 return;
             }
+        };
+        let Some(flight) = &mut self.in_flight else {
+            return;
         };
         let entry = match state {
             None => None,
@@ -341,6 +352,7 @@ impl Coordinator {
             })
             .collect();
         let flight = self.in_flight.take().expect("a checkpoint in flight");
+        let _span = flight.span.clone().entered();
         let manifest = Manifest {
             format: store::FORMAT,
             id,
@@ -379,14 +391,13 @@ impl Coordinator {
         stats.bytes_last = flight.bytes;
         stats.bytes_total += flight.bytes;
         drop(stats);
-        flight.span.in_scope(|| {
-            tracing::debug!(
-                ?took,
-                ?alignment,
-                bytes = flight.bytes,
-                "checkpoint complete"
-            );
-        });
+        tracing::debug!(
+            took_ms = took.as_secs_f64() * 1e3,
+            alignment_ms = alignment.as_secs_f64() * 1e3,
+            bytes = flight.bytes,
+            max_shard_hold_us = flight.max_hold_ns / 1_000,
+            "checkpoint complete"
+        );
         Ok(())
     }
 

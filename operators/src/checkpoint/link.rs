@@ -25,15 +25,54 @@ pub struct SavedInputs {
     pub ended: bool,
 }
 
+/// An operator partition's state at a checkpoint, as its logic hands it over
+/// (`Logic::save`). Only making it holds the shard: a [`Saved::Copy`] is archived by the
+/// coordinator's thread, off the shard.
+pub(crate) enum Saved {
+    /// The logic keeps no state.
+    Nothing,
+    /// Archived on the shard (small state: a source's position).
+    Archived(Snapshot),
+    /// A copy of the state, which archives itself when called: the shard is held while
+    /// the copy is made (a linear pass over the state into vectors), not while it is
+    /// archived or written.
+    Copy(Box<dyn FnOnce() -> Result<Snapshot, SnapshotError> + Send>),
+}
+
+impl Saved {
+    /// A copy of the state, archived later by `archive`.
+    pub(crate) fn copy<T: Send + 'static>(
+        copy: T,
+        archive: impl FnOnce(&T) -> Result<Snapshot, SnapshotError> + Send + 'static,
+    ) -> Self {
+        Self::Copy(Box::new(move || archive(&copy)))
+    }
+
+    /// The archive, made now if it was deferred (`None`: no state).
+    pub(crate) fn archive(self) -> Result<Option<Snapshot>, SnapshotError> {
+        match self {
+            Self::Nothing => Ok(None),
+            Self::Archived(snapshot) => Ok(Some(snapshot)),
+            Self::Copy(archive) => archive().map(Some),
+        }
+    }
+}
+
+impl From<Option<Snapshot>> for Saved {
+    fn from(snapshot: Option<Snapshot>) -> Self {
+        snapshot.map_or(Self::Nothing, Self::Archived)
+    }
+}
+
 /// One operator partition's part of a checkpoint, as reported from its shard.
 pub(crate) struct Part {
     pub(crate) id: CheckpointId,
     pub(crate) actor: ActorId,
     pub(crate) shard: ShardId,
     pub(crate) inputs: SavedInputs,
-    /// The logic's archive (`None`: no state), or why it could not be archived.
-    pub(crate) state: Result<Option<Snapshot>, String>,
-    /// How long archiving the state held the shard.
+    /// The logic's state, or why it could not be saved.
+    pub(crate) state: Result<Saved, String>,
+    /// How long saving the state held the shard.
     pub(crate) held_ns: u64,
 }
 
@@ -150,7 +189,7 @@ impl CheckpointLink {
         ctx: &mut Context<'_, Msg>,
         id: CheckpointId,
         inputs: SavedInputs,
-        state: Result<Option<Snapshot>, SnapshotError>,
+        state: Result<Saved, SnapshotError>,
         held_ns: u64,
     ) {
         let state = state.map_err(|e| {

@@ -31,12 +31,19 @@
 //! NEXMark replay up to where they were (exactly once); a TCP source cannot be replayed
 //! and goes on with what arrives (at most once).
 //!
+//! Turning checkpoints on: the apps join a [`Checkpoints`] ([`AppBuilder::checkpoints`]),
+//! and the runtime resumes them from it when it is built
+//! ([`RuntimeCheckpoints::checkpoints`] on `RuntimeBuilder`). Running the same program
+//! again after a crash (or a `kill -9`) goes on from the newest complete checkpoint, and
+//! the committed output holds every row once.
+//!
 //! ```
 //! use std::time::Duration;
-//! use dirigo_operators::checkpoint::{CheckpointConfig, Checkpoints};
+//! use dirigo_operators::checkpoint::{CheckpointConfig, Checkpoints, RuntimeCheckpoints};
 //! use dirigo_operators::dataflow::{AppBuilder, Msg};
 //! use dirigo_operators::sink::LineTarget;
 //! use dirigo_operators::source::Pacing;
+//! use dirigo_operators::window::Windows;
 //! use dirigo_runtime::Runtime;
 //!
 //! let dir = std::env::temp_dir().join(format!("dirigo-doc-chk-{}", std::process::id()));
@@ -44,29 +51,48 @@
 //! std::fs::create_dir_all(&dir).unwrap();
 //! let out = dir.join("counts.jsonl");
 //!
-//! let app = AppBuilder::new(0, "counts").parallelism(2);
-//! let records: Vec<(u64, u64)> = (0..10_000u64).map(|i| (i, i % 10)).collect();
-//! app.source_iter("numbers", records, 0, Pacing::Unpaced)
-//!     .key_by(|n: &u64| *n)
-//!     .window_count("per-key", dirigo_operators::window::Windows::Tumbling { size: 1_000 })
-//!     .map("row", |(key, window, n)| (key, window.end, n))
-//!     .sink_json_lines("out", LineTarget::Committed(out.clone()))
-//!     .unwrap();
-//! let app = app.build();
+//! // One run of the program; with `crash`, it stops once a checkpoint is complete.
+//! let run = |crash: bool| {
+//!     let checkpoints = Checkpoints::new(
+//!         CheckpointConfig::new(dir.join("checkpoints")).interval(Duration::from_millis(5)),
+//!     );
+//!     let app = AppBuilder::new(0, "counts").parallelism(2).checkpoints(&checkpoints);
+//!     let records: Vec<(u64, u64)> = (0..10_000u64).map(|i| (i, i % 10)).collect();
+//!     app.source_iter("numbers", records, 0, Pacing::Unpaced)
+//!         .key_by(|n: &u64| *n)
+//!         .window_count("per-key", Windows::Tumbling { size: 1_000 })
+//!         .map("row", |(key, window, n)| (key, window.end, n))
+//!         .sink_json_lines("out", LineTarget::Committed(out.clone()))
+//!         .unwrap();
+//!     let app = app.build();
+//!     let runtime = app
+//!         .install(Runtime::<Msg>::builder().shards(2).checkpoints(&checkpoints))
+//!         .build()
+//!         .unwrap();
+//!     let resumed_from = checkpoints.recovery().unwrap().resumed_from;
+//!     app.start(&runtime.ingress());
+//!     let completed = if crash {
+//!         while checkpoints.stats().completed == 0 {
+//!             std::thread::sleep(Duration::from_millis(1));
+//!         }
+//!         false
+//!     } else {
+//!         app.wait(Duration::from_secs(10))
+//!     };
+//!     // Without a last checkpoint, what came after the last one is not committed: a
+//!     // crashed run leaves it to the next.
+//!     let stats = checkpoints.finish(completed);
+//!     app.stop();
+//!     app.wait(Duration::from_secs(10));
+//!     runtime.shutdown();
+//!     (resumed_from, stats)
+//! };
 //!
-//! let mut config = CheckpointConfig::new(dir.join("checkpoints"));
-//! config.interval = Duration::from_millis(5);
-//! let checkpoints = Checkpoints::new(config);
-//! checkpoints.attach(&app);
-//! let runtime = app.install(Runtime::<Msg>::builder().shards(2)).build().unwrap();
-//! let recovery = checkpoints.recover(false).unwrap();
-//! assert_eq!(recovery.resumed_from, None, "a fresh directory: a fresh start");
-//! checkpoints.start(runtime.ingress());
-//! app.start(&runtime.ingress());
-//! assert!(app.wait(Duration::from_secs(10)));
-//! let stats = checkpoints.finish(true);
+//! let (resumed_from, _) = run(true);
+//! assert_eq!(resumed_from, None, "a fresh directory: a fresh start");
+//! let (resumed_from, stats) = run(false);
+//! assert!(resumed_from.is_some(), "the second run goes on from a checkpoint");
 //! assert!(stats.completed >= 1, "the last checkpoint commits the output");
-//! runtime.shutdown();
 //! let lines = std::fs::read_to_string(&out).unwrap().lines().count();
 //! assert_eq!(lines, 100, "10 keys in each of 10 windows, each once");
 //! std::fs::remove_dir_all(&dir).unwrap();
@@ -82,11 +108,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use dirigo_runtime::Ingress;
+use dirigo_runtime::{Ingress, RuntimeBuilder};
 
+pub(crate) use link::Saved;
 pub use link::{CheckpointLink, SavedInputs};
 pub use store::{list, CheckpointInfo};
 
+#[cfg(doc)]
+use crate::dataflow::AppBuilder;
 use crate::dataflow::{App, CheckpointId, Msg};
 use coordinator::{Command, Coordinator, RegisteredApp};
 use link::{Report, REPORT_QUEUE};
@@ -103,17 +132,47 @@ pub struct CheckpointConfig {
     pub retain: usize,
     /// A checkpoint not complete within this long is abandoned (and counted).
     pub timeout: Duration,
+    /// Whether a checkpoint whose apps differ from the runtime's (operators or partition
+    /// counts) lets the changed apps start from scratch and the others resume; without
+    /// it, such a checkpoint is refused (see [`Checkpoints::recover`]).
+    pub allow_state_drop: bool,
 }
 
 impl CheckpointConfig {
-    /// Checkpoints in `dir`: every second, the newest 3 kept, abandoned after 60 s.
+    /// Checkpoints in `dir`: every second, the newest 3 kept, abandoned after 60 s, a
+    /// changed app refused.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
             interval: Duration::from_secs(1),
             retain: 3,
             timeout: Duration::from_secs(60),
+            allow_state_drop: false,
         }
+    }
+
+    /// Time from the end of one checkpoint to the start of the next.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Complete checkpoints kept (at least 1 is).
+    pub fn retain(mut self, retain: usize) -> Self {
+        self.retain = retain;
+        self
+    }
+
+    /// How long a checkpoint may take before it is abandoned.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether changed apps start from scratch (instead of the checkpoint being refused).
+    pub fn allow_state_drop(mut self, allow: bool) -> Self {
+        self.allow_state_drop = allow;
+        self
     }
 }
 
@@ -141,9 +200,18 @@ pub struct CheckpointStats {
     pub bytes_total: u64,
 }
 
-/// The checkpoints of a runtime's apps: attach the apps, install them, recover, start,
-/// and finish when the run ends (see the [module docs](self)).
+/// The checkpoints of a runtime's apps (see the [module docs](self)): a handle, cheap to
+/// clone, that apps join with [`AppBuilder::checkpoints`](crate::dataflow::AppBuilder::checkpoints)
+/// and a runtime resumes from and starts with
+/// [`RuntimeBuilder::checkpoints`](RuntimeCheckpoints::checkpoints); [`finish`](Self::finish)
+/// it when the run ends.
+#[derive(Clone)]
 pub struct Checkpoints {
+    shared: Arc<Shared>,
+}
+
+/// What every handle of one [`Checkpoints`] shares.
+struct Shared {
     config: CheckpointConfig,
     reports: flume::Sender<Report>,
     receiver: flume::Receiver<Report>,
@@ -153,6 +221,8 @@ pub struct Checkpoints {
     stats: Arc<Mutex<CheckpointStats>>,
     recovered: Mutex<Option<Recovered>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// What the last [`Checkpoints::recover`] did.
+    recovery: Mutex<Option<Recovery>>,
 }
 
 /// Where a recovery left the coordinator.
@@ -181,7 +251,7 @@ impl Checkpoints {
     pub fn new(config: CheckpointConfig) -> Self {
         let (reports, receiver) = flume::bounded(REPORT_QUEUE);
         let (commands, command_receiver) = flume::unbounded();
-        Self {
+        let shared = Shared {
             config,
             reports,
             receiver,
@@ -191,22 +261,29 @@ impl Checkpoints {
             stats: Arc::new(Mutex::new(CheckpointStats::default())),
             recovered: Mutex::new(None),
             thread: Mutex::new(None),
+            recovery: Mutex::new(None),
+        };
+        Self {
+            shared: Arc::new(shared),
         }
     }
 
     /// The configuration.
     pub fn config(&self) -> &CheckpointConfig {
-        &self.config
+        &self.shared.config
     }
 
-    /// Connects `app` to the checkpoints; call before [`App::install`].
+    /// Connects `app` to the checkpoints; call before [`App::install`]. An app built
+    /// with [`AppBuilder::checkpoints`] is connected already (connecting it again does
+    /// nothing): this is for apps built elsewhere.
     pub fn attach(&self, app: &App) {
-        let link = Arc::new(CheckpointLink::new(app.id(), self.reports.clone()));
+        let mut apps = self.shared.apps.lock().unwrap_or_else(|e| e.into_inner());
+        if apps.iter().any(|(attached, _)| attached.id() == app.id()) {
+            return;
+        }
+        let link = Arc::new(CheckpointLink::new(app.id(), self.shared.reports.clone()));
         app.attach_checkpoint(link.clone());
-        self.apps
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((app.clone(), link));
+        apps.push((app.clone(), link));
     }
 
     /// Resumes the attached (and installed) apps from the newest valid checkpoint in the
@@ -219,7 +296,14 @@ impl Checkpoints {
     /// An app whose state cannot be checkpointed, a changed app, or a directory or sink
     /// file that cannot be read or written: a sentence saying which.
     pub fn recover(&self, allow_state_drop: bool) -> Result<Recovery, String> {
-        let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let _span =
+            tracing::info_span!("recover", dir = %self.shared.config.dir.display()).entered();
+        let apps = self
+            .shared
+            .apps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for (app, _) in &apps {
             if let Some((operator, why)) = app.not_checkpointable().into_iter().next() {
                 return Err(format!(
@@ -228,9 +312,9 @@ impl Checkpoints {
                 ));
             }
         }
-        std::fs::create_dir_all(&self.config.dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.config.dir.display()))?;
-        let dir = &self.config.dir;
+        std::fs::create_dir_all(&self.shared.config.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.shared.config.dir.display()))?;
+        let dir = &self.shared.config.dir;
         let layouts: Vec<AppLayout> = apps.iter().map(|(app, _)| layout_of(app)).collect();
         let ids = store::checkpoint_ids(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut recovery = Recovery::default();
@@ -327,7 +411,7 @@ impl Checkpoints {
                 store::prune(
                     dir,
                     &complete,
-                    self.config.retain,
+                    self.shared.config.retain,
                     CheckpointId::MAX,
                     Some(manifest.id),
                 )
@@ -344,7 +428,7 @@ impl Checkpoints {
                     last_complete: manifest.id,
                     complete: complete
                         .into_iter()
-                        .take(self.config.retain.max(1))
+                        .take(self.shared.config.retain.max(1))
                         .collect(),
                     committed_len,
                 }
@@ -362,8 +446,14 @@ impl Checkpoints {
                         return Err(format!("cannot clear {}: {e}", staged.display()));
                     }
                 }
-                store::prune(dir, &[], self.config.retain, CheckpointId::MAX, Some(0))
-                    .map_err(|e| format!("{}: {e}", dir.display()))?;
+                store::prune(
+                    dir,
+                    &[],
+                    self.shared.config.retain,
+                    CheckpointId::MAX,
+                    Some(0),
+                )
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
                 Recovered {
                     next_id,
                     last_complete: 0,
@@ -372,11 +462,21 @@ impl Checkpoints {
                 }
             }
         };
-        self.stats
+        self.shared
+            .stats
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .resumed_from = recovery.resumed_from;
-        *self.recovered.lock().unwrap_or_else(|e| e.into_inner()) = Some(recovered);
+        *self
+            .shared
+            .recovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(recovered);
+        *self
+            .shared
+            .recovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(recovery.clone());
         Ok(recovery)
     }
 
@@ -387,12 +487,14 @@ impl Checkpoints {
     /// When called before `recover`, or twice.
     pub fn start(&self, ingress: Ingress<Msg>) {
         let recovered = self
+            .shared
             .recovered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .expect("Checkpoints::recover comes before Checkpoints::start, once");
         let apps = self
+            .shared
             .apps
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -404,22 +506,22 @@ impl Checkpoints {
             })
             .collect();
         let coordinator = Coordinator::new(
-            self.config.clone(),
+            self.shared.config.clone(),
             ingress,
             apps,
             recovered.next_id,
             recovered.last_complete,
             recovered.complete,
             recovered.committed_len,
-            self.stats.clone(),
+            self.shared.stats.clone(),
         );
-        let receiver = self.receiver.clone();
-        let commands = self.command_receiver.clone();
+        let receiver = self.shared.receiver.clone();
+        let commands = self.shared.command_receiver.clone();
         let thread = std::thread::Builder::new()
             .name("dirigo-checkpoints".into())
             .spawn(move || coordinator.run(receiver, commands))
             .expect("the checkpoint thread starts");
-        *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        *self.shared.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
     }
 
     /// Ends the checkpoints when the run ends: with `final_checkpoint` (every app
@@ -427,10 +529,19 @@ impl Checkpoints {
     /// (without it, that output stays staged and a resumed run writes it again); then
     /// the thread stops. Returns what the checkpoints did.
     pub fn finish(&self, final_checkpoint: bool) -> CheckpointStats {
-        let _ = self.commands.send(Command::Finish { final_checkpoint });
-        if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let _ = self
+            .shared
+            .commands
+            .send(Command::Finish { final_checkpoint });
+        if let Some(thread) = self
+            .shared
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let deadline =
-                std::time::Instant::now() + coordinator::FINISH_WAIT + self.config.timeout;
+                std::time::Instant::now() + coordinator::FINISH_WAIT + self.shared.config.timeout;
             while !thread.is_finished() && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(2));
             }
@@ -446,13 +557,14 @@ impl Checkpoints {
     /// Starts a checkpoint now, instead of at the end of the interval (or as soon as
     /// the one in flight ends): before a planned stop, say.
     pub fn checkpoint_now(&self) {
-        let _ = self.commands.send(Command::Now);
+        let _ = self.shared.commands.send(Command::Now);
     }
 
     /// Parts of the checkpoint the apps resume from that are not restored yet: 0 once
     /// every partition took its state back (partitions do so when first activated).
     pub fn restoring(&self) -> usize {
-        self.apps
+        self.shared
+            .apps
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
@@ -460,9 +572,48 @@ impl Checkpoints {
             .sum()
     }
 
+    /// What the recovery did (which checkpoint the apps resume from, which were passed
+    /// over and why); `None` before [`recover`](Self::recover) ran.
+    pub fn recovery(&self) -> Option<Recovery> {
+        self.shared
+            .recovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// What the checkpoints did so far.
     pub fn stats(&self) -> CheckpointStats {
-        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Checkpoints on [`RuntimeBuilder`]: the runtime resumes the apps from the newest
+/// valid checkpoint (or prepares a fresh start) and starts the coordinator before
+/// [`build`](RuntimeBuilder::build) returns it, so apps started afterwards run from
+/// where the checkpoint left them. A checkpoint that cannot be used (an app changed,
+/// without [`allow_state_drop`](CheckpointConfig::allow_state_drop); an app that cannot
+/// be checkpointed; a directory that cannot be written) fails the build with
+/// [`BuildError::Started`](dirigo_runtime::BuildError::Started) saying why. See the
+/// [module docs](self) for a whole run.
+pub trait RuntimeCheckpoints {
+    /// Recovers and starts `checkpoints` once the runtime's shards run (install the apps
+    /// that joined them first).
+    fn checkpoints(self, checkpoints: &Checkpoints) -> Self;
+}
+
+impl RuntimeCheckpoints for RuntimeBuilder<Msg> {
+    fn checkpoints(self, checkpoints: &Checkpoints) -> Self {
+        let checkpoints = checkpoints.clone();
+        self.on_started(move |runtime| {
+            checkpoints.recover(checkpoints.config().allow_state_drop)?;
+            checkpoints.start(runtime.ingress());
+            Ok(())
+        })
     }
 
     /// A reader of [`stats`](Self::stats) for a monitor beside the run, such as a metrics

@@ -46,6 +46,8 @@ pub(crate) struct Graph {
     name: String,
     parallelism: PartitionId,
     nodes: Vec<Node>,
+    /// The checkpoints the built app joins.
+    checkpoints: Option<crate::checkpoint::Checkpoints>,
 }
 
 /// Builds an app: add sources, chain operators onto their streams, end in sinks, then
@@ -86,6 +88,7 @@ impl AppBuilder {
                 name: name.to_owned(),
                 parallelism: 0,
                 nodes: Vec::new(),
+                checkpoints: None,
             })),
         }
     }
@@ -94,6 +97,16 @@ impl AppBuilder {
     /// runtime has shards, decided at [`App::install`]).
     pub fn parallelism(self, partitions: PartitionId) -> Self {
         self.graph.borrow_mut().parallelism = partitions;
+        self
+    }
+
+    /// Checkpoints the app's state with `checkpoints`: the built app joins them, and a
+    /// runtime built with [`RuntimeCheckpoints::checkpoints`](crate::checkpoint::RuntimeCheckpoints)
+    /// resumes it from their newest complete checkpoint (see the
+    /// [checkpoint docs](crate::checkpoint)). Every operator must support checkpoints
+    /// (`process` operators do not: the runtime's build then fails saying which).
+    pub fn checkpoints(self, checkpoints: &crate::checkpoint::Checkpoints) -> Self {
+        self.graph.borrow_mut().checkpoints = Some(checkpoints.clone());
         self
     }
 
@@ -115,9 +128,14 @@ impl AppBuilder {
                     name: graph.name.clone(),
                     parallelism: graph.parallelism,
                     nodes: std::mem::take(&mut graph.nodes),
+                    checkpoints: graph.checkpoints.take(),
                 }
             });
-        App::new(graph.app, graph.name, graph.parallelism, graph.nodes)
+        let app = App::new(graph.app, graph.name, graph.parallelism, graph.nodes);
+        if let Some(checkpoints) = &graph.checkpoints {
+            checkpoints.attach(&app);
+        }
+        app
     }
 }
 

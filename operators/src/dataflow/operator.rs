@@ -15,7 +15,7 @@ use dirigo_runtime::{
 use super::app::{AppCounters, PartitionCount};
 use super::graph::FrontierTrigger;
 use super::message::{CheckpointId, Msg, Time};
-use crate::checkpoint::{CheckpointLink, SavedInputs};
+use crate::checkpoint::{CheckpointLink, Saved, SavedInputs};
 
 /// Builds one partition's logic, given the node's outgoing edges (each an `EdgeSpec<T>` of
 /// the node's output type) and the partition counts of every node.
@@ -82,11 +82,13 @@ pub(crate) trait Logic: 'static {
         let _ = partial;
         Ok(())
     }
-    /// Checkpoint `id`: archives the whole state (on the lessor, after every lessee's
-    /// partial state was merged in), leaving it as it is; `None` when the logic holds
-    /// none. Sinks stage what they wrote since the last checkpoint here. Called once per
-    /// checkpoint, before [`forward_barrier`](Self::forward_barrier).
-    fn save(&mut self, id: CheckpointId) -> Result<Option<Snapshot>, SnapshotError>;
+    /// Checkpoint `id`: the whole state (on the lessor, after every lessee's partial
+    /// state was merged in), leaving it as it is: archived, or a copy to be archived off
+    /// the shard ([`Saved::Copy`]: large state, where archiving would hold the shard);
+    /// [`Saved::Nothing`] when the logic holds none. Sinks stage what they wrote since
+    /// the last checkpoint here. Called once per checkpoint, before
+    /// [`forward_barrier`](Self::forward_barrier).
+    fn save(&mut self, id: CheckpointId) -> Result<Saved, SnapshotError>;
     /// Takes back what [`save`](Self::save) archived (`None` when it archived nothing),
     /// with the partition's inputs as they were, before the partition handles any
     /// message. The bytes come from disk: the logic validates them (bytecheck) as it

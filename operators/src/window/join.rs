@@ -9,7 +9,7 @@ use dirigo_runtime::{Context, Snapshot, SnapshotError, StateKind};
 
 use super::logic::{WindowFns, WindowLogic};
 use super::{Window, WindowSpec};
-use crate::checkpoint::SavedInputs;
+use crate::checkpoint::{Saved, SavedInputs};
 use crate::dataflow::{
     add_operator, batch_of, set_trigger, CheckpointId, Data, KeyedStream, Logic, Msg, Stream, Time,
     Wiring,
@@ -23,9 +23,9 @@ type JoinLogic<L, R, K, O> = WindowLogic<Either<L, R>, K, (Vec<L>, Vec<R>), O>;
 /// per window and key that has records on either side, when the window fires. Left and
 /// right records keep their arrival order only within one worker; sort them in `emit`
 /// when order matters.
-impl<L: Data + Portable, K: Key> KeyedStream<L, K> {
+impl<L: Data + Portable + Sync, K: Key + Sync> KeyedStream<L, K> {
     /// A windowed join with `other` (which must come from a different operator).
-    pub fn window_join<R: Data + Portable, O: Data>(
+    pub fn window_join<R: Data + Portable + Sync, O: Data>(
         &self,
         other: &KeyedStream<R, K>,
         name: &str,
@@ -98,7 +98,9 @@ struct TwoInputs<L, R, K, O> {
     _sides: PhantomData<fn(L, R)>,
 }
 
-impl<L: Data + Portable, R: Data + Portable, K: Key, O: Data> Logic for TwoInputs<L, R, K, O> {
+impl<L: Data + Portable + Sync, R: Data + Portable + Sync, K: Key + Sync, O: Data> Logic
+    for TwoInputs<L, R, K, O>
+{
     fn on_data(&mut self, _ctx: &mut Context<'_, Msg>, input: usize, data: Box<dyn Any + Send>) {
         if input == 0 {
             let batch = batch_of::<L>(data);
@@ -129,7 +131,7 @@ impl<L: Data + Portable, R: Data + Portable, K: Key, O: Data> Logic for TwoInput
         self.inner.forward_end(ctx);
     }
 
-    fn save(&mut self, id: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
+    fn save(&mut self, id: CheckpointId) -> Result<Saved, SnapshotError> {
         self.inner.save(id)
     }
 

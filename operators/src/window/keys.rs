@@ -1,12 +1,12 @@
-//! One window's per-key table ([`WindowKeys`]): each key's window start and accumulator,
+//! One window's per-key table ([`WindowKeys`]): each key's window start and accumulator
+//! (in copy-on-write chunks, which a checkpoint freezes without copying: see `chunks`),
 //! and how firing takes them out in key order ([`KeyOrder`]: radix sort over integer
 //! images of primitive integer keys, sorted runs kept as keys arrive for other keys, or
 //! no order at all).
 
 use std::any::{Any, TypeId};
 
-use rustc_hash::FxHashMap;
-
+use super::chunks::Chunks;
 use crate::dataflow::Time;
 use crate::state::Key;
 
@@ -34,7 +34,7 @@ pub(super) const MIN_ROOM: usize = 1_024;
 /// once, and adding the records a fifth longer (against a plain hash map).
 #[derive(Clone)]
 pub(super) struct WindowKeys<K, A> {
-    pub(super) entries: FxHashMap<K, (Time, A)>,
+    pub(super) entries: Chunks<K, (Time, A)>,
     /// How firing puts the keys in order.
     order: KeyOrder,
     sorted: Vec<K>,
@@ -95,7 +95,7 @@ enum KeyOrder {
     Any,
 }
 
-impl<K: 'static, A> WindowKeys<K, A> {
+impl<K: Key, A: Clone> WindowKeys<K, A> {
     /// An empty window whose firing leaves in key order, or in any order.
     pub(super) fn new(any_order: bool) -> Self {
         let order = if any_order {
@@ -106,7 +106,7 @@ impl<K: 'static, A> WindowKeys<K, A> {
             KeyOrder::Runs
         };
         Self {
-            entries: FxHashMap::default(),
+            entries: Chunks::default(),
             order,
             sorted: Vec::new(),
             recent: Vec::new(),
@@ -115,23 +115,28 @@ impl<K: 'static, A> WindowKeys<K, A> {
     }
 }
 
-impl<K: Key, A> WindowKeys<K, A> {
+impl<K: Key, A: Clone> WindowKeys<K, A> {
     /// The state of `key`, made with `init` if the window has none yet.
     #[inline]
     pub(super) fn entry(&mut self, key: K, init: impl FnOnce() -> (Time, A)) -> &mut (Time, A) {
-        use std::collections::hash_map::Entry;
-        match self.entries.entry(key) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(slot) => {
-                if self.order == KeyOrder::Runs {
-                    self.recent.push(slot.key().clone());
-                    if self.recent.len() >= RECENT_RUN_MIN.max(self.sorted.len() / 4) {
-                        Self::merge_recent(&mut self.sorted, &mut self.recent);
-                    }
-                }
-                slot.insert(init())
+        let Self {
+            entries,
+            order,
+            sorted,
+            recent,
+            ..
+        } = self;
+        let runs = *order == KeyOrder::Runs;
+        let (value, inserted) = entries.entry_with(key, |key| {
+            if runs {
+                recent.push(key.clone());
             }
+            init()
+        });
+        if inserted && runs && recent.len() >= RECENT_RUN_MIN.max(sorted.len() / 4) {
+            Self::merge_recent(sorted, recent);
         }
+        value
     }
 
     fn merge_recent(sorted: &mut Vec<K>, recent: &mut Vec<K>) {
@@ -152,11 +157,8 @@ impl<K: Key, A> WindowKeys<K, A> {
             KeyOrder::Radix | KeyOrder::Any => {
                 // Out of the hash map in its own order, one linear pass; then a stable LSD
                 // radix sort, which skips the bytes every key shares (ids rarely use all 8).
-                leaving.extend(
-                    self.entries
-                        .drain()
-                        .map(|(key, (start, acc))| (key, start, acc)),
-                );
+                self.entries
+                    .drain_into(leaving, |key, (start, acc)| (key, start, acc));
                 if self.order == KeyOrder::Radix {
                     radsort::sort_by_key(leaving, |(key, _, _)| {
                         integer_image(key).expect("radix windows hold integer keys")
@@ -207,7 +209,7 @@ impl<K: Key, A> WindowKeys<K, A> {
     /// Every key's state, in no particular order.
     pub(super) fn into_unordered(self) -> impl Iterator<Item = (K, Time, A)> {
         self.entries
-            .into_iter()
+            .into_unordered()
             .map(|(key, (start, acc))| (key, start, acc))
     }
 }

@@ -8,12 +8,13 @@ use std::cmp::Reverse;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use dirigo_runtime::snapshot::access_checked;
 use dirigo_runtime::{Context, PartitionId, Snapshot, SnapshotError};
 
 use super::keys::{WindowKeys, MIN_ROOM, ROOM_KEPT};
-use super::state::{open_window, PartialWindows, WindowState};
+use super::state::{open_window, FrozenWindows, PartialWindows, WindowState};
 use super::{Window, WindowSpec, Windows};
-use crate::checkpoint::SavedInputs;
+use crate::checkpoint::{Saved, SavedInputs};
 use crate::dataflow::{
     batch_of, AppCounters, CheckpointId, Data, Logic, Msg, Output, Time, Wiring,
 };
@@ -49,7 +50,7 @@ pub(super) struct WindowLogic<T, K, A, O> {
     scratch: Vec<O>,
 }
 
-impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
+impl<T: Data, K: Key, A: Portable + Data, O: Data> WindowLogic<T, K, A, O> {
     pub(super) fn new(
         fns: Arc<WindowFns<T, K, A, O>>,
         wiring: &Wiring,
@@ -222,7 +223,7 @@ impl<T: Data, K: Key, A: Portable, O: Data> WindowLogic<T, K, A, O> {
     }
 }
 
-impl<T: Data, K: Key, A: Portable, O: Data> Logic for WindowLogic<T, K, A, O> {
+impl<T: Data, K: Key + Sync, A: Portable + Data + Sync, O: Data> Logic for WindowLogic<T, K, A, O> {
     fn frontier_needs_state(&self, from: Time, to: Time) -> bool {
         self.fns.spec.may_fire_between(from, to)
     }
@@ -270,22 +271,24 @@ impl<T: Data, K: Key, A: Portable, O: Data> Logic for WindowLogic<T, K, A, O> {
         Ok(())
     }
 
-    /// The open windows, archived as a lessee would hand them over, then merged back:
-    /// the state is as it was (open windows never count as late: the frontier fired
-    /// every window it passed).
-    fn save(&mut self, _: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
-        let saved = self.state.snapshot()?;
-        if let Some(saved) = &saved {
-            self.state.merge(saved, self.frontier, &*self.fns.merge)?;
-        }
-        Ok(saved)
+    /// The open windows, frozen (their key tables' chunks shared, copied later only as
+    /// the shard writes to them) and archived off the shard; the state stays as it is.
+    fn save(&mut self, _: CheckpointId) -> Result<Saved, SnapshotError> {
+        Ok(match self.state.freeze() {
+            Some(frozen) => Saved::copy(frozen, FrozenWindows::archive),
+            None => Saved::Nothing,
+        })
     }
 
+    /// Merges the archive straight from the checkpoint's mapped bytes, validated in
+    /// place (open windows never count as late: the frontier had fired every window it
+    /// passed).
     fn restore(&mut self, inputs: &SavedInputs, saved: Option<&[u8]>) -> Result<(), SnapshotError> {
         self.frontier = inputs.frontier;
         if let Some(bytes) = saved {
-            let saved = Snapshot::from_checked::<PartialWindows<K, A>>(bytes)?;
-            self.state.merge(&saved, self.frontier, &*self.fns.merge)?;
+            let archived = access_checked::<PartialWindows<K, A>>(bytes)?;
+            self.state
+                .merge_archived(archived, self.frontier, &*self.fns.merge)?;
         }
         Ok(())
     }

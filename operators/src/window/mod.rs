@@ -34,6 +34,7 @@ use crate::dataflow::{Data, KeyedStream, Logic, Stream, Time, Wiring};
 use crate::partition::Partitioning;
 
 mod assign;
+mod chunks;
 mod join;
 mod keys;
 mod logic;
@@ -44,7 +45,7 @@ pub use crate::state::{Key, Portable};
 pub use join::Either;
 pub(crate) use logic::MergeFn;
 use logic::{WindowFns, WindowLogic};
-pub use state::{PartialSession, PartialWindow, PartialWindows, WindowState};
+pub use state::{FrozenWindows, PartialSession, PartialWindow, PartialWindows, WindowState};
 
 /// Which windows a record belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,7 +136,7 @@ pub struct Window {
     pub end: Time,
 }
 
-impl<T: Data, K: Key> KeyedStream<T, K> {
+impl<T: Data, K: Key + Sync> KeyedStream<T, K> {
     /// Aggregates each key's records per window: `init` makes a window's accumulator,
     /// `fold(acc, window, time, record)` adds a record, `merge` combines two partial
     /// accumulators of one window (lessees' and session merges), and `emit` turns a fired
@@ -158,7 +159,7 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
     /// );
     /// ```
     #[allow(clippy::too_many_arguments)]
-    pub fn window<A: Portable, O: Data>(
+    pub fn window<A: Portable + Data + Sync, O: Data>(
         &self,
         name: &str,
         spec: impl Into<WindowSpec>,
@@ -218,7 +219,7 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
         score: impl Fn(&T) -> S + Send + Sync + 'static,
     ) -> Stream<(K, Window, Vec<T>)>
     where
-        T: Portable + Ord,
+        T: Portable + Ord + Sync,
         S: Ord + 'static,
     {
         let score = Arc::new(score);

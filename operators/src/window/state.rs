@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use dirigo_runtime::{Snapshot, SnapshotError};
 use rustc_hash::FxHashMap;
 
+use super::chunks::Frozen;
 use super::keys::WindowKeys;
 use super::{Window, WindowSpec, Windows};
 use crate::dataflow::Time;
@@ -33,6 +34,41 @@ pub type PartialWindow<K, A> = (Time, Time, Vec<(K, A)>);
 
 /// One open session of a [`PartialWindows`]: `(end, key, start, accumulator)`.
 pub type PartialSession<K, A> = (Time, K, Time, A);
+
+/// An aligned window of a [`FrozenWindows`]: its end, and its key table's chunks (each
+/// key's window start and accumulator) as they were.
+type FrozenWindow<K, A> = (Time, Frozen<K, (Time, A)>);
+
+/// A window state frozen for a checkpoint ([`WindowState::freeze`]): archived off the
+/// shard, in the [archived form](PartialWindows) a lessee hands over.
+pub struct FrozenWindows<K, A> {
+    aligned: Vec<FrozenWindow<K, A>>,
+    sessions: Vec<PartialSession<K, A>>,
+}
+
+impl<K: Key, A: Portable + Clone> FrozenWindows<K, A> {
+    /// Archives the frozen state as a [`PartialWindows`] (what
+    /// [`WindowState::snapshot`] would have made of it, without emptying the state).
+    pub fn archive(&self) -> Result<Snapshot, SnapshotError> {
+        let aligned: Vec<PartialWindow<K, A>> = self
+            .aligned
+            .iter()
+            .filter_map(|(end, chunks)| {
+                let mut entries = Vec::with_capacity(chunks.iter().map(|c| c.len()).sum());
+                let mut start = None;
+                for chunk in chunks {
+                    for (key, (window_start, acc)) in chunk.iter() {
+                        start = Some(*window_start);
+                        entries.push((key.clone(), acc.clone()));
+                    }
+                }
+                // Every key of an aligned window shares the window's start.
+                Some((start?, *end, entries))
+            })
+            .collect();
+        Snapshot::of(&(aligned, self.sessions.clone()))
+    }
+}
 
 /// A key's session that has not fired yet.
 #[derive(Clone)]
@@ -120,7 +156,7 @@ impl<K: Clone, A: Clone> Clone for WindowState<K, A> {
 
 /// The key state of the window ending at `end`, opened with `spare`'s room if it is new.
 #[inline]
-pub(super) fn open_window<'w, K: 'static, A>(
+pub(super) fn open_window<'w, K: Key, A: Clone>(
     windows: &'w mut BTreeMap<Time, WindowKeys<K, A>>,
     spare: &mut Option<WindowKeys<K, A>>,
     end: Time,
@@ -131,7 +167,7 @@ pub(super) fn open_window<'w, K: 'static, A>(
         .or_insert_with(|| spare.take().unwrap_or_else(|| WindowKeys::new(any_order)))
 }
 
-impl<K: Key, A: Portable> WindowState<K, A> {
+impl<K: Key, A: Portable + Clone> WindowState<K, A> {
     /// No open window.
     pub fn new(spec: impl Into<WindowSpec>) -> Self {
         Self {
@@ -268,6 +304,31 @@ impl<K: Key, A: Portable> WindowState<K, A> {
         Snapshot::of(&(aligned, sessions)).map(Some)
     }
 
+    /// The whole state as it is now, for a checkpoint, leaving it as it is (`None` when
+    /// nothing is open): the aligned windows' key tables frozen (their copy-on-write
+    /// chunks shared, nothing copied), the open sessions copied (sessions are few next
+    /// to keyed windows' keys). [`FrozenWindows::archive`] archives it, off the shard.
+    pub fn freeze(&self) -> Option<FrozenWindows<K, A>> {
+        let aligned: Vec<FrozenWindow<K, A>> = self
+            .windows
+            .iter()
+            .filter(|(_, keys)| !keys.entries.is_empty())
+            .map(|(&end, keys)| (end, keys.entries.freeze()))
+            .collect();
+        let sessions: Vec<PartialSession<K, A>> = self
+            .sessions
+            .iter()
+            .flat_map(|(key, open)| {
+                open.iter()
+                    .map(|session| (session.end, key.clone(), session.start, session.acc.clone()))
+            })
+            .collect();
+        if aligned.is_empty() && sessions.is_empty() {
+            return None;
+        }
+        Some(FrozenWindows { aligned, sessions })
+    }
+
     /// Merges a lessee's partial state (a [`snapshot`](Self::snapshot)) into this one,
     /// reading the archive in place (see the [archived form](crate::window::PartialWindows)); `merge`
     /// combines two accumulators of one window and key. Windows that already fired at
@@ -278,10 +339,19 @@ impl<K: Key, A: Portable> WindowState<K, A> {
         frontier: Time,
         merge: &dyn Fn(&mut A, A),
     ) -> Result<u64, SnapshotError> {
-        let (aligned, sessions) = {
-            let archived = partial.archived::<PartialWindows<K, A>>()?;
-            (&archived.0, &archived.1)
-        };
+        let archived = partial.archived::<PartialWindows<K, A>>()?;
+        self.merge_archived(archived, frontier, merge)
+    }
+
+    /// [`merge`](Self::merge) from the archived form wherever it lies: a snapshot, or
+    /// bytes mapped from a checkpoint file and validated in place (no copy).
+    pub(crate) fn merge_archived(
+        &mut self,
+        archived: &rkyv::Archived<PartialWindows<K, A>>,
+        frontier: Time,
+        merge: &dyn Fn(&mut A, A),
+    ) -> Result<u64, SnapshotError> {
+        let (aligned, sessions) = (&archived.0, &archived.1);
         let mut unarchiver = Unarchiver::new();
         let mut late = 0u64;
         for window in aligned.iter() {
@@ -291,14 +361,16 @@ impl<K: Key, A: Portable> WindowState<K, A> {
                 continue;
             }
             let keys = open_window(&mut self.windows, &mut self.spare, end, self.spec.any_order);
+            // Room for every key at once: one allocation, not a dozen rehashes.
+            keys.entries.reserve(window.2.len());
             for entry in window.2.iter() {
                 let key: K = unarchiver.owned(&entry.0)?;
-                let acc: A = unarchiver.owned(&entry.1)?;
-                match keys.entries.get_mut(&key) {
-                    Some((_, mine)) => merge(mine, acc),
-                    None => {
-                        keys.entry(key, || (start, acc));
-                    }
+                // One lookup: the accumulator opens the key's entry, or is merged into
+                // the one there.
+                let mut acc = Some(unarchiver.owned::<A>(&entry.1)?);
+                let (_, mine) = keys.entry(key, || (start, acc.take().expect("taken once")));
+                if let Some(acc) = acc {
+                    merge(mine, acc);
                 }
             }
         }

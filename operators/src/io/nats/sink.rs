@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage, stream};
 use bytes::Bytes;
-use dirigo_runtime::{Context, Snapshot, SnapshotError, StateKind};
+use dirigo_runtime::{Context, SnapshotError, StateKind};
 
 use super::connect::NatsConnect;
-use crate::checkpoint::SavedInputs;
+use crate::checkpoint::{Saved, SavedInputs};
 use crate::dataflow::{
     add_operator, AppCounters, Batch, CheckpointId, Data, Logic, Msg, Stream, Time, Wiring,
 };
@@ -488,8 +488,8 @@ impl<T: Data + serde::Serialize> Logic for NatsSinkLogic<T> {
     fn forward_end(&mut self, _: &mut Context<'_, Msg>) {}
 
     /// Keeps no state: what it sent is in the stream (or being retried).
-    fn save(&mut self, _: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
-        Ok(None)
+    fn save(&mut self, _: CheckpointId) -> Result<Saved, SnapshotError> {
+        Ok(Saved::Nothing)
     }
 
     fn restore(&mut self, _: &SavedInputs, _: Option<&[u8]>) -> Result<(), SnapshotError> {

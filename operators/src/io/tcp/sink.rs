@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dirigo_runtime::{Context, Snapshot, SnapshotError, StateKind};
+use dirigo_runtime::{Context, SnapshotError, StateKind};
 
-use crate::checkpoint::SavedInputs;
+use crate::checkpoint::{Saved, SavedInputs};
 use crate::dataflow::{
     add_operator, partitions_of_self, AppCounters, Batch, CheckpointId, Data, Logic, Msg, Stream,
     Time, Wiring,
@@ -167,8 +167,8 @@ impl<T: Data + serde::Serialize> Logic for TcpSinkLogic<T> {
 
     /// A socket takes what is written at once: output is at least once across a
     /// restore (what was sent after the checkpoint is sent again).
-    fn save(&mut self, _: CheckpointId) -> Result<Option<Snapshot>, SnapshotError> {
-        Ok(None)
+    fn save(&mut self, _: CheckpointId) -> Result<Saved, SnapshotError> {
+        Ok(Saved::Nothing)
     }
 
     fn restore(&mut self, _: &SavedInputs, _: Option<&[u8]>) -> Result<(), SnapshotError> {
