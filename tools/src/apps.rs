@@ -95,8 +95,14 @@ pub fn build(
             let (rows, schema) = query.rows();
             rows.record_latency("out", &latency);
             let (positions, names) = crate::rows::sink_fields(&section.sink, &schema)?;
-            crate::rows::sink_rows(&section.sink, &rows, None, &positions, &names)
-                .map_err(|e| format!("app {name}: {e}"))?;
+            crate::rows::sink_rows(
+                &section.sink,
+                &rows,
+                (None, checkpointed),
+                &positions,
+                &names,
+            )
+            .map_err(|e| format!("app {name}: {e}"))?;
         }
     } else {
         let kind = source.kind_for(false);

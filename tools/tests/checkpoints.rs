@@ -294,6 +294,55 @@ path = "{out}"
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn nexmark_q5_killed_and_restarted_commits_every_output_exactly_once() {
+    let dir = scratch("kill-q5");
+    let config = |out: &str, checkpoint: &str| {
+        format!(
+            r#"[run]
+duration_s = 300
+[report]
+dir = "report-{out}"
+plots = false
+hgrm = false
+[scheduler]
+policy = "dirigo"
+{checkpoint}
+[[app]]
+name = "q5"
+query = "q5"
+parallelism = 2
+[app.source]
+kind = "nexmark"
+events = 600000
+shape = {{ shape = "constant", rate = 150000 }}
+[app.sink]
+kind = "json-lines"
+path = "{out}"
+"#
+        )
+    };
+    std::fs::write(dir.join("reference.toml"), config("reference.jsonl", "")).unwrap();
+    std::fs::write(
+        dir.join("checkpointed.toml"),
+        config(
+            "out.jsonl",
+            "[checkpoint]\ndir = \"state\"\ninterval = \"100ms\"",
+        ),
+    )
+    .unwrap();
+    let want = reference_output(&dir);
+    assert!(want.len() >= 30, "{} outputs", want.len());
+    let hit = kill_and_restart(&dir, "checkpointed.toml", 22, (23, 50, 600));
+    assert!(hit >= 20, "only {hit} kills hit a running run");
+    assert_same(
+        "committed q5 rows",
+        &sorted_lines(&dir.join("out.jsonl")),
+        &want,
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Checkpoints of a run killed part way: a copy of `dir` with its state, for damaging.
 fn killed_part_way(name: &str) -> (PathBuf, Vec<String>) {
     let dir = scratch(name);

@@ -160,7 +160,7 @@ pub fn build(
         );
         stream.record_latency(&format!("latency-{number}"), &latency);
         let suffix = several.then_some(number);
-        sink_rows(&section.sink, &stream, suffix, positions, names)
+        sink_rows(&section.sink, &stream, (suffix, false), positions, names)
             .map_err(|e| format!("app {name}: {e}"))?;
     }
     Ok(Some(BuiltApp {
@@ -179,11 +179,12 @@ pub fn build(
 
 /// Ends `stream` in the app's sink: the fields at `positions`, named `names`, as JSON
 /// lines, CSV or JSON lines over TCP (nothing more for a `latency` sink). With several
-/// leaves, leaf `suffix` writes to `PATH.suffix`.
+/// leaves, leaf `suffix` writes to `PATH.suffix`. With `committed`, a JSON-lines file
+/// takes its output through the checkpoints' commits (exactly once).
 pub(crate) fn sink_rows(
     sink: &SinkSection,
     stream: &Stream<Row>,
-    suffix: Option<usize>,
+    (suffix, committed): (Option<usize>, bool),
     positions: &[usize],
     names: &[String],
 ) -> Result<(), String> {
@@ -230,6 +231,8 @@ pub(crate) fn sink_rows(
                 let path = sink.path.as_ref().ok_or("a path for the sink")?;
                 let target = if path.get_ref() == "-" {
                     LineTarget::Stdout
+                } else if committed {
+                    LineTarget::Committed(file_of(path.get_ref()).into())
                 } else {
                     LineTarget::File(file_of(path.get_ref()).into())
                 };
