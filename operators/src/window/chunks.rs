@@ -242,6 +242,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A frozen view, and what the table held when it was frozen.
+    type FrozenThen = (Frozen<u64, u64>, Vec<(u64, u64)>);
+
     proptest! {
         /// A chunked table holds what a plain map holds through inserts, updates,
         /// removals, drains and clears, across splits; and a frozen view keeps the table
@@ -252,7 +255,7 @@ mod tests {
         ) {
             let mut table: Chunks<u64, u64> = Chunks::default();
             let mut model: std::collections::HashMap<u64, u64> = Default::default();
-            let mut frozen: Option<(Frozen<u64, u64>, Vec<(u64, u64)>)> = None;
+            let mut frozen: Option<FrozenThen> = None;
             for (i, &(key, op)) in steps.iter().enumerate() {
                 match op {
                     0 => {
