@@ -590,6 +590,21 @@ impl Checkpoints {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+
+    /// A reader of [`stats`](Self::stats) for a monitor beside the run, such as a metrics
+    /// endpoint: it reads in place, without a copy, under a lock that the coordinator
+    /// thread takes once per checkpoint and no shard ever takes.
+    ///
+    /// ```
+    /// use dirigo_operators::checkpoint::{CheckpointConfig, Checkpoints};
+    ///
+    /// let checkpoints = Checkpoints::new(CheckpointConfig::new(std::env::temp_dir().join("watched")));
+    /// let watch = checkpoints.watch();
+    /// assert_eq!(watch.read(|stats| stats.completed), 0);
+    /// ```
+    pub fn watch(&self) -> CheckpointWatch {
+        CheckpointWatch(self.shared.stats.clone())
+    }
 }
 
 /// Checkpoints on [`RuntimeBuilder`]: the runtime resumes the apps from the newest
@@ -614,21 +629,6 @@ impl RuntimeCheckpoints for RuntimeBuilder<Msg> {
             checkpoints.start(runtime.ingress());
             Ok(())
         })
-    }
-
-    /// A reader of [`stats`](Self::stats) for a monitor beside the run, such as a metrics
-    /// endpoint: it reads in place, without a copy, under a lock that the coordinator
-    /// thread takes once per checkpoint and no shard ever takes.
-    ///
-    /// ```
-    /// use dirigo_operators::checkpoint::{CheckpointConfig, Checkpoints};
-    ///
-    /// let checkpoints = Checkpoints::new(CheckpointConfig::new(std::env::temp_dir().join("watched")));
-    /// let watch = checkpoints.watch();
-    /// assert_eq!(watch.read(|stats| stats.completed), 0);
-    /// ```
-    pub fn watch(&self) -> CheckpointWatch {
-        CheckpointWatch(self.stats.clone())
     }
 }
 
