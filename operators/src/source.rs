@@ -37,12 +37,15 @@
 //! (50 ms): a partition takes a turn at least that often however far off its next record
 //! is due, and a stopped one ends even while its shard's rings are full.
 
+use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
 use std::task::Poll;
 
-use dirigo_runtime::{Context, Envelope, Nanos, PartitionId, Snapshot, SnapshotError};
+use dirigo_runtime::{
+    ActorId, Context, Envelope, Ingress, Nanos, PartitionId, Snapshot, SnapshotError,
+};
 
-use crate::checkpoint::{Saved, SavedInputs};
+use crate::checkpoint::{CompletedCheckpoints, Saved, SavedInputs};
 use crate::dataflow::{
     AppBuilder, CheckpointId, Data, FrontierTrigger, Logic, Msg, Output, Stream, Time, Wiring,
 };
@@ -224,6 +227,34 @@ pub trait RecordSource<T>: Send + 'static {
         Vec::new()
     }
 
+    /// Checkpoint `id` is being taken while `handed_out` records of this source have
+    /// gone on (the partition may hold one more that it took and has not sent yet):
+    /// what to remember, as [`rewind`](Self::rewind) gets it back. The default is
+    /// [`checkpoint_extra`](Self::checkpoint_extra); a source that tells its broker what
+    /// a complete checkpoint covers notes `id` here (see
+    /// [`follow_checkpoints`](Self::follow_checkpoints)).
+    fn checkpoint(&mut self, id: CheckpointId, handed_out: u64) -> Vec<u8> {
+        let _ = (id, handed_out);
+        self.checkpoint_extra()
+    }
+
+    /// The app runs with checkpoints, resumed from `resumed_from` (0: from scratch):
+    /// `completed` tells which checkpoints are complete as they complete. Called once,
+    /// when the partition is made, before any record is asked for. The default ignores
+    /// it.
+    fn follow_checkpoints(&mut self, completed: CompletedCheckpoints, resumed_from: CheckpointId) {
+        let _ = (completed, resumed_from);
+    }
+
+    /// Takes `waker`, to wake the partition when records arrive after it found none
+    /// (`Pending`); returns whether it will. Called once, on the partition's first turn.
+    /// Without it (the default) a pending partition looks again after a pause that grows
+    /// to 4 ms.
+    fn wake_with(&mut self, waker: SourceWaker) -> bool {
+        let _ = waker;
+        false
+    }
+
     /// Rewinds a fresh source to a checkpoint at which it had handed out `handed_out`
     /// records (and said `extra` from [`checkpoint_extra`](Self::checkpoint_extra)):
     /// the next record it gives is the one after them. The default takes and drops that
@@ -326,6 +357,12 @@ struct SourceLogic<T> {
     /// The app's window grids: a frontier that crosses one goes out at once.
     triggers: Arc<[FrontierTrigger]>,
     out: Output<T>,
+    /// Its timer ticks in flight.
+    timers: Timers,
+    /// Whether the record source was offered a waker, and the state shared with it if it
+    /// took one.
+    waker_offered: bool,
+    wake_state: Option<Arc<AtomicU8>>,
 }
 
 impl<T: Data> SourceLogic<T> {
@@ -459,13 +496,13 @@ impl<T: Data> Logic for SourceLogic<T> {
 
     /// Where the partition stands: records handed out, the highest event time, the
     /// frontier sent, whether it ended, and its record source's own extra.
-    fn save(&mut self, _: CheckpointId) -> Result<Saved, SnapshotError> {
+    fn save(&mut self, id: CheckpointId) -> Result<Saved, SnapshotError> {
         let saved = SavedSource {
             handed_out: self.handed_out,
             max_time: self.max_time,
             sent_frontier: self.sent_frontier,
             finished: self.finished,
-            extra: self.records.checkpoint_extra(),
+            extra: self.records.checkpoint(id, self.handed_out),
         };
         Snapshot::of(&saved).map(Saved::Archived)
     }
@@ -508,20 +545,34 @@ impl<T: Data> Logic for SourceLogic<T> {
     }
 
     fn on_tick(&mut self, ctx: &mut Context<'_, Msg>) {
+        let now = ctx.now();
+        self.timers.arrived(now);
         if self.finished {
             return;
         }
-        let now = ctx.now();
+        if let Some(state) = &self.wake_state {
+            state.store(RUNNING, std::sync::atomic::Ordering::SeqCst);
+        } else if !self.waker_offered {
+            self.waker_offered = true;
+            let state = Arc::new(AtomicU8::new(RUNNING));
+            let waker = SourceWaker {
+                ingress: ctx.ingress(),
+                actor: ctx.me(),
+                state: state.clone(),
+            };
+            if self.records.wake_with(waker) {
+                self.wake_state = Some(state);
+            }
+        }
         let counters = &self.counters;
         let started = *self
             .started
             .get_or_insert_with(|| counters.pacing_epoch(now));
-        let me = ctx.me();
         // A stopped source ends even under backpressure: what it still sends is its last
         // watermark, a critical message, and the drain waits for it.
         self.check_stopped();
         if ctx.backpressured() && !self.ended {
-            let _ = ctx.send_at(now + BACKPRESSURE_PAUSE_NS, Envelope::user(me, Msg::Tick));
+            self.timers.schedule(ctx, now + BACKPRESSURE_PAUSE_NS);
             return;
         }
         let mut produced = 0;
@@ -569,7 +620,22 @@ impl<T: Data> Logic for SourceLogic<T> {
         if produced > 0 {
             self.pending_pause = PENDING_PAUSE_MIN_NS;
         }
+        let mut next = next;
+        if next == Next::Pending {
+            if let Some(state) = self.wake_state.clone() {
+                // Parked: a batch that arrives from now on wakes the partition. One that
+                // arrived between the look above and this is seen by the look below (the
+                // reader stores its batch, then looks at the state; this stores the
+                // state, then looks at the batches).
+                state.store(PARKED, std::sync::atomic::Ordering::SeqCst);
+                next = self.peek();
+                if next != Next::Pending {
+                    state.store(RUNNING, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }
         let at = match (next, &self.schedule, self.next_due) {
+            (Next::End, _, _) => now,
             (Next::Pending, _, _) => {
                 let pause = self.pending_pause;
                 self.pending_pause = (pause * 2).min(PENDING_PAUSE_MAX_NS);
@@ -588,7 +654,97 @@ impl<T: Data> Logic for SourceLogic<T> {
         // A slow source's next record may be due long after the run ends: it looks at the
         // stop flag at least this often all the same.
         let at = at.min(now + STOP_CHECK_EVERY_NS);
-        let _ = ctx.send_at(at, Envelope::user(me, Msg::Tick));
+        self.timers.schedule(ctx, at);
+    }
+}
+
+/// A source partition's own timer ticks in flight (when each is due): a tick that comes
+/// while one due no later is already on its way is not sent again, so that a wake-up
+/// ([`SourceWaker`]) between two timer ticks does not start a second chain of turns.
+#[derive(Default)]
+struct Timers {
+    due: Vec<Nanos>,
+}
+
+impl Timers {
+    /// Most timer ticks in flight (a wake-up adds at most one while one is on its way).
+    const MOST: usize = 8;
+    /// A tick overdue by this much is forgotten (it may have been lost with a shutdown).
+    const OVERDUE_NS: Nanos = 1_000_000_000;
+
+    /// How early a tick may seem to come by the clock and still count as its timer's
+    /// (taking a wake-up for a timer costs one extra turn; the reverse would leave a
+    /// timer listed that never comes).
+    const EARLY_NS: Nanos = 200_000;
+
+    /// A tick came at `now`: the earliest timer due by then is the one (or it was a
+    /// wake-up, which finds none).
+    fn arrived(&mut self, now: Nanos) {
+        self.due
+            .retain(|&due| due.saturating_add(Self::OVERDUE_NS) >= now);
+        if let Some(index) = (0..self.due.len())
+            .filter(|&i| self.due[i] <= now + Self::EARLY_NS)
+            .min_by_key(|&i| self.due[i])
+        {
+            self.due.swap_remove(index);
+        }
+    }
+
+    /// Asks for a tick at `at`, unless one due no later is on its way.
+    fn schedule(&mut self, ctx: &mut Context<'_, Msg>, at: Nanos) {
+        if self.due.iter().any(|&due| due <= at) {
+            return;
+        }
+        if self.due.len() >= Self::MOST {
+            self.due.clear();
+        }
+        let me = ctx.me();
+        if ctx.send_at(at, Envelope::user(me, Msg::Tick)).is_ok() {
+            self.due.push(at);
+        }
+    }
+}
+
+/// The partition is taking a turn (or will, its tick is on its way).
+const RUNNING: u8 = 0;
+/// The partition's record source had nothing: a batch that arrives should wake it.
+const PARKED: u8 = 1;
+/// A wake-up was sent.
+const WOKEN: u8 = 2;
+
+/// Wakes a source partition whose record source had nothing when records arrive for it:
+/// given to a record source that can tell ([`RecordSource::wake_with`]), and called by
+/// whatever thread hands it records (a network source's reader) after it handed them.
+/// Only a parked partition is woken, once, through the runtime's intake; it costs one
+/// atomic read otherwise.
+#[derive(Clone)]
+pub struct SourceWaker {
+    ingress: Ingress<Msg>,
+    actor: ActorId,
+    state: Arc<AtomicU8>,
+}
+
+impl std::fmt::Debug for SourceWaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceWaker")
+            .field("actor", &self.actor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SourceWaker {
+    /// Records were handed to the partition: wake it if it is parked.
+    pub fn wake(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.state.load(SeqCst) == PARKED
+            && self
+                .state
+                .compare_exchange(PARKED, WOKEN, SeqCst, SeqCst)
+                .is_ok()
+        {
+            // A full intake means a busy shard: the partition's own tick comes soon.
+            let _ = self.ingress.try_send(Envelope::user(self.actor, Msg::Tick));
+        }
     }
 }
 
@@ -639,8 +795,12 @@ impl AppBuilder {
             name,
             Arc::new(move |wiring: &Wiring, partition| {
                 let me = crate::dataflow::partitions_of_self(wiring, partition);
+                let mut records = make(partition, me);
+                if let Some(link) = &wiring.checkpoint {
+                    records.follow_checkpoints(link.completed().clone(), link.resumed_from());
+                }
                 Box::new(SourceLogic {
-                    records: Box::new(make(partition, me)),
+                    records: Box::new(records),
                     peeked: None,
                     scratch: Vec::new(),
                     ended: false,
@@ -659,6 +819,9 @@ impl AppBuilder {
                     counters: wiring.counters.clone(),
                     triggers: wiring.triggers.clone(),
                     out: Output::new(wiring, partition),
+                    timers: Timers::default(),
+                    waker_offered: false,
+                    wake_state: None,
                 }) as Box<dyn Logic>
             }),
         )

@@ -181,6 +181,15 @@ impl<M> Context<'_, M> {
         self.out.shared.shards()
     }
 
+    /// The runtime's intake, for a thread outside the shards that must wake an actor
+    /// (a network source's reader, when a batch it hands on arrives).
+    pub fn ingress(&self) -> crate::Ingress<M>
+    where
+        M: Send + 'static,
+    {
+        crate::Ingress::new(self.out.shared.clone())
+    }
+
     /// The shard where `actor` lives.
     pub fn home_shard(&self, actor: ActorId) -> ShardId {
         self.out.shared.router.route(&actor)

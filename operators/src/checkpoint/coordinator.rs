@@ -31,6 +31,10 @@ pub(crate) struct RegisteredApp {
         dirigo_runtime::PartitionId,
         PathBuf,
     )>,
+    /// Sinks that deliver committed output themselves (to a broker).
+    pub(crate) commit_targets: Vec<crate::dataflow::CommitTargetOf>,
+    /// The app's link: told of each complete checkpoint.
+    pub(crate) link: Arc<super::link::CheckpointLink>,
 }
 
 impl RegisteredApp {
@@ -369,6 +373,28 @@ impl Coordinator {
         self.complete.insert(0, id);
         for (path, len) in store::commit_sinks(&self.config.dir, &manifest)? {
             self.committed_len.insert(path, len);
+        }
+        // Sinks that deliver their output themselves (brokers) do so now, before the next
+        // checkpoint starts: a recovery from this one delivers epochs `previous + 1 ..=
+        // id` again, and every earlier epoch was delivered before this one started.
+        for app in &self.apps {
+            for (operator, partitions, target) in &app.commit_targets {
+                if let Err(e) = target.commit(
+                    &self.config.dir,
+                    app.layout.id,
+                    *operator,
+                    *partitions,
+                    manifest.previous + 1..=id,
+                ) {
+                    let why = format!(
+                        "checkpoint {id} is complete, but its output could not be delivered \
+                         ({e}); a restart resumes from it and delivers it again"
+                    );
+                    tracing::error!("{why}; no later checkpoint completes in this run");
+                    self.broken = Some(why);
+                }
+            }
+            app.link.completed().complete(id);
         }
         if let Err(e) = store::prune(
             &self.config.dir,

@@ -113,6 +113,28 @@ pub struct CheckpointLink {
     resumed_from: std::sync::atomic::AtomicU64,
     /// Parts taken and still being restored.
     in_restore: std::sync::atomic::AtomicUsize,
+    /// The newest checkpoint known complete, for sources that acknowledge what it covers.
+    completed: CompletedCheckpoints,
+}
+
+/// The newest complete checkpoint of a run, as the coordinator announces it: it moves
+/// once a checkpoint's manifest is on disk (and its sinks' output committed), and starts
+/// at the checkpoint the run resumed from. A source whose broker wants to be told what
+/// it may forget (NATS acknowledgements) reads it from its own I/O thread and tells the
+/// broker only what a complete checkpoint covers; reading it is one atomic load.
+#[derive(Clone, Debug, Default)]
+pub struct CompletedCheckpoints(Arc<std::sync::atomic::AtomicU64>);
+
+impl CompletedCheckpoints {
+    /// The newest complete checkpoint (0: none yet).
+    pub fn last(&self) -> CheckpointId {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Announces that checkpoint `id` is complete.
+    pub(crate) fn complete(&self, id: CheckpointId) {
+        self.0.fetch_max(id, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl CheckpointLink {
@@ -123,7 +145,13 @@ impl CheckpointLink {
             restored: Mutex::new(HashMap::new()),
             resumed_from: std::sync::atomic::AtomicU64::new(0),
             in_restore: std::sync::atomic::AtomicUsize::new(0),
+            completed: CompletedCheckpoints::default(),
         }
+    }
+
+    /// The announcements of complete checkpoints.
+    pub fn completed(&self) -> &CompletedCheckpoints {
+        &self.completed
     }
 
     /// The app this link serves.
@@ -139,10 +167,11 @@ impl CheckpointLink {
         *self.restored.lock().unwrap_or_else(|e| e.into_inner()) = parts;
         self.resumed_from
             .store(from, std::sync::atomic::Ordering::Release);
+        self.completed.complete(from);
     }
 
     /// The checkpoint the app resumed from (0: it started from scratch).
-    pub(crate) fn resumed_from(&self) -> CheckpointId {
+    pub fn resumed_from(&self) -> CheckpointId {
         self.resumed_from.load(std::sync::atomic::Ordering::Acquire)
     }
 
@@ -219,6 +248,31 @@ impl CheckpointLink {
             bytes,
         });
     }
+}
+
+/// A sink that delivers its committed output itself (to a broker, not a file): its
+/// partitions stage their output per epoch like a committed file's, and once a
+/// checkpoint is complete the coordinator hands it the staged output of the epochs the
+/// checkpoint covers ([`commit`](Self::commit)). Recovery hands it the resumed
+/// checkpoint's epochs again (a crash may have come between the manifest and the end of
+/// the delivery), so delivering the same epochs twice must deliver nothing twice.
+pub(crate) trait CommitTarget: Send + Sync {
+    /// Delivers the staged output of `epochs` of partitions `0..partitions` of sink
+    /// `(app, operator)`, staged under the checkpoint directory `dir`
+    /// ([`store::staged_path`](super::store::staged_path)); returns once all of it is
+    /// delivered.
+    ///
+    /// # Errors
+    /// What could not be read or delivered (the checkpoint stays complete; a restart
+    /// delivers it again).
+    fn commit(
+        &self,
+        dir: &std::path::Path,
+        app: AppId,
+        operator: OperatorId,
+        partitions: PartitionId,
+        epochs: std::ops::RangeInclusive<CheckpointId>,
+    ) -> Result<(), String>;
 }
 
 /// How many reports (parts and staged output chunks of up to 64 KiB) wait for the

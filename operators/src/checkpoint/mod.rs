@@ -111,7 +111,7 @@ use std::time::Duration;
 use dirigo_runtime::{Ingress, RuntimeBuilder};
 
 pub(crate) use link::Saved;
-pub use link::{CheckpointLink, SavedInputs};
+pub use link::{CheckpointLink, CompletedCheckpoints, SavedInputs};
 pub use store::{list, CheckpointInfo};
 
 #[cfg(doc)]
@@ -393,6 +393,31 @@ impl Checkpoints {
                 for (path, len) in store::commit_sinks(dir, &commit).map_err(|e| e.to_string())? {
                     committed_len.insert(path, len);
                 }
+                // Sinks that deliver their output themselves may have died between the
+                // manifest and the end of the delivery: they deliver the checkpoint's
+                // epochs again (without duplicates, see `CommitTarget`).
+                for (app, _) in &apps {
+                    if !restored.contains(&app.id()) {
+                        continue;
+                    }
+                    for (operator, partitions, target) in app.commit_targets() {
+                        target
+                            .commit(
+                                dir,
+                                app.id(),
+                                operator,
+                                partitions,
+                                manifest.previous + 1..=manifest.id,
+                            )
+                            .map_err(|e| {
+                                format!(
+                                    "app `{}`: cannot deliver the output of checkpoint {} again: {e}",
+                                    app.name(),
+                                    manifest.id
+                                )
+                            })?;
+                    }
+                }
                 for (app, _) in &apps {
                     for (_, _, path) in app.committed_sinks() {
                         if let std::collections::hash_map::Entry::Vacant(slot) =
@@ -499,10 +524,12 @@ impl Checkpoints {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(app, _)| RegisteredApp {
+            .map(|(app, link)| RegisteredApp {
                 layout: layout_of(app),
                 sources: app.source_actors(),
                 sinks: app.committed_sinks(),
+                commit_targets: app.commit_targets(),
+                link: link.clone(),
             })
             .collect();
         let coordinator = Coordinator::new(

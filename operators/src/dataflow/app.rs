@@ -107,6 +107,14 @@ impl AppCounters {
     }
 }
 
+/// A sink operator that delivers committed output itself, its partition count, and
+/// how it delivers.
+pub(crate) type CommitTargetOf = (
+    OperatorId,
+    PartitionId,
+    Arc<dyn crate::checkpoint::link::CommitTarget>,
+);
+
 struct AppInner {
     app: AppId,
     name: String,
@@ -119,6 +127,8 @@ struct AppInner {
     sink_ops: Mutex<Vec<OperatorId>>,
     /// Sinks whose output the checkpoints commit: operator, partitions, file.
     committed: Mutex<Vec<(OperatorId, PartitionId, std::path::PathBuf)>>,
+    /// Sinks that deliver the output the checkpoints commit themselves.
+    commit_targets: Mutex<Vec<CommitTargetOf>>,
     /// Operators whose state cannot be checkpointed: name, and why.
     not_checkpointable: Mutex<Vec<(String, &'static str)>>,
     /// The app's side of the checkpoints, when they are on (set before install).
@@ -181,6 +191,7 @@ impl App {
                 mergeable: Mutex::new(Vec::new()),
                 sink_ops: Mutex::new(Vec::new()),
                 committed: Mutex::new(Vec::new()),
+                commit_targets: Mutex::new(Vec::new()),
                 not_checkpointable: Mutex::new(Vec::new()),
                 checkpoint: Mutex::new(None),
                 counters: Arc::new(AppCounters::default()),
@@ -340,6 +351,18 @@ impl App {
             .collect();
         *self
             .inner
+            .commit_targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(id, node)| {
+                let target = node.commit_target.clone()?;
+                Some((id as OperatorId, partitions[id], target))
+            })
+            .collect();
+        *self
+            .inner
             .not_checkpointable
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = nodes
@@ -388,6 +411,16 @@ impl App {
     pub(crate) fn committed_sinks(&self) -> Vec<(OperatorId, PartitionId, std::path::PathBuf)> {
         self.inner
             .committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sinks that deliver committed output themselves: operator, partitions and target
+    /// (after [`install`](Self::install)).
+    pub(crate) fn commit_targets(&self) -> Vec<CommitTargetOf> {
+        self.inner
+            .commit_targets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

@@ -37,6 +37,8 @@ pub(super) struct Node {
     /// A sink whose output the checkpoints commit to this file
     /// ([`LineTarget::Committed`](crate::sink::LineTarget::Committed)).
     pub(super) committed_output: Option<std::path::PathBuf>,
+    /// A sink that delivers the output the checkpoints commit itself (a broker).
+    pub(super) commit_target: Option<Arc<dyn crate::checkpoint::link::CommitTarget>>,
     /// Why the operator's state cannot be checkpointed, if it cannot.
     pub(super) not_checkpointable: Option<&'static str>,
 }
@@ -158,6 +160,7 @@ fn add_node(
         source: false,
         trigger: None,
         committed_output: None,
+        commit_target: None,
         not_checkpointable: None,
     });
     id
@@ -286,6 +289,16 @@ impl<T: Data> Stream<T> {
     /// Notes that sink `node` writes to `path` through the checkpoints' commits.
     pub(crate) fn mark_committed_output(&self, node: OperatorId, path: std::path::PathBuf) {
         self.graph.borrow_mut().nodes[usize::from(node)].committed_output = Some(path);
+    }
+
+    /// Notes that sink `node` delivers the output the checkpoints commit through
+    /// `target`.
+    pub(crate) fn mark_commit_target(
+        &self,
+        node: OperatorId,
+        target: Arc<dyn crate::checkpoint::link::CommitTarget>,
+    ) {
+        self.graph.borrow_mut().nodes[usize::from(node)].commit_target = Some(target);
     }
 
     /// Notes that operator `node`'s state cannot be checkpointed, and why: an app with

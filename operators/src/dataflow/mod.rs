@@ -45,7 +45,7 @@ mod operator;
 mod output;
 
 pub use app::{App, Flow};
-pub(crate) use app::{AppCounters, PartitionCount};
+pub(crate) use app::{AppCounters, CommitTargetOf, PartitionCount};
 pub(crate) use graph::{add_operator, set_trigger, FrontierTrigger};
 pub use graph::{AppBuilder, KeyedStream, Stream};
 pub(crate) use message::batch_of;

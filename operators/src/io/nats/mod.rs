@@ -32,12 +32,30 @@
 //!
 //! Positions and acknowledgements: each partition knows the stream sequence through
 //! which the app has taken every message ([`StreamPosition`],
-//! [`NatsSourceHandle::position`]). The reader acknowledges up to there (the consumers
-//! use `ack_policy = all`: one acknowledgement covers every message before it), so a
-//! message is acknowledged only once it is inside the app. A redelivered message (at or
-//! before the last sequence handed on) is skipped. After a restart the consumer delivers
-//! from its acknowledgement floor on, or, given [`NatsSourceOptions::start_after`] (a
-//! position from a checkpoint), from right after it.
+//! [`NatsSourceHandle::position`]). Without checkpoints the reader acknowledges up to
+//! there (the consumers use `ack_policy = all`: one acknowledgement covers every message
+//! before it), so a message is acknowledged only once it is inside the app (at least
+//! once). A redelivered message (at or before the last sequence handed on) is skipped.
+//! After a restart the consumer delivers from its acknowledgement floor on, or, given
+//! [`NatsSourceOptions::start_after`], from right after that position.
+//!
+//! With checkpoints ([`crate::checkpoint`]) the source is exactly once. Each checkpoint
+//! records every partition's position: the sequence through which the records the
+//! source partition sent on stand (one it took and holds unsent is not covered). The
+//! reader acknowledges only through the position of the newest checkpoint known
+//! complete: the coordinator announces each complete checkpoint
+//! ([`CompletedCheckpoints`](crate::checkpoint::CompletedCheckpoints), one atomic the
+//! reader loads before each pull and every [`POLL`] while idle), so the server is never
+//! told to forget a message a restore could need. A restored partition asks its reader to
+//! make the consumer anew, delivering from right after the checkpoint's position; batches
+//! already on their way are dropped by their generation. A run from scratch makes each
+//! consumer anew from its acknowledgement floor, so what a killed run had been delivered
+//! and never acknowledged comes at once, not after the server's ack wait.
+//!
+//! Waking: a partition that found no batch parks (with a timer that looks again after
+//! a pause growing to 4 ms); the reader wakes it through the runtime's intake as soon as
+//! it hands it a batch ([`SourceWaker`](crate::source::SourceWaker)), so a record waits
+//! for the shard's next turn, not for the pause.
 //!
 //! The stream ends when the source is stopped ([`NatsSourceHandle::stop`]) or, with
 //! [`NatsSourceOptions::end_after_idle`], once no message came for that long and the app
@@ -58,11 +76,20 @@
 //! messages are acknowledged.
 //!
 //! Exactly once: the server drops a message whose id it has seen within the stream's
-//! duplicate window (`duplicate_window`, 2 minutes by default). Outputs sent again after
-//! a recovery carry the ids they had before, so they are dropped, provided the recovery
-//! comes within that window. Without checkpoints, the epoch is the run's start time
-//! ([`SinkEpoch::of_this_run`]), so a retry within a run is never written twice, and two
-//! runs never drop each other's outputs.
+//! duplicate window (`duplicate_window`, 2 minutes by default). Without checkpoints the
+//! epoch is the run's start time ([`SinkEpoch::of_this_run`]), so a retry within a run
+//! is never written twice, and two runs never drop each other's outputs. With
+//! checkpoints, a sink partition does not publish as records come: it stages each
+//! epoch's messages (the output between barriers `n - 1` and `n`) through the
+//! checkpoints, flushed to disk before the manifest; once checkpoint `n` is complete the
+//! coordinator has the publisher thread publish the epochs it covers, with the ids
+//! `APP/OPERATOR/PARTITION/n/N` (`N` counting the epoch's messages), and waits for their
+//! acknowledgements before it starts the next checkpoint. A recovery from checkpoint `n`
+//! publishes `n`'s epochs again with the same ids, and the server drops what it already
+//! stored, provided the restart comes within the duplicate window of the crash. Epoch
+//! ids alone would not do: a replayed epoch need not hold the same outputs as before the
+//! crash (barriers fall elsewhere in the replayed input), so only committed, staged
+//! epochs are ever published.
 //!
 //! # Faults
 //!
@@ -89,7 +116,7 @@ pub use server::{find_program, LocalServer, START_TIMEOUT, STOP_TIMEOUT};
 pub use sink::{MsgIds, NatsSinkOptions, SinkEpoch, SubjectTemplate};
 pub use source::{
     EventTime, NatsSourceHandle, NatsSourceOptions, StreamPosition, CHANNEL_BATCHES,
-    DEFAULT_FETCH_BATCH, POLL,
+    DEFAULT_FETCH_BATCH, FINAL_ACK_WAIT, POLL,
 };
 
 #[allow(unused_imports)] // what the documentation above links to

@@ -11,10 +11,14 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage, stream};
 use bytes::Bytes;
-use dirigo_runtime::{Context, SnapshotError, StateKind};
+use std::ops::RangeInclusive;
+use std::path::Path;
+
+use dirigo_runtime::{ActorId, AppId, Context, OperatorId, PartitionId, SnapshotError, StateKind};
 
 use super::connect::NatsConnect;
-use crate::checkpoint::{Saved, SavedInputs};
+use crate::checkpoint::link::CommitTarget;
+use crate::checkpoint::{store, CheckpointLink, Saved, SavedInputs};
 use crate::dataflow::{
     add_operator, AppCounters, Batch, CheckpointId, Data, Logic, Msg, Stream, Time, Wiring,
 };
@@ -246,16 +250,65 @@ struct Outgoing {
     subject: String,
     id: String,
     payload: Bytes,
+    /// Output a checkpoint committed: delivered again after a recovery, so a duplicate
+    /// the server drops is not counted as output again.
+    committed: bool,
 }
 
-/// What the sink partitions send the publisher thread.
+/// What the sink partitions (and the checkpoints' commits) send the publisher thread.
 enum ToPublisher {
     Messages(Vec<Outgoing>),
     /// Answer once every message sent before is settled (acknowledged or failed).
     Flush(flume::Sender<()>),
+    /// Publish these committed messages and answer once all are settled: with how many
+    /// failed.
+    Commit(Vec<Outgoing>, flume::Sender<u64>),
 }
 
-/// What a sink's partitions share.
+/// The most bytes of a subject in a staged message.
+const MAX_STAGED_SUBJECT: usize = 64 * 1024;
+/// The most bytes of a payload in a staged message (NATS's own limit is 1 MiB by
+/// default, 64 MiB at most).
+const MAX_STAGED_PAYLOAD: usize = 64 * 1024 * 1024;
+
+/// Appends `subject` and `payload` to `staged` as one staged message: the subject's
+/// length (4 bytes, little-endian), the subject, the payload's length, the payload.
+fn stage_message(staged: &mut Vec<u8>, subject: &str, payload: &[u8]) {
+    staged.extend_from_slice(&(subject.len() as u32).to_le_bytes());
+    staged.extend_from_slice(subject.as_bytes());
+    staged.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    staged.extend_from_slice(payload);
+}
+
+/// The staged messages in `bytes` (as [`stage_message`] wrote them), in order.
+fn staged_messages(bytes: &[u8]) -> Result<Vec<(String, Bytes)>, String> {
+    fn take<'a>(bytes: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
+        let (head, rest) = bytes.split_at_checked(len)?;
+        *bytes = rest;
+        Some(head)
+    }
+    fn length(bytes: &mut &[u8], most: usize) -> Option<usize> {
+        let len = u32::from_le_bytes(take(bytes, 4)?.try_into().ok()?) as usize;
+        (len <= most).then_some(len)
+    }
+    let mut rest = bytes;
+    let mut messages = Vec::new();
+    while !rest.is_empty() {
+        let at = bytes.len() - rest.len();
+        let damaged = || format!("a damaged staged message at byte {at}");
+        let len = length(&mut rest, MAX_STAGED_SUBJECT).ok_or_else(damaged)?;
+        let subject = take(&mut rest, len).ok_or_else(damaged)?;
+        let subject = std::str::from_utf8(subject)
+            .map_err(|_| damaged())?
+            .to_owned();
+        let len = length(&mut rest, MAX_STAGED_PAYLOAD).ok_or_else(damaged)?;
+        let payload = take(&mut rest, len).ok_or_else(damaged)?;
+        messages.push((subject, Bytes::copy_from_slice(payload)));
+    }
+    Ok(messages)
+}
+
+/// What a sink's partitions share, and how the checkpoints deliver its committed output.
 struct SinkShared {
     to_publisher: flume::Sender<ToPublisher>,
     app: String,
@@ -265,18 +318,91 @@ struct SinkShared {
     wait: Duration,
 }
 
+impl CommitTarget for SinkShared {
+    /// Publishes each partition's staged messages of each epoch, in order, with the ids
+    /// `APP/OPERATOR/PARTITION/EPOCH/N` (`N` counting the epoch's messages from 0): the
+    /// same messages get the same ids however often they are delivered, so the server
+    /// stores each once (within its duplicate window).
+    fn commit(
+        &self,
+        dir: &Path,
+        app: AppId,
+        operator: OperatorId,
+        partitions: PartitionId,
+        epochs: RangeInclusive<CheckpointId>,
+    ) -> Result<(), String> {
+        for epoch in epochs {
+            for partition in 0..partitions {
+                let path = store::staged_path(dir, ActorId::new(app, operator, partition), epoch);
+                let bytes = match std::fs::read(&path) {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(format!("{}: {e}", path.display())),
+                };
+                let staged =
+                    staged_messages(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+                let mut ids = MsgIds::new(&self.app, &self.operator, partition, SinkEpoch(epoch));
+                let messages = staged
+                    .into_iter()
+                    .map(|(subject, payload)| Outgoing {
+                        subject,
+                        id: ids.next_id(),
+                        payload,
+                        committed: true,
+                    })
+                    .collect();
+                let (done_tx, done_rx) = flume::bounded(1);
+                self.to_publisher
+                    .send_timeout(ToPublisher::Commit(messages, done_tx), self.wait)
+                    .map_err(|_| "the NATS sink's publisher took nothing".to_owned())?;
+                match done_rx.recv_timeout(self.wait) {
+                    Ok(0) => {}
+                    Ok(failed) => {
+                        return Err(format!(
+                            "{failed} messages of {} were not acknowledged",
+                            path.display()
+                        ))
+                    }
+                    Err(_) => {
+                        return Err(format!(
+                            "the messages of {} were not acknowledged within {:?}",
+                            path.display(),
+                            self.wait
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The publisher thread's state.
 struct Publisher {
     context: jetstream::Context,
     in_flight: VecDeque<(Outgoing, Option<PublishAckFuture>)>,
     max_in_flight: usize,
     retry_for: Duration,
-    counters: Arc<AppCounters>,
+    /// The app's counters, once the first sink partition is made.
+    counters: Option<Arc<AppCounters>>,
+    counters_from: flume::Receiver<Arc<AppCounters>>,
     /// Whether the last publish failed (so that a recovery is logged once).
     failing: bool,
+    /// Committed messages given up on since the last commit began.
+    commit_failures: u64,
 }
 
 impl Publisher {
+    /// Counts `written` outputs and `failed` failed ones (once the app's counters came).
+    fn count(&mut self, written: u64, failed: u64, why: impl FnOnce() -> String) {
+        if self.counters.is_none() {
+            self.counters = self.counters_from.try_recv().ok();
+        }
+        if let Some(counters) = &self.counters {
+            counters.outputs(written, failed, why);
+        }
+    }
+
     /// Publishes `message` without waiting for its acknowledgement.
     async fn start(&mut self, message: Outgoing) {
         while self.in_flight.len() >= self.max_in_flight {
@@ -308,12 +434,14 @@ impl Publisher {
         loop {
             let error = match ack.take() {
                 Some(ack) => match ack.await {
-                    Ok(_) => {
+                    Ok(ack) => {
                         if self.failing {
                             tracing::info!("NATS sink: publishing again");
                             self.failing = false;
                         }
-                        self.counters.outputs(1, 0, String::new);
+                        if !(message.committed && ack.duplicate) {
+                            self.count(1, 0, String::new);
+                        }
                         return;
                     }
                     Err(e) => e.to_string(),
@@ -322,11 +450,12 @@ impl Publisher {
             };
             if started.elapsed() >= self.retry_for {
                 tracing::warn!(id = %message.id, error = %error, "NATS sink: gave up on a message");
-                self.counters.outputs(0, 1, || {
-                    format!(
-                        "NATS sink: no acknowledgement within {:?}: {error}",
-                        self.retry_for
-                    )
+                if message.committed {
+                    self.commit_failures += 1;
+                }
+                let retry_for = self.retry_for;
+                self.count(0, 1, || {
+                    format!("NATS sink: no acknowledgement within {retry_for:?}: {error}")
                 });
                 return;
             }
@@ -358,6 +487,16 @@ impl Publisher {
                         self.settle_oldest().await;
                     }
                     let _ = done.send(());
+                }
+                ToPublisher::Commit(messages, done) => {
+                    self.commit_failures = 0;
+                    for message in messages {
+                        self.start(message).await;
+                    }
+                    while !self.in_flight.is_empty() {
+                        self.settle_oldest().await;
+                    }
+                    let _ = done.send(self.commit_failures);
                 }
             }
         }
@@ -409,11 +548,22 @@ struct NatsSinkLogic<T> {
     subject: SubjectTemplate,
     ids: MsgIds,
     counters: Arc<AppCounters>,
+    /// With checkpoints: the messages are staged per epoch, and published once a
+    /// checkpoint covers them (by [`SinkShared`]'s commit).
+    staging: Option<Staging>,
     _records: PhantomData<fn(T)>,
 }
 
+/// Where a staging NATS sink partition stages its messages, and which epoch it writes
+/// (the one after barrier `epoch - 1`).
+struct Staging {
+    link: Arc<CheckpointLink>,
+    actor: ActorId,
+    epoch: CheckpointId,
+}
+
 impl<T: Data + serde::Serialize> NatsSinkLogic<T> {
-    fn message(&mut self, record: &T) -> Result<Outgoing, String> {
+    fn subject_and_payload(&self, record: &T) -> Result<(String, Vec<u8>), String> {
         let subject = if self.subject.is_fixed() {
             self.subject.fill(&serde_json::Value::Null)?
         } else {
@@ -421,10 +571,16 @@ impl<T: Data + serde::Serialize> NatsSinkLogic<T> {
             self.subject.fill(&value)?
         };
         let payload = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+        Ok((subject, payload))
+    }
+
+    fn message(&mut self, record: &T) -> Result<Outgoing, String> {
+        let (subject, payload) = self.subject_and_payload(record)?;
         Ok(Outgoing {
             subject,
             id: self.ids.next_id(),
             payload: Bytes::from(payload),
+            committed: false,
         })
     }
 
@@ -454,6 +610,19 @@ impl<T: Data + serde::Serialize> Logic for NatsSinkLogic<T> {
         let batch = data
             .downcast::<Batch<T>>()
             .expect("an edge carries its upstream operator's record type");
+        if let Some(staging) = &self.staging {
+            let mut staged = Vec::new();
+            for (_, record) in batch.iter() {
+                match self.subject_and_payload(record) {
+                    Ok((subject, payload)) => stage_message(&mut staged, &subject, &payload),
+                    Err(why) => self.counters.outputs(0, 1, || format!("NATS sink: {why}")),
+                }
+            }
+            staging
+                .link
+                .stage_output(staging.actor, staging.epoch, staged);
+            return;
+        }
         let mut messages = Vec::with_capacity(batch.len());
         for (_, record) in batch.iter() {
             match self.message(record) {
@@ -474,6 +643,11 @@ impl<T: Data + serde::Serialize> Logic for NatsSinkLogic<T> {
     /// Waits (at most the sink's wait) until everything this sink sent is acknowledged,
     /// so that the app is done only once its outputs are in the stream.
     fn on_end(&mut self, _: &mut Context<'_, Msg>) {
+        if self.staging.is_some() {
+            // The run's last checkpoint commits (publishes) what is staged.
+            self.counters.sink_finished();
+            return;
+        }
         let (done_tx, done_rx) = flume::bounded(1);
         self.send(ToPublisher::Flush(done_tx), 0);
         if done_rx.recv_timeout(self.shared.wait).is_err() {
@@ -487,8 +661,12 @@ impl<T: Data + serde::Serialize> Logic for NatsSinkLogic<T> {
 
     fn forward_end(&mut self, _: &mut Context<'_, Msg>) {}
 
-    /// Keeps no state: what it sent is in the stream (or being retried).
-    fn save(&mut self, _: CheckpointId) -> Result<Saved, SnapshotError> {
+    /// Keeps no state: what it staged is the checkpoint's to publish; what comes next
+    /// belongs to the next epoch.
+    fn save(&mut self, id: CheckpointId) -> Result<Saved, SnapshotError> {
+        if let Some(staging) = &mut self.staging {
+            staging.epoch = id + 1;
+        }
         Ok(Saved::Nothing)
     }
 
@@ -549,17 +727,17 @@ impl<T: Data + serde::Serialize> Stream<T> {
                         return;
                     }
                     let _ = ready_tx.send(Ok(()));
-                    // The app's counters come with the first partition that is made.
-                    let Ok(counters) = counters_rx.recv_async().await else {
-                        return;
-                    };
                     Publisher {
                         context,
                         in_flight: VecDeque::new(),
                         max_in_flight: options.max_in_flight.max(1),
                         retry_for: options.retry_for,
-                        counters,
+                        // The app's counters come with the first partition that is made
+                        // (a recovery may publish before).
+                        counters: None,
+                        counters_from: counters_rx,
                         failing: false,
+                        commit_failures: 0,
                     }
                     .run(requests_rx)
                     .await;
@@ -577,23 +755,31 @@ impl<T: Data + serde::Serialize> Stream<T> {
             wait: options.retry_for + options.publish_timeout,
         });
         let subject = options.subject.clone();
+        let commit: Arc<dyn CommitTarget> = shared.clone();
         let node = add_operator(
             self.graph(),
             name,
             StateKind::Exclusive,
             Arc::new(move |wiring: &Wiring, partition| {
                 let _ = counters_tx.try_send(wiring.counters.clone());
+                let staging = wiring.checkpoint.as_ref().map(|link| Staging {
+                    link: link.clone(),
+                    actor: ActorId::new(wiring.app, wiring.operator, partition),
+                    epoch: link.resumed_from() + 1,
+                });
                 Box::new(NatsSinkLogic::<T> {
                     shared: shared.clone(),
                     subject: subject.clone(),
                     ids: MsgIds::new(&shared.app, &shared.operator, partition, shared.epoch),
                     counters: wiring.counters.clone(),
+                    staging,
                     _records: PhantomData,
                 }) as Box<dyn Logic>
             }),
         );
         self.connect(node, Partitioning::Forward, None);
         self.mark_sink(node);
+        self.mark_commit_target(node, commit);
         Ok(())
     }
 }

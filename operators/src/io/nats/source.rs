@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -15,10 +15,11 @@ use async_nats::jetstream::{self, stream};
 use futures_lite::StreamExt;
 
 use super::connect::NatsConnect;
-use crate::dataflow::{check_event_time, AppBuilder, Data, Stream, Time};
+use crate::checkpoint::CompletedCheckpoints;
+use crate::dataflow::{check_event_time, AppBuilder, CheckpointId, Data, Stream, Time};
 use crate::io::file::{decode_text_line, DeadLetterSink, Line, TimeOf};
 use crate::io::parse::{Decode, Format};
-use crate::source::{Pacing, RecordSource};
+use crate::source::{Pacing, RecordSource, SourceWaker};
 
 /// Batches that wait between the NATS thread and one source partition.
 pub const CHANNEL_BATCHES: usize = 64;
@@ -39,6 +40,19 @@ const MAX_ACK_PENDING: i64 = 1 << 20;
 /// [`MAX_RETRY_PAUSE`].
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Per partition, the most checkpoint positions kept while their checkpoints are not
+/// known complete; past it the oldest is forgotten (its acknowledgement then waits for
+/// a later checkpoint, which covers more).
+const PENDING_CHECKPOINTS: usize = 4096;
+
+/// The most batches whose last message a partition keeps for a later acknowledgement;
+/// past it the oldest is dropped (acknowledging a later one covers it).
+const MAX_UNACKED: usize = 1 << 16;
+
+/// With checkpoints, how long a partition's reader stays after its stream ended, to
+/// acknowledge what the run's last checkpoint covers.
+pub const FINAL_ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a pull request waits on the server for messages before the client renews it.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
@@ -164,6 +178,8 @@ impl NatsSourceOptions {
 /// sequence; `through` is the sequence of the last message of the pull (which may be a
 /// dead letter, or one skipped as delivered before).
 struct NatsBatch<T> {
+    /// The reader's generation (see [`Rewind`]): a batch of an older one is dropped.
+    generation: u64,
     records: Vec<(Time, T)>,
     sequences: Vec<u64>,
     through: u64,
@@ -185,6 +201,22 @@ struct SourceShared {
     acked: Vec<AtomicU64>,
     /// Pulls that failed (the server gone, a request timed out) and were made again.
     pull_errors: AtomicU64,
+    /// With checkpoints: which are complete (acknowledgements follow them).
+    completed: OnceLock<CompletedCheckpoints>,
+    /// Per partition, (checkpoint, position) of checkpoints not yet known complete.
+    checkpoints: Vec<Mutex<VecDeque<(CheckpointId, u64)>>>,
+    /// Per partition, a rewind the reader is to make.
+    rewinds: Vec<Mutex<Option<Rewind>>>,
+    /// Per partition, what wakes it when a batch is handed to it.
+    wakers: Vec<Mutex<Option<SourceWaker>>>,
+}
+
+/// A partition's request to its reader: read again from right after `after` (`None`:
+/// after the consumer's acknowledgement floor), handing on batches of `generation`.
+#[derive(Clone, Copy, Debug)]
+struct Rewind {
+    generation: u64,
+    after: Option<u64>,
 }
 
 /// Watches and stops a NATS source.
@@ -247,12 +279,37 @@ struct NatsRecords<T> {
     through: u64,
     /// The sequence of the last record taken.
     position: StreamPosition,
+    /// Where it stood before the last record was taken (a checkpoint while the source
+    /// partition holds that record unsent stands there).
+    before_last: StreamPosition,
+    /// Records taken.
+    given: u64,
+    /// Batches of other generations are dropped (sent before a rewind).
+    generation: u64,
     partition: usize,
     shared: Arc<SourceShared>,
 }
 
 impl<T> NatsRecords<T> {
+    /// Asks the reader to read again from right after `after` (`None`: after the
+    /// consumer's acknowledgement floor); batches already on their way are dropped.
+    fn request_rewind(&mut self, after: Option<u64>) {
+        self.generation += 1;
+        *self.shared.rewinds[self.partition]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Rewind {
+            generation: self.generation,
+            after,
+        });
+        self.records = Vec::new().into_iter();
+        self.sequences = Vec::new().into_iter();
+        self.through = 0;
+    }
+
     fn start(&mut self, batch: NatsBatch<T>) {
+        if batch.generation != self.generation {
+            return;
+        }
         self.records = batch.records.into_iter();
         self.sequences = batch.sequences.into_iter();
         self.through = batch.through;
@@ -270,6 +327,8 @@ impl<T> NatsRecords<T> {
 
     fn take(&mut self) -> Option<(Time, T)> {
         let record = self.records.next()?;
+        self.before_last = self.position;
+        self.given += 1;
         if let Some(sequence) = self.sequences.next() {
             self.position = StreamPosition(sequence);
         }
@@ -302,6 +361,69 @@ impl<T: Data> RecordSource<T> for NatsRecords<T> {
             }
         }
     }
+
+    /// The stream sequence through which the records handed on stand (the source
+    /// partition may hold one taken record unsent), noted for acknowledging once
+    /// checkpoint `id` is complete.
+    fn checkpoint(&mut self, id: CheckpointId, handed_out: u64) -> Vec<u8> {
+        let position = if self.given > handed_out {
+            self.before_last
+        } else {
+            self.position
+        };
+        if self.shared.completed.get().is_some() {
+            let mut pending = self.shared.checkpoints[self.partition]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if pending.len() >= PENDING_CHECKPOINTS {
+                pending.pop_front();
+            }
+            pending.push_back((id, position.0));
+        }
+        position.0.to_le_bytes().to_vec()
+    }
+
+    /// Acknowledgements follow complete checkpoints from now on; a run from scratch
+    /// reads from the consumer's acknowledgement floor on (what an earlier run delivered
+    /// and never acknowledged comes again at once, not after the server's ack wait).
+    fn follow_checkpoints(&mut self, completed: CompletedCheckpoints, resumed_from: CheckpointId) {
+        let _ = self.shared.completed.set(completed);
+        if resumed_from == 0 {
+            self.request_rewind(None);
+        }
+    }
+
+    /// The reader wakes the partition when it hands it a batch (instead of the partition
+    /// looking again after a pause).
+    fn wake_with(&mut self, waker: SourceWaker) -> bool {
+        *self.shared.wakers[self.partition]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(waker);
+        true
+    }
+
+    /// Reads again from right after the checkpoint's position: the reader makes the
+    /// partition's consumer anew, delivering from the next sequence on.
+    fn rewind(&mut self, handed_out: u64, extra: &[u8]) -> Result<(), String> {
+        let bytes: [u8; 8] = extra.try_into().map_err(|_| {
+            format!(
+                "the checkpoint holds no NATS stream position for partition {} ({} bytes)",
+                self.partition,
+                extra.len()
+            )
+        })?;
+        let after = u64::from_le_bytes(bytes);
+        self.request_rewind(Some(after));
+        self.position = StreamPosition(after);
+        self.before_last = self.position;
+        self.given = handed_out;
+        self.shared.taken[self.partition].store(after, Ordering::Release);
+        self.shared.checkpoints[self.partition]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(())
+    }
 }
 
 /// What one partition's reader needs.
@@ -310,13 +432,23 @@ struct Reader<T> {
     /// The source as dead letters name it: `nats:STREAM`.
     source: String,
     consumer: Consumer<pull::Config>,
+    /// The stream, its consumer's name and filter: to make the consumer anew on a rewind.
+    stream: stream::Stream,
+    durable: String,
+    filter: String,
+    /// Which rewind the batches answer (see [`Rewind`]).
+    generation: u64,
+    /// With checkpoints: the sequence through which a complete checkpoint covers the
+    /// partition.
+    covered: u64,
     format: Format,
     event_time: EventTime,
     time_of: TimeOf<T>,
     letters: DeadLetterSink,
     fetch_batch: usize,
     end_after_idle: Option<Duration>,
-    records: flume::Sender<NatsBatch<T>>,
+    /// Where batches go; `None` once the reader ended the partition's stream.
+    records: Option<flume::Sender<NatsBatch<T>>>,
     shared: Arc<SourceShared>,
     /// The last sequence handed on: a message at or before it is a redelivery.
     handed: u64,
@@ -330,9 +462,100 @@ impl<T: Decode + Data> Reader<T> {
         self.shared.stopping.load(Ordering::Acquire)
     }
 
-    /// Tells the server that every message through what the app has taken is done with.
+    /// Through which sequence the server may be told the messages are done with: what
+    /// the app has taken, or with checkpoints, what a complete checkpoint covers.
+    fn acknowledgeable(&mut self) -> u64 {
+        let Some(completed) = self.shared.completed.get() else {
+            return self.shared.taken[self.partition].load(Ordering::Acquire);
+        };
+        let last = completed.last();
+        let mut pending = self.shared.checkpoints[self.partition]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while let Some(&(id, position)) = pending.front() {
+            if id > last {
+                break;
+            }
+            self.covered = self.covered.max(position);
+            pending.pop_front();
+        }
+        self.covered
+    }
+
+    /// Wakes the partition if it waits for a batch.
+    fn wake_partition(&self) {
+        if let Some(waker) = self.shared.wakers[self.partition]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            waker.wake();
+        }
+    }
+
+    /// Whether the partition asked for a rewind not made yet.
+    fn rewind_requested(&self) -> bool {
+        self.shared.rewinds[self.partition]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|rewind| rewind.generation != self.generation)
+    }
+
+    /// Makes a rewind the partition asked for: the consumer anew, delivering from right
+    /// after the position (retried with backoff while the server fails it, until the
+    /// source stops). Returns whether it made one.
+    async fn rewind_if_asked(&mut self) -> bool {
+        let Some(rewind) = *self.shared.rewinds[self.partition]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        else {
+            return false;
+        };
+        if rewind.generation == self.generation {
+            return false;
+        }
+        let mut pause = FIRST_RETRY_PAUSE;
+        let mut failing = false;
+        while !self.stopping() {
+            let after = match rewind.after {
+                Some(after) => Ok(after),
+                None => self
+                    .consumer
+                    .get_info()
+                    .await
+                    .map(|info| info.ack_floor.stream_sequence)
+                    .map_err(|e| e.to_string()),
+            };
+            let remade = match after {
+                Ok(after) => remake_consumer(&self.stream, &self.durable, &self.filter, after)
+                    .await
+                    .map(|consumer| (after, consumer)),
+                Err(e) => Err(e),
+            };
+            match remade {
+                Ok((after, consumer)) => {
+                    tracing::debug!(source = %self.source, partition = self.partition, after, "NATS source: reading from right after a position");
+                    self.consumer = consumer;
+                    self.generation = rewind.generation;
+                    self.handed = after;
+                    self.covered = after;
+                    self.unacked.clear();
+                    return true;
+                }
+                Err(e) => {
+                    self.pull_failed(&mut failing, &e);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                }
+            }
+        }
+        false
+    }
+
+    /// Tells the server that every message through what may be acknowledged is done
+    /// with (see [`acknowledgeable`](Self::acknowledgeable)).
     async fn acknowledge_taken(&mut self) {
-        let taken = self.shared.taken[self.partition].load(Ordering::Acquire);
+        let taken = self.acknowledgeable();
         let mut newest = None;
         while self
             .unacked
@@ -358,6 +581,7 @@ impl<T: Decode + Data> Reader<T> {
     /// Decodes `messages` into a batch; malformed ones become dead letters.
     fn decode(&mut self, messages: Vec<jetstream::Message>) -> NatsBatch<T> {
         let mut batch = NatsBatch {
+            generation: self.generation,
             records: Vec::with_capacity(messages.len()),
             sequences: Vec::with_capacity(messages.len()),
             through: self.handed,
@@ -405,16 +629,22 @@ impl<T: Decode + Data> Reader<T> {
             last = Some((sequence, message));
         }
         if let Some(last) = last {
+            if self.unacked.len() >= MAX_UNACKED {
+                self.unacked.pop_front();
+            }
             self.unacked.push_back(last);
         }
         batch
     }
 
     /// Hands `batch` to the app, waiting for room; `false` when the app is gone or the
-    /// source was stopped first.
+    /// source was stopped first. A batch the partition no longer wants (it asked for a
+    /// rewind meanwhile) is dropped.
     async fn hand_over(&mut self, batch: NatsBatch<T>) -> bool {
         let count = batch.records.len() as u64;
-        let records = self.records.clone();
+        let Some(records) = self.records.clone() else {
+            return false;
+        };
         let sending = records.send_async(batch);
         tokio::pin!(sending);
         loop {
@@ -424,11 +654,15 @@ impl<T: Decode + Data> Reader<T> {
                         return false;
                     }
                     self.shared.records.fetch_add(count, Ordering::AcqRel);
+                    self.wake_partition();
                     return true;
                 }
                 () = tokio::time::sleep(POLL) => {
                     if self.stopping() {
                         return false;
+                    }
+                    if self.rewind_requested() {
+                        return true;
                     }
                     // The app is behind: acknowledge what it took meanwhile.
                     self.acknowledge_taken().await;
@@ -437,7 +671,9 @@ impl<T: Decode + Data> Reader<T> {
         }
     }
 
-    /// Waits (while not stopped) until the app has taken everything handed on.
+    /// Waits (while not stopped) until the app has taken everything handed on, then
+    /// ends the partition's stream; with checkpoints, stays up to [`FINAL_ACK_WAIT`] to
+    /// acknowledge what the run's last checkpoint covers.
     async fn wait_taken(&mut self) {
         while !self.stopping()
             && self.shared.taken[self.partition].load(Ordering::Acquire) < self.handed
@@ -445,6 +681,16 @@ impl<T: Decode + Data> Reader<T> {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         self.acknowledge_taken().await;
+        self.records = None;
+        // The end of the stream is news too.
+        self.wake_partition();
+        if self.shared.completed.get().is_some() {
+            let deadline = Instant::now() + FINAL_ACK_WAIT;
+            while self.acknowledgeable() < self.handed && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.acknowledge_taken().await;
+        }
     }
 
     /// Reads the partition until the source stops, the app is gone, or it was idle for
@@ -455,6 +701,10 @@ impl<T: Decode + Data> Reader<T> {
         let mut messages: Option<pull::Stream> = None;
         let mut failing = false;
         'reading: while !self.stopping() {
+            if self.rewind_if_asked().await {
+                messages = None;
+                last_message = Instant::now();
+            }
             self.acknowledge_taken().await;
             if messages.is_none() {
                 let opened = self
@@ -545,11 +795,56 @@ impl<T: Decode + Data> Reader<T> {
     }
 }
 
+/// Makes the durable consumer `durable` of `stream` anew (deleting it if it exists),
+/// reading `filter` (empty: the whole stream) from right after the sequence `after`.
+async fn remake_consumer(
+    stream: &stream::Stream,
+    durable: &str,
+    filter: &str,
+    after: u64,
+) -> Result<Consumer<pull::Config>, String> {
+    let name = &stream.cached_info().config.name;
+    match stream.delete_consumer(durable).await {
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                jetstream::stream::ConsumerErrorKind::JetStream(e)
+                    if e.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
+            ) => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot reset the consumer {durable:?} of the NATS stream {name:?}: {e}"
+            ))
+        }
+    }
+    let deliver_policy = if after > 0 {
+        DeliverPolicy::ByStartSequence {
+            start_sequence: after + 1,
+        }
+    } else {
+        DeliverPolicy::All
+    };
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(durable.to_owned()),
+            filter_subject: filter.to_owned(),
+            ack_policy: AckPolicy::All,
+            deliver_policy,
+            max_ack_pending: MAX_ACK_PENDING,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| {
+            format!("cannot create the consumer {durable:?} of the NATS stream {name:?}: {e}")
+        })
+}
+
 /// Looks up (or creates) the stream and each partition's consumer.
 async fn open_consumers(
     context: &jetstream::Context,
     options: &NatsSourceOptions,
-) -> Result<Vec<Consumer<pull::Config>>, String> {
+) -> Result<(stream::Stream, Vec<Consumer<pull::Config>>), String> {
     let name = &options.stream;
     let stream = match context.get_stream(name).await {
         Ok(stream) => stream,
@@ -640,37 +935,15 @@ async fn open_consumers(
                     "the NATS stream {name:?} has no consumer {durable:?} (create it, or set create = true)"
                 ))
             }
-            (found, resume) => {
+            (_, resume) => {
                 // Created, or made again to deliver from right after a checkpoint.
-                if found.is_some() {
-                    stream.delete_consumer(&durable).await.map_err(|e| {
-                        format!("cannot reset the consumer {durable:?} of the NATS stream {name:?}: {e}")
-                    })?;
-                }
-                let deliver_policy = match resume {
-                    Some(after) => DeliverPolicy::ByStartSequence {
-                        start_sequence: after.0 + 1,
-                    },
-                    None => DeliverPolicy::All,
-                };
-                stream
-                    .create_consumer(pull::Config {
-                        durable_name: Some(durable.clone()),
-                        filter_subject: filter,
-                        ack_policy: AckPolicy::All,
-                        deliver_policy,
-                        max_ack_pending: MAX_ACK_PENDING,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| {
-                        format!("cannot create the consumer {durable:?} of the NATS stream {name:?}: {e}")
-                    })?
+                remake_consumer(&stream, &durable, &filter, resume.map_or(0, |after| after.0))
+                    .await?
             }
         };
         consumers.push(consumer);
     }
-    Ok(consumers)
+    Ok((stream, consumers))
 }
 
 impl AppBuilder {
@@ -707,6 +980,10 @@ impl AppBuilder {
                 .collect(),
             acked: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             pull_errors: AtomicU64::new(0),
+            completed: OnceLock::new(),
+            checkpoints: (0..partitions).map(|_| Mutex::default()).collect(),
+            rewinds: (0..partitions).map(|_| Mutex::default()).collect(),
+            wakers: (0..partitions).map(|_| Mutex::default()).collect(),
         });
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
@@ -741,8 +1018,8 @@ impl AppBuilder {
                         }
                     };
                     let context = jetstream::new(client);
-                    let consumers = match open_consumers(&context, &options).await {
-                        Ok(consumers) => consumers,
+                    let (stream, consumers) = match open_consumers(&context, &options).await {
+                        Ok(opened) => opened,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
                             return;
@@ -757,13 +1034,18 @@ impl AppBuilder {
                             partition,
                             source: format!("nats:{}", options.stream),
                             consumer,
+                            stream: stream.clone(),
+                            durable: options.consumer_of(partition as u32),
+                            filter: options.subject_of(partition as u32).unwrap_or_default(),
+                            generation: 0,
+                            covered: 0,
                             format: options.format,
                             event_time: options.event_time,
                             time_of: time_of.clone(),
                             letters: dead_letters.clone(),
                             fetch_batch: options.fetch_batch.max(1),
                             end_after_idle: options.end_after_idle,
-                            records,
+                            records: Some(records),
                             shared: thread_shared.clone(),
                             handed: options.start_after.get(partition).map_or(0, |s| s.0),
                             unacked: VecDeque::new(),
@@ -793,6 +1075,11 @@ impl AppBuilder {
                     position: StreamPosition(
                         app_shared.taken[partition as usize].load(Ordering::Acquire),
                     ),
+                    before_last: StreamPosition(
+                        app_shared.taken[partition as usize].load(Ordering::Acquire),
+                    ),
+                    given: 0,
+                    generation: 0,
                     partition: partition as usize,
                     shared: app_shared.clone(),
                 },
