@@ -98,6 +98,11 @@ pub struct NatsBenchReport {
     pub raw: PathFigures,
     /// Through dirigo.
     pub dirigo: PathFigures,
+    /// The machine's own stalls, measured for 1 s just before the runs.
+    pub machine_noise: Vec<crate::noise::CpuNoise>,
+    /// The 1-minute load average when the runs started (`/proc/loadavg`; -1 where it
+    /// cannot be read): other work on the machine shows here.
+    pub load_average: f64,
 }
 
 impl NatsBenchReport {
@@ -122,6 +127,8 @@ impl NatsBenchReport {
                 );
             }
         }
+        out += &format!("  load average at start: {:.2}\n", self.load_average);
+        out += &crate::noise::describe(&self.machine_noise);
         if let (Some(raw), Some(dirigo)) = (
             self.raw.loads.iter().find(|l| l.share == 0.5),
             self.dirigo.loads.iter().find(|l| l.share == 0.5),
@@ -450,6 +457,16 @@ pub fn run(config: &NatsBenchConfig) -> Result<NatsBenchReport, String> {
             .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
             .unwrap_or_default();
     let url = server.url();
+    let load_average = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(-1.0);
+    let available = dirigo_runtime::placement::available_cpus();
+    let noise_cpus: Vec<Option<usize>> = match available.as_slice() {
+        [first, second, ..] => vec![Some(*first), Some(*second)],
+        _ => vec![None; SHARDS],
+    };
+    let machine_noise = crate::noise::measure(&noise_cpus, Duration::from_secs(1));
     let mut run = 0u32;
     let mut next_run = || {
         run += 1;
@@ -490,5 +507,7 @@ pub fn run(config: &NatsBenchConfig) -> Result<NatsBenchReport, String> {
         seconds: config.seconds,
         raw,
         dirigo,
+        machine_noise,
+        load_average,
     })
 }

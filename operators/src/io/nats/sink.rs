@@ -789,6 +789,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn staged_messages_read_back_in_order_and_damage_is_caught() {
+        let mut staged = Vec::new();
+        stage_message(&mut staged, "out.1", b"{\"key\":1}");
+        stage_message(&mut staged, "out.2", b"");
+        let read = staged_messages(&staged).unwrap();
+        assert_eq!(
+            read,
+            vec![
+                ("out.1".to_owned(), Bytes::from_static(b"{\"key\":1}")),
+                ("out.2".to_owned(), Bytes::new()),
+            ]
+        );
+        for cut in 1..staged.len() {
+            if cut == 4 + 5 + 4 + 9 {
+                continue; // a whole first message
+            }
+            assert!(
+                staged_messages(&staged[..cut]).is_err(),
+                "cut at {cut} passed"
+            );
+        }
+        let mut huge = Vec::new();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(staged_messages(&huge).unwrap_err().contains("byte 0"));
+    }
+
+    #[test]
     fn subjects_fill_from_fields() {
         let template = SubjectTemplate::parse("out.{key}.x").unwrap();
         assert!(!template.is_fixed());
