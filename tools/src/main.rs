@@ -317,14 +317,20 @@ enum BenchScenario {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
     },
-    /// A NEXMark query (q0, q1, q2, q3, q4, q5, q7, q8, q11) over events generated in
-    /// memory beforehand: sustainable throughput, then open-loop latency at 50 % and 80 %
-    /// of it.
-    #[command(after_help = "Example:\n  dirigo bench nexmark --query q5 --json q5.json")]
+    /// A NEXMark query (q0, q1, q2, q3, q4, q5, q7, q8, q11), or every one with `--all`,
+    /// over events generated in memory beforehand: sustainable throughput, then open-loop
+    /// latency at 50 % and 80 % of it, with the machine-noise probe beside the figures.
+    #[command(
+        after_help = "Examples:\n  dirigo bench nexmark --query q5 --json q5.json\n  dirigo bench nexmark --all --json nexmark.json"
+    )]
     Nexmark {
         /// The query.
-        #[arg(long, default_value = "q5")]
+        #[arg(long, default_value = "q5", conflicts_with = "all")]
         query: String,
+        /// Every query, one after another, in one run (2 s per latency point unless
+        /// `--latency-seconds` says otherwise).
+        #[arg(long)]
+        all: bool,
         /// Also write the results as JSON to this file.
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
@@ -337,9 +343,9 @@ enum BenchScenario {
         /// Throughput runs (the median is reported).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Seconds of offered load per latency run.
-        #[arg(long, default_value_t = 5.0)]
-        latency_seconds: f64,
+        /// Seconds of offered load per latency run (default: 5, or 2 with `--all`).
+        #[arg(long)]
+        latency_seconds: Option<f64>,
     },
     /// The same keyed 10 s tumbling-window count over NEXMark bids in dirigo and in
     /// timely-dataflow (2 workers each), in one run: throughput, and latency at the same
@@ -658,19 +664,32 @@ fn main() -> ExitCode {
             .and_then(|report| emit(json, &report, report.table())),
             BenchScenario::Nexmark {
                 query,
+                all,
                 json,
                 events,
                 shards,
                 rounds,
                 latency_seconds,
-            } => dirigo_bench::nexmark::run(&dirigo_bench::nexmark::NexmarkBenchConfig {
-                query,
-                events: events.max(1000),
-                shards: shards.max(1),
-                rounds: rounds.max(1),
-                latency_seconds: latency_seconds.clamp(0.1, 3600.0),
-            })
-            .and_then(|report| emit(json, &report, report.table())),
+            } => {
+                let latency_seconds = latency_seconds
+                    .filter(|seconds| seconds.is_finite())
+                    .unwrap_or(if all { 2.0 } else { 5.0 });
+                let config = dirigo_bench::nexmark::NexmarkBenchConfig {
+                    query,
+                    events: events.max(1000),
+                    shards: shards.max(1),
+                    rounds: rounds.max(1),
+                    latency_seconds: latency_seconds.clamp(0.1, 3600.0),
+                    ..Default::default()
+                };
+                if all {
+                    dirigo_bench::nexmark::run_all(&config)
+                        .and_then(|report| emit(json, &report, report.table()))
+                } else {
+                    dirigo_bench::nexmark::run(&config)
+                        .and_then(|report| emit(json, &report, report.table()))
+                }
+            }
             BenchScenario::Peer {
                 json,
                 events,

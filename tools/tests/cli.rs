@@ -349,9 +349,52 @@ fn bench_nexmark_reports_throughput_and_latency_at_two_loads() {
     let loads = report["latency"].as_array().unwrap();
     assert_eq!(loads.len(), 2, "{report}");
     for load in loads {
-        assert!(load["latency_ns"]["p99"].as_u64().unwrap() > 0, "{report}");
+        assert!(load["p99_ns"].as_u64().unwrap() > 0, "{report}");
+        assert!(
+            load["late_batches"]["batches"].as_u64().is_some(),
+            "{report}"
+        );
     }
     assert!(table.contains("q5"), "{table}");
+    assert!(table.contains("machine noise"), "{table}");
+}
+
+#[test]
+fn bench_nexmark_all_reports_every_query_at_both_loads() {
+    let (report, table) = bench_json(
+        "nexmark",
+        &[
+            "--all",
+            "--events",
+            "5000",
+            "--rounds",
+            "1",
+            "--latency-seconds",
+            "0.1",
+        ],
+    );
+    let queries = report["queries"].as_object().unwrap();
+    let names: Vec<&str> = queries.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q11"],
+        "{report}"
+    );
+    for (name, query) in queries {
+        assert!(query["events_per_s"].as_f64().unwrap() > 0.0, "{name}");
+        for load in ["load_50", "load_80"] {
+            for key in ["p50_ns", "p99_ns", "p999_ns"] {
+                assert!(query[load][key].as_u64().is_some(), "{name} {load} {key}");
+            }
+        }
+    }
+    assert!(!report["machine_noise"].as_array().unwrap().is_empty());
+    assert!(table.contains("q11:"), "{table}");
+    let output = dirigo()
+        .args(["bench", "nexmark", "--all", "--query", "q1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "--all with --query");
 }
 
 #[test]
