@@ -23,6 +23,8 @@
 //!   `dirigo_bench::scale`);
 //! - `dirigo bench slo [--json PATH]`: three tenants under `fifo`, `edf` and `dirigo` (see
 //!   `dirigo_bench::slo`);
+//! - `dirigo bench isolation [--json PATH]`: a latency-critical app beside a bursty heavy
+//!   app in dirigo's policies and in timely-dataflow (see `dirigo_bench::isolation`);
 //! - `dirigo bench soak [--seconds 60] [--json PATH]`: twice the sustainable load with
 //!   backpressure, then with shedding (see `dirigo_bench::soak`);
 //! - `dirigo bench scrape [--json PATH]`: a latency-critical app with `/metrics` scraped
@@ -240,6 +242,32 @@ enum BenchScenario {
         /// `policies` JSON give the medians over them.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+    },
+    /// A latency-critical filter beside a bursty sliding-window count on two cores, in
+    /// dirigo under `fifo`, `edf` and `dirigo` and in timely-dataflow, at the same offered
+    /// loads in alternating rounds: the critical app's tail and SLO satisfaction, the heavy
+    /// app's throughput and tail.
+    #[command(after_help = "Example:\n  dirigo bench isolation --json isolation.json")]
+    Isolation {
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Seconds of offered load per run.
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+        /// Rounds, each running every system once (in rotated order).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// The heavy app's mean rate, records per second (default: half its throughput
+        /// alone on dirigo, measured first).
+        #[arg(long, value_name = "RECORDS_PER_S", value_parser = positive_rate)]
+        heavy_rate: Option<f64>,
+        /// The critical app's rate, records per second.
+        #[arg(long, default_value_t = 10_000.0, value_parser = positive_rate)]
+        critical_rate: f64,
+        /// The critical app's latency target, microseconds.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        critical_slo_us: u64,
     },
     /// Twice the load an app sustains, with backpressure and then with shedding, each for
     /// `--seconds`: checks for deadlock, memory growth, lost records and a slow stop.
@@ -609,6 +637,26 @@ fn main() -> ExitCode {
             } => dirigo_bench::slo::slo(&dirigo_bench::slo::SloBenchConfig {
                 seconds: seconds.clamp(0.1, 3600.0),
                 rounds: rounds.clamp(1, 100),
+                ..Default::default()
+            })
+            .and_then(|report| emit(json, &report, report.table())),
+            BenchScenario::Isolation {
+                json,
+                seconds,
+                rounds,
+                heavy_rate,
+                critical_rate,
+                critical_slo_us,
+            } => dirigo_bench::isolation::run(&dirigo_bench::isolation::IsolationBenchConfig {
+                seconds: if seconds.is_finite() {
+                    seconds.clamp(1.5, 600.0)
+                } else {
+                    4.0
+                },
+                rounds: rounds.clamp(1, 100),
+                heavy_rate,
+                critical_rate,
+                critical_slo: std::time::Duration::from_micros(critical_slo_us),
                 ..Default::default()
             })
             .and_then(|report| emit(json, &report, report.table())),
