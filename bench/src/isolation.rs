@@ -9,7 +9,9 @@
 //!   time to when the filter's output reaches the sink (dirigo) or is observed after the
 //!   filter (timely);
 //! - **heavy**: a q5-like keyed sliding-window count (`window_ms` wide, sliding by
-//!   `slide_ms`, over `keys` keys: each record counts in `window_ms / slide_ms` windows)
+//!   `slide_ms`, over `keys` keys: each record counts in `window_ms / slide_ms` windows;
+//!   by default 500 ms by 25 ms over 20 000 keys, so that the window operator, not the
+//!   source, is where a burst's backlog queues)
 //!   with bursts: `burst_factor` × its mean rate for `burst_length_s` of every
 //!   `burst_every_s` seconds, a lower base rate between them. Its mean rate is
 //!   `heavy_share` of the heavy app's own throughput on dirigo alone (measured first,
@@ -94,9 +96,9 @@ impl Default for IsolationBenchConfig {
             burst_factor: 3.0,
             burst_every_s: 1.0,
             burst_length_s: 0.2,
-            keys: 1_000,
-            window_ms: 200,
-            slide_ms: 50,
+            keys: 20_000,
+            window_ms: 500,
+            slide_ms: 25,
         }
     }
 }
@@ -336,6 +338,10 @@ pub struct IsolationReport {
     pub critical_slo_ns: u64,
     /// The heavy app's throughput alone on dirigo (records/s), if measured.
     pub heavy_alone_per_s: Option<f64>,
+    /// The heavy app's keys.
+    pub heavy_keys: u64,
+    /// Its sliding window's width and step, ms.
+    pub heavy_window_ms: [u64; 2],
     /// The heavy app's mean offered rate, records/s.
     pub heavy_mean_per_s: f64,
     /// Its rate inside a burst.
@@ -362,10 +368,13 @@ impl IsolationReport {
     pub fn table(&self) -> String {
         let mut out = format!(
             "isolation: critical filter at {:.0}/s (SLO {} µs) beside a bursty sliding-window count \
-             (mean {:.0}/s, bursts {:.0}/s, base {:.0}/s{}), {} shards / workers, {} rounds of {:.1} s; \
+             ({} keys, {} ms windows every {} ms; mean {:.0}/s, bursts {:.0}/s, base {:.0}/s{}), {} shards / workers, {} rounds of {:.1} s; \
              load average {:.2} before, {:.2} after\n",
             self.critical_rate,
             self.critical_slo_ns / 1000,
+            self.heavy_keys,
+            self.heavy_window_ms[0],
+            self.heavy_window_ms[1],
             self.heavy_mean_per_s,
             self.heavy_burst_per_s,
             self.heavy_base_per_s,
@@ -528,6 +537,8 @@ pub fn run(config: &IsolationBenchConfig) -> Result<IsolationReport, String> {
         critical_rate: config.critical_rate,
         critical_slo_ns: slo_ns,
         heavy_alone_per_s: alone,
+        heavy_keys: config.keys,
+        heavy_window_ms: [config.window_ms, config.slide_ms],
         heavy_mean_per_s: heavy_rate,
         heavy_burst_per_s: burst,
         heavy_base_per_s: (heavy_rate - burst * share) / (1.0 - share),

@@ -268,6 +268,23 @@ enum BenchScenario {
         /// The critical app's latency target, microseconds.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
         critical_slo_us: u64,
+        /// The heavy app's mean rate as a share of its throughput alone (when
+        /// `--heavy-rate` is not given).
+        #[arg(long, default_value_t = 0.5)]
+        heavy_share: f64,
+        /// The heavy app's burst rate over its mean rate.
+        #[arg(long, default_value_t = 3.0)]
+        burst_factor: f64,
+        /// Keys of the heavy app.
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+        keys: u64,
+        /// The heavy app's sliding window width, ms of event time.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+        window_ms: u64,
+        /// The distance between the heavy app's window starts, ms (at least a
+        /// hundredth of the width).
+        #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+        slide_ms: u64,
     },
     /// Twice the load an app sustains, with backpressure and then with shedding, each for
     /// `--seconds`: checks for deadlock, memory growth, lost records and a slow stop.
@@ -647,6 +664,11 @@ fn main() -> ExitCode {
                 heavy_rate,
                 critical_rate,
                 critical_slo_us,
+                heavy_share,
+                burst_factor,
+                keys,
+                window_ms,
+                slide_ms,
             } => dirigo_bench::isolation::run(&dirigo_bench::isolation::IsolationBenchConfig {
                 seconds: if seconds.is_finite() {
                     seconds.clamp(1.5, 600.0)
@@ -657,6 +679,19 @@ fn main() -> ExitCode {
                 heavy_rate,
                 critical_rate,
                 critical_slo: std::time::Duration::from_micros(critical_slo_us),
+                heavy_share: if heavy_share.is_finite() {
+                    heavy_share.clamp(0.01, 10.0)
+                } else {
+                    0.5
+                },
+                burst_factor: if burst_factor.is_finite() {
+                    burst_factor.clamp(1.0, 100.0)
+                } else {
+                    3.0
+                },
+                keys,
+                window_ms,
+                slide_ms: slide_ms.clamp(window_ms.div_ceil(100), window_ms),
                 ..Default::default()
             })
             .and_then(|report| emit(json, &report, report.table())),
