@@ -743,7 +743,7 @@ fn dirigo_run(
     let (critical_cell, heavy_cell) = (Arc::new(OnceLock::new()), Arc::new(OnceLock::new()));
     let critical_app = AppBuilder::new(CRITICAL_APP, "critical");
     let feed = workload.critical.clone();
-    let records: Arc<Vec<(Time, u64)>> = Arc::new(feed.records.iter().copied().collect());
+    let records: Arc<Vec<(Time, u64)>> = Arc::new(feed.records.to_vec());
     {
         let (cell, shared) = (critical_cell.clone(), shared.clone());
         critical_app
@@ -849,7 +849,7 @@ mod tests {
         assert!(heavy.due.windows(2).all(|w| w[0] <= w[1]));
         let closing = heavy.closing_due_ns(1_000);
         assert!(
-            closing >= 1_000_000_000 && closing < 1_001_000_000,
+            (1_000_000_000..1_001_000_000).contains(&closing),
             "{closing}"
         );
         assert_eq!(workload.critical.len(), 30_000);
