@@ -160,8 +160,8 @@ fn bench_scale_step_reports_the_first_lessee_and_three_phases() {
 
 #[test]
 fn bench_slo_reports_every_policy_and_app_with_complete_outputs() {
-    // One second: both analytics apps burst once (the second half a second in). Two
-    // rounds: the medians' event counts are the rounds' sums.
+    // One second: both analytics apps burst once, together. Two rounds: the medians'
+    // event counts are the rounds' sums.
     let (report, _) = bench_json("slo", &["--seconds", "1", "--rounds", "2"]);
     let rounds = report["rounds"].as_array().unwrap();
     assert_eq!(rounds.len(), 2, "{report}");
@@ -201,6 +201,39 @@ fn bench_slo_reports_every_policy_and_app_with_complete_outputs() {
             assert!(app["critical"].as_bool().is_some(), "{report}");
         }
     }
+}
+
+#[test]
+fn bench_isolation_reports_every_system_with_the_same_heavy_rows() {
+    let (report, _) = bench_json(
+        "isolation",
+        &["--seconds", "1.5", "--rounds", "1", "--heavy-rate", "20000"],
+    );
+    let systems = &report["systems"];
+    let rows = systems["timely"]["heavy"]["rows_per_run"].clone();
+    assert!(rows[0].as_u64().unwrap() > 0, "{report}");
+    for system in ["fifo", "edf", "dirigo", "timely"] {
+        let critical = &systems[system]["critical"];
+        for key in ["p50_ns", "p99_ns", "p999_ns", "outputs"] {
+            assert!(
+                critical[key].as_u64().unwrap() > 0,
+                "{system} {key}: {report}"
+            );
+        }
+        let satisfaction = critical["satisfaction"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&satisfaction), "{report}");
+        let heavy = &systems[system]["heavy"];
+        assert!(heavy["events_per_s"].as_f64().unwrap() > 0.0, "{report}");
+        assert!(heavy["p99_ns"].as_u64().unwrap() > 0, "{report}");
+        // Both systems count the same windows over the same records.
+        assert_eq!(heavy["rows_per_run"], rows, "{system}: {report}");
+    }
+    assert!(report["load_average"][0].as_f64().is_some(), "{report}");
+    assert_eq!(
+        report["machine_noise"].as_array().unwrap().len(),
+        2,
+        "{report}"
+    );
 }
 
 #[test]
