@@ -29,12 +29,11 @@ use dirigo_operators::nexmark::events::{Event, NexmarkSpec};
 use dirigo_operators::nexmark::queries::Query;
 use dirigo_operators::sink::{LatencyRecorder, LineTarget};
 use dirigo_operators::source::Pacing;
-use dirigo_operators::window::{WindowSpec, Windows};
 use dirigo_runtime::{AppId, RuntimeBuilder};
 
 use crate::config::{
     socket_address, AppSection, FormatName, FramingName, OperatorKind, OperatorSection, RowOrder,
-    SinkKind, SourceKind, SourceSection, StateName, WindowConfig,
+    SinkKind, SourceKind, SourceSection, StateName,
 };
 
 /// One app, built and ready to install.
@@ -432,17 +431,6 @@ fn operators(source: &Stream<KeyedRecord>, app: &AppSection) -> Vec<Stream<Keyed
         .collect()
 }
 
-fn windows(config: WindowConfig) -> Windows {
-    match config {
-        WindowConfig::Tumbling { size_ms } => Windows::Tumbling { size: size_ms },
-        WindowConfig::Sliding { size_ms, slide_ms } => Windows::Sliding {
-            size: size_ms,
-            slide: slide_ms,
-        },
-        WindowConfig::Session { gap_ms } => Windows::Session { gap: gap_ms },
-    }
-}
-
 /// Spins for about `ns` nanoseconds: the CPU a costly per-record function would take.
 fn spend(ns: u64) {
     if ns == 0 {
@@ -464,9 +452,7 @@ fn windowed(
     merge: fn(&mut u64, u64),
 ) -> Stream<KeyedRecord> {
     let work_ns = section.work_ns.as_ref().map_or(0, |ns| *ns.get_ref());
-    let mut spec = WindowSpec::from(windows(
-        *section.window.as_ref().expect("checked").get_ref(),
-    ));
+    let mut spec = section.window.as_ref().expect("checked").get_ref().spec();
     spec.any_order = section
         .row_order
         .as_ref()
@@ -548,7 +534,11 @@ fn operator(input: &Stream<KeyedRecord>, section: &OperatorSection) -> Stream<Ke
             |a, b| *a = (*a).max(b),
         ),
         // The checks refuse typed kinds over key/value records (`crate::rows`).
-        OperatorKind::Select | OperatorKind::Key | OperatorKind::Window | OperatorKind::Top => {
+        OperatorKind::Select
+        | OperatorKind::Key
+        | OperatorKind::Window
+        | OperatorKind::Top
+        | OperatorKind::Join => {
             debug_assert!(
                 false,
                 "a typed operator kind passed the checks without a schema"

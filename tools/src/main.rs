@@ -35,6 +35,7 @@
 mod allocator;
 mod apps;
 mod bench_scrape;
+mod bench_toml;
 mod config;
 mod demo;
 mod exit;
@@ -365,8 +366,9 @@ enum BenchScenario {
     /// A NEXMark query (q0, q1, q2, q3, q4, q5, q7, q8, q11), or every one with `--all`,
     /// over events generated in memory beforehand: sustainable throughput, then open-loop
     /// latency at 50 % and 80 % of it, with the machine-noise probe beside the figures.
+    /// With `--toml`, the query against a TOML pipeline instead, side by side.
     #[command(
-        after_help = "Examples:\n  dirigo bench nexmark --query q5 --json q5.json\n  dirigo bench nexmark --all --json nexmark.json"
+        after_help = "Examples:\n  dirigo bench nexmark --query q5 --json q5.json\n  dirigo bench nexmark --all --json nexmark.json\n  dirigo bench nexmark --query q5 --toml configs/nexmark-q5.toml --rounds 5"
     )]
     Nexmark {
         /// The query.
@@ -391,6 +393,10 @@ enum BenchScenario {
         /// Seconds of offered load per latency run (default: 5, or 2 with `--all`).
         #[arg(long)]
         latency_seconds: Option<f64>,
+        /// Instead: the query against this TOML pipeline of typed rows (its first app),
+        /// side by side, alternating rounds: throughput of each and their ratio.
+        #[arg(long, value_name = "FILE", conflicts_with = "all")]
+        toml: Option<PathBuf>,
     },
     /// The same keyed 10 s tumbling-window count over NEXMark bids in dirigo and in
     /// timely-dataflow (2 workers each), in one run: throughput, and latency at the same
@@ -747,12 +753,24 @@ fn main() -> ExitCode {
             .and_then(|report| emit(json, &report, report.table())),
             BenchScenario::Nexmark {
                 query,
+                all: _,
+                json,
+                events,
+                shards,
+                rounds,
+                latency_seconds: _,
+                toml: Some(toml),
+            } => bench_toml::run(&query, &toml, events.max(1000), shards.max(1), rounds.max(1))
+                .and_then(|report| emit(json, &report, report.table())),
+            BenchScenario::Nexmark {
+                query,
                 all,
                 json,
                 events,
                 shards,
                 rounds,
                 latency_seconds,
+                toml: None,
             } => {
                 let latency_seconds = latency_seconds
                     .filter(|seconds| seconds.is_finite())

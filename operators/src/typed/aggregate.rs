@@ -299,6 +299,16 @@ impl Aggregates {
         }
     }
 
+    /// How many aggregates.
+    pub fn len(&self) -> usize {
+        self.specs.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
     /// Fresh accumulators, one per aggregate.
     pub fn init(&self) -> Vec<Acc> {
         self.specs

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::aggregate::{Acc, Aggregates};
 use super::expr::{Compiled, EvalError, Predicate};
+use super::key::RowKey;
 use super::value::{Row, Value};
 use crate::dataflow::{Stream, Time};
 use crate::io::DeadLetterSink;
@@ -87,42 +88,63 @@ impl Stream<Row> {
     /// Per key and window, one row: the key fields, the aggregates, `window_start` and
     /// `window_end` (timestamps), if it meets `having`.
     pub fn window_rows(&self, name: &str, window: RowWindow, errors: RowErrors) -> Stream<Row> {
+        match *window.key.as_slice() {
+            [at] => self.window_rows_by(name, window, errors, move |row: &Row| row[at].clone()),
+            _ => {
+                let key = window.key.clone();
+                self.window_rows_by(name, window, errors, move |row: &Row| fields(&key, row))
+            }
+        }
+    }
+
+    fn window_rows_by<K: RowKey>(
+        &self,
+        name: &str,
+        window: RowWindow,
+        errors: RowErrors,
+        key: impl Fn(&Row) -> K + Send + Sync + 'static,
+    ) -> Stream<Row> {
         let RowWindow {
             spec,
-            key,
+            key: _,
             aggregates,
             having,
         } = window;
         let aggregates = Arc::new(aggregates);
         let (fold_aggs, emit_aggs) = (aggregates.clone(), aggregates.clone());
         let emit_errors = errors.clone();
-        self.key_by(move |row: &Row| key.iter().map(|&at| row[at].clone()).collect::<Row>())
-            .window(
-                name,
-                spec,
-                move || aggregates.init(),
-                move |accs: &mut Vec<Acc>, _, time, row: &Row| {
-                    // A failing row is left out of every aggregate (`Aggregates::fold`).
-                    if let Err(error) = fold_aggs.fold(accs, time, row) {
-                        errors.reject(time, row, &error);
+        let width = aggregates.len() + 2;
+        self.key_by(key).window(
+            name,
+            spec,
+            move || aggregates.init(),
+            move |accs: &mut Vec<Acc>, _, time, row: &Row| {
+                // A failing row is left out of every aggregate (`Aggregates::fold`).
+                if let Err(error) = fold_aggs.fold(accs, time, row) {
+                    errors.reject(time, row, &error);
+                }
+            },
+            |accs, other| Aggregates::merge(accs, other),
+            move |key: &K, window, accs, out: &mut Vec<Row>| {
+                let mut row = key.row_with_room(width);
+                row.extend(emit_aggs.finish(accs));
+                row.push(Value::Timestamp(window.start as i64));
+                row.push(Value::Timestamp(window.end as i64));
+                match having.as_ref().map(|having| having.test(&row)) {
+                    None | Some(Ok(true)) => out.push(row),
+                    Some(Ok(false)) => {}
+                    Some(Err(error)) => {
+                        emit_errors.reject(window.end.saturating_sub(1), &row, &error)
                     }
-                },
-                |accs, other| Aggregates::merge(accs, other),
-                move |key: &Row, window, accs, out: &mut Vec<Row>| {
-                    let mut row = key.clone();
-                    row.extend(emit_aggs.finish(accs));
-                    row.push(Value::Timestamp(window.start as i64));
-                    row.push(Value::Timestamp(window.end as i64));
-                    match having.as_ref().map(|having| having.test(&row)) {
-                        None | Some(Ok(true)) => out.push(row),
-                        Some(Ok(false)) => {}
-                        Some(Err(error)) => {
-                            emit_errors.reject(window.end.saturating_sub(1), &row, &error)
-                        }
-                    }
-                },
-            )
+                }
+            },
+        )
     }
+}
+
+/// The values of the fields at `positions` of `row`.
+pub(crate) fn fields(positions: &[usize], row: &[Value]) -> Row {
+    positions.iter().map(|&at| row[at].clone()).collect()
 }
 
 /// Per key and window, the rows with the `k` highest values of an expression, ties
@@ -155,36 +177,51 @@ fn keep_top(ranked: &mut Vec<(Value, Row)>, k: usize) {
 impl Stream<Row> {
     /// Per key and window, the top rows (see [`RowTop`]), highest first.
     pub fn top_rows(&self, name: &str, top: RowTop, errors: RowErrors) -> Stream<Row> {
+        match *top.key.as_slice() {
+            [at] => self.top_rows_by(name, top, errors, move |row: &Row| row[at].clone()),
+            _ => {
+                let key = top.key.clone();
+                self.top_rows_by(name, top, errors, move |row: &Row| fields(&key, row))
+            }
+        }
+    }
+
+    fn top_rows_by<K: RowKey>(
+        &self,
+        name: &str,
+        top: RowTop,
+        errors: RowErrors,
+        key: impl Fn(&Row) -> K + Send + Sync + 'static,
+    ) -> Stream<Row> {
         let RowTop {
             spec,
-            key,
+            key: _,
             order,
             k,
         } = top;
-        self.key_by(move |row: &Row| key.iter().map(|&at| row[at].clone()).collect::<Row>())
-            .window(
-                name,
-                spec,
-                Vec::new,
-                move |ranked: &mut Vec<(Value, Row)>, _, time, row: &Row| match order.eval(row) {
-                    Ok(score) if score.is_null() => {}
-                    Ok(score) => {
-                        ranked.push((score.into_owned(), row.clone()));
-                        if ranked.len() > 2 * k.max(1) {
-                            keep_top(ranked, k);
-                        }
+        self.key_by(key).window(
+            name,
+            spec,
+            Vec::new,
+            move |ranked: &mut Vec<(Value, Row)>, _, time, row: &Row| match order.eval(row) {
+                Ok(score) if score.is_null() => {}
+                Ok(score) => {
+                    ranked.push((score.into_owned(), row.clone()));
+                    if ranked.len() > 2 * k.max(1) {
+                        keep_top(ranked, k);
                     }
-                    Err(error) => errors.reject(time, row, &error),
-                },
-                move |ranked, other| {
-                    ranked.extend(other);
-                    keep_top(ranked, k);
-                },
-                move |_, _, mut ranked, out: &mut Vec<Row>| {
-                    keep_top(&mut ranked, k);
-                    out.extend(ranked.into_iter().map(|(_, row)| row));
-                },
-            )
+                }
+                Err(error) => errors.reject(time, row, &error),
+            },
+            move |ranked, other| {
+                ranked.extend(other);
+                keep_top(ranked, k);
+            },
+            move |_: &K, _, mut ranked, out: &mut Vec<Row>| {
+                keep_top(&mut ranked, k);
+                out.extend(ranked.into_iter().map(|(_, row)| row));
+            },
+        )
     }
 }
 

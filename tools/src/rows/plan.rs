@@ -10,14 +10,14 @@ use std::sync::Arc;
 use dirigo_operators::nexmark::queries::Query;
 use dirigo_operators::typed::aggregate::AggregateSpec;
 use dirigo_operators::typed::nexmark::event_schema;
-use dirigo_operators::typed::{Expr, ExprError, Schema, Type};
-use dirigo_operators::window::{WindowSpec, Windows};
+use dirigo_operators::typed::{Expr, ExprError, JoinKeys, Schema, Type};
+use dirigo_operators::window::WindowSpec;
 use toml::Spanned;
 
 use super::literal::file_offset;
 use super::toml_types::SchemaConfig;
 use crate::config::{
-    AppSection, Config, OperatorKind, OperatorSection, RowOrder, SinkKind, SourceKind, WindowConfig,
+    AppSection, Config, OperatorKind, OperatorSection, RowOrder, SinkKind, SourceKind,
 };
 
 /// A refusal: the span of the offending TOML value, and for a string the byte in its
@@ -68,6 +68,13 @@ pub(crate) enum Step {
         key: Vec<usize>,
         aggregates: Vec<AggregateSpec>,
         having: Option<Expr>,
+    },
+    /// Reads its two inputs: left, then right.
+    Join {
+        spec: WindowSpec,
+        keys: JoinKeys,
+        condition: Option<Expr>,
+        fields: Option<Vec<Expr>>,
     },
 }
 
@@ -166,11 +173,15 @@ fn typed_key(operator: &OperatorSection) -> Option<(Range<usize>, &'static str)>
     if let Some(k) = &operator.k {
         return Some((k.span(), "k"));
     }
+    if let Some(on) = &operator.on {
+        return Some((on.span(), "on"));
+    }
     match operator.kind.get_ref() {
         OperatorKind::Top => Some((operator.kind.span(), "kind = \"top\"")),
         OperatorKind::Select => Some((operator.kind.span(), "kind = \"select\"")),
         OperatorKind::Key => Some((operator.kind.span(), "kind = \"key\"")),
         OperatorKind::Window => Some((operator.kind.span(), "kind = \"window\"")),
+        OperatorKind::Join => Some((operator.kind.span(), "kind = \"join\"")),
         _ => None,
     }
 }
@@ -241,6 +252,34 @@ pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, Pl
     let order = topological(app);
     for &index in &order {
         let operator = &app.operators[index];
+        if *operator.kind.get_ref() == OperatorKind::Join {
+            let parents = app.inputs_of(index);
+            let sides: Vec<(&str, Arc<Schema>)> = parents
+                .iter()
+                .map(|parent| match parent {
+                    None => ("source", source_schema.clone()),
+                    Some(parent) => (
+                        app.operators[*parent].name.get_ref().as_str(),
+                        steps[*parent].as_ref().expect("inputs come first").1.clone(),
+                    ),
+                })
+                .collect();
+            let [left, right] = sides.as_slice() else {
+                let span = operator
+                    .input
+                    .as_ref()
+                    .map_or(operator.kind.span(), Spanned::span);
+                return PlanError::at(
+                    span,
+                    format!(
+                        "two inputs for a `join`, left and right, such as `input = [\"people\", \"auctions\"]`; it has {}",
+                        sides.len()
+                    ),
+                );
+            };
+            steps[index] = Some(join_step(operator, left, right)?);
+            continue;
+        }
         // The input: the source or the operators it reads, which must agree.
         let mut input: Option<(Arc<Schema>, Option<Vec<usize>>)> = None;
         for parent in app.inputs_of(index) {
@@ -485,12 +524,12 @@ fn step(
     only(
         operator.condition.is_some() && kind != OperatorKind::Filter,
         || operator.condition.as_ref().expect("present").span(),
-        "`where` only on a `filter` (a window filters its output with `having`)",
+        "`where` only on a `filter` or a `join` (a window filters its output with `having`)",
     )?;
     only(
         operator.fields.is_some() && kind != OperatorKind::Select,
         || operator.fields.as_ref().expect("present").span(),
-        "`fields` only on a `select`",
+        "`fields` only on a `select` or a `join`",
     )?;
     only(
         operator.by.is_some()
@@ -522,6 +561,11 @@ fn step(
         "`having` only on a `window`",
     )?;
     only(
+        operator.on.is_some(),
+        || operator.on.as_ref().expect("present").span(),
+        "`on` only on a `join`",
+    )?;
+    only(
         operator.keep_percent.is_some(),
         || operator.keep_percent.as_ref().expect("present").span(),
         "a `where` condition on typed rows instead of `keep_percent`",
@@ -544,21 +588,8 @@ fn step(
             let Some(fields) = &operator.fields else {
                 return PlanError::at(operator.kind.span(), "`fields` for a `select`, such as `fields = { eur = \"amount * 0.908\" }`");
             };
-            if fields.get_ref().0.is_empty() {
-                return PlanError::at(fields.span(), "at least one field");
-            }
-            let mut exprs = Vec::new();
-            let mut out = Vec::new();
-            for (name, text) in &fields.get_ref().0 {
-                let expr = Expr::parse(text.get_ref(), input)
-                    .map_err(|error| PlanError::in_string(text, error))?;
-                if expr.ty() == Type::Null {
-                    return PlanError::at(text.span(), "a value with a type: write CAST(NULL AS string) and the like");
-                }
-                out.push((name.get_ref().clone(), expr.ty()));
-                exprs.push(expr);
-            }
-            (Step::Select(exprs), Arc::new(Schema::new(out)), None)
+            let (exprs, output) = computed_fields(fields, input)?;
+            (Step::Select(exprs), output, None)
         }
         OperatorKind::Key => {
             let Some(by) = &operator.by else {
@@ -611,7 +642,7 @@ fn step(
                 ),
             };
             let window = operator.window.as_ref().expect("checked: windows have one");
-            let mut spec = WindowSpec::from(windows(*window.get_ref()));
+            let mut spec = window.get_ref().spec();
             spec.any_order = operator
                 .row_order
                 .as_ref()
@@ -645,7 +676,7 @@ fn step(
                 Some(k) => return PlanError::at(k.span(), format!("a `k` from 1 to 10000, not {}", k.get_ref())),
             };
             let window = operator.window.as_ref().expect("checked: windows have one");
-            let mut spec = WindowSpec::from(windows(*window.get_ref()));
+            let mut spec = window.get_ref().spec();
             spec.any_order = operator
                 .row_order
                 .as_ref()
@@ -657,7 +688,7 @@ fn step(
             return PlanError::at(
                 operator.kind.span(),
                 format!(
-                    "an operator of typed rows: filter, select, key, window or top; `{}` works on key/value records",
+                    "an operator of typed rows: filter, select, key, window, top or join; `{}` works on key/value records",
                     kind_name(other)
                 ),
             )
@@ -677,6 +708,7 @@ fn kind_name(kind: OperatorKind) -> &'static str {
         OperatorKind::Key => "key",
         OperatorKind::Window => "window",
         OperatorKind::Top => "top",
+        OperatorKind::Join => "join",
     }
 }
 
@@ -707,14 +739,135 @@ fn key_fields(by: &Spanned<Vec<Spanned<String>>>, input: &Schema) -> Result<Vec<
     Ok(key)
 }
 
-/// The windows a `window = { … }` declares.
-pub(crate) fn windows(config: WindowConfig) -> Windows {
-    match config {
-        WindowConfig::Tumbling { size_ms } => Windows::Tumbling { size: size_ms },
-        WindowConfig::Sliding { size_ms, slide_ms } => Windows::Sliding {
-            size: size_ms,
-            slide: slide_ms,
-        },
-        WindowConfig::Session { gap_ms } => Windows::Session { gap: gap_ms },
+/// A `join` of `left` and `right` (each an input's name and schema): its keys from `on`,
+/// and its output, the pair's fields named `INPUT.FIELD` with `window_start` and
+/// `window_end`, or its `fields` computed over them, kept where `where` holds.
+fn join_step(
+    operator: &OperatorSection,
+    left: &(&str, Arc<Schema>),
+    right: &(&str, Arc<Schema>),
+) -> Result<Planned, PlanError> {
+    let refused = [
+        (operator.by.as_ref().map(Spanned::span), "by", "`on`"),
+        (
+            operator.aggregates.as_ref().map(Spanned::span),
+            "aggregates",
+            "a `window` after the join",
+        ),
+        (
+            operator.having.as_ref().map(Spanned::span),
+            "having",
+            "`where`",
+        ),
+        (
+            operator.order.as_ref().map(Spanned::span),
+            "order",
+            "a `top` after the join",
+        ),
+        (
+            operator.k.as_ref().map(Spanned::span),
+            "k",
+            "a `top` after the join",
+        ),
+        (
+            operator.keep_percent.as_ref().map(Spanned::span),
+            "keep_percent",
+            "`where`",
+        ),
+        (
+            operator.work_ns.as_ref().map(Spanned::span),
+            "work_ns",
+            "nothing: it stands for a costly function of key/value records",
+        ),
+    ];
+    for (span, key, instead) in refused {
+        if let Some(span) = span {
+            return PlanError::at(span, format!("no `{key}` on a `join`: use {instead}"));
+        }
     }
+    let qualified = |(name, schema): &(&str, Arc<Schema>)| -> Vec<(String, Type)> {
+        schema
+            .fields()
+            .iter()
+            .map(|field| (format!("{name}.{}", field.name), field.ty))
+            .collect()
+    };
+    let mut pair = qualified(left);
+    pair.extend(qualified(right));
+    let Some(on) = &operator.on else {
+        return PlanError::at(
+            operator.kind.span(),
+            format!(
+                "an `on` condition for a `join`: equal keys of both inputs, such as `on = \"{}.id = {}.id\"`",
+                left.0, right.0
+            ),
+        );
+    };
+    let keys = Expr::parse_join_on(on.get_ref(), &Schema::new(pair.clone()), left.1.len())
+        .map_err(|error| PlanError::in_string(on, error))?;
+    pair.push(("window_start".into(), Type::Timestamp));
+    pair.push(("window_end".into(), Type::Timestamp));
+    let joined = Arc::new(Schema::new(pair));
+    let condition = match &operator.condition {
+        None => None,
+        Some(text) => Some(
+            Expr::parse_condition(text.get_ref(), &joined)
+                .map_err(|error| PlanError::in_string(text, error))?,
+        ),
+    };
+    let (fields, output) = match &operator.fields {
+        None => (None, joined),
+        Some(fields) => {
+            let (exprs, schema) = computed_fields(fields, &joined)?;
+            (Some(exprs), schema)
+        }
+    };
+    let window = operator.window.as_ref().expect("checked: windows have one");
+    let mut spec = window.get_ref().spec();
+    spec.any_order = operator
+        .row_order
+        .as_ref()
+        .is_some_and(|order| *order.get_ref() == RowOrder::Any);
+    Ok((
+        Step::Join {
+            spec,
+            keys,
+            condition,
+            fields,
+        },
+        output,
+        None,
+    ))
+}
+
+/// The expressions of `fields = { name = "expression", … }` over `input`, and the
+/// schema of the rows they make.
+fn computed_fields(
+    fields: &Spanned<crate::rows::NamedExprs>,
+    input: &Schema,
+) -> Result<(Vec<Expr>, Arc<Schema>), PlanError> {
+    if fields.get_ref().0.is_empty() {
+        return PlanError::at(fields.span(), "at least one field");
+    }
+    let mut exprs = Vec::new();
+    let mut out: Vec<(String, Type)> = Vec::new();
+    for (name, text) in &fields.get_ref().0 {
+        if out.iter().any(|(taken, _)| taken == name.get_ref()) {
+            return PlanError::at(
+                name.span(),
+                format!("each output name once; `{}` is taken", name.get_ref()),
+            );
+        }
+        let expr =
+            Expr::parse(text.get_ref(), input).map_err(|error| PlanError::in_string(text, error))?;
+        if expr.ty() == Type::Null {
+            return PlanError::at(
+                text.span(),
+                "a value with a type: write CAST(NULL AS string) and the like",
+            );
+        }
+        out.push((name.get_ref().clone(), expr.ty()));
+        exprs.push(expr);
+    }
+    Ok((exprs, Arc::new(Schema::new(out))))
 }
