@@ -16,6 +16,7 @@
 //! emitted is a wrapped value: `u64::MAX - 1` plus 5 is `u64::MAX`, not 3.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dirigo_operators::dataflow::{App, AppBuilder, KeyedStream, Msg, Stream};
@@ -348,8 +349,9 @@ pub(crate) fn nexmark_source(builder: &AppBuilder, source: &SourceSection) -> St
 pub(crate) fn nexmark_source_of<T: dirigo_operators::dataflow::Data>(
     builder: &AppBuilder,
     source: &SourceSection,
-    record: fn(Event) -> T,
+    record: impl Fn(Event) -> T + Send + Sync + 'static,
 ) -> Stream<T> {
+    let record = Arc::new(record);
     let events = source
         .events
         .as_ref()
@@ -367,6 +369,7 @@ pub(crate) fn nexmark_source_of<T: dirigo_operators::dataflow::Data>(
         source.out_of_orderness_ms(),
         pacing,
         move |partition, partitions| {
+            let record = record.clone();
             spec.partition_iter(partition, partitions)
                 .map(move |event| (event.time(), record(event)))
         },

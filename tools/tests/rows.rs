@@ -245,7 +245,10 @@ fn nexmark_q7_and_q8_in_toml_give_the_builtin_queries_rows() {
             let lines = run_lines(
                 &dir,
                 query,
-                &toml.replace("name = \"", &format!("parallelism = {parallelism}\nname = \"")),
+                &toml.replace(
+                    "[[app]]\nname = \"",
+                    &format!("[[app]]\nparallelism = {parallelism}\nname = \""),
+                ),
                 &format!("{query}.jsonl"),
             );
             assert_eq!(lines, expected, "{query} with {parallelism} partitions");
@@ -283,7 +286,10 @@ fn nexmark_queries_in_toml_with_lessees_give_the_builtin_queries_rows() {
                         [report]\ndir = \"leased\"\nsample_ms = 1\nplots = false\nhgrm = false\n";
         let toml = nexmark_toml(query, events)
             .replace(&format!("[report]\ndir = \"dirigo-report/nexmark-{query}\"\n"), settings)
-            .replace("name = \"", "slo_ms = 0.05\nparallelism = 2\nname = \"");
+            .replace(
+                "[[app]]\nname = \"",
+                "[[app]]\nslo_ms = 0.05\nparallelism = 2\nname = \"",
+            );
         assert!(toml.contains("policy"), "{query}: the settings replace [report]");
         let mut leased = false;
         for _ in 0..6 {

@@ -375,11 +375,19 @@ impl Aggregates {
 
     /// The aggregates' values.
     pub fn finish(&self, accs: Vec<Acc>) -> Vec<Value> {
-        self.specs
-            .iter()
-            .zip(accs)
-            .map(|((kind, _, ty), acc)| finish_acc(*kind, *ty, acc))
-            .collect()
+        let mut values = Vec::with_capacity(accs.len());
+        self.finish_into(accs, &mut values);
+        values
+    }
+
+    /// The aggregates' values, pushed onto `row`.
+    pub fn finish_into(&self, accs: Vec<Acc>, row: &mut Vec<Value>) {
+        row.extend(
+            self.specs
+                .iter()
+                .zip(accs)
+                .map(|((kind, _, ty), acc)| finish_acc(*kind, *ty, acc)),
+        );
     }
 }
 

@@ -127,7 +127,7 @@ impl Stream<Row> {
             |accs, other| Aggregates::merge(accs, other),
             move |key: &K, window, accs, out: &mut Vec<Row>| {
                 let mut row = key.row_with_room(width);
-                row.extend(emit_aggs.finish(accs));
+                emit_aggs.finish_into(accs, &mut row);
                 row.push(Value::Timestamp(window.start as i64));
                 row.push(Value::Timestamp(window.end as i64));
                 match having.as_ref().map(|having| having.test(&row)) {
@@ -174,6 +174,18 @@ fn keep_top(ranked: &mut Vec<(Value, Row)>, k: usize) {
     }
 }
 
+/// Drops the rows of `ranked` that cannot rank in the top `k` (ties kept), without
+/// ordering the rest: what folding and merging need, [`keep_top`] orders at the end.
+fn prune_top(ranked: &mut Vec<(Value, Row)>, k: usize) {
+    if k == 0 {
+        ranked.clear();
+    } else if ranked.len() > k {
+        let (_, cut, _) = ranked.select_nth_unstable_by(k - 1, |a, b| b.0.cmp(&a.0));
+        let cut = cut.0.clone();
+        ranked.retain(|(score, _)| *score >= cut);
+    }
+}
+
 impl Stream<Row> {
     /// Per key and window, the top rows (see [`RowTop`]), highest first.
     pub fn top_rows(&self, name: &str, top: RowTop, errors: RowErrors) -> Stream<Row> {
@@ -208,14 +220,14 @@ impl Stream<Row> {
                 Ok(score) => {
                     ranked.push((score.into_owned(), row.clone()));
                     if ranked.len() > 2 * k.max(1) {
-                        keep_top(ranked, k);
+                        prune_top(ranked, k);
                     }
                 }
                 Err(error) => errors.reject(time, row, &error),
             },
             move |ranked, other| {
                 ranked.extend(other);
-                keep_top(ranked, k);
+                prune_top(ranked, k);
             },
             move |_: &K, _, mut ranked, out: &mut Vec<Row>| {
                 keep_top(&mut ranked, k);
@@ -252,6 +264,14 @@ mod tests {
             let mut expected = rows.clone();
             keep_top(&mut expected, 2);
             assert_eq!(left, expected, "split at {split}");
+            // Pruned partial states, merged and pruned, then ordered: the same rows.
+            let (mut left, mut right) = (rows[..split].to_vec(), rows[split..].to_vec());
+            prune_top(&mut left, 2);
+            prune_top(&mut right, 2);
+            left.extend(right);
+            prune_top(&mut left, 2);
+            keep_top(&mut left, 2);
+            assert_eq!(left, expected, "pruned, split at {split}");
         }
     }
 }

@@ -13,7 +13,7 @@ use dirigo_operators::source::Pacing;
 use dirigo_operators::io::{DeadLetterSink, Format, LetterLimits};
 use dirigo_operators::sink::{LatencyRecorder, LineTarget};
 use dirigo_operators::typed::aggregate::Aggregates;
-use dirigo_operators::typed::nexmark::event_row;
+use dirigo_operators::typed::nexmark::EventFields;
 use dirigo_operators::typed::ops::{RowErrors, RowTop, RowWindow};
 use dirigo_operators::typed::output::NamedRow;
 use dirigo_operators::typed::source::RowFile;
@@ -67,7 +67,8 @@ pub fn build(
     }
     let letters = DeadLetterSink::to_file_with_limits(letters_path, limits);
     let rows = if source.kind_for(false) == SourceKind::Nexmark {
-        crate::apps::nexmark_source_of(&builder, source, event_row)
+        let fields = plan.event_fields.clone().unwrap_or_else(EventFields::all);
+        crate::apps::nexmark_source_of(&builder, source, move |event| fields.row(event))
     } else {
         let path = source.path.as_ref().ok_or("a file source needs a path")?;
         builder
@@ -125,11 +126,12 @@ pub fn build_over_events(
         Some(parallelism) => builder.parallelism(*parallelism.get_ref()),
         None => builder,
     };
+    let fields = Arc::new(plan.event_fields.clone().unwrap_or_else(EventFields::all));
     let rows = builder.source("events", 0, Pacing::Unpaced, move |partition, partitions| {
-        let events = events.clone();
+        let (events, fields) = (events.clone(), fields.clone());
         (partition as usize..events.len())
             .step_by(partitions.max(1) as usize)
-            .map(move |at| (events[at].0, event_row(events[at].1.clone())))
+            .map(move |at| (events[at].0, fields.row(events[at].1.clone())))
     });
     let latency = operators(section, &plan, &rows, &letters, false)?;
     Ok((builder.build(), latency))

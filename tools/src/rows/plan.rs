@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use dirigo_operators::nexmark::queries::Query;
 use dirigo_operators::typed::aggregate::AggregateSpec;
-use dirigo_operators::typed::nexmark::event_schema;
+use dirigo_operators::typed::nexmark::{event_schema, EventFields};
 use dirigo_operators::typed::{Expr, ExprError, JoinKeys, Schema, Type};
 use dirigo_operators::window::WindowSpec;
 use toml::Spanned;
@@ -93,6 +93,8 @@ pub(crate) struct Plan {
     /// Per leaf (`None`: the source itself), the positions of the fields the sink
     /// writes, and their names.
     pub(crate) leaves: Vec<(Option<usize>, Vec<usize>, Vec<String>)>,
+    /// A NEXMark source's rows: the events' fields the app reads (`None`: every one).
+    pub(crate) event_fields: Option<EventFields>,
 }
 
 /// Checks every typed app of `config`, whose text is `text`: `Err` with the span (one
@@ -248,6 +250,39 @@ pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, Pl
         return Ok(None);
     }
     let (source_schema, time_field) = source_schema(app, base_dir)?;
+    let full = plan_steps(app, source_schema.clone(), time_field)?;
+    let nexmark = app
+        .source
+        .as_ref()
+        .is_some_and(|source| source.get_ref().kind_for(false) == SourceKind::Nexmark);
+    if !nexmark {
+        return Ok(Some(full));
+    }
+    // The NEXMark source builds rows of the fields the app reads alone: plan again over
+    // those (every name the first plan found is among them, so this plan checks too).
+    let live = live_source_fields(app, &full);
+    if live.len() == source_schema.len() {
+        return Ok(Some(full));
+    }
+    let kept = EventFields::new(&live);
+    let Some(time_field) = live.iter().position(|&at| at == time_field) else {
+        return Ok(Some(full));
+    };
+    match plan_steps(app, Arc::new(kept.schema()), time_field) {
+        Ok(mut pruned) => {
+            pruned.event_fields = Some(kept);
+            Ok(Some(pruned))
+        }
+        Err(_) => Ok(Some(full)),
+    }
+}
+
+/// The steps of `app` over a source of `source_schema`, and its leaves.
+fn plan_steps(
+    app: &AppSection,
+    source_schema: Arc<Schema>,
+    time_field: usize,
+) -> Result<Plan, PlanError> {
     let mut steps: Vec<Option<Planned>> = (0..app.operators.len()).map(|_| None).collect();
     let order = topological(app);
     for &index in &order {
@@ -363,13 +398,120 @@ pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, Pl
         };
         leaves.push((leaf, positions, names));
     }
-    Ok(Some(Plan {
+    Ok(Plan {
         source_schema,
         time_field,
         steps,
         order,
         leaves,
-    }))
+        event_fields: None,
+    })
+}
+
+/// The fields of the source's rows that `app` (planned as `plan`) reads anywhere, and
+/// its event-time field: followed back from the fields each sink writes, through each
+/// operator's expressions and keys.
+fn live_source_fields(app: &AppSection, plan: &Plan) -> Vec<usize> {
+    let mut source = vec![false; plan.source_schema.len()];
+    source[plan.time_field] = true;
+    let mut needed: Vec<Vec<bool>> = plan
+        .steps
+        .iter()
+        .map(|(_, schema)| vec![false; schema.len()])
+        .collect();
+    for (leaf, positions, _) in &plan.leaves {
+        let marks = match leaf {
+            None => &mut source,
+            Some(index) => &mut needed[*index],
+        };
+        for &at in positions {
+            marks[at] = true;
+        }
+    }
+    for &index in plan.order.iter().rev() {
+        let out = std::mem::take(&mut needed[index]);
+        let parents = app.inputs_of(index);
+        let parent_len = |parent: Option<usize>| {
+            parent.map_or(plan.source_schema.len(), |at| plan.steps[at].1.len())
+        };
+        let mut inputs: Vec<Vec<bool>> = parents
+            .iter()
+            .map(|parent| vec![false; parent_len(*parent)])
+            .collect();
+        let mark = |marks: &mut Vec<bool>, columns: &[usize]| {
+            for &at in columns {
+                if let Some(mark) = marks.get_mut(at) {
+                    *mark = true;
+                }
+            }
+        };
+        let passed: Vec<usize> = (0..out.len()).filter(|&at| out[at]).collect();
+        match &plan.steps[index].0 {
+            Step::Join {
+                keys,
+                condition,
+                fields,
+                ..
+            } => {
+                let left_len = inputs.first().map_or(0, Vec::len);
+                let mut pair: Vec<usize> = match fields {
+                    None => passed,
+                    Some(fields) => fields.iter().flat_map(Expr::columns).collect(),
+                };
+                pair.extend(condition.iter().flat_map(Expr::columns));
+                if let [left, right] = inputs.as_mut_slice() {
+                    let (on_left, on_right): (Vec<usize>, Vec<usize>) =
+                        pair.iter().partition(|&&at| at < left_len);
+                    mark(left, &on_left);
+                    let on_right: Vec<usize> = on_right.iter().map(|at| at - left_len).collect();
+                    mark(right, &on_right);
+                    mark(left, &keys.left.iter().flat_map(Expr::columns).collect::<Vec<_>>());
+                    mark(right, &keys.right.iter().flat_map(Expr::columns).collect::<Vec<_>>());
+                }
+            }
+            step => {
+                let mut columns: Vec<usize> = match step {
+                    Step::Filter(condition) => {
+                        let mut columns = passed;
+                        columns.extend(condition.columns());
+                        columns
+                    }
+                    Step::Select(fields) => fields.iter().flat_map(Expr::columns).collect(),
+                    Step::Key => passed,
+                    Step::Top { key, order, .. } => {
+                        let mut columns = passed;
+                        columns.extend(key);
+                        columns.extend(order.columns());
+                        columns
+                    }
+                    Step::Window {
+                        key, aggregates, ..
+                    } => {
+                        let mut columns = key.clone();
+                        columns.extend(aggregates.iter().flat_map(|aggregate| {
+                            aggregate.arg.iter().flat_map(Expr::columns).collect::<Vec<_>>()
+                        }));
+                        columns
+                    }
+                    Step::Join { .. } => unreachable!("matched above"),
+                };
+                columns.sort_unstable();
+                for input in &mut inputs {
+                    mark(input, &columns);
+                }
+            }
+        }
+        for (parent, marks) in parents.into_iter().zip(inputs) {
+            let target = match parent {
+                None => &mut source,
+                Some(at) => &mut needed[at],
+            };
+            for (target, mark) in target.iter_mut().zip(marks) {
+                *target |= mark;
+            }
+        }
+    }
+    (0..source.len()).filter(|&at| source[at]).collect()
 }
 
 /// `name type, …` for messages.

@@ -21,6 +21,22 @@ pub struct JoinKeys {
 }
 
 impl Expr {
+    /// The positions of the fields it reads, each once, in order.
+    ///
+    /// ```
+    /// use dirigo_operators::typed::{Expr, Schema, Type};
+    ///
+    /// let schema = Schema::new(vec![("a", Type::I64), ("b", Type::I64), ("c", Type::I64)]);
+    /// assert_eq!(Expr::parse("c + a * c", &schema).unwrap().columns(), [0, 2]);
+    /// ```
+    pub fn columns(&self) -> Vec<usize> {
+        let mut columns = Vec::new();
+        visit_columns(self, &mut |at| columns.push(at));
+        columns.sort_unstable();
+        columns.dedup();
+        columns
+    }
+
     /// Parses a join's `on` condition over `pair`, the fields of a left row followed by
     /// those of a right row (the left's are the first `left_len`).
     ///
