@@ -114,27 +114,39 @@ pub fn run(
         .collect(),
     );
     // Checked once before any round: the query exists and the file builds.
-    let letters_dir = std::env::temp_dir().join(format!("dirigo-bench-toml-{}", std::process::id()));
+    let letters_dir =
+        std::env::temp_dir().join(format!("dirigo-bench-toml-{}", std::process::id()));
     std::fs::create_dir_all(&letters_dir)
         .map_err(|e| format!("cannot create {}: {e}", letters_dir.display()))?;
     let letters = DeadLetterSink::to_file(letters_dir.join("dead-letters.jsonl"));
-    crate::rows::build_over_events(section, &config.base_dir, generated.clone(), letters.clone())?;
+    crate::rows::build_over_events(
+        section,
+        &config.base_dir,
+        generated.clone(),
+        letters.clone(),
+    )?;
     let builtin_round = || -> Result<(f64, u64), String> {
         let mut known = true;
         let (elapsed, recorder) =
-            run_app(shards, generated.clone(), Pacing::Unpaced, |source| {
-                match Query::build(query, source) {
+            run_app(
+                shards,
+                generated.clone(),
+                Pacing::Unpaced,
+                |source| match Query::build(query, source) {
                     Some(built) => built.record_latency("out"),
                     None => {
                         known = false;
                         dirigo_operators::sink::LatencyRecorder::new()
                     }
-                }
-            })?;
+                },
+            )?;
         if !known {
             return Err(format!("unknown query {query:?}"));
         }
-        Ok((generated.len() as f64 / elapsed.as_secs_f64(), recorder.outputs()))
+        Ok((
+            generated.len() as f64 / elapsed.as_secs_f64(),
+            recorder.outputs(),
+        ))
     };
     let toml_round = || -> Result<(f64, u64), String> {
         let (app, recorder) = crate::rows::build_over_events(
@@ -144,7 +156,10 @@ pub fn run(
             letters.clone(),
         )?;
         let elapsed = run_to_end(&app, shards)?;
-        Ok((generated.len() as f64 / elapsed.as_secs_f64(), recorder.outputs()))
+        Ok((
+            generated.len() as f64 / elapsed.as_secs_f64(),
+            recorder.outputs(),
+        ))
     };
     let cpus: Vec<Option<usize>> = (0..shards).map(Some).collect();
     let machine_noise = noise::measure(&cpus, Duration::from_millis(500));

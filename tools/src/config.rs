@@ -1744,7 +1744,9 @@ impl OperatorSection {
                         WindowConfig::Tumbling { size_ms, .. } => {
                             (size_ms == 0).then(|| "a window size of at least 1 ms".to_string())
                         }
-                        WindowConfig::Sliding { size_ms, slide_ms, .. } => {
+                        WindowConfig::Sliding {
+                            size_ms, slide_ms, ..
+                        } => {
                             if size_ms == 0 || slide_ms == 0 {
                                 Some("a size and a slide of at least 1 ms".to_string())
                             } else if slide_ms > size_ms {
@@ -1766,7 +1768,9 @@ impl OperatorSection {
                     };
                     let longest = match *window.get_ref() {
                         WindowConfig::Tumbling { size_ms, .. } => size_ms,
-                        WindowConfig::Sliding { size_ms, slide_ms, .. } => size_ms.max(slide_ms),
+                        WindowConfig::Sliding {
+                            size_ms, slide_ms, ..
+                        } => size_ms.max(slide_ms),
                         WindowConfig::Session { gap_ms } => gap_ms,
                     };
                     let limit_ms = (MAX_SECONDS * 1e3) as u64;

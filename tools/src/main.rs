@@ -760,8 +760,14 @@ fn main() -> ExitCode {
                 rounds,
                 latency_seconds: _,
                 toml: Some(toml),
-            } => bench_toml::run(&query, &toml, events.max(1000), shards.max(1), rounds.max(1))
-                .and_then(|report| emit(json, &report, report.table())),
+            } => bench_toml::run(
+                &query,
+                &toml,
+                events.max(1000),
+                shards.max(1),
+                rounds.max(1),
+            )
+            .and_then(|report| emit(json, &report, report.table())),
             BenchScenario::Nexmark {
                 query,
                 all,

@@ -237,7 +237,11 @@ fn nexmark_q7_and_q8_in_toml_give_the_builtin_queries_rows() {
         let expected = run_lines(
             &dir,
             "builtin",
-            &builtin(query, events, "kind = \"json-lines\"\npath = \"builtin.out\""),
+            &builtin(
+                query,
+                events,
+                "kind = \"json-lines\"\npath = \"builtin.out\"",
+            ),
             "builtin.out",
         );
         assert!(expected.len() >= 10, "{query}: {} rows", expected.len());
@@ -279,18 +283,29 @@ fn nexmark_queries_in_toml_with_lessees_give_the_builtin_queries_rows() {
         let expected = run_lines(
             &dir,
             "builtin",
-            &builtin(query, events, "kind = \"json-lines\"\npath = \"builtin.out\""),
+            &builtin(
+                query,
+                events,
+                "kind = \"json-lines\"\npath = \"builtin.out\"",
+            ),
             "builtin.out",
         );
-        let settings = "[runtime]\nshards = 2\n[scheduler]\npolicy = \"dirigo\"\nretire_after_ms = 1\n\
+        let settings =
+            "[runtime]\nshards = 2\n[scheduler]\npolicy = \"dirigo\"\nretire_after_ms = 1\n\
                         [report]\ndir = \"leased\"\nsample_ms = 1\nplots = false\nhgrm = false\n";
         let toml = nexmark_toml(query, events)
-            .replace(&format!("[report]\ndir = \"dirigo-report/nexmark-{query}\"\n"), settings)
+            .replace(
+                &format!("[report]\ndir = \"dirigo-report/nexmark-{query}\"\n"),
+                settings,
+            )
             .replace(
                 "[[app]]\nname = \"",
                 "[[app]]\nslo_ms = 0.05\nparallelism = 2\nname = \"",
             );
-        assert!(toml.contains("policy"), "{query}: the settings replace [report]");
+        assert!(
+            toml.contains("policy"),
+            "{query}: the settings replace [report]"
+        );
         let mut leased = false;
         for _ in 0..6 {
             let lines = run_lines(&dir, query, &toml, &format!("{query}.jsonl"));

@@ -61,7 +61,12 @@ impl Stream<Row> {
         } = join;
         let (left, right) = (
             keyed(self, &format!("{name}-left-keys"), left_key, errors.clone()),
-            keyed(right, &format!("{name}-right-keys"), right_key, errors.clone()),
+            keyed(
+                right,
+                &format!("{name}-right-keys"),
+                right_key,
+                errors.clone(),
+            ),
         );
         let pairs = Pairs {
             condition,

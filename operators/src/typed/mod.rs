@@ -31,6 +31,6 @@ pub use expr::{
     article, Compiled, EvalError, Expr, ExprError, JoinKeys, Predicate, MAX_DEPTH,
     MAX_EXPRESSION_BYTES,
 };
+pub use key::{sort_image, RowKey};
 pub use schema::{Field, Schema, SchemaRef};
-pub use key::RowKey;
 pub use value::{Row, Type, Value};

@@ -56,10 +56,24 @@ pub struct RowWindow {
 }
 
 impl Stream<Row> {
-    /// Keeps the rows where `condition` is `TRUE`.
-    pub fn filter_rows(&self, name: &str, condition: Predicate, errors: RowErrors) -> Stream<Row> {
-        self.flat_map_timed(name, move |time, row: Row| match condition.test(&row) {
-            Ok(true) => Some(row),
+    /// Keeps the rows where `condition` is `TRUE`, with the fields at `cleared` (those
+    /// the condition reads and nothing after it does) made NULL.
+    pub fn filter_rows(
+        &self,
+        name: &str,
+        condition: Predicate,
+        cleared: Vec<usize>,
+        errors: RowErrors,
+    ) -> Stream<Row> {
+        self.flat_map_timed(name, move |time, mut row: Row| match condition.test(&row) {
+            Ok(true) => {
+                for &at in &cleared {
+                    if let Some(value) = row.get_mut(at) {
+                        *value = Value::Null;
+                    }
+                }
+                Some(row)
+            }
             Ok(false) => None,
             Err(error) => {
                 errors.reject(time, &row, &error);

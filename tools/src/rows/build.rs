@@ -8,16 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dirigo_operators::dataflow::{App, AppBuilder, Stream, Time};
-use dirigo_operators::nexmark::events::Event;
-use dirigo_operators::source::Pacing;
 use dirigo_operators::io::{DeadLetterSink, Format, LetterLimits};
+use dirigo_operators::nexmark::events::Event;
 use dirigo_operators::sink::{LatencyRecorder, LineTarget};
+use dirigo_operators::source::Pacing;
 use dirigo_operators::typed::aggregate::Aggregates;
+use dirigo_operators::typed::join::RowJoin;
 use dirigo_operators::typed::nexmark::EventFields;
 use dirigo_operators::typed::ops::{RowErrors, RowTop, RowWindow};
 use dirigo_operators::typed::output::NamedRow;
 use dirigo_operators::typed::source::RowFile;
-use dirigo_operators::typed::join::RowJoin;
 use dirigo_operators::typed::{Expr, Row, Schema, Type};
 use dirigo_runtime::AppId;
 use toml::Spanned;
@@ -119,7 +119,9 @@ pub fn build_over_events(
         .ok_or_else(|| format!("app {name}: not a pipeline of typed rows"))?;
     let source = section.source.as_ref().map(Spanned::get_ref);
     if source.is_none_or(|source| source.kind_for(false) != SourceKind::Nexmark) {
-        return Err(format!("app {name}: a `nexmark` source, to compare with a built-in query"));
+        return Err(format!(
+            "app {name}: a `nexmark` source, to compare with a built-in query"
+        ));
     }
     let builder = AppBuilder::new(0, &name);
     let builder = match &section.parallelism {
@@ -127,12 +129,17 @@ pub fn build_over_events(
         None => builder,
     };
     let fields = Arc::new(plan.event_fields.clone().unwrap_or_else(EventFields::all));
-    let rows = builder.source("events", 0, Pacing::Unpaced, move |partition, partitions| {
-        let (events, fields) = (events.clone(), fields.clone());
-        (partition as usize..events.len())
-            .step_by(partitions.max(1) as usize)
-            .map(move |at| (events[at].0, fields.row(events[at].1.clone())))
-    });
+    let rows = builder.source(
+        "events",
+        0,
+        Pacing::Unpaced,
+        move |partition, partitions| {
+            let (events, fields) = (events.clone(), fields.clone());
+            (partition as usize..events.len())
+                .step_by(partitions.max(1) as usize)
+                .map(move |at| (events[at].0, fields.row(events[at].1.clone())))
+        },
+    );
     let latency = operators(section, &plan, &rows, &letters, false)?;
     Ok((builder.build(), latency))
 }
@@ -172,7 +179,8 @@ fn operators(
         let errors = RowErrors::new(letters.clone(), op_name);
         let stream = match &plan.steps[index].0 {
             Step::Filter(condition) => {
-                input.filter_rows(op_name, condition.compile_condition(), errors)
+                let cleared = plan.cleared.get(index).cloned().unwrap_or_default();
+                input.filter_rows(op_name, condition.compile_condition(), cleared, errors)
             }
             Step::Select(fields) => input.select_rows(
                 op_name,

@@ -95,6 +95,9 @@ pub(crate) struct Plan {
     pub(crate) leaves: Vec<(Option<usize>, Vec<usize>, Vec<String>)>,
     /// A NEXMark source's rows: the events' fields the app reads (`None`: every one).
     pub(crate) event_fields: Option<EventFields>,
+    /// Per operator, the fields it passes on as NULL: a `filter`'s that nothing after
+    /// it reads (rows kept in state later then hold no copy of them).
+    pub(crate) cleared: Vec<Vec<usize>>,
 }
 
 /// Checks every typed app of `config`, whose text is `text`: `Err` with the span (one
@@ -250,26 +253,25 @@ pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, Pl
         return Ok(None);
     }
     let (source_schema, time_field) = source_schema(app, base_dir)?;
-    let full = plan_steps(app, source_schema.clone(), time_field)?;
+    let mut full = plan_steps(app, source_schema.clone(), time_field)?;
+    let (live, cleared) = live_fields(app, &full);
+    full.cleared = cleared;
     let nexmark = app
         .source
         .as_ref()
         .is_some_and(|source| source.get_ref().kind_for(false) == SourceKind::Nexmark);
-    if !nexmark {
+    if !nexmark || live.len() == source_schema.len() {
         return Ok(Some(full));
     }
     // The NEXMark source builds rows of the fields the app reads alone: plan again over
     // those (every name the first plan found is among them, so this plan checks too).
-    let live = live_source_fields(app, &full);
-    if live.len() == source_schema.len() {
-        return Ok(Some(full));
-    }
     let kept = EventFields::new(&live);
     let Some(time_field) = live.iter().position(|&at| at == time_field) else {
         return Ok(Some(full));
     };
     match plan_steps(app, Arc::new(kept.schema()), time_field) {
         Ok(mut pruned) => {
+            pruned.cleared = live_fields(app, &pruned).1;
             pruned.event_fields = Some(kept);
             Ok(Some(pruned))
         }
@@ -295,7 +297,11 @@ fn plan_steps(
                     None => ("source", source_schema.clone()),
                     Some(parent) => (
                         app.operators[*parent].name.get_ref().as_str(),
-                        steps[*parent].as_ref().expect("inputs come first").1.clone(),
+                        steps[*parent]
+                            .as_ref()
+                            .expect("inputs come first")
+                            .1
+                            .clone(),
                     ),
                 })
                 .collect();
@@ -405,13 +411,16 @@ fn plan_steps(
         order,
         leaves,
         event_fields: None,
+        cleared: Vec::new(),
     })
 }
 
 /// The fields of the source's rows that `app` (planned as `plan`) reads anywhere, and
 /// its event-time field: followed back from the fields each sink writes, through each
-/// operator's expressions and keys.
-fn live_source_fields(app: &AppSection, plan: &Plan) -> Vec<usize> {
+/// operator's expressions and keys. And per operator, the fields a `filter` reads that
+/// nothing after it does (it passes them on as NULL).
+fn live_fields(app: &AppSection, plan: &Plan) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut cleared = vec![Vec::new(); plan.steps.len()];
     let mut source = vec![false; plan.source_schema.len()];
     source[plan.time_field] = true;
     let mut needed: Vec<Vec<bool>> = plan
@@ -465,15 +474,27 @@ fn live_source_fields(app: &AppSection, plan: &Plan) -> Vec<usize> {
                     mark(left, &on_left);
                     let on_right: Vec<usize> = on_right.iter().map(|at| at - left_len).collect();
                     mark(right, &on_right);
-                    mark(left, &keys.left.iter().flat_map(Expr::columns).collect::<Vec<_>>());
-                    mark(right, &keys.right.iter().flat_map(Expr::columns).collect::<Vec<_>>());
+                    mark(
+                        left,
+                        &keys.left.iter().flat_map(Expr::columns).collect::<Vec<_>>(),
+                    );
+                    mark(
+                        right,
+                        &keys
+                            .right
+                            .iter()
+                            .flat_map(Expr::columns)
+                            .collect::<Vec<_>>(),
+                    );
                 }
             }
             step => {
                 let mut columns: Vec<usize> = match step {
                     Step::Filter(condition) => {
+                        let read = condition.columns();
+                        cleared[index] = read.iter().copied().filter(|&at| !out[at]).collect();
                         let mut columns = passed;
-                        columns.extend(condition.columns());
+                        columns.extend(read);
                         columns
                     }
                     Step::Select(fields) => fields.iter().flat_map(Expr::columns).collect(),
@@ -489,7 +510,11 @@ fn live_source_fields(app: &AppSection, plan: &Plan) -> Vec<usize> {
                     } => {
                         let mut columns = key.clone();
                         columns.extend(aggregates.iter().flat_map(|aggregate| {
-                            aggregate.arg.iter().flat_map(Expr::columns).collect::<Vec<_>>()
+                            aggregate
+                                .arg
+                                .iter()
+                                .flat_map(Expr::columns)
+                                .collect::<Vec<_>>()
                         }));
                         columns
                     }
@@ -511,7 +536,8 @@ fn live_source_fields(app: &AppSection, plan: &Plan) -> Vec<usize> {
             }
         }
     }
-    (0..source.len()).filter(|&at| source[at]).collect()
+    let live = (0..source.len()).filter(|&at| source[at]).collect();
+    (live, cleared)
 }
 
 /// `name type, …` for messages.
@@ -1000,8 +1026,8 @@ fn computed_fields(
                 format!("each output name once; `{}` is taken", name.get_ref()),
             );
         }
-        let expr =
-            Expr::parse(text.get_ref(), input).map_err(|error| PlanError::in_string(text, error))?;
+        let expr = Expr::parse(text.get_ref(), input)
+            .map_err(|error| PlanError::in_string(text, error))?;
         if expr.ty() == Type::Null {
             return PlanError::at(
                 text.span(),

@@ -129,19 +129,79 @@ fn each_mistake_points_at_its_character() {
 fn each_join_mistake_points_at_its_character() {
     parse(JOIN).unwrap();
     let cases: &[(&str, &str, (usize, usize), &str)] = &[
-        ("on = \"people.person_id = auctions.seller\"", "on = \"people.person_id > auctions.seller\"", (22, 7), "an equality between an expression of each input"),
-        ("on = \"people.person_id = auctions.seller\"", "on = \"people.person_id = auctions.sellr\"", (22, 26), "there is no `auctions.sellr`"),
-        ("on = \"people.person_id = auctions.seller\"", "on = \"people.person_id = people.name\"", (22, 7), "both sides read the same one"),
-        ("on = \"people.person_id = auctions.seller\"", "on = \"people.person_id = auctions.item_name\"", (22, 7), "keys of one type on both sides"),
-        ("on = \"people.person_id = auctions.seller\"", "on = \"people.person_id = 7\"", (22, 26), "an expression over the fields of one input"),
+        (
+            "on = \"people.person_id = auctions.seller\"",
+            "on = \"people.person_id > auctions.seller\"",
+            (22, 7),
+            "an equality between an expression of each input",
+        ),
+        (
+            "on = \"people.person_id = auctions.seller\"",
+            "on = \"people.person_id = auctions.sellr\"",
+            (22, 26),
+            "there is no `auctions.sellr`",
+        ),
+        (
+            "on = \"people.person_id = auctions.seller\"",
+            "on = \"people.person_id = people.name\"",
+            (22, 7),
+            "both sides read the same one",
+        ),
+        (
+            "on = \"people.person_id = auctions.seller\"",
+            "on = \"people.person_id = auctions.item_name\"",
+            (22, 7),
+            "keys of one type on both sides",
+        ),
+        (
+            "on = \"people.person_id = auctions.seller\"",
+            "on = \"people.person_id = 7\"",
+            (22, 26),
+            "an expression over the fields of one input",
+        ),
         // A field name alone that both inputs have.
-        ("where = \"auctions.reserve > 0\"", "where = \"auctions.reserve > 'x'\"", (23, 29), "a value that `>` can compare"),
-        ("where = \"auctions.reserve > 0\"", "where = \"reserve > 0\"", (23, 10), "`reserve` is in both inputs: write people.reserve or auctions.reserve"),
-        ("input = [\"people\", \"auctions\"]", "input = [\"people\"]", (20, 9), "two inputs for a `join`"),
-        ("on = \"people.person_id = auctions.seller\"\n", "", (19, 8), "an `on` condition for a `join`"),
-        ("inclusive_end = true }", "inclusive_end = 1 }", (21, 10), "bool"),
-        ("kind = \"join\"", "kind = \"join\"\nk = 3", (20, 5), "no `k` on a `join`"),
-        ("where = \"event = 'person'\"", "where = \"event = 'person'\"\non = \"x = y\"", (12, 6), "`on` only on a `join`"),
+        (
+            "where = \"auctions.reserve > 0\"",
+            "where = \"auctions.reserve > 'x'\"",
+            (23, 29),
+            "a value that `>` can compare",
+        ),
+        (
+            "where = \"auctions.reserve > 0\"",
+            "where = \"reserve > 0\"",
+            (23, 10),
+            "`reserve` is in both inputs: write people.reserve or auctions.reserve",
+        ),
+        (
+            "input = [\"people\", \"auctions\"]",
+            "input = [\"people\"]",
+            (20, 9),
+            "two inputs for a `join`",
+        ),
+        (
+            "on = \"people.person_id = auctions.seller\"\n",
+            "",
+            (19, 8),
+            "an `on` condition for a `join`",
+        ),
+        (
+            "inclusive_end = true }",
+            "inclusive_end = 1 }",
+            (21, 10),
+            "bool",
+        ),
+        (
+            "kind = \"join\"",
+            "kind = \"join\"\nk = 3",
+            (20, 5),
+            "no `k` on a `join`",
+        ),
+        (
+            "where = \"event = 'person'\"",
+            "where = \"event = 'person'\"\non = \"x = y\"",
+            (12, 6),
+            "`on` only on a `join`",
+        ),
     ];
     for (from, to, (line, column), message) in cases {
         assert!(JOIN.contains(from), "{from}");

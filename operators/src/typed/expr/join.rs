@@ -58,7 +58,11 @@ impl Expr {
     /// # Errors
     /// What [`parse`](Self::parse) refuses, a conjunct that is not an equality, an
     /// operand that reads both inputs or neither, and two sides of different types.
-    pub fn parse_join_on(text: &str, pair: &Schema, left_len: usize) -> Result<JoinKeys, ExprError> {
+    pub fn parse_join_on(
+        text: &str,
+        pair: &Schema,
+        left_len: usize,
+    ) -> Result<JoinKeys, ExprError> {
         let parsed = parse_sql(text)?;
         let checker = Checker { text, schema: pair };
         let mut conjuncts = Vec::new();
@@ -274,10 +278,18 @@ mod tests {
     fn mistakes_point_into_the_text() {
         let cases = [
             ("bids.price > highest.top", 0, "an equality"),
-            ("bids.price = bids.auction", 0, "both sides read the same one"),
+            (
+                "bids.price = bids.auction",
+                0,
+                "both sides read the same one",
+            ),
             ("bids.price + top = 3", 0, "of one input"),
             ("bids.price = window_end", 0, "keys of one type"),
-            ("bids.price = highest.nope", 13, "there is no `highest.nope`"),
+            (
+                "bids.price = highest.nope",
+                13,
+                "there is no `highest.nope`",
+            ),
         ];
         for (text, at, message) in cases {
             let error = Expr::parse_join_on(text, &pair(), 2).unwrap_err();
