@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use dirigo_operators::dataflow::{App, AppBuilder, Data, Msg, Time};
 use dirigo_operators::nexmark::events::{Event, NexmarkSpec};
 use dirigo_operators::nexmark::queries::{Query, QUERIES};
-use dirigo_operators::sink::SinkWriter;
+use dirigo_operators::sink::{LatencyRecorder, SinkWriter};
 use dirigo_operators::source::Pacing;
 use dirigo_operators::Stream;
 use dirigo_runtime::{Nanos, Runtime};
@@ -533,6 +533,22 @@ pub fn run_all(config: &NexmarkBenchConfig) -> Result<AllQueriesReport, String> 
         machine_noise,
         load_average: [start_load, load_average()],
     })
+}
+
+/// Runs an app of one source over `records` (paced by `pacing`) and what `build` puts
+/// after it, on a fresh runtime of `shards` shards, to its end: the wall time and the
+/// recorder `build` returned.
+pub fn run_app<T: Clone + Send + Sync + 'static>(
+    shards: usize,
+    records: Arc<Vec<(Time, T)>>,
+    pacing: Pacing,
+    build: impl FnOnce(&Stream<T>) -> LatencyRecorder,
+) -> Result<(Duration, LatencyRecorder), String> {
+    let app = AppBuilder::new(0, "bench");
+    let source = app.source_iter("events", records, 0, pacing);
+    let recorder = build(&source);
+    let elapsed = run_to_end(&app.build(), shards)?;
+    Ok((elapsed, recorder))
 }
 
 /// Runs a built app with finite sources on a fresh runtime of `shards` shards: wall time

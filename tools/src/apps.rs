@@ -67,7 +67,7 @@ pub fn build(
     report_dir: &Path,
     checkpointed: bool,
 ) -> Result<BuiltApp, String> {
-    if let Some(typed) = crate::rows::build(id, section, base_dir, report_dir)? {
+    if let Some(typed) = crate::rows::build(id, section, base_dir, report_dir, checkpointed)? {
         return Ok(typed);
     }
     let name = section.name.get_ref().clone();

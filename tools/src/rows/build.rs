@@ -29,12 +29,16 @@ use crate::config::{
 };
 
 /// Builds app `id` if it is typed (`None` otherwise). `report_dir` is where its dead
-/// letters go by default.
+/// letters go by default. With `checkpointed`, its JSON-lines file takes its output
+/// through the checkpoints' commits (exactly once); a CSV file cannot yet, and is
+/// refused. Its dead letters need nothing more: a resumed run reads its file again from
+/// the start up to the checkpoint, lettering the same lines again into an emptied file.
 pub fn build(
     id: AppId,
     section: &AppSection,
     base_dir: &Path,
     report_dir: &Path,
+    checkpointed: bool,
 ) -> Result<Option<BuiltApp>, String> {
     let name = section.name.get_ref().clone();
     let Some(plan) = plan(section, base_dir).map_err(|e| format!("app {name}: {}", e.message()))?
@@ -88,7 +92,13 @@ pub fn build(
             )
             .map_err(|e| e.to_string())?
     };
-    let latency = operators(section, &plan, &rows, &letters, true)?;
+    if checkpointed && section.sink.kind == SinkKind::Csv {
+        return Err(format!(
+            "app {name}: a csv sink is not committed by checkpoints, so a resumed run would \
+             lose what it wrote: write kind = \"json-lines\", or turn [checkpoint] off"
+        ));
+    }
+    let latency = operators(section, &plan, &rows, &letters, Some(checkpointed))?;
     Ok(Some(BuiltApp {
         name,
         app: builder.build(),
@@ -140,18 +150,19 @@ pub fn build_over_events(
                 .map(move |at| (events[at].0, fields.row(events[at].1.clone())))
         },
     );
-    let latency = operators(section, &plan, &rows, &letters, false)?;
+    let latency = operators(section, &plan, &rows, &letters, None)?;
     Ok((builder.build(), latency))
 }
 
 /// Builds `section`'s operators (planned as `plan`) over `rows`; each leaf records its
-/// outputs' latency in the returned recorder and, if `sinks`, ends in the app's sink.
+/// outputs' latency in the returned recorder and, with `sinks`, ends in the app's sink
+/// (committed by the checkpoints when `sinks` is `Some(true)`).
 fn operators(
     section: &AppSection,
     plan: &Plan,
     rows: &Stream<Row>,
     letters: &DeadLetterSink,
-    sinks: bool,
+    sinks: Option<bool>,
 ) -> Result<LatencyRecorder, String> {
     let name = section.name.get_ref();
     let mut built: Vec<Option<Stream<Row>>> = vec![None; section.operators.len()];
@@ -245,10 +256,16 @@ fn operators(
             |index| built[index].clone().expect("built"),
         );
         stream.record_latency(&format!("latency-{number}"), &latency);
-        if sinks {
+        if let Some(committed) = sinks {
             let suffix = several.then_some(number);
-            sink_rows(&section.sink, &stream, (suffix, false), positions, names)
-                .map_err(|e| format!("app {name}: {e}"))?;
+            sink_rows(
+                &section.sink,
+                &stream,
+                (suffix, committed),
+                positions,
+                names,
+            )
+            .map_err(|e| format!("app {name}: {e}"))?;
         }
     }
     Ok(latency)
