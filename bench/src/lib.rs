@@ -13,6 +13,10 @@
 //!   a lessee when the load steps past one shard's capacity;
 //! - [`slo`]: the `dirigo bench slo` scenario — three tenants on two shards under `fifo`,
 //!   `edf` and `dirigo`: latency targets met, and cores held;
+//! - [`isolation`] and [`isolation_timely`]: the `dirigo bench isolation` scenario — a
+//!   latency-critical app beside a bursty heavy app on two cores, in dirigo under each
+//!   policy and in timely-dataflow at the same loads: the critical app's tail and SLO, the
+//!   heavy app's throughput;
 //! - [`soak`]: the `dirigo bench soak` scenario — twice the sustainable load for a long
 //!   time, with backpressure and then with shedding: no deadlock, bounded memory, every
 //!   record accounted for, a prompt stop;
@@ -31,6 +35,8 @@
 pub mod checkpoint;
 pub mod consolidate;
 pub mod dual;
+pub mod isolation;
+pub mod isolation_timely;
 pub mod latency;
 pub mod mesh;
 pub mod nats;

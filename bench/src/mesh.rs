@@ -7,6 +7,7 @@
 //! | `floor_rtt_ns` | atomic ping-pong through two cache lines between two pinned threads |
 //! | `ring_rtt_ns` | the same threads through two raw shard-to-shard rings (no runtime) |
 //! | `dirigo_rtt_ns` | actor on shard 0 → actor on shard 1 → back; both shards spinning |
+//! | `dirigo_lessor_rtt_ns` | the same, both actors lessors without lessees (each has run a critical message) |
 //! | `dirigo_parked_rtt_ns` | the same, with the receiving shard parked before each message |
 //! | `futex_rtt_ns` | raw thread park/unpark ping-pong, each side parked before it is woken |
 //! | `glommio_channel_rtt_ns` | glommio `shared_channel` ping-pong, executors spinning |
@@ -72,15 +73,19 @@ pub struct MeshRatios {
     pub dirigo_oneway_over_ring: f64,
     /// `glommio_channel_rtt` p50 / `dirigo_rtt` p50 (target ≥ 10).
     pub glommio_channel_over_dirigo: f64,
+    /// `dirigo_lessor_rtt` p50 / `dirigo_rtt` p50: what a hop costs an actor that has
+    /// been a lessor (no target; 1.0 means the fast lane serves it as a plain actor).
+    pub lessor_over_plain: f64,
     /// Whether every target above is met.
     pub targets_met: bool,
 }
 
 /// The JSON keys of the round-trip latencies, each an object `{p50, p99, p999, mean}`.
-pub const LATENCY_KEYS: [&str; 7] = [
+pub const LATENCY_KEYS: [&str; 8] = [
     "floor_rtt_ns",
     "ring_rtt_ns",
     "dirigo_rtt_ns",
+    "dirigo_lessor_rtt_ns",
     "dirigo_parked_rtt_ns",
     "futex_rtt_ns",
     "glommio_channel_rtt_ns",
@@ -103,6 +108,8 @@ pub struct MeshReport {
     pub ring_rtt_ns: LatencySummary,
     /// See the module doc.
     pub dirigo_rtt_ns: LatencySummary,
+    /// See the module doc.
+    pub dirigo_lessor_rtt_ns: LatencySummary,
     /// See the module doc.
     pub dirigo_parked_rtt_ns: LatencySummary,
     /// See the module doc.
@@ -146,6 +153,7 @@ impl MeshReport {
             ("floor (atomics)", &self.floor_rtt_ns),
             ("raw rings", &self.ring_rtt_ns),
             ("dirigo", &self.dirigo_rtt_ns),
+            ("dirigo, lessors", &self.dirigo_lessor_rtt_ns),
             ("dirigo, parked", &self.dirigo_parked_rtt_ns),
             ("futex park/unpark", &self.futex_rtt_ns),
             ("glommio shared_channel", &self.glommio_channel_rtt_ns),
@@ -191,6 +199,10 @@ impl MeshReport {
             r.glommio_channel_over_dirigo,
             verdict(r.glommio_channel_over_dirigo >= 10.0)
         ));
+        out.push_str(&format!(
+            "dirigo lessors / plain      {:>6.2}\n",
+            r.lessor_over_plain
+        ));
         out
     }
 }
@@ -210,6 +222,7 @@ pub fn run(config: &MeshBenchConfig) -> Result<MeshReport, String> {
     let mut floor = new_histogram();
     let mut ring = new_histogram();
     let mut dirigo = new_histogram();
+    let mut dirigo_lessor = new_histogram();
     let mut futex = new_histogram();
     let mut dirigo_parked = new_histogram();
     let per_round = (config.round_trips / ROUNDS).max(10);
@@ -217,20 +230,25 @@ pub fn run(config: &MeshBenchConfig) -> Result<MeshReport, String> {
     for _ in 0..ROUNDS {
         add(&mut floor, &floor_rtt(cpus, per_round));
         add(&mut ring, &ring_histogram(cpus, per_round));
-        add(&mut dirigo, &dirigo_rtt(cpus, per_round, None)?);
+        add(&mut dirigo, &dirigo_rtt(cpus, per_round, None, false)?);
+        add(
+            &mut dirigo_lessor,
+            &dirigo_rtt(cpus, per_round, None, true)?,
+        );
         add(
             &mut futex,
             &futex_rtt(cpus, parked_per_round, config.settle),
         );
         add(
             &mut dirigo_parked,
-            &dirigo_rtt(cpus, parked_per_round, Some(config.settle))?,
+            &dirigo_rtt(cpus, parked_per_round, Some(config.settle), false)?,
         );
     }
-    let (floor, ring, dirigo) = (
+    let (floor, ring, dirigo, dirigo_lessor) = (
         LatencySummary::of(&floor),
         LatencySummary::of(&ring),
         LatencySummary::of(&dirigo),
+        LatencySummary::of(&dirigo_lessor),
     );
     let (futex, dirigo_parked) = (
         LatencySummary::of(&futex),
@@ -253,6 +271,7 @@ pub fn run(config: &MeshBenchConfig) -> Result<MeshReport, String> {
         dirigo_parked_over_futex: ratio(dirigo_parked.p50 as f64, futex.p50 as f64),
         dirigo_oneway_over_ring: ratio(dirigo_oneway, ring_oneway),
         glommio_channel_over_dirigo: ratio(glommio_channel.p50 as f64, dirigo.p50 as f64),
+        lessor_over_plain: ratio(dirigo_lessor.p50 as f64, dirigo.p50 as f64),
         targets_met: false,
     };
     ratios.targets_met = ratios.dirigo_rtt_over_floor <= 1.6
@@ -265,6 +284,7 @@ pub fn run(config: &MeshBenchConfig) -> Result<MeshReport, String> {
         floor_rtt_ns: floor,
         ring_rtt_ns: ring,
         dirigo_rtt_ns: dirigo,
+        dirigo_lessor_rtt_ns: dirigo_lessor,
         dirigo_parked_rtt_ns: dirigo_parked,
         futex_rtt_ns: futex,
         glommio_channel_rtt_ns: glommio_channel,
@@ -787,11 +807,14 @@ fn partition_on(runtime: &Runtime<BenchMsg>, operator: u16, shard: usize) -> Act
 }
 
 /// Actor-to-actor round trips across two shards: spinning when `settle` is `None`,
-/// otherwise with the receiving shard parked before each message.
+/// otherwise with the receiving shard parked before each message. With `lessors`, each
+/// actor first runs a critical message, which makes it a lessor (with no lessees), as
+/// the first watermark does to a dataflow operator.
 fn dirigo_rtt(
     cpus: [Option<usize>; 2],
     round_trips: usize,
     settle: Option<Duration>,
+    lessors: bool,
 ) -> Result<Histogram<u64>, String> {
     let (histograms_tx, histograms_rx) = flume::unbounded();
     let (done_tx, _done_rx) = flume::unbounded();
@@ -803,6 +826,14 @@ fn dirigo_rtt(
     let runtime = bench_runtime(cpus, spin, histograms_tx, done_tx)?;
     let pinger = partition_on(&runtime, PINGER, 0);
     let echo = partition_on(&runtime, ECHO, 1);
+    if lessors {
+        for actor in [pinger, echo] {
+            runtime
+                .ingress()
+                .send(Envelope::critical(actor, BenchMsg::Ack(0)))
+                .map_err(|error| error.to_string())?;
+        }
+    }
     runtime
         .ingress()
         .send_to(
@@ -929,6 +960,7 @@ mod tests {
             report.floor_rtt_ns,
             report.ring_rtt_ns,
             report.dirigo_rtt_ns,
+            report.dirigo_lessor_rtt_ns,
             report.dirigo_parked_rtt_ns,
             report.futex_rtt_ns,
             report.glommio_channel_rtt_ns,

@@ -4,9 +4,15 @@
 //! Tenants (each an app with one operator; its actors record the latency of every record
 //! from its intended send time to the end of its handler, the app's output):
 //! - `alerts`: latency-critical, SLO 2 ms, light records (5 µs) at a steady rate;
-//! - `analytics-a`, `analytics-b`: SLO 100 ms, heavy records (100 µs) in bursts: each
+//! - `analytics-a`, `analytics-b`: SLO 500 ms, heavy records (100 µs) in bursts: each
 //!   second, a burst at `burst_factor` × the mean rate for a quarter of the second and
-//!   quiet (no records) otherwise; the two bursts are half a second apart.
+//!   quiet (no records) otherwise. By default the two apps burst at the same time: each
+//!   offers 1.2 shards' worth of work in its burst, 2.4 together on two shards, so a
+//!   backlog builds in every burst and drains after it. A latency-critical app that waits
+//!   its turn behind that backlog misses its SLO (this is the demanding case; with
+//!   `bursts_together` off the bursts are half a second apart and fit the two shards).
+//!   Their SLO leaves room for that backlog: a deadline policy ranks a fresh alert
+//!   before an analytics record until the record has waited about half a second.
 //!
 //! Load comes from source actors of a separate generator app, open loop: each sends the
 //! records that are due and sets a timer (`Context::send_at`) for the next one.
@@ -249,7 +255,7 @@ impl Default for SloBenchConfig {
             heavy_mean_load: 0.3,
             burst_factor: 4.0,
             partitions: 8,
-            bursts_together: false,
+            bursts_together: true,
         }
     }
 }
@@ -274,14 +280,14 @@ const TENANTS: [Tenant; 3] = [
         name: "analytics-a",
         app: 1,
         critical: false,
-        slo: Duration::from_millis(100),
+        slo: Duration::from_millis(500),
         cost_ns: 100_000,
     },
     Tenant {
         name: "analytics-b",
         app: 2,
         critical: false,
-        slo: Duration::from_millis(100),
+        slo: Duration::from_millis(500),
         cost_ns: 100_000,
     },
 ];
@@ -366,7 +372,7 @@ impl SloReport {
                     .map_or(0.0, |app| app.satisfaction)
             };
             out.push_str(&format!(
-                "  critical satisfaction: dirigo {:.3} vs fifo {:.3} (target: +0.12, or >= 0.99); reserved dirigo/fifo {:.2} (target <= 0.7)\n",
+                "  critical satisfaction: dirigo {:.3} vs fifo {:.3} (target: fifo's + 0.12); reserved dirigo/fifo {:.2} (target <= 0.7)\n",
                 critical(dirigo),
                 critical(fifo),
                 dirigo.reserved_core_seconds / fifo.reserved_core_seconds.max(1e-9)

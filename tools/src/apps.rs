@@ -16,6 +16,7 @@
 //! emitted is a wrapped value: `u64::MAX - 1` plus 5 is `u64::MAX`, not 3.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dirigo_operators::dataflow::{App, AppBuilder, KeyedStream, Msg, Stream};
@@ -29,12 +30,11 @@ use dirigo_operators::nexmark::events::{Event, NexmarkSpec};
 use dirigo_operators::nexmark::queries::Query;
 use dirigo_operators::sink::{LatencyRecorder, LineTarget};
 use dirigo_operators::source::Pacing;
-use dirigo_operators::window::{WindowSpec, Windows};
 use dirigo_runtime::{AppId, RuntimeBuilder};
 
 use crate::config::{
     socket_address, AppSection, FormatName, FramingName, OperatorKind, OperatorSection, RowOrder,
-    SinkKind, SourceKind, SourceSection, StateName, WindowConfig,
+    SinkKind, SourceKind, SourceSection, StateName,
 };
 
 /// One app, built and ready to install.
@@ -67,7 +67,7 @@ pub fn build(
     report_dir: &Path,
     checkpointed: bool,
 ) -> Result<BuiltApp, String> {
-    if let Some(typed) = crate::rows::build(id, section, base_dir, report_dir)? {
+    if let Some(typed) = crate::rows::build(id, section, base_dir, report_dir, checkpointed)? {
         return Ok(typed);
     }
     let name = section.name.get_ref().clone();
@@ -349,8 +349,9 @@ pub(crate) fn nexmark_source(builder: &AppBuilder, source: &SourceSection) -> St
 pub(crate) fn nexmark_source_of<T: dirigo_operators::dataflow::Data>(
     builder: &AppBuilder,
     source: &SourceSection,
-    record: fn(Event) -> T,
+    record: impl Fn(Event) -> T + Send + Sync + 'static,
 ) -> Stream<T> {
+    let record = Arc::new(record);
     let events = source
         .events
         .as_ref()
@@ -368,6 +369,7 @@ pub(crate) fn nexmark_source_of<T: dirigo_operators::dataflow::Data>(
         source.out_of_orderness_ms(),
         pacing,
         move |partition, partitions| {
+            let record = record.clone();
             spec.partition_iter(partition, partitions)
                 .map(move |event| (event.time(), record(event)))
         },
@@ -432,17 +434,6 @@ fn operators(source: &Stream<KeyedRecord>, app: &AppSection) -> Vec<Stream<Keyed
         .collect()
 }
 
-fn windows(config: WindowConfig) -> Windows {
-    match config {
-        WindowConfig::Tumbling { size_ms } => Windows::Tumbling { size: size_ms },
-        WindowConfig::Sliding { size_ms, slide_ms } => Windows::Sliding {
-            size: size_ms,
-            slide: slide_ms,
-        },
-        WindowConfig::Session { gap_ms } => Windows::Session { gap: gap_ms },
-    }
-}
-
 /// Spins for about `ns` nanoseconds: the CPU a costly per-record function would take.
 fn spend(ns: u64) {
     if ns == 0 {
@@ -464,9 +455,7 @@ fn windowed(
     merge: fn(&mut u64, u64),
 ) -> Stream<KeyedRecord> {
     let work_ns = section.work_ns.as_ref().map_or(0, |ns| *ns.get_ref());
-    let mut spec = WindowSpec::from(windows(
-        *section.window.as_ref().expect("checked").get_ref(),
-    ));
+    let mut spec = section.window.as_ref().expect("checked").get_ref().spec();
     spec.any_order = section
         .row_order
         .as_ref()
@@ -548,7 +537,11 @@ fn operator(input: &Stream<KeyedRecord>, section: &OperatorSection) -> Stream<Ke
             |a, b| *a = (*a).max(b),
         ),
         // The checks refuse typed kinds over key/value records (`crate::rows`).
-        OperatorKind::Select | OperatorKind::Key | OperatorKind::Window | OperatorKind::Top => {
+        OperatorKind::Select
+        | OperatorKind::Key
+        | OperatorKind::Window
+        | OperatorKind::Top
+        | OperatorKind::Join => {
             debug_assert!(
                 false,
                 "a typed operator kind passed the checks without a schema"

@@ -327,6 +327,9 @@ pub struct OperatorSection {
     pub order: Option<Spanned<String>>,
     /// Typed `top`: how many ranks (ties included).
     pub k: Option<Spanned<u64>>,
+    /// Typed `join`: the equalities of the two inputs' keys (SQL, such as
+    /// `people.person_id = auctions.seller`).
+    pub on: Option<Spanned<String>>,
 }
 
 /// The order of a window firing's rows.
@@ -388,6 +391,9 @@ pub enum OperatorKind {
     /// Typed rows: per key and window, the rows with the `k` highest `order`, ties
     /// included.
     Top,
+    /// Typed rows: per window, the pairs of rows of its two inputs whose keys (`on`)
+    /// are equal.
+    Join,
 }
 
 impl OperatorKind {
@@ -400,7 +406,12 @@ impl OperatorKind {
     pub fn is_windowed(self) -> bool {
         matches!(
             self,
-            Self::WindowCount | Self::WindowSum | Self::WindowMax | Self::Window | Self::Top
+            Self::WindowCount
+                | Self::WindowSum
+                | Self::WindowMax
+                | Self::Window
+                | Self::Top
+                | Self::Join
         )
     }
 }
@@ -423,6 +434,9 @@ pub enum WindowConfig {
     Tumbling {
         /// Window length, ms.
         size_ms: u64,
+        /// Records at exactly a window's end belong to it too (and it fires 1 ms later).
+        #[serde(default)]
+        inclusive_end: bool,
     },
     /// Windows of `size_ms` starting every `slide_ms`.
     Sliding {
@@ -430,12 +444,44 @@ pub enum WindowConfig {
         size_ms: u64,
         /// Time between two window starts, ms.
         slide_ms: u64,
+        /// Records at exactly a window's end belong to it too (and it fires 1 ms later).
+        #[serde(default)]
+        inclusive_end: bool,
     },
     /// Per key, records less than `gap_ms` apart.
     Session {
         /// The gap that ends a session, ms.
         gap_ms: u64,
     },
+}
+
+impl WindowConfig {
+    /// The windows and whether their end is inclusive.
+    pub fn spec(self) -> dirigo_operators::window::WindowSpec {
+        use dirigo_operators::window::{WindowSpec, Windows};
+        let (windows, inclusive_end) = match self {
+            Self::Tumbling {
+                size_ms,
+                inclusive_end,
+            } => (Windows::Tumbling { size: size_ms }, inclusive_end),
+            Self::Sliding {
+                size_ms,
+                slide_ms,
+                inclusive_end,
+            } => (
+                Windows::Sliding {
+                    size: size_ms,
+                    slide: slide_ms,
+                },
+                inclusive_end,
+            ),
+            Self::Session { gap_ms } => (Windows::Session { gap: gap_ms }, false),
+        };
+        WindowSpec {
+            inclusive_end,
+            ..WindowSpec::from(windows)
+        }
+    }
 }
 
 /// `[app.sink]`.
@@ -1695,10 +1741,12 @@ impl OperatorSection {
                 }
                 Some(window) => {
                     let bad = match *window.get_ref() {
-                        WindowConfig::Tumbling { size_ms } => {
+                        WindowConfig::Tumbling { size_ms, .. } => {
                             (size_ms == 0).then(|| "a window size of at least 1 ms".to_string())
                         }
-                        WindowConfig::Sliding { size_ms, slide_ms } => {
+                        WindowConfig::Sliding {
+                            size_ms, slide_ms, ..
+                        } => {
                             if size_ms == 0 || slide_ms == 0 {
                                 Some("a size and a slide of at least 1 ms".to_string())
                             } else if slide_ms > size_ms {
@@ -1719,8 +1767,10 @@ impl OperatorSection {
                         }
                     };
                     let longest = match *window.get_ref() {
-                        WindowConfig::Tumbling { size_ms } => size_ms,
-                        WindowConfig::Sliding { size_ms, slide_ms } => size_ms.max(slide_ms),
+                        WindowConfig::Tumbling { size_ms, .. } => size_ms,
+                        WindowConfig::Sliding {
+                            size_ms, slide_ms, ..
+                        } => size_ms.max(slide_ms),
                         WindowConfig::Session { gap_ms } => gap_ms,
                     };
                     let limit_ms = (MAX_SECONDS * 1e3) as u64;

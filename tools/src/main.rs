@@ -23,6 +23,8 @@
 //!   `dirigo_bench::scale`);
 //! - `dirigo bench slo [--json PATH]`: three tenants under `fifo`, `edf` and `dirigo` (see
 //!   `dirigo_bench::slo`);
+//! - `dirigo bench isolation [--json PATH]`: a latency-critical app beside a bursty heavy
+//!   app in dirigo's policies and in timely-dataflow (see `dirigo_bench::isolation`);
 //! - `dirigo bench soak [--seconds 60] [--json PATH]`: twice the sustainable load with
 //!   backpressure, then with shedding (see `dirigo_bench::soak`);
 //! - `dirigo bench scrape [--json PATH]`: a latency-critical app with `/metrics` scraped
@@ -33,6 +35,7 @@
 mod allocator;
 mod apps;
 mod bench_scrape;
+mod bench_toml;
 mod config;
 mod demo;
 mod exit;
@@ -241,6 +244,49 @@ enum BenchScenario {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// A latency-critical filter beside a bursty sliding-window count on two cores, in
+    /// dirigo under `fifo`, `edf` and `dirigo` and in timely-dataflow, at the same offered
+    /// loads in alternating rounds: the critical app's tail and SLO satisfaction, the heavy
+    /// app's throughput and tail.
+    #[command(after_help = "Example:\n  dirigo bench isolation --json isolation.json")]
+    Isolation {
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Seconds of offered load per run.
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+        /// Rounds, each running every system once (in rotated order).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// The heavy app's mean rate, records per second (default: half its throughput
+        /// alone on dirigo, measured first).
+        #[arg(long, value_name = "RECORDS_PER_S", value_parser = positive_rate)]
+        heavy_rate: Option<f64>,
+        /// The critical app's rate, records per second.
+        #[arg(long, default_value_t = 10_000.0, value_parser = positive_rate)]
+        critical_rate: f64,
+        /// The critical app's latency target, microseconds.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        critical_slo_us: u64,
+        /// The heavy app's mean rate as a share of its throughput alone (when
+        /// `--heavy-rate` is not given).
+        #[arg(long, default_value_t = 0.5)]
+        heavy_share: f64,
+        /// The heavy app's burst rate over its mean rate.
+        #[arg(long, default_value_t = 3.0)]
+        burst_factor: f64,
+        /// Keys of the heavy app.
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+        keys: u64,
+        /// The heavy app's sliding window width, ms of event time.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+        window_ms: u64,
+        /// The distance between the heavy app's window starts, ms (at least a
+        /// hundredth of the width).
+        #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+        slide_ms: u64,
+    },
     /// Twice the load an app sustains, with backpressure and then with shedding, each for
     /// `--seconds`: checks for deadlock, memory growth, lost records and a slow stop.
     #[command(after_help = "Example:\n  dirigo bench soak --seconds 60 --json soak.json")]
@@ -317,14 +363,21 @@ enum BenchScenario {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
     },
-    /// A NEXMark query (q0, q1, q2, q3, q4, q5, q7, q8, q11) over events generated in
-    /// memory beforehand: sustainable throughput, then open-loop latency at 50 % and 80 %
-    /// of it.
-    #[command(after_help = "Example:\n  dirigo bench nexmark --query q5 --json q5.json")]
+    /// A NEXMark query (q0, q1, q2, q3, q4, q5, q7, q8, q11), or every one with `--all`,
+    /// over events generated in memory beforehand: sustainable throughput, then open-loop
+    /// latency at 50 % and 80 % of it, with the machine-noise probe beside the figures.
+    /// With `--toml`, the query against a TOML pipeline instead, side by side.
+    #[command(
+        after_help = "Examples:\n  dirigo bench nexmark --query q5 --json q5.json\n  dirigo bench nexmark --all --json nexmark.json\n  dirigo bench nexmark --query q5 --toml configs/nexmark-q5.toml --rounds 5"
+    )]
     Nexmark {
         /// The query.
-        #[arg(long, default_value = "q5")]
+        #[arg(long, default_value = "q5", conflicts_with = "all")]
         query: String,
+        /// Every query, one after another, in one run (2 s per latency point unless
+        /// `--latency-seconds` says otherwise).
+        #[arg(long)]
+        all: bool,
         /// Also write the results as JSON to this file.
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
@@ -337,9 +390,13 @@ enum BenchScenario {
         /// Throughput runs (the median is reported).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Seconds of offered load per latency run.
-        #[arg(long, default_value_t = 5.0)]
-        latency_seconds: f64,
+        /// Seconds of offered load per latency run (default: 5, or 2 with `--all`).
+        #[arg(long)]
+        latency_seconds: Option<f64>,
+        /// Instead: the query against this TOML pipeline of typed rows (its first app),
+        /// side by side, alternating rounds: throughput of each and their ratio.
+        #[arg(long, value_name = "FILE", conflicts_with = "all")]
+        toml: Option<PathBuf>,
     },
     /// The same keyed 10 s tumbling-window count over NEXMark bids in dirigo and in
     /// timely-dataflow (2 workers each), in one run: throughput, and latency at the same
@@ -606,6 +663,44 @@ fn main() -> ExitCode {
                 ..Default::default()
             })
             .and_then(|report| emit(json, &report, report.table())),
+            BenchScenario::Isolation {
+                json,
+                seconds,
+                rounds,
+                heavy_rate,
+                critical_rate,
+                critical_slo_us,
+                heavy_share,
+                burst_factor,
+                keys,
+                window_ms,
+                slide_ms,
+            } => dirigo_bench::isolation::run(&dirigo_bench::isolation::IsolationBenchConfig {
+                seconds: if seconds.is_finite() {
+                    seconds.clamp(1.5, 600.0)
+                } else {
+                    4.0
+                },
+                rounds: rounds.clamp(1, 100),
+                heavy_rate,
+                critical_rate,
+                critical_slo: std::time::Duration::from_micros(critical_slo_us),
+                heavy_share: if heavy_share.is_finite() {
+                    heavy_share.clamp(0.01, 10.0)
+                } else {
+                    0.5
+                },
+                burst_factor: if burst_factor.is_finite() {
+                    burst_factor.clamp(1.0, 100.0)
+                } else {
+                    3.0
+                },
+                keys,
+                window_ms,
+                slide_ms: slide_ms.clamp(window_ms.div_ceil(100), window_ms),
+                ..Default::default()
+            })
+            .and_then(|report| emit(json, &report, report.table())),
             BenchScenario::Nats {
                 json,
                 events,
@@ -658,19 +753,50 @@ fn main() -> ExitCode {
             .and_then(|report| emit(json, &report, report.table())),
             BenchScenario::Nexmark {
                 query,
+                all: _,
+                json,
+                events,
+                shards,
+                rounds,
+                latency_seconds: _,
+                toml: Some(toml),
+            } => bench_toml::run(
+                &query,
+                &toml,
+                events.max(1000),
+                shards.max(1),
+                rounds.max(1),
+            )
+            .and_then(|report| emit(json, &report, report.table())),
+            BenchScenario::Nexmark {
+                query,
+                all,
                 json,
                 events,
                 shards,
                 rounds,
                 latency_seconds,
-            } => dirigo_bench::nexmark::run(&dirigo_bench::nexmark::NexmarkBenchConfig {
-                query,
-                events: events.max(1000),
-                shards: shards.max(1),
-                rounds: rounds.max(1),
-                latency_seconds: latency_seconds.clamp(0.1, 3600.0),
-            })
-            .and_then(|report| emit(json, &report, report.table())),
+                toml: None,
+            } => {
+                let latency_seconds = latency_seconds
+                    .filter(|seconds| seconds.is_finite())
+                    .unwrap_or(if all { 2.0 } else { 5.0 });
+                let config = dirigo_bench::nexmark::NexmarkBenchConfig {
+                    query,
+                    events: events.max(1000),
+                    shards: shards.max(1),
+                    rounds: rounds.max(1),
+                    latency_seconds: latency_seconds.clamp(0.1, 3600.0),
+                    ..Default::default()
+                };
+                if all {
+                    dirigo_bench::nexmark::run_all(&config)
+                        .and_then(|report| emit(json, &report, report.table()))
+                } else {
+                    dirigo_bench::nexmark::run(&config)
+                        .and_then(|report| emit(json, &report, report.table()))
+                }
+            }
             BenchScenario::Peer {
                 json,
                 events,

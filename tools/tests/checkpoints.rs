@@ -343,6 +343,76 @@ path = "{out}"
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn a_typed_pipeline_killed_and_restarted_commits_every_output_exactly_once() {
+    let dir = scratch("kill-typed");
+    let config = |out: &str, checkpoint: &str, sink: &str| {
+        format!(
+            r#"[run]
+duration_s = 300
+[report]
+dir = "report-{out}"
+plots = false
+hgrm = false
+{checkpoint}
+[[app]]
+name = "q5"
+parallelism = 2
+[app.source]
+kind = "nexmark"
+events = 400000
+shape = {{ shape = "constant", rate = 150000 }}
+schema = "infer"
+event_time = "date_time"
+[[app.operator]]
+name = "bids"
+kind = "filter"
+where = "event = 'bid'"
+[[app.operator]]
+name = "counts"
+kind = "window"
+by = ["auction"]
+window = {{ kind = "sliding", size_ms = 10000, slide_ms = 2000 }}
+aggregates = {{ bids = "count()" }}
+[app.sink]
+kind = "{sink}"
+path = "{out}"
+fields = ["window_end", "auction", "bids"]
+"#
+        )
+    };
+    let checkpoint = "[checkpoint]\ndir = \"state\"\ninterval = \"100ms\"";
+    std::fs::write(
+        dir.join("reference.toml"),
+        config("reference.jsonl", "", "json-lines"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("checkpointed.toml"),
+        config("out.jsonl", checkpoint, "json-lines"),
+    )
+    .unwrap();
+    // A CSV file cannot be committed by the checkpoints: refused before anything runs.
+    std::fs::write(dir.join("csv.toml"), config("out.csv", checkpoint, "csv")).unwrap();
+    let refused = run(&dir, "csv.toml");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("a csv sink is not committed"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let want = reference_output(&dir);
+    assert!(want.len() > 1_000, "{} outputs", want.len());
+    let hit = kill_and_restart(&dir, "checkpointed.toml", 10, (31, 50, 500));
+    assert!(hit >= 8, "only {hit} kills hit a running run");
+    assert_same(
+        "committed typed rows",
+        &sorted_lines(&dir.join("out.jsonl")),
+        &want,
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Checkpoints of a run killed part way: a copy of `dir` with its state, for damaging.
 fn killed_part_way(name: &str) -> (PathBuf, Vec<String>) {
     let dir = scratch(name);

@@ -160,8 +160,8 @@ fn bench_scale_step_reports_the_first_lessee_and_three_phases() {
 
 #[test]
 fn bench_slo_reports_every_policy_and_app_with_complete_outputs() {
-    // One second: both analytics apps burst once (the second half a second in). Two
-    // rounds: the medians' event counts are the rounds' sums.
+    // One second: both analytics apps burst once, together. Two rounds: the medians'
+    // event counts are the rounds' sums.
     let (report, _) = bench_json("slo", &["--seconds", "1", "--rounds", "2"]);
     let rounds = report["rounds"].as_array().unwrap();
     assert_eq!(rounds.len(), 2, "{report}");
@@ -201,6 +201,39 @@ fn bench_slo_reports_every_policy_and_app_with_complete_outputs() {
             assert!(app["critical"].as_bool().is_some(), "{report}");
         }
     }
+}
+
+#[test]
+fn bench_isolation_reports_every_system_with_the_same_heavy_rows() {
+    let (report, _) = bench_json(
+        "isolation",
+        &["--seconds", "1.5", "--rounds", "1", "--heavy-rate", "20000"],
+    );
+    let systems = &report["systems"];
+    let rows = systems["timely"]["heavy"]["rows_per_run"].clone();
+    assert!(rows[0].as_u64().unwrap() > 0, "{report}");
+    for system in ["fifo", "edf", "dirigo", "timely"] {
+        let critical = &systems[system]["critical"];
+        for key in ["p50_ns", "p99_ns", "p999_ns", "outputs"] {
+            assert!(
+                critical[key].as_u64().unwrap() > 0,
+                "{system} {key}: {report}"
+            );
+        }
+        let satisfaction = critical["satisfaction"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&satisfaction), "{report}");
+        let heavy = &systems[system]["heavy"];
+        assert!(heavy["events_per_s"].as_f64().unwrap() > 0.0, "{report}");
+        assert!(heavy["p99_ns"].as_u64().unwrap() > 0, "{report}");
+        // Both systems count the same windows over the same records.
+        assert_eq!(heavy["rows_per_run"], rows, "{system}: {report}");
+    }
+    assert!(report["load_average"][0].as_f64().is_some(), "{report}");
+    assert_eq!(
+        report["machine_noise"].as_array().unwrap().len(),
+        2,
+        "{report}"
+    );
 }
 
 #[test]
@@ -349,9 +382,54 @@ fn bench_nexmark_reports_throughput_and_latency_at_two_loads() {
     let loads = report["latency"].as_array().unwrap();
     assert_eq!(loads.len(), 2, "{report}");
     for load in loads {
-        assert!(load["latency_ns"]["p99"].as_u64().unwrap() > 0, "{report}");
+        assert!(load["p99_ns"].as_u64().unwrap() > 0, "{report}");
+        assert!(
+            load["late_batches"]["batches"].as_u64().is_some(),
+            "{report}"
+        );
     }
     assert!(table.contains("q5"), "{table}");
+    assert!(table.contains("machine noise"), "{table}");
+}
+
+#[test]
+fn bench_nexmark_all_reports_every_query_at_both_loads() {
+    let (report, table) = bench_json(
+        "nexmark",
+        &[
+            "--all",
+            "--events",
+            "5000",
+            "--rounds",
+            "1",
+            "--latency-seconds",
+            "0.1",
+        ],
+    );
+    let queries = report["queries"].as_object().unwrap();
+    // Parsed without `preserve_order`, the keys come back sorted.
+    let mut names: Vec<&str> = queries.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["q0", "q1", "q11", "q2", "q3", "q4", "q5", "q7", "q8"],
+        "{report}"
+    );
+    for (name, query) in queries {
+        assert!(query["events_per_s"].as_f64().unwrap() > 0.0, "{name}");
+        for load in ["load_50", "load_80"] {
+            for key in ["p50_ns", "p99_ns", "p999_ns"] {
+                assert!(query[load][key].as_u64().is_some(), "{name} {load} {key}");
+            }
+        }
+    }
+    assert!(!report["machine_noise"].as_array().unwrap().is_empty());
+    assert!(table.contains("q11:"), "{table}");
+    let output = dirigo()
+        .args(["bench", "nexmark", "--all", "--query", "q1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "--all with --query");
 }
 
 #[test]

@@ -299,6 +299,16 @@ impl Aggregates {
         }
     }
 
+    /// How many aggregates.
+    pub fn len(&self) -> usize {
+        self.specs.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
     /// Fresh accumulators, one per aggregate.
     pub fn init(&self) -> Vec<Acc> {
         self.specs
@@ -365,11 +375,19 @@ impl Aggregates {
 
     /// The aggregates' values.
     pub fn finish(&self, accs: Vec<Acc>) -> Vec<Value> {
-        self.specs
-            .iter()
-            .zip(accs)
-            .map(|((kind, _, ty), acc)| finish_acc(*kind, *ty, acc))
-            .collect()
+        let mut values = Vec::with_capacity(accs.len());
+        self.finish_into(accs, &mut values);
+        values
+    }
+
+    /// The aggregates' values, pushed onto `row`.
+    pub fn finish_into(&self, accs: Vec<Acc>, row: &mut Vec<Value>) {
+        row.extend(
+            self.specs
+                .iter()
+                .zip(accs)
+                .map(|((kind, _, ty), acc)| finish_acc(*kind, *ty, acc)),
+        );
     }
 }
 

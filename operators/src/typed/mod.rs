@@ -8,6 +8,7 @@
 //!   ([`Compiled`], [`Predicate`]);
 //! - [`aggregate`]: the named aggregates of windows (`count()`, `sum(x)`, …) and their
 //!   mergeable accumulators;
+//! - [`join`]: the windowed join of two streams of rows on key expressions;
 //! - [`source`]: a file source of typed rows; [`output`]: rows with their field names for
 //!   JSON-lines sinks, and a CSV sink.
 //!
@@ -17,6 +18,8 @@
 
 pub mod aggregate;
 mod expr;
+pub mod join;
+mod key;
 pub mod nexmark;
 pub mod ops;
 pub mod output;
@@ -25,7 +28,9 @@ pub mod source;
 mod value;
 
 pub use expr::{
-    article, Compiled, EvalError, Expr, ExprError, Predicate, MAX_DEPTH, MAX_EXPRESSION_BYTES,
+    article, Compiled, EvalError, Expr, ExprError, JoinKeys, Predicate, MAX_DEPTH,
+    MAX_EXPRESSION_BYTES,
 };
+pub use key::{sort_image, RowKey};
 pub use schema::{Field, Schema, SchemaRef};
 pub use value::{Row, Type, Value};

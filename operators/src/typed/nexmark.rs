@@ -1,5 +1,5 @@
 //! NEXMark as typed rows: the events as rows of one schema ([`event_schema`],
-//! [`event_row`]), for TOML pipelines over the NEXMark source, and each built-in query's
+//! [`event_row`], or of the fields a pipeline reads: [`EventFields`]), for TOML pipelines over the NEXMark source, and each built-in query's
 //! output as rows with named fields ([`Query::rows`]), for its sink.
 //!
 //! An event's row has every field of the three kinds; those of the other kinds are NULL.
@@ -62,41 +62,101 @@ fn ts(ms: u64) -> Value {
 
 /// An event as a row of [`event_schema`].
 pub fn event_row(event: Event) -> Row {
-    let mut row = vec![Value::Null; EVENT_FIELDS.len()];
-    match event {
-        Event::Person(p) => {
-            row[0] = Value::Str("person".into());
-            row[1] = ts(p.date_time);
-            row[2] = Value::U64(p.id);
-            row[3] = Value::Str(p.name);
-            row[4] = Value::Str(p.email);
-            row[5] = Value::Str(p.credit_card);
-            row[6] = Value::Str(p.city);
-            row[7] = Value::Str(p.state);
-        }
-        Event::Auction(a) => {
-            row[0] = Value::Str("auction".into());
-            row[1] = ts(a.date_time);
-            row[8] = Value::U64(a.id);
-            row[9] = Value::Str(a.item_name);
-            row[10] = Value::Str(a.description);
-            row[11] = Value::U64(a.initial_bid);
-            row[12] = Value::U64(a.reserve);
-            row[13] = ts(a.expires);
-            row[14] = Value::U64(a.seller);
-            row[15] = Value::U64(a.category);
-        }
-        Event::Bid(b) => {
-            row[0] = Value::Str("bid".into());
-            row[1] = ts(b.date_time);
-            row[16] = Value::U64(b.auction);
-            row[17] = Value::U64(b.bidder);
-            row[18] = Value::U64(b.price);
-            row[19] = Value::Str(b.channel);
-            row[20] = Value::Str(b.url);
-        }
+    EventFields::all().row(event)
+}
+
+/// Which of the events' fields a pipeline reads, and where they go in its rows: a
+/// pipeline over a few fields gets rows of those alone (the others are never built,
+/// copied or kept in state).
+///
+/// ```
+/// use dirigo_operators::nexmark::events::NexmarkSpec;
+/// use dirigo_operators::typed::nexmark::{event_schema, EventFields};
+/// use dirigo_operators::typed::Value;
+///
+/// let schema = event_schema();
+/// let wanted = ["event", "name"].map(|name| schema.index_of(name).unwrap());
+/// let fields = EventFields::new(&wanted);
+/// assert_eq!(fields.schema().names(), "event, name");
+/// let event = NexmarkSpec { events: 1, ..NexmarkSpec::default() }.generate().remove(0);
+/// let row = fields.row(event);
+/// assert_eq!(row.len(), 2);
+/// assert_eq!(row[0], Value::Str("person".into()));
+/// ```
+#[derive(Clone, Debug)]
+pub struct EventFields {
+    /// Per field of [`EVENT_FIELDS`], its place in the row, if kept.
+    places: [Option<usize>; EVENT_FIELDS.len()],
+    kept: Vec<usize>,
+}
+
+impl EventFields {
+    /// Every field, in [`event_schema`]'s order.
+    pub fn all() -> Self {
+        Self::new(&(0..EVENT_FIELDS.len()).collect::<Vec<_>>())
     }
-    row
+
+    /// The fields at `positions` of [`event_schema`] (in increasing order, each once).
+    pub fn new(positions: &[usize]) -> Self {
+        let mut places = [None; EVENT_FIELDS.len()];
+        let mut kept = Vec::with_capacity(positions.len());
+        for &at in positions {
+            if at < EVENT_FIELDS.len() && places[at].is_none() {
+                places[at] = Some(kept.len());
+                kept.push(at);
+            }
+        }
+        Self { places, kept }
+    }
+
+    /// The schema of the rows: the kept fields, in order.
+    pub fn schema(&self) -> Schema {
+        Schema::new(self.kept.iter().map(|&at| EVENT_FIELDS[at]))
+    }
+
+    /// `event` as a row of the kept fields.
+    pub fn row(&self, event: Event) -> Row {
+        let mut row = vec![Value::Null; self.kept.len()];
+        let mut set = |field: usize, value: &mut dyn FnMut() -> Value| {
+            if let Some(at) = self.places[field] {
+                row[at] = value();
+            }
+        };
+        match event {
+            Event::Person(mut p) => {
+                set(0, &mut || Value::Str("person".into()));
+                set(1, &mut || ts(p.date_time));
+                set(2, &mut || Value::U64(p.id));
+                set(3, &mut || Value::Str(std::mem::take(&mut p.name)));
+                set(4, &mut || Value::Str(std::mem::take(&mut p.email)));
+                set(5, &mut || Value::Str(std::mem::take(&mut p.credit_card)));
+                set(6, &mut || Value::Str(std::mem::take(&mut p.city)));
+                set(7, &mut || Value::Str(std::mem::take(&mut p.state)));
+            }
+            Event::Auction(mut a) => {
+                set(0, &mut || Value::Str("auction".into()));
+                set(1, &mut || ts(a.date_time));
+                set(8, &mut || Value::U64(a.id));
+                set(9, &mut || Value::Str(std::mem::take(&mut a.item_name)));
+                set(10, &mut || Value::Str(std::mem::take(&mut a.description)));
+                set(11, &mut || Value::U64(a.initial_bid));
+                set(12, &mut || Value::U64(a.reserve));
+                set(13, &mut || ts(a.expires));
+                set(14, &mut || Value::U64(a.seller));
+                set(15, &mut || Value::U64(a.category));
+            }
+            Event::Bid(mut b) => {
+                set(0, &mut || Value::Str("bid".into()));
+                set(1, &mut || ts(b.date_time));
+                set(16, &mut || Value::U64(b.auction));
+                set(17, &mut || Value::U64(b.bidder));
+                set(18, &mut || Value::U64(b.price));
+                set(19, &mut || Value::Str(std::mem::take(&mut b.channel)));
+                set(20, &mut || Value::Str(std::mem::take(&mut b.url)));
+            }
+        }
+        row
+    }
 }
 
 fn u(x: u64) -> Value {

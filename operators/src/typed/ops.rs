@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::aggregate::{Acc, Aggregates};
 use super::expr::{Compiled, EvalError, Predicate};
+use super::key::RowKey;
 use super::value::{Row, Value};
 use crate::dataflow::{Stream, Time};
 use crate::io::DeadLetterSink;
@@ -55,10 +56,24 @@ pub struct RowWindow {
 }
 
 impl Stream<Row> {
-    /// Keeps the rows where `condition` is `TRUE`.
-    pub fn filter_rows(&self, name: &str, condition: Predicate, errors: RowErrors) -> Stream<Row> {
-        self.flat_map_timed(name, move |time, row: Row| match condition.test(&row) {
-            Ok(true) => Some(row),
+    /// Keeps the rows where `condition` is `TRUE`, with the fields at `cleared` (those
+    /// the condition reads and nothing after it does) made NULL.
+    pub fn filter_rows(
+        &self,
+        name: &str,
+        condition: Predicate,
+        cleared: Vec<usize>,
+        errors: RowErrors,
+    ) -> Stream<Row> {
+        self.flat_map_timed(name, move |time, mut row: Row| match condition.test(&row) {
+            Ok(true) => {
+                for &at in &cleared {
+                    if let Some(value) = row.get_mut(at) {
+                        *value = Value::Null;
+                    }
+                }
+                Some(row)
+            }
             Ok(false) => None,
             Err(error) => {
                 errors.reject(time, &row, &error);
@@ -87,42 +102,63 @@ impl Stream<Row> {
     /// Per key and window, one row: the key fields, the aggregates, `window_start` and
     /// `window_end` (timestamps), if it meets `having`.
     pub fn window_rows(&self, name: &str, window: RowWindow, errors: RowErrors) -> Stream<Row> {
+        match *window.key.as_slice() {
+            [at] => self.window_rows_by(name, window, errors, move |row: &Row| row[at].clone()),
+            _ => {
+                let key = window.key.clone();
+                self.window_rows_by(name, window, errors, move |row: &Row| fields(&key, row))
+            }
+        }
+    }
+
+    fn window_rows_by<K: RowKey>(
+        &self,
+        name: &str,
+        window: RowWindow,
+        errors: RowErrors,
+        key: impl Fn(&Row) -> K + Send + Sync + 'static,
+    ) -> Stream<Row> {
         let RowWindow {
             spec,
-            key,
+            key: _,
             aggregates,
             having,
         } = window;
         let aggregates = Arc::new(aggregates);
         let (fold_aggs, emit_aggs) = (aggregates.clone(), aggregates.clone());
         let emit_errors = errors.clone();
-        self.key_by(move |row: &Row| key.iter().map(|&at| row[at].clone()).collect::<Row>())
-            .window(
-                name,
-                spec,
-                move || aggregates.init(),
-                move |accs: &mut Vec<Acc>, _, time, row: &Row| {
-                    // A failing row is left out of every aggregate (`Aggregates::fold`).
-                    if let Err(error) = fold_aggs.fold(accs, time, row) {
-                        errors.reject(time, row, &error);
+        let width = aggregates.len() + 2;
+        self.key_by(key).window(
+            name,
+            spec,
+            move || aggregates.init(),
+            move |accs: &mut Vec<Acc>, _, time, row: &Row| {
+                // A failing row is left out of every aggregate (`Aggregates::fold`).
+                if let Err(error) = fold_aggs.fold(accs, time, row) {
+                    errors.reject(time, row, &error);
+                }
+            },
+            |accs, other| Aggregates::merge(accs, other),
+            move |key: &K, window, accs, out: &mut Vec<Row>| {
+                let mut row = key.row_with_room(width);
+                emit_aggs.finish_into(accs, &mut row);
+                row.push(Value::Timestamp(window.start as i64));
+                row.push(Value::Timestamp(window.end as i64));
+                match having.as_ref().map(|having| having.test(&row)) {
+                    None | Some(Ok(true)) => out.push(row),
+                    Some(Ok(false)) => {}
+                    Some(Err(error)) => {
+                        emit_errors.reject(window.end.saturating_sub(1), &row, &error)
                     }
-                },
-                |accs, other| Aggregates::merge(accs, other),
-                move |key: &Row, window, accs, out: &mut Vec<Row>| {
-                    let mut row = key.clone();
-                    row.extend(emit_aggs.finish(accs));
-                    row.push(Value::Timestamp(window.start as i64));
-                    row.push(Value::Timestamp(window.end as i64));
-                    match having.as_ref().map(|having| having.test(&row)) {
-                        None | Some(Ok(true)) => out.push(row),
-                        Some(Ok(false)) => {}
-                        Some(Err(error)) => {
-                            emit_errors.reject(window.end.saturating_sub(1), &row, &error)
-                        }
-                    }
-                },
-            )
+                }
+            },
+        )
     }
+}
+
+/// The values of the fields at `positions` of `row`.
+pub(crate) fn fields(positions: &[usize], row: &[Value]) -> Row {
+    positions.iter().map(|&at| row[at].clone()).collect()
 }
 
 /// Per key and window, the rows with the `k` highest values of an expression, ties
@@ -152,39 +188,66 @@ fn keep_top(ranked: &mut Vec<(Value, Row)>, k: usize) {
     }
 }
 
+/// Drops the rows of `ranked` that cannot rank in the top `k` (ties kept), without
+/// ordering the rest: what folding and merging need, [`keep_top`] orders at the end.
+fn prune_top(ranked: &mut Vec<(Value, Row)>, k: usize) {
+    if k == 0 {
+        ranked.clear();
+    } else if ranked.len() > k {
+        let (_, cut, _) = ranked.select_nth_unstable_by(k - 1, |a, b| b.0.cmp(&a.0));
+        let cut = cut.0.clone();
+        ranked.retain(|(score, _)| *score >= cut);
+    }
+}
+
 impl Stream<Row> {
     /// Per key and window, the top rows (see [`RowTop`]), highest first.
     pub fn top_rows(&self, name: &str, top: RowTop, errors: RowErrors) -> Stream<Row> {
+        match *top.key.as_slice() {
+            [at] => self.top_rows_by(name, top, errors, move |row: &Row| row[at].clone()),
+            _ => {
+                let key = top.key.clone();
+                self.top_rows_by(name, top, errors, move |row: &Row| fields(&key, row))
+            }
+        }
+    }
+
+    fn top_rows_by<K: RowKey>(
+        &self,
+        name: &str,
+        top: RowTop,
+        errors: RowErrors,
+        key: impl Fn(&Row) -> K + Send + Sync + 'static,
+    ) -> Stream<Row> {
         let RowTop {
             spec,
-            key,
+            key: _,
             order,
             k,
         } = top;
-        self.key_by(move |row: &Row| key.iter().map(|&at| row[at].clone()).collect::<Row>())
-            .window(
-                name,
-                spec,
-                Vec::new,
-                move |ranked: &mut Vec<(Value, Row)>, _, time, row: &Row| match order.eval(row) {
-                    Ok(score) if score.is_null() => {}
-                    Ok(score) => {
-                        ranked.push((score.into_owned(), row.clone()));
-                        if ranked.len() > 2 * k.max(1) {
-                            keep_top(ranked, k);
-                        }
+        self.key_by(key).window(
+            name,
+            spec,
+            Vec::new,
+            move |ranked: &mut Vec<(Value, Row)>, _, time, row: &Row| match order.eval(row) {
+                Ok(score) if score.is_null() => {}
+                Ok(score) => {
+                    ranked.push((score.into_owned(), row.clone()));
+                    if ranked.len() > 2 * k.max(1) {
+                        prune_top(ranked, k);
                     }
-                    Err(error) => errors.reject(time, row, &error),
-                },
-                move |ranked, other| {
-                    ranked.extend(other);
-                    keep_top(ranked, k);
-                },
-                move |_, _, mut ranked, out: &mut Vec<Row>| {
-                    keep_top(&mut ranked, k);
-                    out.extend(ranked.into_iter().map(|(_, row)| row));
-                },
-            )
+                }
+                Err(error) => errors.reject(time, row, &error),
+            },
+            move |ranked, other| {
+                ranked.extend(other);
+                prune_top(ranked, k);
+            },
+            move |_: &K, _, mut ranked, out: &mut Vec<Row>| {
+                keep_top(&mut ranked, k);
+                out.extend(ranked.into_iter().map(|(_, row)| row));
+            },
+        )
     }
 }
 
@@ -215,6 +278,14 @@ mod tests {
             let mut expected = rows.clone();
             keep_top(&mut expected, 2);
             assert_eq!(left, expected, "split at {split}");
+            // Pruned partial states, merged and pruned, then ordered: the same rows.
+            let (mut left, mut right) = (rows[..split].to_vec(), rows[split..].to_vec());
+            prune_top(&mut left, 2);
+            prune_top(&mut right, 2);
+            left.extend(right);
+            prune_top(&mut left, 2);
+            keep_top(&mut left, 2);
+            assert_eq!(left, expected, "pruned, split at {split}");
         }
     }
 }

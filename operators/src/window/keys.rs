@@ -9,6 +9,7 @@ use std::any::{Any, TypeId};
 use super::chunks::Chunks;
 use crate::dataflow::Time;
 use crate::state::Key;
+use crate::typed::{sort_image, Value};
 
 /// A window's reused key table gives room back once it has this many times what the
 /// last window needed ([`WindowKeys::fit`])...
@@ -80,6 +81,14 @@ integer_keys! {
     u16 => |k| u64::from(k),
 }
 
+/// The order image of a typed one-field key ([`sort_image`]); `None` for other key
+/// types and for text.
+#[inline]
+fn value_image<K: 'static>(key: &K) -> Option<u128> {
+    let key: &dyn Any = key;
+    key.downcast_ref::<Value>().and_then(sort_image)
+}
+
 /// Fewest new keys of a window sorted and merged together.
 const RECENT_RUN_MIN: usize = 256;
 
@@ -89,6 +98,10 @@ enum KeyOrder {
     /// `K` is a primitive integer (see [`integer_image`]): no key is kept in order while
     /// records arrive, and firing radix-sorts the entries by key.
     Radix,
+    /// Typed rows' one-field keys ([`Value`]): radix-sorted by a 128-bit image of their
+    /// order ([`sort_image`]) while every key has one; a text key turns the window to
+    /// `Runs`.
+    ValueRadix,
     /// Other keys: kept in sorted runs as they come (`sorted`, `recent`).
     Runs,
     /// No order ([`WindowSpec::any_order`]): firing drains the hash table as it is.
@@ -102,6 +115,8 @@ impl<K: Key, A: Clone> WindowKeys<K, A> {
             KeyOrder::Any
         } else if has_integer_image::<K>() {
             KeyOrder::Radix
+        } else if TypeId::of::<K>() == TypeId::of::<Value>() {
+            KeyOrder::ValueRadix
         } else {
             KeyOrder::Runs
         };
@@ -119,6 +134,12 @@ impl<K: Key, A: Clone> WindowKeys<K, A> {
     /// The state of `key`, made with `init` if the window has none yet.
     #[inline]
     pub(super) fn entry(&mut self, key: K, init: impl FnOnce() -> (Time, A)) -> &mut (Time, A) {
+        if self.order == KeyOrder::ValueRadix && value_image(&key).is_none() {
+            // From now on in sorted runs, which start with every key held.
+            self.recent
+                .extend(self.entries.iter().map(|(key, _)| key.clone()));
+            self.order = KeyOrder::Runs;
+        }
         let Self {
             entries,
             order,
@@ -154,7 +175,7 @@ impl<K: Key, A: Clone> WindowKeys<K, A> {
         let leaving = &mut self.leaving;
         leaving.clear();
         match self.order {
-            KeyOrder::Radix | KeyOrder::Any => {
+            KeyOrder::Radix | KeyOrder::ValueRadix | KeyOrder::Any => {
                 // Out of the hash map in its own order, one linear pass; then a stable LSD
                 // radix sort, which skips the bytes every key shares (ids rarely use all 8).
                 self.entries
@@ -162,6 +183,10 @@ impl<K: Key, A: Clone> WindowKeys<K, A> {
                 if self.order == KeyOrder::Radix {
                     radsort::sort_by_key(leaving, |(key, _, _)| {
                         integer_image(key).expect("radix windows hold integer keys")
+                    });
+                } else if self.order == KeyOrder::ValueRadix {
+                    radsort::sort_by_key(leaving, |(key, _, _)| {
+                        value_image(key).expect("value radix windows hold keys with an image")
                     });
                 }
             }

@@ -305,10 +305,16 @@ impl<M: Send + 'static> ActorTable<M> {
             Some((id, index)) if id == target => index,
             _ => self.lookup(target, shared, &shared.counters[shard]),
         };
-        let direct = match slot_in(&mut self.slots, index).role {
-            Role::Plain => !(envelope.is_critical() || self.admits && shared.is_mergeable(&target)),
+        let plain_way = || !(envelope.is_critical() || self.admits && shared.is_mergeable(&target));
+        let direct = match &slot_in(&mut self.slots, index).role {
+            Role::Plain => plain_way(),
             Role::Lessee(_) => true,
-            Role::Lessor(_) => false,
+            // A lessor with no lessees, nothing held back, and no barrier, sync or scale
+            // change under way admits a user message just as a plain actor does (into its
+            // mailbox, `Admitted::Here`): it takes the same way, the fast lane included.
+            // The first watermark makes almost every dataflow operator a lessor, and
+            // without this it lost the fast lane for good.
+            Role::Lessor(coordinator) => coordinator.is_quiet() && plain_way(),
         };
         (index, direct)
     }

@@ -7,28 +7,38 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dirigo_operators::dataflow::{AppBuilder, Stream};
+use dirigo_operators::dataflow::{App, AppBuilder, Stream, Time};
 use dirigo_operators::io::{DeadLetterSink, Format, LetterLimits};
+use dirigo_operators::nexmark::events::Event;
 use dirigo_operators::sink::{LatencyRecorder, LineTarget};
+use dirigo_operators::source::Pacing;
 use dirigo_operators::typed::aggregate::Aggregates;
-use dirigo_operators::typed::nexmark::event_row;
+use dirigo_operators::typed::join::RowJoin;
+use dirigo_operators::typed::nexmark::EventFields;
 use dirigo_operators::typed::ops::{RowErrors, RowTop, RowWindow};
 use dirigo_operators::typed::output::NamedRow;
 use dirigo_operators::typed::source::RowFile;
-use dirigo_operators::typed::{Row, Schema, Type};
+use dirigo_operators::typed::{Expr, Row, Schema, Type};
 use dirigo_runtime::AppId;
+use toml::Spanned;
 
-use super::plan::{plan, Step};
+use super::plan::{plan, Plan, Step};
 use crate::apps::BuiltApp;
-use crate::config::{socket_address, AppSection, FormatName, SinkKind, SinkSection, SourceKind};
+use crate::config::{
+    socket_address, AppSection, FormatName, OperatorSection, SinkKind, SinkSection, SourceKind,
+};
 
 /// Builds app `id` if it is typed (`None` otherwise). `report_dir` is where its dead
-/// letters go by default.
+/// letters go by default. With `checkpointed`, its JSON-lines file takes its output
+/// through the checkpoints' commits (exactly once); a CSV file cannot yet, and is
+/// refused. Its dead letters need nothing more: a resumed run reads its file again from
+/// the start up to the checkpoint, lettering the same lines again into an emptied file.
 pub fn build(
     id: AppId,
     section: &AppSection,
     base_dir: &Path,
     report_dir: &Path,
+    checkpointed: bool,
 ) -> Result<Option<BuiltApp>, String> {
     let name = section.name.get_ref().clone();
     let Some(plan) = plan(section, base_dir).map_err(|e| format!("app {name}: {}", e.message()))?
@@ -61,7 +71,8 @@ pub fn build(
     }
     let letters = DeadLetterSink::to_file_with_limits(letters_path, limits);
     let rows = if source.kind_for(false) == SourceKind::Nexmark {
-        crate::apps::nexmark_source_of(&builder, source, event_row)
+        let fields = plan.event_fields.clone().unwrap_or_else(EventFields::all);
+        crate::apps::nexmark_source_of(&builder, source, move |event| fields.row(event))
     } else {
         let path = source.path.as_ref().ok_or("a file source needs a path")?;
         builder
@@ -81,6 +92,79 @@ pub fn build(
             )
             .map_err(|e| e.to_string())?
     };
+    if checkpointed && section.sink.kind == SinkKind::Csv {
+        return Err(format!(
+            "app {name}: a csv sink is not committed by checkpoints, so a resumed run would \
+             lose what it wrote: write kind = \"json-lines\", or turn [checkpoint] off"
+        ));
+    }
+    let latency = operators(section, &plan, &rows, &letters, Some(checkpointed))?;
+    Ok(Some(BuiltApp {
+        name,
+        app: builder.build(),
+        latency,
+        slo: section
+            .slo_ms
+            .as_ref()
+            .map(|ms| Duration::from_secs_f64(*ms.get_ref() / 1e3)),
+        dead_letters: Some(letters),
+        tcp: None,
+        nats: None,
+    }))
+}
+
+/// A typed app over NEXMark events, for `dirigo bench nexmark --toml`: `section`'s
+/// operators over the rows of `events` (generated beforehand, as the built-in queries'
+/// bench reads them), each leaf ending in the returned latency recorder instead of the
+/// app's sink. Dead letters go to `letters`.
+pub fn build_over_events(
+    section: &AppSection,
+    base_dir: &Path,
+    events: Arc<Vec<(Time, Event)>>,
+    letters: DeadLetterSink,
+) -> Result<(App, LatencyRecorder), String> {
+    let name = section.name.get_ref().clone();
+    let plan = plan(section, base_dir)
+        .map_err(|e| format!("app {name}: {}", e.message()))?
+        .ok_or_else(|| format!("app {name}: not a pipeline of typed rows"))?;
+    let source = section.source.as_ref().map(Spanned::get_ref);
+    if source.is_none_or(|source| source.kind_for(false) != SourceKind::Nexmark) {
+        return Err(format!(
+            "app {name}: a `nexmark` source, to compare with a built-in query"
+        ));
+    }
+    let builder = AppBuilder::new(0, &name);
+    let builder = match &section.parallelism {
+        Some(parallelism) => builder.parallelism(*parallelism.get_ref()),
+        None => builder,
+    };
+    let fields = Arc::new(plan.event_fields.clone().unwrap_or_else(EventFields::all));
+    let rows = builder.source(
+        "events",
+        0,
+        Pacing::Unpaced,
+        move |partition, partitions| {
+            let (events, fields) = (events.clone(), fields.clone());
+            (partition as usize..events.len())
+                .step_by(partitions.max(1) as usize)
+                .map(move |at| (events[at].0, fields.row(events[at].1.clone())))
+        },
+    );
+    let latency = operators(section, &plan, &rows, &letters, None)?;
+    Ok((builder.build(), latency))
+}
+
+/// Builds `section`'s operators (planned as `plan`) over `rows`; each leaf records its
+/// outputs' latency in the returned recorder and, with `sinks`, ends in the app's sink
+/// (committed by the checkpoints when `sinks` is `Some(true)`).
+fn operators(
+    section: &AppSection,
+    plan: &Plan,
+    rows: &Stream<Row>,
+    letters: &DeadLetterSink,
+    sinks: Option<bool>,
+) -> Result<LatencyRecorder, String> {
+    let name = section.name.get_ref();
     let mut built: Vec<Option<Stream<Row>>> = vec![None; section.operators.len()];
     for &index in &plan.order {
         let operator = &section.operators[index];
@@ -94,6 +178,8 @@ pub fn build(
             })
             .collect();
         let input = match inputs.as_slice() {
+            // A join reads its inputs apart.
+            [left, _] if matches!(plan.steps[index].0, Step::Join { .. }) => left.clone(),
             [one] => one.clone(),
             [first, rest @ ..] => {
                 let rest: Vec<&Stream<Row>> = rest.iter().collect();
@@ -104,7 +190,8 @@ pub fn build(
         let errors = RowErrors::new(letters.clone(), op_name);
         let stream = match &plan.steps[index].0 {
             Step::Filter(condition) => {
-                input.filter_rows(op_name, condition.compile_condition(), errors)
+                let cleared = plan.cleared.get(index).cloned().unwrap_or_default();
+                input.filter_rows(op_name, condition.compile_condition(), cleared, errors)
             }
             Step::Select(fields) => input.select_rows(
                 op_name,
@@ -126,6 +213,24 @@ pub fn build(
                 };
                 input.top_rows(op_name, top, errors)
             }
+            Step::Join {
+                spec,
+                keys,
+                condition,
+                fields,
+            } => {
+                let join = RowJoin {
+                    spec: *spec,
+                    left_key: keys.left.iter().map(Expr::compile).collect(),
+                    right_key: keys.right.iter().map(Expr::compile).collect(),
+                    condition: condition.as_ref().map(Expr::compile_condition),
+                    fields: fields
+                        .as_ref()
+                        .map(|fields| fields.iter().map(Expr::compile).collect()),
+                };
+                let stream = inputs[0].join_rows(&inputs[1], op_name, join, errors);
+                placed(stream, operator)
+            }
             Step::Window {
                 spec,
                 key,
@@ -138,15 +243,7 @@ pub fn build(
                     aggregates: Aggregates::new(aggregates),
                     having: having.as_ref().map(|h| h.compile_condition()),
                 };
-                let stream = input.window_rows(op_name, window, errors);
-                let stream = match &operator.parallelism {
-                    Some(partitions) => stream.set_parallelism(*partitions.get_ref()),
-                    None => stream,
-                };
-                match operator.state.as_ref().map(|state| *state.get_ref()) {
-                    Some(crate::config::StateName::Exclusive) => stream.exclusive(),
-                    _ => stream,
-                }
+                placed(input.window_rows(op_name, window, errors), operator)
             }
         };
         built[index] = Some(stream);
@@ -159,22 +256,31 @@ pub fn build(
             |index| built[index].clone().expect("built"),
         );
         stream.record_latency(&format!("latency-{number}"), &latency);
-        let suffix = several.then_some(number);
-        sink_rows(&section.sink, &stream, (suffix, false), positions, names)
+        if let Some(committed) = sinks {
+            let suffix = several.then_some(number);
+            sink_rows(
+                &section.sink,
+                &stream,
+                (suffix, committed),
+                positions,
+                names,
+            )
             .map_err(|e| format!("app {name}: {e}"))?;
+        }
     }
-    Ok(Some(BuiltApp {
-        name,
-        app: builder.build(),
-        latency,
-        slo: section
-            .slo_ms
-            .as_ref()
-            .map(|ms| Duration::from_secs_f64(*ms.get_ref() / 1e3)),
-        dead_letters: Some(letters),
-        tcp: None,
-        nats: None,
-    }))
+    Ok(latency)
+}
+
+/// A stateful operator's stream with the partitions and state its section gives it.
+fn placed(stream: Stream<Row>, operator: &OperatorSection) -> Stream<Row> {
+    let stream = match &operator.parallelism {
+        Some(partitions) => stream.set_parallelism(*partitions.get_ref()),
+        None => stream,
+    };
+    match operator.state.as_ref().map(|state| *state.get_ref()) {
+        Some(crate::config::StateName::Exclusive) => stream.exclusive(),
+        _ => stream,
+    }
 }
 
 /// Ends `stream` in the app's sink: the fields at `positions`, named `names`, as JSON

@@ -14,7 +14,7 @@ pub mod literal;
 mod plan;
 mod toml_types;
 
-pub use build::build;
+pub use build::{build, build_over_events};
 pub(crate) use build::{sink_fields, sink_rows};
 pub use plan::{check, infer_note};
 pub use toml_types::{NamedExprs, SchemaConfig};

@@ -9,15 +9,15 @@ use std::sync::Arc;
 
 use dirigo_operators::nexmark::queries::Query;
 use dirigo_operators::typed::aggregate::AggregateSpec;
-use dirigo_operators::typed::nexmark::event_schema;
-use dirigo_operators::typed::{Expr, ExprError, Schema, Type};
-use dirigo_operators::window::{WindowSpec, Windows};
+use dirigo_operators::typed::nexmark::{event_schema, EventFields};
+use dirigo_operators::typed::{Expr, ExprError, JoinKeys, Schema, Type};
+use dirigo_operators::window::WindowSpec;
 use toml::Spanned;
 
 use super::literal::file_offset;
 use super::toml_types::SchemaConfig;
 use crate::config::{
-    AppSection, Config, OperatorKind, OperatorSection, RowOrder, SinkKind, SourceKind, WindowConfig,
+    AppSection, Config, OperatorKind, OperatorSection, RowOrder, SinkKind, SourceKind,
 };
 
 /// A refusal: the span of the offending TOML value, and for a string the byte in its
@@ -69,6 +69,13 @@ pub(crate) enum Step {
         aggregates: Vec<AggregateSpec>,
         having: Option<Expr>,
     },
+    /// Reads its two inputs: left, then right.
+    Join {
+        spec: WindowSpec,
+        keys: JoinKeys,
+        condition: Option<Expr>,
+        fields: Option<Vec<Expr>>,
+    },
 }
 
 /// One operator, planned: its step, its output schema, and the key fields (positions
@@ -86,6 +93,11 @@ pub(crate) struct Plan {
     /// Per leaf (`None`: the source itself), the positions of the fields the sink
     /// writes, and their names.
     pub(crate) leaves: Vec<(Option<usize>, Vec<usize>, Vec<String>)>,
+    /// A NEXMark source's rows: the events' fields the app reads (`None`: every one).
+    pub(crate) event_fields: Option<EventFields>,
+    /// Per operator, the fields it passes on as NULL: a `filter`'s that nothing after
+    /// it reads (rows kept in state later then hold no copy of them).
+    pub(crate) cleared: Vec<Vec<usize>>,
 }
 
 /// Checks every typed app of `config`, whose text is `text`: `Err` with the span (one
@@ -166,11 +178,15 @@ fn typed_key(operator: &OperatorSection) -> Option<(Range<usize>, &'static str)>
     if let Some(k) = &operator.k {
         return Some((k.span(), "k"));
     }
+    if let Some(on) = &operator.on {
+        return Some((on.span(), "on"));
+    }
     match operator.kind.get_ref() {
         OperatorKind::Top => Some((operator.kind.span(), "kind = \"top\"")),
         OperatorKind::Select => Some((operator.kind.span(), "kind = \"select\"")),
         OperatorKind::Key => Some((operator.kind.span(), "kind = \"key\"")),
         OperatorKind::Window => Some((operator.kind.span(), "kind = \"window\"")),
+        OperatorKind::Join => Some((operator.kind.span(), "kind = \"join\"")),
         _ => None,
     }
 }
@@ -237,10 +253,74 @@ pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, Pl
         return Ok(None);
     }
     let (source_schema, time_field) = source_schema(app, base_dir)?;
+    let mut full = plan_steps(app, source_schema.clone(), time_field)?;
+    let (live, cleared) = live_fields(app, &full);
+    full.cleared = cleared;
+    let nexmark = app
+        .source
+        .as_ref()
+        .is_some_and(|source| source.get_ref().kind_for(false) == SourceKind::Nexmark);
+    if !nexmark || live.len() == source_schema.len() {
+        return Ok(Some(full));
+    }
+    // The NEXMark source builds rows of the fields the app reads alone: plan again over
+    // those (every name the first plan found is among them, so this plan checks too).
+    let kept = EventFields::new(&live);
+    let Some(time_field) = live.iter().position(|&at| at == time_field) else {
+        return Ok(Some(full));
+    };
+    match plan_steps(app, Arc::new(kept.schema()), time_field) {
+        Ok(mut pruned) => {
+            pruned.cleared = live_fields(app, &pruned).1;
+            pruned.event_fields = Some(kept);
+            Ok(Some(pruned))
+        }
+        Err(_) => Ok(Some(full)),
+    }
+}
+
+/// The steps of `app` over a source of `source_schema`, and its leaves.
+fn plan_steps(
+    app: &AppSection,
+    source_schema: Arc<Schema>,
+    time_field: usize,
+) -> Result<Plan, PlanError> {
     let mut steps: Vec<Option<Planned>> = (0..app.operators.len()).map(|_| None).collect();
     let order = topological(app);
     for &index in &order {
         let operator = &app.operators[index];
+        if *operator.kind.get_ref() == OperatorKind::Join {
+            let parents = app.inputs_of(index);
+            let sides: Vec<(&str, Arc<Schema>)> = parents
+                .iter()
+                .map(|parent| match parent {
+                    None => ("source", source_schema.clone()),
+                    Some(parent) => (
+                        app.operators[*parent].name.get_ref().as_str(),
+                        steps[*parent]
+                            .as_ref()
+                            .expect("inputs come first")
+                            .1
+                            .clone(),
+                    ),
+                })
+                .collect();
+            let [left, right] = sides.as_slice() else {
+                let span = operator
+                    .input
+                    .as_ref()
+                    .map_or(operator.kind.span(), Spanned::span);
+                return PlanError::at(
+                    span,
+                    format!(
+                        "two inputs for a `join`, left and right, such as `input = [\"people\", \"auctions\"]`; it has {}",
+                        sides.len()
+                    ),
+                );
+            };
+            steps[index] = Some(join_step(operator, left, right)?);
+            continue;
+        }
         // The input: the source or the operators it reads, which must agree.
         let mut input: Option<(Arc<Schema>, Option<Vec<usize>>)> = None;
         for parent in app.inputs_of(index) {
@@ -324,13 +404,140 @@ pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, Pl
         };
         leaves.push((leaf, positions, names));
     }
-    Ok(Some(Plan {
+    Ok(Plan {
         source_schema,
         time_field,
         steps,
         order,
         leaves,
-    }))
+        event_fields: None,
+        cleared: Vec::new(),
+    })
+}
+
+/// The fields of the source's rows that `app` (planned as `plan`) reads anywhere, and
+/// its event-time field: followed back from the fields each sink writes, through each
+/// operator's expressions and keys. And per operator, the fields a `filter` reads that
+/// nothing after it does (it passes them on as NULL).
+fn live_fields(app: &AppSection, plan: &Plan) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut cleared = vec![Vec::new(); plan.steps.len()];
+    let mut source = vec![false; plan.source_schema.len()];
+    source[plan.time_field] = true;
+    let mut needed: Vec<Vec<bool>> = plan
+        .steps
+        .iter()
+        .map(|(_, schema)| vec![false; schema.len()])
+        .collect();
+    for (leaf, positions, _) in &plan.leaves {
+        let marks = match leaf {
+            None => &mut source,
+            Some(index) => &mut needed[*index],
+        };
+        for &at in positions {
+            marks[at] = true;
+        }
+    }
+    for &index in plan.order.iter().rev() {
+        let out = std::mem::take(&mut needed[index]);
+        let parents = app.inputs_of(index);
+        let parent_len = |parent: Option<usize>| {
+            parent.map_or(plan.source_schema.len(), |at| plan.steps[at].1.len())
+        };
+        let mut inputs: Vec<Vec<bool>> = parents
+            .iter()
+            .map(|parent| vec![false; parent_len(*parent)])
+            .collect();
+        let mark = |marks: &mut Vec<bool>, columns: &[usize]| {
+            for &at in columns {
+                if let Some(mark) = marks.get_mut(at) {
+                    *mark = true;
+                }
+            }
+        };
+        let passed: Vec<usize> = (0..out.len()).filter(|&at| out[at]).collect();
+        match &plan.steps[index].0 {
+            Step::Join {
+                keys,
+                condition,
+                fields,
+                ..
+            } => {
+                let left_len = inputs.first().map_or(0, Vec::len);
+                let mut pair: Vec<usize> = match fields {
+                    None => passed,
+                    Some(fields) => fields.iter().flat_map(Expr::columns).collect(),
+                };
+                pair.extend(condition.iter().flat_map(Expr::columns));
+                if let [left, right] = inputs.as_mut_slice() {
+                    let (on_left, on_right): (Vec<usize>, Vec<usize>) =
+                        pair.iter().partition(|&&at| at < left_len);
+                    mark(left, &on_left);
+                    let on_right: Vec<usize> = on_right.iter().map(|at| at - left_len).collect();
+                    mark(right, &on_right);
+                    mark(
+                        left,
+                        &keys.left.iter().flat_map(Expr::columns).collect::<Vec<_>>(),
+                    );
+                    mark(
+                        right,
+                        &keys
+                            .right
+                            .iter()
+                            .flat_map(Expr::columns)
+                            .collect::<Vec<_>>(),
+                    );
+                }
+            }
+            step => {
+                let mut columns: Vec<usize> = match step {
+                    Step::Filter(condition) => {
+                        let read = condition.columns();
+                        cleared[index] = read.iter().copied().filter(|&at| !out[at]).collect();
+                        let mut columns = passed;
+                        columns.extend(read);
+                        columns
+                    }
+                    Step::Select(fields) => fields.iter().flat_map(Expr::columns).collect(),
+                    Step::Key => passed,
+                    Step::Top { key, order, .. } => {
+                        let mut columns = passed;
+                        columns.extend(key);
+                        columns.extend(order.columns());
+                        columns
+                    }
+                    Step::Window {
+                        key, aggregates, ..
+                    } => {
+                        let mut columns = key.clone();
+                        columns.extend(aggregates.iter().flat_map(|aggregate| {
+                            aggregate
+                                .arg
+                                .iter()
+                                .flat_map(Expr::columns)
+                                .collect::<Vec<_>>()
+                        }));
+                        columns
+                    }
+                    Step::Join { .. } => unreachable!("matched above"),
+                };
+                columns.sort_unstable();
+                for input in &mut inputs {
+                    mark(input, &columns);
+                }
+            }
+        }
+        for (parent, marks) in parents.into_iter().zip(inputs) {
+            let target = match parent {
+                None => &mut source,
+                Some(at) => &mut needed[at],
+            };
+            for (target, mark) in target.iter_mut().zip(marks) {
+                *target |= mark;
+            }
+        }
+    }
+    let live = (0..source.len()).filter(|&at| source[at]).collect();
+    (live, cleared)
 }
 
 /// `name type, …` for messages.
@@ -485,12 +692,12 @@ fn step(
     only(
         operator.condition.is_some() && kind != OperatorKind::Filter,
         || operator.condition.as_ref().expect("present").span(),
-        "`where` only on a `filter` (a window filters its output with `having`)",
+        "`where` only on a `filter` or a `join` (a window filters its output with `having`)",
     )?;
     only(
         operator.fields.is_some() && kind != OperatorKind::Select,
         || operator.fields.as_ref().expect("present").span(),
-        "`fields` only on a `select`",
+        "`fields` only on a `select` or a `join`",
     )?;
     only(
         operator.by.is_some()
@@ -522,6 +729,11 @@ fn step(
         "`having` only on a `window`",
     )?;
     only(
+        operator.on.is_some(),
+        || operator.on.as_ref().expect("present").span(),
+        "`on` only on a `join`",
+    )?;
+    only(
         operator.keep_percent.is_some(),
         || operator.keep_percent.as_ref().expect("present").span(),
         "a `where` condition on typed rows instead of `keep_percent`",
@@ -544,21 +756,8 @@ fn step(
             let Some(fields) = &operator.fields else {
                 return PlanError::at(operator.kind.span(), "`fields` for a `select`, such as `fields = { eur = \"amount * 0.908\" }`");
             };
-            if fields.get_ref().0.is_empty() {
-                return PlanError::at(fields.span(), "at least one field");
-            }
-            let mut exprs = Vec::new();
-            let mut out = Vec::new();
-            for (name, text) in &fields.get_ref().0 {
-                let expr = Expr::parse(text.get_ref(), input)
-                    .map_err(|error| PlanError::in_string(text, error))?;
-                if expr.ty() == Type::Null {
-                    return PlanError::at(text.span(), "a value with a type: write CAST(NULL AS string) and the like");
-                }
-                out.push((name.get_ref().clone(), expr.ty()));
-                exprs.push(expr);
-            }
-            (Step::Select(exprs), Arc::new(Schema::new(out)), None)
+            let (exprs, output) = computed_fields(fields, input)?;
+            (Step::Select(exprs), output, None)
         }
         OperatorKind::Key => {
             let Some(by) = &operator.by else {
@@ -611,7 +810,7 @@ fn step(
                 ),
             };
             let window = operator.window.as_ref().expect("checked: windows have one");
-            let mut spec = WindowSpec::from(windows(*window.get_ref()));
+            let mut spec = window.get_ref().spec();
             spec.any_order = operator
                 .row_order
                 .as_ref()
@@ -645,7 +844,7 @@ fn step(
                 Some(k) => return PlanError::at(k.span(), format!("a `k` from 1 to 10000, not {}", k.get_ref())),
             };
             let window = operator.window.as_ref().expect("checked: windows have one");
-            let mut spec = WindowSpec::from(windows(*window.get_ref()));
+            let mut spec = window.get_ref().spec();
             spec.any_order = operator
                 .row_order
                 .as_ref()
@@ -657,7 +856,7 @@ fn step(
             return PlanError::at(
                 operator.kind.span(),
                 format!(
-                    "an operator of typed rows: filter, select, key, window or top; `{}` works on key/value records",
+                    "an operator of typed rows: filter, select, key, window, top or join; `{}` works on key/value records",
                     kind_name(other)
                 ),
             )
@@ -677,6 +876,7 @@ fn kind_name(kind: OperatorKind) -> &'static str {
         OperatorKind::Key => "key",
         OperatorKind::Window => "window",
         OperatorKind::Top => "top",
+        OperatorKind::Join => "join",
     }
 }
 
@@ -707,14 +907,135 @@ fn key_fields(by: &Spanned<Vec<Spanned<String>>>, input: &Schema) -> Result<Vec<
     Ok(key)
 }
 
-/// The windows a `window = { … }` declares.
-pub(crate) fn windows(config: WindowConfig) -> Windows {
-    match config {
-        WindowConfig::Tumbling { size_ms } => Windows::Tumbling { size: size_ms },
-        WindowConfig::Sliding { size_ms, slide_ms } => Windows::Sliding {
-            size: size_ms,
-            slide: slide_ms,
-        },
-        WindowConfig::Session { gap_ms } => Windows::Session { gap: gap_ms },
+/// A `join` of `left` and `right` (each an input's name and schema): its keys from `on`,
+/// and its output, the pair's fields named `INPUT.FIELD` with `window_start` and
+/// `window_end`, or its `fields` computed over them, kept where `where` holds.
+fn join_step(
+    operator: &OperatorSection,
+    left: &(&str, Arc<Schema>),
+    right: &(&str, Arc<Schema>),
+) -> Result<Planned, PlanError> {
+    let refused = [
+        (operator.by.as_ref().map(Spanned::span), "by", "`on`"),
+        (
+            operator.aggregates.as_ref().map(Spanned::span),
+            "aggregates",
+            "a `window` after the join",
+        ),
+        (
+            operator.having.as_ref().map(Spanned::span),
+            "having",
+            "`where`",
+        ),
+        (
+            operator.order.as_ref().map(Spanned::span),
+            "order",
+            "a `top` after the join",
+        ),
+        (
+            operator.k.as_ref().map(Spanned::span),
+            "k",
+            "a `top` after the join",
+        ),
+        (
+            operator.keep_percent.as_ref().map(Spanned::span),
+            "keep_percent",
+            "`where`",
+        ),
+        (
+            operator.work_ns.as_ref().map(Spanned::span),
+            "work_ns",
+            "nothing: it stands for a costly function of key/value records",
+        ),
+    ];
+    for (span, key, instead) in refused {
+        if let Some(span) = span {
+            return PlanError::at(span, format!("no `{key}` on a `join`: use {instead}"));
+        }
     }
+    let qualified = |(name, schema): &(&str, Arc<Schema>)| -> Vec<(String, Type)> {
+        schema
+            .fields()
+            .iter()
+            .map(|field| (format!("{name}.{}", field.name), field.ty))
+            .collect()
+    };
+    let mut pair = qualified(left);
+    pair.extend(qualified(right));
+    let Some(on) = &operator.on else {
+        return PlanError::at(
+            operator.kind.span(),
+            format!(
+                "an `on` condition for a `join`: equal keys of both inputs, such as `on = \"{}.id = {}.id\"`",
+                left.0, right.0
+            ),
+        );
+    };
+    let keys = Expr::parse_join_on(on.get_ref(), &Schema::new(pair.clone()), left.1.len())
+        .map_err(|error| PlanError::in_string(on, error))?;
+    pair.push(("window_start".into(), Type::Timestamp));
+    pair.push(("window_end".into(), Type::Timestamp));
+    let joined = Arc::new(Schema::new(pair));
+    let condition = match &operator.condition {
+        None => None,
+        Some(text) => Some(
+            Expr::parse_condition(text.get_ref(), &joined)
+                .map_err(|error| PlanError::in_string(text, error))?,
+        ),
+    };
+    let (fields, output) = match &operator.fields {
+        None => (None, joined),
+        Some(fields) => {
+            let (exprs, schema) = computed_fields(fields, &joined)?;
+            (Some(exprs), schema)
+        }
+    };
+    let window = operator.window.as_ref().expect("checked: windows have one");
+    let mut spec = window.get_ref().spec();
+    spec.any_order = operator
+        .row_order
+        .as_ref()
+        .is_some_and(|order| *order.get_ref() == RowOrder::Any);
+    Ok((
+        Step::Join {
+            spec,
+            keys,
+            condition,
+            fields,
+        },
+        output,
+        None,
+    ))
+}
+
+/// The expressions of `fields = { name = "expression", … }` over `input`, and the
+/// schema of the rows they make.
+fn computed_fields(
+    fields: &Spanned<crate::rows::NamedExprs>,
+    input: &Schema,
+) -> Result<(Vec<Expr>, Arc<Schema>), PlanError> {
+    if fields.get_ref().0.is_empty() {
+        return PlanError::at(fields.span(), "at least one field");
+    }
+    let mut exprs = Vec::new();
+    let mut out: Vec<(String, Type)> = Vec::new();
+    for (name, text) in &fields.get_ref().0 {
+        if out.iter().any(|(taken, _)| taken == name.get_ref()) {
+            return PlanError::at(
+                name.span(),
+                format!("each output name once; `{}` is taken", name.get_ref()),
+            );
+        }
+        let expr = Expr::parse(text.get_ref(), input)
+            .map_err(|error| PlanError::in_string(text, error))?;
+        if expr.ty() == Type::Null {
+            return PlanError::at(
+                text.span(),
+                "a value with a type: write CAST(NULL AS string) and the like",
+            );
+        }
+        out.push((name.get_ref().clone(), expr.ty()));
+        exprs.push(expr);
+    }
+    Ok((exprs, Arc::new(Schema::new(out))))
 }

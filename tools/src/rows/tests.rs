@@ -39,6 +39,36 @@ kind = "json-lines"
 path = "alerts.jsonl"
 "#;
 
+/// Two inputs of one source joined per window, with the keys a join has.
+const JOIN: &str = r#"[[app]]
+name = "q8"
+[app.source]
+kind = "nexmark"
+events = 1000
+schema = "infer"
+event_time = "date_time"
+[[app.operator]]
+name = "people"
+kind = "filter"
+where = "event = 'person'"
+[[app.operator]]
+name = "auctions"
+kind = "filter"
+input = "source"
+where = "event = 'auction'"
+[[app.operator]]
+name = "sellers"
+kind = "join"
+input = ["people", "auctions"]
+window = { kind = "tumbling", size_ms = 10000, inclusive_end = true }
+on = "people.person_id = auctions.seller"
+where = "auctions.reserve > 0"
+fields = { person = "people.person_id", name = "people.name", at = "window_start" }
+[app.sink]
+kind = "json-lines"
+path = "q8.jsonl"
+"#;
+
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(&path(), text)
 }
@@ -96,6 +126,93 @@ fn each_mistake_points_at_its_character() {
 }
 
 #[test]
+fn each_join_mistake_points_at_its_character() {
+    parse(JOIN).unwrap();
+    let cases: &[(&str, &str, (usize, usize), &str)] = &[
+        (
+            "on = \"people.person_id = auctions.seller\"",
+            "on = \"people.person_id > auctions.seller\"",
+            (22, 7),
+            "an equality between an expression of each input",
+        ),
+        (
+            "on = \"people.person_id = auctions.seller\"",
+            "on = \"people.person_id = auctions.sellr\"",
+            (22, 26),
+            "there is no `auctions.sellr`",
+        ),
+        (
+            "on = \"people.person_id = auctions.seller\"",
+            "on = \"people.person_id = people.name\"",
+            (22, 7),
+            "both sides read the same one",
+        ),
+        (
+            "on = \"people.person_id = auctions.seller\"",
+            "on = \"people.person_id = auctions.item_name\"",
+            (22, 7),
+            "keys of one type on both sides",
+        ),
+        (
+            "on = \"people.person_id = auctions.seller\"",
+            "on = \"people.person_id = 7\"",
+            (22, 26),
+            "an expression over the fields of one input",
+        ),
+        // A field name alone that both inputs have.
+        (
+            "where = \"auctions.reserve > 0\"",
+            "where = \"auctions.reserve > 'x'\"",
+            (23, 29),
+            "a value that `>` can compare",
+        ),
+        (
+            "where = \"auctions.reserve > 0\"",
+            "where = \"reserve > 0\"",
+            (23, 10),
+            "`reserve` is in both inputs: write people.reserve or auctions.reserve",
+        ),
+        (
+            "input = [\"people\", \"auctions\"]",
+            "input = [\"people\"]",
+            (20, 9),
+            "two inputs for a `join`",
+        ),
+        (
+            "on = \"people.person_id = auctions.seller\"\n",
+            "",
+            (19, 8),
+            "an `on` condition for a `join`",
+        ),
+        (
+            "inclusive_end = true }",
+            "inclusive_end = 1 }",
+            (21, 10),
+            "bool",
+        ),
+        (
+            "kind = \"join\"",
+            "kind = \"join\"\nk = 3",
+            (20, 5),
+            "no `k` on a `join`",
+        ),
+        (
+            "where = \"event = 'person'\"",
+            "where = \"event = 'person'\"\non = \"x = y\"",
+            (12, 6),
+            "`on` only on a `join`",
+        ),
+    ];
+    for (from, to, (line, column), message) in cases {
+        assert!(JOIN.contains(from), "{from}");
+        let error = parse(&JOIN.replacen(from, to, 1)).expect_err(to);
+        let (l, c) = error.position.expect("a position");
+        assert_eq!((l, c), (*line, *column), "{to}: {}", error.message);
+        assert!(error.message.contains(message), "{to}: {}", error.message);
+    }
+}
+
+#[test]
 fn typed_keys_need_a_schema() {
     let untyped = FRAUD.replace(
         "schema = { card = \"string\", amount = \"f64\", merchant = \"string\", ts = \"timestamp_ms\" }\n",
@@ -123,15 +240,17 @@ fn a_multi_line_expression_points_at_its_line() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1500, failure_persistence: None, ..ProptestConfig::default() })]
 
-    /// No typed file makes the loader panic: the example with bytes replaced, inserted
-    /// or cut gives a config or an error with a position inside the file.
+    /// No typed file makes the loader panic: either example (a windowed aggregate, a
+    /// join) with bytes replaced, inserted or cut gives a config or an error with a
+    /// position inside the file.
     #[test]
     fn mutated_typed_files_never_panic(
-        position in 0usize..FRAUD.len(),
+        example in 0usize..2,
+        position in 0usize..FRAUD.len().min(JOIN.len()),
         byte in prop_oneof![any::<u8>(), Just(b'\''), Just(b'"'), Just(b'('), Just(b'\\'), Just(b'%')],
         mode in 0u8..3,
     ) {
-        let mut bytes = FRAUD.as_bytes().to_vec();
+        let mut bytes = [FRAUD, JOIN][example].as_bytes().to_vec();
         match mode {
             0 => bytes[position] = byte,
             1 => bytes.insert(position, byte),

@@ -20,6 +20,7 @@ type TruthFn = Box<dyn Fn(&[Value]) -> Result<Option<bool>, EvalError> + Send + 
 pub struct Compiled {
     eval: ValueFn,
     ty: Type,
+    column: Option<usize>,
 }
 
 impl Compiled {
@@ -35,6 +36,11 @@ impl Compiled {
     /// The type of its values (NULL aside).
     pub fn ty(&self) -> Type {
         self.ty
+    }
+
+    /// The field it reads, if it is only a field.
+    pub fn as_column(&self) -> Option<usize> {
+        self.column
     }
 }
 
@@ -70,6 +76,7 @@ impl Expr {
         Compiled {
             eval: value_fn(self),
             ty: self.ty,
+            column: self.as_column(),
         }
     }
 

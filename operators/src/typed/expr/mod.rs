@@ -39,10 +39,12 @@ use super::value::{Type, Value};
 mod compile;
 #[cfg(test)]
 pub(crate) mod interp;
+mod join;
 #[cfg(test)]
 mod tests;
 
 pub use compile::{Compiled, Predicate};
+pub use join::JoinKeys;
 
 /// The longest expression text, bytes: far above any real one, so that a checked
 /// expression stays small.
@@ -430,16 +432,7 @@ impl Checker<'_> {
         let boxed = |x: &sql::Expr| sub(x).map(Box::new);
         Ok(match e {
             sql::Expr::Identifier(ident) => self.column(ident)?,
-            sql::Expr::CompoundIdentifier(_) => {
-                return self.error(
-                    e,
-                    format!(
-                        "a field name of this stream ({}); `{}` names a field of another relation",
-                        self.schema.names(),
-                        e
-                    ),
-                )
-            }
+            sql::Expr::CompoundIdentifier(parts) => self.qualified(e, parts)?,
             sql::Expr::Value(value) => self.literal(value)?,
             sql::Expr::Nested(inner) => sub(inner)?,
             sql::Expr::UnaryOp { op, expr } => {
@@ -644,10 +637,32 @@ impl Checker<'_> {
         })
     }
 
-    fn column(&self, ident: &sql::Ident) -> Result<Expr, ExprError> {
-        let exact = self.schema.index_of(&ident.value);
-        let index = exact.or_else(|| {
-            if ident.quote_style.is_some() {
+    /// `input.field`: a field of a join's rows, which are named by their input (see
+    /// [`Schema`]'s qualified names); in any other stream, a field whose name has a dot.
+    fn qualified(&self, e: &sql::Expr, parts: &[sql::Ident]) -> Result<Expr, ExprError> {
+        let name: Vec<&str> = parts.iter().map(|part| part.value.as_str()).collect();
+        let name = name.join(".");
+        let quoted = parts.iter().any(|part| part.quote_style.is_some());
+        match self.lookup(&name, quoted) {
+            Some(index) => Ok(Expr::new(
+                self.schema.fields()[index].ty,
+                Node::Column(index),
+            )),
+            None => self.error(
+                e,
+                format!(
+                    "a field of the input, one of: {}; there is no `{name}`",
+                    self.schema.names()
+                ),
+            ),
+        }
+    }
+
+    /// The position of field `name`: exactly, else the one field whose name differs only
+    /// in case (unless `quoted`).
+    fn lookup(&self, name: &str, quoted: bool) -> Option<usize> {
+        self.schema.index_of(name).or_else(|| {
+            if quoted {
                 return None;
             }
             let mut matches = self
@@ -655,19 +670,57 @@ impl Checker<'_> {
                 .fields()
                 .iter()
                 .enumerate()
-                .filter(|(_, field)| field.name.eq_ignore_ascii_case(&ident.value));
+                .filter(|(_, field)| field.name.eq_ignore_ascii_case(name));
             match (matches.next(), matches.next()) {
                 (Some((index, _)), None) => Some(index),
                 _ => None,
             }
-        });
+        })
+    }
+
+    fn column(&self, ident: &sql::Ident) -> Result<Expr, ExprError> {
+        let at = offset_of(self.text, ident.span.start).unwrap_or(0);
+        let index = match self.lookup(&ident.value, ident.quote_style.is_some()) {
+            Some(index) => Some(index),
+            // In a join's rows (`input.field`), a field name alone is the one field of
+            // that name, if only one input has it.
+            None => {
+                let suffix = format!(".{}", ident.value);
+                let found: Vec<usize> = self
+                    .schema
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, field)| field.name.ends_with(&suffix))
+                    .map(|(index, _)| index)
+                    .collect();
+                match found.as_slice() {
+                    [one] => Some(*one),
+                    [] => None,
+                    several => {
+                        let names: Vec<&str> = several
+                            .iter()
+                            .map(|&at| self.schema.fields()[at].name.as_str())
+                            .collect();
+                        return Err(ExprError {
+                            at,
+                            message: format!(
+                                "one field; `{}` is in both inputs: write {}",
+                                ident.value,
+                                names.join(" or ")
+                            ),
+                        });
+                    }
+                }
+            }
+        };
         match index {
             Some(index) => Ok(Expr::new(
                 self.schema.fields()[index].ty,
                 Node::Column(index),
             )),
             None => Err(ExprError {
-                at: offset_of(self.text, ident.span.start).unwrap_or(0),
+                at,
                 message: format!(
                     "a field of the input, one of: {}; there is no `{}`",
                     self.schema.names(),

@@ -196,7 +196,7 @@ fn errors_point_into_the_text() {
             "CASE results of one type",
         ),
         ("i IN (1, 'a')", 9, "values IN compares with an i64"),
-        ("x.i = 1", 0, "names a field of another relation"),
+        ("x.i = 1", 0, "there is no `x.i`"),
         ("date_trunc('week', t)", 11, "a unit in quotes"),
         ("", 0, "an expression, found an empty string"),
     ];
