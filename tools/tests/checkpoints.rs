@@ -118,6 +118,22 @@ fn file_pipelines(dir: &Path, lines: u64, checkpoint: &str, extra_map: &str) -> 
 }
 
 /// Runs `reference.toml` in `dir` (no checkpoints, no kills): its sorted output.
+/// Checkpoints every 100 ms in `state/`.
+const EVERY_100_MS: &str = "[checkpoint]\ndir = \"state\"\ninterval = \"100ms\"";
+
+/// Writes `config(out, checkpoint section)` into `dir` twice: `reference.toml` (output
+/// `reference.jsonl`, no checkpoints) and `checkpointed.toml` (`out.jsonl`, a
+/// checkpoint every 100 ms); runs the reference and returns its sorted output.
+fn reference_and_checkpointed(dir: &Path, config: impl Fn(&str, &str) -> String) -> Vec<String> {
+    std::fs::write(dir.join("reference.toml"), config("reference.jsonl", "")).unwrap();
+    std::fs::write(
+        dir.join("checkpointed.toml"),
+        config("out.jsonl", EVERY_100_MS),
+    )
+    .unwrap();
+    reference_output(dir)
+}
+
 fn reference_output(dir: &Path) -> Vec<String> {
     let reference = run(dir, "reference.toml");
     assert!(
@@ -273,16 +289,7 @@ path = "{out}"
 "#
         )
     };
-    std::fs::write(dir.join("reference.toml"), config("reference.jsonl", "")).unwrap();
-    std::fs::write(
-        dir.join("checkpointed.toml"),
-        config(
-            "out.jsonl",
-            "[checkpoint]\ndir = \"state\"\ninterval = \"100ms\"",
-        ),
-    )
-    .unwrap();
-    let want = reference_output(&dir);
+    let want = reference_and_checkpointed(&dir, config);
     assert!(want.len() > 1_000, "{} outputs", want.len());
     let hit = kill_and_restart(&dir, "checkpointed.toml", 20, (11, 50, 400));
     assert!(hit >= 10, "only {hit} kills hit a running run");
@@ -322,16 +329,7 @@ path = "{out}"
 "#
         )
     };
-    std::fs::write(dir.join("reference.toml"), config("reference.jsonl", "")).unwrap();
-    std::fs::write(
-        dir.join("checkpointed.toml"),
-        config(
-            "out.jsonl",
-            "[checkpoint]\ndir = \"state\"\ninterval = \"100ms\"",
-        ),
-    )
-    .unwrap();
-    let want = reference_output(&dir);
+    let want = reference_and_checkpointed(&dir, config);
     assert!(want.len() >= 30, "{} outputs", want.len());
     let hit = kill_and_restart(&dir, "checkpointed.toml", 22, (23, 50, 600));
     assert!(hit >= 20, "only {hit} kills hit a running run");
@@ -381,19 +379,8 @@ fields = ["window_end", "auction", "bids"]
 "#
         )
     };
-    let checkpoint = "[checkpoint]\ndir = \"state\"\ninterval = \"100ms\"";
-    std::fs::write(
-        dir.join("reference.toml"),
-        config("reference.jsonl", "", "json-lines"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("checkpointed.toml"),
-        config("out.jsonl", checkpoint, "json-lines"),
-    )
-    .unwrap();
     // A CSV file cannot be committed by the checkpoints: refused before anything runs.
-    std::fs::write(dir.join("csv.toml"), config("out.csv", checkpoint, "csv")).unwrap();
+    std::fs::write(dir.join("csv.toml"), config("out.csv", EVERY_100_MS, "csv")).unwrap();
     let refused = run(&dir, "csv.toml");
     assert_eq!(refused.status.code(), Some(2));
     assert!(
@@ -401,7 +388,9 @@ fields = ["window_end", "auction", "bids"]
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
-    let want = reference_output(&dir);
+    let want = reference_and_checkpointed(&dir, |out, checkpoint| {
+        config(out, checkpoint, "json-lines")
+    });
     assert!(want.len() > 1_000, "{} outputs", want.len());
     let hit = kill_and_restart(&dir, "checkpointed.toml", 10, (31, 50, 500));
     assert!(hit >= 8, "only {hit} kills hit a running run");
