@@ -70,6 +70,10 @@ pub struct ScrapeBenchReport {
     pub p99_paired_ratio: f64,
     /// Median p50 of each side, ms: scraped, then quiet.
     pub p50_ms: (f64, f64),
+    /// The machine-noise probe, run for a second before the rounds on the CPUs the
+    /// shards may use: how often and how long the machine itself stopped them, so that a
+    /// reader can tell a stall of the machine from one a scrape caused.
+    pub machine_noise: Vec<dirigo_bench::noise::CpuNoise>,
 }
 
 impl ScrapeBenchReport {
@@ -98,6 +102,7 @@ impl ScrapeBenchReport {
             self.p50_ms.0,
             self.p50_ms.1
         ));
+        text.push_str(&dirigo_bench::noise::describe(&self.machine_noise));
         text
     }
 }
@@ -131,6 +136,13 @@ pub fn run(config: &ScrapeBenchConfig) -> Result<ScrapeBenchReport, String> {
         rate = config.rate,
     );
     let parsed = Config::parse(&dir.join("scrape.toml"), &toml).map_err(|e| e.to_string())?;
+    // The shards are pinned to the first CPUs when there are enough, unpinned otherwise.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let shards = config.shards.max(1);
+    let cpus: Vec<Option<usize>> = (0..shards)
+        .map(|cpu| (shards <= cores).then_some(cpu))
+        .collect();
+    let machine_noise = dirigo_bench::noise::measure(&cpus, std::time::Duration::from_secs(1));
     let mut runs = Vec::new();
     for round in 0..config.rounds.max(1) {
         let order = if round % 2 == 0 {
@@ -178,6 +190,7 @@ pub fn run(config: &ScrapeBenchConfig) -> Result<ScrapeBenchReport, String> {
         p99_scraped_ms,
         p99_quiet_ms,
         runs,
+        machine_noise,
     })
 }
 
