@@ -789,6 +789,21 @@ impl Config {
         self.check_runtime(available)?;
         if let Some(checkpoint) = &self.checkpoint {
             checkpoint.check()?;
+            // The checkpoints commit JSON-lines files; a CSV file would be written as
+            // rows come, and a resumed run would lose what it held.
+            if let Some(app) = self.apps.iter().find(|app| app.sink.kind == SinkKind::Csv) {
+                let span = app
+                    .sink
+                    .path
+                    .as_ref()
+                    .map_or_else(|| app.name.span(), Spanned::span);
+                return Err((
+                    span,
+                    "a json-lines sink with [checkpoint]: a csv file is not committed by \
+                     checkpoints, so a resumed run would lose what it wrote"
+                        .into(),
+                ));
+            }
         }
         if let Some(duration) = &self.run.duration_s {
             let seconds = *duration.get_ref();

@@ -383,10 +383,11 @@ fields = ["window_end", "auction", "bids"]
     std::fs::write(dir.join("csv.toml"), config("out.csv", EVERY_100_MS, "csv")).unwrap();
     let refused = run(&dir, "csv.toml");
     assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    // At the sink's path, line 31 of the file.
     assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("a csv sink is not committed"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
+        stderr.contains("csv.toml:31:8: a json-lines sink with [checkpoint]"),
+        "{stderr}"
     );
     let want = reference_and_checkpointed(&dir, |out, checkpoint| {
         config(out, checkpoint, "json-lines")

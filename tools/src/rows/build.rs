@@ -30,8 +30,8 @@ use crate::config::{
 
 /// Builds app `id` if it is typed (`None` otherwise). `report_dir` is where its dead
 /// letters go by default. With `checkpointed`, its JSON-lines file takes its output
-/// through the checkpoints' commits (exactly once); a CSV file cannot yet, and is
-/// refused. Its dead letters need nothing more: a resumed run reads its file again from
+/// through the checkpoints' commits (exactly once; a CSV file cannot yet, and the
+/// configuration's check refuses it with checkpoints). Its dead letters need nothing more: a resumed run reads its file again from
 /// the start up to the checkpoint, lettering the same lines again into an emptied file.
 pub fn build(
     id: AppId,
@@ -92,12 +92,6 @@ pub fn build(
             )
             .map_err(|e| e.to_string())?
     };
-    if checkpointed && section.sink.kind == SinkKind::Csv {
-        return Err(format!(
-            "app {name}: a csv sink is not committed by checkpoints, so a resumed run would \
-             lose what it wrote: write kind = \"json-lines\", or turn [checkpoint] off"
-        ));
-    }
     let latency = operators(section, &plan, &rows, &letters, Some(checkpointed))?;
     Ok(Some(BuiltApp {
         name,
