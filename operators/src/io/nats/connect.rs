@@ -211,6 +211,60 @@ pub fn redacted_url(url: &str) -> String {
         .join(",")
 }
 
+/// Says, from a NATS thread, whether its source or sink is ready: `Ok` once it is, or
+/// why it cannot start.
+pub(crate) type Ready = flume::Sender<Result<(), String>>;
+
+impl NatsConnect {
+    /// Starts the thread `thread` that holds a source's or sink's client: a
+    /// single-threaded tokio runtime, a client connected as `who`, then `work` with that
+    /// client; waits until `work` says on its [`Ready`] that it is ready (or connecting
+    /// failed), and returns what it said.
+    ///
+    /// # Errors
+    /// When the thread or its runtime cannot start, connecting fails, or `work` says why
+    /// it cannot start.
+    pub(crate) fn start_thread<W, F>(
+        &self,
+        thread: String,
+        who: String,
+        work: W,
+    ) -> Result<(), String>
+    where
+        W: FnOnce(async_nats::Client, Ready) -> F + Send + 'static,
+        F: std::future::Future<Output = ()>,
+    {
+        let (ready_tx, ready_rx) = flume::bounded::<Result<(), String>>(1);
+        let connect = self.clone();
+        std::thread::Builder::new()
+            .name(thread)
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("cannot start the NATS thread: {e}")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match connect.connect(&who).await {
+                        Ok(client) => work(client, ready_tx).await,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .map_err(|e| format!("cannot start the NATS thread: {e}"))?;
+        ready_rx
+            .recv()
+            .map_err(|_| "the NATS thread ended before connecting".to_owned())?
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -690,33 +690,16 @@ impl<T: Data + serde::Serialize> Stream<T> {
     /// When the server cannot be reached or the stream does not exist (and `create` is
     /// off).
     pub fn sink_nats(&self, name: &str, options: NatsSinkOptions) -> io::Result<()> {
-        let (ready_tx, ready_rx) = flume::bounded::<Result<(), String>>(1);
         let (requests_tx, requests_rx) = flume::bounded::<ToPublisher>(CHANNEL_BATCHES);
         let (counters_tx, counters_rx) = flume::bounded::<Arc<AppCounters>>(1);
-        let who = format!("sink {name}");
         let thread_options = options.clone();
-        std::thread::Builder::new()
-            .name(format!("dirigo-nats-{name}"))
-            .spawn(move || {
-                let options = thread_options;
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("cannot start the NATS thread: {e}")));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let client = match options.connect.connect(&who).await {
-                        Ok(client) => client,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    };
+        options
+            .connect
+            .start_thread(
+                format!("dirigo-nats-{name}"),
+                format!("sink {name}"),
+                move |client, ready_tx| async move {
+                    let options = thread_options;
                     let context = jetstream::ContextBuilder::new()
                         .timeout(options.publish_timeout)
                         .max_ack_inflight(options.max_in_flight.max(1) * 2)
@@ -741,11 +724,8 @@ impl<T: Data + serde::Serialize> Stream<T> {
                     }
                     .run(requests_rx)
                     .await;
-                });
-            })?;
-        ready_rx
-            .recv()
-            .map_err(|_| io::Error::other("the NATS thread ended before connecting"))?
+                },
+            )
             .map_err(|e| io::Error::other(format!("NATS sink {name}: {e}")))?;
         let shared = Arc::new(SinkShared {
             to_publisher: requests_tx,

@@ -992,31 +992,14 @@ impl AppBuilder {
             senders.push(tx);
             receivers.push(rx);
         }
-        let (ready_tx, ready_rx) = flume::bounded::<Result<(), String>>(1);
         let thread_shared = shared.clone();
         let time_of: TimeOf<T> = Arc::new(time_of);
-        let who = format!("source {name}");
-        std::thread::Builder::new()
-            .name(format!("dirigo-nats-{name}"))
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("cannot start the NATS thread: {e}")));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let client = match options.connect.connect(&who).await {
-                        Ok(client) => client,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    };
+        let connect = options.connect.clone();
+        connect
+            .start_thread(
+                format!("dirigo-nats-{name}"),
+                format!("source {name}"),
+                move |client, ready_tx| async move {
                     let context = jetstream::new(client);
                     let (stream, consumers) = match open_consumers(&context, &options).await {
                         Ok(opened) => opened,
@@ -1055,11 +1038,8 @@ impl AppBuilder {
                     for reader in readers {
                         let _ = reader.await;
                     }
-                });
-            })?;
-        ready_rx
-            .recv()
-            .map_err(|_| io::Error::other("the NATS thread ended before connecting"))?
+                },
+            )
             .map_err(|e| io::Error::other(format!("NATS source {name}: {e}")))?;
         let app_shared = shared.clone();
         let stream = self
