@@ -28,6 +28,7 @@ use dirigo_operators::nexmark::queries::Query;
 use dirigo_operators::sink::LatencyRecorder;
 use dirigo_operators::source::{Pacing, RecordSource};
 use dirigo_operators::window::Windows;
+use dirigo_runtime::background::ServicePriority;
 use dirigo_runtime::Runtime;
 use serde::Serialize;
 
@@ -48,6 +49,8 @@ pub struct CheckpointBenchConfig {
     pub sizes: Vec<u64>,
     /// Where checkpoints go (a scratch directory under it, removed at the end).
     pub dir: PathBuf,
+    /// The checkpoint thread's priority.
+    pub priority: ServicePriority,
 }
 
 impl Default for CheckpointBenchConfig {
@@ -60,6 +63,7 @@ impl Default for CheckpointBenchConfig {
             latency_seconds: 4.0,
             sizes: vec![1 << 20, 64 << 20, 1 << 30],
             dir: std::env::temp_dir(),
+            priority: ServicePriority::Idle,
         }
     }
 }
@@ -110,6 +114,8 @@ pub struct SizePoint {
 pub struct CheckpointBenchReport {
     /// Shards.
     pub shards: usize,
+    /// The checkpoint thread's priority: `idle` or `normal`.
+    pub priority: String,
     /// Checkpoints every second vs none.
     pub overhead: Overhead,
     /// Per state size.
@@ -123,10 +129,11 @@ impl CheckpointBenchReport {
     pub fn table(&self) -> String {
         let o = &self.overhead;
         let mut out = format!(
-            "checkpoints every 1 s vs none, {} shards, alternating rounds\n\
+            "checkpoints every 1 s vs none, {} shards, checkpoint thread at {} priority, alternating rounds\n\
              q5 throughput ratio {:.3} (off {:?}/s, on {:?}/s)\n\
              critical app p99 ratio {:.3} (off {:?} µs, on {:?} µs; {} checkpoints, longest shard hold {} µs)\n",
             self.shards,
+            self.priority,
             o.throughput_ratio,
             o.q5_off_per_s.iter().map(|r| r.round()).collect::<Vec<_>>(),
             o.q5_on_per_s.iter().map(|r| r.round()).collect::<Vec<_>>(),
@@ -175,6 +182,7 @@ fn run_to_end(
     app: &App,
     shards: usize,
     checkpoints_in: Option<&Path>,
+    priority: ServicePriority,
 ) -> Result<
     (
         Duration,
@@ -183,7 +191,7 @@ fn run_to_end(
     String,
 > {
     let checkpoints = checkpoints_in.map(|dir| {
-        let checkpoints = Checkpoints::new(CheckpointConfig::new(dir));
+        let checkpoints = Checkpoints::new(CheckpointConfig::new(dir).priority(priority));
         checkpoints.attach(app);
         checkpoints
     });
@@ -209,7 +217,7 @@ fn run_to_end(
 
 fn q5_round(
     events: &Arc<Vec<(Time, Event)>>,
-    shards: usize,
+    config: &CheckpointBenchConfig,
     checkpoints_in: Option<&Path>,
 ) -> Result<f64, String> {
     let app = AppBuilder::new(0, "q5");
@@ -217,7 +225,7 @@ fn q5_round(
     Query::build("q5", &source)
         .expect("q5 exists")
         .record_latency("out");
-    let (elapsed, _) = run_to_end(&app.build(), shards, checkpoints_in)?;
+    let (elapsed, _) = run_to_end(&app.build(), config.shards, checkpoints_in, config.priority)?;
     Ok(events.len() as f64 / elapsed.as_secs_f64())
 }
 
@@ -249,7 +257,7 @@ fn latency_round(
         .count("out");
     let (critical_app, state_app) = (critical_app.build(), state_app.build());
     let checkpoints = checkpoints_in.map(|dir| {
-        let checkpoints = Checkpoints::new(CheckpointConfig::new(dir));
+        let checkpoints = Checkpoints::new(CheckpointConfig::new(dir).priority(config.priority));
         checkpoints.attach(&critical_app);
         checkpoints.attach(&state_app);
         checkpoints
@@ -357,7 +365,7 @@ fn size_point(config: &CheckpointBenchConfig, target: u64) -> Result<SizePoint, 
     let dir = scratch(config, &format!("size-{target}"))?;
     let keys = (target / (ACC_WORDS as u64 * 8 + 24)).max(1);
     let settings = {
-        let mut settings = CheckpointConfig::new(dir.join("state"));
+        let mut settings = CheckpointConfig::new(dir.join("state")).priority(config.priority);
         settings.interval = Duration::from_secs(3_600);
         settings.timeout = Duration::from_secs(600);
         settings
@@ -461,8 +469,8 @@ pub fn run(config: &CheckpointBenchConfig) -> Result<CheckpointBenchReport, Stri
     let noise = crate::noise::measure(&noise_cpus, Duration::from_secs(1));
     for round in 0..config.rounds.max(1) {
         let state = dir.join(format!("q5-{round}"));
-        off.push(q5_round(&events, config.shards, None)?);
-        on.push(q5_round(&events, config.shards, Some(&state))?);
+        off.push(q5_round(&events, config, None)?);
+        on.push(q5_round(&events, config, Some(&state))?);
         let state = dir.join(format!("latency-{round}"));
         p99_off.push(latency_round(config, None)?.0);
         let (p99, stats) = latency_round(config, Some(&state))?;
@@ -491,6 +499,10 @@ pub fn run(config: &CheckpointBenchConfig) -> Result<CheckpointBenchReport, Stri
         .collect::<Result<Vec<_>, _>>()?;
     Ok(CheckpointBenchReport {
         shards: config.shards,
+        priority: match config.priority {
+            ServicePriority::Idle => "idle".into(),
+            ServicePriority::Normal => "normal".into(),
+        },
         overhead,
         sizes,
         machine_noise: crate::noise::describe(&noise),

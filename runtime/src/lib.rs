@@ -25,7 +25,8 @@
 //! - [`huge_pages`]: whether the process's memory may use transparent huge pages (off by
 //!   default: faulting one in stalls a shard while 2 MiB are zeroed);
 //! - [`fence`]: the asymmetric barriers behind the doorbell; [`clock`]: the runtime clock;
-//! - [`stats`]: per-shard counters;
+//! - [`stats`]: per-shard counters; [`background`]: the priority of service threads
+//!   beside the shards (checkpoints, metrics);
 //! - [`failure`]: what a panicking handler does to its app (fails it).
 //!
 //! A virtual actor is addressed by `(app, operator, partition)`; it lives on a home shard
@@ -33,6 +34,7 @@
 //! its first message, and is deactivated after an idle timeout with its state kept.
 
 pub mod actor;
+pub mod background;
 pub mod clock;
 pub mod dual;
 pub mod envelope;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use dirigo_operators::io::{KeyDist, LoadShape};
 use dirigo_operators::nexmark::queries::QUERIES;
+use dirigo_runtime::background::ServicePriority;
 use dirigo_runtime::scheduling::{Dirigo, Edf, Fifo, RoundRobin};
 use dirigo_runtime::RuntimeBuilder;
 use serde::Deserialize;
@@ -76,6 +77,9 @@ pub struct CheckpointSection {
     pub retain: Option<Spanned<u64>>,
     /// A checkpoint not complete within this long is abandoned (default 60 s).
     pub timeout: Option<Spanned<String>>,
+    /// The checkpoint thread's priority: `"idle"` (default: only CPU the shards leave)
+    /// or `"normal"`.
+    pub priority: Option<Spanned<String>>,
 }
 
 /// The most complete checkpoints `[checkpoint] retain` keeps.
@@ -111,7 +115,25 @@ impl CheckpointSection {
         Self::wait(&self.interval, Duration::from_secs(1), "an interval")?;
         Self::wait(&self.timeout, Duration::from_secs(60), "a timeout")?;
         in_range(&self.retain, 1..=MAX_RETAIN, "checkpoints to keep", "")?;
+        Self::priority(&self.priority)?;
         Ok(())
+    }
+
+    fn priority(
+        value: &Option<Spanned<String>>,
+    ) -> Result<ServicePriority, (Range<usize>, String)> {
+        let Some(value) = value else {
+            return Ok(ServicePriority::default());
+        };
+        ServicePriority::parse(value.get_ref()).ok_or_else(|| {
+            (
+                value.span(),
+                format!(
+                    "a priority, \"idle\" or \"normal\", not {:?}",
+                    value.get_ref()
+                ),
+            )
+        })
     }
 
     /// The checkpoints' settings, with `dir` relative to `base_dir`.
@@ -125,6 +147,7 @@ impl CheckpointSection {
         if let Some(retain) = &self.retain {
             config.retain = *retain.get_ref() as usize;
         }
+        config.priority = Self::priority(&self.priority).unwrap_or_default();
         config
     }
 }

@@ -347,6 +347,10 @@ enum BenchScenario {
         /// Where the checkpoints go (a scratch folder inside, removed at the end).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// The checkpoint thread's priority: `idle` (only CPU the shards leave) or
+        /// `normal`.
+        #[arg(long, default_value = "idle", value_parser = ["idle", "normal"])]
+        priority: String,
     },
     /// A path through a NATS JetStream server (a server of its own, started on a free
     /// port) relayed by dirigo (NATS source → map → NATS sink), against the same path
@@ -734,6 +738,7 @@ fn main() -> ExitCode {
                 latency_seconds,
                 sizes_mib,
                 dir,
+                priority,
             } => dirigo_bench::checkpoint::run(&dirigo_bench::checkpoint::CheckpointBenchConfig {
                 shards: shards.clamp(1, 1024),
                 events: events.clamp(1_000, 1_000_000_000),
@@ -749,6 +754,8 @@ fn main() -> ExitCode {
                     .map(|mib| mib.clamp(&1, &(64 << 10)) << 20)
                     .collect(),
                 dir: dir.unwrap_or_else(std::env::temp_dir),
+                priority: dirigo_runtime::background::ServicePriority::parse(&priority)
+                    .unwrap_or_default(),
             })
             .and_then(|report| emit(json, &report, report.table())),
             BenchScenario::Nexmark {

@@ -108,6 +108,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use dirigo_runtime::background::ServicePriority;
 use dirigo_runtime::{Ingress, RuntimeBuilder};
 
 pub(crate) use link::Saved;
@@ -136,6 +137,12 @@ pub struct CheckpointConfig {
     /// counts) lets the changed apps start from scratch and the others resume; without
     /// it, such a checkpoint is refused (see [`Checkpoints::recover`]).
     pub allow_state_drop: bool,
+    /// The priority of the checkpoint thread, which archives, writes and commits the
+    /// checkpoints: [`ServicePriority::Idle`] (the default) gives it only CPU time the
+    /// shards leave, so a checkpoint never delays a record; where the shards keep every
+    /// core busy, checkpoints then complete later than `interval` asks.
+    /// [`ServicePriority::Normal`] keeps their pace, and the records' tail pays for it.
+    pub priority: ServicePriority,
 }
 
 impl CheckpointConfig {
@@ -148,6 +155,7 @@ impl CheckpointConfig {
             retain: 3,
             timeout: Duration::from_secs(60),
             allow_state_drop: false,
+            priority: ServicePriority::Idle,
         }
     }
 
@@ -172,6 +180,12 @@ impl CheckpointConfig {
     /// Whether changed apps start from scratch (instead of the checkpoint being refused).
     pub fn allow_state_drop(mut self, allow: bool) -> Self {
         self.allow_state_drop = allow;
+        self
+    }
+
+    /// The checkpoint thread's priority (see [`CheckpointConfig::priority`]).
+    pub fn priority(mut self, priority: ServicePriority) -> Self {
+        self.priority = priority;
         self
     }
 }
@@ -544,9 +558,15 @@ impl Checkpoints {
         );
         let receiver = self.shared.receiver.clone();
         let commands = self.shared.command_receiver.clone();
+        let priority = self.shared.config.priority;
         let thread = std::thread::Builder::new()
             .name("dirigo-checkpoints".into())
-            .spawn(move || coordinator.run(receiver, commands))
+            .spawn(move || {
+                if let Err(e) = priority.apply() {
+                    tracing::warn!("the checkpoint thread keeps its normal priority: {e}");
+                }
+                coordinator.run(receiver, commands)
+            })
             .expect("the checkpoint thread starts");
         *self.shared.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
     }

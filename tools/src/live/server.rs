@@ -3,7 +3,10 @@
 //! with its script inline, no external scripts or fonts).
 //!
 //! One thread, outside the shards, serves one connection at a time and closes it after
-//! the answer. Bounds: a request may have at most [`MAX_REQUEST_BYTES`]; a client gets
+//! the answer. It runs at idle priority ([`dirigo_runtime::background`]): on a machine
+//! whose every core runs a shard, a scrape takes only CPU time the shards leave, and a
+//! shard that wakes with work preempts it at once; there, a scrape may take longer to be
+//! answered (tens of milliseconds), never the records. Bounds: a request may have at most [`MAX_REQUEST_BYTES`]; a client gets
 //! [`IO_TIMEOUT`] to send it and again to take the answer, so a stuck client holds the
 //! listener for at most twice that; connections waiting beyond the one served wait in
 //! the kernel's accept backlog. The thread looks for a stop every [`STOP_POLL`].
@@ -52,7 +55,12 @@ impl Server {
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("dirigo-metrics".into())
-            .spawn(move || serve(&listener, &board, &stopping))
+            .spawn(move || {
+                if let Err(e) = dirigo_runtime::background::yield_to_shards() {
+                    tracing::warn!("the metrics thread keeps its normal priority: {e}");
+                }
+                serve(&listener, &board, &stopping)
+            })
             .map_err(|e| format!("[metrics] listen: cannot start its thread: {e}"))?;
         Ok(Self {
             address,
