@@ -645,6 +645,7 @@ fn bad_checkpoint_settings_point_at_the_value() {
         ("[checkpoint]\ndir = \"s\"\nretain = 0\n", "3:10"),
         ("[checkpoint]\ndir = \"\"\n", "2:7"),
         ("[checkpoint]\ninterval = \"1s\"\n", "1:1"),
+        ("[checkpoint]\ndir = \"s\"\npriority = \"low\"\n", "3:12"),
     ] {
         let path = dir.join("bad.toml");
         std::fs::write(&path, section).unwrap();
