@@ -36,6 +36,10 @@ const FIRING_TURN_NS: u64 = 100_000;
 /// Rows sent between two looks at the clock while sending fired rows.
 const ROWS_PER_CLOCK_LOOK: usize = 256;
 
+/// A fired window whose rows are on their way out: its end, and the states of the keys
+/// whose rows have not gone yet (each with its window's start).
+type FiredWindow<K, A> = (Time, std::vec::IntoIter<(K, Time, A)>);
+
 /// What makes a window operator: its windows, and the functions that key, fold, merge
 /// and emit.
 pub(super) struct WindowFns<T, K, A, O> {
@@ -60,7 +64,7 @@ pub(super) struct WindowLogic<T, K, A, O> {
     /// Windows on a fixed grid that fired and whose rows have not all gone out yet, in
     /// firing order: each window's end and its keys' states, the first of them partly
     /// sent.
-    fired: VecDeque<(Time, std::vec::IntoIter<(K, Time, A)>)>,
+    fired: VecDeque<FiredWindow<K, A>>,
     /// The latest frontier to pass on once the fired rows are out (a frontier goes after
     /// the rows it fired).
     held_frontier: Option<Time>,
