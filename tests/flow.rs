@@ -169,6 +169,62 @@ fn a_window_with_thousands_of_keys_emits_them_in_key_order() {
     assert_eq!(buckets.len(), 14);
 }
 
+/// A window that fires hundreds of thousands of rows sends them over several turns of
+/// its own (so that other work of its shard runs in between): the frontier it passes on
+/// still follows every row, so a second window downstream counts each row in the window
+/// it belongs to, and nothing is lost or counted twice; sliding windows (whose batches
+/// are cut shorter, each record counting in several windows) too.
+#[test]
+fn a_window_firing_many_rows_over_several_turns_keeps_them_ahead_of_its_frontier() {
+    let app = AppBuilder::new(0, "many-rows");
+    let keys = 200_000u64;
+    let windows = 3u64;
+    let records: Vec<(u64, u64)> = (0..windows * keys)
+        .map(|i| (i / keys * 10, (i * 7_919) % keys))
+        .collect();
+    let source = app.source_iter("keys", records, 0, Pacing::Unpaced);
+    let buckets = source
+        .key_by(|key| *key)
+        .window_count("per-key", Windows::Tumbling { size: 10 }.in_any_order())
+        .key_by(|(key, _, _)| *key % 5)
+        .window_count("per-bucket", Windows::Tumbling { size: 10 })
+        .collect("buckets");
+    let sliding = source
+        .key_by(|key| *key % 1_000)
+        .window_count("sliding", Windows::Sliding { size: 20, slide: 5 })
+        .key_by(|(_, span, _)| span.start)
+        .window_count("per-window", Windows::Tumbling { size: 5 })
+        .collect("sliding");
+    let app = app.build();
+    run_to_end(&app);
+    let mut buckets = buckets.take();
+    buckets.sort_unstable_by_key(|&(bucket, span, _)| (span.start, bucket));
+    assert_eq!(buckets.len() as u64, 5 * windows, "{buckets:?}");
+    for (index, &(bucket, span, count)) in buckets.iter().enumerate() {
+        assert_eq!(bucket, index as u64 % 5);
+        assert_eq!(span.start, index as u64 / 5 * 10);
+        assert_eq!(count, keys / 5, "bucket {bucket} of window {span:?}");
+    }
+    // Records come at 0, 10 and 20 ms; the sliding windows that hold any start at 0, 5,
+    // 10, 15 and 20 ms, and each holds all 1 000 keys: 1 000 rows each.
+    let mut sliding = sliding.take();
+    sliding.sort_unstable();
+    let found: Vec<(u64, u64)> = sliding
+        .iter()
+        .map(|&(start, _, rows)| (start, rows))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (0, 1_000),
+            (5, 1_000),
+            (10, 1_000),
+            (15, 1_000),
+            (20, 1_000)
+        ]
+    );
+}
+
 #[test]
 fn a_window_in_any_order_emits_each_firing_whole_with_the_same_rows() {
     let app = AppBuilder::new(0, "any-order").parallelism(1);

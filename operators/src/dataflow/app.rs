@@ -11,7 +11,7 @@ use dirigo_runtime::{
 };
 
 use super::graph::{FrontierTrigger, Node};
-use super::message::Msg;
+use super::message::{batch_limit, Msg};
 use super::operator::{MakeLogic, OperatorActor, Wiring};
 use crate::checkpoint::CheckpointLink;
 
@@ -225,6 +225,10 @@ impl App {
             .iter()
             .filter_map(|node| node.trigger.clone())
             .collect();
+        let batch_limits: Arc<[usize]> = nodes
+            .iter()
+            .map(|node| batch_limit(node.work_per_record))
+            .collect();
         let checkpoint = self
             .inner
             .checkpoint
@@ -239,6 +243,7 @@ impl App {
                 operator,
                 edges: node.outputs,
                 partitions: partitions.clone(),
+                batch_limits: batch_limits.clone(),
                 counters: self.inner.counters.clone(),
                 triggers: triggers.clone(),
                 checkpoint: checkpoint.clone(),

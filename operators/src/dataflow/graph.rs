@@ -34,6 +34,10 @@ pub(super) struct Node {
     pub(super) sink: bool,
     pub(super) source: bool,
     pub(super) trigger: Option<FrontierTrigger>,
+    /// How many units of work one input record costs the operator, against a plain
+    /// per-record operator's one (a sliding window counts a record into each window that
+    /// holds it): batches sent to it are cut to keep one handler turn short.
+    pub(super) work_per_record: u32,
     /// A sink whose output the checkpoints commit to this file
     /// ([`LineTarget::Committed`](crate::sink::LineTarget::Committed)).
     pub(super) committed_output: Option<std::path::PathBuf>,
@@ -159,6 +163,7 @@ fn add_node(
         sink: false,
         source: false,
         trigger: None,
+        work_per_record: 1,
         committed_output: None,
         commit_target: None,
         not_checkpointable: None,
@@ -277,6 +282,12 @@ impl<T: Data> Stream<T> {
         set_trigger(&self.graph, self.node, trigger);
     }
 
+    /// Declares how many units of work one input record costs the operator that produces
+    /// this stream (see `Node::work_per_record`).
+    pub(crate) fn set_work_per_record(&self, work: u32) {
+        set_work_per_record(&self.graph, self.node, work);
+    }
+
     /// The operator whose output this stream is.
     pub(crate) fn node_id(&self) -> OperatorId {
         self.node
@@ -360,6 +371,12 @@ pub(crate) fn add_operator(
 /// Declares the event times at which operator `node` acts (see [`FrontierTrigger`]).
 pub(crate) fn set_trigger(graph: &Rc<RefCell<Graph>>, node: OperatorId, trigger: FrontierTrigger) {
     graph.borrow_mut().nodes[usize::from(node)].trigger = Some(trigger);
+}
+
+/// Declares how many units of work one input record costs operator `node` (see
+/// `Node::work_per_record`).
+pub(crate) fn set_work_per_record(graph: &Rc<RefCell<Graph>>, node: OperatorId, work: u32) {
+    graph.borrow_mut().nodes[usize::from(node)].work_per_record = work.max(1);
 }
 
 pub(crate) fn stream_of<T: Data>(graph: &Rc<RefCell<Graph>>, node: OperatorId) -> Stream<T> {

@@ -46,7 +46,7 @@ mod output;
 
 pub use app::{App, Flow};
 pub(crate) use app::{AppCounters, CommitTargetOf, PartitionCount};
-pub(crate) use graph::{add_operator, set_trigger, FrontierTrigger};
+pub(crate) use graph::{add_operator, set_trigger, set_work_per_record, FrontierTrigger};
 pub use graph::{AppBuilder, KeyedStream, Stream};
 pub(crate) use message::batch_of;
 pub use message::{

@@ -28,6 +28,8 @@ pub(crate) struct Wiring {
     pub(crate) operator: OperatorId,
     pub(crate) edges: Vec<Box<dyn Any + Send + Sync>>,
     pub(crate) partitions: Vec<PartitionId>,
+    /// Per operator of the app: the most records one batch sent to it holds.
+    pub(crate) batch_limits: Arc<[usize]>,
     pub(crate) counters: Arc<AppCounters>,
     /// The triggers of every operator of the app that has one (windows on a fixed grid):
     /// a source sends a watermark at once when its frontier crosses one.
@@ -69,7 +71,8 @@ pub(crate) trait Logic: 'static {
         let _ = (from, to);
         true
     }
-    /// A source's turn.
+    /// A turn the partition asked for: a source's next records, a window's next fired
+    /// rows.
     fn on_tick(&mut self, ctx: &mut Context<'_, Msg>) {
         let _ = ctx;
     }
@@ -213,6 +216,9 @@ impl Actor<Msg> for OperatorActor {
             }
             Msg::Watermark(frontier) => Some(frontier),
             Msg::End => None,
+            // A partition's turn of its own (a window sending the rows it fired) reads
+            // nothing a lessee holds.
+            Msg::Tick => return dirigo_runtime::Barrier::Local,
             _ => return dirigo_runtime::Barrier::Single,
         };
         if self.exclusive {

@@ -42,6 +42,8 @@ struct EdgeOut<T> {
     route: Route,
     key: Option<KeyHashFn<T>>,
     buffers: Vec<Batch<T>>,
+    /// The most records one batch on this edge holds (see `batch_limit`).
+    max_batch: usize,
     /// Whether what leaves on this edge counts as sent: the first edge's records do
     /// (for a broadcast edge, those to its partition 0), so that a record sent over
     /// several edges counts once.
@@ -66,6 +68,7 @@ impl<T: Data> Output<T> {
                     route: Route::new(edge.partitioning, partitions, me % partitions),
                     key: edge.key.clone(),
                     buffers: (0..partitions).map(|_| Vec::new()).collect(),
+                    max_batch: wiring.batch_limits[usize::from(edge.target)],
                     counts_sent: index == 0,
                 }
             })
@@ -95,7 +98,7 @@ impl<T: Data> Output<T> {
                         edge.buffers[partition as usize].push((time, value.clone()));
                     }
                     for partition in 0..edge.partitions {
-                        if edge.buffers[partition as usize].len() >= MAX_BATCH {
+                        if edge.buffers[partition as usize].len() >= edge.max_batch {
                             Self::send_buffer(
                                 self.app,
                                 self.ingress,
@@ -114,7 +117,7 @@ impl<T: Data> Output<T> {
                         .target(edge.forward, || key.as_ref().map_or(0, |key| key(&value)));
                     let buffer = &mut edge.buffers[partition as usize];
                     buffer.push((time, value));
-                    if buffer.len() >= MAX_BATCH {
+                    if buffer.len() >= edge.max_batch {
                         Self::send_buffer(self.app, self.ingress, &self.sent, edge, partition, ctx);
                     }
                 }
@@ -144,10 +147,10 @@ impl<T: Data> Output<T> {
         let mut rest = records.drain(..);
         loop {
             let buffer = &mut edge.buffers[partition as usize];
-            let room = MAX_BATCH.saturating_sub(buffer.len());
+            let room = edge.max_batch.saturating_sub(buffer.len());
             buffer.reserve(room.min(rest.len()));
             buffer.extend(rest.by_ref().take(room).map(|record| (time, record)));
-            if buffer.len() < MAX_BATCH {
+            if buffer.len() < edge.max_batch {
                 break;
             }
             Self::send_buffer(self.app, self.ingress, &self.sent, edge, partition, ctx);

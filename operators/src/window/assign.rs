@@ -8,6 +8,17 @@ use super::{Window, WindowSpec, Windows};
 use crate::dataflow::{FrontierTrigger, Time};
 
 impl WindowSpec {
+    /// How many windows one record is counted into (for sliding windows, `size / slide`
+    /// rounded up): the operator's work per record against a plain operator's.
+    pub(crate) fn windows_per_record(&self) -> u32 {
+        match self.windows {
+            Windows::Sliding { size, slide } => {
+                u32::try_from(size.max(1).div_ceil(slide.max(1))).unwrap_or(u32::MAX)
+            }
+            Windows::Tumbling { .. } | Windows::Session { .. } => 1,
+        }
+    }
+
     /// Calls `each` with every aligned window `time` belongs to.
     pub(super) fn assign(&self, time: Time, mut each: impl FnMut(Window)) {
         let (size, slide) = match self.windows {

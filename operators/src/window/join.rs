@@ -11,8 +11,8 @@ use super::logic::{WindowFns, WindowLogic};
 use super::{Window, WindowSpec};
 use crate::checkpoint::{Saved, SavedInputs};
 use crate::dataflow::{
-    add_operator, batch_of, set_trigger, CheckpointId, Data, KeyedStream, Logic, Msg, Stream, Time,
-    Wiring,
+    add_operator, batch_of, set_trigger, set_work_per_record, CheckpointId, Data, KeyedStream,
+    Logic, Msg, Stream, Time, Wiring,
 };
 use crate::state::{Key, Portable};
 
@@ -68,6 +68,7 @@ impl<L: Data + Portable + Sync, K: Key + Sync> KeyedStream<L, K> {
         if let Some(trigger) = spec.trigger() {
             set_trigger(self.stream.graph(), node, trigger);
         }
+        set_work_per_record(self.stream.graph(), node, spec.windows_per_record());
         self.connect_with(other, node)
     }
 }
@@ -129,6 +130,10 @@ impl<L: Data + Portable + Sync, R: Data + Portable + Sync, K: Key + Sync, O: Dat
 
     fn forward_end(&mut self, ctx: &mut Context<'_, Msg>) {
         self.inner.forward_end(ctx);
+    }
+
+    fn on_tick(&mut self, ctx: &mut Context<'_, Msg>) {
+        self.inner.on_tick(ctx);
     }
 
     fn save(&mut self, id: CheckpointId) -> Result<Saved, SnapshotError> {

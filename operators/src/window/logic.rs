@@ -5,6 +5,7 @@
 
 use std::any::Any;
 use std::cmp::Reverse;
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -27,6 +28,18 @@ pub(crate) type MergeFn<A> = Arc<dyn Fn(&mut A, A) + Send + Sync>;
 /// Turns a fired window into outputs.
 type EmitFn<K, A, O> = Arc<dyn Fn(&K, Window, A, &mut Vec<O>) + Send + Sync>;
 
+/// Handler time after which a window partition stops sending the rows of the windows
+/// it fired and goes on in a later turn of its own (see `WindowLogic::send_fired`), so
+/// that other work of its shard — another app's latency-critical records — does not
+/// wait for a whole window's rows.
+const FIRING_TURN_NS: u64 = 100_000;
+/// Rows sent between two looks at the clock while sending fired rows.
+const ROWS_PER_CLOCK_LOOK: usize = 256;
+
+/// A fired window whose rows are on their way out: its end, and the states of the keys
+/// whose rows have not gone yet (each with its window's start).
+type FiredWindow<K, A> = (Time, std::vec::IntoIter<(K, Time, A)>);
+
 /// What makes a window operator: its windows, and the functions that key, fold, merge
 /// and emit.
 pub(super) struct WindowFns<T, K, A, O> {
@@ -48,6 +61,15 @@ pub(super) struct WindowLogic<T, K, A, O> {
     counters: Arc<AppCounters>,
     out: Output<O>,
     scratch: Vec<O>,
+    /// Windows on a fixed grid that fired and whose rows have not all gone out yet, in
+    /// firing order: each window's end and its keys' states, the first of them partly
+    /// sent.
+    fired: VecDeque<FiredWindow<K, A>>,
+    /// The latest frontier to pass on once the fired rows are out (a frontier goes after
+    /// the rows it fired).
+    held_frontier: Option<Time>,
+    /// A turn of this partition's own (a [`Msg::Tick`]) is on its way to send more rows.
+    continuing: bool,
 }
 
 impl<T: Data, K: Key, A: Portable + Data, O: Data> WindowLogic<T, K, A, O> {
@@ -63,6 +85,9 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> WindowLogic<T, K, A, O> {
             counters: wiring.counters.clone(),
             out: Output::new(wiring, partition),
             scratch: Vec::new(),
+            fired: VecDeque::new(),
+            held_frontier: None,
+            continuing: false,
         }
     }
 
@@ -152,7 +177,7 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> WindowLogic<T, K, A, O> {
     }
 
     /// Fires the windows (sessions) that `frontier` has passed; with `all`, every one
-    /// (the input has ended).
+    /// (the input has ended), and then every row goes out in this turn.
     fn fire(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time, all: bool) {
         let fns = self.fns.clone();
         if let Windows::Session { .. } = fns.spec.windows {
@@ -195,22 +220,57 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> WindowLogic<T, K, A, O> {
                 break;
             }
             let (end, mut keys) = entry.remove_entry();
-            // Every row of the window first, then all of them out at once: one pass that
-            // fills whole batches, rather than routing row by row.
-            let emit = &self.fns.emit;
             let held = keys.entries.len();
-            for (key, start, acc) in keys.drain_for_firing() {
-                emit(&key, Window { start, end }, acc, &mut self.scratch);
-            }
+            let states: Vec<(K, Time, A)> = keys.drain_for_firing().collect();
             keys.clear();
             keys.fit(held);
             self.state.spare = Some(keys);
-            let time = self.fns.spec.output_time(end);
+            self.fired.push_back((end, states.into_iter()));
+        }
+        self.send_fired(ctx, !all);
+    }
+
+    /// Sends the rows of the fired windows, in firing order, then the frontier held back
+    /// behind them. With `bounded`, stops once the turn has taken [`FIRING_TURN_NS`] and
+    /// goes on in a turn of its own: a critical message to itself, which always runs on
+    /// this partition (never on a lessee) and after what arrived before it, and which
+    /// carries the context of the message that fired the windows, so the rows keep the
+    /// deadline and the latency they would have had.
+    fn send_fired(&mut self, ctx: &mut Context<'_, Msg>, bounded: bool) {
+        let started = if bounded { ctx.now() } else { 0 };
+        let emit = self.fns.emit.clone();
+        let spec = self.fns.spec;
+        while let Some((end, states)) = self.fired.front_mut() {
+            let end = *end;
+            let time = spec.output_time(end);
+            let mut sent = 0;
+            // Every row of a chunk first, then all of them out at once: one pass that
+            // fills whole batches, rather than routing row by row.
+            for (key, start, acc) in states.by_ref().take(ROWS_PER_CLOCK_LOOK) {
+                emit(&key, Window { start, end }, acc, &mut self.scratch);
+                sent += 1;
+            }
             let rows = self.scratch.len();
             self.out.give_all(ctx, time, &mut self.scratch);
             if self.scratch.capacity() > ROOM_KEPT * rows.max(MIN_ROOM) {
                 self.scratch.shrink_to(2 * rows.max(MIN_ROOM));
             }
+            if sent < ROWS_PER_CLOCK_LOOK {
+                self.fired.pop_front();
+            }
+            if bounded
+                && !self.fired.is_empty()
+                && ctx.now().saturating_sub(started) >= FIRING_TURN_NS
+            {
+                self.out.flush(ctx);
+                if !self.continuing {
+                    self.continuing = ctx.send_critical(ctx.me(), Msg::Tick).is_ok();
+                }
+                return;
+            }
+        }
+        if let Some(frontier) = self.held_frontier.take() {
+            self.out.frontier(ctx, frontier);
         }
     }
 
@@ -246,11 +306,21 @@ impl<T: Data, K: Key + Sync, A: Portable + Data + Sync, O: Data> Logic for Windo
     }
 
     fn forward_frontier(&mut self, ctx: &mut Context<'_, Msg>, frontier: Time) {
-        self.out.frontier(ctx, frontier);
+        if self.fired.is_empty() {
+            self.out.frontier(ctx, frontier);
+        } else {
+            self.held_frontier = Some(frontier);
+        }
+    }
+
+    /// The turn of its own a partition sends itself to go on sending fired rows.
+    fn on_tick(&mut self, ctx: &mut Context<'_, Msg>) {
+        self.continuing = false;
+        self.send_fired(ctx, true);
     }
 
     /// Every input has ended: every window and session fires, whatever its end (a
-    /// window that ends at `Time::MAX` included).
+    /// window that ends at `Time::MAX` included), and every row goes out before the end.
     fn on_end(&mut self, ctx: &mut Context<'_, Msg>) {
         self.fire(ctx, self.frontier, true);
     }
@@ -293,7 +363,10 @@ impl<T: Data, K: Key + Sync, A: Portable + Data + Sync, O: Data> Logic for Windo
         Ok(())
     }
 
+    /// The rows of windows fired before the barrier go out before it: the state saved
+    /// for the barrier no longer holds those windows.
     fn forward_barrier(&mut self, ctx: &mut Context<'_, Msg>, id: CheckpointId) {
+        self.send_fired(ctx, false);
         self.out.barrier(ctx, id);
     }
 }

@@ -189,6 +189,7 @@ impl<T: Data, K: Key + Sync> KeyedStream<T, K> {
         if let Some(trigger) = spec.trigger() {
             stream.set_trigger(trigger);
         }
+        stream.set_work_per_record(spec.windows_per_record());
         stream
     }
 
