@@ -1,32 +1,48 @@
 //! `dirigo bench nats`: what dirigo adds to a path through a NATS JetStream server, side
-//! by side with the broker path alone, in one run against a server of its own
-//! ([`LocalServer`], on a free loopback port).
+//! by side with the broker alone, in one run against a server of its own
+//! ([`LocalServer`], on a free loopback port, file storage).
 //!
-//! Both paths carry the same records through the same two streams' hops: a publisher
-//! puts JSON records into an input stream, something relays each to an output stream,
-//! and a subscriber reads the output stream. The relay is either
+//! Every path starts with the same publisher and ends with the same subscriber:
 //!
-//! - `raw`: a bare `async-nats` client that pulls from the input stream and publishes
-//!   every message to the output stream, on a thread of its own (the broker path with
-//!   nothing in between); or
-//! - `dirigo`: an app on [`SHARDS`] shards, NATS source → map → NATS sink, as a
-//!   configuration would build it.
+//! - the publisher puts JSON records into the input stream `IN` with JetStream publishes
+//!   (each waits for the server's acknowledgement; at most [`PUBLISH_IN_FLIGHT`] are
+//!   unacknowledged at once), each record carrying its intended send time (ns since the
+//!   Unix epoch) as its `value`;
+//! - the subscriber reads a stream through a pull consumer without acknowledgements and
+//!   takes latency as the time it reads a record minus that intended time (open loop: a
+//!   publisher that falls behind its schedule does not hide it).
 //!
-//! Each record carries its intended send time (ns since the Unix epoch) as its `value`;
-//! the subscriber takes latency as the time it reads the output minus that (open loop:
-//! a publisher that falls behind its schedule does not hide it).
+//! The three paths:
 //!
-//! Throughput: `events` records are put into the input stream first, then the relay
-//! starts, and the rate is the records over the time from its start until the subscriber
-//! has read the last one. Latency: at 25 %, 50 % and 80 % of dirigo's sustainable rate
-//! (the same offered rates for both paths), the publisher paces records for `seconds`
-//! each, raw and dirigo in turns, with fresh streams every time.
+//! - `raw` (the broker path alone): publisher → `IN` → subscriber. One hop through the
+//!   server, no relay.
+//! - `relay` (two hops, no dirigo): publisher → `IN` → a bare `async-nats` client on a
+//!   thread of its own → `OUT` → subscriber. The client does what dirigo's source and
+//!   sink do, and nothing else: a durable pull consumer with `ack_policy = all`
+//!   (acknowledging every [`RELAY_ACK_EVERY`]th message, and when idle), and a JetStream
+//!   publish of each message with a `Nats-Msg-Id`, at most [`RELAY_IN_FLIGHT`]
+//!   unacknowledged.
+//! - `dirigo`: publisher → `IN` → an app on `shards` shards (default [`SHARDS`]), NATS
+//!   source → map → NATS sink, as a configuration would build it, without checkpoints
+//!   (so the sink publishes as records come; with checkpoints it would hold each epoch's
+//!   output until the checkpoint is complete) → `OUT` → subscriber. One shard by
+//!   default: the stream is one partition, so one shard does all the work, and on a
+//!   two-core machine the other core is left to the server and the clients; with more,
+//!   the source, the map and the sink may sit on different shards, one hop apart each.
+//!
+//! Throughput: the path is started, then the publisher puts `events` records as fast as
+//! its acknowledgements allow while the subscriber reads; the rate is the records over
+//! the time from the first publish until the subscriber read the last. Latency: at 25 %,
+//! 50 % and 80 % of dirigo's rate of the same round (the same offered rates for every
+//! path), the publisher paces records for `seconds` each, the paths in turns, with fresh
+//! streams every time. With several rounds, each figure is the median over the rounds.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::{self, consumer::pull, stream};
+use async_nats::jetstream::{self, consumer::pull, context::PublishAckFuture, stream};
 use dirigo_operators::dataflow::{AppBuilder, Msg};
 use dirigo_operators::io::nats::{
     LocalServer, NatsConnect, NatsSinkOptions, NatsSourceOptions, SubjectTemplate,
@@ -37,11 +53,37 @@ use futures_lite::StreamExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-/// Shards of the dirigo path.
-pub const SHARDS: usize = 2;
+/// Shards of the dirigo path, by default.
+pub const SHARDS: usize = 1;
 
 /// The shares of dirigo's sustainable rate offered in the latency runs.
 pub const SHARES: [f64; 3] = [0.25, 0.5, 0.8];
+
+/// The publisher's most unacknowledged publishes.
+pub const PUBLISH_IN_FLIGHT: usize = 1024;
+
+/// The relay's most unacknowledged publishes (the NATS sink's default
+/// `max_in_flight`).
+pub const RELAY_IN_FLIGHT: usize = dirigo_operators::io::nats::sink::DEFAULT_MAX_IN_FLIGHT;
+
+/// The relay acknowledges its consumer after this many messages (and when idle).
+pub const RELAY_ACK_EVERY: u64 = 256;
+
+/// What each path is, as the report states it.
+pub const PATHS: [(&str, &str); 3] = [
+    (
+        "raw",
+        "publisher -> JetStream stream IN -> subscriber (one hop through the server, no relay)",
+    ),
+    (
+        "relay",
+        "publisher -> IN -> bare async-nats client (durable pull consumer, ack all; JetStream publish with Nats-Msg-Id, acks awaited, bounded in flight) -> OUT -> subscriber",
+    ),
+    (
+        "dirigo",
+        "publisher -> IN -> dirigo on N shards (NATS source -> map -> NATS sink; no checkpoints, so the sink publishes at once) -> OUT -> subscriber",
+    ),
+];
 
 /// Settings of `dirigo bench nats`.
 #[derive(Clone, Debug)]
@@ -50,6 +92,11 @@ pub struct NatsBenchConfig {
     pub events: u64,
     /// Seconds of offered load per latency run.
     pub seconds: f64,
+    /// Rounds (each: every path's throughput, then every load on every path in turns);
+    /// figures are medians over them.
+    pub rounds: usize,
+    /// Shards of the dirigo path.
+    pub shards: usize,
 }
 
 impl Default for NatsBenchConfig {
@@ -57,6 +104,8 @@ impl Default for NatsBenchConfig {
         Self {
             events: 200_000,
             seconds: 3.0,
+            rounds: 1,
+            shards: SHARDS,
         }
     }
 }
@@ -79,6 +128,8 @@ pub struct LoadFigures {
 /// One path's figures.
 #[derive(Clone, Debug, Serialize)]
 pub struct PathFigures {
+    /// What the path is.
+    pub path: String,
     /// Sustainable throughput, records per second.
     pub events_per_s: f64,
     /// Latency per offered load.
@@ -94,10 +145,18 @@ pub struct NatsBenchReport {
     pub events: u64,
     /// Seconds per latency run.
     pub seconds: f64,
-    /// The broker path alone.
+    /// Rounds; each figure is the median over them.
+    pub rounds: usize,
+    /// Shards of the dirigo path.
+    pub shards: usize,
+    /// The broker path alone: publisher → stream → subscriber.
     pub raw: PathFigures,
-    /// Through dirigo.
+    /// Two hops through the server, relayed by a bare client.
+    pub relay: PathFigures,
+    /// Two hops through the server, relayed by dirigo.
     pub dirigo: PathFigures,
+    /// Each round's figures, in order.
+    pub per_round: Vec<[PathFigures; 3]>,
     /// The machine's own stalls, measured for 1 s just before the runs.
     pub machine_noise: Vec<crate::noise::CpuNoise>,
     /// The 1-minute load average when the runs started (`/proc/loadavg`; -1 where it
@@ -109,10 +168,24 @@ impl NatsBenchReport {
     /// The figures as a table, with the ratios the targets are about.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "nats: {} ({} records per throughput run, {:.1} s per load)\n{:<8} {:>13} {:>7} {:>13} {:>10} {:>11} {:>11}\n",
-            self.server, self.events, self.seconds, "path", "events/s", "share", "offered/s", "received", "p50 µs", "p99 µs"
+            "nats: {} ({} records per throughput run, {:.1} s per load, {} round(s), medians)\n",
+            self.server, self.events, self.seconds, self.rounds
         );
-        for (name, path) in [("raw", &self.raw), ("dirigo", &self.dirigo)] {
+        for (name, what) in PATHS {
+            out += &format!(
+                "  {name}: {}\n",
+                what.replace("N shards", &format!("{} shard(s)", self.shards))
+            );
+        }
+        out += &format!(
+            "{:<8} {:>13} {:>7} {:>13} {:>10} {:>11} {:>11}\n",
+            "path", "events/s", "share", "offered/s", "received", "p50 µs", "p99 µs"
+        );
+        for (name, path) in [
+            ("raw", &self.raw),
+            ("relay", &self.relay),
+            ("dirigo", &self.dirigo),
+        ] {
             out += &format!("{name:<8} {:>13.0}\n", path.events_per_s);
             for load in &path.loads {
                 out += &format!(
@@ -129,26 +202,47 @@ impl NatsBenchReport {
         }
         out += &format!("  load average at start: {:.2}\n", self.load_average);
         out += &crate::noise::describe(&self.machine_noise);
-        if let (Some(raw), Some(dirigo)) = (
-            self.raw.loads.iter().find(|l| l.share == 0.5),
-            self.dirigo.loads.iter().find(|l| l.share == 0.5),
-        ) {
-            out += &format!(
-                "at 50 %: dirigo adds {:.1} µs at p50; its p99 is {:.2}x the raw path's. Throughput: {:.2}x the raw path's\n",
-                (dirigo.p50_ns as f64 - raw.p50_ns as f64) / 1e3,
-                dirigo.p99_ns as f64 / raw.p99_ns.max(1) as f64,
-                self.dirigo.events_per_s / self.raw.events_per_s.max(1e-9)
-            );
+        let half = |path: &PathFigures| path.loads.iter().find(|l| l.share == 0.5).cloned();
+        if let Some(dirigo) = half(&self.dirigo) {
+            for (name, base) in [("raw", &self.raw), ("relay", &self.relay)] {
+                if let Some(base_load) = half(base) {
+                    out += &format!(
+                        "against {name}: at 50 % dirigo adds {:.1} µs at p50 (target <= 50); its p99 is {:.2}x (target <= 2x); throughput {:.2}x (target >= 0.8x)\n",
+                        (dirigo.p50_ns as f64 - base_load.p50_ns as f64) / 1e3,
+                        dirigo.p99_ns as f64 / base_load.p99_ns.max(1) as f64,
+                        self.dirigo.events_per_s / base.events_per_s.max(1e-9)
+                    );
+                }
+            }
         }
         out
     }
 }
 
-/// Which relay a run uses.
+/// Which path a run uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path {
     Raw,
+    Relay,
     Dirigo,
+}
+
+impl Path {
+    const ALL: [Path; 3] = [Path::Raw, Path::Relay, Path::Dirigo];
+
+    fn describe(self, shards: usize) -> String {
+        PATHS[self as usize]
+            .1
+            .replace("N shards", &format!("{shards} shard(s)"))
+    }
+
+    /// The stream the subscriber reads.
+    fn output(self, run: u32) -> String {
+        match self {
+            Path::Raw => format!("IN{run}"),
+            Path::Relay | Path::Dirigo => format!("OUT{run}"),
+        }
+    }
 }
 
 fn unix_ns() -> u64 {
@@ -205,16 +299,29 @@ async fn reader(context: &jetstream::Context, stream: &str) -> Result<pull::Stre
         .map_err(|e| e.to_string())
 }
 
-/// Publishes `count` records to `subject`, paced at `rate` per second (`None`: as fast
-/// as the client takes them), each carrying its intended send time.
+/// Waits for the oldest of `acks` while more than `most` are outstanding.
+async fn settle(acks: &mut VecDeque<PublishAckFuture>, most: usize) -> Result<(), String> {
+    while acks.len() > most {
+        if let Some(ack) = acks.pop_front() {
+            ack.await
+                .map_err(|e| format!("a publish was not acknowledged: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Publishes `count` records to `subject` with JetStream publishes, paced at `rate` per
+/// second (`None`: as fast as the acknowledgements allow), each carrying its intended
+/// send time; returns when the first was published.
 async fn publish(
-    client: &async_nats::Client,
+    context: &jetstream::Context,
     subject: String,
     count: u64,
     rate: Option<f64>,
-) -> Result<(), String> {
+) -> Result<Instant, String> {
     let started = Instant::now();
     let epoch_ns = unix_ns();
+    let mut acks = VecDeque::new();
     for i in 0..count {
         let due = rate.map(|rate| Duration::from_secs_f64(i as f64 / rate));
         if let Some(due) = due {
@@ -229,26 +336,25 @@ async fn publish(
             i % 1000,
             i
         );
-        client
-            .publish(subject.clone(), record.into())
-            .await
-            .map_err(|e| format!("cannot publish: {e}"))?;
+        acks.push_back(
+            context
+                .publish(subject.clone(), record.into())
+                .await
+                .map_err(|e| format!("cannot publish: {e}"))?,
+        );
+        settle(&mut acks, PUBLISH_IN_FLIGHT).await?;
     }
-    client
-        .flush()
-        .await
-        .map_err(|e| format!("cannot publish: {e}"))
+    settle(&mut acks, 0).await?;
+    Ok(started)
 }
 
-/// Reads `count` records from `OUT{run}` (or stops `idle` after the last), recording
-/// latencies; returns the histogram and when the last came.
+/// Reads `count` records from `messages` (or stops `idle` after the last), recording
+/// latencies; returns the histogram, when the last came and how many came.
 async fn subscribe(
-    context: &jetstream::Context,
-    run: u32,
+    mut messages: pull::Stream,
     count: u64,
     idle: Duration,
 ) -> Result<(Histogram<u64>, Instant, u64), String> {
-    let mut messages = reader(context, &format!("OUT{run}")).await?;
     let mut histogram =
         Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).map_err(|e| e.to_string())?;
     let mut received = 0;
@@ -269,38 +375,84 @@ async fn subscribe(
     Ok((histogram, last, received))
 }
 
-/// The raw relay: pulls from `IN{run}` and publishes each message to `out{run}` until
-/// `stop`.
-fn start_raw_relay(
+/// The bare relay: reads `IN{run}` through a durable pull consumer (ack policy all) and
+/// publishes each message to `out{run}` with a JetStream publish and a `Nats-Msg-Id`,
+/// until `stop`. Says on `ready` once its consumer exists.
+fn start_bare_relay(
     url: String,
     run: u32,
     stop: Arc<AtomicBool>,
+    ready: flume::Sender<()>,
 ) -> std::thread::JoinHandle<Result<(), String>> {
     std::thread::spawn(move || {
         tokio_runtime()?.block_on(async move {
             let client = async_nats::connect(&url).await.map_err(|e| e.to_string())?;
-            let context = jetstream::new(client.clone());
-            let mut messages = reader(&context, &format!("IN{run}")).await?;
+            let context = jetstream::new(client);
+            let stream = context
+                .get_stream(format!("IN{run}"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut messages = stream
+                .create_consumer(pull::Config {
+                    durable_name: Some("relay".into()),
+                    ack_policy: jetstream::consumer::AckPolicy::All,
+                    max_ack_pending: 1 << 20,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .stream()
+                .max_messages_per_batch(dirigo_operators::io::nats::DEFAULT_FETCH_BATCH)
+                .expires(Duration::from_secs(5))
+                .heartbeat(Duration::from_secs(1))
+                .messages()
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = ready.send(());
             let subject = format!("out{run}");
+            let mut acks = VecDeque::new();
+            let mut unacked: Option<jetstream::Message> = None;
+            let mut relayed = 0u64;
             while !stop.load(Ordering::Acquire) {
                 match tokio::time::timeout(Duration::from_millis(50), messages.next()).await {
-                    Ok(Some(Ok(message))) => client
-                        .publish(subject.clone(), message.payload.clone())
-                        .await
-                        .map_err(|e| e.to_string())?,
+                    Ok(Some(Ok(message))) => {
+                        let sequence = message.info().map_err(|e| e.to_string())?.stream_sequence;
+                        let publication = jetstream::message::PublishMessage::build()
+                            .message_id(format!("relay/{sequence}"))
+                            .payload(message.payload.clone());
+                        acks.push_back(
+                            context
+                                .send_publish(subject.clone(), publication)
+                                .await
+                                .map_err(|e| e.to_string())?,
+                        );
+                        settle(&mut acks, RELAY_IN_FLIGHT).await?;
+                        relayed += 1;
+                        if relayed.is_multiple_of(RELAY_ACK_EVERY) {
+                            message.ack().await.map_err(|e| e.to_string())?;
+                            unacked = None;
+                        } else {
+                            unacked = Some(message);
+                        }
+                    }
                     Ok(Some(Err(e))) => return Err(e.to_string()),
                     Ok(None) => break,
-                    Err(_) => {}
+                    Err(_) => {
+                        if let Some(message) = unacked.take() {
+                            message.ack().await.map_err(|e| e.to_string())?;
+                        }
+                    }
                 }
             }
-            client.flush().await.map_err(|e| e.to_string())
+            settle(&mut acks, 0).await
         })
     })
 }
 
-/// A running relay of either kind.
+/// A running path.
 enum Relay {
-    Raw {
+    None,
+    Bare {
         stop: Arc<AtomicBool>,
         thread: std::thread::JoinHandle<Result<(), String>>,
     },
@@ -311,12 +463,21 @@ enum Relay {
     },
 }
 
-fn start_relay(path: Path, url: &str, run: u32) -> Result<Relay, String> {
+fn start_relay(path: Path, url: &str, run: u32, shards: usize) -> Result<Relay, String> {
     match path {
-        Path::Raw => {
+        Path::Raw => Ok(Relay::None),
+        Path::Relay => {
             let stop = Arc::new(AtomicBool::new(false));
-            let thread = start_raw_relay(url.to_owned(), run, stop.clone());
-            Ok(Relay::Raw { stop, thread })
+            let (ready_tx, ready_rx) = flume::bounded(1);
+            let thread = start_bare_relay(url.to_owned(), run, stop.clone(), ready_tx);
+            if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+                stop.store(true, Ordering::Release);
+                return Err(match thread.join() {
+                    Ok(Err(e)) => format!("the relay did not start: {e}"),
+                    _ => "the relay did not start".to_owned(),
+                });
+            }
+            Ok(Relay::Bare { stop, thread })
         }
         Path::Dirigo => {
             let builder = AppBuilder::new(0, "relay");
@@ -344,7 +505,7 @@ fn start_relay(path: Path, url: &str, run: u32) -> Result<Relay, String> {
                 .map_err(|e| e.to_string())?;
             let app = builder.build();
             let runtime = app
-                .install(Runtime::<Msg>::builder().shards(SHARDS))
+                .install(Runtime::<Msg>::builder().shards(shards))
                 .build()
                 .map_err(|e| format!("the runtime did not start: {e}"))?;
             app.start(&runtime.ingress());
@@ -359,11 +520,12 @@ fn start_relay(path: Path, url: &str, run: u32) -> Result<Relay, String> {
 
 fn stop_relay(relay: Relay) -> Result<(), String> {
     match relay {
-        Relay::Raw { stop, thread } => {
+        Relay::None => Ok(()),
+        Relay::Bare { stop, thread } => {
             stop.store(true, Ordering::Release);
             thread
                 .join()
-                .map_err(|_| "the raw relay panicked".to_owned())?
+                .map_err(|_| "the bare relay panicked".to_owned())?
         }
         Relay::Dirigo {
             runtime,
@@ -379,69 +541,71 @@ fn stop_relay(relay: Relay) -> Result<(), String> {
     }
 }
 
-/// One throughput run: returns records per second.
-fn throughput(path: Path, url: &str, run: u32, events: u64) -> Result<f64, String> {
-    let rt = tokio_runtime()?;
-    rt.block_on(async {
+/// One run of `count` records through `path`, paced at `rate` (`None`: as fast as they
+/// go): the latencies, the records read, and the time from the first publish until the
+/// last record was read.
+fn one_run(
+    path: Path,
+    url: &str,
+    (run, shards): (u32, usize),
+    count: u64,
+    rate: Option<f64>,
+) -> Result<(Histogram<u64>, u64, Duration), String> {
+    tokio_runtime()?.block_on(async {
         let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
-        let context = jetstream::new(client.clone());
+        let context = jetstream::new(client);
         fresh_streams(&context, run).await?;
-        publish(&client, format!("in{run}"), events, None).await?;
-        // Every record is in the input stream before the relay starts.
-        let mut info = context
-            .get_stream(format!("IN{run}"))
-            .await
-            .map_err(|e| e.to_string())?;
-        while info.info().await.map_err(|e| e.to_string())?.state.messages < events {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let started = Instant::now();
-        let relay = start_relay(path, url, run)?;
-        let (_, last, received) = subscribe(&context, run, events, Duration::from_secs(10)).await?;
-        stop_relay(relay)?;
-        if received < events {
+        let relay = start_relay(path, url, run, shards)?;
+        // The subscriber's consumer exists before the first record is published.
+        let messages = reader(&context, &path.output(run)).await?;
+        let (sent, received) = futures_lite::future::zip(
+            publish(&context, format!("in{run}"), count, rate),
+            subscribe(messages, count, Duration::from_secs(10)),
+        )
+        .await;
+        let stopped = stop_relay(relay);
+        let started = sent?;
+        let (histogram, last, received) = received?;
+        stopped?;
+        if received < count {
             return Err(format!(
-                "{path:?}: {received} of {events} records came through"
+                "{path:?}: {received} of {count} records came through"
             ));
         }
-        Ok(events as f64 / last.duration_since(started).as_secs_f64().max(1e-9))
+        Ok((histogram, received, last.duration_since(started)))
     })
 }
 
-/// One latency run at `rate` records per second for `seconds`.
-fn latency(
-    path: Path,
-    url: &str,
-    run: u32,
-    rate: f64,
-    seconds: f64,
-    share: f64,
-) -> Result<LoadFigures, String> {
-    let rt = tokio_runtime()?;
-    let count = (rate * seconds).max(1.0) as u64;
-    rt.block_on(async {
-        let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
-        let context = jetstream::new(client.clone());
-        fresh_streams(&context, run).await?;
-        let relay = start_relay(path, url, run)?;
-        let publisher_client = client.clone();
-        let subject = format!("in{run}");
-        let (sent, received) = futures_lite::future::zip(
-            publish(&publisher_client, subject, count, Some(rate)),
-            subscribe(&context, run, count, Duration::from_secs(5)),
-        )
-        .await;
-        sent?;
-        let (histogram, ..) = received?;
-        stop_relay(relay)?;
-        Ok(LoadFigures {
-            share,
-            offered_per_s: rate,
-            received: histogram.len(),
-            p50_ns: histogram.value_at_quantile(0.5),
-            p99_ns: histogram.value_at_quantile(0.99),
-        })
-    })
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Each figure of `rounds` (one path's), the median over the rounds.
+fn medians(rounds: &[PathFigures]) -> PathFigures {
+    let first = &rounds[0];
+    PathFigures {
+        path: first.path.clone(),
+        events_per_s: median(rounds.iter().map(|r| r.events_per_s).collect()),
+        loads: (0..first.loads.len())
+            .map(|i| {
+                let of = |f: &dyn Fn(&LoadFigures) -> f64| {
+                    median(rounds.iter().map(|r| f(&r.loads[i])).collect())
+                };
+                LoadFigures {
+                    share: first.loads[i].share,
+                    offered_per_s: of(&|l| l.offered_per_s),
+                    received: of(&|l| l.received as f64) as u64,
+                    p50_ns: of(&|l| l.p50_ns as f64) as u64,
+                    p99_ns: of(&|l| l.p99_ns as f64) as u64,
+                }
+            })
+            .collect(),
+    }
 }
 
 /// Runs the scenario.
@@ -464,49 +628,60 @@ pub fn run(config: &NatsBenchConfig) -> Result<NatsBenchReport, String> {
     let available = dirigo_runtime::placement::available_cpus();
     let noise_cpus: Vec<Option<usize>> = match available.as_slice() {
         [first, second, ..] => vec![Some(*first), Some(*second)],
-        _ => vec![None; SHARDS],
+        _ => vec![None; 2],
     };
     let machine_noise = crate::noise::measure(&noise_cpus, Duration::from_secs(1));
     let mut run = 0u32;
-    let mut next_run = || {
-        run += 1;
-        run
-    };
-    let raw_rate = throughput(Path::Raw, &url, next_run(), config.events)?;
-    let dirigo_rate = throughput(Path::Dirigo, &url, next_run(), config.events)?;
-    let mut raw = PathFigures {
-        events_per_s: raw_rate,
-        loads: Vec::new(),
-    };
-    let mut dirigo = PathFigures {
-        events_per_s: dirigo_rate,
-        loads: Vec::new(),
-    };
-    for share in SHARES {
-        let rate = share * dirigo_rate;
-        raw.loads.push(latency(
-            Path::Raw,
-            &url,
-            next_run(),
-            rate,
-            config.seconds,
-            share,
-        )?);
-        dirigo.loads.push(latency(
-            Path::Dirigo,
-            &url,
-            next_run(),
-            rate,
-            config.seconds,
-            share,
-        )?);
+    let mut per_round = Vec::new();
+    for _ in 0..config.rounds.max(1) {
+        let mut figures = Path::ALL.map(|path| PathFigures {
+            path: path.describe(config.shards),
+            events_per_s: 0.0,
+            loads: Vec::new(),
+        });
+        for path in Path::ALL {
+            run += 1;
+            let (_, received, took) =
+                one_run(path, &url, (run, config.shards), config.events, None)?;
+            figures[path as usize].events_per_s = received as f64 / took.as_secs_f64().max(1e-9);
+        }
+        let dirigo_rate = figures[Path::Dirigo as usize].events_per_s;
+        for share in SHARES {
+            let rate = share * dirigo_rate;
+            let count = (rate * config.seconds).max(1.0) as u64;
+            for path in Path::ALL {
+                run += 1;
+                let (histogram, received, _) =
+                    one_run(path, &url, (run, config.shards), count, Some(rate))?;
+                figures[path as usize].loads.push(LoadFigures {
+                    share,
+                    offered_per_s: rate,
+                    received,
+                    p50_ns: histogram.value_at_quantile(0.5),
+                    p99_ns: histogram.value_at_quantile(0.99),
+                });
+            }
+        }
+        per_round.push(figures);
     }
+    let of = |path: Path| {
+        medians(
+            &per_round
+                .iter()
+                .map(|round| round[path as usize].clone())
+                .collect::<Vec<_>>(),
+        )
+    };
     Ok(NatsBenchReport {
         server: version,
         events: config.events,
         seconds: config.seconds,
-        raw,
-        dirigo,
+        rounds: per_round.len(),
+        shards: config.shards,
+        raw: of(Path::Raw),
+        relay: of(Path::Relay),
+        dirigo: of(Path::Dirigo),
+        per_round,
         machine_noise,
         load_average,
     })

@@ -35,7 +35,11 @@
 //! record has not arrived): its [`poll_record`](RecordSource::poll_record) then answers
 //! [`Poll::Pending`], and the source partition sends what it has, keeps its frontier, and
 //! looks again after a pause that starts at 100 µs and doubles while nothing comes, up to
-//! 4 ms (past the shard's timer-spin window, so an idle source lets its shard park). Only
+//! 4 ms (past the shard's timer-spin window, so an idle source lets its shard park). A
+//! record source that wakes its partition when records arrive ([`SourceWaker`]) is looked
+//! at again only after [`WOKEN_PENDING_PAUSE_NS`]: the wake-up brings the next records at
+//! once, and no tick due within the shard's timer-spin window (2 ms) keeps the shard
+//! spinning between two arrivals, taking a CPU from the threads that bring them. Only
 //! `Poll::Ready(None)` ends the stream. Iterators are never pending.
 //!
 //! Stopping ([`App::stop`](crate::App::stop)) is seen within [`STOP_CHECK_EVERY_NS`]
@@ -183,6 +187,10 @@ const BACKPRESSURE_PAUSE_NS: Nanos = 20_000;
 const PENDING_PAUSE_MIN_NS: Nanos = 100_000;
 /// ...and at most, after doubling while nothing comes.
 const PENDING_PAUSE_MAX_NS: Nanos = 4_000_000;
+/// How long a source whose record source wakes it ([`SourceWaker`]) waits before it looks
+/// again when nothing is available: only a fallback (a wake-up that found the shard's
+/// intake full is dropped), so well past the shard's timer-spin window.
+pub const WOKEN_PENDING_PAUSE_NS: Nanos = 20_000_000;
 /// The longest a source partition goes without a turn, so that it sees a stop within
 /// this long however far off its next record is due (see [`App::stop`](crate::App::stop)).
 pub const STOP_CHECK_EVERY_NS: Nanos = 50_000_000;
@@ -657,6 +665,7 @@ impl<T: Data> Logic for SourceLogic<T> {
         }
         let at = match (next, &self.schedule, self.next_due) {
             (Next::End, _, _) => now,
+            (Next::Pending, _, _) if self.wake_state.is_some() => now + WOKEN_PENDING_PAUSE_NS,
             (Next::Pending, _, _) => {
                 let pause = self.pending_pause;
                 self.pending_pause = (pause * 2).min(PENDING_PAUSE_MAX_NS);

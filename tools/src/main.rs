@@ -29,8 +29,9 @@
 //!   backpressure, then with shedding (see `dirigo_bench::soak`);
 //! - `dirigo bench scrape [--json PATH]`: a latency-critical app with `/metrics` scraped
 //!   10 times a second against not scraped, alternating (see `bench_scrape`);
-//! - `dirigo bench nats [--json PATH]`: a path through a NATS JetStream server relayed by
-//!   dirigo, against the same path relayed by a bare client (see `dirigo_bench::nats`).
+//! - `dirigo bench nats [--rounds N] [--json PATH]`: publisher → NATS JetStream →
+//!   subscriber, through the broker alone, relayed by a bare client, and relayed by dirigo
+//!   (see `dirigo_bench::nats`).
 
 mod allocator;
 mod apps;
@@ -352,10 +353,11 @@ enum BenchScenario {
         #[arg(long, default_value = "idle", value_parser = ["idle", "normal"])]
         priority: String,
     },
-    /// A path through a NATS JetStream server (a server of its own, started on a free
-    /// port) relayed by dirigo (NATS source → map → NATS sink), against the same path
-    /// relayed by a bare client: throughput, then latency at 25, 50 and 80 % of dirigo's.
-    #[command(after_help = "Example:\n  dirigo bench nats --json nats.json")]
+    /// Publisher → NATS JetStream (a server of its own, started on a free port) →
+    /// subscriber, three ways: the broker alone (`raw`), relayed through a second stream
+    /// by a bare client (`relay`), and relayed by dirigo (NATS source → map → NATS sink):
+    /// throughput, then latency at 25, 50 and 80 % of dirigo's, the paths in turns.
+    #[command(after_help = "Example:\n  dirigo bench nats --rounds 3 --json nats.json")]
     Nats {
         /// Also write the results as JSON to this file.
         #[arg(long, value_name = "PATH")]
@@ -366,6 +368,12 @@ enum BenchScenario {
         /// Seconds of offered load per latency run.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// Rounds; each figure is the median over them.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// Shards of the dirigo path.
+        #[arg(long, default_value_t = dirigo_bench::nats::SHARDS)]
+        shards: usize,
     },
     /// A NEXMark query (q0, q1, q2, q3, q4, q5, q7, q8, q11), or every one with `--all`,
     /// over events generated in memory beforehand: sustainable throughput, then open-loop
@@ -709,6 +717,8 @@ fn main() -> ExitCode {
                 json,
                 events,
                 seconds,
+                rounds,
+                shards,
             } => dirigo_bench::nats::run(&dirigo_bench::nats::NatsBenchConfig {
                 events: events.clamp(1_000, 100_000_000),
                 seconds: if seconds.is_finite() {
@@ -716,6 +726,8 @@ fn main() -> ExitCode {
                 } else {
                     3.0
                 },
+                rounds: rounds.clamp(1, 100),
+                shards: shards.clamp(1, 64),
             })
             .and_then(|report| emit(json, &report, report.table())),
             BenchScenario::Soak { json, seconds } => {

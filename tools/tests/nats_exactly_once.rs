@@ -3,8 +3,11 @@
 //! window sum → NATS sink, checkpoints every 100 ms) is killed with SIGKILL at random
 //! moments and started again; once the producer is done and the last run has drained,
 //! the output stream holds exactly the sums a reference computes over the input, each
-//! once. The server is the test's own (`LocalServer`, on a free loopback port); the test
-//! fails when none starts.
+//! once. And while the output's server is down (the input's is up, so records keep
+//! coming), a checkpoint's commit (its publishes) cannot finish: no later checkpoint
+//! starts, the staged output waits on disk, and once the server is back the run
+//! completes with every sum exactly once. The servers are the test's own (`LocalServer`,
+//! on free loopback ports); the test fails when none starts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,10 +46,11 @@ fn record(i: u64) -> (u64, u64, u64, String) {
     (x % 300, x % 1_000, i / 20, format!("in.{}", i % 2))
 }
 
-/// The sums the pipeline must publish: per (key, window start), the sum of the values.
-fn reference() -> BTreeMap<(u64, u64), u64> {
+/// The sums the pipeline must publish for the first `records` records: per (key, window
+/// start), the sum of the values.
+fn reference(records: u64) -> BTreeMap<(u64, u64), u64> {
     let mut sums = BTreeMap::new();
-    for i in 0..RECORDS {
+    for i in 0..records {
         let (key, value, time, _) = record(i);
         *sums.entry((key, time - time % WINDOW_MS)).or_insert(0) += value;
     }
@@ -54,6 +58,11 @@ fn reference() -> BTreeMap<(u64, u64), u64> {
 }
 
 fn config(url: &str) -> String {
+    config_between(url, url)
+}
+
+/// The pipeline reading from the server at `input` and writing to the one at `output`.
+fn config_between(input: &str, output: &str) -> String {
     format!(
         r#"[run]
 duration_s = 300
@@ -73,7 +82,7 @@ format = "json"
 partitions = 2
 out_of_orderness_ms = 5
 [app.source.nats]
-url = "{url}"
+url = "{input}"
 stream = "IN"
 subject = "in.{{partition}}"
 consumer = "sums"
@@ -86,7 +95,7 @@ window = {{ kind = "tumbling", size_ms = {WINDOW_MS} }}
 [app.sink]
 kind = "nats"
 [app.sink.nats]
-url = "{url}"
+url = "{output}"
 stream = "OUT"
 subject = "sums.{{key}}"
 create = true
@@ -102,8 +111,9 @@ fn tokio_runtime() -> tokio::runtime::Runtime {
 }
 
 /// Publishes every record to the stream IN (made first), in bursts, each with an id so
-/// that a retry is stored once.
-fn produce(url: String) -> std::thread::JoinHandle<()> {
+/// that a retry is stored once; a burst the server did not acknowledge (it was down) is
+/// sent again, for up to a minute.
+fn produce(url: String, records: u64) -> std::thread::JoinHandle<()> {
     let runtime = tokio_runtime();
     let context =
         runtime.block_on(async { jetstream::new(async_nats::connect(&url).await.unwrap()) });
@@ -117,18 +127,33 @@ fn produce(url: String) -> std::thread::JoinHandle<()> {
         .unwrap();
     std::thread::spawn(move || {
         runtime.block_on(async move {
-            for burst in 0..RECORDS / BURST {
-                let mut acks = Vec::new();
-                for i in burst * BURST..(burst + 1) * BURST {
-                    let (key, value, time, subject) = record(i);
-                    let payload = format!("{{\"key\":{key},\"value\":{value},\"time\":{time}}}");
-                    let message = jetstream::message::PublishMessage::build()
-                        .message_id(format!("in-{i}"))
-                        .payload(payload.into());
-                    acks.push(context.send_publish(subject, message).await.unwrap());
-                }
-                for ack in acks {
-                    ack.await.expect("the server stores every input record");
+            for burst in 0..records / BURST {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let mut acks = Vec::new();
+                    for i in burst * BURST..(burst + 1) * BURST {
+                        let (key, value, time, subject) = record(i);
+                        let payload =
+                            format!("{{\"key\":{key},\"value\":{value},\"time\":{time}}}");
+                        let message = jetstream::message::PublishMessage::build()
+                            .message_id(format!("in-{i}"))
+                            .payload(payload.into());
+                        if let Ok(ack) = context.send_publish(subject, message).await {
+                            acks.push(ack);
+                        }
+                    }
+                    let mut stored = acks.len() as u64 == BURST;
+                    for ack in acks {
+                        stored &= ack.await.is_ok();
+                    }
+                    if stored {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "the server did not store burst {burst} within a minute"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 tokio::time::sleep(BURST_PAUSE).await;
             }
@@ -202,9 +227,9 @@ fn a_nats_pipeline_killed_at_random_moments_publishes_every_sum_exactly_once() {
     let url = server.url();
     let dir = scratch("exactly-once");
     std::fs::write(dir.join("sums.toml"), config(&url)).unwrap();
-    let want = reference();
+    let want = reference(RECORDS);
 
-    let producer = produce(url.clone());
+    let producer = produce(url.clone(), RECORDS);
     let started = Instant::now();
     let mut delays = Delays(25);
     let mut hit = 0;
@@ -246,7 +271,13 @@ fn a_nats_pipeline_killed_at_random_moments_publishes_every_sum_exactly_once() {
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("resuming from checkpoint"), "{stderr}");
 
-    let out = read_output(&url);
+    check_output(&url, &want, &format!("kills over {producing:?}"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Asserts that the stream OUT holds exactly the sums `want`, each once.
+fn check_output(url: &str, want: &BTreeMap<(u64, u64), u64>, context: &str) {
+    let out = read_output(url);
     let mut got: BTreeMap<(u64, u64), u64> = BTreeMap::new();
     let mut repeated = 0;
     for (subject, payload) in &out {
@@ -269,9 +300,104 @@ fn a_nats_pipeline_killed_at_random_moments_publishes_every_sum_exactly_once() {
     assert!(
         repeated == 0 && missing == 0 && wrong == 0 && out.len() == want.len(),
         "{} outputs for {} expected: {repeated} repeated, {missing} missing, {wrong} wrong \
-         (kills over {producing:?})",
+         ({context})",
         out.len(),
         want.len()
+    );
+}
+
+/// The newest checkpoint started in the checkpoint folder `state` (its `chk-N` folders),
+/// and how many staged output files wait there.
+fn checkpoints_and_staged(state: &Path) -> (u64, usize) {
+    let newest = std::fs::read_dir(state)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| {
+                    entry
+                        .ok()?
+                        .file_name()
+                        .to_str()?
+                        .strip_prefix("chk-")?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    let staged = std::fs::read_dir(state.join("staged"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    (newest, staged)
+}
+
+/// Records of the outage run: 60 000 at about 25 000 a second, about 2.4 s of input.
+const OUTAGE_RECORDS: u64 = 60_000;
+/// How long the server stays down: many checkpoint intervals (100 ms).
+const OUTAGE: Duration = Duration::from_secs(3);
+
+#[test]
+fn while_a_nats_commit_fails_no_later_checkpoint_starts_and_nothing_is_lost() {
+    // The input and the output on servers of their own: with the output's away, records
+    // keep coming, and the output they make can only wait.
+    let input = LocalServer::start().expect("nats-server must start (scripts/provision)");
+    let mut server = LocalServer::start().expect("nats-server must start (scripts/provision)");
+    let url = server.url();
+    let dir = scratch("outage");
+    std::fs::write(dir.join("sums.toml"), config_between(&input.url(), &url)).unwrap();
+    let want = reference(OUTAGE_RECORDS);
+    let producer = produce(input.url(), OUTAGE_RECORDS);
+    let mut run = spawn(&dir);
+    let state = dir.join("state");
+
+    // Mid-stream, the output's server goes away for many checkpoint intervals.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(run.try_wait().unwrap().is_none(), "the run ended early");
+    let (before, _) = checkpoints_and_staged(&state);
+    assert!(before > 0, "checkpoints were being taken before the outage");
+    server.stop();
+    // The checkpoint whose commit meets the outage is started within the first half
+    // second; from then on none may start.
+    std::thread::sleep(Duration::from_millis(500));
+    let (stuck_at, _) = checkpoints_and_staged(&state);
+    std::thread::sleep(OUTAGE - Duration::from_millis(500));
+    let (during, staged) = checkpoints_and_staged(&state);
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "the run ended while the server was down"
+    );
+    server
+        .restart()
+        .expect("the server starts again on its store");
+    assert_eq!(
+        during, stuck_at,
+        "checkpoints {stuck_at}..={during} started while a commit could not finish"
+    );
+    assert!(staged > 0, "the staged output waits on disk for its commit");
+
+    producer.join().expect("the producer published everything");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not end after the server came back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = stderr_of(&mut run);
+    assert!(status.success(), "{stderr}");
+    let (after, _) = checkpoints_and_staged(&state);
+    assert!(
+        after > during,
+        "checkpoints went on once the server was back"
+    );
+    check_output(
+        &url,
+        &want,
+        &format!("checkpoint {stuck_at} held for {OUTAGE:?}"),
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

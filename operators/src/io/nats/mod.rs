@@ -35,7 +35,9 @@
 //! [`NatsSourceHandle::position`]). Without checkpoints the reader acknowledges up to
 //! there (the consumers use `ack_policy = all`: one acknowledgement covers every message
 //! before it), so a message is acknowledged only once it is inside the app (at least
-//! once). A redelivered message (at or before the last sequence handed on) is skipped.
+//! once). It acknowledges once 256 messages have gathered, 20 ms after its last
+//! acknowledgement, or when idle, not after every pull: at low rates a pull brings a
+//! message or two, and an acknowledgement each would double what the server reads. A redelivered message (at or before the last sequence handed on) is skipped.
 //! After a restart the consumer delivers from its acknowledgement floor on, or, given
 //! [`NatsSourceOptions::start_after`], from right after that position.
 //!
@@ -52,10 +54,11 @@
 //! consumer anew from its acknowledgement floor, so what a killed run had been delivered
 //! and never acknowledged comes at once, not after the server's ack wait.
 //!
-//! Waking: a partition that found no batch parks (with a timer that looks again after
-//! a pause growing to 4 ms); the reader wakes it through the runtime's intake as soon as
-//! it hands it a batch ([`SourceWaker`](crate::source::SourceWaker)), so a record waits
-//! for the shard's next turn, not for the pause.
+//! Waking: a partition that found no batch parks (with a fallback timer 20 ms ahead,
+//! [`WOKEN_PENDING_PAUSE_NS`](crate::source::WOKEN_PENDING_PAUSE_NS), far enough that its
+//! shard parks too instead of spinning for it); the reader wakes it through the runtime's
+//! intake as soon as it hands it a batch ([`SourceWaker`](crate::source::SourceWaker)), so
+//! a record waits for the shard's next turn, not for a timer.
 //!
 //! The stream ends when the source is stopped ([`NatsSourceHandle::stop`]) or, with
 //! [`NatsSourceOptions::end_after_idle`], once no message came for that long and the app

@@ -4,6 +4,7 @@
 
 use std::any::Any;
 use std::collections::VecDeque;
+use std::future::IntoFuture;
 use std::io;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -33,8 +34,8 @@ pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(60);
 /// Batches of messages that wait between the sink partitions and the publisher thread.
 pub const CHANNEL_BATCHES: usize = 64;
 
-/// The first pause before publishing a message again; it doubles up to
-/// [`MAX_RETRY_PAUSE`].
+/// The pause before publishing a message again the second time (the first retry goes at
+/// once); it doubles up to [`MAX_RETRY_PAUSE`].
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
@@ -380,9 +381,12 @@ impl CommitTarget for SinkShared {
 /// The publisher thread's state.
 struct Publisher {
     context: jetstream::Context,
-    in_flight: VecDeque<(Outgoing, Option<PublishAckFuture>)>,
+    /// Each message published and not settled, with its acknowledgement (`None`: the
+    /// client could not send it) and when it was sent.
+    in_flight: VecDeque<(Outgoing, Option<PublishAckFuture>, Instant)>,
     max_in_flight: usize,
     retry_for: Duration,
+    publish_timeout: Duration,
     /// The app's counters, once the first sink partition is made.
     counters: Option<Arc<AppCounters>>,
     counters_from: flume::Receiver<Arc<AppCounters>>,
@@ -414,7 +418,8 @@ impl Publisher {
             .await;
         // A publish the client could not even send is settled like a missing
         // acknowledgement: sent again until it is acknowledged or times out.
-        self.in_flight.push_back((message, publishing.ok()));
+        self.in_flight
+            .push_back((message, publishing.ok(), Instant::now()));
     }
 
     fn publication(&self, message: &Outgoing) -> PublishMessage {
@@ -423,18 +428,26 @@ impl Publisher {
             .payload(message.payload.clone())
     }
 
-    /// Waits for the oldest message's acknowledgement, publishing it again with backoff
-    /// until it is acknowledged or [`retry_for`](NatsSinkOptions::retry_for) has passed.
+    /// Waits for the oldest message's acknowledgement, publishing it again until it is
+    /// acknowledged or [`retry_for`](NatsSinkOptions::retry_for) has passed: at once the
+    /// first time, then with backoff.
+    ///
+    /// The wait counts from when the message was sent, so that messages lost together
+    /// (the server went away with them) time out together, not one `publish_timeout`
+    /// after another; and the first retry goes at once, so that after a reconnect each
+    /// lost message costs a round trip, not a pause.
     async fn settle_oldest(&mut self) {
-        let Some((message, mut ack)) = self.in_flight.pop_front() else {
+        let Some((message, mut ack, sent_at)) = self.in_flight.pop_front() else {
             return;
         };
         let started = Instant::now();
-        let mut pause = FIRST_RETRY_PAUSE;
+        let mut deadline = sent_at + self.publish_timeout;
+        let mut pause = Duration::ZERO;
         loop {
+            let waiting = deadline.saturating_duration_since(Instant::now());
             let error = match ack.take() {
-                Some(ack) => match ack.await {
-                    Ok(ack) => {
+                Some(ack) => match tokio::time::timeout(waiting, ack.into_future()).await {
+                    Ok(Ok(ack)) => {
                         if self.failing {
                             tracing::info!("NATS sink: publishing again");
                             self.failing = false;
@@ -444,7 +457,8 @@ impl Publisher {
                         }
                         return;
                     }
-                    Err(e) => e.to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no acknowledgement within {:?}", self.publish_timeout),
                 },
                 None => "the client could not send it".to_owned(),
             };
@@ -464,7 +478,8 @@ impl Publisher {
                 self.failing = true;
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(MAX_RETRY_PAUSE);
+            pause = (pause * 2).clamp(FIRST_RETRY_PAUSE, MAX_RETRY_PAUSE);
+            deadline = Instant::now() + self.publish_timeout;
             // The same id: if the first try did reach the stream, the server drops this one.
             ack = self
                 .context
@@ -715,6 +730,7 @@ impl<T: Data + serde::Serialize> Stream<T> {
                         in_flight: VecDeque::new(),
                         max_in_flight: options.max_in_flight.max(1),
                         retry_for: options.retry_for,
+                        publish_timeout: options.publish_timeout,
                         // The app's counters come with the first partition that is made
                         // (a recovery may publish before).
                         counters: None,

@@ -54,6 +54,15 @@ const MAX_UNACKED: usize = 1 << 16;
 /// acknowledge what the run's last checkpoint covers.
 pub const FINAL_ACK_WAIT: Duration = Duration::from_secs(10);
 
+/// A partition's reader acknowledges once this many messages may be acknowledged, or
+/// [`ACK_AFTER`] after the last acknowledgement, or when idle: one acknowledgement per
+/// pull would double what the server reads from a consumer at low rates (a pull then
+/// brings a message or two). A message stays unacknowledged that much longer; the
+/// server's ack wait (30 s) is far beyond.
+const ACK_EVERY: u64 = 256;
+/// See [`ACK_EVERY`].
+const ACK_AFTER: Duration = Duration::from_millis(20);
+
 /// How long a pull request waits on the server for messages before the client renews it.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// How often the server says that a waiting pull request is still alive.
@@ -455,6 +464,8 @@ struct Reader<T> {
     /// The last message of each batch handed on and not acknowledged yet (with its
     /// sequence): acknowledging one acknowledges every message before it.
     unacked: VecDeque<(u64, jetstream::Message)>,
+    /// When the reader last acknowledged (see [`ACK_EVERY`]).
+    last_ack: Instant,
 }
 
 impl<T: Decode + Data> Reader<T> {
@@ -553,9 +564,18 @@ impl<T: Decode + Data> Reader<T> {
     }
 
     /// Tells the server that every message through what may be acknowledged is done
-    /// with (see [`acknowledgeable`](Self::acknowledgeable)).
-    async fn acknowledge_taken(&mut self) {
+    /// with (see [`acknowledgeable`](Self::acknowledgeable)); unless `now`, only once
+    /// [`ACK_EVERY`] messages or [`ACK_AFTER`] have gathered.
+    async fn acknowledge_taken(&mut self, now: bool) {
         let taken = self.acknowledgeable();
+        if !now
+            && taken.saturating_sub(self.shared.acked[self.partition].load(Ordering::Acquire))
+                < ACK_EVERY
+            && self.last_ack.elapsed() < ACK_AFTER
+        {
+            return;
+        }
+        self.last_ack = Instant::now();
         let mut newest = None;
         while self
             .unacked
@@ -665,7 +685,7 @@ impl<T: Decode + Data> Reader<T> {
                         return true;
                     }
                     // The app is behind: acknowledge what it took meanwhile.
-                    self.acknowledge_taken().await;
+                    self.acknowledge_taken(true).await;
                 }
             }
         }
@@ -680,7 +700,7 @@ impl<T: Decode + Data> Reader<T> {
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        self.acknowledge_taken().await;
+        self.acknowledge_taken(true).await;
         self.records = None;
         // The end of the stream is news too.
         self.wake_partition();
@@ -689,7 +709,7 @@ impl<T: Decode + Data> Reader<T> {
             while self.acknowledgeable() < self.handed && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            self.acknowledge_taken().await;
+            self.acknowledge_taken(true).await;
         }
     }
 
@@ -705,7 +725,7 @@ impl<T: Decode + Data> Reader<T> {
                 messages = None;
                 last_message = Instant::now();
             }
-            self.acknowledge_taken().await;
+            self.acknowledge_taken(false).await;
             if messages.is_none() {
                 let opened = self
                     .consumer
@@ -732,6 +752,8 @@ impl<T: Decode + Data> Reader<T> {
             };
             let first = match tokio::time::timeout(POLL, stream.next()).await {
                 Err(_) => {
+                    // Idle: acknowledge what is left.
+                    self.acknowledge_taken(true).await;
                     if self
                         .end_after_idle
                         .is_some_and(|idle| last_message.elapsed() >= idle)
@@ -1032,6 +1054,7 @@ impl AppBuilder {
                             shared: thread_shared.clone(),
                             handed: options.start_after.get(partition).map_or(0, |s| s.0),
                             unacked: VecDeque::new(),
+                            last_ack: Instant::now(),
                         };
                         readers.push(tokio::spawn(reader.run()));
                     }
