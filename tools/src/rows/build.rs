@@ -12,7 +12,8 @@ use dirigo_operators::io::{DeadLetterSink, Format, LetterLimits};
 use dirigo_operators::nexmark::events::Event;
 use dirigo_operators::sink::{LatencyRecorder, LineTarget};
 use dirigo_operators::source::Pacing;
-use dirigo_operators::typed::aggregate::Aggregates;
+use dirigo_operators::typed::aggregate::{AggregateKind, Aggregates};
+use dirigo_operators::typed::extreme::RowExtremeJoin;
 use dirigo_operators::typed::join::RowJoin;
 use dirigo_operators::typed::nexmark::EventFields;
 use dirigo_operators::typed::ops::{RowErrors, RowTop, RowWindow};
@@ -160,17 +161,34 @@ fn operators(
 ) -> Result<LatencyRecorder, String> {
     let name = section.name.get_ref();
     let mut built: Vec<Option<Stream<Row>>> = vec![None; section.operators.len()];
+    let extremes: Vec<Option<Extreme>> = (0..section.operators.len())
+        .map(|index| extreme_join(section, plan, index))
+        .collect();
     for &index in &plan.order {
         let operator = &section.operators[index];
+        // A window whose only reader joins it back with its own input as an extreme
+        // is not built: that join computes it.
+        if extremes.iter().flatten().any(|e| e.right == index)
+            && (0..section.operators.len())
+                .filter(|&o| section.inputs_of(o).contains(&Some(index)))
+                .all(|o| extremes[o].is_some())
+        {
+            continue;
+        }
         let op_name = operator.name.get_ref().as_str();
         let inputs: Vec<Stream<Row>> = section
             .inputs_of(index)
             .into_iter()
             .map(|input| match input {
-                None => rows.clone(),
-                Some(parent) => built[parent].clone().expect("inputs come first"),
+                None => Some(rows.clone()),
+                // A window an extreme join computes itself is not built.
+                Some(parent) if extremes[index].is_some() => {
+                    Some(built[parent].clone().unwrap_or_else(|| rows.clone()))
+                }
+                Some(parent) => built[parent].clone(),
             })
-            .collect();
+            .collect::<Option<Vec<_>>>()
+            .expect("inputs come first");
         let input = match inputs.as_slice() {
             // A join reads its inputs apart.
             [left, _] if matches!(plan.steps[index].0, Step::Join { .. }) => left.clone(),
@@ -213,6 +231,20 @@ fn operators(
                 condition,
                 fields,
             } => {
+                if let Some(extreme) = &extremes[index] {
+                    let join = RowExtremeJoin {
+                        spec: *spec,
+                        column: extreme.column,
+                        greatest: extreme.greatest,
+                        condition: condition.as_ref().map(Expr::compile_condition),
+                        fields: fields
+                            .as_ref()
+                            .map(|fields| fields.iter().map(Expr::compile).collect()),
+                    };
+                    let stream = inputs[0].join_extreme_rows(op_name, join, errors);
+                    built[index] = Some(placed(stream, operator));
+                    continue;
+                }
                 let join = RowJoin {
                     spec: *spec,
                     left_key: keys.left.iter().map(Expr::compile).collect(),
@@ -263,6 +295,64 @@ fn operators(
         }
     }
     Ok(latency)
+}
+
+/// A `join` that an extreme join computes: see [`extreme_join`].
+struct Extreme {
+    /// The window operator joined back (the right input).
+    right: usize,
+    /// The field of the left rows whose extreme the window takes.
+    column: usize,
+    /// `max` (else `min`).
+    greatest: bool,
+}
+
+/// Whether operator `index` is a `join` of rows (left) with a keyless tumbling `window`
+/// over the same rows (right) whose one aggregate is `max(f)` or `min(f)` of a field,
+/// without `having`, on `left.f = right.max`, with the same windows (the join's end may
+/// be inclusive, the window's not): then it is the rows at their window's extreme of
+/// `f`, which [`RowExtremeJoin`] finds without buffering every row (the same rows).
+fn extreme_join(section: &AppSection, plan: &Plan, index: usize) -> Option<Extreme> {
+    let Step::Join { spec, keys, .. } = &plan.steps[index].0 else {
+        return None;
+    };
+    let [left, Some(right)] = section.inputs_of(index)[..] else {
+        return None;
+    };
+    let Step::Window {
+        spec: window,
+        key,
+        aggregates,
+        having: None,
+    } = &plan.steps[right].0
+    else {
+        return None;
+    };
+    let [aggregate] = aggregates.as_slice() else {
+        return None;
+    };
+    let greatest = match aggregate.kind {
+        AggregateKind::Max => true,
+        AggregateKind::Min => false,
+        _ => return None,
+    };
+    let column = aggregate.arg.as_ref()?.as_column()?;
+    let same_windows = window.windows == spec.windows
+        && !window.inclusive_end
+        && RowExtremeJoin::fits(spec);
+    let on_the_extreme = matches!(
+        (keys.left.as_slice(), keys.right.as_slice()),
+        ([l], [r]) if l.as_column() == Some(column) && r.as_column() == Some(0)
+    );
+    (key.is_empty()
+        && same_windows
+        && on_the_extreme
+        && section.inputs_of(right) == [left])
+        .then_some(Extreme {
+            right,
+            column,
+            greatest,
+        })
 }
 
 /// A stateful operator's stream with the partitions and state its section gives it.
