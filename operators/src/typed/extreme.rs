@@ -137,7 +137,12 @@ impl Stream<Row> {
     ///
     /// # Panics
     /// If `join.spec` is not tumbling ([`RowExtremeJoin::fits`] says so beforehand).
-    pub fn join_extreme_rows(&self, name: &str, join: RowExtremeJoin, errors: RowErrors) -> Stream<Row> {
+    pub fn join_extreme_rows(
+        &self,
+        name: &str,
+        join: RowExtremeJoin,
+        errors: RowErrors,
+    ) -> Stream<Row> {
         assert!(RowExtremeJoin::fits(&join.spec), "tumbling windows only");
         let RowExtremeJoin {
             spec,
@@ -146,26 +151,24 @@ impl Stream<Row> {
             condition,
             fields,
         } = join;
-        let candidates = self
-            .key_by(move |row: &Row| bucket(&row[column]))
-            .window(
-                &format!("{name}-candidates"),
-                spec,
-                Candidates::default,
-                move |candidates: &mut Candidates, window, time, row: &Row| {
-                    if time == window.end {
-                        candidates.add_edge(greatest, column, row);
-                    } else {
-                        candidates.add_inside(greatest, column, row);
-                    }
-                },
-                move |candidates, other| candidates.absorb(greatest, column, &other),
-                |_, window, candidates, out: &mut Vec<(Time, Candidates)>| {
-                    if !candidates.best.is_null() || !candidates.edge.is_empty() {
-                        out.push((window.end, candidates));
-                    }
-                },
-            );
+        let candidates = self.key_by(move |row: &Row| bucket(&row[column])).window(
+            &format!("{name}-candidates"),
+            spec,
+            Candidates::default,
+            move |candidates: &mut Candidates, window, time, row: &Row| {
+                if time == window.end {
+                    candidates.add_edge(greatest, column, row);
+                } else {
+                    candidates.add_inside(greatest, column, row);
+                }
+            },
+            move |candidates, other| candidates.absorb(greatest, column, &other),
+            |_, window, candidates, out: &mut Vec<(Time, Candidates)>| {
+                if !candidates.best.is_null() || !candidates.edge.is_empty() {
+                    out.push((window.end, candidates));
+                }
+            },
+        );
         let pairs = Pairs {
             condition,
             fields,

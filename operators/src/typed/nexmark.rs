@@ -88,6 +88,10 @@ pub struct EventFields {
     /// Per field of [`EVENT_FIELDS`], its place in the row, if kept.
     places: [Option<usize>; EVENT_FIELDS.len()],
     kept: Vec<usize>,
+    /// Only events of this kind (`"person"`, `"auction"` or `"bid"`) are wanted, and
+    /// their `event` field is left NULL: what a pipeline whose first filter keeps one kind
+    /// asks of its source, so that it builds no row (nor text) the filter would drop.
+    only: Option<&'static str>,
 }
 
 impl EventFields {
@@ -106,7 +110,47 @@ impl EventFields {
                 kept.push(at);
             }
         }
-        Self { places, kept }
+        Self {
+            places,
+            kept,
+            only: None,
+        }
+    }
+
+    /// The same fields of the events of one kind alone (`"person"`, `"auction"` or
+    /// `"bid"`; `None` for another name), with `event` NULL: [`keeps`](Self::keeps)
+    /// says which events to turn into rows.
+    ///
+    /// ```
+    /// use dirigo_operators::nexmark::events::NexmarkSpec;
+    /// use dirigo_operators::typed::nexmark::EventFields;
+    /// use dirigo_operators::typed::Value;
+    ///
+    /// let bids = EventFields::all().only("bid").unwrap();
+    /// let events = NexmarkSpec { events: 50, ..NexmarkSpec::default() }.generate();
+    /// let kept: Vec<_> = events.into_iter().filter(|e| bids.keeps(e)).collect();
+    /// assert!(!kept.is_empty() && kept.len() < 50);
+    /// assert_eq!(bids.row(kept[0].clone())[0], Value::Null);
+    /// ```
+    pub fn only(mut self, kind: &str) -> Option<Self> {
+        self.only = Some(match kind {
+            "person" => "person",
+            "auction" => "auction",
+            "bid" => "bid",
+            _ => return None,
+        });
+        Some(self)
+    }
+
+    /// Whether `event` is of the kind wanted (every one without [`only`](Self::only)).
+    pub fn keeps(&self, event: &Event) -> bool {
+        match (self.only, event) {
+            (None, _)
+            | (Some("person"), Event::Person(_))
+            | (Some("auction"), Event::Auction(_))
+            | (Some("bid"), Event::Bid(_)) => true,
+            _ => false,
+        }
     }
 
     /// The schema of the rows: the kept fields, in order.
@@ -117,7 +161,11 @@ impl EventFields {
     /// `event` as a row of the kept fields.
     pub fn row(&self, event: Event) -> Row {
         let mut row = vec![Value::Null; self.kept.len()];
+        let only = self.only.is_some();
         let mut set = |field: usize, value: &mut dyn FnMut() -> Value| {
+            if field == 0 && only {
+                return;
+            }
             if let Some(at) = self.places[field] {
                 row[at] = value();
             }

@@ -71,9 +71,12 @@ pub fn build(
         limits.max_per_s = *rate.get_ref();
     }
     let letters = DeadLetterSink::to_file_with_limits(letters_path, limits);
+    // A paced source paces events: it must give each its row.
+    let (fields, pushed) = event_fields(&plan, source.shape.is_none());
     let rows = if source.kind_for(false) == SourceKind::Nexmark {
-        let fields = plan.event_fields.clone().unwrap_or_else(EventFields::all);
-        crate::apps::nexmark_source_of(&builder, source, move |event| fields.row(event))
+        crate::apps::nexmark_source_of(&builder, source, move |event| {
+            fields.keeps(&event).then(|| fields.row(event))
+        })
     } else {
         let path = source.path.as_ref().ok_or("a file source needs a path")?;
         builder
@@ -93,7 +96,7 @@ pub fn build(
             )
             .map_err(|e| e.to_string())?
     };
-    let latency = operators(section, &plan, &rows, &letters, Some(checkpointed))?;
+    let latency = operators(section, &plan, &rows, &letters, Some(checkpointed), &pushed)?;
     Ok(Some(BuiltApp {
         name,
         app: builder.build(),
@@ -133,7 +136,8 @@ pub fn build_over_events(
         Some(parallelism) => builder.parallelism(*parallelism.get_ref()),
         None => builder,
     };
-    let fields = Arc::new(plan.event_fields.clone().unwrap_or_else(EventFields::all));
+    let (fields, pushed) = event_fields(&plan, true);
+    let fields = Arc::new(fields);
     let rows = builder.source(
         "events",
         0,
@@ -142,22 +146,43 @@ pub fn build_over_events(
             let (events, fields) = (events.clone(), fields.clone());
             (partition as usize..events.len())
                 .step_by(partitions.max(1) as usize)
-                .map(move |at| (events[at].0, fields.row(events[at].1.clone())))
+                .filter_map(move |at| {
+                    let (time, event) = &events[at];
+                    fields
+                        .keeps(event)
+                        .then(|| (*time, fields.row(event.clone())))
+                })
         },
     );
-    let latency = operators(section, &plan, &rows, &letters, None)?;
+    let latency = operators(section, &plan, &rows, &letters, None, &pushed)?;
     Ok((builder.build(), latency))
+}
+
+/// The fields a NEXMark source of `plan` turns events into, and the filters it does the
+/// work of: with `unpaced`, only the events of the kind that [`Plan::event_kind`]'s
+/// filters keep become rows, and those filters pass every row on.
+fn event_fields(plan: &Plan, unpaced: bool) -> (EventFields, Vec<usize>) {
+    let fields = plan.event_fields.clone().unwrap_or_else(EventFields::all);
+    match &plan.event_kind {
+        Some((kind, filters)) if unpaced => match fields.clone().only(kind) {
+            Some(only) => (only, filters.clone()),
+            None => (fields, Vec::new()),
+        },
+        _ => (fields, Vec::new()),
+    }
 }
 
 /// Builds `section`'s operators (planned as `plan`) over `rows`; each leaf records its
 /// outputs' latency in the returned recorder and, with `sinks`, ends in the app's sink
-/// (committed by the checkpoints when `sinks` is `Some(true)`).
+/// (committed by the checkpoints when `sinks` is `Some(true)`). The filters in `pushed`
+/// pass their rows on: the source did their work.
 fn operators(
     section: &AppSection,
     plan: &Plan,
     rows: &Stream<Row>,
     letters: &DeadLetterSink,
     sinks: Option<bool>,
+    pushed: &[usize],
 ) -> Result<LatencyRecorder, String> {
     let name = section.name.get_ref();
     let mut built: Vec<Option<Stream<Row>>> = vec![None; section.operators.len()];
@@ -201,6 +226,7 @@ fn operators(
         };
         let errors = RowErrors::new(letters.clone(), op_name);
         let stream = match &plan.steps[index].0 {
+            Step::Filter(_) if pushed.contains(&index) => input,
             Step::Filter(condition) => {
                 let cleared = plan.cleared.get(index).cloned().unwrap_or_default();
                 input.filter_rows(op_name, condition.compile_condition(), cleared, errors)
@@ -298,13 +324,13 @@ fn operators(
 }
 
 /// A `join` that an extreme join computes: see [`extreme_join`].
-struct Extreme {
+pub(super) struct Extreme {
     /// The window operator joined back (the right input).
-    right: usize,
+    pub(super) right: usize,
     /// The field of the left rows whose extreme the window takes.
-    column: usize,
+    pub(super) column: usize,
     /// `max` (else `min`).
-    greatest: bool,
+    pub(super) greatest: bool,
 }
 
 /// Whether operator `index` is a `join` of rows (left) with a keyless tumbling `window`
@@ -312,7 +338,7 @@ struct Extreme {
 /// without `having`, on `left.f = right.max`, with the same windows (the join's end may
 /// be inclusive, the window's not): then it is the rows at their window's extreme of
 /// `f`, which [`RowExtremeJoin`] finds without buffering every row (the same rows).
-fn extreme_join(section: &AppSection, plan: &Plan, index: usize) -> Option<Extreme> {
+pub(super) fn extreme_join(section: &AppSection, plan: &Plan, index: usize) -> Option<Extreme> {
     let Step::Join { spec, keys, .. } = &plan.steps[index].0 else {
         return None;
     };
@@ -337,17 +363,13 @@ fn extreme_join(section: &AppSection, plan: &Plan, index: usize) -> Option<Extre
         _ => return None,
     };
     let column = aggregate.arg.as_ref()?.as_column()?;
-    let same_windows = window.windows == spec.windows
-        && !window.inclusive_end
-        && RowExtremeJoin::fits(spec);
+    let same_windows =
+        window.windows == spec.windows && !window.inclusive_end && RowExtremeJoin::fits(spec);
     let on_the_extreme = matches!(
         (keys.left.as_slice(), keys.right.as_slice()),
         ([l], [r]) if l.as_column() == Some(column) && r.as_column() == Some(0)
     );
-    (key.is_empty()
-        && same_windows
-        && on_the_extreme
-        && section.inputs_of(right) == [left])
+    (key.is_empty() && same_windows && on_the_extreme && section.inputs_of(right) == [left])
         .then_some(Extreme {
             right,
             column,
