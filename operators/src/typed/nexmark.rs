@@ -144,13 +144,13 @@ impl EventFields {
 
     /// Whether `event` is of the kind wanted (every one without [`only`](Self::only)).
     pub fn keeps(&self, event: &Event) -> bool {
-        match (self.only, event) {
+        matches!(
+            (self.only, event),
             (None, _)
-            | (Some("person"), Event::Person(_))
-            | (Some("auction"), Event::Auction(_))
-            | (Some("bid"), Event::Bid(_)) => true,
-            _ => false,
-        }
+                | (Some("person"), Event::Person(_))
+                | (Some("auction"), Event::Auction(_))
+                | (Some("bid"), Event::Bid(_))
+        )
     }
 
     /// The schema of the rows: the kept fields, in order.
@@ -160,6 +160,12 @@ impl EventFields {
 
     /// `event` as a row of the kept fields.
     pub fn row(&self, event: Event) -> Row {
+        self.row_of(&event)
+    }
+
+    /// `event` as a row of the kept fields, copying only those (the text of the others
+    /// is never copied: a source reading shared events clones no whole event).
+    pub fn row_of(&self, event: &Event) -> Row {
         let mut row = vec![Value::Null; self.kept.len()];
         let only = self.only.is_some();
         let mut set = |field: usize, value: &mut dyn FnMut() -> Value| {
@@ -171,36 +177,36 @@ impl EventFields {
             }
         };
         match event {
-            Event::Person(mut p) => {
+            Event::Person(p) => {
                 set(0, &mut || Value::Str("person".into()));
                 set(1, &mut || ts(p.date_time));
                 set(2, &mut || Value::U64(p.id));
-                set(3, &mut || Value::Str(std::mem::take(&mut p.name)));
-                set(4, &mut || Value::Str(std::mem::take(&mut p.email)));
-                set(5, &mut || Value::Str(std::mem::take(&mut p.credit_card)));
-                set(6, &mut || Value::Str(std::mem::take(&mut p.city)));
-                set(7, &mut || Value::Str(std::mem::take(&mut p.state)));
+                set(3, &mut || Value::Str(p.name.clone()));
+                set(4, &mut || Value::Str(p.email.clone()));
+                set(5, &mut || Value::Str(p.credit_card.clone()));
+                set(6, &mut || Value::Str(p.city.clone()));
+                set(7, &mut || Value::Str(p.state.clone()));
             }
-            Event::Auction(mut a) => {
+            Event::Auction(a) => {
                 set(0, &mut || Value::Str("auction".into()));
                 set(1, &mut || ts(a.date_time));
                 set(8, &mut || Value::U64(a.id));
-                set(9, &mut || Value::Str(std::mem::take(&mut a.item_name)));
-                set(10, &mut || Value::Str(std::mem::take(&mut a.description)));
+                set(9, &mut || Value::Str(a.item_name.clone()));
+                set(10, &mut || Value::Str(a.description.clone()));
                 set(11, &mut || Value::U64(a.initial_bid));
                 set(12, &mut || Value::U64(a.reserve));
                 set(13, &mut || ts(a.expires));
                 set(14, &mut || Value::U64(a.seller));
                 set(15, &mut || Value::U64(a.category));
             }
-            Event::Bid(mut b) => {
+            Event::Bid(b) => {
                 set(0, &mut || Value::Str("bid".into()));
                 set(1, &mut || ts(b.date_time));
                 set(16, &mut || Value::U64(b.auction));
                 set(17, &mut || Value::U64(b.bidder));
                 set(18, &mut || Value::U64(b.price));
-                set(19, &mut || Value::Str(std::mem::take(&mut b.channel)));
-                set(20, &mut || Value::Str(std::mem::take(&mut b.url)));
+                set(19, &mut || Value::Str(b.channel.clone()));
+                set(20, &mut || Value::Str(b.url.clone()));
             }
         }
         row

@@ -148,9 +148,7 @@ pub fn build_over_events(
                 .step_by(partitions.max(1) as usize)
                 .filter_map(move |at| {
                     let (time, event) = &events[at];
-                    fields
-                        .keeps(event)
-                        .then(|| (*time, fields.row(event.clone())))
+                    fields.keeps(event).then(|| (*time, fields.row_of(event)))
                 })
         },
     );
