@@ -342,14 +342,14 @@ fn generator_source(builder: &AppBuilder, source: &SourceSection) -> Stream<Keye
 
 /// NEXMark events for a `query` (and, as rows, for a typed app).
 pub(crate) fn nexmark_source(builder: &AppBuilder, source: &SourceSection) -> Stream<Event> {
-    nexmark_source_of(builder, source, |event| event)
+    nexmark_source_of(builder, source, Some)
 }
 
 /// NEXMark events, each turned into a record by `record` as the source emits it.
 pub(crate) fn nexmark_source_of<T: dirigo_operators::dataflow::Data>(
     builder: &AppBuilder,
     source: &SourceSection,
-    record: impl Fn(Event) -> T + Send + Sync + 'static,
+    record: impl Fn(Event) -> Option<T> + Send + Sync + 'static,
 ) -> Stream<T> {
     let record = Arc::new(record);
     let events = source
@@ -371,7 +371,7 @@ pub(crate) fn nexmark_source_of<T: dirigo_operators::dataflow::Data>(
         move |partition, partitions| {
             let record = record.clone();
             spec.partition_iter(partition, partitions)
-                .map(move |event| (event.time(), record(event)))
+                .filter_map(move |event| Some((event.time(), record(event)?)))
         },
     );
     match &source.partitions {

@@ -95,10 +95,10 @@ fn as_row_key(keyed: KeyedStream<Row, Value>) -> KeyedStream<Row, Row> {
 }
 
 /// What becomes of a window's pairs.
-struct Pairs {
-    condition: Option<Predicate>,
-    fields: Option<Vec<Compiled>>,
-    errors: RowErrors,
+pub(super) struct Pairs {
+    pub(super) condition: Option<Predicate>,
+    pub(super) fields: Option<Vec<Compiled>>,
+    pub(super) errors: RowErrors,
 }
 
 impl Pairs {
@@ -138,7 +138,7 @@ impl Pairs {
     }
 
     /// `row`, a joined pair, kept by the condition and replaced by the fields.
-    fn pair(&self, time: Time, row: Row, out: &mut Vec<Row>) {
+    pub(super) fn pair(&self, time: Time, row: Row, out: &mut Vec<Row>) {
         if let Some(condition) = &self.condition {
             match condition.test(&row) {
                 Ok(true) => {}

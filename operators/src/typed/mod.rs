@@ -8,7 +8,9 @@
 //!   ([`Compiled`], [`Predicate`]);
 //! - [`aggregate`]: the named aggregates of windows (`count()`, `sum(x)`, …) and their
 //!   mergeable accumulators;
-//! - [`join`]: the windowed join of two streams of rows on key expressions;
+//! - [`join`]: the windowed join of two streams of rows on key expressions; [`extreme`]:
+//!   the join of rows with their window's `max` or `min` of a field, without buffering
+//!   every row;
 //! - [`source`]: a file source of typed rows; [`output`]: rows with their field names for
 //!   JSON-lines sinks, and a CSV sink.
 //!
@@ -18,6 +20,7 @@
 
 pub mod aggregate;
 mod expr;
+pub mod extreme;
 pub mod join;
 mod key;
 pub mod nexmark;

@@ -88,6 +88,10 @@ pub struct EventFields {
     /// Per field of [`EVENT_FIELDS`], its place in the row, if kept.
     places: [Option<usize>; EVENT_FIELDS.len()],
     kept: Vec<usize>,
+    /// Only events of this kind (`"person"`, `"auction"` or `"bid"`) are wanted, and
+    /// their `event` field is left NULL: what a pipeline whose first filter keeps one kind
+    /// asks of its source, so that it builds no row (nor text) the filter would drop.
+    only: Option<&'static str>,
 }
 
 impl EventFields {
@@ -106,7 +110,47 @@ impl EventFields {
                 kept.push(at);
             }
         }
-        Self { places, kept }
+        Self {
+            places,
+            kept,
+            only: None,
+        }
+    }
+
+    /// The same fields of the events of one kind alone (`"person"`, `"auction"` or
+    /// `"bid"`; `None` for another name), with `event` NULL: [`keeps`](Self::keeps)
+    /// says which events to turn into rows.
+    ///
+    /// ```
+    /// use dirigo_operators::nexmark::events::NexmarkSpec;
+    /// use dirigo_operators::typed::nexmark::EventFields;
+    /// use dirigo_operators::typed::Value;
+    ///
+    /// let bids = EventFields::all().only("bid").unwrap();
+    /// let events = NexmarkSpec { events: 50, ..NexmarkSpec::default() }.generate();
+    /// let kept: Vec<_> = events.into_iter().filter(|e| bids.keeps(e)).collect();
+    /// assert!(!kept.is_empty() && kept.len() < 50);
+    /// assert_eq!(bids.row(kept[0].clone())[0], Value::Null);
+    /// ```
+    pub fn only(mut self, kind: &str) -> Option<Self> {
+        self.only = Some(match kind {
+            "person" => "person",
+            "auction" => "auction",
+            "bid" => "bid",
+            _ => return None,
+        });
+        Some(self)
+    }
+
+    /// Whether `event` is of the kind wanted (every one without [`only`](Self::only)).
+    pub fn keeps(&self, event: &Event) -> bool {
+        matches!(
+            (self.only, event),
+            (None, _)
+                | (Some("person"), Event::Person(_))
+                | (Some("auction"), Event::Auction(_))
+                | (Some("bid"), Event::Bid(_))
+        )
     }
 
     /// The schema of the rows: the kept fields, in order.
@@ -116,43 +160,53 @@ impl EventFields {
 
     /// `event` as a row of the kept fields.
     pub fn row(&self, event: Event) -> Row {
+        self.row_of(&event)
+    }
+
+    /// `event` as a row of the kept fields, copying only those (the text of the others
+    /// is never copied: a source reading shared events clones no whole event).
+    pub fn row_of(&self, event: &Event) -> Row {
         let mut row = vec![Value::Null; self.kept.len()];
+        let only = self.only.is_some();
         let mut set = |field: usize, value: &mut dyn FnMut() -> Value| {
+            if field == 0 && only {
+                return;
+            }
             if let Some(at) = self.places[field] {
                 row[at] = value();
             }
         };
         match event {
-            Event::Person(mut p) => {
+            Event::Person(p) => {
                 set(0, &mut || Value::Str("person".into()));
                 set(1, &mut || ts(p.date_time));
                 set(2, &mut || Value::U64(p.id));
-                set(3, &mut || Value::Str(std::mem::take(&mut p.name)));
-                set(4, &mut || Value::Str(std::mem::take(&mut p.email)));
-                set(5, &mut || Value::Str(std::mem::take(&mut p.credit_card)));
-                set(6, &mut || Value::Str(std::mem::take(&mut p.city)));
-                set(7, &mut || Value::Str(std::mem::take(&mut p.state)));
+                set(3, &mut || Value::Str(p.name.clone()));
+                set(4, &mut || Value::Str(p.email.clone()));
+                set(5, &mut || Value::Str(p.credit_card.clone()));
+                set(6, &mut || Value::Str(p.city.clone()));
+                set(7, &mut || Value::Str(p.state.clone()));
             }
-            Event::Auction(mut a) => {
+            Event::Auction(a) => {
                 set(0, &mut || Value::Str("auction".into()));
                 set(1, &mut || ts(a.date_time));
                 set(8, &mut || Value::U64(a.id));
-                set(9, &mut || Value::Str(std::mem::take(&mut a.item_name)));
-                set(10, &mut || Value::Str(std::mem::take(&mut a.description)));
+                set(9, &mut || Value::Str(a.item_name.clone()));
+                set(10, &mut || Value::Str(a.description.clone()));
                 set(11, &mut || Value::U64(a.initial_bid));
                 set(12, &mut || Value::U64(a.reserve));
                 set(13, &mut || ts(a.expires));
                 set(14, &mut || Value::U64(a.seller));
                 set(15, &mut || Value::U64(a.category));
             }
-            Event::Bid(mut b) => {
+            Event::Bid(b) => {
                 set(0, &mut || Value::Str("bid".into()));
                 set(1, &mut || ts(b.date_time));
                 set(16, &mut || Value::U64(b.auction));
                 set(17, &mut || Value::U64(b.bidder));
                 set(18, &mut || Value::U64(b.price));
-                set(19, &mut || Value::Str(std::mem::take(&mut b.channel)));
-                set(20, &mut || Value::Str(std::mem::take(&mut b.url)));
+                set(19, &mut || Value::Str(b.channel.clone()));
+                set(20, &mut || Value::Str(b.url.clone()));
             }
         }
         row

@@ -12,7 +12,8 @@ use dirigo_operators::io::{DeadLetterSink, Format, LetterLimits};
 use dirigo_operators::nexmark::events::Event;
 use dirigo_operators::sink::{LatencyRecorder, LineTarget};
 use dirigo_operators::source::Pacing;
-use dirigo_operators::typed::aggregate::Aggregates;
+use dirigo_operators::typed::aggregate::{AggregateKind, Aggregates};
+use dirigo_operators::typed::extreme::RowExtremeJoin;
 use dirigo_operators::typed::join::RowJoin;
 use dirigo_operators::typed::nexmark::EventFields;
 use dirigo_operators::typed::ops::{RowErrors, RowTop, RowWindow};
@@ -70,9 +71,12 @@ pub fn build(
         limits.max_per_s = *rate.get_ref();
     }
     let letters = DeadLetterSink::to_file_with_limits(letters_path, limits);
+    // A paced source paces events: it must give each its row.
+    let (fields, pushed) = event_fields(&plan, source.shape.is_none());
     let rows = if source.kind_for(false) == SourceKind::Nexmark {
-        let fields = plan.event_fields.clone().unwrap_or_else(EventFields::all);
-        crate::apps::nexmark_source_of(&builder, source, move |event| fields.row(event))
+        crate::apps::nexmark_source_of(&builder, source, move |event| {
+            fields.keeps(&event).then(|| fields.row(event))
+        })
     } else {
         let path = source.path.as_ref().ok_or("a file source needs a path")?;
         builder
@@ -92,7 +96,7 @@ pub fn build(
             )
             .map_err(|e| e.to_string())?
     };
-    let latency = operators(section, &plan, &rows, &letters, Some(checkpointed))?;
+    let latency = operators(section, &plan, &rows, &letters, Some(checkpointed), &pushed)?;
     Ok(Some(BuiltApp {
         name,
         app: builder.build(),
@@ -132,7 +136,8 @@ pub fn build_over_events(
         Some(parallelism) => builder.parallelism(*parallelism.get_ref()),
         None => builder,
     };
-    let fields = Arc::new(plan.event_fields.clone().unwrap_or_else(EventFields::all));
+    let (fields, pushed) = event_fields(&plan, true);
+    let fields = Arc::new(fields);
     let rows = builder.source(
         "events",
         0,
@@ -141,36 +146,72 @@ pub fn build_over_events(
             let (events, fields) = (events.clone(), fields.clone());
             (partition as usize..events.len())
                 .step_by(partitions.max(1) as usize)
-                .map(move |at| (events[at].0, fields.row(events[at].1.clone())))
+                .filter_map(move |at| {
+                    let (time, event) = &events[at];
+                    fields.keeps(event).then(|| (*time, fields.row_of(event)))
+                })
         },
     );
-    let latency = operators(section, &plan, &rows, &letters, None)?;
+    let latency = operators(section, &plan, &rows, &letters, None, &pushed)?;
     Ok((builder.build(), latency))
+}
+
+/// The fields a NEXMark source of `plan` turns events into, and the filters it does the
+/// work of: with `unpaced`, only the events of the kind that [`Plan::event_kind`]'s
+/// filters keep become rows, and those filters pass every row on.
+fn event_fields(plan: &Plan, unpaced: bool) -> (EventFields, Vec<usize>) {
+    let fields = plan.event_fields.clone().unwrap_or_else(EventFields::all);
+    match &plan.event_kind {
+        Some((kind, filters)) if unpaced => match fields.clone().only(kind) {
+            Some(only) => (only, filters.clone()),
+            None => (fields, Vec::new()),
+        },
+        _ => (fields, Vec::new()),
+    }
 }
 
 /// Builds `section`'s operators (planned as `plan`) over `rows`; each leaf records its
 /// outputs' latency in the returned recorder and, with `sinks`, ends in the app's sink
-/// (committed by the checkpoints when `sinks` is `Some(true)`).
+/// (committed by the checkpoints when `sinks` is `Some(true)`). The filters in `pushed`
+/// pass their rows on: the source did their work.
 fn operators(
     section: &AppSection,
     plan: &Plan,
     rows: &Stream<Row>,
     letters: &DeadLetterSink,
     sinks: Option<bool>,
+    pushed: &[usize],
 ) -> Result<LatencyRecorder, String> {
     let name = section.name.get_ref();
     let mut built: Vec<Option<Stream<Row>>> = vec![None; section.operators.len()];
+    let extremes: Vec<Option<Extreme>> = (0..section.operators.len())
+        .map(|index| extreme_join(section, plan, index))
+        .collect();
     for &index in &plan.order {
         let operator = &section.operators[index];
+        // A window whose only reader joins it back with its own input as an extreme
+        // is not built: that join computes it.
+        if extremes.iter().flatten().any(|e| e.right == index)
+            && (0..section.operators.len())
+                .filter(|&o| section.inputs_of(o).contains(&Some(index)))
+                .all(|o| extremes[o].is_some())
+        {
+            continue;
+        }
         let op_name = operator.name.get_ref().as_str();
         let inputs: Vec<Stream<Row>> = section
             .inputs_of(index)
             .into_iter()
             .map(|input| match input {
-                None => rows.clone(),
-                Some(parent) => built[parent].clone().expect("inputs come first"),
+                None => Some(rows.clone()),
+                // A window an extreme join computes itself is not built.
+                Some(parent) if extremes[index].is_some() => {
+                    Some(built[parent].clone().unwrap_or_else(|| rows.clone()))
+                }
+                Some(parent) => built[parent].clone(),
             })
-            .collect();
+            .collect::<Option<Vec<_>>>()
+            .expect("inputs come first");
         let input = match inputs.as_slice() {
             // A join reads its inputs apart.
             [left, _] if matches!(plan.steps[index].0, Step::Join { .. }) => left.clone(),
@@ -183,6 +224,7 @@ fn operators(
         };
         let errors = RowErrors::new(letters.clone(), op_name);
         let stream = match &plan.steps[index].0 {
+            Step::Filter(_) if pushed.contains(&index) => input,
             Step::Filter(condition) => {
                 let cleared = plan.cleared.get(index).cloned().unwrap_or_default();
                 input.filter_rows(op_name, condition.compile_condition(), cleared, errors)
@@ -213,6 +255,20 @@ fn operators(
                 condition,
                 fields,
             } => {
+                if let Some(extreme) = &extremes[index] {
+                    let join = RowExtremeJoin {
+                        spec: *spec,
+                        column: extreme.column,
+                        greatest: extreme.greatest,
+                        condition: condition.as_ref().map(Expr::compile_condition),
+                        fields: fields
+                            .as_ref()
+                            .map(|fields| fields.iter().map(Expr::compile).collect()),
+                    };
+                    let stream = inputs[0].join_extreme_rows(op_name, join, errors);
+                    built[index] = Some(placed(stream, operator));
+                    continue;
+                }
                 let join = RowJoin {
                     spec: *spec,
                     left_key: keys.left.iter().map(Expr::compile).collect(),
@@ -263,6 +319,60 @@ fn operators(
         }
     }
     Ok(latency)
+}
+
+/// A `join` that an extreme join computes: see [`extreme_join`].
+pub(super) struct Extreme {
+    /// The window operator joined back (the right input).
+    pub(super) right: usize,
+    /// The field of the left rows whose extreme the window takes.
+    pub(super) column: usize,
+    /// `max` (else `min`).
+    pub(super) greatest: bool,
+}
+
+/// Whether operator `index` is a `join` of rows (left) with a keyless tumbling `window`
+/// over the same rows (right) whose one aggregate is `max(f)` or `min(f)` of a field,
+/// without `having`, on `left.f = right.max`, with the same windows (the join's end may
+/// be inclusive, the window's not): then it is the rows at their window's extreme of
+/// `f`, which [`RowExtremeJoin`] finds without buffering every row (the same rows).
+pub(super) fn extreme_join(section: &AppSection, plan: &Plan, index: usize) -> Option<Extreme> {
+    let Step::Join { spec, keys, .. } = &plan.steps[index].0 else {
+        return None;
+    };
+    let [left, Some(right)] = section.inputs_of(index)[..] else {
+        return None;
+    };
+    let Step::Window {
+        spec: window,
+        key,
+        aggregates,
+        having: None,
+    } = &plan.steps[right].0
+    else {
+        return None;
+    };
+    let [aggregate] = aggregates.as_slice() else {
+        return None;
+    };
+    let greatest = match aggregate.kind {
+        AggregateKind::Max => true,
+        AggregateKind::Min => false,
+        _ => return None,
+    };
+    let column = aggregate.arg.as_ref()?.as_column()?;
+    let same_windows =
+        window.windows == spec.windows && !window.inclusive_end && RowExtremeJoin::fits(spec);
+    let on_the_extreme = matches!(
+        (keys.left.as_slice(), keys.right.as_slice()),
+        ([l], [r]) if l.as_column() == Some(column) && r.as_column() == Some(0)
+    );
+    (key.is_empty() && same_windows && on_the_extreme && section.inputs_of(right) == [left])
+        .then_some(Extreme {
+            right,
+            column,
+            greatest,
+        })
 }
 
 /// A stateful operator's stream with the partitions and state its section gives it.

@@ -98,6 +98,11 @@ pub(crate) struct Plan {
     /// Per operator, the fields it passes on as NULL: a `filter`'s that nothing after
     /// it reads (rows kept in state later then hold no copy of them).
     pub(crate) cleared: Vec<Vec<usize>>,
+    /// A NEXMark source's: when everything it feeds is a `filter` of one kind of event
+    /// alone (`event = 'bid'`) and nothing after reads `event`, that kind and those
+    /// filters. An unpaced source can then turn only events of that kind into rows,
+    /// with `event` NULL as the filters would leave it, and the filters keep them all.
+    pub(crate) event_kind: Option<(String, Vec<usize>)>,
 }
 
 /// Checks every typed app of `config`, whose text is `text`: `Err` with the span (one
@@ -260,7 +265,11 @@ pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, Pl
         .source
         .as_ref()
         .is_some_and(|source| source.get_ref().kind_for(false) == SourceKind::Nexmark);
-    if !nexmark || live.len() == source_schema.len() {
+    if !nexmark {
+        return Ok(Some(full));
+    }
+    if live.len() == source_schema.len() {
+        full.event_kind = event_kind_filters(app, &full);
         return Ok(Some(full));
     }
     // The NEXMark source builds rows of the fields the app reads alone: plan again over
@@ -273,10 +282,42 @@ pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, Pl
         Ok(mut pruned) => {
             pruned.cleared = live_fields(app, &pruned).1;
             pruned.event_fields = Some(kept);
+            pruned.event_kind = event_kind_filters(app, &pruned);
             Ok(Some(pruned))
         }
         Err(_) => Ok(Some(full)),
     }
+}
+
+/// See [`Plan::event_kind`]: the kind of event the filters that read the NEXMark
+/// source of `plan` keep, and those filters, if they are all it feeds.
+fn event_kind_filters(app: &AppSection, plan: &Plan) -> Option<(String, Vec<usize>)> {
+    let event = plan.source_schema.index_of("event")?;
+    if plan.leaves.iter().any(|(leaf, _, _)| leaf.is_none()) {
+        return None;
+    }
+    let mut kind: Option<&str> = None;
+    let mut filters = Vec::new();
+    for (index, (step, _)) in plan.steps.iter().enumerate() {
+        let inputs = app.inputs_of(index);
+        if !inputs.contains(&None) {
+            continue;
+        }
+        let Step::Filter(condition) = step else {
+            return None;
+        };
+        let (at, text) = condition.as_column_equals_text()?;
+        let cleared = plan.cleared.get(index)?;
+        if inputs.len() != 1 || at != event || !cleared.contains(&event) {
+            return None;
+        }
+        if kind.is_some_and(|kind| kind != text) {
+            return None;
+        }
+        kind = Some(text);
+        filters.push(index);
+    }
+    Some((kind?.to_owned(), filters))
 }
 
 /// The steps of `app` over a source of `source_schema`, and its leaves.
@@ -412,6 +453,7 @@ fn plan_steps(
         leaves,
         event_fields: None,
         cleared: Vec::new(),
+        event_kind: None,
     })
 }
 

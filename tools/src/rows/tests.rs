@@ -265,3 +265,70 @@ proptest! {
         }
     }
 }
+
+/// The NEXMark example files, planned: `(plan, app)`.
+fn planned(file: &str, edit: impl Fn(String) -> String) -> (super::plan::Plan, Config) {
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs")).join(file);
+    let text = edit(std::fs::read_to_string(&path).unwrap());
+    let config = Config::parse(&path, &text).unwrap();
+    let plan = super::plan::plan(&config.apps[0], &config.base_dir)
+        .ok()
+        .flatten()
+        .expect("a typed app that plans");
+    (plan, config)
+}
+
+#[test]
+fn filters_of_one_kind_of_nexmark_event_are_left_to_the_source() {
+    for file in ["nexmark-q5.toml", "nexmark-q7.toml"] {
+        let (plan, _) = planned(file, |text| text);
+        assert_eq!(plan.event_kind, Some(("bid".to_owned(), vec![0])), "{file}");
+    }
+    // Two kinds: both filters stay.
+    let (plan, _) = planned("nexmark-q8.toml", |text| text);
+    assert_eq!(plan.event_kind, None);
+    // A later operator reads `event`: the filter must hand it on.
+    let (plan, _) = planned("nexmark-q5.toml", |text| {
+        text.replace(r#"by = ["auction"]"#, r#"by = ["auction", "event"]"#)
+    });
+    assert_eq!(plan.event_kind, None);
+    // Not an equality with a kind alone.
+    let (plan, _) = planned("nexmark-q5.toml", |text| {
+        text.replace("event = 'bid'", "event = 'bid' AND price > 0")
+    });
+    assert_eq!(plan.event_kind, None);
+}
+
+#[test]
+fn a_join_with_its_own_windows_max_is_planned_as_an_extreme() {
+    let (plan, config) = planned("nexmark-q7.toml", |text| text);
+    let app = &config.apps[0];
+    let extreme = super::build::extreme_join(app, &plan, 2).expect("an extreme join");
+    assert_eq!((extreme.right, extreme.greatest), (1, true));
+    let (plan, config) = planned("nexmark-q7.toml", |text| {
+        text.replace("max(price)", "min(price)")
+    });
+    let extreme = super::build::extreme_join(&config.apps[0], &plan, 2).expect("min too");
+    assert!(!extreme.greatest);
+    // Not the same windows, another aggregate, or a key: a plain join.
+    for (from, to) in [
+        (
+            "window = { kind = \"tumbling\", size_ms = 10000 }\naggregates",
+            "window = { kind = \"tumbling\", size_ms = 5000 }\naggregates",
+        ),
+        ("max(price)", "sum(price)"),
+        (
+            "aggregates = { price",
+            "by = [\"date_time\"]\naggregates = { price",
+        ),
+    ] {
+        let (plan, config) = planned("nexmark-q7.toml", |text| {
+            assert!(text.contains(from), "{from}");
+            text.replace(from, to)
+        });
+        assert!(
+            super::build::extreme_join(&config.apps[0], &plan, 2).is_none(),
+            "{to}"
+        );
+    }
+}

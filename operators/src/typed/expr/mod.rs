@@ -227,6 +227,27 @@ impl Expr {
         }
     }
 
+    /// The field and the text, if it is only `field = 'text'` (either way round).
+    ///
+    /// ```
+    /// use dirigo_operators::typed::{Expr, Schema, Type};
+    ///
+    /// let schema = Schema::new(vec![("n", Type::I64), ("event", Type::String)]);
+    /// let bids = Expr::parse("'bid' = event", &schema).unwrap();
+    /// assert_eq!(bids.as_column_equals_text(), Some((1, "bid")));
+    /// assert_eq!(Expr::parse("event <> 'bid'", &schema).unwrap().as_column_equals_text(), None);
+    /// ```
+    pub fn as_column_equals_text(&self) -> Option<(usize, &str)> {
+        let Node::Compare(Cmp::Eq, left, right) = &self.node else {
+            return None;
+        };
+        match (&left.node, &right.node) {
+            (Node::Column(at), Node::Literal(Value::Str(text)))
+            | (Node::Literal(Value::Str(text)), Node::Column(at)) => Some((*at, text)),
+            _ => None,
+        }
+    }
+
     fn new(ty: Type, node: Node) -> Self {
         Self { ty, node }
     }
