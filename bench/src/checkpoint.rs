@@ -63,7 +63,7 @@ impl Default for CheckpointBenchConfig {
             latency_seconds: 4.0,
             sizes: vec![1 << 20, 64 << 20, 1 << 30],
             dir: std::env::temp_dir(),
-            priority: ServicePriority::Idle,
+            priority: ServicePriority::Normal,
         }
     }
 }

@@ -16,11 +16,11 @@ use std::io;
 /// The scheduling priority of a service thread beside the shards.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ServicePriority {
-    /// Linux's idle priority: only CPU time the shards leave (the default).
-    #[default]
+    /// Linux's idle priority: only CPU time the shards leave.
     Idle,
-    /// The same priority as the shards: the service keeps its pace on a busy machine, and
-    /// the shards' tail pays for it.
+    /// The same priority as the shards (the default): the service keeps its pace on a
+    /// busy machine, and the shards' tail pays for it.
+    #[default]
     Normal,
 }
 

@@ -77,8 +77,8 @@ pub struct CheckpointSection {
     pub retain: Option<Spanned<u64>>,
     /// A checkpoint not complete within this long is abandoned (default 60 s).
     pub timeout: Option<Spanned<String>>,
-    /// The checkpoint thread's priority: `"idle"` (default: only CPU the shards leave)
-    /// or `"normal"`.
+    /// The checkpoint thread's priority: `"normal"` (default) or `"idle"` (only CPU the
+    /// shards leave).
     pub priority: Option<Spanned<String>>,
 }
 

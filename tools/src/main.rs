@@ -348,9 +348,9 @@ enum BenchScenario {
         /// Where the checkpoints go (a scratch folder inside, removed at the end).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
-        /// The checkpoint thread's priority: `idle` (only CPU the shards leave) or
-        /// `normal`.
-        #[arg(long, default_value = "idle", value_parser = ["idle", "normal"])]
+        /// The checkpoint thread's priority: `normal` (the default of `[checkpoint]`) or
+        /// `idle` (only CPU the shards leave).
+        #[arg(long, default_value = "normal", value_parser = ["idle", "normal"])]
         priority: String,
     },
     /// Publisher → NATS JetStream (a server of its own, started on a free port) →

@@ -138,10 +138,11 @@ pub struct CheckpointConfig {
     /// it, such a checkpoint is refused (see [`Checkpoints::recover`]).
     pub allow_state_drop: bool,
     /// The priority of the checkpoint thread, which archives, writes and commits the
-    /// checkpoints: [`ServicePriority::Idle`] (the default) gives it only CPU time the
-    /// shards leave, so a checkpoint never delays a record; where the shards keep every
-    /// core busy, checkpoints then complete later than `interval` asks.
-    /// [`ServicePriority::Normal`] keeps their pace, and the records' tail pays for it.
+    /// checkpoints: [`ServicePriority::Normal`] (the default) keeps their pace, and where
+    /// every core runs a shard the records' tail pays for it. [`ServicePriority::Idle`]
+    /// gives it only CPU time the shards leave, so a checkpoint does not delay a record;
+    /// where the shards keep every core busy, checkpoints then complete later than
+    /// `interval` asks, or not at all while the shards are saturated (an unpaced run).
     pub priority: ServicePriority,
 }
 
@@ -155,7 +156,7 @@ impl CheckpointConfig {
             retain: 3,
             timeout: Duration::from_secs(60),
             allow_state_drop: false,
-            priority: ServicePriority::Idle,
+            priority: ServicePriority::Normal,
         }
     }
 
