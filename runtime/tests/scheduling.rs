@@ -624,3 +624,94 @@ impl<P: SchedulingPolicy> SchedulingPolicy for SharedPolicy<P> {
         self.0.on_tick(view)
     }
 }
+
+/// Keeps one timer in flight: each arrival records how early or late it came (by the
+/// handler's clock) and asks for the next one a few to a few hundred microseconds on.
+struct TimerChain {
+    early: Arc<AtomicU64>,
+    arrivals: Arc<AtomicU64>,
+    seed: u64,
+}
+
+impl Actor<u64> for TimerChain {
+    fn receive(&mut self, ctx: &mut Context<'_, u64>, message: Envelope<u64>) {
+        let now = ctx.now();
+        let due = message.payload;
+        if due == PING {
+            return;
+        }
+        if due > now {
+            self.early.fetch_add(1, Ordering::Relaxed);
+        }
+        self.arrivals.fetch_add(1, Ordering::Relaxed);
+        // xorshift: delays of 5–300 µs, some within a shard's spin, some past it.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let at = now + 5_000 + self.seed % 295_000;
+        let me = ctx.me();
+        ctx.send_at(at, Envelope::user(me, at)).unwrap();
+        // Traffic between the shards, found by polling while the timers are waited for.
+        let elsewhere = ActorId::new(0, 0, me.partition ^ 1);
+        ctx.send(elsewhere, PING).unwrap();
+    }
+}
+
+/// A message of [`TimerChain`]'s that is no timer.
+const PING: u64 = u64::MAX;
+
+/// A shard that finds work while polling interpolates when it found it (it reads the
+/// clock only every 64 polls); with its CPU taken away now and then, that estimate runs
+/// ahead of the clock. A timer must still never reach its actor before it is due: an
+/// actor that counts on its own timers (a source partition's turns) would otherwise take
+/// the early one for a wake-up and wait for it forever.
+#[test]
+fn timers_never_arrive_early_when_the_shards_share_their_cpus() {
+    let early = Arc::new(AtomicU64::new(0));
+    let arrivals = Arc::new(AtomicU64::new(0));
+    let (early_seen, arrivals_seen) = (early.clone(), arrivals.clone());
+    let runtime = Runtime::<u64>::builder()
+        .shards(2)
+        .operator(0, 0, move |id: ActorId, _| {
+            Box::new(TimerChain {
+                early: early_seen.clone(),
+                arrivals: arrivals_seen.clone(),
+                seed: 0x9E37_79B9_7F4A_7C15 ^ u64::from(id.partition + 1),
+            }) as Box<dyn Actor<u64>>
+        })
+        .build()
+        .unwrap();
+    // Threads that take the shards' CPUs from them, so that polls are cut by preemption.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hogs: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    spin_for(Duration::from_millis(1));
+                }
+            })
+        })
+        .collect();
+    for partition in 0..8 {
+        runtime
+            .ingress()
+            .send_to(ActorId::new(0, 0, partition), 0)
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().unwrap();
+    }
+    let (early, arrivals) = (
+        early.load(Ordering::Relaxed),
+        arrivals.load(Ordering::Relaxed),
+    );
+    runtime.shutdown_bounded(Duration::ZERO, Duration::from_secs(10));
+    assert!(arrivals > 1_000, "the chains ran: {arrivals} arrivals");
+    assert_eq!(
+        early, 0,
+        "{early} of {arrivals} timers arrived before they were due"
+    );
+}

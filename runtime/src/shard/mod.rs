@@ -683,8 +683,18 @@ impl<M: Send + 'static> Shard<M> {
         self.timers.peek().map(|timer| timer.at)
     }
 
-    /// Sends every timer due by `now`; returns how many fired.
-    fn fire_timers(&mut self, now: Nanos) -> usize {
+    /// Sends every timer due by now; returns how many fired. `estimate` is the turn's
+    /// start, which may be interpolated (see [`idle`](Self::idle)) and run ahead of the
+    /// clock after the shard lost its CPU while polling: a timer fires only once a clock
+    /// reading says it is due, so that no handler sees its timer before the time it asked
+    /// for (an actor that tells its own timers from wake-ups by the clock, like a source
+    /// partition, would otherwise wait for a timer that already came). The clock is read
+    /// only when the estimate says a timer is due.
+    fn fire_timers(&mut self, estimate: Nanos) -> usize {
+        if self.next_timer().is_none_or(|at| at > estimate) {
+            return 0;
+        }
+        let now = clock::now();
         let mut local = 0;
         let mut fired = 0;
         while self.timers.peek().is_some_and(|timer| timer.at <= now) {
