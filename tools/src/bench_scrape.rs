@@ -6,7 +6,15 @@
 //! on another machine, so it runs at idle priority: its own work is not what is
 //! measured, only what answering costs the shards. Reported: each run's p50 and p99, the
 //! median p99 of each side and their ratio (scraped / quiet), the median of the rounds'
-//! paired ratios, and what a scrape took.
+//! paired ratios, the p99 of each side's runs pooled together and its ratio, and what a
+//! scrape took.
+//!
+//! On a virtual machine whose CPUs stop now and then for milliseconds, one run's p99
+//! mostly says whether such a stall fell into it, so per-run p99s swing several-fold
+//! between runs of the same side. The pooled p99 counts every output of a side's runs
+//! at once (the runs' latency distributions averaged, all runs being the same length):
+//! a stall then weighs by how many outputs it delayed, in whichever run it fell, and the
+//! figure moves far less between repetitions of the benchmark.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -53,6 +61,9 @@ pub struct RunFigures {
     pub scrape_ms: f64,
     /// Bytes of the last scrape.
     pub scrape_bytes: usize,
+    /// The run's latency distribution, `(quantile, ns)` (the report's CDF points).
+    #[serde(skip)]
+    pub cdf: Vec<(f64, u64)>,
 }
 
 /// The benchmark's result.
@@ -70,6 +81,10 @@ pub struct ScrapeBenchReport {
     pub p99_ratio: f64,
     /// The median over rounds of each round's scraped p99 / quiet p99.
     pub p99_paired_ratio: f64,
+    /// The p99 of every output of the scraped runs together, and of the quiet runs, ms.
+    pub p99_pooled_ms: (f64, f64),
+    /// `p99_pooled_ms.0 / p99_pooled_ms.1`.
+    pub p99_pooled_ratio: f64,
     /// Median p50 of each side, ms: scraped, then quiet.
     pub p50_ms: (f64, f64),
     /// The machine-noise probe, run for a second before the rounds on the CPUs the
@@ -104,9 +119,40 @@ impl ScrapeBenchReport {
             self.p50_ms.0,
             self.p50_ms.1
         ));
+        text.push_str(&format!(
+            "pooled p99 (every output of a side's runs): scraped {:.3} ms, quiet {:.3} ms, ratio {:.3}\n",
+            self.p99_pooled_ms.0, self.p99_pooled_ms.1, self.p99_pooled_ratio
+        ));
         text.push_str(&dirigo_bench::noise::describe(&self.machine_noise));
         text
     }
+}
+
+/// The latency below which `quantile` of all outputs of `cdfs` together fall, each run
+/// weighing the same: the smallest value of any run's CDF at which the runs' fractions
+/// at or below it average at least `quantile`. A run's fraction at `value` is the
+/// highest quantile of its CDF points at or below it (a step function, so the result
+/// never understates).
+fn pooled_quantile(cdfs: &[&[(f64, u64)]], quantile: f64) -> u64 {
+    let mut values: Vec<u64> = cdfs
+        .iter()
+        .flat_map(|cdf| cdf.iter().map(|&(_, value)| value))
+        .collect();
+    values.sort_unstable();
+    values.dedup();
+    let fraction_at = |cdf: &[(f64, u64)], value: u64| {
+        cdf.iter()
+            .filter(|&&(_, at)| at <= value)
+            .map(|&(q, _)| q)
+            .fold(0.0, f64::max)
+    };
+    values
+        .into_iter()
+        .find(|&value| {
+            let sum: f64 = cdfs.iter().map(|cdf| fraction_at(cdf, value)).sum();
+            sum / cdfs.len().max(1) as f64 >= quantile
+        })
+        .unwrap_or(0)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -181,7 +227,18 @@ pub fn run(config: &ScrapeBenchConfig) -> Result<ScrapeBenchReport, String> {
             scraped / quiet.max(1e-9)
         })
         .collect();
+    let pooled = |scraped: bool| {
+        let cdfs: Vec<&[(f64, u64)]> = runs
+            .iter()
+            .filter(|run| run.scraped == scraped)
+            .map(|run| run.cdf.as_slice())
+            .collect();
+        pooled_quantile(&cdfs, 0.99) as f64 / 1e6
+    };
+    let p99_pooled_ms = (pooled(true), pooled(false));
     Ok(ScrapeBenchReport {
+        p99_pooled_ms,
+        p99_pooled_ratio: p99_pooled_ms.0 / p99_pooled_ms.1.max(1e-9),
         command: format!(
             "dirigo bench scrape --seconds {} --rounds {} --rate {} --shards {}",
             config.seconds, config.rounds, config.rate, config.shards
@@ -234,6 +291,7 @@ fn one_run(config: &Config, dir: &std::path::Path, scraped: bool) -> Result<RunF
         scrapes: times.len() as u64,
         scrape_ms: median(times),
         scrape_bytes: bytes,
+        cdf: app.cdf.clone(),
     })
 }
 
@@ -262,4 +320,24 @@ fn scrape(address: SocketAddr) -> std::io::Result<Vec<u8>> {
     let mut page = Vec::new();
     stream.read_to_end(&mut page)?;
     Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pooled_quantile;
+
+    #[test]
+    fn the_pooled_quantile_weighs_every_run_alike() {
+        let fast: &[(f64, u64)] = &[(0.5, 10), (0.99, 20), (1.0, 30)];
+        let slow: &[(f64, u64)] = &[(0.5, 100), (0.99, 200), (1.0, 300)];
+        // One run alone: its own quantiles.
+        assert_eq!(pooled_quantile(&[fast], 0.99), 20);
+        assert_eq!(pooled_quantile(&[slow], 0.5), 100);
+        // Half the outputs are the fast run's, all of them at or below 30.
+        assert_eq!(pooled_quantile(&[fast, slow], 0.5), 30);
+        // 99 % of both: all the fast run's and 98 % of the slow run's at least.
+        assert_eq!(pooled_quantile(&[fast, slow], 0.99), 200);
+        assert_eq!(pooled_quantile(&[slow, fast], 0.99), 200);
+        assert_eq!(pooled_quantile(&[], 0.99), 0);
+    }
 }
