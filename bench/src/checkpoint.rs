@@ -499,10 +499,7 @@ pub fn run(config: &CheckpointBenchConfig) -> Result<CheckpointBenchReport, Stri
         .collect::<Result<Vec<_>, _>>()?;
     Ok(CheckpointBenchReport {
         shards: config.shards,
-        priority: match config.priority {
-            ServicePriority::Idle => "idle".into(),
-            ServicePriority::Normal => "normal".into(),
-        },
+        priority: config.priority.name().into(),
         overhead,
         sizes,
         machine_noise: crate::noise::describe(&noise),

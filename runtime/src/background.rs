@@ -49,12 +49,25 @@ impl ServicePriority {
         }
     }
 
-    /// Parses the configuration spelling: `"idle"` or `"normal"`.
+    /// Parses the configuration spelling: `"idle"` or `"normal"` (see [`name`](Self::name)).
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "idle" => Some(Self::Idle),
-            "normal" => Some(Self::Normal),
-            _ => None,
+        [Self::Idle, Self::Normal]
+            .into_iter()
+            .find(|priority| priority.name() == text)
+    }
+
+    /// The configuration spelling, which [`parse`](Self::parse) reads back.
+    ///
+    /// ```
+    /// use dirigo_runtime::background::ServicePriority;
+    ///
+    /// assert_eq!(ServicePriority::Idle.name(), "idle");
+    /// assert_eq!(ServicePriority::parse(ServicePriority::Normal.name()), Some(ServicePriority::Normal));
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Normal => "normal",
         }
     }
 }
