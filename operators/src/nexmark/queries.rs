@@ -278,14 +278,14 @@ pub fn q5(events: &Stream<Event>) -> Stream<Q5> {
     )
 }
 
-/// One auction's candidates for a window's highest bid: those inside the window with
-/// the highest price, and those exactly at its end that could still match the window's
-/// highest price.
+/// A group of bids' candidates for a window's highest bid (the bids of one bucket of
+/// auctions, then of every bucket): those inside the window with the highest price, and
+/// those exactly at its end that could still match the window's highest price.
 ///
 /// The window's highest price is taken over the bids inside it (`start <= t < end`),
 /// across every auction; a bid at exactly `end` is output too when its price equals it.
-/// So an edge bid matters only if its price is that maximum, which one auction cannot
-/// know: every edge bid priced at least the auction's own inside maximum is kept (a
+/// So an edge bid matters only if its price is that maximum, which one group cannot
+/// know: every edge bid priced at least the group's own inside maximum is kept (a
 /// lower one can never match), however many other bids share its millisecond. They are
 /// the bids of one millisecond, so few.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Archive, Serialize, Deserialize)]
@@ -332,6 +332,9 @@ impl HighestBids {
     }
 }
 
+/// Buckets of auctions whose highest bids q7's first stage keeps apart.
+const Q7_BUCKETS: u64 = 64;
+
 /// q7: per tumbling window, the bids with the window's highest price (end edge
 /// inclusive).
 pub fn q7(events: &Stream<Event>) -> Stream<Q7> {
@@ -340,27 +343,33 @@ pub fn q7(events: &Stream<Event>) -> Stream<Q7> {
         inclusive_end: true,
         any_order: false,
     };
-    let candidates = bids(events).key_by(|bid: &Bid| bid.auction).window(
-        "highest per auction",
-        spec,
-        HighestBids::default,
-        |highest, window, time, bid| {
-            let row = Q7 {
-                window_end: window.end,
-                auction: bid.auction,
-                bidder: bid.bidder,
-                price: bid.price,
-                date_time: time,
-            };
-            if time == window.end {
-                highest.add_edge(row);
-            } else {
-                highest.add_inside(row);
-            }
-        },
-        HighestBids::absorb,
-        |_, window, highest, out| out.push((window.end, highest)),
-    );
+    // The first stage keys bids by a bucket of their auction, not the auction itself:
+    // its state per key is the highest bids so far, which is as right for a bucket as for
+    // one auction, and a window then fires one row per bucket rather than one per auction
+    // that had bids (thousands), which the window's output waited for.
+    let candidates = bids(events)
+        .key_by(|bid: &Bid| bid.auction % Q7_BUCKETS)
+        .window(
+            "highest per bucket",
+            spec,
+            HighestBids::default,
+            |highest, window, time, bid| {
+                let row = Q7 {
+                    window_end: window.end,
+                    auction: bid.auction,
+                    bidder: bid.bidder,
+                    price: bid.price,
+                    date_time: time,
+                };
+                if time == window.end {
+                    highest.add_edge(row);
+                } else {
+                    highest.add_inside(row);
+                }
+            },
+            HighestBids::absorb,
+            |_, window, highest, out| out.push((window.end, highest)),
+        );
     // Candidates come out at their window's end: the window of the same end (inclusive)
     // collects them, and fires at the same watermark.
     candidates.key_by(|(end, _)| *end).window(
