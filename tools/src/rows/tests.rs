@@ -252,8 +252,7 @@ fn each_running_aggregate_mistake_points_at_its_character() {
         ("aggregates = { n = \"count()\", total = \"sum(amount)\", biggest = \"max(amount)\" }\n", "", (13, 8), "`aggregates` for an `aggregate`"),
         // No windows on a running aggregate.
         ("kind = \"aggregate\"", "kind = \"aggregate\"\nwindow = { kind = \"tumbling\", size_ms = 1000 }", (14, 10), "only windowed operators have windows"),
-        ("kind = \"aggregate\"", "kind = \"filter\"", (13, 8), "a `where` condition for a `filter`"),
-        ("kind = \"json-lines\"", "kind = \"json-lines\"\nfields = [\"card\", \"window_end\"]", (20, 19), "a field of the rows the sink gets, one of: card, n, total, biggest"),
+        ("kind = \"json-lines\"", "kind = \"json-lines\"\nfields = [\"card\", \"window_end\"]", (19, 19), "a field of the rows the sink gets, one of: card, n, total, biggest"),
         // `late` takes one of its two values, on a file source of typed rows.
         ("late = \"dead-letter\"", "late = \"keep\"", (10, 8), "`drop` or `dead-letter`"),
     ];
