@@ -938,6 +938,9 @@ fn kind_name(kind: OperatorKind) -> &'static str {
     }
 }
 
+/// A `window`'s or an `aggregate`'s aggregates, output schema and `having`.
+type AggregateOutput = (Vec<AggregateSpec>, Arc<Schema>, Option<Expr>);
+
 /// The aggregates of a `window` (`windowed`) or an `aggregate` keyed by the fields at
 /// `key` of `input`, the schema of its output rows — the key fields, the aggregates, and
 /// a window's bounds — and its `having` checked over them.
@@ -946,7 +949,7 @@ fn aggregate_output(
     input: &Schema,
     key: &[usize],
     windowed: bool,
-) -> Result<(Vec<AggregateSpec>, Arc<Schema>, Option<Expr>), PlanError> {
+) -> Result<AggregateOutput, PlanError> {
     let Some(aggregates) = &operator.aggregates else {
         let what = if windowed {
             "a `window`"
