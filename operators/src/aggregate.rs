@@ -29,6 +29,22 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
         merge: impl Fn(&mut A, A) + Send + Sync + 'static,
         emit: impl Fn(&K, &A) -> O + Send + Sync + 'static,
     ) -> Stream<O> {
+        self.aggregate_filtered(name, init, fold, merge, move |key: &K, acc: &A| {
+            Some(emit(key, acc))
+        })
+    }
+
+    /// [`aggregate`](Self::aggregate), where `emit` may put out nothing for a key that
+    /// changed (`None`): a condition on the aggregate's output, checked in the operator
+    /// itself rather than by a filter after it.
+    pub fn aggregate_filtered<A: Portable + Data, O: Data>(
+        &self,
+        name: &str,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        fold: impl Fn(&mut A, Time, &T) + Send + Sync + 'static,
+        merge: impl Fn(&mut A, A) + Send + Sync + 'static,
+        emit: impl Fn(&K, &A) -> Option<O> + Send + Sync + 'static,
+    ) -> Stream<O> {
         let fns = Arc::new(AggregateFns {
             key: self.key.clone(),
             init: Arc::new(init),
@@ -54,7 +70,7 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
 }
 
 type AggregateFold<A, T> = Arc<dyn Fn(&mut A, Time, &T) + Send + Sync>;
-type AggregateEmit<K, A, O> = Arc<dyn Fn(&K, &A) -> O + Send + Sync>;
+type AggregateEmit<K, A, O> = Arc<dyn Fn(&K, &A) -> Option<O> + Send + Sync>;
 
 struct AggregateFns<T, K, A, O> {
     key: Arc<dyn Fn(&T) -> K + Send + Sync>,
@@ -85,8 +101,9 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> AggregateLogic<T, K, A, O> {
                 continue;
             };
             *flag = false;
-            let output = (self.fns.emit)(&key, acc);
-            self.out.give(ctx, time, output);
+            if let Some(output) = (self.fns.emit)(&key, acc) {
+                self.out.give(ctx, time, output);
+            }
         }
         // The emptied list keeps its capacity for the next watermark.
         self.changed = changed;

@@ -540,6 +540,7 @@ fn operator(input: &Stream<KeyedRecord>, section: &OperatorSection) -> Stream<Ke
         OperatorKind::Select
         | OperatorKind::Key
         | OperatorKind::Window
+        | OperatorKind::Aggregate
         | OperatorKind::Top
         | OperatorKind::Join => {
             debug_assert!(

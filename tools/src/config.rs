@@ -249,6 +249,9 @@ pub struct SourceSection {
     pub schema: Option<Spanned<crate::rows::SchemaConfig>>,
     /// With a `schema`: the field that gives each row's event time.
     pub event_time: Option<Spanned<String>>,
+    /// A `file` source of typed rows: what becomes of a row more than
+    /// `out_of_orderness_ms` behind the highest event time before it (default `drop`).
+    pub late: Option<Spanned<LateName>>,
     /// `nats`: the server, stream, consumer and the rest (`[app.source.nats]`).
     pub nats: Option<Spanned<NatsSection>>,
 }
@@ -290,6 +293,18 @@ pub enum FormatName {
     Csv,
     /// `{"key": .., "value": .., "time": ..}`.
     Json,
+}
+
+/// What a typed file source does with late rows (see `dirigo_operators::typed::source`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LateName {
+    /// Passed on; a window, top or join whose watermark passed the row's windows drops
+    /// it and counts it as `late`.
+    #[default]
+    Drop,
+    /// A dead letter with its reason, decided by the source.
+    DeadLetter,
 }
 
 /// Framings of TCP sources.
@@ -340,11 +355,11 @@ pub struct OperatorSection {
     pub condition: Option<Spanned<String>>,
     /// Typed `select`: the output fields, each an expression over the input's.
     pub fields: Option<Spanned<crate::rows::NamedExprs>>,
-    /// Typed `key` and `window`: the key fields.
+    /// Typed `key`, `window`, `aggregate` and `top`: the key fields.
     pub by: Option<Spanned<Vec<Spanned<String>>>>,
-    /// Typed `window`: the output aggregates, such as `{ n = "count()" }`.
+    /// Typed `window` and `aggregate`: the output aggregates, such as `{ n = "count()" }`.
     pub aggregates: Option<Spanned<crate::rows::NamedExprs>>,
-    /// Typed `window`: the condition its output rows must meet.
+    /// Typed `window` and `aggregate`: the condition its output rows must meet.
     pub having: Option<Spanned<String>>,
     /// Typed `top`: what rows are ranked by, highest first (SQL).
     pub order: Option<Spanned<String>>,
@@ -411,6 +426,9 @@ pub enum OperatorKind {
     Key,
     /// Typed rows: per key and window, named aggregates (`by`, `aggregates`, `having`).
     Window,
+    /// Typed rows: per key over the whole stream, named aggregates (`by`, `aggregates`,
+    /// `having`), put out as they change.
+    Aggregate,
     /// Typed rows: per key and window, the rows with the `k` highest `order`, ties
     /// included.
     Top,

@@ -1,7 +1,9 @@
 //! Pipelines over typed rows through the `dirigo` binary: the card-fraud example runs
 //! as the docs show it, a mistake in an expression exits 2 at its `FILE:LINE:COLUMN`,
-//! and a CSV pipeline with `select`, `key`, sliding and session windows, a CSV sink and
-//! run-time dead letters gives the expected rows.
+//! a CSV pipeline with `select`, `key`, sliding and session windows, a CSV sink and
+//! run-time dead letters gives the expected rows, NEXMark queries in TOML give the
+//! built-in ones' rows, a running aggregate ends with each key's aggregates (with and
+//! without lessees), and late rows go to the dead letters when told.
 
 // Only `dirigo()` of the shared helpers is used here.
 #[allow(dead_code)]
@@ -410,5 +412,214 @@ fn a_query_apps_sink_is_honoured() {
         ),
         "{stderr}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The last row of each key of a running aggregate's JSON lines (the one with the
+/// largest count `n`, which only grows): key → row.
+fn last_rows(lines: &[String], key: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut last: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+    for line in lines {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let card = row[key].as_str().unwrap().to_owned();
+        let n = row["n"].as_i64().unwrap();
+        if last
+            .get(&card)
+            .is_none_or(|kept| kept["n"].as_i64().unwrap() < n)
+        {
+            last.insert(card, row);
+        }
+    }
+    last
+}
+
+/// Rows of 100 cards (and 5 cards of one row each), in event-time order, with amounts
+/// in quarters so that every sum is exact in an `f64`: the file's text, and per card
+/// with two rows or more, what the running aggregate must end with.
+fn card_rows() -> (
+    String,
+    std::collections::BTreeMap<String, serde_json::Value>,
+) {
+    let mut text = String::new();
+    let mut expected: std::collections::BTreeMap<String, (i64, f64, f64, f64)> = Default::default();
+    let mut add = |card: String, amount: f64, ts: u64| {
+        text.push_str(&format!(
+            "{{\"card\":\"{card}\",\"amount\":{amount:?},\"ts\":{ts}}}\n"
+        ));
+        let entry = expected
+            .entry(card)
+            .or_insert((0, 0.0, f64::NEG_INFINITY, 0.0));
+        entry.0 += 1;
+        entry.1 += amount;
+        entry.2 = entry.2.max(amount);
+        entry.3 = amount;
+    };
+    for i in 0..100_000u64 {
+        let card = format!("c{}", (i * 37 + i / 3) % 100);
+        let amount = ((i * 7919) % 4000) as f64 / 4.0 - 100.0;
+        add(card, amount, 1_000_000 + i * 3);
+    }
+    for solo in 0..5u64 {
+        add(format!("solo{solo}"), 10.0, 2_000_000 + solo);
+    }
+    let expected = expected
+        .into_iter()
+        .filter(|(_, (n, ..))| *n >= 2)
+        .map(|(card, (n, total, biggest, latest))| {
+            let row = serde_json::json!({
+                "card": card, "n": n, "total": total, "biggest": biggest, "latest": latest,
+            });
+            (card, row)
+        })
+        .collect();
+    (text, expected)
+}
+
+const RUNNING: &str = r#"
+[[app]]
+name = "totals"
+[app.source]
+kind = "file"
+path = "rows.jsonl"
+format = "json"
+schema = { card = "string", amount = "f64", ts = "timestamp_ms" }
+event_time = "ts"
+[[app.operator]]
+name = "per-card"
+kind = "aggregate"
+by = ["card"]
+aggregates = { n = "count()", total = "sum(amount)", biggest = "max(amount)", latest = "last(amount)" }
+having = "n >= 2"
+[app.sink]
+kind = "json-lines"
+path = "totals.jsonl"
+"#;
+
+/// A running aggregate's last row per key is the aggregate of all the key's rows —
+/// with one partition, with three, and under the `dirigo` policy with an SLO no run can
+/// meet, where lessees fold rows into partial aggregates merged back (tried again, at
+/// most 6 times, until the timeline shows a lessee). `having` keeps the cards of one
+/// row out, and every row it lets through meets it.
+#[test]
+fn a_running_aggregate_ends_with_each_keys_aggregates_with_and_without_lessees() {
+    let dir = folder("running");
+    let (rows, expected) = card_rows();
+    std::fs::write(dir.join("rows.jsonl"), rows).unwrap();
+    let check = |lines: &[String], what: &str| {
+        assert!(
+            lines.len() >= expected.len(),
+            "{what}: {} rows",
+            lines.len()
+        );
+        for line in lines {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(row["n"].as_i64().unwrap() >= 2, "{what}: {line}");
+        }
+        assert_eq!(last_rows(lines, "card"), expected, "{what}");
+    };
+    for parallelism in [1, 3] {
+        let config = RUNNING.replace(
+            "[[app]]\n",
+            &format!("[[app]]\nparallelism = {parallelism}\n"),
+        );
+        let lines = run_lines(&dir, "totals", &config, "totals.jsonl");
+        check(&lines, &format!("{parallelism} partitions"));
+    }
+    let leased = format!(
+        "[runtime]\nshards = 2\n[scheduler]\npolicy = \"dirigo\"\nretire_after_ms = 1\n\
+         [report]\ndir = \"leased\"\nsample_ms = 1\nplots = false\nhgrm = false\n{}",
+        RUNNING.replace("[[app]]\n", "[[app]]\nslo_ms = 0.05\nparallelism = 2\n")
+    );
+    let mut took_part = false;
+    for _ in 0..6 {
+        let lines = run_lines(&dir, "leased", &leased, "totals.jsonl");
+        check(&lines, "under the dirigo policy");
+        if lessees_took_part(&dir.join("leased/report.json")) {
+            took_part = true;
+            break;
+        }
+    }
+    assert!(took_part, "no run got a lessee");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `configs/card-totals.toml`: with `late = "dead-letter"`, the two rows more than
+/// `out_of_orderness_ms` behind go to the dead letters with their reason and the totals
+/// leave them out; with `late = "drop"` (the default) the source passes them on, and a
+/// running aggregate (no windows to be late for) counts them.
+#[test]
+fn late_rows_go_to_the_dead_letters_when_told() {
+    let dir = folder("late");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::copy(
+        configs().join("data/late-payments.jsonl"),
+        dir.join("data/late-payments.jsonl"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(configs().join("card-totals.toml")).unwrap();
+    let totals = |lines: &[String]| -> Vec<(String, i64, f64)> {
+        last_rows(lines, "card")
+            .into_iter()
+            .map(|(card, row)| {
+                (
+                    card,
+                    row["n"].as_i64().unwrap(),
+                    row["total"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let lines = run_lines(&dir, "card-totals", &text, "card-totals.jsonl");
+    assert_eq!(
+        totals(&lines),
+        [
+            ("c02".to_owned(), 3, 3185.0),
+            ("c09".to_owned(), 2, 3000.0 + 999.99),
+            ("c17".to_owned(), 5, 7020.5),
+        ]
+    );
+    let letters =
+        std::fs::read_to_string(dir.join("dirigo-report/card-totals/totals.dead-letters.jsonl"))
+            .unwrap();
+    let letters: Vec<&str> = letters.lines().collect();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert!(
+        letters[0].contains(r#""position":"line 8""#),
+        "{}",
+        letters[0]
+    );
+    assert!(
+        letters[0].contains(
+            "late: event time 1700000018000 ms is behind the watermark, 1700000023000 ms \
+             (the highest event time before it, 1700000033000 ms, less out_of_orderness_ms, 10000)"
+        ),
+        "{}",
+        letters[0]
+    );
+    assert!(
+        letters[1].contains(r#""position":"line 10""#),
+        "{}",
+        letters[1]
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("dirigo-report/card-totals/report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["apps"][0]["dead_letters"], 2, "{report}");
+
+    let passed = text.replace("late = \"dead-letter\"", "late = \"drop\"");
+    let lines = run_lines(&dir, "card-totals", &passed, "card-totals.jsonl");
+    assert_eq!(
+        totals(&lines),
+        [
+            ("c02".to_owned(), 4, 5085.0),
+            // The sum is exact, rounded once: 4200 + 999.99 (not 3999.99 + 1200).
+            ("c09".to_owned(), 3, 4200.0 + 999.99),
+            ("c17".to_owned(), 5, 7020.5),
+        ]
+    );
+    assert!(!dir
+        .join("dirigo-report/card-totals/totals.dead-letters.jsonl")
+        .exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

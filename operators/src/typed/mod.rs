@@ -7,7 +7,8 @@
 //! - [`Expr`]: SQL expressions, type-checked against a schema and compiled into closures
 //!   ([`Compiled`], [`Predicate`]);
 //! - [`aggregate`]: the named aggregates of windows (`count()`, `sum(x)`, …) and their
-//!   mergeable accumulators;
+//!   mergeable accumulators; [`running`]: the same aggregates per key over the whole
+//!   stream, put out as they change;
 //! - [`join`]: the windowed join of two streams of rows on key expressions; [`extreme`]:
 //!   the join of rows with their window's `max` or `min` of a field, without buffering
 //!   every row;
@@ -26,6 +27,7 @@ mod key;
 pub mod nexmark;
 pub mod ops;
 pub mod output;
+pub mod running;
 mod schema;
 pub mod source;
 mod value;

@@ -40,6 +40,18 @@ impl RowErrors {
             &record,
         );
     }
+
+    /// Sends an output `row` the operator made (its `having` failed on it) to the dead
+    /// letters for `error`.
+    pub fn reject_output(&self, row: &[Value], error: &EvalError) {
+        let record = serde_json::to_vec(row).unwrap_or_default();
+        self.letters.record(
+            &format!("operator {}", self.operator),
+            "an output row",
+            &error.0,
+            &record,
+        );
+    }
 }
 
 /// A window over typed rows: the fields it is keyed by, its aggregates, and the

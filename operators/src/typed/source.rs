@@ -8,6 +8,22 @@
 //! that does not fit its field's type, or an event time that is NULL or outside
 //! `0..=`[`MAX_EVENT_TIME_MS`](crate::dataflow::MAX_EVENT_TIME_MS). One partition reads
 //! the file; the stream ends at its end.
+//!
+//! Late rows. Watermarks trail the highest event time read so far by the source's
+//! out-of-orderness bound, so a row whose time is further behind than that may find its
+//! window already fired. What becomes of it is [`LateRows`]: by default
+//! ([`LateRows::Pass`]) the source passes it on like any row, and each window, top or
+//! join drops it only if its own watermark has passed the row's windows (counted as
+//! `late`); rows that no windowed operator reads are never late. With
+//! [`LateRows::DeadLetter`] the source decides: a row whose time is below the highest
+//! event time read before it less the bound is a dead letter, with its line and that
+//! reason, and no operator sees it. The decision is made here, in the source, because
+//! only here is it the same in every run: it depends on the file's order alone, while
+//! whether a window has fired when a late row reaches it depends on when watermarks went
+//! out (at most every 100 µs, or at once when they close a window) and on how the rows
+//! were batched and scaled. And every row the source passes on is then on time for every
+//! operator downstream: their watermarks never run ahead of the source's, which is
+//! computed from the same highest time and bound.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -41,6 +57,24 @@ struct RowReader {
     line: u64,
     seen_content: bool,
     letters: DeadLetterSink,
+    late: LateRows,
+    /// The out-of-orderness bound, ms.
+    bound: Time,
+    /// The highest event time of a row passed on so far.
+    max_time: Time,
+}
+
+/// What a typed file source does with a row that is late: one whose event time is
+/// below the highest event time read before it less the out-of-orderness bound (see
+/// the [module docs](self)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LateRows {
+    /// Passed on: a windowed operator whose watermark passed the row's windows drops it
+    /// and counts it as late.
+    #[default]
+    Pass,
+    /// A dead letter, with its reason; the rows after it go on.
+    DeadLetter,
 }
 
 impl RowReader {
@@ -96,7 +130,23 @@ impl RowReader {
                 self.line += 1;
                 match framed {
                     Ok(bytes) => match self.decode(&bytes) {
-                        Ok(Some(row)) => return Some(row),
+                        Ok(Some((time, row))) => {
+                            let watermark = self.max_time.saturating_sub(self.bound);
+                            if self.late == LateRows::DeadLetter && time < watermark {
+                                let reason = format!(
+                                    "late: event time {time} ms is behind the watermark, \
+                                     {watermark} ms (the highest event time before it, {} ms, \
+                                     less out_of_orderness_ms, {})",
+                                    self.max_time, self.bound
+                                );
+                                let position = format!("line {}", self.line);
+                                self.letters
+                                    .record(&self.source, &position, &reason, &bytes);
+                                continue;
+                            }
+                            self.max_time = self.max_time.max(time);
+                            return Some((time, row));
+                        }
                         Ok(None) => {}
                         Err(reason) => {
                             let position = format!("line {}", self.line);
@@ -158,6 +208,8 @@ pub struct RowFile {
     pub time_field: usize,
     /// How far watermarks trail the highest event time seen, ms.
     pub out_of_orderness: Time,
+    /// What becomes of a row further behind than that.
+    pub late: LateRows,
 }
 
 impl AppBuilder {
@@ -168,7 +220,7 @@ impl AppBuilder {
     /// use std::time::Duration;
     /// use dirigo_operators::dataflow::{AppBuilder, Msg};
     /// use dirigo_operators::io::{DeadLetterSink, Format};
-    /// use dirigo_operators::typed::source::RowFile;
+    /// use dirigo_operators::typed::source::{LateRows, RowFile};
     /// use dirigo_operators::typed::{Schema, Type, Value};
     /// use dirigo_runtime::Runtime;
     ///
@@ -177,7 +229,14 @@ impl AppBuilder {
     /// let schema = Arc::new(Schema::new(vec![("card", Type::String), ("ts", Type::Timestamp)]));
     /// let letters = DeadLetterSink::in_memory();
     /// let app = AppBuilder::new(0, "rows");
-    /// let file = RowFile { path: path.clone(), format: Format::Json, schema, time_field: 1, out_of_orderness: 0 };
+    /// let file = RowFile {
+    ///     path: path.clone(),
+    ///     format: Format::Json,
+    ///     schema,
+    ///     time_field: 1,
+    ///     out_of_orderness: 0,
+    ///     late: LateRows::Pass,
+    /// };
     /// let out = app.source_rows("payments", file, letters.clone()).unwrap().collect("out");
     /// let app = app.build();
     /// let runtime = app.install(Runtime::<Msg>::builder().shards(1)).build().unwrap();
@@ -218,6 +277,9 @@ impl AppBuilder {
             line: 0,
             seen_content: false,
             letters: dead_letters,
+            late: file.late,
+            bound: file.out_of_orderness,
+            max_time: 0,
         }));
         Ok(self
             .source(name, file.out_of_orderness, Pacing::Unpaced, move |_, _| {
@@ -226,5 +288,79 @@ impl AppBuilder {
                 }
             })
             .set_parallelism(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dataflow::Msg;
+    use crate::typed::{Type, Value};
+    use dirigo_runtime::Runtime;
+
+    /// The rows a source of `text` passes on with `late`, and its dead letters.
+    fn read(text: &str, late: LateRows) -> (Vec<i64>, DeadLetterSink) {
+        let path =
+            std::env::temp_dir().join(format!("rows-late-{}-{late:?}.jsonl", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let schema = Arc::new(Schema::new(vec![("ts", Type::Timestamp)]));
+        let letters = DeadLetterSink::in_memory();
+        let app = AppBuilder::new(0, "late");
+        let file = RowFile {
+            path: path.clone(),
+            format: Format::Json,
+            schema,
+            time_field: 0,
+            out_of_orderness: 10,
+            late,
+        };
+        let out = app
+            .source_rows("rows", file, letters.clone())
+            .unwrap()
+            .collect("out");
+        let app = app.build();
+        let runtime = app
+            .install(Runtime::<Msg>::builder().shards(1))
+            .build()
+            .unwrap();
+        app.start(&runtime.ingress());
+        assert!(app.wait(Duration::from_secs(10)));
+        runtime.shutdown();
+        std::fs::remove_file(path).unwrap();
+        let times = out
+            .take()
+            .into_iter()
+            .map(|row| match row[0] {
+                Value::Timestamp(t) => t,
+                _ => panic!("a timestamp"),
+            })
+            .collect();
+        (times, letters)
+    }
+
+    #[test]
+    fn rows_behind_the_watermark_are_dead_letters_when_told() {
+        // 15 is 15 ms behind 30 (more than the bound of 10): late. 20 is not; 19 after
+        // it is (the highest before it is still 30).
+        let text = "{\"ts\":5}\n{\"ts\":30}\n{\"ts\":15}\n{\"ts\":20}\n{\"ts\":19}\n{\"ts\":40}\n";
+        let (passed, letters) = read(text, LateRows::Pass);
+        assert_eq!(passed, [5, 30, 15, 20, 19, 40]);
+        assert_eq!(letters.count(), 0);
+        let (passed, letters) = read(text, LateRows::DeadLetter);
+        assert_eq!(passed, [5, 30, 20, 40]);
+        assert_eq!(letters.count(), 2);
+        let lines = letters.lines();
+        assert!(lines[0].contains("\"position\":\"line 3\""), "{}", lines[0]);
+        assert!(
+            lines[0].contains(
+                "late: event time 15 ms is behind the watermark, 20 ms (the highest event \
+                 time before it, 30 ms, less out_of_orderness_ms, 10)"
+            ),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].contains("\"position\":\"line 5\""), "{}", lines[1]);
     }
 }

@@ -18,7 +18,8 @@ use dirigo_operators::typed::join::RowJoin;
 use dirigo_operators::typed::nexmark::EventFields;
 use dirigo_operators::typed::ops::{RowErrors, RowTop, RowWindow};
 use dirigo_operators::typed::output::NamedRow;
-use dirigo_operators::typed::source::RowFile;
+use dirigo_operators::typed::running::RowAggregate;
+use dirigo_operators::typed::source::{LateRows, RowFile};
 use dirigo_operators::typed::{Expr, Row, Schema, Type};
 use dirigo_runtime::AppId;
 use toml::Spanned;
@@ -26,7 +27,8 @@ use toml::Spanned;
 use super::plan::{plan, Plan, Step};
 use crate::apps::BuiltApp;
 use crate::config::{
-    socket_address, AppSection, FormatName, OperatorSection, SinkKind, SinkSection, SourceKind,
+    socket_address, AppSection, FormatName, LateName, OperatorSection, SinkKind, SinkSection,
+    SourceKind,
 };
 
 /// Builds app `id` if it is typed (`None` otherwise). `report_dir` is where its dead
@@ -91,6 +93,10 @@ pub fn build(
                     schema: plan.source_schema.clone(),
                     time_field: plan.time_field,
                     out_of_orderness: source.out_of_orderness_ms(),
+                    late: match source.late.as_ref().map(|late| *late.get_ref()) {
+                        Some(LateName::DeadLetter) => LateRows::DeadLetter,
+                        Some(LateName::Drop) | None => LateRows::Pass,
+                    },
                 },
                 letters.clone(),
             )
@@ -294,6 +300,18 @@ fn operators(
                     having: having.as_ref().map(|h| h.compile_condition()),
                 };
                 placed(input.window_rows(op_name, window, errors), operator)
+            }
+            Step::Aggregate {
+                key,
+                aggregates,
+                having,
+            } => {
+                let aggregate = RowAggregate {
+                    key: key.clone(),
+                    aggregates: Aggregates::new(aggregates),
+                    having: having.as_ref().map(|h| h.compile_condition()),
+                };
+                placed(input.aggregate_rows(op_name, aggregate, errors), operator)
             }
         };
         built[index] = Some(stream);

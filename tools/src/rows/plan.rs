@@ -69,6 +69,12 @@ pub(crate) enum Step {
         aggregates: Vec<AggregateSpec>,
         having: Option<Expr>,
     },
+    /// A running aggregate: per key over the whole stream.
+    Aggregate {
+        key: Vec<usize>,
+        aggregates: Vec<AggregateSpec>,
+        having: Option<Expr>,
+    },
     /// Reads its two inputs: left, then right.
     Join {
         spec: WindowSpec,
@@ -191,6 +197,7 @@ fn typed_key(operator: &OperatorSection) -> Option<(Range<usize>, &'static str)>
         OperatorKind::Select => Some((operator.kind.span(), "kind = \"select\"")),
         OperatorKind::Key => Some((operator.kind.span(), "kind = \"key\"")),
         OperatorKind::Window => Some((operator.kind.span(), "kind = \"window\"")),
+        OperatorKind::Aggregate => Some((operator.kind.span(), "kind = \"aggregate\"")),
         OperatorKind::Join => Some((operator.kind.span(), "kind = \"join\"")),
         _ => None,
     }
@@ -200,6 +207,12 @@ fn typed_key(operator: &OperatorSection) -> Option<(Range<usize>, &'static str)>
 /// checking that they use no typed key.
 pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, PlanError> {
     if let Some(query) = &app.query {
+        if let Some(late) = app.source.as_ref().and_then(|s| s.get_ref().late.as_ref()) {
+            return PlanError::at(
+                late.span(),
+                "no `late` on a query's source: it is for `file` sources of typed rows",
+            );
+        }
         // A query's sink writes the fields of its output type.
         if let (Some(fields), Some(schema)) = (&app.sink.fields, Query::row_schema(query.get_ref()))
         {
@@ -252,6 +265,12 @@ pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, Pl
                 return PlanError::at(
                     event_time.span(),
                     "a `schema` on the source first: `event_time` names one of its fields",
+                );
+            }
+            if let Some(late) = &source.get_ref().late {
+                return PlanError::at(
+                    late.span(),
+                    "a `schema` on the source first: `late` is for `file` sources of typed rows",
                 );
             }
         }
@@ -549,6 +568,9 @@ fn live_fields(app: &AppSection, plan: &Plan) -> (Vec<usize>, Vec<Vec<usize>>) {
                     }
                     Step::Window {
                         key, aggregates, ..
+                    }
+                    | Step::Aggregate {
+                        key, aggregates, ..
                     } => {
                         let mut columns = key.clone();
                         columns.extend(aggregates.iter().flat_map(|aggregate| {
@@ -633,6 +655,13 @@ fn source_schema(app: &AppSection, base_dir: &Path) -> Result<(Arc<Schema>, usiz
         return PlanError::at(
             app.name.span(),
             "a `json-lines`, `csv` or `tcp` sink for typed rows (a `nats` sink publishes keyed records)",
+        );
+    }
+    if let (Some(late), SourceKind::Nexmark) = (&source.late, kind) {
+        return PlanError::at(
+            late.span(),
+            "no `late` on a `nexmark` source: it is for `file` sources of typed rows \
+             (the generator's events come in order)",
         );
     }
     let schema = match schema_config.get_ref() {
@@ -745,10 +774,13 @@ fn step(
         operator.by.is_some()
             && !matches!(
                 kind,
-                OperatorKind::Key | OperatorKind::Window | OperatorKind::Top
+                OperatorKind::Key
+                    | OperatorKind::Window
+                    | OperatorKind::Aggregate
+                    | OperatorKind::Top
             ),
         || operator.by.as_ref().expect("present").span(),
-        "`by` only on a `key`, a `window` or a `top`",
+        "`by` only on a `key`, a `window`, an `aggregate` or a `top`",
     )?;
     only(
         (operator.order.is_some() || operator.k.is_some()) && kind != OperatorKind::Top,
@@ -761,14 +793,16 @@ fn step(
         "`order` and `k` only on a `top`",
     )?;
     only(
-        operator.aggregates.is_some() && kind != OperatorKind::Window,
+        operator.aggregates.is_some()
+            && !matches!(kind, OperatorKind::Window | OperatorKind::Aggregate),
         || operator.aggregates.as_ref().expect("present").span(),
-        "`aggregates` only on a `window`",
+        "`aggregates` only on a `window` or an `aggregate`",
     )?;
     only(
-        operator.having.is_some() && kind != OperatorKind::Window,
+        operator.having.is_some()
+            && !matches!(kind, OperatorKind::Window | OperatorKind::Aggregate),
         || operator.having.as_ref().expect("present").span(),
-        "`having` only on a `window`",
+        "`having` only on a `window` or an `aggregate`",
     )?;
     only(
         operator.on.is_some(),
@@ -813,44 +847,7 @@ fn step(
                 Some(by) => key_fields(by, input)?,
                 None => key.unwrap_or_default(),
             };
-            let Some(aggregates) = &operator.aggregates else {
-                return PlanError::at(operator.kind.span(), "`aggregates` for a `window`, such as `aggregates = { n = \"count()\" }`");
-            };
-            if aggregates.get_ref().0.is_empty() {
-                return PlanError::at(aggregates.span(), "at least one aggregate");
-            }
-            let mut out: Vec<(String, Type)> = key
-                .iter()
-                .map(|&at| (input.fields()[at].name.clone(), input.fields()[at].ty))
-                .collect();
-            let mut specs = Vec::new();
-            for (name, text) in &aggregates.get_ref().0 {
-                if out.iter().any(|(taken, _)| taken == name.get_ref())
-                    || matches!(name.get_ref().as_str(), "window_start" | "window_end")
-                {
-                    return PlanError::at(
-                        name.span(),
-                        format!(
-                            "an output name no key field or other aggregate has (nor window_start, window_end); `{}` is taken",
-                            name.get_ref()
-                        ),
-                    );
-                }
-                let spec = AggregateSpec::parse(text.get_ref(), input)
-                    .map_err(|error| PlanError::in_string(text, error))?;
-                out.push((name.get_ref().clone(), spec.ty));
-                specs.push(spec);
-            }
-            out.push(("window_start".into(), Type::Timestamp));
-            out.push(("window_end".into(), Type::Timestamp));
-            let output = Arc::new(Schema::new(out));
-            let having = match &operator.having {
-                None => None,
-                Some(text) => Some(
-                    Expr::parse_condition(text.get_ref(), &output)
-                        .map_err(|error| PlanError::in_string(text, error))?,
-                ),
-            };
+            let (specs, output, having) = aggregate_output(operator, input, &key, true)?;
             let window = operator.window.as_ref().expect("checked: windows have one");
             let mut spec = window.get_ref().spec();
             spec.any_order = operator
@@ -862,6 +859,24 @@ fn step(
             (
                 Step::Window {
                     spec,
+                    key,
+                    aggregates: specs,
+                    having,
+                },
+                output,
+                Some(out_key),
+            )
+        }
+        OperatorKind::Aggregate => {
+            let key = match &operator.by {
+                Some(by) => key_fields(by, input)?,
+                None => key.unwrap_or_default(),
+            };
+            let (specs, output, having) = aggregate_output(operator, input, &key, false)?;
+            // The output is keyed by the key fields, at the front.
+            let out_key = (0..key.len()).collect();
+            (
+                Step::Aggregate {
                     key,
                     aggregates: specs,
                     having,
@@ -898,7 +913,7 @@ fn step(
             return PlanError::at(
                 operator.kind.span(),
                 format!(
-                    "an operator of typed rows: filter, select, key, window, top or join; `{}` works on key/value records",
+                    "an operator of typed rows: filter, select, key, window, aggregate, top or join; `{}` works on key/value records",
                     kind_name(other)
                 ),
             )
@@ -917,9 +932,74 @@ fn kind_name(kind: OperatorKind) -> &'static str {
         OperatorKind::Select => "select",
         OperatorKind::Key => "key",
         OperatorKind::Window => "window",
+        OperatorKind::Aggregate => "aggregate",
         OperatorKind::Top => "top",
         OperatorKind::Join => "join",
     }
+}
+
+/// A `window`'s or an `aggregate`'s aggregates, output schema and `having`.
+type AggregateOutput = (Vec<AggregateSpec>, Arc<Schema>, Option<Expr>);
+
+/// The aggregates of a `window` (`windowed`) or an `aggregate` keyed by the fields at
+/// `key` of `input`, the schema of its output rows — the key fields, the aggregates, and
+/// a window's bounds — and its `having` checked over them.
+fn aggregate_output(
+    operator: &OperatorSection,
+    input: &Schema,
+    key: &[usize],
+    windowed: bool,
+) -> Result<AggregateOutput, PlanError> {
+    let Some(aggregates) = &operator.aggregates else {
+        let what = if windowed {
+            "a `window`"
+        } else {
+            "an `aggregate`"
+        };
+        return PlanError::at(
+            operator.kind.span(),
+            format!("`aggregates` for {what}, such as `aggregates = {{ n = \"count()\" }}`"),
+        );
+    };
+    if aggregates.get_ref().0.is_empty() {
+        return PlanError::at(aggregates.span(), "at least one aggregate");
+    }
+    let mut out: Vec<(String, Type)> = key
+        .iter()
+        .map(|&at| (input.fields()[at].name.clone(), input.fields()[at].ty))
+        .collect();
+    let mut specs = Vec::new();
+    for (name, text) in &aggregates.get_ref().0 {
+        let bound = windowed && matches!(name.get_ref().as_str(), "window_start" | "window_end");
+        if bound || out.iter().any(|(taken, _)| taken == name.get_ref()) {
+            let others = if windowed {
+                "no key field or other aggregate has (nor window_start, window_end)"
+            } else {
+                "no key field or other aggregate has"
+            };
+            return PlanError::at(
+                name.span(),
+                format!("an output name {others}; `{}` is taken", name.get_ref()),
+            );
+        }
+        let spec = AggregateSpec::parse(text.get_ref(), input)
+            .map_err(|error| PlanError::in_string(text, error))?;
+        out.push((name.get_ref().clone(), spec.ty));
+        specs.push(spec);
+    }
+    if windowed {
+        out.push(("window_start".into(), Type::Timestamp));
+        out.push(("window_end".into(), Type::Timestamp));
+    }
+    let output = Arc::new(Schema::new(out));
+    let having = match &operator.having {
+        None => None,
+        Some(text) => Some(
+            Expr::parse_condition(text.get_ref(), &output)
+                .map_err(|error| PlanError::in_string(text, error))?,
+        ),
+    };
+    Ok((specs, output, having))
 }
 
 fn key_fields(by: &Spanned<Vec<Spanned<String>>>, input: &Schema) -> Result<Vec<usize>, PlanError> {

@@ -69,6 +69,28 @@ kind = "json-lines"
 path = "q8.jsonl"
 "#;
 
+/// A running aggregate per card, with late rows sent to the dead letters.
+const RUNNING: &str = r#"[[app]]
+name = "totals"
+[app.source]
+kind = "file"
+path = "data/payments.jsonl"
+format = "json"
+schema = { card = "string", amount = "f64", merchant = "string", ts = "timestamp_ms" }
+event_time = "ts"
+out_of_orderness_ms = 10000
+late = "dead-letter"
+[[app.operator]]
+name = "per-card"
+kind = "aggregate"
+by = ["card"]
+aggregates = { n = "count()", total = "sum(amount)", biggest = "max(amount)" }
+having = "total > 100"
+[app.sink]
+kind = "json-lines"
+path = "totals.jsonl"
+"#;
+
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(&path(), text)
 }
@@ -213,6 +235,60 @@ fn each_join_mistake_points_at_its_character() {
 }
 
 #[test]
+fn each_running_aggregate_mistake_points_at_its_character() {
+    parse(RUNNING).unwrap();
+    let cases: &[(&str, &str, (usize, usize), &str)] = &[
+        // An aggregate of a string.
+        ("sum(amount)", "sum(merchant)", (15, 44), "a number to sum; `merchant` is a string"),
+        // An unknown field in an aggregate, and in `having`.
+        ("max(amount)", "max(amont)", (15, 69), "there is no `amont`"),
+        ("\"total > 100\"", "\"window_end > 0\"", (16, 11), "a field of the input, one of: card, n, total, biggest; there is no `window_end`"),
+        // `having` of a type that does not compare, or not a condition.
+        ("\"total > 100\"", "\"total > 'x'\"", (16, 19), "a value that `>` can compare with an f64 (`total`); `'x'` is a string"),
+        ("\"total > 100\"", "\"total\"", (16, 11), "a condition"),
+        // A key that is not in the schema.
+        ("by = [\"card\"]", "by = [\"crd\"]", (14, 7), "there is no `crd`"),
+        ("n = \"count()\"", "card = \"count()\"", (15, 16), "`card` is taken"),
+        ("aggregates = { n = \"count()\", total = \"sum(amount)\", biggest = \"max(amount)\" }\n", "", (13, 8), "`aggregates` for an `aggregate`"),
+        // No windows on a running aggregate.
+        ("kind = \"aggregate\"", "kind = \"aggregate\"\nwindow = { kind = \"tumbling\", size_ms = 1000 }", (14, 10), "only windowed operators have windows"),
+        ("kind = \"json-lines\"", "kind = \"json-lines\"\nfields = [\"card\", \"window_end\"]", (19, 19), "a field of the rows the sink gets, one of: card, n, total, biggest"),
+        // `late` takes one of its two values, on a file source of typed rows.
+        ("late = \"dead-letter\"", "late = \"keep\"", (10, 8), "`drop` or `dead-letter`"),
+    ];
+    for (from, to, (line, column), message) in cases {
+        assert!(RUNNING.contains(from), "{from}");
+        let error = parse(&RUNNING.replacen(from, to, 1)).expect_err(to);
+        let (l, c) = error.position.expect("a position");
+        assert_eq!((l, c), (*line, *column), "{to}: {}", error.message);
+        assert!(error.message.contains(message), "{to}: {}", error.message);
+    }
+    // `late` only where the source reads typed rows from a file.
+    let untyped = "[[app]]\nname = \"a\"\n[app.source]\nkind = \"file\"\npath = \"data/readings.csv\"\nlate = \"drop\"\n";
+    let error = parse(untyped).unwrap_err();
+    assert_eq!(error.position, Some((6, 8)), "{}", error.message);
+    assert!(
+        error
+            .message
+            .contains("`late` is for `file` sources of typed rows"),
+        "{}",
+        error.message
+    );
+    let generated = JOIN.replacen(
+        "event_time = \"date_time\"",
+        "event_time = \"date_time\"\nlate = \"drop\"",
+        1,
+    );
+    let error = parse(&generated).unwrap_err();
+    assert_eq!(error.position, Some((8, 8)), "{}", error.message);
+    assert!(
+        error.message.contains("no `late` on a `nexmark` source"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
 fn typed_keys_need_a_schema() {
     let untyped = FRAUD.replace(
         "schema = { card = \"string\", amount = \"f64\", merchant = \"string\", ts = \"timestamp_ms\" }\n",
@@ -240,17 +316,17 @@ fn a_multi_line_expression_points_at_its_line() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1500, failure_persistence: None, ..ProptestConfig::default() })]
 
-    /// No typed file makes the loader panic: either example (a windowed aggregate, a
-    /// join) with bytes replaced, inserted or cut gives a config or an error with a
-    /// position inside the file.
+    /// No typed file makes the loader panic: each example (a windowed aggregate, a
+    /// join, a running aggregate with late rows dead-lettered) with bytes replaced,
+    /// inserted or cut gives a config or an error with a position inside the file.
     #[test]
     fn mutated_typed_files_never_panic(
-        example in 0usize..2,
-        position in 0usize..FRAUD.len().min(JOIN.len()),
+        example in 0usize..3,
+        position in 0usize..FRAUD.len().min(JOIN.len()).min(RUNNING.len()),
         byte in prop_oneof![any::<u8>(), Just(b'\''), Just(b'"'), Just(b'('), Just(b'\\'), Just(b'%')],
         mode in 0u8..3,
     ) {
-        let mut bytes = [FRAUD, JOIN][example].as_bytes().to_vec();
+        let mut bytes = [FRAUD, JOIN, RUNNING][example].as_bytes().to_vec();
         match mode {
             0 => bytes[position] = byte,
             1 => bytes.insert(position, byte),
