@@ -33,8 +33,8 @@ use dirigo_operators::source::Pacing;
 use dirigo_runtime::{AppId, RuntimeBuilder};
 
 use crate::config::{
-    socket_address, AppSection, FormatName, FramingName, OperatorKind, OperatorSection, RowOrder,
-    SinkKind, SourceKind, SourceSection, StateName,
+    socket_address, AppSection, FormatName, FramingName, Input, OperatorKind, OperatorSection,
+    RowOrder, SinkKind, SourceKind, SourceSection, StateName,
 };
 
 /// One app, built and ready to install.
@@ -77,8 +77,7 @@ pub fn build(
     }
     let default_source = SourceSection::default();
     let source = section
-        .source
-        .as_ref()
+        .source()
         .map_or(&default_source, |source| source.get_ref());
     let mut latency = LatencyRecorder::new();
     let mut dead_letters = None;
@@ -109,9 +108,9 @@ pub fn build(
         let records = match kind {
             SourceKind::Generator | SourceKind::Nexmark => generator_source(&builder, source),
             SourceKind::File | SourceKind::Tcp | SourceKind::Nats => {
-                let letters_path = source.dead_letters.clone().map_or_else(
+                let letters_path = source.dead_letters.as_ref().map_or_else(
                     || report_dir.join(format!("{name}.dead-letters.jsonl")),
-                    Into::into,
+                    |path| path.get_ref().into(),
                 );
                 if let Some(parent) = letters_path.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| {
@@ -342,12 +341,13 @@ fn generator_source(builder: &AppBuilder, source: &SourceSection) -> Stream<Keye
 
 /// NEXMark events for a `query` (and, as rows, for a typed app).
 pub(crate) fn nexmark_source(builder: &AppBuilder, source: &SourceSection) -> Stream<Event> {
-    nexmark_source_of(builder, source, Some)
+    nexmark_source_of(builder, "events", source, Some)
 }
 
 /// NEXMark events, each turned into a record by `record` as the source emits it.
 pub(crate) fn nexmark_source_of<T: dirigo_operators::dataflow::Data>(
     builder: &AppBuilder,
+    node: &str,
     source: &SourceSection,
     record: impl Fn(Event) -> Option<T> + Send + Sync + 'static,
 ) -> Stream<T> {
@@ -365,7 +365,7 @@ pub(crate) fn nexmark_source_of<T: dirigo_operators::dataflow::Data>(
         source.seed.unwrap_or(1),
     );
     let stream = builder.source(
-        "events",
+        node,
         source.out_of_orderness_ms(),
         pacing,
         move |partition, partitions| {
@@ -387,7 +387,7 @@ fn operators(source: &Stream<KeyedRecord>, app: &AppSection) -> Vec<Stream<Keyed
     if sections.is_empty() {
         return vec![source.clone()];
     }
-    let inputs: Vec<Vec<Option<usize>>> = (0..sections.len()).map(|i| app.inputs_of(i)).collect();
+    let inputs: Vec<Vec<Input>> = (0..sections.len()).map(|i| app.inputs_of(i)).collect();
     let mut built: Vec<Option<Stream<KeyedRecord>>> = vec![None; sections.len()];
     // The checks made the inputs a DAG rooted at the source: repeat until all are built.
     while built.iter().any(Option::is_none) {
@@ -398,9 +398,10 @@ fn operators(source: &Stream<KeyedRecord>, app: &AppSection) -> Vec<Stream<Keyed
             }
             let streams: Option<Vec<Stream<KeyedRecord>>> = inputs[index]
                 .iter()
-                .map(|input| match input {
-                    None => Some(source.clone()),
-                    Some(parent) => built[*parent].clone(),
+                .map(|input| match *input {
+                    // A keyed app has one source.
+                    Input::Source(_) => Some(source.clone()),
+                    Input::Operator(parent) => built[parent].clone(),
                 })
                 .collect();
             let Some(streams) = streams else {
@@ -410,7 +411,7 @@ fn operators(source: &Stream<KeyedRecord>, app: &AppSection) -> Vec<Stream<Keyed
                 [one] => one.clone(),
                 [first, rest @ ..] => {
                     let rest: Vec<&Stream<KeyedRecord>> = rest.iter().collect();
-                    first.union(&format!("{}-inputs", sections[index].name.get_ref()), &rest)
+                    first.union(&union_name(&sections[index]), &rest)
                 }
                 [] => source.clone(),
             };
@@ -424,7 +425,7 @@ fn operators(source: &Stream<KeyedRecord>, app: &AppSection) -> Vec<Stream<Keyed
         }
     }
     let read_from: Vec<bool> = (0..sections.len())
-        .map(|index| inputs.iter().any(|of| of.contains(&Some(index))))
+        .map(|index| inputs.iter().any(|of| of.contains(&Input::Operator(index))))
         .collect();
     built
         .into_iter()
@@ -477,6 +478,17 @@ fn windowed(
             })
         },
     )
+}
+
+/// The name of the node that merges `section`'s inputs: its own for a `union`, which is
+/// nothing more.
+pub(crate) fn union_name(section: &OperatorSection) -> String {
+    let name = section.name.get_ref();
+    if *section.kind.get_ref() == OperatorKind::Union {
+        name.clone()
+    } else {
+        format!("{name}-inputs")
+    }
 }
 
 /// Panics `panic_on_value` caused in this process, against `panic_times`.
@@ -536,6 +548,8 @@ fn operator(input: &Stream<KeyedRecord>, section: &OperatorSection) -> Stream<Ke
             |max, value| *max = (*max).max(value),
             |a, b| *a = (*a).max(b),
         ),
+        // `operators` made the union of the inputs.
+        OperatorKind::Union => input.clone(),
         // The checks refuse typed kinds over key/value records (`crate::rows`).
         OperatorKind::Select
         | OperatorKind::Key

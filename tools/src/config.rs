@@ -23,7 +23,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub mod nats;
+pub mod sources;
 pub use nats::NatsSection;
+pub use sources::Input;
 
 /// A configuration file, parsed and checked.
 #[derive(Debug, Default, Deserialize)]
@@ -191,8 +193,10 @@ pub struct AppSection {
     pub parallelism: Option<Spanned<u32>>,
     /// A NEXMark query by name (`q0` … `q11`) instead of `[[app.operator]]`s.
     pub query: Option<Spanned<String>>,
-    /// Where its records come from.
-    pub source: Option<Spanned<SourceSection>>,
+    /// Where its records come from: `[app.source]`, or several `[[app.source]]`s
+    /// (see [`sources`]).
+    #[serde(default, rename = "source", deserialize_with = "sources::one_or_many")]
+    pub sources: Vec<Spanned<SourceSection>>,
     /// Its operators, in any order; each reads from `input` (default: the one listed
     /// before it, or the source).
     #[serde(default, rename = "operator")]
@@ -206,6 +210,9 @@ pub struct AppSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSection {
+    /// The name operators read it by (default `source`); each of several sources needs
+    /// one.
+    pub name: Option<Spanned<String>>,
     /// Which source (default: `nexmark` for a `query`, else `generator`).
     pub kind: Option<SourceKind>,
     /// How fast records are offered (default: as fast as the pipeline takes them).
@@ -231,7 +238,7 @@ pub struct SourceSection {
     #[serde(default)]
     pub framing: FramingName,
     /// `file`, `tcp`: where malformed records go (default `DIR/APP.dead-letters.jsonl`).
-    pub dead_letters: Option<String>,
+    pub dead_letters: Option<Spanned<String>>,
     /// `file`, `tcp`: the most bytes of dead letters written (default 64 MiB).
     pub dead_letter_max_bytes: Option<Spanned<u64>>,
     /// `file`, `tcp`: the most dead letters written per second (default 1000).
@@ -435,12 +442,17 @@ pub enum OperatorKind {
     /// Typed rows: per window, the pairs of rows of its two inputs whose keys (`on`)
     /// are equal.
     Join,
+    /// The records (or typed rows) of its two inputs or more, as they come.
+    Union,
 }
 
 impl OperatorKind {
     /// Whether the kind keeps state per key.
     pub fn is_stateful(self) -> bool {
-        !matches!(self, Self::Map | Self::Filter | Self::Select | Self::Key)
+        !matches!(
+            self,
+            Self::Map | Self::Filter | Self::Select | Self::Key | Self::Union
+        )
     }
 
     /// Whether the kind needs `window`.
@@ -1297,10 +1309,7 @@ impl AppSection {
             }
         }
         partition_count(&self.parallelism, "a parallelism")?;
-        let source_kind = self
-            .source
-            .as_ref()
-            .and_then(|source| source.get_ref().kind);
+        let source_kind = self.source().and_then(|source| source.get_ref().kind);
         match &self.query {
             Some(query) => {
                 if !QUERIES.contains(&query.get_ref().as_str()) {
@@ -1319,7 +1328,7 @@ impl AppSection {
                         "no `[[app.operator]]` in an app that runs a `query`".into(),
                     ));
                 }
-                if let (Some(source), Some(kind)) = (&self.source, source_kind) {
+                if let (Some(source), Some(kind)) = (self.source(), source_kind) {
                     if kind != SourceKind::Nexmark {
                         return Err((
                             source.span(),
@@ -1329,16 +1338,17 @@ impl AppSection {
                 }
             }
             None => {
-                if let (Some(source), Some(SourceKind::Nexmark)) = (&self.source, source_kind) {
+                for source in &self.sources {
+                    let section = source.get_ref();
                     // Typed rows of the events (`crate::rows`) need no query.
-                    if source.get_ref().schema.is_none() {
+                    if section.kind == Some(SourceKind::Nexmark) && section.schema.is_none() {
                         return Err((
                             source.span(),
                             "a `query`, or `schema = \"infer\"` for typed rows, for a `nexmark` source".into(),
                         ));
                     }
                 }
-                if self.operators.is_empty() && self.source.is_none() {
+                if self.operators.is_empty() && self.sources.is_empty() {
                     return Err((
                         self.name.span(),
                         "a `query`, or a `[app.source]` and `[[app.operator]]`s".into(),
@@ -1346,11 +1356,7 @@ impl AppSection {
                 }
             }
         }
-        if let Some(source) = &self.source {
-            source
-                .get_ref()
-                .check(source.span(), base_dir, self.query.is_some())?;
-        }
+        self.check_sources(base_dir)?;
         self.check_operators()?;
         let sink = &self.sink;
         if sink.kind != SinkKind::Nats {
@@ -1419,6 +1425,76 @@ impl AppSection {
         Ok(())
     }
 
+    /// Each source's keys; with several, a unique `name` and a `schema` on each, and
+    /// the app's dead-letter keys on the first alone.
+    fn check_sources(&self, base_dir: &Path) -> Result<(), (Range<usize>, String)> {
+        for source in &self.sources {
+            source
+                .get_ref()
+                .check(source.span(), base_dir, self.query.is_some())?;
+        }
+        let several = self.sources.len() > 1;
+        for (index, source) in self.sources.iter().enumerate() {
+            let section = source.get_ref();
+            if several {
+                if let Some(query) = &self.query {
+                    return Err((
+                        query.span(),
+                        "one source for a `query`: it reads the NEXMark events".into(),
+                    ));
+                }
+                if section.name.is_none() {
+                    return Err((
+                        source.span(),
+                        "a `name` for each of the app's sources (its operators read them by name)"
+                            .into(),
+                    ));
+                }
+                if section.schema.is_none() {
+                    return Err((
+                        source.span(),
+                        "a `schema` on each of the app's sources: several sources are for \
+                         pipelines of typed rows"
+                            .into(),
+                    ));
+                }
+                if index > 0 {
+                    let why = "the app's dead letters go to one file, set on its first source";
+                    absent(&section.dead_letters, "dead_letters", why)?;
+                    absent(&section.dead_letter_max_bytes, "dead_letter_max_bytes", why)?;
+                    absent(&section.dead_letter_max_per_s, "dead_letter_max_per_s", why)?;
+                }
+            }
+            let Some(name) = &section.name else {
+                continue;
+            };
+            let text = name.get_ref();
+            if text.is_empty()
+                || !text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err((
+                    name.span(),
+                    "a source name of letters, digits, `-` and `_`".into(),
+                ));
+            }
+            if (0..index).any(|earlier| self.source_name(earlier) == text) {
+                return Err((
+                    name.span(),
+                    format!("a name no other source of the app has; `{text}` is taken"),
+                ));
+            }
+            if self.operators.iter().any(|o| o.name.get_ref() == text) {
+                return Err((
+                    name.span(),
+                    format!("a name no operator of the app has; `{text}` is an operator's"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Names unique, inputs that exist, no cycle, and each kind's parameters.
     fn check_operators(&self) -> Result<(), (Range<usize>, String)> {
         for (index, operator) in self.operators.iter().enumerate() {
@@ -1440,8 +1516,21 @@ impl AppSection {
             }
             operator.check()?;
         }
-        for operator in &self.operators {
+        for (index, operator) in self.operators.iter().enumerate() {
             let Some(input) = &operator.input else {
+                if index == 0 && self.sources.len() > 1 {
+                    return Err((
+                        operator.name.span(),
+                        format!(
+                            "an `input` for the first operator: the app has several sources, \
+                             name the one it reads (one of: {})",
+                            (0..self.sources.len())
+                                .map(|at| self.source_name(at))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
                 continue;
             };
             let names = input.get_ref().names();
@@ -1449,10 +1538,13 @@ impl AppSection {
                 return Err((input.span(), "at least one input".into()));
             }
             for (position, name) in names.iter().enumerate() {
-                if *name != "source" && !self.operators.iter().any(|o| o.name.get_ref() == name) {
+                if self.input_named(name).is_none() {
                     return Err((
                         input.span(),
-                        format!("`source` or one of the app's operators; there is no `{name}`"),
+                        format!(
+                            "one of the app's sources or operators, one of: {}; there is no `{name}`",
+                            self.input_names().join(", ")
+                        ),
                     ));
                 }
                 if names[..position].contains(name) {
@@ -1472,7 +1564,11 @@ impl AppSection {
         // Following inputs from any operator must never come back to it.
         for (start, operator) in self.operators.iter().enumerate() {
             let mut seen = vec![false; self.operators.len()];
-            let mut stack: Vec<usize> = self.inputs_of(start).into_iter().flatten().collect();
+            let mut stack: Vec<usize> = self
+                .inputs_of(start)
+                .into_iter()
+                .filter_map(Input::operator)
+                .collect();
             while let Some(at) = stack.pop() {
                 if at == start {
                     let input = operator
@@ -1488,31 +1584,11 @@ impl AppSection {
                     ));
                 }
                 if !std::mem::replace(&mut seen[at], true) {
-                    stack.extend(self.inputs_of(at).into_iter().flatten());
+                    stack.extend(self.inputs_of(at).into_iter().filter_map(Input::operator));
                 }
             }
         }
         Ok(())
-    }
-
-    /// The operators `index` reads from (`None`: the source); by default the one listed
-    /// before it, or the source for the first.
-    pub fn inputs_of(&self, index: usize) -> Vec<Option<usize>> {
-        match &self.operators[index].input {
-            Some(input) => input
-                .get_ref()
-                .names()
-                .into_iter()
-                .map(|name| {
-                    if name == "source" {
-                        None
-                    } else {
-                        self.operators.iter().position(|o| o.name.get_ref() == name)
-                    }
-                })
-                .collect(),
-            None => vec![index.checked_sub(1)],
-        }
     }
 }
 
@@ -1772,6 +1848,20 @@ impl OperatorSection {
                 "keep_percent",
                 "only `filter` keeps a share",
             )?;
+        }
+        if kind == OperatorKind::Union {
+            let why = "a `union` passes records on as they come";
+            absent(&self.work_ns, "work_ns", why)?;
+            let inputs = self.input.as_ref().map_or(0, |i| i.get_ref().names().len());
+            if inputs < 2 {
+                return Err((
+                    self.input.as_ref().map_or(self.kind.span(), Spanned::span),
+                    format!(
+                        "two inputs or more for a `union`, such as `input = [\"left\", \"right\"]`; it has {}",
+                        inputs.max(1)
+                    ),
+                ));
+            }
         }
         if kind != OperatorKind::Map {
             absent(

@@ -623,3 +623,81 @@ fn late_rows_go_to_the_dead_letters_when_told() {
         .exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The sorted lines of `file`.
+fn sorted_lines(file: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines.sort_unstable();
+    lines
+}
+
+#[test]
+fn apps_of_two_sources_union_and_join_them_alike_in_every_setting() {
+    let card_minutes = [
+        r#"{"card":"c1","n":3,"total":400.0,"window_start":1700000040000,"window_end":1700000100000}"#,
+        r#"{"card":"c2","n":2,"total":50.0,"window_start":1700000040000,"window_end":1700000100000}"#,
+        r#"{"card":"c3","n":1,"total":7.25,"window_start":1700000160000,"window_end":1700000220000}"#,
+        r#"{"card":"c3","n":2,"total":15.0,"window_start":1700000100000,"window_end":1700000160000}"#,
+    ];
+    let shipped = [
+        r#"{"order":"o1","card":"c1","amount":120.0,"carrier":"ups"}"#,
+        r#"{"order":"o3","card":"c1","amount":80.0,"carrier":"dhl"}"#,
+        r#"{"order":"o4","card":"c3","amount":10.0,"carrier":"ups"}"#,
+    ];
+    let example = std::fs::read_to_string(configs().join("two-sources.toml")).unwrap();
+    let data = configs().join("data");
+    let example = example.replace("\"data/", &format!("\"{}/", data.display()));
+    // As written; with two partitions per operator and lessees allowed; and with
+    // checkpoints, which rewind each source to its own position.
+    let settings = [
+        ("plain", String::new()),
+        (
+            "partitioned",
+            "[runtime]\nshards = 2\n[scheduler]\npolicy = \"dirigo\"\n".to_owned(),
+        ),
+        (
+            "checkpointed",
+            "[checkpoint]\ndir = \"checkpoints\"\ninterval = \"5ms\"\n".to_owned(),
+        ),
+    ];
+    for (name, settings) in settings {
+        let dir = folder(&format!("two-sources-{name}"));
+        let mut config = format!("{settings}\n{example}");
+        if name == "partitioned" {
+            config = config.replace(
+                "[[app]]\nname = \"feeds\"\n",
+                "[[app]]\nname = \"feeds\"\nparallelism = 2\n",
+            );
+            config = config.replace(
+                "[[app]]\nname = \"shipped\"\n",
+                "[[app]]\nname = \"shipped\"\nparallelism = 2\n",
+            );
+        }
+        let path = dir.join("two-sources.toml");
+        std::fs::write(&path, config).unwrap();
+        run_in(&dir, &path);
+        assert_eq!(
+            sorted_lines(&dir.join("card-minutes.jsonl")),
+            card_minutes,
+            "{name}"
+        );
+        assert_eq!(sorted_lines(&dir.join("shipped.jsonl")), shipped, "{name}");
+        // Both feeds' malformed lines are in the app's one dead-letter file.
+        let letters = sorted_lines(&dir.join("dirigo-report/two-sources/feeds.dead-letters.jsonl"));
+        assert_eq!(letters.len(), 2, "{name}: {letters:?}");
+        assert!(
+            letters[0].contains("payments-eu.jsonl")
+                && letters[0].contains(r#""position":"line 3""#)
+                && letters[0].contains(r#"field amount: expected f64, found \"lots\""#),
+            "{name}: {letters:?}"
+        );
+        assert!(
+            letters[1].contains("payments-us.csv")
+                && letters[1].contains(r#""position":"line 4""#)
+                && letters[1].contains(r#"expected timestamp_ms, found \"oops\""#),
+            "{name}: {letters:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -355,7 +355,7 @@ mod tests {
             "{APP}consumer = \"c\"\nsubject = \"in.{{partition}}\"\nevent_time = \"published\"\nfetch_batch = 64\n\n[[app.operator]]\nname = \"m\"\nkind = \"map\"\n\n[app.sink]\nkind = \"nats\"\n\n[app.sink.nats]\nurl = \"nats://127.0.0.1:4222\"\nstream = \"OUT\"\nsubject = \"out.{{key}}\"\nmax_in_flight = 16\ntoken = \"t0k3n\"\n"
         );
         let config = Config::parse(Path::new("t.toml"), &text).unwrap();
-        let source = config.apps[0].source.as_ref().unwrap().get_ref();
+        let source = config.apps[0].source().unwrap().get_ref();
         let nats = source.nats.as_ref().unwrap().get_ref();
         let options = nats.source_options(Path::new("."), source.nats_partitions());
         assert_eq!(options.subject_of(1).as_deref(), Some("in.1"));

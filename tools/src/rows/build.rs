@@ -22,13 +22,12 @@ use dirigo_operators::typed::running::RowAggregate;
 use dirigo_operators::typed::source::{LateRows, RowFile};
 use dirigo_operators::typed::{Expr, Row, Schema, Type};
 use dirigo_runtime::AppId;
-use toml::Spanned;
 
-use super::plan::{plan, Plan, Step};
+use super::plan::{plan, Plan, PlannedSource, Step};
 use crate::apps::BuiltApp;
 use crate::config::{
-    socket_address, AppSection, FormatName, LateName, OperatorSection, SinkKind, SinkSection,
-    SourceKind,
+    socket_address, AppSection, FormatName, Input, LateName, OperatorSection, SinkKind,
+    SinkSection, SourceKind, SourceSection,
 };
 
 /// Builds app `id` if it is typed (`None` otherwise). `report_dir` is where its dead
@@ -49,17 +48,17 @@ pub fn build(
         return Ok(None);
     };
     let source = section
-        .source
-        .as_ref()
+        .source()
         .expect("a typed app has a source")
         .get_ref();
     let mut builder = AppBuilder::new(id, &name);
     if let Some(parallelism) = &section.parallelism {
         builder = builder.parallelism(*parallelism.get_ref());
     }
-    let letters_path = source.dead_letters.clone().map_or_else(
+    // The app's one dead-letter file is set on its first source.
+    let letters_path = source.dead_letters.as_ref().map_or_else(
         || report_dir.join(format!("{name}.dead-letters.jsonl")),
-        Into::into,
+        |path| path.get_ref().into(),
     );
     if let Some(parent) = letters_path.parent() {
         std::fs::create_dir_all(parent)
@@ -73,35 +72,34 @@ pub fn build(
         limits.max_per_s = *rate.get_ref();
     }
     let letters = DeadLetterSink::to_file_with_limits(letters_path, limits);
-    // A paced source paces events: it must give each its row.
-    let (fields, pushed) = event_fields(&plan, source.shape.is_none());
-    let rows = if source.kind_for(false) == SourceKind::Nexmark {
-        crate::apps::nexmark_source_of(&builder, source, move |event| {
-            fields.keeps(&event).then(|| fields.row(event))
-        })
-    } else {
-        let path = source.path.as_ref().ok_or("a file source needs a path")?;
-        builder
-            .source_rows(
-                "source",
-                RowFile {
-                    path: base_dir.join(path.get_ref()),
-                    format: match source.format {
-                        FormatName::Csv => Format::Csv,
-                        FormatName::Json => Format::Json,
-                    },
-                    schema: plan.source_schema.clone(),
-                    time_field: plan.time_field,
-                    out_of_orderness: source.out_of_orderness_ms(),
-                    late: match source.late.as_ref().map(|late| *late.get_ref()) {
-                        Some(LateName::DeadLetter) => LateRows::DeadLetter,
-                        Some(LateName::Drop) | None => LateRows::Pass,
-                    },
-                },
-                letters.clone(),
-            )
-            .map_err(|e| e.to_string())?
-    };
+    let mut pushed = Vec::new();
+    let mut rows = Vec::with_capacity(section.sources.len());
+    for (index, source) in section.sources.iter().enumerate() {
+        let source = source.get_ref();
+        // One source keeps its usual name in reports; several are told apart.
+        let nexmark = source.kind_for(false) == SourceKind::Nexmark;
+        let node = match (section.sources.len(), nexmark) {
+            (1, true) => "events",
+            (1, false) => "source",
+            _ => section.source_name(index),
+        };
+        let planned = &plan.sources[index];
+        let stream = if nexmark {
+            // A paced source paces events: it must give each its row.
+            let (fields, filters) = if section.sources.len() == 1 {
+                event_fields(&plan, source.shape.is_none())
+            } else {
+                (EventFields::all(), Vec::new())
+            };
+            pushed = filters;
+            crate::apps::nexmark_source_of(&builder, node, source, move |event| {
+                fields.keeps(&event).then(|| fields.row(event))
+            })
+        } else {
+            file_rows(&builder, node, source, planned, base_dir, &letters)?
+        };
+        rows.push(stream);
+    }
     let latency = operators(section, &plan, &rows, &letters, Some(checkpointed), &pushed)?;
     Ok(Some(BuiltApp {
         name,
@@ -115,6 +113,38 @@ pub fn build(
         tcp: None,
         nats: None,
     }))
+}
+
+/// The rows of a typed `file` source, read by node `node`.
+fn file_rows(
+    builder: &AppBuilder,
+    node: &str,
+    source: &SourceSection,
+    planned: &PlannedSource,
+    base_dir: &Path,
+    letters: &DeadLetterSink,
+) -> Result<Stream<Row>, String> {
+    let path = source.path.as_ref().ok_or("a file source needs a path")?;
+    builder
+        .source_rows(
+            node,
+            RowFile {
+                path: base_dir.join(path.get_ref()),
+                format: match source.format {
+                    FormatName::Csv => Format::Csv,
+                    FormatName::Json => Format::Json,
+                },
+                schema: planned.schema.clone(),
+                time_field: planned.time_field,
+                out_of_orderness: source.out_of_orderness_ms(),
+                late: match source.late.as_ref().map(|late| *late.get_ref()) {
+                    Some(LateName::DeadLetter) => LateRows::DeadLetter,
+                    Some(LateName::Drop) | None => LateRows::Pass,
+                },
+            },
+            letters.clone(),
+        )
+        .map_err(|e| e.to_string())
 }
 
 /// A typed app over NEXMark events, for `dirigo bench nexmark --toml`: `section`'s
@@ -131,10 +161,10 @@ pub fn build_over_events(
     let plan = plan(section, base_dir)
         .map_err(|e| format!("app {name}: {}", e.message()))?
         .ok_or_else(|| format!("app {name}: not a pipeline of typed rows"))?;
-    let source = section.source.as_ref().map(Spanned::get_ref);
-    if source.is_none_or(|source| source.kind_for(false) != SourceKind::Nexmark) {
+    if !matches!(section.sources.as_slice(), [source] if source.get_ref().kind_for(false) == SourceKind::Nexmark)
+    {
         return Err(format!(
-            "app {name}: a `nexmark` source, to compare with a built-in query"
+            "app {name}: one `nexmark` source, to compare with a built-in query"
         ));
     }
     let builder = AppBuilder::new(0, &name);
@@ -158,7 +188,7 @@ pub fn build_over_events(
                 })
         },
     );
-    let latency = operators(section, &plan, &rows, &letters, None, &pushed)?;
+    let latency = operators(section, &plan, &[rows], &letters, None, &pushed)?;
     Ok((builder.build(), latency))
 }
 
@@ -176,14 +206,14 @@ fn event_fields(plan: &Plan, unpaced: bool) -> (EventFields, Vec<usize>) {
     }
 }
 
-/// Builds `section`'s operators (planned as `plan`) over `rows`; each leaf records its
+/// Builds `section`'s operators (planned as `plan`) over its sources' `rows`; each leaf records its
 /// outputs' latency in the returned recorder and, with `sinks`, ends in the app's sink
 /// (committed by the checkpoints when `sinks` is `Some(true)`). The filters in `pushed`
 /// pass their rows on: the source did their work.
 fn operators(
     section: &AppSection,
     plan: &Plan,
-    rows: &Stream<Row>,
+    rows: &[Stream<Row>],
     letters: &DeadLetterSink,
     sinks: Option<bool>,
     pushed: &[usize],
@@ -199,7 +229,7 @@ fn operators(
         // is not built: that join computes it.
         if extremes.iter().flatten().any(|e| e.right == index)
             && (0..section.operators.len())
-                .filter(|&o| section.inputs_of(o).contains(&Some(index)))
+                .filter(|&o| section.inputs_of(o).contains(&Input::Operator(index)))
                 .all(|o| extremes[o].is_some())
         {
             continue;
@@ -209,12 +239,13 @@ fn operators(
             .inputs_of(index)
             .into_iter()
             .map(|input| match input {
-                None => Some(rows.clone()),
-                // A window an extreme join computes itself is not built.
-                Some(parent) if extremes[index].is_some() => {
-                    Some(built[parent].clone().unwrap_or_else(|| rows.clone()))
+                Input::Source(at) => Some(rows[at].clone()),
+                // A window an extreme join computes itself is not built: any stream
+                // stands in for it, the join reads its left input alone.
+                Input::Operator(parent) if extremes[index].is_some() => {
+                    Some(built[parent].clone().unwrap_or_else(|| rows[0].clone()))
                 }
-                Some(parent) => built[parent].clone(),
+                Input::Operator(parent) => built[parent].clone(),
             })
             .collect::<Option<Vec<_>>>()
             .expect("inputs come first");
@@ -224,9 +255,9 @@ fn operators(
             [one] => one.clone(),
             [first, rest @ ..] => {
                 let rest: Vec<&Stream<Row>> = rest.iter().collect();
-                first.union(&format!("{op_name}-inputs"), &rest)
+                first.union(&crate::apps::union_name(operator), &rest)
             }
-            [] => rows.clone(),
+            [] => rows[0].clone(),
         };
         let errors = RowErrors::new(letters.clone(), op_name);
         let stream = match &plan.steps[index].0 {
@@ -240,7 +271,7 @@ fn operators(
                 fields.iter().map(|f| f.compile()).collect(),
                 errors,
             ),
-            Step::Key => input,
+            Step::Key | Step::Union => input,
             Step::Top {
                 spec,
                 key,
@@ -319,10 +350,10 @@ fn operators(
     let latency = LatencyRecorder::new();
     let several = plan.leaves.len() > 1;
     for (number, (leaf, positions, names)) in plan.leaves.iter().enumerate() {
-        let stream = leaf.map_or_else(
-            || rows.clone(),
-            |index| built[index].clone().expect("built"),
-        );
+        let stream = match *leaf {
+            Input::Source(at) => rows[at].clone(),
+            Input::Operator(index) => built[index].clone().expect("built"),
+        };
         stream.record_latency(&format!("latency-{number}"), &latency);
         if let Some(committed) = sinks {
             let suffix = several.then_some(number);
@@ -358,7 +389,7 @@ pub(super) fn extreme_join(section: &AppSection, plan: &Plan, index: usize) -> O
     let Step::Join { spec, keys, .. } = &plan.steps[index].0 else {
         return None;
     };
-    let [left, Some(right)] = section.inputs_of(index)[..] else {
+    let [left, Input::Operator(right)] = section.inputs_of(index)[..] else {
         return None;
     };
     let Step::Window {

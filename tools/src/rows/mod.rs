@@ -1,7 +1,8 @@
 //! Apps over typed rows: a source with a `schema` (and what becomes of its late rows,
-//! `late`), operators by field (`filter` with `where`, `select` with `fields`, `key` with
-//! `by`, `window` and the running `aggregate` with `aggregates` and `having`, `top`,
-//! `join`) and a sink that writes chosen fields as JSON lines or CSV.
+//! `late`), or several, each named; operators by field (`filter` with `where`, `select`
+//! with `fields`, `key` with `by`, `window` and the running `aggregate` with
+//! `aggregates` and `having`, `top`, `join`, `union`) and a sink that writes chosen
+//! fields as JSON lines or CSV.
 //!
 //! [`check`] runs when a configuration is loaded: it plans every typed app — each
 //! operator's input and output schema — and type-checks every expression, so that a

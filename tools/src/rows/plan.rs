@@ -17,7 +17,8 @@ use toml::Spanned;
 use super::literal::file_offset;
 use super::toml_types::SchemaConfig;
 use crate::config::{
-    AppSection, Config, OperatorKind, OperatorSection, RowOrder, SinkKind, SourceKind,
+    AppSection, Config, Input, OperatorKind, OperatorSection, RowOrder, SinkKind, SourceKind,
+    SourceSection,
 };
 
 /// A refusal: the span of the offending TOML value, and for a string the byte in its
@@ -57,6 +58,8 @@ pub(crate) enum Step {
     Select(Vec<Expr>),
     /// Keys the following windows; passes rows on.
     Key,
+    /// Passes on the rows of its inputs (merged before it).
+    Union,
     Top {
         spec: WindowSpec,
         key: Vec<usize>,
@@ -88,23 +91,32 @@ pub(crate) enum Step {
 /// in its output) the windows after it are keyed by.
 type Planned = (Step, Arc<Schema>, Option<Vec<usize>>);
 
+/// One source of a typed app, planned: the schema of its rows and the field that gives
+/// their event time.
+#[derive(Clone)]
+pub(crate) struct PlannedSource {
+    pub(crate) schema: Arc<Schema>,
+    pub(crate) time_field: usize,
+}
+
 /// A typed app, planned.
 pub(crate) struct Plan {
-    pub(crate) source_schema: Arc<Schema>,
-    pub(crate) time_field: usize,
+    /// Per source, in the file's order.
+    pub(crate) sources: Vec<PlannedSource>,
     /// Per operator (in the file's order): its step and output schema.
     pub(crate) steps: Vec<(Step, Arc<Schema>)>,
     /// Operators in an order where inputs come first.
     pub(crate) order: Vec<usize>,
-    /// Per leaf (`None`: the source itself), the positions of the fields the sink
-    /// writes, and their names.
-    pub(crate) leaves: Vec<(Option<usize>, Vec<usize>, Vec<String>)>,
-    /// A NEXMark source's rows: the events' fields the app reads (`None`: every one).
+    /// Per leaf (an operator, or a source no operator reads), the positions of the
+    /// fields the sink writes, and their names.
+    pub(crate) leaves: Vec<(Input, Vec<usize>, Vec<String>)>,
+    /// An app's one NEXMark source's rows: the events' fields the app reads (`None`:
+    /// every one).
     pub(crate) event_fields: Option<EventFields>,
     /// Per operator, the fields it passes on as NULL: a `filter`'s that nothing after
     /// it reads (rows kept in state later then hold no copy of them).
     pub(crate) cleared: Vec<Vec<usize>>,
-    /// A NEXMark source's: when everything it feeds is a `filter` of one kind of event
+    /// An app's one NEXMark source's: when everything it feeds is a `filter` of one kind of event
     /// alone (`event = 'bid'`) and nothing after reads `event`, that kind and those
     /// filters. An unpaced source can then turn only events of that kind into rows,
     /// with `event` NULL as the filters would leave it, and the filters keep them all.
@@ -133,22 +145,33 @@ pub fn infer_note(config: &Config) -> Vec<String> {
         .apps
         .iter()
         .filter_map(|app| {
-            let source = app.source.as_ref()?.get_ref();
-            let schema = source.schema.as_ref()?;
-            if !matches!(schema.get_ref(), SchemaConfig::Infer) {
-                return None;
-            }
-            let (schema, _) = source_schema(app, &config.base_dir).ok()?;
-            let fields: Vec<String> = schema
-                .fields()
-                .iter()
-                .map(|field| format!("{} = \"{}\"", toml_key(&field.name), field.ty))
+            let notes: Vec<String> = (0..app.sources.len())
+                .filter_map(|index| {
+                    let source = &app.sources[index];
+                    let schema = source.get_ref().schema.as_ref()?;
+                    if !matches!(schema.get_ref(), SchemaConfig::Infer) {
+                        return None;
+                    }
+                    let planned = source_schema(app, source, &config.base_dir).ok()?;
+                    let fields: Vec<String> = planned
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|field| format!("{} = \"{}\"", toml_key(&field.name), field.ty))
+                        .collect();
+                    let which = if app.sources.len() > 1 {
+                        format!(", source {}", app.source_name(index))
+                    } else {
+                        String::new()
+                    };
+                    Some(format!(
+                        "app {}{which}: inferred schema = {{ {} }}",
+                        app.name.get_ref(),
+                        fields.join(", ")
+                    ))
+                })
                 .collect();
-            Some(format!(
-                "app {}: inferred schema = {{ {} }}",
-                app.name.get_ref(),
-                fields.join(", ")
-            ))
+            (!notes.is_empty()).then(|| notes.join("\n"))
         })
         .collect()
 }
@@ -207,7 +230,7 @@ fn typed_key(operator: &OperatorSection) -> Option<(Range<usize>, &'static str)>
 /// checking that they use no typed key.
 pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, PlanError> {
     if let Some(query) = &app.query {
-        if let Some(late) = app.source.as_ref().and_then(|s| s.get_ref().late.as_ref()) {
+        if let Some(late) = app.source().and_then(|s| s.get_ref().late.as_ref()) {
             return PlanError::at(
                 late.span(),
                 "no `late` on a query's source: it is for `file` sources of typed rows",
@@ -233,9 +256,9 @@ pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, Pl
         return Ok(None);
     }
     let schema_given = app
-        .source
-        .as_ref()
-        .is_some_and(|source| source.get_ref().schema.is_some());
+        .sources
+        .iter()
+        .any(|source| source.get_ref().schema.is_some());
     if !schema_given {
         for operator in &app.operators {
             if let Some((span, key)) = typed_key(operator) {
@@ -260,7 +283,7 @@ pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, Pl
                 "a `schema` on the app's source for a `csv` sink (it writes typed rows)",
             );
         }
-        if let Some(source) = &app.source {
+        if let Some(source) = app.source() {
             if let Some(event_time) = &source.get_ref().event_time {
                 return PlanError::at(
                     event_time.span(),
@@ -276,28 +299,37 @@ pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, Pl
         }
         return Ok(None);
     }
-    let (source_schema, time_field) = source_schema(app, base_dir)?;
-    let mut full = plan_steps(app, source_schema.clone(), time_field)?;
+    let sources = app
+        .sources
+        .iter()
+        .map(|source| source_schema(app, source, base_dir))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut full = plan_steps(app, sources.clone())?;
     let (live, cleared) = live_fields(app, &full);
     full.cleared = cleared;
-    let nexmark = app
-        .source
-        .as_ref()
-        .is_some_and(|source| source.get_ref().kind_for(false) == SourceKind::Nexmark);
-    if !nexmark {
+    // An app's one NEXMark source builds rows of the fields the app reads alone.
+    let ([source], [live]) = (sources.as_slice(), live.as_slice()) else {
+        return Ok(Some(full));
+    };
+    if app.sources[0].get_ref().kind_for(false) != SourceKind::Nexmark {
         return Ok(Some(full));
     }
+    let (source_schema, time_field) = (&source.schema, source.time_field);
     if live.len() == source_schema.len() {
         full.event_kind = event_kind_filters(app, &full);
         return Ok(Some(full));
     }
     // The NEXMark source builds rows of the fields the app reads alone: plan again over
     // those (every name the first plan found is among them, so this plan checks too).
-    let kept = EventFields::new(&live);
+    let kept = EventFields::new(live);
     let Some(time_field) = live.iter().position(|&at| at == time_field) else {
         return Ok(Some(full));
     };
-    match plan_steps(app, Arc::new(kept.schema()), time_field) {
+    let pruned = PlannedSource {
+        schema: Arc::new(kept.schema()),
+        time_field,
+    };
+    match plan_steps(app, vec![pruned]) {
         Ok(mut pruned) => {
             pruned.cleared = live_fields(app, &pruned).1;
             pruned.event_fields = Some(kept);
@@ -311,15 +343,19 @@ pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, Pl
 /// See [`Plan::event_kind`]: the kind of event the filters that read the NEXMark
 /// source of `plan` keep, and those filters, if they are all it feeds.
 fn event_kind_filters(app: &AppSection, plan: &Plan) -> Option<(String, Vec<usize>)> {
-    let event = plan.source_schema.index_of("event")?;
-    if plan.leaves.iter().any(|(leaf, _, _)| leaf.is_none()) {
+    let event = plan.sources.first()?.schema.index_of("event")?;
+    if plan
+        .leaves
+        .iter()
+        .any(|(leaf, _, _)| matches!(leaf, Input::Source(_)))
+    {
         return None;
     }
     let mut kind: Option<&str> = None;
     let mut filters = Vec::new();
     for (index, (step, _)) in plan.steps.iter().enumerate() {
         let inputs = app.inputs_of(index);
-        if !inputs.contains(&None) {
+        if !inputs.contains(&Input::Source(0)) {
             continue;
         }
         let Step::Filter(condition) = step else {
@@ -339,12 +375,8 @@ fn event_kind_filters(app: &AppSection, plan: &Plan) -> Option<(String, Vec<usiz
     Some((kind?.to_owned(), filters))
 }
 
-/// The steps of `app` over a source of `source_schema`, and its leaves.
-fn plan_steps(
-    app: &AppSection,
-    source_schema: Arc<Schema>,
-    time_field: usize,
-) -> Result<Plan, PlanError> {
+/// The steps of `app` over its `sources`, and its leaves.
+fn plan_steps(app: &AppSection, sources: Vec<PlannedSource>) -> Result<Plan, PlanError> {
     let mut steps: Vec<Option<Planned>> = (0..app.operators.len()).map(|_| None).collect();
     let order = topological(app);
     for &index in &order {
@@ -353,15 +385,11 @@ fn plan_steps(
             let parents = app.inputs_of(index);
             let sides: Vec<(&str, Arc<Schema>)> = parents
                 .iter()
-                .map(|parent| match parent {
-                    None => ("source", source_schema.clone()),
-                    Some(parent) => (
-                        app.operators[*parent].name.get_ref().as_str(),
-                        steps[*parent]
-                            .as_ref()
-                            .expect("inputs come first")
-                            .1
-                            .clone(),
+                .map(|parent| match *parent {
+                    Input::Source(at) => (app.source_name(at), sources[at].schema.clone()),
+                    Input::Operator(parent) => (
+                        app.operators[parent].name.get_ref().as_str(),
+                        steps[parent].as_ref().expect("inputs come first").1.clone(),
                     ),
                 })
                 .collect();
@@ -385,8 +413,8 @@ fn plan_steps(
         let mut input: Option<(Arc<Schema>, Option<Vec<usize>>)> = None;
         for parent in app.inputs_of(index) {
             let (schema, key) = match parent {
-                None => (source_schema.clone(), None),
-                Some(parent) => {
+                Input::Source(at) => (sources[at].schema.clone(), None),
+                Input::Operator(parent) => {
                     let (_, schema, key) = steps[parent].as_ref().expect("inputs come first");
                     (schema.clone(), key.clone())
                 }
@@ -410,7 +438,7 @@ fn plan_steps(
                 Some(_) => input = Some((schema, None)),
             }
         }
-        let (input, key) = input.unwrap_or((source_schema.clone(), None));
+        let (input, key) = input.unwrap_or((sources[0].schema.clone(), None));
         steps[index] = Some(step(operator, &input, key)?);
     }
     let steps: Vec<(Step, Arc<Schema>)> = steps
@@ -420,20 +448,19 @@ fn plan_steps(
             (step, schema)
         })
         .collect();
-    let read_from: Vec<bool> = (0..app.operators.len())
-        .map(|index| (0..app.operators.len()).any(|o| app.inputs_of(o).contains(&Some(index))))
+    let read = |input: Input| (0..app.operators.len()).any(|o| app.inputs_of(o).contains(&input));
+    // Sources no operator reads, then operators none reads, feed the sink.
+    let leaf_ids: Vec<Input> = (0..sources.len())
+        .map(Input::Source)
+        .chain((0..app.operators.len()).map(Input::Operator))
+        .filter(|&input| !read(input))
         .collect();
-    let leaf_ids: Vec<Option<usize>> = if app.operators.is_empty() {
-        vec![None]
-    } else {
-        (0..app.operators.len())
-            .filter(|&i| !read_from[i])
-            .map(Some)
-            .collect()
-    };
     let mut leaves = Vec::new();
     for leaf in leaf_ids {
-        let schema = leaf.map_or(&source_schema, |index| &steps[index].1);
+        let schema = match leaf {
+            Input::Source(at) => &sources[at].schema,
+            Input::Operator(index) => &steps[index].1,
+        };
         let (positions, names) = match &app.sink.fields {
             None => (
                 (0..schema.len()).collect(),
@@ -465,8 +492,7 @@ fn plan_steps(
         leaves.push((leaf, positions, names));
     }
     Ok(Plan {
-        source_schema,
-        time_field,
+        sources,
         steps,
         order,
         leaves,
@@ -476,23 +502,30 @@ fn plan_steps(
     })
 }
 
-/// The fields of the source's rows that `app` (planned as `plan`) reads anywhere, and
-/// its event-time field: followed back from the fields each sink writes, through each
-/// operator's expressions and keys. And per operator, the fields a `filter` reads that
-/// nothing after it does (it passes them on as NULL).
-fn live_fields(app: &AppSection, plan: &Plan) -> (Vec<usize>, Vec<Vec<usize>>) {
+/// Per source, the fields of its rows that `app` (planned as `plan`) reads anywhere,
+/// and its event-time field: followed back from the fields each sink writes, through
+/// each operator's expressions and keys. And per operator, the fields a `filter` reads
+/// that nothing after it does (it passes them on as NULL).
+fn live_fields(app: &AppSection, plan: &Plan) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
     let mut cleared = vec![Vec::new(); plan.steps.len()];
-    let mut source = vec![false; plan.source_schema.len()];
-    source[plan.time_field] = true;
+    let mut sources: Vec<Vec<bool>> = plan
+        .sources
+        .iter()
+        .map(|source| {
+            let mut marks = vec![false; source.schema.len()];
+            marks[source.time_field] = true;
+            marks
+        })
+        .collect();
     let mut needed: Vec<Vec<bool>> = plan
         .steps
         .iter()
         .map(|(_, schema)| vec![false; schema.len()])
         .collect();
     for (leaf, positions, _) in &plan.leaves {
-        let marks = match leaf {
-            None => &mut source,
-            Some(index) => &mut needed[*index],
+        let marks = match *leaf {
+            Input::Source(at) => &mut sources[at],
+            Input::Operator(index) => &mut needed[index],
         };
         for &at in positions {
             marks[at] = true;
@@ -501,8 +534,9 @@ fn live_fields(app: &AppSection, plan: &Plan) -> (Vec<usize>, Vec<Vec<usize>>) {
     for &index in plan.order.iter().rev() {
         let out = std::mem::take(&mut needed[index]);
         let parents = app.inputs_of(index);
-        let parent_len = |parent: Option<usize>| {
-            parent.map_or(plan.source_schema.len(), |at| plan.steps[at].1.len())
+        let parent_len = |parent: Input| match parent {
+            Input::Source(at) => plan.sources[at].schema.len(),
+            Input::Operator(at) => plan.steps[at].1.len(),
         };
         let mut inputs: Vec<Vec<bool>> = parents
             .iter()
@@ -559,7 +593,7 @@ fn live_fields(app: &AppSection, plan: &Plan) -> (Vec<usize>, Vec<Vec<usize>>) {
                         columns
                     }
                     Step::Select(fields) => fields.iter().flat_map(Expr::columns).collect(),
-                    Step::Key => passed,
+                    Step::Key | Step::Union => passed,
                     Step::Top { key, order, .. } => {
                         let mut columns = passed;
                         columns.extend(key);
@@ -592,15 +626,18 @@ fn live_fields(app: &AppSection, plan: &Plan) -> (Vec<usize>, Vec<Vec<usize>>) {
         }
         for (parent, marks) in parents.into_iter().zip(inputs) {
             let target = match parent {
-                None => &mut source,
-                Some(at) => &mut needed[at],
+                Input::Source(at) => &mut sources[at],
+                Input::Operator(at) => &mut needed[at],
             };
             for (target, mark) in target.iter_mut().zip(marks) {
                 *target |= mark;
             }
         }
     }
-    let live = (0..source.len()).filter(|&at| source[at]).collect();
+    let live = sources
+        .iter()
+        .map(|marks| (0..marks.len()).filter(|&at| marks[at]).collect())
+        .collect();
     (live, cleared)
 }
 
@@ -626,7 +663,7 @@ fn topological(app: &AppSection) -> Vec<usize> {
                 && app
                     .inputs_of(index)
                     .iter()
-                    .all(|input| input.is_none_or(|parent| done[parent]))
+                    .all(|input| input.operator().is_none_or(|parent| done[parent]))
             {
                 done[index] = true;
                 order.push(index);
@@ -639,11 +676,19 @@ fn topological(app: &AppSection) -> Vec<usize> {
     order
 }
 
-/// The source's schema and the position of its event-time field.
-fn source_schema(app: &AppSection, base_dir: &Path) -> Result<(Arc<Schema>, usize), PlanError> {
-    let source_spanned = app.source.as_ref().expect("a source with a schema");
+/// A source's schema and the position of its event-time field.
+fn source_schema(
+    app: &AppSection,
+    source_spanned: &Spanned<SourceSection>,
+    base_dir: &Path,
+) -> Result<PlannedSource, PlanError> {
     let source = source_spanned.get_ref();
-    let schema_config = source.schema.as_ref().expect("a schema");
+    let Some(schema_config) = source.schema.as_ref() else {
+        return PlanError::at(
+            source_spanned.span(),
+            "a `schema` on this source: the app's other sources have one, so its rows are typed",
+        );
+    };
     let kind = source.kind_for(false);
     if !matches!(kind, SourceKind::File | SourceKind::Nexmark) {
         return PlanError::at(
@@ -738,7 +783,10 @@ fn source_schema(app: &AppSection, base_dir: &Path) -> Result<(Arc<Schema>, usiz
             ),
         );
     }
-    Ok((Arc::new(schema), time_field))
+    Ok(PlannedSource {
+        schema: Arc::new(schema),
+        time_field,
+    })
 }
 
 fn only(
@@ -909,11 +957,12 @@ fn step(
             let out_key = Some(key.clone());
             (Step::Top { spec, key, order: expr, k }, input.clone(), out_key)
         }
+        OperatorKind::Union => (Step::Union, input.clone(), key),
         other => {
             return PlanError::at(
                 operator.kind.span(),
                 format!(
-                    "an operator of typed rows: filter, select, key, window, aggregate, top or join; `{}` works on key/value records",
+                    "an operator of typed rows: filter, select, key, window, aggregate, top, join or union; `{}` works on key/value records",
                     kind_name(other)
                 ),
             )
@@ -935,6 +984,7 @@ fn kind_name(kind: OperatorKind) -> &'static str {
         OperatorKind::Aggregate => "aggregate",
         OperatorKind::Top => "top",
         OperatorKind::Join => "join",
+        OperatorKind::Union => "union",
     }
 }
 

@@ -91,6 +91,37 @@ kind = "json-lines"
 path = "totals.jsonl"
 "#;
 
+/// An app of two sources: a union of two feeds, and a join of one with the other.
+const TWO: &str = r#"[[app]]
+name = "feeds"
+[[app.source]]
+name = "eu"
+kind = "file"
+path = "data/payments-eu.jsonl"
+format = "json"
+schema = { card = "string", amount = "f64", ts = "timestamp_ms" }
+event_time = "ts"
+[[app.source]]
+name = "us"
+kind = "file"
+path = "data/payments-us.csv"
+schema = { card = "string", amount = "f64", ts = "timestamp_ms" }
+event_time = "ts"
+[[app.operator]]
+name = "payments"
+kind = "union"
+input = ["eu", "us"]
+[[app.operator]]
+name = "same-card"
+kind = "join"
+input = ["eu", "us"]
+window = { kind = "tumbling", size_ms = 60000 }
+on = "eu.card = us.card"
+[app.sink]
+kind = "json-lines"
+path = "out.jsonl"
+"#;
+
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(&path(), text)
 }
@@ -289,6 +320,54 @@ fn each_running_aggregate_mistake_points_at_its_character() {
 }
 
 #[test]
+fn each_several_sources_mistake_points_at_its_character() {
+    let config = parse(TWO).unwrap();
+    assert_eq!(config.apps[0].sources.len(), 2);
+    let cases: &[(&str, &str, (usize, usize), &str)] = &[
+        // Each of several sources needs a name: the table's first key.
+        ("name = \"us\"\n", "", (10, 1), "a `name` for each of the app's sources"),
+        ("name = \"us\"", "name = \"eu\"", (11, 8), "`eu` is taken"),
+        ("name = \"us\"", "name = \"payments\"", (11, 8), "`payments` is an operator's"),
+        ("name = \"us\"", "name = \"u s\"", (11, 8), "a source name of letters"),
+        // Several sources are for typed rows.
+        (
+            "schema = { card = \"string\", amount = \"f64\", ts = \"timestamp_ms\" }\nevent_time = \"ts\"\n[[app.operator]]",
+            "[[app.operator]]",
+            (10, 1),
+            "a `schema` on each of the app's sources",
+        ),
+        // The first operator must say which source it reads.
+        ("kind = \"union\"\ninput = [\"eu\", \"us\"]", "kind = \"filter\"\nwhere = \"amount > 0\"", (17, 8), "the app has several sources, name the one it reads (one of: eu, us)"),
+        // An input that is neither a source nor an operator.
+        ("input = [\"eu\", \"us\"]\n[[app.operator]]", "input = [\"eu\", \"uk\"]\n[[app.operator]]", (19, 9), "one of: eu, us, payments, same-card; there is no `uk`"),
+        // A union of one input is nothing.
+        ("input = [\"eu\", \"us\"]\n[[app.operator]]", "input = \"eu\"\n[[app.operator]]", (19, 9), "two inputs or more for a `union`"),
+        // A union's inputs have the same fields.
+        ("ts = \"timestamp_ms\" }\nevent_time = \"ts\"\n[[app.operator]]", "ts = \"timestamp_ms\", x = \"i64\" }\nevent_time = \"ts\"\n[[app.operator]]", (19, 9), "inputs whose rows have the same fields"),
+        // The join reads the sources by name.
+        ("on = \"eu.card = us.card\"", "on = \"eu.card = uk.card\"", (25, 17), "there is no `uk.card`"),
+        // The dead letters are set on the first source.
+        ("name = \"us\"", "name = \"us\"\ndead_letters = \"x.jsonl\"", (12, 16), "set on its first source"),
+    ];
+    for (from, to, (line, column), message) in cases {
+        assert!(TWO.contains(from), "{from}");
+        let error = parse(&TWO.replacen(from, to, 1)).expect_err(to);
+        let (l, c) = error.position.expect("a position");
+        assert_eq!((l, c), (*line, *column), "{to}: {}", error.message);
+        assert!(error.message.contains(message), "{to}: {}", error.message);
+    }
+    // A query reads the NEXMark events: one source.
+    let query = "[[app]]\nname = \"q\"\nquery = \"q5\"\n[[app.source]]\nname = \"a\"\n[[app.source]]\nname = \"b\"\n";
+    let error = parse(query).unwrap_err();
+    assert_eq!(error.position, Some((3, 9)), "{}", error.message);
+    assert!(
+        error.message.contains("one source for a `query`"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
 fn typed_keys_need_a_schema() {
     let untyped = FRAUD.replace(
         "schema = { card = \"string\", amount = \"f64\", merchant = \"string\", ts = \"timestamp_ms\" }\n",
@@ -317,16 +396,16 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 1500, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// No typed file makes the loader panic: each example (a windowed aggregate, a
-    /// join, a running aggregate with late rows dead-lettered) with bytes replaced,
+    /// join, a running aggregate with late rows dead-lettered, two sources) with bytes replaced,
     /// inserted or cut gives a config or an error with a position inside the file.
     #[test]
     fn mutated_typed_files_never_panic(
-        example in 0usize..3,
-        position in 0usize..FRAUD.len().min(JOIN.len()).min(RUNNING.len()),
+        example in 0usize..4,
+        position in 0usize..FRAUD.len().min(JOIN.len()).min(RUNNING.len()).min(TWO.len()),
         byte in prop_oneof![any::<u8>(), Just(b'\''), Just(b'"'), Just(b'('), Just(b'\\'), Just(b'%')],
         mode in 0u8..3,
     ) {
-        let mut bytes = [FRAUD, JOIN, RUNNING][example].as_bytes().to_vec();
+        let mut bytes = [FRAUD, JOIN, RUNNING, TWO][example].as_bytes().to_vec();
         match mode {
             0 => bytes[position] = byte,
             1 => bytes.insert(position, byte),
