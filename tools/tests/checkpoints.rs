@@ -403,6 +403,71 @@ fields = ["window_end", "auction", "bids"]
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn an_app_of_two_sources_killed_and_restarted_commits_every_output_exactly_once() {
+    let dir = scratch("kill-two-sources");
+    // Two paced sources at different rates and lengths: each checkpoint holds each
+    // source's own position, and a restore rewinds each to it.
+    let config = |out: &str, checkpoint: &str| {
+        format!(
+            r#"[run]
+duration_s = 300
+[report]
+dir = "report-{out}"
+plots = false
+hgrm = false
+{checkpoint}
+[[app]]
+name = "two"
+parallelism = 2
+[[app.source]]
+name = "fast"
+kind = "nexmark"
+events = 300000
+shape = {{ shape = "constant", rate = 150000 }}
+schema = "infer"
+event_time = "date_time"
+[[app.source]]
+name = "slow"
+kind = "nexmark"
+events = 100000
+partitions = 1
+shape = {{ shape = "constant", rate = 50000 }}
+schema = "infer"
+event_time = "date_time"
+[[app.operator]]
+name = "both"
+kind = "union"
+input = ["fast", "slow"]
+[[app.operator]]
+name = "bids"
+kind = "filter"
+where = "event = 'bid'"
+[[app.operator]]
+name = "counts"
+kind = "window"
+by = ["auction"]
+window = {{ kind = "tumbling", size_ms = 2000 }}
+aggregates = {{ bids = "count()", top = "max(price)" }}
+[app.sink]
+kind = "json-lines"
+path = "{out}"
+fields = ["window_end", "auction", "bids", "top"]
+"#
+        )
+    };
+    let want = reference_and_checkpointed(&dir, config);
+    assert!(want.len() > 1_000, "{} outputs", want.len());
+    let hit = kill_and_restart(&dir, "checkpointed.toml", 10, (47, 50, 500));
+    assert!(hit >= 8, "only {hit} kills hit a running run");
+    assert_same(
+        "committed rows of two sources",
+        &sorted_lines(&dir.join("out.jsonl")),
+        &want,
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Checkpoints of a run killed part way: a copy of `dir` with its state, for damaging.
 fn killed_part_way(name: &str) -> (PathBuf, Vec<String>) {
     let dir = scratch(name);
