@@ -28,7 +28,8 @@
 //!   formulation's `BETWEEN`), so a bid at exactly `e` with that price is output for this
 //!   window too ([`Q7`]).
 //! - **q8** (monitor new users): tumbling 10 s windows; each person who registered in a
-//!   window and created an auction in the same window, once per window ([`Q8`]).
+//!   window and created an auction in the same window, once per window ([`Q8`]). A row
+//!   goes out as soon as both are in, not when the window closes.
 //! - **q11** (user sessions): per bidder, session windows with a 10 s gap: a bid starts a
 //!   new session when it comes `>= 10 s` after the previous bid of the session. Output per
 //!   session: first bid time, last bid time + 10 s, and the number of bids ([`Q11`]).

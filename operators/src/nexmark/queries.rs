@@ -444,35 +444,116 @@ pub fn q7(events: &Stream<Event>) -> Stream<Q7> {
     )
 }
 
-/// q8: people who created an auction in the window they registered in.
+/// What q8 reads of an event: a person's registration, or that an auction's seller
+/// opened one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SellerEvent {
+    /// A person registered: their id and name.
+    Registered(u64, String),
+    /// The person with this id opened an auction.
+    Opened(u64),
+}
+
+impl SellerEvent {
+    fn person(&self) -> u64 {
+        match self {
+            Self::Registered(id, _) | Self::Opened(id) => *id,
+        }
+    }
+}
+
+/// q8's state of one person in one window: the names they registered under (once each,
+/// NEXMark gives one), whether they opened an auction, and which names went out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub struct NewSeller {
+    /// Each name registered, and whether its row went out.
+    pub names: Vec<(String, bool)>,
+    /// An auction of theirs came.
+    pub opened: bool,
+}
+
+impl NewSeller {
+    fn fold(&mut self, event: &SellerEvent) {
+        match event {
+            SellerEvent::Registered(_, name) => {
+                if !self.names.iter().any(|(known, _)| known == name) {
+                    self.names.push((name.clone(), self.opened));
+                }
+            }
+            SellerEvent::Opened(_) => {
+                self.opened = true;
+                for (_, out) in &mut self.names {
+                    *out = true;
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Self) {
+        self.opened |= other.opened;
+        for (name, out) in other.names {
+            match self.names.iter_mut().find(|(known, _)| *known == name) {
+                Some((_, went)) => *went |= out,
+                None => self.names.push((name, out)),
+            }
+        }
+    }
+
+    /// The rows `event` completes, given the state before it: a registration after an
+    /// auction, or the first auction after registrations.
+    fn completed(&self, event: &SellerEvent, window_start: Time, out: &mut Vec<Q8>) {
+        let row = |name: &str| Q8 {
+            window_start,
+            person: event.person(),
+            name: name.to_owned(),
+        };
+        match event {
+            SellerEvent::Registered(_, name) => {
+                if self.opened && !self.names.iter().any(|(known, _)| known == name) {
+                    out.push(row(name));
+                }
+            }
+            SellerEvent::Opened(_) => {
+                if !self.opened {
+                    out.extend(self.names.iter().map(|(name, _)| row(name)));
+                }
+            }
+        }
+    }
+}
+
+/// q8: people who created an auction in the window they registered in. Each row goes
+/// out as soon as both the registration and an auction are in (whichever comes second),
+/// not when the window closes: a new seller is known at once. The window's state is
+/// exclusive to its partition, so that the two always meet there; what fires with the
+/// window is only a row no record put out, which such a state never leaves.
 pub fn q8(events: &Stream<Event>) -> Stream<Q8> {
-    let people = events.flat_map("people", |event| match event {
-        Event::Person(person) => Some(person),
-        _ => None,
+    let sellers = events.flat_map("people and sellers", |event| match event {
+        Event::Person(person) => Some(SellerEvent::Registered(person.id, person.name)),
+        Event::Auction(auction) => Some(SellerEvent::Opened(auction.seller)),
+        Event::Bid(_) => None,
     });
-    let auctions = events.flat_map("auctions", |event| match event {
-        Event::Auction(auction) => Some(auction),
-        _ => None,
-    });
-    people.key_by(|person: &Person| person.id).window_join(
-        &auctions.key_by(|auction: &Auction| auction.seller),
+    sellers.key_by(SellerEvent::person).window_eager(
         "new sellers",
         Windows::Tumbling { size: TEN_SECONDS },
-        |_, window, people, auctions, out| {
-            if auctions.is_empty() {
-                return;
+        NewSeller::default,
+        |seller, _, _, event| seller.fold(event),
+        NewSeller::merge,
+        |_, window, seller, event, out| seller.completed(event, window.start, out),
+        |person, window, seller, out| {
+            if seller.opened {
+                out.extend(
+                    seller
+                        .names
+                        .into_iter()
+                        .filter(|(_, went)| !went)
+                        .map(|(name, _)| Q8 {
+                            window_start: window.start,
+                            person: *person,
+                            name,
+                        }),
+                );
             }
-            let mut rows: Vec<Q8> = people
-                .into_iter()
-                .map(|person| Q8 {
-                    window_start: window.start,
-                    person: person.id,
-                    name: person.name,
-                })
-                .collect();
-            rows.sort();
-            rows.dedup();
-            out.extend(rows);
         },
     )
 }

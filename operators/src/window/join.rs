@@ -53,6 +53,7 @@ impl<L: Data + Portable + Sync, K: Key + Sync> KeyedStream<L, K> {
             emit: Arc::new(move |key, window, (lefts, rights), out| {
                 emit(key, window, lefts, rights, out)
             }),
+            eager: None,
         });
         let node = add_operator(
             self.stream.graph(),

@@ -27,6 +27,9 @@ type FoldFn<A, T> = Arc<dyn Fn(&mut A, Window, Time, &T) + Send + Sync>;
 pub(crate) type MergeFn<A> = Arc<dyn Fn(&mut A, A) + Send + Sync>;
 /// Turns a fired window into outputs.
 type EmitFn<K, A, O> = Arc<dyn Fn(&K, Window, A, &mut Vec<O>) + Send + Sync>;
+/// Puts out what a record completes as it arrives: `(key, window, accumulator before the
+/// record, record, outputs)`.
+pub(super) type EagerFn<T, K, A, O> = Arc<dyn Fn(&K, Window, &A, &T, &mut Vec<O>) + Send + Sync>;
 
 /// Handler time after which a window partition stops sending the rows of the windows
 /// it fired and goes on in a later turn of its own (see `WindowLogic::send_fired`), so
@@ -49,6 +52,9 @@ pub(super) struct WindowFns<T, K, A, O> {
     pub(super) fold: FoldFn<A, T>,
     pub(super) merge: MergeFn<A>,
     pub(super) emit: EmitFn<K, A, O>,
+    /// Outputs put out as records arrive, before their window fires (see
+    /// `KeyedStream::window_eager`); `None` for windows that put out only when they fire.
+    pub(super) eager: Option<EagerFn<T, K, A, O>>,
 }
 
 /// One partition of a window operator: its open windows (or sessions) and their
@@ -70,6 +76,9 @@ pub(super) struct WindowLogic<T, K, A, O> {
     held_frontier: Option<Time>,
     /// A turn of this partition's own (a [`Msg::Tick`]) is on its way to send more rows.
     continuing: bool,
+    /// Outputs the eager function put out for the batch at hand, with their times.
+    eager_out: Vec<(Time, O)>,
+    eager_scratch: Vec<O>,
 }
 
 impl<T: Data, K: Key, A: Portable + Data, O: Data> WindowLogic<T, K, A, O> {
@@ -88,6 +97,8 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> WindowLogic<T, K, A, O> {
             fired: VecDeque::new(),
             held_frontier: None,
             continuing: false,
+            eager_out: Vec::new(),
+            eager_scratch: Vec::new(),
         }
     }
 
@@ -99,6 +110,8 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> WindowLogic<T, K, A, O> {
             state,
             frontier,
             counters,
+            eager_out,
+            eager_scratch,
             ..
         } = self;
         let fns: &WindowFns<T, K, A, O> = fns;
@@ -125,6 +138,11 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> WindowLogic<T, K, A, O> {
             }
             let (_, acc) = open_window(windows, spare, window.end, spec.any_order)
                 .entry(key.clone(), || (window.start, (fns.init)()));
+            if let Some(eager) = &fns.eager {
+                eager(&key, window, acc, record, eager_scratch);
+                let at = spec.output_time(window.end);
+                eager_out.extend(eager_scratch.drain(..).map(|output| (at, output)));
+            }
             (fns.fold)(acc, window, time, record);
         });
         if late {
@@ -141,6 +159,8 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> WindowLogic<T, K, A, O> {
             state,
             frontier,
             counters,
+            eager_out,
+            eager_scratch,
             ..
         } = self;
         let WindowState { windows, spare, .. } = state;
@@ -168,7 +188,16 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> WindowLogic<T, K, A, O> {
             }
             let (window, keys) = open.as_mut().expect("a window is open");
             let window = *window;
-            let (_, acc) = keys.entry((fns.key)(record), || (window.start, (fns.init)()));
+            let key = (fns.key)(record);
+            if let Some(eager) = &fns.eager {
+                let (_, acc) = keys.entry(key.clone(), || (window.start, (fns.init)()));
+                eager(&key, window, acc, record, eager_scratch);
+                let at = fns.spec.output_time(window.end);
+                eager_out.extend(eager_scratch.drain(..).map(|output| (at, output)));
+                (fns.fold)(acc, window, time, record);
+                continue;
+            }
+            let (_, acc) = keys.entry(key, || (window.start, (fns.init)()));
             (fns.fold)(acc, window, time, record);
         }
         if late > 0 {
@@ -288,15 +317,21 @@ impl<T: Data, K: Key + Sync, A: Portable + Data + Sync, O: Data> Logic for Windo
         self.fns.spec.may_fire_between(from, to)
     }
 
-    fn on_data(&mut self, _ctx: &mut Context<'_, Msg>, _input: usize, data: Box<dyn Any + Send>) {
+    fn on_data(&mut self, ctx: &mut Context<'_, Msg>, _input: usize, data: Box<dyn Any + Send>) {
         let batch = batch_of::<T>(data);
         let spec = self.fns.spec;
         if let (Windows::Tumbling { size }, false) = (spec.windows, spec.inclusive_end) {
             self.add_tumbling(&batch, size.max(1));
-            return;
+        } else {
+            for (time, record) in batch.iter() {
+                self.add(*time, record);
+            }
         }
-        for (time, record) in batch.iter() {
-            self.add(*time, record);
+        if !self.eager_out.is_empty() {
+            for (time, output) in self.eager_out.drain(..) {
+                self.out.give(ctx, time, output);
+            }
+            self.out.flush(ctx);
         }
     }
 

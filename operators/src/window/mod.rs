@@ -176,10 +176,88 @@ impl<T: Data, K: Key + Sync> KeyedStream<T, K> {
             fold: Arc::new(fold),
             merge: Arc::new(merge),
             emit: Arc::new(emit),
+            eager: None,
         });
         let stream = self.stream.then(
             name,
             StateKind::Mergeable,
+            Partitioning::KeyHash,
+            Some(self.hasher()),
+            Arc::new(move |wiring: &Wiring, partition| {
+                Box::new(WindowLogic::new(fns.clone(), wiring, partition)) as Box<dyn Logic>
+            }),
+        );
+        if let Some(trigger) = spec.trigger() {
+            stream.set_trigger(trigger);
+        }
+        stream.set_work_per_record(spec.windows_per_record());
+        stream
+    }
+
+    /// A window that puts out results as soon as the records that make them are in, not
+    /// when it fires: `eager(key, window, acc, record, out)` runs as each record arrives,
+    /// with the key's accumulator of that window before the record is folded in, and
+    /// puts out what the record completes. `emit` still runs when the window fires, for
+    /// what only the whole window decides. Outputs carry the window's output time
+    /// (its end − 1 ms), as a fired window's do.
+    ///
+    /// Its latency is then the record's, not the window's: nothing waits for the
+    /// watermark. The price is elasticity: the state is exclusive (never split among
+    /// lessees), since a record must meet every earlier record of its key and window
+    /// where it arrives. Tumbling and sliding windows only.
+    ///
+    /// ```
+    /// # use dirigo_operators::dataflow::AppBuilder;
+    /// # use dirigo_operators::source::Pacing;
+    /// # use dirigo_operators::window::Windows;
+    /// let app = AppBuilder::new(0, "doc");
+    /// let logins = app.source_iter("logins", vec![(1, 7u64), (2, 7), (3, 7), (4, 9)], 0, Pacing::Unpaced);
+    /// // A user's third login in a 10 ms window, told at once: (user, window start).
+    /// let third = logins.key_by(|user| *user).window_eager(
+    ///     "third-login",
+    ///     Windows::Tumbling { size: 10 },
+    ///     || 0u64,
+    ///     |count, _, _, _| *count += 1,
+    ///     |count, other| *count += other,
+    ///     |user, window, count, _, out| {
+    ///         if *count == 2 {
+    ///             out.push((*user, window.start));
+    ///         }
+    ///     },
+    ///     |_, _, _, _| {},
+    /// );
+    /// ```
+    ///
+    /// # Panics
+    /// With session windows.
+    #[allow(clippy::too_many_arguments)]
+    pub fn window_eager<A: Portable + Data + Sync, O: Data>(
+        &self,
+        name: &str,
+        spec: impl Into<WindowSpec>,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        fold: impl Fn(&mut A, Window, Time, &T) + Send + Sync + 'static,
+        merge: impl Fn(&mut A, A) + Send + Sync + 'static,
+        eager: impl Fn(&K, Window, &A, &T, &mut Vec<O>) + Send + Sync + 'static,
+        emit: impl Fn(&K, Window, A, &mut Vec<O>) + Send + Sync + 'static,
+    ) -> Stream<O> {
+        let spec = spec.into();
+        assert!(
+            !matches!(spec.windows, Windows::Session { .. }),
+            "an eager window is tumbling or sliding"
+        );
+        let fns = Arc::new(WindowFns {
+            spec,
+            key: self.key.clone(),
+            init: Arc::new(init),
+            fold: Arc::new(fold),
+            merge: Arc::new(merge),
+            emit: Arc::new(emit),
+            eager: Some(Arc::new(eager)),
+        });
+        let stream = self.stream.then(
+            name,
+            StateKind::Exclusive,
             Partitioning::KeyHash,
             Some(self.hasher()),
             Arc::new(move |wiring: &Wiring, partition| {
