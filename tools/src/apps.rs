@@ -169,28 +169,7 @@ pub fn build(
                         )
                         .map_err(|e| e.to_string())?
                 } else {
-                    let listen = source
-                        .listen
-                        .as_ref()
-                        .ok_or("a tcp source needs an address")?;
-                    let address = socket_address(listen).map_err(|(_, message)| message)?;
-                    let framing = match source.framing {
-                        FramingName::Lines => Framing::Lines(format),
-                        FramingName::LengthPrefixed => Framing::LengthPrefixed,
-                    };
-                    let mut options = TcpSourceOptions::new(framing);
-                    if let Some(open) = &source.max_connections {
-                        options = options.max_open_connections(*open.get_ref());
-                    }
-                    if let Some(bytes) = &source.max_frame_bytes {
-                        options = options.max_frame(*bytes.get_ref());
-                    }
-                    if let Some(ms) = &source.idle_timeout_ms {
-                        options = options.idle_timeout(Duration::from_millis(*ms.get_ref()));
-                    }
-                    if let Some(token) = &source.token {
-                        options = options.token(Token::new(&token.get_ref().0));
-                    }
+                    let (address, options) = tcp_source_options(source, format)?;
                     let (stream, handle) = builder
                         .source_tcp(
                             "source",
@@ -275,6 +254,37 @@ pub fn build(
         tcp,
         nats,
     })
+}
+
+/// A `tcp` source's address and options (framing, frame and connection limits, idle
+/// timeout, token), its lines in `format`: the same for keyed records and typed rows.
+pub(crate) fn tcp_source_options(
+    source: &SourceSection,
+    format: Format,
+) -> Result<(std::net::SocketAddr, TcpSourceOptions), String> {
+    let listen = source
+        .listen
+        .as_ref()
+        .ok_or("a tcp source needs an address")?;
+    let address = socket_address(listen).map_err(|(_, message)| message)?;
+    let framing = match source.framing {
+        FramingName::Lines => Framing::Lines(format),
+        FramingName::LengthPrefixed => Framing::LengthPrefixed,
+    };
+    let mut options = TcpSourceOptions::new(framing);
+    if let Some(open) = &source.max_connections {
+        options = options.max_open_connections(*open.get_ref());
+    }
+    if let Some(bytes) = &source.max_frame_bytes {
+        options = options.max_frame(*bytes.get_ref());
+    }
+    if let Some(ms) = &source.idle_timeout_ms {
+        options = options.idle_timeout(Duration::from_millis(*ms.get_ref()));
+    }
+    if let Some(token) = &source.token {
+        options = options.token(Token::new(&token.get_ref().0));
+    }
+    Ok((address, options))
 }
 
 /// Installs every app into `runtime`, with its SLO.

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dirigo_operators::dataflow::{App, AppBuilder, Stream, Time};
-use dirigo_operators::io::{DeadLetterSink, Format, LetterLimits};
+use dirigo_operators::io::nats::NatsSourceHandle;
+use dirigo_operators::io::{DeadLetterSink, DeadLetters, Format, LetterLimits, TcpSourceHandle};
 use dirigo_operators::nexmark::events::Event;
 use dirigo_operators::sink::{LatencyRecorder, LineTarget};
 use dirigo_operators::source::Pacing;
 use dirigo_operators::typed::aggregate::{AggregateKind, Aggregates};
+use dirigo_operators::typed::connector::RowDecoding;
 use dirigo_operators::typed::extreme::RowExtremeJoin;
 use dirigo_operators::typed::join::RowJoin;
 use dirigo_operators::typed::nexmark::EventFields;
@@ -28,7 +30,7 @@ use super::plan::{plan, Plan, Step};
 use crate::apps::BuiltApp;
 use crate::config::{
     socket_address, AppSection, FormatName, LateName, OperatorSection, SinkKind, SinkSection,
-    SourceKind,
+    SourceKind, SourceSection,
 };
 
 /// Builds app `id` if it is typed (`None` otherwise). `report_dir` is where its dead
@@ -72,10 +74,19 @@ pub fn build(
     if let Some(rate) = &source.dead_letter_max_per_s {
         limits.max_per_s = *rate.get_ref();
     }
-    let letters = DeadLetterSink::to_file_with_limits(letters_path, limits);
+    // A resumed run's letters follow those of the run before it, as for keyed records.
+    let letters = if checkpointed && matches!(source.kind, Some(SourceKind::Tcp | SourceKind::Nats))
+    {
+        DeadLetterSink::new(DeadLetters::appending_to(letters_path).with_limits(limits))
+    } else {
+        DeadLetterSink::to_file_with_limits(letters_path, limits)
+    };
     // A paced source paces events: it must give each its row.
     let (fields, pushed) = event_fields(&plan, source.shape.is_none());
-    let rows = if source.kind_for(false) == SourceKind::Nexmark {
+    let connected = connector_rows(&builder, source, &plan, base_dir, &letters)?;
+    let rows = if let Some((rows, _, _)) = &connected {
+        rows.clone()
+    } else if source.kind_for(false) == SourceKind::Nexmark {
         crate::apps::nexmark_source_of(&builder, source, move |event| {
             fields.keeps(&event).then(|| fields.row(event))
         })
@@ -112,9 +123,66 @@ pub fn build(
             .as_ref()
             .map(|ms| Duration::from_secs_f64(*ms.get_ref() / 1e3)),
         dead_letters: Some(letters),
-        tcp: None,
-        nats: None,
+        tcp: connected.as_ref().and_then(|(_, tcp, _)| tcp.clone()),
+        nats: connected.and_then(|(_, _, nats)| nats),
     }))
+}
+
+/// A `tcp` or `nats` source of typed rows (`None` for other kinds): the keyed sources'
+/// options and bounds, each line, frame or message decoded into a row of the plan's
+/// schema, timed by its event-time field, late rows as `late` says.
+#[allow(clippy::type_complexity)]
+fn connector_rows(
+    builder: &AppBuilder,
+    source: &SourceSection,
+    plan: &Plan,
+    base_dir: &Path,
+    letters: &DeadLetterSink,
+) -> Result<
+    Option<(
+        Stream<Row>,
+        Option<TcpSourceHandle>,
+        Option<NatsSourceHandle>,
+    )>,
+    String,
+> {
+    let format = match source.format {
+        FormatName::Csv => Format::Csv,
+        FormatName::Json => Format::Json,
+    };
+    let rows = RowDecoding {
+        schema: plan.source_schema.clone(),
+        time_field: plan.time_field,
+        out_of_orderness: source.out_of_orderness_ms(),
+        late: match source.late.as_ref().map(|late| *late.get_ref()) {
+            Some(LateName::DeadLetter) => LateRows::DeadLetter,
+            Some(LateName::Drop) | None => LateRows::Pass,
+        },
+    };
+    match source.kind_for(false) {
+        SourceKind::Tcp => {
+            let (address, options) = crate::apps::tcp_source_options(source, format)?;
+            let (stream, handle) = builder
+                .source_tcp_rows("source", address, options, rows, letters.clone())
+                .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+            Ok(Some((stream, Some(handle), None)))
+        }
+        SourceKind::Nats => {
+            let section = source
+                .nats
+                .as_ref()
+                .ok_or("a nats source needs [app.source.nats]")?;
+            let mut options = section
+                .get_ref()
+                .source_options(base_dir, source.nats_partitions());
+            options.format = format;
+            let (stream, handle) = builder
+                .source_nats_rows("source", options, rows, letters.clone())
+                .map_err(|e| e.to_string())?;
+            Ok(Some((stream, None, Some(handle))))
+        }
+        SourceKind::File | SourceKind::Nexmark | SourceKind::Generator => Ok(None),
+    }
 }
 
 /// A typed app over NEXMark events, for `dirigo bench nexmark --toml`: `section`'s
