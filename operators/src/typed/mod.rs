@@ -22,7 +22,7 @@
 
 pub mod aggregate;
 pub mod connector;
-mod decode;
+pub(crate) mod decode;
 mod expr;
 pub mod extreme;
 pub mod join;

@@ -1151,3 +1151,88 @@ impl AppBuilder {
         Ok((stream, NatsSourceHandle { shared }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition of one source, fed through `batches`.
+    fn partition(batches: flume::Receiver<NatsBatch<u64>>) -> NatsRecords<u64> {
+        let shared = Arc::new(SourceShared {
+            stopping: AtomicBool::new(false),
+            ended: AtomicU64::new(0),
+            partitions: 1,
+            records: AtomicU64::new(0),
+            taken: vec![AtomicU64::new(0)],
+            acked: vec![AtomicU64::new(0)],
+            pull_errors: AtomicU64::new(0),
+            completed: OnceLock::new(),
+            checkpoints: vec![Mutex::default()],
+            rewinds: vec![Mutex::default()],
+            wakers: vec![Mutex::default()],
+        });
+        NatsRecords {
+            batches,
+            records: Vec::new().into_iter(),
+            sequences: Vec::new().into_iter(),
+            through: 0,
+            position: StreamPosition(0),
+            before_last: StreamPosition(0),
+            highest: 0,
+            highest_before_last: 0,
+            given: 0,
+            generation: 0,
+            partition: 0,
+            shared,
+        }
+    }
+
+    fn rewind_asked(records: &NatsRecords<u64>) -> Rewind {
+        records.shared.rewinds[0]
+            .lock()
+            .unwrap()
+            .expect("a rewind was asked for")
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_the_highest_event_time_with_the_position() {
+        let (tx, rx) = flume::bounded(4);
+        let mut records = partition(rx);
+        tx.send(NatsBatch {
+            generation: 0,
+            records: vec![(5, 1), (30, 2), (20, 3)],
+            sequences: vec![4, 6, 7],
+            through: 8,
+        })
+        .unwrap();
+        assert_eq!(records.next_record(), Some((5, 1)));
+        assert_eq!(records.next_record(), Some((30, 2)));
+        // The partition holds the second record unsent: the checkpoint stands before it.
+        let held = records.checkpoint(1, 1);
+        assert_eq!(held, [4u64.to_le_bytes(), 5u64.to_le_bytes()].concat());
+        let sent = records.checkpoint(2, 2);
+        assert_eq!(sent, [6u64.to_le_bytes(), 30u64.to_le_bytes()].concat());
+        assert_eq!(records.next_record(), Some((20, 3)));
+        // Taken to the end of the batch: at its last message, the highest still 30.
+        assert_eq!(
+            records.checkpoint(3, 3),
+            [8u64.to_le_bytes(), 30u64.to_le_bytes()].concat()
+        );
+
+        // A restored partition asks its reader to go on after 6 with 30 as the highest.
+        let (_tx, rx) = flume::bounded(4);
+        let mut restored = partition(rx);
+        restored.rewind(2, &sent).unwrap();
+        let rewind = rewind_asked(&restored);
+        assert_eq!((rewind.after, rewind.highest), (Some(6), 30));
+        assert_eq!(restored.checkpoint(4, 2), sent);
+        // A checkpoint of the position alone: the highest is taken as 0.
+        let (_tx, rx) = flume::bounded(4);
+        let mut older = partition(rx);
+        older.rewind(2, &6u64.to_le_bytes()).unwrap();
+        let rewind = rewind_asked(&older);
+        assert_eq!((rewind.after, rewind.highest), (Some(6), 0));
+        let (_tx, rx) = flume::bounded(4);
+        assert!(partition(rx).rewind(2, &[1, 2, 3]).is_err());
+    }
+}

@@ -839,6 +839,7 @@ impl AppBuilder {
 mod tests {
     use super::*;
     use crate::io::KeyedRecord;
+    use crate::typed::Row;
 
     fn decoder(
         options: TcpSourceOptions,
@@ -862,6 +863,76 @@ mod tests {
         let mut out = (payload.len() as u32).to_be_bytes().to_vec();
         out.extend_from_slice(payload);
         out
+    }
+
+    #[test]
+    fn typed_rows_are_decoded_with_a_header_per_connection_and_one_late_check() {
+        use crate::io::late::LateRows;
+        use crate::typed::decode::RowDecoder;
+        use crate::typed::{Schema, Type, Value};
+
+        let schema = Arc::new(Schema::new(vec![
+            ("card", Type::String),
+            ("ts", Type::Timestamp),
+        ]));
+        let prototype = RowDecoder::new(Format::Csv, schema, 1, true);
+        let late = Rc::new(RefCell::new(LateCheck::new(LateRows::DeadLetter, 10)));
+        let letters = DeadLetterSink::in_memory();
+        let options = TcpSourceOptions::new(Framing::Lines(Format::Csv));
+        let connection = |conn| {
+            ConnDecoder::new(
+                Arc::from("here"),
+                conn,
+                &options,
+                letters.clone(),
+                prototype.clone(),
+                late.clone(),
+            )
+        };
+        // Connection 1 names the fields in another order; connection 2 has no header.
+        let mut first = connection(1);
+        assert!(first.push(b"ts,card\n30,c1\nx,c2\n"));
+        let mut second = connection(2);
+        assert!(second.push(b"c3,15\nc4,25\n"));
+        // 15 is more than 10 behind 30, read on the other connection before it.
+        assert!(first.push(b"ts,card\n"));
+        first.finish();
+        second.finish();
+        let rows = |d: &ConnDecoder<Row, RowDecoder>| -> Vec<(Time, String)> {
+            d.records
+                .iter()
+                .map(|(t, row)| match &row[0] {
+                    Value::Str(card) => (*t, card.clone()),
+                    other => panic!("a card, not {other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(rows(&first), [(30, "c1".to_owned())]);
+        assert_eq!(rows(&second), [(25, "c4".to_owned())]);
+        let lines = letters.lines();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].contains(r#""position":"conn 1 line 3""#),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[0].contains("field 1 (ts): expected timestamp"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains(r#""position":"conn 2 line 1""#),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[1].contains("late: event time 15 ms"), "{}", lines[1]);
+        // A header after the first line is a malformed row.
+        assert!(
+            lines[2].contains(r#""position":"conn 1 line 4""#),
+            "{}",
+            lines[2]
+        );
     }
 
     #[test]
