@@ -371,3 +371,216 @@ fn an_inferred_schema_on_tcp_or_nats_and_a_servers_event_time_exit_2_where_they_
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Rows the producer of the kill test publishes, at about 25 000 a second.
+const KILL_ROWS: u64 = 100_000;
+const KILL_BURST: u64 = 1_000;
+const KILL_BURST_PAUSE: Duration = Duration::from_millis(40);
+/// Kills, each at a random moment between these many ms after the run started.
+const KILLS: u32 = 8;
+const KILL_FROM_MS: u64 = 250;
+const KILL_TO_MS: u64 = 1_200;
+
+/// Row `i` of the kill test: its subject, key, value and event time. Each subject's
+/// times never go back, except every 25th row of a subject, 100 ms behind: with a bound
+/// of 5 ms, late.
+fn keyed_row(i: u64) -> (String, u64, u64, u64) {
+    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x2545_f491_4f6c_dd1d;
+    x ^= x >> 29;
+    let time = BASE_MS + i / 20;
+    let late = i % 50 >= 48 && i > 5_000;
+    (
+        format!("in.{}", i % 2),
+        x % 300,
+        x % 1_000,
+        if late { time - 100 } else { time },
+    )
+}
+
+fn keyed_payload(i: u64) -> String {
+    let (_, key, value, time) = keyed_row(i);
+    format!("{{\"key\":{key},\"value\":{value},\"time\":{time}}}")
+}
+
+/// Whether row `i` is late: more than 5 ms behind the highest time before it on its
+/// subject.
+fn is_late(i: u64) -> bool {
+    let (subject, _, _, time) = keyed_row(i);
+    (0..i)
+        .rev()
+        .take(100)
+        .map(keyed_row)
+        .filter(|(s, ..)| *s == subject)
+        .any(|(.., before)| time + 5 < before)
+}
+
+/// Publishes every row to the stream IN (made first), in bursts, each message with an
+/// id so that a retry is stored once.
+fn produce(url: String) -> std::thread::JoinHandle<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let context = runtime
+        .block_on(async { async_nats::jetstream::new(async_nats::connect(&url).await.unwrap()) });
+    runtime
+        .block_on(
+            context.create_stream(async_nats::jetstream::stream::Config {
+                name: "IN".into(),
+                subjects: vec!["in.*".into()],
+                storage: async_nats::jetstream::stream::StorageType::File,
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            for burst in 0..KILL_ROWS / KILL_BURST {
+                let mut acks = Vec::new();
+                for i in burst * KILL_BURST..(burst + 1) * KILL_BURST {
+                    let message = async_nats::jetstream::message::PublishMessage::build()
+                        .message_id(format!("in-{i}"))
+                        .payload(keyed_payload(i).into());
+                    acks.push(context.send_publish(keyed_row(i).0, message).await.unwrap());
+                }
+                for ack in acks {
+                    ack.await.expect("the server stores every row");
+                }
+                tokio::time::sleep(KILL_BURST_PAUSE).await;
+            }
+        })
+    })
+}
+
+/// A small deterministic generator of kill delays.
+struct Delays(u64);
+
+impl Delays {
+    fn next_ms(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        KILL_FROM_MS + (self.0 >> 33) % (KILL_TO_MS - KILL_FROM_MS)
+    }
+}
+
+#[test]
+fn a_typed_nats_pipeline_killed_at_random_moments_writes_every_window_exactly_once() {
+    let server = LocalServer::start().expect("nats-server must start (scripts/provision)");
+    let dir = folder("kills");
+    let config = format!(
+        "[run]\nduration_s = 300\n[report]\ndir = \"out\"\nplots = false\nhgrm = false\n\
+         [checkpoint]\ndir = \"state\"\ninterval = \"100ms\"\n\
+         [[app]]\nname = \"sums\"\nparallelism = 2\n[app.source]\nkind = \"nats\"\n\
+         format = \"json\"\npartitions = 2\nout_of_orderness_ms = 5\nlate = \"dead-letter\"\n\
+         schema = {{ key = \"u64\", value = \"u64\", time = \"timestamp_ms\" }}\n\
+         event_time = \"time\"\n[app.source.nats]\nurl = \"{}\"\nstream = \"IN\"\n\
+         subject = \"in.{{partition}}\"\nconsumer = \"sums\"\ncreate = true\n\
+         end_after_idle_ms = 4000\n[[app.operator]]\nname = \"per-key\"\nkind = \"window\"\n\
+         by = [\"key\"]\nwindow = {{ kind = \"tumbling\", size_ms = 50 }}\n\
+         aggregates = {{ total = \"sum(value)\" }}\n[app.sink]\nkind = \"json-lines\"\n\
+         path = \"sums.jsonl\"\n",
+        server.url()
+    );
+    std::fs::write(dir.join("sums.toml"), config).unwrap();
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dirigo"))
+            .current_dir(&dir)
+            .args(["run", "sums.toml"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let stderr_of = |child: &mut std::process::Child| {
+        let mut text = String::new();
+        use std::io::Read as _;
+        let _ = child.stderr.take().unwrap().read_to_string(&mut text);
+        text
+    };
+    let producer = produce(server.url());
+    let mut delays = Delays(7);
+    for _ in 0..KILLS {
+        let mut child = spawn();
+        let delay = Duration::from_millis(delays.next_ms());
+        let since = Instant::now();
+        while since.elapsed() < delay && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "a run ended on its own while rows were still coming: {}",
+            stderr_of(&mut child)
+        );
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    producer.join().expect("the producer published everything");
+    // The last run drains what is left and ends once no row came for a while.
+    let mut last = spawn();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = last.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the last run did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = stderr_of(&mut last);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("resuming from checkpoint"), "{stderr}");
+
+    // Every window once, with the sum of its rows on time.
+    let late: Vec<u64> = (0..KILL_ROWS).filter(|&i| is_late(i)).collect();
+    assert!(
+        late.len() > 1_000,
+        "the input has late rows: {}",
+        late.len()
+    );
+    let mut want: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    for i in (0..KILL_ROWS).filter(|i| late.binary_search(i).is_err()) {
+        let (_, key, value, time) = keyed_row(i);
+        *want.entry((key, time - time % 50)).or_insert(0) += value;
+    }
+    let text = std::fs::read_to_string(dir.join("sums.jsonl")).unwrap();
+    let mut got = BTreeMap::new();
+    for line in text.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let window = (
+            row["key"].as_u64().unwrap(),
+            row["window_start"].as_u64().unwrap(),
+        );
+        assert!(
+            got.insert(window, row["total"].as_u64().unwrap()).is_none(),
+            "written twice: {line}"
+        );
+    }
+    let missing = want.keys().filter(|k| !got.contains_key(k)).count();
+    let wrong = want
+        .iter()
+        .filter(|(k, v)| got.get(k).is_some_and(|g| g != *v))
+        .count();
+    assert!(
+        missing == 0 && wrong == 0 && got.len() == want.len(),
+        "{} windows written for {} expected: {missing} missing, {wrong} wrong",
+        got.len(),
+        want.len()
+    );
+    // Every late row, and nothing else, is a dead letter (at least once: a resumed run
+    // letters again what came after its checkpoint).
+    let lettered: std::collections::BTreeSet<String> = letters_of(&dir, "sums")
+        .iter()
+        .map(|letter| {
+            assert!(
+                letter["reason"].as_str().unwrap().starts_with("late: "),
+                "{letter}"
+            );
+            letter["record"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let expected: std::collections::BTreeSet<String> =
+        late.iter().map(|&i| keyed_payload(i)).collect();
+    assert_eq!(lettered, expected);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
