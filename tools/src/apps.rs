@@ -49,10 +49,10 @@ pub struct BuiltApp {
     pub slo: Option<Duration>,
     /// Where a file or TCP source puts malformed records.
     pub dead_letters: Option<DeadLetterSink>,
-    /// A TCP source's listener, closed when the run ends.
-    pub tcp: Option<TcpSourceHandle>,
-    /// A NATS source's readers, stopped when the run ends.
-    pub nats: Option<NatsSourceHandle>,
+    /// Its TCP sources' listeners, closed when the run ends.
+    pub tcp: Vec<TcpSourceHandle>,
+    /// Its NATS sources' readers, stopped when the run ends.
+    pub nats: Vec<NatsSourceHandle>,
 }
 
 /// Builds app `id` from its section. `report_dir` is where dead letters go by default.
@@ -81,8 +81,8 @@ pub fn build(
         .map_or(&default_source, |source| source.get_ref());
     let mut latency = LatencyRecorder::new();
     let mut dead_letters = None;
-    let mut tcp = None;
-    let mut nats = None;
+    let mut tcp = Vec::new();
+    let mut nats = Vec::new();
     if let Some(query) = &section.query {
         let events = nexmark_source(&builder, source);
         let query = Query::build(query.get_ref(), &events)
@@ -153,7 +153,7 @@ pub fn build(
                             letters,
                         )
                         .map_err(|e| format!("app {name}: {e}"))?;
-                    nats = Some(handle);
+                    nats.push(handle);
                     stream
                 } else if kind == SourceKind::File {
                     let path = source.path.as_ref().ok_or("a file source needs a path")?;
@@ -168,28 +168,7 @@ pub fn build(
                         )
                         .map_err(|e| e.to_string())?
                 } else {
-                    let listen = source
-                        .listen
-                        .as_ref()
-                        .ok_or("a tcp source needs an address")?;
-                    let address = socket_address(listen).map_err(|(_, message)| message)?;
-                    let framing = match source.framing {
-                        FramingName::Lines => Framing::Lines(format),
-                        FramingName::LengthPrefixed => Framing::LengthPrefixed,
-                    };
-                    let mut options = TcpSourceOptions::new(framing);
-                    if let Some(open) = &source.max_connections {
-                        options = options.max_open_connections(*open.get_ref());
-                    }
-                    if let Some(bytes) = &source.max_frame_bytes {
-                        options = options.max_frame(*bytes.get_ref());
-                    }
-                    if let Some(ms) = &source.idle_timeout_ms {
-                        options = options.idle_timeout(Duration::from_millis(*ms.get_ref()));
-                    }
-                    if let Some(token) = &source.token {
-                        options = options.token(Token::new(&token.get_ref().0));
-                    }
+                    let (address, options) = tcp_source_options(source, format)?;
                     let (stream, handle) = builder
                         .source_tcp(
                             "source",
@@ -200,7 +179,7 @@ pub fn build(
                             letters,
                         )
                         .map_err(|e| format!("cannot listen on {address}: {e}"))?;
-                    tcp = Some(handle);
+                    tcp.push(handle);
                     stream
                 }
             }
@@ -274,6 +253,37 @@ pub fn build(
         tcp,
         nats,
     })
+}
+
+/// A `tcp` source's address and options (framing, frame and connection limits, idle
+/// timeout, token), its lines in `format`: the same for keyed records and typed rows.
+pub(crate) fn tcp_source_options(
+    source: &SourceSection,
+    format: Format,
+) -> Result<(std::net::SocketAddr, TcpSourceOptions), String> {
+    let listen = source
+        .listen
+        .as_ref()
+        .ok_or("a tcp source needs an address")?;
+    let address = socket_address(listen).map_err(|(_, message)| message)?;
+    let framing = match source.framing {
+        FramingName::Lines => Framing::Lines(format),
+        FramingName::LengthPrefixed => Framing::LengthPrefixed,
+    };
+    let mut options = TcpSourceOptions::new(framing);
+    if let Some(open) = &source.max_connections {
+        options = options.max_open_connections(*open.get_ref());
+    }
+    if let Some(bytes) = &source.max_frame_bytes {
+        options = options.max_frame(*bytes.get_ref());
+    }
+    if let Some(ms) = &source.idle_timeout_ms {
+        options = options.idle_timeout(Duration::from_millis(*ms.get_ref()));
+    }
+    if let Some(token) = &source.token {
+        options = options.token(Token::new(&token.get_ref().0));
+    }
+    Ok((address, options))
 }
 
 /// Installs every app into `runtime`, with its SLO.

@@ -251,12 +251,13 @@ pub struct SourceSection {
     pub idle_timeout_ms: Option<Spanned<u64>>,
     /// `tcp`: the shared secret each connection must send as its first line or frame.
     pub token: Option<Spanned<Secret>>,
-    /// `file`: the fields of typed rows and their types, or `"infer"` (see
-    /// `crate::rows`); without it, records are `key,value,time`.
+    /// `file`, `tcp`, `nats`: the fields of typed rows and their types, or (`file`
+    /// alone) `"infer"`; `nexmark`: `"infer"`, the events' fields (see `crate::rows`).
+    /// Without it, records are `key,value,time`.
     pub schema: Option<Spanned<crate::rows::SchemaConfig>>,
     /// With a `schema`: the field that gives each row's event time.
     pub event_time: Option<Spanned<String>>,
-    /// A `file` source of typed rows: what becomes of a row more than
+    /// A `file`, `tcp` or `nats` source of typed rows: what becomes of a row more than
     /// `out_of_orderness_ms` behind the highest event time before it (default `drop`).
     pub late: Option<Spanned<LateName>>,
     /// `nats`: the server, stream, consumer and the rest (`[app.source.nats]`).
@@ -302,7 +303,7 @@ pub enum FormatName {
     Json,
 }
 
-/// What a typed file source does with late rows (see `dirigo_operators::typed::source`).
+/// What a source of typed rows does with late rows (see `dirigo_operators::io::late`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LateName {

@@ -319,7 +319,7 @@ pub fn rfc3339(since_epoch: std::time::Duration) -> String {
     )
 }
 
-/// What a TCP source refused, closed and left unread.
+/// What an app's TCP sources (summed) refused, closed and left unread.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct TcpReport {
     /// Connections accepted and read.

@@ -105,7 +105,7 @@ fn resume(checkpoints: &Checkpoints, built: &[BuiltApp]) -> Result<(), RunError>
         }
     }
     for app in built {
-        if app.tcp.is_some() {
+        if !app.tcp.is_empty() {
             eprintln!(
                 "dirigo: app {}: a TCP source cannot be replayed: records it received after \
                  the last checkpoint are lost if the run stops before the next (at most once)",
@@ -393,11 +393,11 @@ pub fn run_with(
     }
     for app in &built {
         app.app.stop();
-        if let Some(tcp) = &app.tcp {
+        for tcp in &app.tcp {
             // The app takes no more: what its connections still send is counted unread.
             tcp.stop();
         }
-        if let Some(nats) = &app.nats {
+        for nats in &app.nats {
             // The readers pull no more; what the app did not take stays unacknowledged
             // in the stream, for the next run.
             nats.stop();
@@ -490,15 +490,18 @@ pub fn run_with(
             }
             letters.count()
         });
-        let tcp = app.tcp.as_ref().map(|tcp| {
-            tcp.wait_finished(dirigo_operators::io::tcp::STOP_POLL * 5);
-            TcpReport {
-                connections: tcp.connections_accepted(),
-                connections_refused: tcp.connections_refused(),
-                connections_unauthorized: tcp.connections_unauthorized(),
-                connections_idle_closed: tcp.connections_idle_closed(),
-                unread_at_stop: tcp.unread(),
+        // An app's TCP sources, summed.
+        let tcp = (!app.tcp.is_empty()).then(|| {
+            let mut sum = TcpReport::default();
+            for tcp in &app.tcp {
+                tcp.wait_finished(dirigo_operators::io::tcp::STOP_POLL * 5);
+                sum.connections += tcp.connections_accepted();
+                sum.connections_refused += tcp.connections_refused();
+                sum.connections_unauthorized += tcp.connections_unauthorized();
+                sum.connections_idle_closed += tcp.connections_idle_closed();
+                sum.unread_at_stop += tcp.unread();
             }
+            sum
         });
         let mut written = |extension: &str, write: &dyn Fn(&Path) -> Result<(), String>| {
             let path = dir.join(format!("{}.{extension}", app.name));

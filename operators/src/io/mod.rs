@@ -12,7 +12,8 @@
 //! - [`dead_letter`]: [`DeadLetters`], one JSON line per malformed input record;
 //! - [`parse`]: decoding records from CSV or JSON lines ([`Decode`], [`decode_line`]) and
 //!   framing byte streams into lines ([`LineFramer`]) or length-prefixed frames
-//!   ([`LengthFramer`]).
+//!   ([`LengthFramer`]);
+//! - [`late`]: what a source does with records behind its watermark ([`LateRows`]).
 //!
 //! And the sources and sinks built from them, which do I/O:
 //!
@@ -32,8 +33,10 @@ pub mod dead_letter;
 pub mod file;
 pub mod generator;
 pub mod keys;
+pub mod late;
 pub mod nats;
 pub mod parse;
+pub(crate) mod payload;
 pub mod shape;
 pub mod tcp;
 
@@ -41,6 +44,7 @@ pub use dead_letter::{DeadLetters, LetterLimits, LetterMark};
 pub use file::{DeadLetterSink, FileFormat};
 pub use generator::{Generator, GeneratorSpec, KeyedRecord};
 pub use keys::{KeyDist, KeySampler};
+pub use late::LateRows;
 pub use parse::{decode_line, is_csv_header, Decode, Format, LengthFramer, LineFramer};
 pub use shape::{LoadShape, Schedule};
 pub use tcp::{Framing, TcpSourceHandle, TcpSourceOptions};

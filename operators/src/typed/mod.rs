@@ -12,14 +12,17 @@
 //! - [`join`]: the windowed join of two streams of rows on key expressions; [`extreme`]:
 //!   the join of rows with their window's `max` or `min` of a field, without buffering
 //!   every row;
-//! - [`source`]: a file source of typed rows; [`output`]: rows with their field names for
-//!   JSON-lines sinks, and a CSV sink.
+//! - [`source`]: a file source of typed rows; [`connector`]: typed rows from the TCP and
+//!   NATS sources, decoded as the file source decodes them; [`output`]: rows with their
+//!   field names for JSON-lines sinks, and a CSV sink.
 //!
 //! Rows travel through the ordinary operators (`filter`, `map`, `window`): keyed state
 //! is keyed by a row of key values, and the windows' accumulators are rkyv-archivable,
 //! so lessees and their merges work on typed pipelines as on any other.
 
 pub mod aggregate;
+pub mod connector;
+pub(crate) mod decode;
 mod expr;
 pub mod extreme;
 pub mod join;

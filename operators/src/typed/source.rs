@@ -9,21 +9,14 @@
 //! `0..=`[`MAX_EVENT_TIME_MS`](crate::dataflow::MAX_EVENT_TIME_MS). One partition reads
 //! the file; the stream ends at its end.
 //!
-//! Late rows. Watermarks trail the highest event time read so far by the source's
-//! out-of-orderness bound, so a row whose time is further behind than that may find its
-//! window already fired. What becomes of it is [`LateRows`]: by default
-//! ([`LateRows::Pass`]) the source passes it on like any row, and each window, top or
-//! join drops it only if its own watermark has passed the row's windows (counted as
-//! `late`); rows that no windowed operator reads are never late. With
-//! [`LateRows::DeadLetter`] the source decides: a row whose time is below the highest
-//! event time read before it less the bound is a dead letter, with its line and that
-//! reason, and no operator sees it. The decision is made here, in the source, because
-//! only here is it the same in every run: it depends on the file's order alone, while
-//! whether a window has fired when a late row reaches it depends on when watermarks went
-//! out (at most every 100 µs, or at once when they close a window) and on how the rows
-//! were batched and scaled. And every row the source passes on is then on time for every
-//! operator downstream: their watermarks never run ahead of the source's, which is
-//! computed from the same highest time and bound.
+//! Late rows ([`LateRows`], see [`crate::io::late`]): with [`LateRows::DeadLetter`] a row
+//! whose time is below the highest event time read before it less the out-of-orderness
+//! bound is a dead letter, with its line and that reason, and no operator sees it. In a
+//! file that depends on the file's order alone, so it is the same in every run; and
+//! every row passed on is on time for every operator downstream.
+//!
+//! Decoding a line into a row is [`decode`](super::decode)'s, shared with the typed TCP
+//! and NATS sources ([`connector`](super::connector)).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -31,10 +24,14 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use super::decode::RowDecoder;
 use super::schema::Schema;
-use super::value::{Row, Value};
-use crate::dataflow::{check_event_time, AppBuilder, Stream, Time};
-use crate::io::parse::{csv_fields, DEFAULT_MAX_FRAME};
+use super::value::Row;
+use crate::dataflow::{AppBuilder, Stream, Time};
+use crate::io::late::LateCheck;
+pub use crate::io::late::LateRows;
+use crate::io::parse::DEFAULT_MAX_FRAME;
+use crate::io::payload::PayloadDecoder;
 use crate::io::{DeadLetterSink, Format, LineFramer};
 use crate::source::{Pacing, RecordSource};
 
@@ -44,109 +41,31 @@ const CHUNK_BYTES: usize = 64 * 1024;
 struct RowReader {
     file: Option<File>,
     source: String,
-    format: Format,
-    schema: Arc<Schema>,
-    /// The field that gives the event time.
-    time_field: usize,
-    /// CSV: the position in a line of each schema field.
-    order: Vec<usize>,
+    decoder: RowDecoder,
     framer: LineFramer,
     lines: VecDeque<Result<Vec<u8>, String>>,
     framed: Vec<Result<Vec<u8>, String>>,
     chunk: Vec<u8>,
     line: u64,
-    seen_content: bool,
     letters: DeadLetterSink,
-    late: LateRows,
-    /// The out-of-orderness bound, ms.
-    bound: Time,
-    /// The highest event time of a row passed on so far.
-    max_time: Time,
-}
-
-/// What a typed file source does with a row that is late: one whose event time is
-/// below the highest event time read before it less the out-of-orderness bound (see
-/// the [module docs](self)).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LateRows {
-    /// Passed on: a windowed operator whose watermark passed the row's windows drops it
-    /// and counts it as late.
-    #[default]
-    Pass,
-    /// A dead letter, with its reason; the rows after it go on.
-    DeadLetter,
+    late: LateCheck,
 }
 
 impl RowReader {
-    /// The row of one line; `Ok(None)` for a line to skip.
-    fn decode(&mut self, bytes: &[u8]) -> Result<Option<(Time, Row)>, String> {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(None);
-        }
-        let first = !std::mem::replace(&mut self.seen_content, true);
-        let text = std::str::from_utf8(bytes).map_err(|e| {
-            format!(
-                "expected UTF-8 text, found an invalid byte sequence at byte {}",
-                e.valid_up_to()
-            )
-        })?;
-        let text = text.trim_end_matches('\r');
-        let row = match self.format {
-            Format::Json => self.schema.decode_json(text)?,
-            Format::Csv => {
-                let text = if first {
-                    text.trim_start_matches('\u{feff}')
-                } else {
-                    text
-                };
-                let fields = csv_fields(text);
-                if first {
-                    if let Some(order) = self.schema.csv_header_order(&fields) {
-                        self.order = order;
-                        return Ok(None);
-                    }
-                }
-                self.schema.decode_csv(&fields, &self.order)?
-            }
-        };
-        let name = &self.schema.fields()[self.time_field].name;
-        let time = match &row[self.time_field] {
-            Value::Timestamp(t) | Value::I64(t) => u64::try_from(*t).map_err(|_| {
-                format!("event time field {name}: expected 0 or more milliseconds, found {t}")
-            })?,
-            Value::U64(t) => *t,
-            _ => {
-                return Err(format!(
-                    "event time field {name}: expected a time, found NULL"
-                ))
-            }
-        };
-        Ok(Some((check_event_time(time)?, row)))
-    }
-
     fn next_row(&mut self) -> Option<(Time, Row)> {
         loop {
             while let Some(framed) = self.lines.pop_front() {
                 self.line += 1;
                 match framed {
-                    Ok(bytes) => match self.decode(&bytes) {
-                        Ok(Some((time, row))) => {
-                            let watermark = self.max_time.saturating_sub(self.bound);
-                            if self.late == LateRows::DeadLetter && time < watermark {
-                                let reason = format!(
-                                    "late: event time {time} ms is behind the watermark, \
-                                     {watermark} ms (the highest event time before it, {} ms, \
-                                     less out_of_orderness_ms, {})",
-                                    self.max_time, self.bound
-                                );
+                    Ok(bytes) => match self.decoder.decode_row(&bytes) {
+                        Ok(Some((time, row))) => match self.late.admit(time) {
+                            Ok(()) => return Some((time, row)),
+                            Err(reason) => {
                                 let position = format!("line {}", self.line);
                                 self.letters
                                     .record(&self.source, &position, &reason, &bytes);
-                                continue;
                             }
-                            self.max_time = self.max_time.max(time);
-                            return Some((time, row));
-                        }
+                        },
                         Ok(None) => {}
                         Err(reason) => {
                             let position = format!("line {}", self.line);
@@ -155,7 +74,7 @@ impl RowReader {
                         }
                     },
                     Err(reason) => {
-                        self.seen_content = true;
+                        self.decoder.content_seen();
                         let position = format!("line {}", self.line);
                         self.letters.record(&self.source, &position, &reason, b"");
                     }
@@ -262,24 +181,17 @@ impl AppBuilder {
                 format!("cannot open the source file {}: {e}", file.path.display()),
             )
         })?;
-        let order = (0..file.schema.len()).collect();
         let reader = Arc::new(Mutex::new(RowReader {
             file: Some(opened),
             source: file.path.display().to_string(),
-            format: file.format,
-            schema: file.schema,
-            time_field: file.time_field,
-            order,
+            decoder: RowDecoder::new(file.format, file.schema, file.time_field, true),
             framer: LineFramer::with_max_line(DEFAULT_MAX_FRAME),
             lines: VecDeque::new(),
             framed: Vec::new(),
             chunk: vec![0; CHUNK_BYTES],
             line: 0,
-            seen_content: false,
             letters: dead_letters,
-            late: file.late,
-            bound: file.out_of_orderness,
-            max_time: 0,
+            late: LateCheck::new(file.late, file.out_of_orderness),
         }));
         Ok(self
             .source(name, file.out_of_orderness, Pacing::Unpaced, move |_, _| {

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dirigo_operators::dataflow::{App, AppBuilder, Stream, Time};
-use dirigo_operators::io::{DeadLetterSink, Format, LetterLimits};
+use dirigo_operators::io::nats::NatsSourceHandle;
+use dirigo_operators::io::{DeadLetterSink, DeadLetters, Format, LetterLimits, TcpSourceHandle};
 use dirigo_operators::nexmark::events::Event;
 use dirigo_operators::sink::{LatencyRecorder, LineTarget};
 use dirigo_operators::source::Pacing;
 use dirigo_operators::typed::aggregate::{AggregateKind, Aggregates};
+use dirigo_operators::typed::connector::RowDecoding;
 use dirigo_operators::typed::extreme::RowExtremeJoin;
 use dirigo_operators::typed::join::RowJoin;
 use dirigo_operators::typed::nexmark::EventFields;
@@ -71,9 +73,24 @@ pub fn build(
     if let Some(rate) = &source.dead_letter_max_per_s {
         limits.max_per_s = *rate.get_ref();
     }
-    let letters = DeadLetterSink::to_file_with_limits(letters_path, limits);
+    // A resumed run's letters follow those of the run before it when a source cannot
+    // read its input again (tcp, nats), as for keyed records; files letter their lines
+    // again into an emptied file. An app that mixes them appends (its file sources'
+    // letters are then at least once across a restore).
+    let replays_nothing = section.sources.iter().any(|source| {
+        matches!(
+            source.get_ref().kind,
+            Some(SourceKind::Tcp | SourceKind::Nats)
+        )
+    });
+    let letters = if checkpointed && replays_nothing {
+        DeadLetterSink::new(DeadLetters::appending_to(letters_path).with_limits(limits))
+    } else {
+        DeadLetterSink::to_file_with_limits(letters_path, limits)
+    };
     let mut pushed = Vec::new();
     let mut rows = Vec::with_capacity(section.sources.len());
+    let (mut tcp, mut nats) = (Vec::new(), Vec::new());
     for (index, source) in section.sources.iter().enumerate() {
         let source = source.get_ref();
         // One source keeps its usual name in reports; several are told apart.
@@ -84,7 +101,20 @@ pub fn build(
             _ => section.source_name(index),
         };
         let planned = &plan.sources[index];
-        let stream = if nexmark {
+        let stream = if let Some(connected) =
+            connector_rows(&builder, node, source, planned, base_dir, &letters)?
+        {
+            match connected {
+                Connected::Tcp(stream, handle) => {
+                    tcp.push(handle);
+                    stream
+                }
+                Connected::Nats(stream, handle) => {
+                    nats.push(handle);
+                    stream
+                }
+            }
+        } else if nexmark {
             // A paced source paces events: it must give each its row.
             let (fields, filters) = if section.sources.len() == 1 {
                 event_fields(&plan, source.shape.is_none())
@@ -110,8 +140,8 @@ pub fn build(
             .as_ref()
             .map(|ms| Duration::from_secs_f64(*ms.get_ref() / 1e3)),
         dead_letters: Some(letters),
-        tcp: None,
-        nats: None,
+        tcp,
+        nats,
     }))
 }
 
@@ -145,6 +175,64 @@ fn file_rows(
             letters.clone(),
         )
         .map_err(|e| e.to_string())
+}
+
+/// A typed source that reads a connector: its rows and the handle that stops it and
+/// reports what it did.
+enum Connected {
+    Tcp(Stream<Row>, TcpSourceHandle),
+    Nats(Stream<Row>, NatsSourceHandle),
+}
+
+/// A `tcp` or `nats` source of typed rows, read by node `node` (`None` for other kinds):
+/// the keyed sources' options and bounds, each line, frame or message decoded into a
+/// row of the source's planned schema, timed by its event-time field, late rows as
+/// `late` says.
+fn connector_rows(
+    builder: &AppBuilder,
+    node: &str,
+    source: &SourceSection,
+    planned: &PlannedSource,
+    base_dir: &Path,
+    letters: &DeadLetterSink,
+) -> Result<Option<Connected>, String> {
+    let format = match source.format {
+        FormatName::Csv => Format::Csv,
+        FormatName::Json => Format::Json,
+    };
+    let rows = RowDecoding {
+        schema: planned.schema.clone(),
+        time_field: planned.time_field,
+        out_of_orderness: source.out_of_orderness_ms(),
+        late: match source.late.as_ref().map(|late| *late.get_ref()) {
+            Some(LateName::DeadLetter) => LateRows::DeadLetter,
+            Some(LateName::Drop) | None => LateRows::Pass,
+        },
+    };
+    match source.kind_for(false) {
+        SourceKind::Tcp => {
+            let (address, options) = crate::apps::tcp_source_options(source, format)?;
+            let (stream, handle) = builder
+                .source_tcp_rows(node, address, options, rows, letters.clone())
+                .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+            Ok(Some(Connected::Tcp(stream, handle)))
+        }
+        SourceKind::Nats => {
+            let section = source
+                .nats
+                .as_ref()
+                .ok_or("a nats source needs [app.source.nats]")?;
+            let mut options = section
+                .get_ref()
+                .source_options(base_dir, source.nats_partitions());
+            options.format = format;
+            let (stream, handle) = builder
+                .source_nats_rows(node, options, rows, letters.clone())
+                .map_err(|e| e.to_string())?;
+            Ok(Some(Connected::Nats(stream, handle)))
+        }
+        SourceKind::File | SourceKind::Nexmark | SourceKind::Generator => Ok(None),
+    }
 }
 
 /// A typed app over NEXMark events, for `dirigo bench nexmark --toml`: `section`'s

@@ -233,7 +233,7 @@ pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, Pl
         if let Some(late) = app.source().and_then(|s| s.get_ref().late.as_ref()) {
             return PlanError::at(
                 late.span(),
-                "no `late` on a query's source: it is for `file` sources of typed rows",
+                "no `late` on a query's source: it is for `file`, `tcp` and `nats` sources of typed rows",
             );
         }
         // A query's sink writes the fields of its output type.
@@ -293,7 +293,7 @@ pub(crate) fn plan(app: &AppSection, base_dir: &Path) -> Result<Option<Plan>, Pl
             if let Some(late) = &source.get_ref().late {
                 return PlanError::at(
                     late.span(),
-                    "a `schema` on the source first: `late` is for `file` sources of typed rows",
+                    "a `schema` on the source first: `late` is for `file`, `tcp` and `nats` sources of typed rows",
                 );
             }
         }
@@ -690,10 +690,24 @@ fn source_schema(
         );
     };
     let kind = source.kind_for(false);
-    if !matches!(kind, SourceKind::File | SourceKind::Nexmark) {
+    if !matches!(
+        kind,
+        SourceKind::File | SourceKind::Tcp | SourceKind::Nats | SourceKind::Nexmark
+    ) {
         return PlanError::at(
             source_spanned.span(),
-            "`kind = \"file\"` (or `nexmark`) for a source with a `schema`",
+            "`kind = \"file\"`, `tcp`, `nats` or `nexmark` for a source with a `schema`",
+        );
+    }
+    if let Some(event_time) = source
+        .nats
+        .as_ref()
+        .and_then(|nats| nats.get_ref().event_time.as_ref())
+    {
+        return PlanError::at(
+            event_time.span(),
+            "no `event_time` in `[app.source.nats]` for typed rows: their event time is the \
+             field the source's `event_time` names",
         );
     }
     if app.sink.kind == SinkKind::Nats {
@@ -705,7 +719,7 @@ fn source_schema(
     if let (Some(late), SourceKind::Nexmark) = (&source.late, kind) {
         return PlanError::at(
             late.span(),
-            "no `late` on a `nexmark` source: it is for `file` sources of typed rows \
+            "no `late` on a `nexmark` source: it is for `file`, `tcp` and `nats` sources of typed rows \
              (the generator's events come in order)",
         );
     }
@@ -739,6 +753,26 @@ fn source_schema(
                 typed.push((name.get_ref().clone(), parsed));
             }
             Schema::new(typed)
+        }
+        SchemaConfig::Infer if matches!(kind, SourceKind::Tcp | SourceKind::Nats) => {
+            return PlanError::at(
+                schema_config.span(),
+                format!(
+                    "the fields and their types on a `{}` source, such as `schema = {{ card = \
+                     \"string\", ts = \"timestamp_ms\" }}`: `\"infer\"` reads them from a file's \
+                     first record, and a {} source has no file",
+                    if kind == SourceKind::Tcp {
+                        "tcp"
+                    } else {
+                        "nats"
+                    },
+                    if kind == SourceKind::Tcp {
+                        "tcp"
+                    } else {
+                        "nats"
+                    },
+                ),
+            )
         }
         SchemaConfig::Infer => {
             let path = source.path.as_ref().map(|p| base_dir.join(p.get_ref()));

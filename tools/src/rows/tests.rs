@@ -301,7 +301,7 @@ fn each_running_aggregate_mistake_points_at_its_character() {
     assert!(
         error
             .message
-            .contains("`late` is for `file` sources of typed rows"),
+            .contains("`late` is for `file`, `tcp` and `nats` sources of typed rows"),
         "{}",
         error.message
     );

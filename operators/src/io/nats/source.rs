@@ -17,8 +17,10 @@ use futures_lite::StreamExt;
 use super::connect::NatsConnect;
 use crate::checkpoint::CompletedCheckpoints;
 use crate::dataflow::{check_event_time, AppBuilder, CheckpointId, Data, Stream, Time};
-use crate::io::file::{decode_text_line, DeadLetterSink, Line, TimeOf};
+use crate::io::file::{DeadLetterSink, Line, TimeOf};
+use crate::io::late::{LateCheck, LateRows};
 use crate::io::parse::{Decode, Format};
+use crate::io::payload::{KeyedPayloads, PayloadDecoder};
 use crate::source::{Pacing, RecordSource, SourceWaker};
 
 /// Batches that wait between the NATS thread and one source partition.
@@ -226,6 +228,9 @@ struct SourceShared {
 struct Rewind {
     generation: u64,
     after: Option<u64>,
+    /// The highest event time the partition had passed on at `after` (for the late
+    /// check, see [`crate::io::late`]).
+    highest: Time,
 }
 
 /// Watches and stops a NATS source.
@@ -291,6 +296,10 @@ struct NatsRecords<T> {
     /// Where it stood before the last record was taken (a checkpoint while the source
     /// partition holds that record unsent stands there).
     before_last: StreamPosition,
+    /// The highest event time of the records taken, and before the last one: a
+    /// checkpoint keeps it with the position, for the reader's late check on a rewind.
+    highest: Time,
+    highest_before_last: Time,
     /// Records taken.
     given: u64,
     /// Batches of other generations are dropped (sent before a rewind).
@@ -302,13 +311,14 @@ struct NatsRecords<T> {
 impl<T> NatsRecords<T> {
     /// Asks the reader to read again from right after `after` (`None`: after the
     /// consumer's acknowledgement floor); batches already on their way are dropped.
-    fn request_rewind(&mut self, after: Option<u64>) {
+    fn request_rewind(&mut self, after: Option<u64>, highest: Time) {
         self.generation += 1;
         *self.shared.rewinds[self.partition]
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(Rewind {
             generation: self.generation,
             after,
+            highest,
         });
         self.records = Vec::new().into_iter();
         self.sequences = Vec::new().into_iter();
@@ -337,6 +347,8 @@ impl<T> NatsRecords<T> {
     fn take(&mut self) -> Option<(Time, T)> {
         let record = self.records.next()?;
         self.before_last = self.position;
+        self.highest_before_last = self.highest;
+        self.highest = self.highest.max(record.0);
         self.given += 1;
         if let Some(sequence) = self.sequences.next() {
             self.position = StreamPosition(sequence);
@@ -375,10 +387,10 @@ impl<T: Data> RecordSource<T> for NatsRecords<T> {
     /// partition may hold one taken record unsent), noted for acknowledging once
     /// checkpoint `id` is complete.
     fn checkpoint(&mut self, id: CheckpointId, handed_out: u64) -> Vec<u8> {
-        let position = if self.given > handed_out {
-            self.before_last
+        let (position, highest) = if self.given > handed_out {
+            (self.before_last, self.highest_before_last)
         } else {
-            self.position
+            (self.position, self.highest)
         };
         if self.shared.completed.get().is_some() {
             let mut pending = self.shared.checkpoints[self.partition]
@@ -389,7 +401,9 @@ impl<T: Data> RecordSource<T> for NatsRecords<T> {
             }
             pending.push_back((id, position.0));
         }
-        position.0.to_le_bytes().to_vec()
+        let mut extra = position.0.to_le_bytes().to_vec();
+        extra.extend_from_slice(&highest.to_le_bytes());
+        extra
     }
 
     /// Acknowledgements follow complete checkpoints from now on; a run from scratch
@@ -398,7 +412,7 @@ impl<T: Data> RecordSource<T> for NatsRecords<T> {
     fn follow_checkpoints(&mut self, completed: CompletedCheckpoints, resumed_from: CheckpointId) {
         let _ = self.shared.completed.set(completed);
         if resumed_from == 0 {
-            self.request_rewind(None);
+            self.request_rewind(None, 0);
         }
     }
 
@@ -412,19 +426,33 @@ impl<T: Data> RecordSource<T> for NatsRecords<T> {
     }
 
     /// Reads again from right after the checkpoint's position: the reader makes the
-    /// partition's consumer anew, delivering from the next sequence on.
+    /// partition's consumer anew, delivering from the next sequence on, its late check
+    /// where it stood there. (A checkpoint of 8 bytes holds the position alone: the
+    /// highest event time is then taken as 0.)
     fn rewind(&mut self, handed_out: u64, extra: &[u8]) -> Result<(), String> {
-        let bytes: [u8; 8] = extra.try_into().map_err(|_| {
-            format!(
+        let word = |at: usize| {
+            extra
+                .get(at..at + 8)
+                .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+                .map(u64::from_le_bytes)
+        };
+        let (after, highest) = match extra.len() {
+            8 => (word(0), Some(0)),
+            16 => (word(0), word(8)),
+            _ => (None, None),
+        };
+        let (Some(after), Some(highest)) = (after, highest) else {
+            return Err(format!(
                 "the checkpoint holds no NATS stream position for partition {} ({} bytes)",
                 self.partition,
                 extra.len()
-            )
-        })?;
-        let after = u64::from_le_bytes(bytes);
-        self.request_rewind(Some(after));
+            ));
+        };
+        self.request_rewind(Some(after), highest);
         self.position = StreamPosition(after);
         self.before_last = self.position;
+        self.highest = highest;
+        self.highest_before_last = highest;
         self.given = handed_out;
         self.shared.taken[self.partition].store(after, Ordering::Release);
         self.shared.checkpoints[self.partition]
@@ -436,7 +464,7 @@ impl<T: Data> RecordSource<T> for NatsRecords<T> {
 }
 
 /// What one partition's reader needs.
-struct Reader<T> {
+struct Reader<T, D> {
     partition: usize,
     /// The source as dead letters name it: `nats:STREAM`.
     source: String,
@@ -450,9 +478,11 @@ struct Reader<T> {
     /// With checkpoints: the sequence through which a complete checkpoint covers the
     /// partition.
     covered: u64,
-    format: Format,
+    /// Turns each message's payload into a timed record.
+    decoder: D,
     event_time: EventTime,
-    time_of: TimeOf<T>,
+    /// Which records are late dead letters, in the order they are handed on.
+    late: LateCheck,
     letters: DeadLetterSink,
     fetch_batch: usize,
     end_after_idle: Option<Duration>,
@@ -468,7 +498,7 @@ struct Reader<T> {
     last_ack: Instant,
 }
 
-impl<T: Decode + Data> Reader<T> {
+impl<T: Data, D: PayloadDecoder<T>> Reader<T, D> {
     fn stopping(&self) -> bool {
         self.shared.stopping.load(Ordering::Acquire)
     }
@@ -548,6 +578,7 @@ impl<T: Decode + Data> Reader<T> {
                     tracing::debug!(source = %self.source, partition = self.partition, after, "NATS source: reading from right after a position");
                     self.consumer = consumer;
                     self.generation = rewind.generation;
+                    self.late.resume_at(rewind.highest);
                     self.handed = after;
                     self.covered = after;
                     self.unacked.clear();
@@ -623,17 +654,18 @@ impl<T: Decode + Data> Reader<T> {
             }
             self.handed = sequence;
             batch.through = sequence;
-            let decoded = match decode_text_line::<T>(&message.payload, self.format, false) {
-                Line::Record(record) => {
-                    let time = match self.event_time {
-                        EventTime::Field => (self.time_of)(&record),
-                        EventTime::Published => published_ms,
-                    };
-                    check_event_time(time).map(|time| (time, record))
-                }
+            let decoded = match self.decoder.decode(&message.payload) {
+                Line::Record((time, record)) => match self.event_time {
+                    EventTime::Field => Ok((time, record)),
+                    EventTime::Published => {
+                        check_event_time(published_ms).map(|time| (time, record))
+                    }
+                },
                 Line::Skipped => Err("expected a record, found an empty message".to_owned()),
                 Line::Bad(reason) => Err(reason),
             };
+            let decoded =
+                decoded.and_then(|(time, record)| self.late.admit(time).map(|()| (time, record)));
             match decoded {
                 Ok(timed) => {
                     batch.records.push(timed);
@@ -990,6 +1022,33 @@ impl AppBuilder {
         time_of: impl Fn(&T) -> Time + Send + Sync + 'static,
         dead_letters: DeadLetterSink,
     ) -> io::Result<(Stream<T>, NatsSourceHandle)> {
+        // The server's time replaces the record's: a record's own time is not read.
+        let time_of: TimeOf<T> = match options.event_time {
+            EventTime::Field => Arc::new(time_of),
+            EventTime::Published => Arc::new(|_: &T| 0),
+        };
+        // Each message is one record: no CSV header.
+        let decoder = KeyedPayloads::new(options.format, time_of, false);
+        let late = LateCheck::new(LateRows::Pass, out_of_orderness);
+        self.source_nats_decoded(
+            name,
+            options,
+            out_of_orderness,
+            (decoder, late),
+            dead_letters,
+        )
+    }
+
+    /// [`source_nats`](Self::source_nats) with its decode step: each partition's reader
+    /// clones `decoding`'s decoder and late check.
+    pub(crate) fn source_nats_decoded<T: Data, D: PayloadDecoder<T>>(
+        &self,
+        name: &str,
+        options: NatsSourceOptions,
+        out_of_orderness: Time,
+        (decoder, late): (D, LateCheck),
+        dead_letters: DeadLetterSink,
+    ) -> io::Result<(Stream<T>, NatsSourceHandle)> {
         options.check().map_err(io::Error::other)?;
         let partitions = options.partitions;
         let shared = Arc::new(SourceShared {
@@ -1015,7 +1074,6 @@ impl AppBuilder {
             receivers.push(rx);
         }
         let thread_shared = shared.clone();
-        let time_of: TimeOf<T> = Arc::new(time_of);
         let connect = options.connect.clone();
         connect
             .start_thread(
@@ -1044,9 +1102,9 @@ impl AppBuilder {
                             filter: options.subject_of(partition as u32).unwrap_or_default(),
                             generation: 0,
                             covered: 0,
-                            format: options.format,
+                            decoder: decoder.clone(),
                             event_time: options.event_time,
-                            time_of: time_of.clone(),
+                            late,
                             letters: dead_letters.clone(),
                             fetch_batch: options.fetch_batch.max(1),
                             end_after_idle: options.end_after_idle,
@@ -1081,6 +1139,8 @@ impl AppBuilder {
                     before_last: StreamPosition(
                         app_shared.taken[partition as usize].load(Ordering::Acquire),
                     ),
+                    highest: 0,
+                    highest_before_last: 0,
                     given: 0,
                     generation: 0,
                     partition: partition as usize,
@@ -1089,5 +1149,90 @@ impl AppBuilder {
             )
             .set_parallelism(partitions);
         Ok((stream, NatsSourceHandle { shared }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition of one source, fed through `batches`.
+    fn partition(batches: flume::Receiver<NatsBatch<u64>>) -> NatsRecords<u64> {
+        let shared = Arc::new(SourceShared {
+            stopping: AtomicBool::new(false),
+            ended: AtomicU64::new(0),
+            partitions: 1,
+            records: AtomicU64::new(0),
+            taken: vec![AtomicU64::new(0)],
+            acked: vec![AtomicU64::new(0)],
+            pull_errors: AtomicU64::new(0),
+            completed: OnceLock::new(),
+            checkpoints: vec![Mutex::default()],
+            rewinds: vec![Mutex::default()],
+            wakers: vec![Mutex::default()],
+        });
+        NatsRecords {
+            batches,
+            records: Vec::new().into_iter(),
+            sequences: Vec::new().into_iter(),
+            through: 0,
+            position: StreamPosition(0),
+            before_last: StreamPosition(0),
+            highest: 0,
+            highest_before_last: 0,
+            given: 0,
+            generation: 0,
+            partition: 0,
+            shared,
+        }
+    }
+
+    fn rewind_asked(records: &NatsRecords<u64>) -> Rewind {
+        records.shared.rewinds[0]
+            .lock()
+            .unwrap()
+            .expect("a rewind was asked for")
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_the_highest_event_time_with_the_position() {
+        let (tx, rx) = flume::bounded(4);
+        let mut records = partition(rx);
+        tx.send(NatsBatch {
+            generation: 0,
+            records: vec![(5, 1), (30, 2), (20, 3)],
+            sequences: vec![4, 6, 7],
+            through: 8,
+        })
+        .unwrap();
+        assert_eq!(records.next_record(), Some((5, 1)));
+        assert_eq!(records.next_record(), Some((30, 2)));
+        // The partition holds the second record unsent: the checkpoint stands before it.
+        let held = records.checkpoint(1, 1);
+        assert_eq!(held, [4u64.to_le_bytes(), 5u64.to_le_bytes()].concat());
+        let sent = records.checkpoint(2, 2);
+        assert_eq!(sent, [6u64.to_le_bytes(), 30u64.to_le_bytes()].concat());
+        assert_eq!(records.next_record(), Some((20, 3)));
+        // Taken to the end of the batch: at its last message, the highest still 30.
+        assert_eq!(
+            records.checkpoint(3, 3),
+            [8u64.to_le_bytes(), 30u64.to_le_bytes()].concat()
+        );
+
+        // A restored partition asks its reader to go on after 6 with 30 as the highest.
+        let (_tx, rx) = flume::bounded(4);
+        let mut restored = partition(rx);
+        restored.rewind(2, &sent).unwrap();
+        let rewind = rewind_asked(&restored);
+        assert_eq!((rewind.after, rewind.highest), (Some(6), 30));
+        assert_eq!(restored.checkpoint(4, 2), sent);
+        // A checkpoint of the position alone: the highest is taken as 0.
+        let (_tx, rx) = flume::bounded(4);
+        let mut older = partition(rx);
+        older.rewind(2, &6u64.to_le_bytes()).unwrap();
+        let rewind = rewind_asked(&older);
+        assert_eq!((rewind.after, rewind.highest), (Some(6), 0));
+        let (_tx, rx) = flume::bounded(4);
+        assert!(partition(rx).rewind(2, &[1, 2, 3]).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! time and number), decoding them into records, and handing them to the app (see the
 //! [module documentation](super)).
 
+use std::cell::RefCell;
 use std::io::{self};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -12,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use futures_lite::AsyncReadExt;
 
-use crate::dataflow::{check_event_time, AppBuilder, Batch, Data, Stream, Time};
-use crate::io::file::{decode_text_line, DeadLetterSink, Line, TimeOf};
-use crate::io::parse::{decode_line, Decode, Format, LengthFramer, LineFramer, DEFAULT_MAX_FRAME};
+use crate::dataflow::{AppBuilder, Batch, Data, Stream, Time};
+use crate::io::file::{DeadLetterSink, Line, TimeOf};
+use crate::io::late::{LateCheck, LateRows};
+use crate::io::parse::{Decode, Format, LengthFramer, LineFramer, DEFAULT_MAX_FRAME};
+use crate::io::payload::{KeyedPayloads, PayloadDecoder};
 use crate::source::{Pacing, RecordSource};
 
 /// Most bytes a connection reads at a time.
@@ -255,8 +258,8 @@ impl TcpSourceHandle {
     }
 }
 
-/// Decodes one connection's bytes: framing, decoding, dead letters.
-struct ConnDecoder<T> {
+/// Decodes one connection's bytes: framing, decoding, late records, dead letters.
+struct ConnDecoder<T, D> {
     /// The source of dead letters (the listener's address).
     source: Arc<str>,
     /// The connection's number.
@@ -264,8 +267,6 @@ struct ConnDecoder<T> {
     framer: Framer,
     /// Lines or frames framed so far.
     number: u64,
-    /// Whether a non-blank line has been seen (a CSV header is allowed before).
-    seen_content: bool,
     /// Whether the stream failed (a fatal length, or no token): read no more.
     failed: bool,
     /// The token the connection must still send first; `None` once sent, or when none
@@ -274,7 +275,11 @@ struct ConnDecoder<T> {
     /// The connection sent something else than the token first, or nothing.
     unauthorized: bool,
     letters: DeadLetterSink,
-    time_of: TimeOf<T>,
+    /// Turns each line or frame into a timed record (this connection's own).
+    decoder: D,
+    /// The source's late check, shared by its connections: they are read on one thread,
+    /// and records go to the app in the order they are decoded.
+    late: Rc<RefCell<LateCheck>>,
     /// Records decoded, not yet handed over.
     records: Batch<T>,
 }
@@ -282,7 +287,6 @@ struct ConnDecoder<T> {
 enum Framer {
     Lines {
         framer: LineFramer,
-        format: Format,
         out: Vec<Result<Vec<u8>, String>>,
     },
     Frames {
@@ -291,18 +295,18 @@ enum Framer {
     },
 }
 
-impl<T: Decode> ConnDecoder<T> {
+impl<T, D: PayloadDecoder<T>> ConnDecoder<T, D> {
     fn new(
         source: Arc<str>,
         conn: u64,
         options: &TcpSourceOptions,
         letters: DeadLetterSink,
-        time_of: TimeOf<T>,
+        decoder: D,
+        late: Rc<RefCell<LateCheck>>,
     ) -> Self {
         let framer = match options.framing {
-            Framing::Lines(format) => Framer::Lines {
+            Framing::Lines(_) => Framer::Lines {
                 framer: LineFramer::with_max_line(options.max_frame),
-                format,
                 out: Vec::new(),
             },
             Framing::LengthPrefixed => Framer::Frames {
@@ -315,12 +319,12 @@ impl<T: Decode> ConnDecoder<T> {
             conn,
             framer,
             number: 0,
-            seen_content: false,
             failed: false,
             token: options.token.clone(),
             unauthorized: false,
             letters,
-            time_of,
+            decoder,
+            late,
             records: Vec::new(),
         }
     }
@@ -334,13 +338,9 @@ impl<T: Decode> ConnDecoder<T> {
     fn push(&mut self, chunk: &[u8]) -> bool {
         let mut framer = std::mem::replace(&mut self.framer, Framer::placeholder());
         match &mut framer {
-            Framer::Lines {
-                framer,
-                format,
-                out,
-            } => {
+            Framer::Lines { framer, out } => {
                 framer.push(chunk, out);
-                self.lines(out, *format);
+                self.lines(out);
             }
             Framer::Frames { framer, out } => {
                 let pushed = framer.push(chunk, out);
@@ -416,7 +416,16 @@ impl<T: Decode> ConnDecoder<T> {
         self.framer = framer;
     }
 
-    fn lines(&mut self, out: &mut Vec<Result<Vec<u8>, String>>, format: Format) {
+    /// Passes `record` on unless it is late and late records are dead letters.
+    fn admit(&mut self, unit: &str, (time, record): (Time, T), bytes: &[u8]) {
+        let admitted = self.late.borrow_mut().admit(time);
+        match admitted {
+            Ok(()) => self.records.push((time, record)),
+            Err(reason) => self.letter(unit, self.number, &reason, bytes),
+        }
+    }
+
+    fn lines(&mut self, out: &mut Vec<Result<Vec<u8>, String>>) {
         for line in out.drain(..) {
             if self.failed {
                 // Unauthorized: nothing more of this connection counts.
@@ -428,24 +437,13 @@ impl<T: Decode> ConnDecoder<T> {
                 continue;
             }
             match line {
-                Ok(bytes) => match decode_text_line::<T>(&bytes, format, !self.seen_content) {
-                    Line::Record(record) => {
-                        self.seen_content = true;
-                        match check_event_time((self.time_of)(&record)) {
-                            Ok(time) => self.records.push((time, record)),
-                            Err(reason) => self.letter("line", self.number, &reason, &bytes),
-                        }
-                    }
-                    Line::Skipped => {
-                        self.seen_content |= !bytes.iter().all(u8::is_ascii_whitespace);
-                    }
-                    Line::Bad(reason) => {
-                        self.seen_content = true;
-                        self.letter("line", self.number, &reason, &bytes);
-                    }
+                Ok(bytes) => match self.decoder.decode(&bytes) {
+                    Line::Record(timed) => self.admit("line", timed, &bytes),
+                    Line::Skipped => {}
+                    Line::Bad(reason) => self.letter("line", self.number, &reason, &bytes),
                 },
                 Err(reason) => {
-                    self.seen_content = true;
+                    self.decoder.content_seen();
                     self.letter("line", self.number, &reason, b"");
                 }
             }
@@ -463,15 +461,19 @@ impl<T: Decode> ConnDecoder<T> {
                 continue;
             }
             let decoded = if payload.is_empty() {
-                Err("expected a JSON record, found an empty frame".to_owned())
+                Line::Bad("expected a JSON record, found an empty frame".to_owned())
             } else {
-                decode_line::<T>(&payload, Format::Json).and_then(|record| {
-                    check_event_time((self.time_of)(&record)).map(|time| (time, record))
-                })
+                self.decoder.decode(&payload)
             };
             match decoded {
-                Ok(timed) => self.records.push(timed),
-                Err(reason) => self.letter("frame", self.number, &reason, &payload),
+                Line::Record(timed) => self.admit("frame", timed, &payload),
+                Line::Skipped => self.letter(
+                    "frame",
+                    self.number,
+                    "expected a JSON record, found a blank frame",
+                    &payload,
+                ),
+                Line::Bad(reason) => self.letter("frame", self.number, &reason, &payload),
             }
         }
     }
@@ -488,16 +490,18 @@ impl Framer {
 }
 
 /// What the network thread's tasks share.
-struct Network<T> {
+struct Network<T, D> {
     source: Arc<str>,
     options: TcpSourceOptions,
     letters: DeadLetterSink,
-    time_of: TimeOf<T>,
+    /// The prototype each connection clones its decoder from.
+    decoder: D,
+    late: Rc<RefCell<LateCheck>>,
     records: flume::Sender<Batch<T>>,
     stats: Arc<TcpStats>,
 }
 
-impl<T: Decode + Data> Network<T> {
+impl<T: Data, D: PayloadDecoder<T>> Network<T, D> {
     fn stopping(&self) -> bool {
         self.stats.stopping.load(Ordering::Acquire)
     }
@@ -540,7 +544,8 @@ impl<T: Decode + Data> Network<T> {
             conn,
             &self.options,
             self.letters.clone(),
-            self.time_of.clone(),
+            self.decoder.clone(),
+            self.late.clone(),
         );
         let mut buf = vec![0; READ_BYTES];
         // Reads wake up every STOP_POLL to look for a stop; idleness is timed here.
@@ -594,9 +599,9 @@ impl<T: Decode + Data> Network<T> {
 }
 
 /// Accepts connections until the limit or `close`, then waits for the open ones.
-async fn serve<T: Decode + Data>(
+async fn serve<T: Data, D: PayloadDecoder<T>>(
     listener: glommio::net::TcpListener,
-    network: Rc<Network<T>>,
+    network: Rc<Network<T, D>>,
     close: flume::Receiver<()>,
 ) {
     let (done_tx, done_rx) = flume::unbounded::<()>();
@@ -721,12 +726,38 @@ impl AppBuilder {
         dead_letters: DeadLetterSink,
     ) -> io::Result<(Stream<T>, TcpSourceHandle)> {
         let options = options.into();
+        let format = match options.framing {
+            Framing::Lines(format) => format,
+            Framing::LengthPrefixed => Format::Json,
+        };
+        let time_of: TimeOf<T> = Arc::new(time_of);
+        let decoder = KeyedPayloads::new(format, time_of, true);
+        self.source_tcp_decoded(
+            name,
+            listen,
+            options,
+            out_of_orderness,
+            (decoder, LateCheck::new(LateRows::Pass, out_of_orderness)),
+            dead_letters,
+        )
+    }
+
+    /// [`source_tcp`](Self::source_tcp) with its decode step: `decoding` is the
+    /// prototype every connection clones its decoder from, and the source's late check.
+    pub(crate) fn source_tcp_decoded<T: Data, D: PayloadDecoder<T>>(
+        &self,
+        name: &str,
+        listen: SocketAddr,
+        options: TcpSourceOptions,
+        out_of_orderness: Time,
+        (decoder, late): (D, LateCheck),
+        dead_letters: DeadLetterSink,
+    ) -> io::Result<(Stream<T>, TcpSourceHandle)> {
         let (records_tx, records_rx) = flume::bounded::<Batch<T>>(CHANNEL_BATCHES);
         let (close_tx, close_rx) = flume::bounded::<()>(1);
         let (ready_tx, ready_rx) = flume::bounded::<io::Result<SocketAddr>>(1);
         let stats = Arc::new(TcpStats::default());
         let thread_stats = stats.clone();
-        let time_of: TimeOf<T> = Arc::new(time_of);
         std::thread::Builder::new()
             .name(format!("dirigo-tcp-{name}"))
             .spawn(move || {
@@ -765,7 +796,8 @@ impl AppBuilder {
                         source: Arc::from(addr.to_string()),
                         options,
                         letters: dead_letters,
-                        time_of,
+                        decoder,
+                        late: Rc::new(RefCell::new(late)),
                         records: records_tx,
                         stats: network_stats,
                     });
@@ -807,14 +839,23 @@ impl AppBuilder {
 mod tests {
     use super::*;
     use crate::io::KeyedRecord;
+    use crate::typed::Row;
 
-    fn decoder(options: TcpSourceOptions, letters: &DeadLetterSink) -> ConnDecoder<KeyedRecord> {
+    fn decoder(
+        options: TcpSourceOptions,
+        letters: &DeadLetterSink,
+    ) -> ConnDecoder<KeyedRecord, KeyedPayloads<KeyedRecord>> {
+        let format = match options.framing {
+            Framing::Lines(format) => format,
+            Framing::LengthPrefixed => Format::Json,
+        };
         ConnDecoder::new(
             Arc::from("here"),
             3,
             &options,
             letters.clone(),
-            Arc::new(|r: &KeyedRecord| r.time),
+            KeyedPayloads::new(format, Arc::new(|r: &KeyedRecord| r.time), true),
+            Rc::default(),
         )
     }
 
@@ -822,6 +863,76 @@ mod tests {
         let mut out = (payload.len() as u32).to_be_bytes().to_vec();
         out.extend_from_slice(payload);
         out
+    }
+
+    #[test]
+    fn typed_rows_are_decoded_with_a_header_per_connection_and_one_late_check() {
+        use crate::io::late::LateRows;
+        use crate::typed::decode::RowDecoder;
+        use crate::typed::{Schema, Type, Value};
+
+        let schema = Arc::new(Schema::new(vec![
+            ("card", Type::String),
+            ("ts", Type::Timestamp),
+        ]));
+        let prototype = RowDecoder::new(Format::Csv, schema, 1, true);
+        let late = Rc::new(RefCell::new(LateCheck::new(LateRows::DeadLetter, 10)));
+        let letters = DeadLetterSink::in_memory();
+        let options = TcpSourceOptions::new(Framing::Lines(Format::Csv));
+        let connection = |conn| {
+            ConnDecoder::new(
+                Arc::from("here"),
+                conn,
+                &options,
+                letters.clone(),
+                prototype.clone(),
+                late.clone(),
+            )
+        };
+        // Connection 1 names the fields in another order; connection 2 has no header.
+        let mut first = connection(1);
+        assert!(first.push(b"ts,card\n30,c1\nx,c2\n"));
+        let mut second = connection(2);
+        assert!(second.push(b"c3,15\nc4,25\n"));
+        // 15 is more than 10 behind 30, read on the other connection before it.
+        assert!(first.push(b"ts,card\n"));
+        first.finish();
+        second.finish();
+        let rows = |d: &ConnDecoder<Row, RowDecoder>| -> Vec<(Time, String)> {
+            d.records
+                .iter()
+                .map(|(t, row)| match &row[0] {
+                    Value::Str(card) => (*t, card.clone()),
+                    other => panic!("a card, not {other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(rows(&first), [(30, "c1".to_owned())]);
+        assert_eq!(rows(&second), [(25, "c4".to_owned())]);
+        let lines = letters.lines();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].contains(r#""position":"conn 1 line 3""#),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[0].contains("field 1 (ts): expected timestamp"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains(r#""position":"conn 2 line 1""#),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[1].contains("late: event time 15 ms"), "{}", lines[1]);
+        // A header after the first line is a malformed row.
+        assert!(
+            lines[2].contains(r#""position":"conn 1 line 4""#),
+            "{}",
+            lines[2]
+        );
     }
 
     #[test]
