@@ -201,7 +201,8 @@ pub struct AppReport {
     /// `dead_letter_max_per_s`): counted in `dead_letters`, not written.
     #[serde(default)]
     pub dead_letters_suppressed: u64,
-    /// A TCP source's connections and the records it never handed to the app.
+    /// The app's TCP sources' connections and the records they never handed to the app
+    /// (summed over its sources).
     #[serde(default)]
     pub tcp: Option<TcpReport>,
     /// `events_in` per second of the run.

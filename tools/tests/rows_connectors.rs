@@ -4,8 +4,9 @@
 //! source's `schema`, filtered and summed in tumbling windows of event time into a
 //! JSON-lines file that equals a reference computed here; malformed payloads are dead
 //! letters with their reason and position (`conn N line M`, `stream sequence N`), late
-//! rows too when told, and the counts add up. And a `schema = "infer"` on a `tcp` or
-//! `nats` source exits 2 at its `FILE:LINE:COLUMN`.
+//! rows too when told, and the counts add up. Two `tcp` sources of one app meet in a
+//! `union`. And a `schema = "infer"` on a `tcp` or `nats` source exits 2 at its
+//! `FILE:LINE:COLUMN`.
 
 // Only `dirigo()` of the shared helpers is used here.
 #[allow(dead_code)]
@@ -585,5 +586,65 @@ fn a_typed_nats_pipeline_killed_at_random_moments_writes_every_window_exactly_on
     let expected: std::collections::BTreeSet<String> =
         late.iter().map(|&i| keyed_payload(i)).collect();
     assert_eq!(lettered, expected);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Two `tcp` sources of one app, each with its own listener, in one `union`: the windows
+/// are those of every row sent to either, and the report sums both listeners.
+#[test]
+fn two_tcp_sources_of_one_app_meet_in_a_union() {
+    let dir = folder("two-tcp");
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let schema = "schema = { card = \"string\", amount = \"f64\", ts = \"timestamp_ms\" }\n\
+                  event_time = \"ts\"\nformat = \"json\"\nout_of_orderness_ms = 600000\n";
+    let pipeline = PIPELINE
+        .split_once("[[app.operator]]")
+        .map(|(_, rest)| format!("[[app.operator]]{rest}"))
+        .unwrap()
+        .replacen(
+            "kind = \"filter\"\n",
+            "kind = \"filter\"\ninput = \"both\"\n",
+            1,
+        );
+    let config = dir.join("two.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[report]\ndir = \"out\"\n\n[[app]]\nname = \"payments\"\n\n\
+             [[app.source]]\nname = \"north\"\nkind = \"tcp\"\nlisten = \"127.0.0.1:{}\"\n{schema}\n\
+             [[app.source]]\nname = \"south\"\nkind = \"tcp\"\nlisten = \"127.0.0.1:{}\"\n{schema}\n\
+             [[app.operator]]\nname = \"both\"\nkind = \"union\"\ninput = [\"north\", \"south\"]\n\n\
+             {pipeline}",
+            ports[0], ports[1]
+        ),
+    )
+    .unwrap();
+    let senders: Vec<_> = [(ports[0], 0..200), (ports[1], 200..400)]
+        .into_iter()
+        .map(|(port, rows)| {
+            std::thread::spawn(move || {
+                let mut stream = connect(port);
+                for i in rows {
+                    writeln!(stream, "{}", json(i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    let report = run(&dir, &config, "4s");
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    assert_eq!(windows_in(&dir.join("windows.jsonl")), reference(0..400));
+    let app = &report["apps"][0];
+    assert_eq!(app["events_in"], 400, "{app}");
+    assert_eq!(app["tcp"]["connections"], 2, "{app}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
