@@ -19,7 +19,8 @@
 //! replaced by `p` (`orders.{partition}`: partition 2 reads `orders.2`) through the
 //! consumer `CONSUMER-p`; a source of one partition reads its filter (or the whole
 //! stream) through `CONSUMER`. Each message's payload is one record, CSV or JSON, decoded
-//! by the same parsers as files. A malformed one goes to the dead letters with
+//! by the same parsers as files (or one typed row, by the typed file source's decoder:
+//! [`crate::typed::connector`]). A malformed one goes to the dead letters with
 //! `stream sequence N` as its position, and the pipeline goes on. Event times come from
 //! the record (`time_of`) or from the time the server stored the message
 //! ([`EventTime::Published`]); watermarks trail the highest seen, as for other sources.
@@ -43,7 +44,9 @@
 //!
 //! With checkpoints ([`crate::checkpoint`]) the source is exactly once. Each checkpoint
 //! records every partition's position: the sequence through which the records the
-//! source partition sent on stand (one it took and holds unsent is not covered). The
+//! source partition sent on stand (one it took and holds unsent is not covered), with
+//! the highest event time among them, where a restored late check resumes
+//! ([`crate::io::late`]). The
 //! reader acknowledges only through the position of the newest checkpoint known
 //! complete: the coordinator announces each complete checkpoint
 //! ([`CompletedCheckpoints`](crate::checkpoint::CompletedCheckpoints), one atomic the

@@ -578,6 +578,8 @@ impl<T: Data, D: PayloadDecoder<T>> Reader<T, D> {
                     tracing::debug!(source = %self.source, partition = self.partition, after, "NATS source: reading from right after a position");
                     self.consumer = consumer;
                     self.generation = rewind.generation;
+                    // Rows read before the rewind (their batches are dropped) count no
+                    // more: the late check stands where the checkpoint did.
                     self.late.resume_at(rewind.highest);
                     self.handed = after;
                     self.covered = after;

@@ -55,6 +55,9 @@
 //! - binding an address other than a loopback one logs a warning: anyone who can reach
 //!   it can send records.
 //!
+//! The records are keyed ones decoded with [`Decode`](crate::io::Decode), or typed rows
+//! decoded as the typed file source decodes its lines ([`crate::typed::connector`]).
+//!
 //! Every malformed record is recorded in the source's [`DeadLetterSink`], with the bound
 //! address as its source, `conn N line M` or `conn N frame M` as its position (both
 //! 1-based; connections numbered in the order they were accepted) and the parse error as
