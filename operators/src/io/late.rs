@@ -1,6 +1,6 @@
 //! Late records: what a source does with a record whose event time is further behind
 //! the highest event time before it than the source's out-of-orderness bound
-//! ([`LateRows`]), and the check that decides it ([`LateCheck`]).
+//! ([`LateRows`]), and the check that decides it (`LateCheck`, used by the sources).
 //!
 //! Watermarks trail the highest event time a source passed on by its bound, so a record
 //! further behind than that may find its window already fired. By default

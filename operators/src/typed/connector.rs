@@ -1,6 +1,6 @@
 //! Typed rows from the TCP and NATS sources: their readers, bounds and guarantees as
 //! for keyed records ([`crate::io::tcp`], [`crate::io::nats`]), with the row decoder of
-//! the typed file source ([`decode`](super::decode)) as their decode step.
+//! the typed file source (`typed::decode`) as their decode step.
 //!
 //! Each line (or length-prefixed frame, or NATS message) is one row of the schema, JSON
 //! or CSV, its event time read from one of its fields. A payload that is not a row is a

@@ -15,7 +15,7 @@
 //! file that depends on the file's order alone, so it is the same in every run; and
 //! every row passed on is on time for every operator downstream.
 //!
-//! Decoding a line into a row is [`decode`](super::decode)'s, shared with the typed TCP
+//! Decoding a line into a row is `typed::decode`'s, shared with the typed TCP
 //! and NATS sources ([`connector`](super::connector)).
 
 use std::collections::VecDeque;
