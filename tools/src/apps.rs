@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dirigo_operators::dataflow::{App, AppBuilder, KeyedStream, Msg, Stream};
-use dirigo_operators::io::nats::NatsSourceHandle;
+use dirigo_operators::io::nats::{NatsSourceHandle, NatsSourceOptions};
 use dirigo_operators::io::tcp::Token;
 use dirigo_operators::io::{
     DeadLetterSink, DeadLetters, Format, Framing, GeneratorSpec, KeyDist, KeyedRecord,
@@ -136,14 +136,7 @@ pub fn build(
                 };
                 let bound = source.out_of_orderness_ms();
                 if kind == SourceKind::Nats {
-                    let section = source
-                        .nats
-                        .as_ref()
-                        .ok_or("a nats source needs [app.source.nats]")?;
-                    let mut options = section
-                        .get_ref()
-                        .source_options(base_dir, source.nats_partitions());
-                    options.format = format;
+                    let options = nats_source_options(source, base_dir, format)?;
                     let (stream, handle) = builder
                         .source_nats(
                             "source",
@@ -284,6 +277,24 @@ pub(crate) fn tcp_source_options(
         options = options.token(Token::new(&token.get_ref().0));
     }
     Ok((address, options))
+}
+
+/// A `nats` source's options (`[app.source.nats]`, its partitions), its messages in
+/// `format`: the same for keyed records and typed rows.
+pub(crate) fn nats_source_options(
+    source: &SourceSection,
+    base_dir: &Path,
+    format: Format,
+) -> Result<NatsSourceOptions, String> {
+    let section = source
+        .nats
+        .as_ref()
+        .ok_or("a nats source needs [app.source.nats]")?;
+    let mut options = section
+        .get_ref()
+        .source_options(base_dir, source.nats_partitions());
+    options.format = format;
+    Ok(options)
 }
 
 /// Installs every app into `runtime`, with its SLO.

@@ -169,7 +169,7 @@ impl<T: Data, K: Key + Sync> KeyedStream<T, K> {
         emit: impl Fn(&K, Window, A, &mut Vec<O>) + Send + Sync + 'static,
     ) -> Stream<O> {
         let spec = spec.into();
-        let fns = Arc::new(WindowFns {
+        let fns = WindowFns {
             spec,
             key: self.key.clone(),
             init: Arc::new(init),
@@ -177,10 +177,22 @@ impl<T: Data, K: Key + Sync> KeyedStream<T, K> {
             merge: Arc::new(merge),
             emit: Arc::new(emit),
             eager: None,
-        });
+        };
+        self.window_node(name, fns, StateKind::Mergeable)
+    }
+
+    /// The window operator made of `fns`, its state `kind`.
+    fn window_node<A: Portable + Data + Sync, O: Data>(
+        &self,
+        name: &str,
+        fns: WindowFns<T, K, A, O>,
+        kind: StateKind,
+    ) -> Stream<O> {
+        let spec = fns.spec;
+        let fns = Arc::new(fns);
         let stream = self.stream.then(
             name,
-            StateKind::Mergeable,
+            kind,
             Partitioning::KeyHash,
             Some(self.hasher()),
             Arc::new(move |wiring: &Wiring, partition| {
@@ -246,7 +258,7 @@ impl<T: Data, K: Key + Sync> KeyedStream<T, K> {
             !matches!(spec.windows, Windows::Session { .. }),
             "an eager window is tumbling or sliding"
         );
-        let fns = Arc::new(WindowFns {
+        let fns = WindowFns {
             spec,
             key: self.key.clone(),
             init: Arc::new(init),
@@ -254,21 +266,8 @@ impl<T: Data, K: Key + Sync> KeyedStream<T, K> {
             merge: Arc::new(merge),
             emit: Arc::new(emit),
             eager: Some(Arc::new(eager)),
-        });
-        let stream = self.stream.then(
-            name,
-            StateKind::Exclusive,
-            Partitioning::KeyHash,
-            Some(self.hasher()),
-            Arc::new(move |wiring: &Wiring, partition| {
-                Box::new(WindowLogic::new(fns.clone(), wiring, partition)) as Box<dyn Logic>
-            }),
-        );
-        if let Some(trigger) = spec.trigger() {
-            stream.set_trigger(trigger);
-        }
-        stream.set_work_per_record(spec.windows_per_record());
-        stream
+        };
+        self.window_node(name, fns, StateKind::Exclusive)
     }
 
     /// Counts each key's records per window: outputs `(key, window, count)`. The count

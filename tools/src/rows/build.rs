@@ -218,14 +218,7 @@ fn connector_rows(
             Ok(Some(Connected::Tcp(stream, handle)))
         }
         SourceKind::Nats => {
-            let section = source
-                .nats
-                .as_ref()
-                .ok_or("a nats source needs [app.source.nats]")?;
-            let mut options = section
-                .get_ref()
-                .source_options(base_dir, source.nats_partitions());
-            options.format = format;
+            let options = crate::apps::nats_source_options(source, base_dir, format)?;
             let (stream, handle) = builder
                 .source_nats_rows(node, options, rows, letters.clone())
                 .map_err(|e| e.to_string())?;
