@@ -10,8 +10,9 @@ use dirigo_runtime::{
     SavedState, StateKind,
 };
 
+use super::batch_size::BatchSizes;
 use super::graph::{FrontierTrigger, Node};
-use super::message::{batch_limit, Msg};
+use super::message::Msg;
 use super::operator::{MakeLogic, OperatorActor, Wiring};
 use crate::checkpoint::CheckpointLink;
 
@@ -225,10 +226,7 @@ impl App {
             .iter()
             .filter_map(|node| node.trigger.clone())
             .collect();
-        let batch_limits: Arc<[usize]> = nodes
-            .iter()
-            .map(|node| batch_limit(node.work_per_record))
-            .collect();
+        let batch_sizes = BatchSizes::declared(nodes.iter().map(|node| node.work_per_record));
         let checkpoint = self
             .inner
             .checkpoint
@@ -243,7 +241,7 @@ impl App {
                 operator,
                 edges: node.outputs,
                 partitions: partitions.clone(),
-                batch_limits: batch_limits.clone(),
+                batch_sizes: batch_sizes.clone(),
                 counters: self.inner.counters.clone(),
                 triggers: triggers.clone(),
                 checkpoint: checkpoint.clone(),
@@ -883,7 +881,10 @@ fn operator_factory(
         let mut fresh = OperatorActor::new(
             make(&wiring, actor.partition),
             (inputs.inputs.clone(), inputs.from_source.clone()),
-            wiring.counters.clone(),
+            (
+                wiring.counters.clone(),
+                wiring.batch_sizes.meter(actor.operator),
+            ),
             (records_in.clone(), actor.partition as usize),
             (inputs.slots, inputs.barrier_inputs),
             exclusive,

@@ -1,5 +1,5 @@
-//! The message model: event time and its valid range for records that enter an app, the
-//! records' bound, batches, and the one message type ([`Msg`]) every operator of every
+//! The message model: event time and its valid range for records that enter an app,
+//! batches, and the one message type ([`Msg`]) every operator of every
 //! app exchanges.
 //!
 //! The end of a stream is a message kind of its own ([`Msg::End`]), never a time: a
@@ -110,36 +110,4 @@ pub(crate) fn batch_of<T: 'static>(data: Box<dyn Any + Send>) -> Batch<T> {
     *data
         .downcast::<Batch<T>>()
         .expect("an edge carries its upstream operator's record type")
-}
-
-/// Most records a partition buffers for one downstream partition before it sends them.
-pub const MAX_BATCH: usize = 1024;
-
-/// Units of work (see [`MAX_BATCH`] and `batch_limit`) one batch may cost the operator it
-/// goes to: a batch is one handler turn, and no other message of its shard runs until
-/// the turn ends, so a batch of records that each cost many units (a record counted
-/// into 20 sliding windows) is cut shorter than `MAX_BATCH`.
-pub(crate) const BATCH_WORK: usize = 4 * MAX_BATCH;
-
-/// Least records one batch holds however costly each record is: below this the cost of
-/// a message per batch would dominate.
-pub(crate) const MIN_BATCH: usize = 64;
-
-/// The most records one batch to an operator whose records each cost `work` units holds.
-pub(crate) fn batch_limit(work: u32) -> usize {
-    (BATCH_WORK / work.max(1) as usize).clamp(MIN_BATCH, MAX_BATCH)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_to_costly_operators_are_cut_shorter_within_bounds() {
-        assert_eq!(batch_limit(1), MAX_BATCH);
-        assert_eq!(batch_limit(0), MAX_BATCH);
-        assert_eq!(batch_limit(4), MAX_BATCH);
-        assert_eq!(batch_limit(20), BATCH_WORK / 20);
-        assert_eq!(batch_limit(u32::MAX), MIN_BATCH);
-    }
 }

@@ -39,6 +39,7 @@
 //! [`App`] with its [`Flow`] counts in `app`.
 
 mod app;
+mod batch_size;
 mod graph;
 mod message;
 mod operator;
@@ -46,11 +47,10 @@ mod output;
 
 pub use app::{App, Flow};
 pub(crate) use app::{AppCounters, CommitTargetOf, PartitionCount};
+pub use batch_size::MAX_BATCH;
 pub(crate) use graph::{add_operator, set_trigger, set_work_per_record, FrontierTrigger};
 pub use graph::{AppBuilder, KeyedStream, Stream};
 pub(crate) use message::batch_of;
-pub use message::{
-    check_event_time, Batch, CheckpointId, Data, Msg, Time, MAX_BATCH, MAX_EVENT_TIME_MS,
-};
+pub use message::{check_event_time, Batch, CheckpointId, Data, Msg, Time, MAX_EVENT_TIME_MS};
 pub(crate) use operator::{partitions_of_self, Logic, Wiring};
 pub(crate) use output::{KeyHashFn, Output};

@@ -13,6 +13,7 @@ use dirigo_runtime::{
 };
 
 use super::app::{AppCounters, PartitionCount};
+use super::batch_size::{BatchMeter, BatchSizes};
 use super::graph::FrontierTrigger;
 use super::message::{CheckpointId, Msg, Time};
 use crate::checkpoint::{CheckpointLink, Saved, SavedInputs};
@@ -28,8 +29,8 @@ pub(crate) struct Wiring {
     pub(crate) operator: OperatorId,
     pub(crate) edges: Vec<Box<dyn Any + Send + Sync>>,
     pub(crate) partitions: Vec<PartitionId>,
-    /// Per operator of the app: the most records one batch sent to it holds.
-    pub(crate) batch_limits: Arc<[usize]>,
+    /// Per operator of the app: the most records one batch sent to it holds now.
+    pub(crate) batch_sizes: Arc<BatchSizes>,
     pub(crate) counters: Arc<AppCounters>,
     /// The triggers of every operator of the app that has one (windows on a fixed grid):
     /// a source sends a watermark at once when its frontier crosses one.
@@ -114,6 +115,9 @@ pub(crate) struct OperatorActor {
     /// ingested).
     from_source: Arc<[bool]>,
     counters: Arc<AppCounters>,
+    /// What this partition measures of the batches it handles, for the size of the
+    /// batches sent to its operator.
+    meter: BatchMeter,
     /// Records in, per partition of this operator, and this actor's partition.
     records_in: (Arc<[PartitionCount]>, usize),
     /// Per upstream partition of every input, its frontier and whether it has ended;
@@ -139,7 +143,7 @@ impl OperatorActor {
     pub(crate) fn new(
         logic: Box<dyn Logic>,
         (inputs, from_source): (UpstreamInputs, Arc<[bool]>),
-        counters: Arc<AppCounters>,
+        (counters, meter): (Arc<AppCounters>, BatchMeter),
         records_in: (Arc<[PartitionCount]>, usize),
         (slots, barrier_inputs): (usize, u32),
         exclusive: bool,
@@ -150,6 +154,7 @@ impl OperatorActor {
             inputs,
             from_source,
             counters,
+            meter,
             records_in,
             inputs_seen: Alignment::new(slots),
             admitted: std::cell::RefCell::new(Alignment::new(slots)),
@@ -248,7 +253,14 @@ impl Actor<Msg> for OperatorActor {
                         .ingested
                         .fetch_add(u64::from(records), Ordering::Relaxed);
                 }
-                self.logic.on_data(ctx, input, batch);
+                if self.meter.times(records) {
+                    let started = ctx.now();
+                    self.logic.on_data(ctx, input, batch);
+                    self.meter
+                        .observe(records, ctx.now().saturating_sub(started));
+                } else {
+                    self.logic.on_data(ctx, input, batch);
+                }
                 return;
             }
             Msg::Tick => {

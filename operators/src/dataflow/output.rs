@@ -8,7 +8,8 @@ use dirigo_runtime::{
 use std::sync::Arc;
 
 use super::app::PartitionCount;
-use super::message::{Batch, CheckpointId, Data, Msg, Time, MAX_BATCH};
+use super::batch_size::{BatchSizes, MAX_BATCH};
+use super::message::{Batch, CheckpointId, Data, Msg, Time};
 use super::operator::Wiring;
 use crate::partition::{Partitioning, Route};
 
@@ -42,8 +43,10 @@ struct EdgeOut<T> {
     route: Route,
     key: Option<KeyHashFn<T>>,
     buffers: Vec<Batch<T>>,
-    /// The most records one batch on this edge holds (see `batch_limit`).
+    /// The most records one batch on this edge holds: the target's size (see
+    /// `batch_size`) as of the last batch sent.
     max_batch: usize,
+    sizes: Arc<BatchSizes>,
     /// Whether what leaves on this edge counts as sent: the first edge's records do
     /// (for a broadcast edge, those to its partition 0), so that a record sent over
     /// several edges counts once.
@@ -68,7 +71,8 @@ impl<T: Data> Output<T> {
                     route: Route::new(edge.partitioning, partitions, me % partitions),
                     key: edge.key.clone(),
                     buffers: (0..partitions).map(|_| Vec::new()).collect(),
-                    max_batch: wiring.batch_limits[usize::from(edge.target)],
+                    max_batch: wiring.batch_sizes.limit(edge.target),
+                    sizes: wiring.batch_sizes.clone(),
                     counts_sent: index == 0,
                 }
             })
@@ -171,6 +175,7 @@ impl<T: Data> Output<T> {
         let buffer = &mut edge.buffers[partition as usize];
         let room = buffer.len().min(MAX_BATCH);
         let batch = std::mem::replace(buffer, Vec::with_capacity(room));
+        edge.max_batch = edge.sizes.limit(edge.target);
         if edge.counts_sent
             && (partition == 0 || !matches!(edge.route.partitioning(), Partitioning::Broadcast))
         {

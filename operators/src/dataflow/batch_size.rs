@@ -1,0 +1,200 @@
+//! How many records one batch to an operator holds.
+//!
+//! A batch is one handler turn of the operator partition that receives it, and no other
+//! message of its shard — another app's latency-critical record among them — runs until
+//! that turn ends. So a batch holds what the receiving operator handles in about
+//! [`TURN_TARGET_NS`], within [`MIN_BATCH`]`..=`[`MAX_BATCH`] records:
+//! - before it has run, from the work per record its builder declared (a record counted
+//!   into 20 sliding windows costs 20 units; see [`declared_limit`]);
+//! - once it runs, from what its partitions measure: each partition times the batches it
+//!   handles ([`BatchMeter`]) and publishes the size that fits the target in
+//!   [`BatchSizes`], one slot per operator of the app, which every upstream partition
+//!   reads each time it sends a batch.
+//!
+//! Cheap operators (a map, a filter, a sink that formats rows) measure far below the
+//! target per record, so their batches stay at [`MAX_BATCH`]; only costly ones get
+//! shorter batches, and their shards' other work waits a shorter turn. The least size,
+//! [`MIN_BATCH`], keeps a message's fixed cost (about a microsecond) a small share of a
+//! batch however costly each record is; a handler that costs more than the target per
+//! record still holds its shard for that record.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use dirigo_runtime::{Nanos, OperatorId};
+
+/// Most records a partition buffers for one downstream partition before it sends them.
+pub const MAX_BATCH: usize = 1024;
+
+/// Least records a batch to a costly operator is cut to: below this the fixed cost of a
+/// message per batch would dominate.
+pub(crate) const MIN_BATCH: usize = 32;
+
+/// The handler time one batch should cost the operator it goes to: half the shard's
+/// turn budget, so that a latency-critical message behind it waits about this long.
+pub(crate) const TURN_TARGET_NS: u64 = 50_000;
+
+/// Units of declared work (see [`declared_limit`]) one batch may cost before anything is
+/// measured; a unit is about what a cheap record costs.
+const DECLARED_WORK: usize = 4 * MAX_BATCH;
+
+/// Batches with fewer records are not timed: a message's fixed cost dominates them, and
+/// under light load (a record or two per batch) the two clock reads would cost a share
+/// of each hop.
+const TIMED_MIN_RECORDS: u32 = MIN_BATCH as u32;
+
+/// How much of each new measurement the running cost per record takes in (1/8).
+const SMOOTHING_SHIFT: u32 = 3;
+
+/// The most records one batch to an operator whose records each cost `work` declared
+/// units holds, before any is measured.
+pub(crate) fn declared_limit(work: u32) -> usize {
+    (DECLARED_WORK / work.max(1) as usize).clamp(MIN_BATCH, MAX_BATCH)
+}
+
+/// The batch size that makes a turn of records costing `ns_per_record` each take about
+/// [`TURN_TARGET_NS`].
+fn measured_limit(ns_per_record: f64) -> usize {
+    if ns_per_record <= 0.0 {
+        return MAX_BATCH;
+    }
+    let fits = TURN_TARGET_NS as f64 / ns_per_record;
+    (fits as usize).clamp(MIN_BATCH, MAX_BATCH)
+}
+
+/// One slot per operator, alone on its cache lines: written by the operator's
+/// partitions when their measured size changes, read by the partitions upstream of it.
+#[repr(align(128))]
+struct Slot(AtomicUsize);
+
+/// The current batch size of each operator of an app.
+pub(crate) struct BatchSizes {
+    slots: Box<[Slot]>,
+}
+
+impl BatchSizes {
+    /// The declared sizes: one per operator, from the work per record of each.
+    pub(crate) fn declared(work_per_record: impl IntoIterator<Item = u32>) -> Arc<Self> {
+        Arc::new(Self {
+            slots: work_per_record
+                .into_iter()
+                .map(|work| Slot(AtomicUsize::new(declared_limit(work))))
+                .collect(),
+        })
+    }
+
+    /// The most records one batch to `operator` holds now.
+    pub(crate) fn limit(&self, operator: OperatorId) -> usize {
+        self.slots
+            .get(usize::from(operator))
+            .map_or(MAX_BATCH, |slot| slot.0.load(Ordering::Relaxed))
+    }
+
+    /// A meter for one partition of `operator`.
+    pub(crate) fn meter(self: &Arc<Self>, operator: OperatorId) -> BatchMeter {
+        BatchMeter {
+            published: self.limit(operator),
+            sizes: self.clone(),
+            operator,
+            ns_per_record: None,
+        }
+    }
+}
+
+/// What one operator partition measures of the batches it handles: its running cost per
+/// record, and the batch size it last published for its operator.
+pub(crate) struct BatchMeter {
+    sizes: Arc<BatchSizes>,
+    operator: OperatorId,
+    ns_per_record: Option<f64>,
+    published: usize,
+}
+
+impl BatchMeter {
+    /// Whether a batch of `records` is worth timing.
+    pub(crate) fn times(&self, records: u32) -> bool {
+        records >= TIMED_MIN_RECORDS
+    }
+
+    /// A batch of `records` took `cost` to handle: folds it into the running cost per
+    /// record and publishes the size that fits the target when it moved by more than an
+    /// eighth, or reached a bound (so that the slot's cache line is written rarely).
+    pub(crate) fn observe(&mut self, records: u32, cost: Nanos) {
+        if records == 0 {
+            return;
+        }
+        let sample = cost as f64 / f64::from(records);
+        let smoothed = match self.ns_per_record {
+            None => sample,
+            Some(running) => running + (sample - running) / f64::from(1u32 << SMOOTHING_SHIFT),
+        };
+        self.ns_per_record = Some(smoothed);
+        let wanted = measured_limit(smoothed);
+        let at_bound = wanted == MIN_BATCH || wanted == MAX_BATCH;
+        if wanted.abs_diff(self.published) > self.published / 8
+            || (at_bound && wanted != self.published)
+        {
+            self.published = wanted;
+            if let Some(slot) = self.sizes.slots.get(usize::from(self.operator)) {
+                slot.0.store(wanted, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_batches_to_costly_operators_are_cut_shorter_within_bounds() {
+        assert_eq!(declared_limit(1), MAX_BATCH);
+        assert_eq!(declared_limit(0), MAX_BATCH);
+        assert_eq!(declared_limit(4), MAX_BATCH);
+        assert_eq!(declared_limit(20), DECLARED_WORK / 20);
+        assert_eq!(declared_limit(u32::MAX), MIN_BATCH);
+    }
+
+    #[test]
+    fn measured_costs_set_the_size_that_fits_the_turn_target() {
+        let sizes = BatchSizes::declared([1, 20]);
+        assert_eq!(sizes.limit(0), MAX_BATCH);
+        assert_eq!(sizes.limit(1), DECLARED_WORK / 20);
+        // Records of 1 µs each: 50 fit the target.
+        let mut costly = sizes.meter(1);
+        costly.observe(200, 200_000);
+        assert_eq!(sizes.limit(1), 50);
+        // The other operator's slot is untouched, and an unknown operator gets the most.
+        assert_eq!(sizes.limit(0), MAX_BATCH);
+        assert_eq!(sizes.limit(7), MAX_BATCH);
+        // Cheap records: back to the most, however many measurements it takes to get
+        // there (each moves the running cost an eighth of the way).
+        for _ in 0..64 {
+            costly.observe(1024, 10_000);
+        }
+        assert_eq!(sizes.limit(1), MAX_BATCH);
+        // Records dearer than the whole target: the least size, never fewer.
+        for _ in 0..64 {
+            costly.observe(32, 32 * 200_000);
+        }
+        assert_eq!(sizes.limit(1), MIN_BATCH);
+    }
+
+    #[test]
+    fn small_moves_are_not_published_and_small_batches_are_not_timed() {
+        let sizes = BatchSizes::declared([1]);
+        let mut meter = sizes.meter(0);
+        meter.observe(100, 100 * 100);
+        assert_eq!(sizes.limit(0), 500);
+        // 480 is within an eighth of 500: the slot keeps 500.
+        for _ in 0..64 {
+            meter.observe(100, 100 * 104);
+        }
+        assert_eq!(sizes.limit(0), 500);
+        assert!(!meter.times(TIMED_MIN_RECORDS - 1));
+        assert!(meter.times(TIMED_MIN_RECORDS));
+        // An empty batch teaches nothing.
+        meter.observe(0, 1_000_000);
+        assert_eq!(sizes.limit(0), 500);
+    }
+}
