@@ -377,7 +377,8 @@ enum BenchScenario {
     },
     /// A NEXMark query (q0, q1, q2, q3, q4, q5, q7, q8, q11), or every one with `--all`,
     /// over events generated in memory beforehand: sustainable throughput, then open-loop
-    /// latency at 50 % and 80 % of it, with the machine-noise probe beside the figures.
+    /// latency at 50 % and 80 % of its lowest run, with the machine-noise probe beside the
+    /// figures.
     /// With `--toml`, the query against a TOML pipeline instead, side by side.
     #[command(
         after_help = "Examples:\n  dirigo bench nexmark --query q5 --json q5.json\n  dirigo bench nexmark --all --json nexmark.json\n  dirigo bench nexmark --query q5 --toml configs/nexmark-q5.toml --rounds 5"
