@@ -30,8 +30,8 @@ pub const MAX_BATCH: usize = 1024;
 /// message per batch would dominate.
 pub(crate) const MIN_BATCH: usize = 32;
 
-/// The handler time one batch should cost the operator it goes to: half the shard's
-/// turn budget, so that a latency-critical message behind it waits about this long.
+/// The handler time one batch should cost the operator it goes to: the shard's turn
+/// budget, so that a latency-critical message behind it waits about this long.
 pub(crate) const TURN_TARGET_NS: u64 = 50_000;
 
 /// Units of declared work (see [`declared_limit`]) one batch may cost before anything is

@@ -35,7 +35,7 @@ pub(super) type EagerFn<T, K, A, O> = Arc<dyn Fn(&K, Window, &A, &T, &mut Vec<O>
 /// it fired and goes on in a later turn of its own (see `WindowLogic::send_fired`), so
 /// that other work of its shard — another app's latency-critical records — does not
 /// wait for a whole window's rows.
-const FIRING_TURN_NS: u64 = 100_000;
+const FIRING_TURN_NS: u64 = 50_000;
 /// Rows sent between two looks at the clock while sending fired rows.
 const ROWS_PER_CLOCK_LOOK: usize = 256;
 

@@ -73,7 +73,7 @@ const INTAKE_BATCH: usize = 256;
 /// idle vCPU may not run again for milliseconds.
 const TIMER_SPIN_NS: u64 = 2_000_000;
 /// Handler time after which a turn ends early (only while handlers are timed).
-const TURN_BUDGET_NS: u64 = 100_000;
+const TURN_BUDGET_NS: u64 = 50_000;
 /// How often, at most, a busy shard publishes changed lessor metrics.
 const METRICS_EVERY_NS: u64 = 1_000_000;
 /// How long a shard stuck on full rings past its spin budget sleeps before it retries.
