@@ -6,26 +6,37 @@
 //! about [`CHUNK_KEYS`] keys at a time, not the whole table at the barrier; once the
 //! checkpoint's writer has archived a chunk and let go of it, writes touch it in place
 //! again.
+//!
+//! The table grows by linear hashing: once it holds [`CHUNK_KEYS`] keys per chunk, an
+//! insert splits one chunk (the next in line) into two, so growing costs each insert a
+//! share of one chunk's keys. Splitting every chunk at once when the table doubled held
+//! the shard for milliseconds at a million keys (every key rehashed in one handler), and
+//! another app's records waited behind it.
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
-/// Keys per chunk, at most, before the table splits every chunk in two. Small enough that
+/// Keys per chunk, on average, before the table splits one more chunk in two. Small enough that
 /// copying one chunk after a checkpoint is short (at 1 KiB a key, about 1 MiB), large
 /// enough that a window of a few thousand keys stays in a chunk or a few.
 pub(super) const CHUNK_KEYS: usize = 1_024;
 
 /// The most chunks a table splits into (tables past `CHUNK_KEYS × MAX_CHUNKS` keys grow
-/// their chunks instead).
+/// their chunks instead). A power of two.
 const MAX_CHUNKS: usize = 1 << 14;
 
 /// A hash map in copy-on-write chunks (see the [module docs](self)).
 pub(super) struct Chunks<K, V> {
     chunks: Vec<Arc<FxHashMap<K, V>>>,
-    /// `log2(chunks.len())`.
+    /// The round of linear hashing: `2^bits` chunks at its start, `2^(bits + 1)` at its
+    /// end.
     bits: u32,
+    /// The next chunk to split in this round: chunks below it are split already, and
+    /// their keys (and those of their new halves, from `2^bits` on) are found with one
+    /// more bit of the hash.
+    next_split: usize,
     len: usize,
 }
 
@@ -38,6 +49,7 @@ impl<K: Clone, V: Clone> Clone for Chunks<K, V> {
                 .map(|chunk| Arc::new(FxHashMap::clone(chunk)))
                 .collect(),
             bits: self.bits,
+            next_split: self.next_split,
             len: self.len,
         }
     }
@@ -59,19 +71,37 @@ impl<K: Hash + Eq + Clone, V: Clone> Chunks<K, V> {
         Self {
             chunks: (0..chunks).map(|_| Arc::default()).collect(),
             bits: chunks.trailing_zeros(),
+            next_split: 0,
             len: 0,
         }
     }
 
     /// The chunk of `key`: bits from the middle of its hash, which the chunk's own hash
-    /// map uses for neither its bucket index (the low bits) nor its tags (the top 7).
+    /// map uses for neither its bucket index (the low bits) nor its tags (the top 7);
+    /// one bit more for the chunks already split in this round.
     #[inline]
     fn chunk_of(&self, key: &K) -> usize {
-        if self.bits == 0 {
+        if self.chunks.len() == 1 {
             return 0;
         }
-        let hash = FxBuildHasher.hash_one(key);
-        ((hash >> 32) as usize) & ((1 << self.bits) - 1)
+        Self::index(FxBuildHasher.hash_one(key), self.bits, self.next_split)
+    }
+
+    #[inline]
+    fn index(hash: u64, bits: u32, next_split: usize) -> usize {
+        let middle = (hash >> 32) as usize;
+        let index = middle & ((1 << bits) - 1);
+        if index < next_split {
+            middle & ((1 << (bits + 1)) - 1)
+        } else {
+            index
+        }
+    }
+
+    /// Whether holding `keys` keys calls for one more chunk.
+    #[inline]
+    fn needs_split(&self, keys: usize) -> bool {
+        keys > CHUNK_KEYS * self.chunks.len() && self.chunks.len() < MAX_CHUNKS
     }
 
     /// How many keys the table holds.
@@ -94,8 +124,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Chunks<K, V> {
     /// whether it was made; copies the key's chunk first if a checkpoint still holds it.
     #[inline]
     pub(super) fn entry_with(&mut self, key: K, init: impl FnOnce(&K) -> V) -> (&mut V, bool) {
-        if self.len >= CHUNK_KEYS << self.bits && self.chunks.len() < MAX_CHUNKS {
-            self.split();
+        if self.needs_split(self.len + 1) {
+            self.split_one();
         }
         let index = self.chunk_of(&key);
         let chunk = Arc::make_mut(&mut self.chunks[index]);
@@ -136,8 +166,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Chunks<K, V> {
     /// each with its share of room.
     pub(super) fn reserve(&mut self, more: usize) {
         let wanted = self.len + more;
-        while wanted > CHUNK_KEYS << self.bits && self.chunks.len() < MAX_CHUNKS {
-            self.split();
+        while self.needs_split(wanted) {
+            self.split_one();
         }
         let share = wanted.div_ceil(self.chunks.len());
         for chunk in &mut self.chunks {
@@ -148,22 +178,33 @@ impl<K: Hash + Eq + Clone, V: Clone> Chunks<K, V> {
         }
     }
 
-    /// Twice as many chunks, every key moved to its new one.
-    fn split(&mut self) {
-        let mut bigger = Self::with_chunks(self.chunks.len() * 2);
-        let share = (self.len / bigger.chunks.len()).max(1);
-        for chunk in &mut bigger.chunks {
-            Arc::make_mut(chunk).reserve(share + share / 8);
-        }
-        for chunk in std::mem::take(&mut self.chunks) {
-            let entries = Arc::try_unwrap(chunk).unwrap_or_else(|shared| (*shared).clone());
-            for (key, value) in entries {
-                let index = bigger.chunk_of(&key);
-                Arc::make_mut(&mut bigger.chunks[index]).insert(key, value);
+    /// One more chunk: the next in line splits in two, its keys that the next bit of
+    /// their hash sends to the new chunk moving there (a chunk a checkpoint still holds
+    /// is left to it, its keys copied).
+    fn split_one(&mut self) {
+        let splitting = self.next_split;
+        let old = std::mem::take(&mut self.chunks[splitting]);
+        let entries = Arc::try_unwrap(old).unwrap_or_else(|shared| (*shared).clone());
+        let share = entries.len() / 2 + 1;
+        let (mut stay, mut moved) = (
+            FxHashMap::with_capacity_and_hasher(share + share / 8, FxBuildHasher),
+            FxHashMap::with_capacity_and_hasher(share + share / 8, FxBuildHasher),
+        );
+        let (bits, next) = (self.bits, self.next_split + 1);
+        for (key, value) in entries {
+            if Self::index(FxBuildHasher.hash_one(&key), bits, next) == splitting {
+                stay.insert(key, value);
+            } else {
+                moved.insert(key, value);
             }
         }
-        bigger.len = self.len;
-        *self = bigger;
+        self.chunks[splitting] = Arc::new(stay);
+        self.chunks.push(Arc::new(moved));
+        self.next_split = next;
+        if self.next_split == 1 << self.bits {
+            self.bits += 1;
+            self.next_split = 0;
+        }
     }
 
     /// Every key and value, in no particular order.
@@ -311,6 +352,28 @@ mod tests {
     }
 
     #[test]
+    fn growing_splits_one_chunk_at_a_time() {
+        let mut table: Chunks<u64, u64> = Chunks::default();
+        let mut key = 0;
+        while table.chunks.len() < 64 {
+            let view = table.freeze();
+            table.entry_with(key, |_| key);
+            key += 1;
+            // At most one chunk split (its two halves) and the key's own chunk changed;
+            // every other chunk is the one it was.
+            let changed = view
+                .iter()
+                .zip(&table.chunks)
+                .filter(|(a, b)| !Arc::ptr_eq(a, b))
+                .count();
+            assert!(changed <= 2, "{changed} chunks changed at key {key}");
+            assert!(table.chunks.len() <= view.len() + 1);
+        }
+        assert_eq!(table.len(), key as usize);
+        assert!(table.iter().all(|(k, v)| k == v));
+    }
+
+    #[test]
     fn a_large_table_splits_into_chunks_and_freezing_copies_nothing() {
         let mut table: Chunks<u64, [u64; 4]> = Chunks::default();
         for key in 0..200_000u64 {
@@ -320,7 +383,10 @@ mod tests {
         assert!(table
             .chunks
             .iter()
-            .all(|chunk| chunk.len() <= 2 * CHUNK_KEYS));
+            .all(|chunk| chunk.len() <= 3 * CHUNK_KEYS));
+        let mut all: Vec<u64> = table.iter().map(|(key, _)| *key).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..200_000).collect::<Vec<_>>());
         let view = table.freeze();
         // The view shares every chunk: nothing was copied.
         assert!(view
