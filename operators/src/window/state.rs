@@ -361,8 +361,13 @@ impl<K: Key, A: Portable + Clone> WindowState<K, A> {
                 continue;
             }
             let keys = open_window(&mut self.windows, &mut self.spare, end, self.spec.any_order);
-            // Room for every key at once: one allocation, not a dozen rehashes.
-            keys.entries.reserve(window.2.len());
+            // Room at once for the keys the window surely lacks (all of them when it is
+            // empty: a restore, a fresh lessor), not a dozen rehashes. Not for every key
+            // of the partial: most are usually held already, and room for them would
+            // split chunks the merge never fills (keys that turn out new split chunks
+            // one at a time as they come).
+            let held = keys.entries.len();
+            keys.entries.reserve(window.2.len().saturating_sub(held));
             for entry in window.2.iter() {
                 let key: K = unarchiver.owned(&entry.0)?;
                 // One lookup: the accumulator opens the key's entry, or is merged into
