@@ -159,7 +159,10 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> Logic for AggregateLogic<T, K
             .iter()
             .map(|(key, (acc, changed))| (key.clone(), acc.clone(), *changed))
             .collect();
-        Ok(Saved::copy(entries, Snapshot::of))
+        Ok(Saved::copy(entries, |entries| {
+            let expected = std::mem::size_of_val(entries.as_slice()) + 4096;
+            Snapshot::of_sized(entries, expected)
+        }))
     }
 
     fn restore(&mut self, _: &SavedInputs, saved: Option<&[u8]>) -> Result<(), SnapshotError> {

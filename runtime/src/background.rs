@@ -10,8 +10,79 @@
 //! never starves for good), and its work takes longer — a checkpoint completes later, a
 //! scrape answers later. Each caller documents what that means for it and lets the user
 //! choose normal priority instead ([`ServicePriority`]).
+//!
+//! Whatever its priority, a service thread with long work (archiving and writing a
+//! checkpoint of a gigabyte) gives way at points in it ([`give_way`]): once it has run
+//! for [`GIVE_WAY_EVERY`] since it last did, it offers its CPU (`sched_yield`) to a
+//! shard that waits for it. Without these points the kernel lets the thread finish its
+//! time slice first (a scheduler tick, 1–4 ms) while the shard, woken by a record,
+//! waits; the thread also gets the CPU back at once where no shard waits, so its work
+//! slows by only a system call every [`GIVE_WAY_EVERY`].
 
+use std::cell::Cell;
 use std::io;
+use std::time::{Duration, Instant};
+
+/// How long a service thread that gives way ([`give_way_at_points`]) runs between two
+/// offers of its CPU: a shard that wakes on the same CPU waits for about this long at
+/// most, not a scheduler tick.
+pub const GIVE_WAY_EVERY: Duration = Duration::from_micros(50);
+
+thread_local! {
+    /// When this thread last gave way; `None` on threads that never do (shards, and
+    /// every thread that did not ask).
+    static LAST_GAVE_WAY: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Makes the calling thread give way to the shards at every [`give_way`] point once it
+/// has run for [`GIVE_WAY_EVERY`]. For service threads only: a shard that gave way would
+/// hand its CPU to whatever else runs.
+///
+/// ```
+/// use dirigo_runtime::background::{give_way, give_way_at_points};
+///
+/// let service = std::thread::spawn(|| {
+///     give_way_at_points();
+///     let mut sum = 0u64;
+///     for chunk in 0..1_000u64 {
+///         sum += (0..1_000u64).map(|i| i * chunk).sum::<u64>();
+///         give_way(); // a shard waiting for this CPU gets it here
+///     }
+///     sum
+/// });
+/// assert!(service.join().unwrap() > 0);
+/// ```
+pub fn give_way_at_points() {
+    LAST_GAVE_WAY.with(|last| last.set(Some(Instant::now())));
+}
+
+/// A point in long work where the calling thread gives way to a shard that waits for its
+/// CPU, if it asked to ([`give_way_at_points`]) and has run for [`GIVE_WAY_EVERY`] since
+/// it last did. Elsewhere (a shard, a thread that did not ask) it does nothing, so code
+/// that runs on both may call it freely.
+pub fn give_way() {
+    LAST_GAVE_WAY.with(|last| {
+        let Some(at) = last.get() else {
+            return;
+        };
+        let now = Instant::now();
+        if now.duration_since(at) >= GIVE_WAY_EVERY {
+            std::thread::yield_now();
+            last.set(Some(Instant::now()));
+        }
+    });
+}
+
+/// Whether the calling thread gives way at [`give_way`] points.
+pub fn gives_way() -> bool {
+    LAST_GAVE_WAY.with(|last| last.get().is_some())
+}
+
+/// When the calling thread last gave way (`None`: it never does).
+#[cfg(test)]
+pub(crate) fn last_gave_way() -> Option<Instant> {
+    LAST_GAVE_WAY.with(Cell::get)
+}
 
 /// The scheduling priority of a service thread beside the shards.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -19,7 +90,8 @@ pub enum ServicePriority {
     /// Linux's idle priority: only CPU time the shards leave.
     Idle,
     /// The same priority as the shards (the default): the service keeps its pace on a
-    /// busy machine, and the shards' tail pays for it.
+    /// busy machine, and the shards' tail pays for it, by up to a scheduler tick where it
+    /// does not [`give_way`].
     #[default]
     Normal,
 }
@@ -97,6 +169,30 @@ pub fn at_idle_priority() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_threads_that_ask_give_way() {
+        assert!(!gives_way(), "a thread gives way only once it asks");
+        give_way(); // does nothing here
+        assert!(!gives_way());
+        let service = std::thread::spawn(|| {
+            give_way_at_points();
+            let before = LAST_GAVE_WAY.with(Cell::get).expect("set");
+            std::thread::sleep(GIVE_WAY_EVERY * 2);
+            give_way();
+            let after = LAST_GAVE_WAY.with(Cell::get).expect("set");
+            (gives_way(), after > before)
+        });
+        assert_eq!(
+            service.join().unwrap(),
+            (true, true),
+            "it gave way once due"
+        );
+        assert!(
+            !gives_way(),
+            "asking on one thread leaves the others as they were"
+        );
+    }
 
     #[test]
     fn idle_priority_applies_to_the_calling_thread_only() {

@@ -34,21 +34,66 @@ use rkyv::api::high::{HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
+use rkyv::ser::{Positional, Writer};
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Portable, Serialize};
 
 /// Types that can be archived into a [`Snapshot`] (what `#[derive(rkyv::Archive,
 /// rkyv::Serialize)]` gives, and rkyv's implementations for std types).
 pub trait Archivable:
-    Archive + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>> + 'static
+    Archive
+    + for<'a> Serialize<HighSerializer<SnapshotWriter, ArenaHandle<'a>, rancor::Error>>
+    + 'static
 {
 }
 
 impl<T> Archivable for T where
     T: Archive
-        + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+        + for<'a> Serialize<HighSerializer<SnapshotWriter, ArenaHandle<'a>, rancor::Error>>
         + 'static
 {
+}
+
+/// Bytes archived between two [`give_way`](crate::background::give_way) points.
+const GIVE_WAY_BYTES: usize = 64 * 1024;
+
+/// The buffer a [`Snapshot`] is archived into: rkyv's 16-byte aligned buffer, with a
+/// [`give_way`](crate::background::give_way) point every 64 KiB written, so that a
+/// service thread archiving a large state (a checkpoint of a gigabyte takes a second)
+/// gives way to a shard that waits for its CPU. On a shard the points do nothing.
+pub struct SnapshotWriter {
+    bytes: AlignedVec,
+    next_point: usize,
+}
+
+impl SnapshotWriter {
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            bytes: AlignedVec::with_capacity(capacity),
+            next_point: GIVE_WAY_BYTES,
+        }
+    }
+}
+
+impl Positional for SnapshotWriter {
+    fn pos(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+impl<E> Writer<E> for SnapshotWriter {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+        // A slice of plain values comes in one write (megabytes at once): it is copied
+        // in pieces, with a point between them.
+        for piece in bytes.chunks(GIVE_WAY_BYTES) {
+            self.bytes.extend_from_slice(piece);
+            if self.bytes.len() >= self.next_point {
+                crate::background::give_way();
+                self.next_point = self.bytes.len() + GIVE_WAY_BYTES;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The archived form of a value, in a 16-byte aligned buffer, tagged with the type it was
@@ -108,9 +153,31 @@ impl std::error::Error for SnapshotError {}
 impl Snapshot {
     /// Archives `value`.
     pub fn of<T: Archivable>(value: &T) -> Result<Self, SnapshotError> {
-        let bytes = rkyv::to_bytes::<rancor::Error>(value).map_err(SnapshotError::Archive)?;
+        Self::of_sized(value, 0)
+    }
+
+    /// Archives `value` into a buffer made for about `expected_bytes` from the start. A
+    /// buffer that grows as it fills copies what it holds each time it doubles (at a
+    /// gigabyte, a copy of half a gigabyte at once); archiving a large state off the
+    /// shards with its size known copies nothing more.
+    ///
+    /// ```
+    /// use dirigo_runtime::snapshot::Snapshot;
+    ///
+    /// let counts: Vec<(u64, u64)> = (0..1_000).map(|key| (key, 1)).collect();
+    /// let expected = counts.len() * std::mem::size_of::<(u64, u64)>() + 64;
+    /// let snapshot = Snapshot::of_sized(&counts, expected).unwrap();
+    /// assert_eq!(snapshot.as_bytes(), Snapshot::of(&counts).unwrap().as_bytes());
+    /// ```
+    pub fn of_sized<T: Archivable>(
+        value: &T,
+        expected_bytes: usize,
+    ) -> Result<Self, SnapshotError> {
+        let writer = SnapshotWriter::with_capacity(expected_bytes);
+        let written = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, writer)
+            .map_err(SnapshotError::Archive)?;
         Ok(Self {
-            bytes,
+            bytes: written.bytes,
             type_id: TypeId::of::<T>(),
             type_name: type_name::<T>(),
         })
@@ -301,6 +368,31 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn archiving_a_large_value_gives_way_on_a_service_thread_only() {
+        let values: Vec<(u64, u64)> = (0..1_000_000).map(|i| (i, i * 3)).collect();
+        let expected = Snapshot::of(&values).unwrap();
+        assert_eq!(
+            crate::background::last_gave_way(),
+            None,
+            "not a service thread"
+        );
+        let service = std::thread::spawn(move || {
+            crate::background::give_way_at_points();
+            let before = crate::background::last_gave_way().unwrap();
+            // 16 MB in one write (a slice of plain values): copied in pieces, with
+            // points between them.
+            let snapshot = Snapshot::of_sized(&values, 1 << 24).unwrap();
+            let after = crate::background::last_gave_way().unwrap();
+            (snapshot, after > before)
+        });
+        let (snapshot, gave_way) = service.join().unwrap();
+        assert!(gave_way, "archiving 16 MB takes longer than GIVE_WAY_EVERY");
+        assert_eq!(snapshot.as_bytes(), expected.as_bytes());
+        let archived = snapshot.archived::<Vec<(u64, u64)>>().unwrap();
+        assert_eq!(archived[999_999].1, 2_999_997);
+    }
 
     #[test]
     fn in_process_snapshots_read_back() {

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use dirigo_runtime::background;
 use dirigo_runtime::{ActorId, Envelope, Ingress, ShardId};
 
 use super::link::{Part, Report};
@@ -279,19 +280,22 @@ impl Coordinator {
                 let written = file
                     .0
                     .write_all(&[0u8; PART_ALIGN as usize][..padding as usize])
-                    .and_then(|()| file.0.write_all(bytes));
-                if let Err(e) = written {
-                    let why = format!("cannot write shard {}'s parts: {e}", part.shard);
-                    self.abandon(&why);
-                    return;
-                }
+                    .and_then(|()| write_giving_way(&mut file.0, bytes));
+                let crc32 = match written {
+                    Ok(crc32) => crc32,
+                    Err(e) => {
+                        let why = format!("cannot write shard {}'s parts: {e}", part.shard);
+                        self.abandon(&why);
+                        return;
+                    }
+                };
                 file.1 = offset + bytes.len() as u64;
                 flight.bytes += bytes.len() as u64;
                 Some(StateEntry {
                     file: format!("shard-{}.parts", part.shard),
                     offset,
                     len: bytes.len() as u64,
-                    crc32: crc32fast::hash(bytes),
+                    crc32,
                 })
             }
         };
@@ -494,3 +498,19 @@ const COMMAND_POLL: Duration = Duration::from_millis(5);
 
 /// How long the coordinator waits for the last checkpoint when a run ends, at most.
 pub(crate) const FINISH_WAIT: Duration = Duration::from_secs(30);
+
+/// Bytes written between two points where the checkpoint thread gives way to the shards.
+const WRITE_SLICE: usize = 256 * 1024;
+
+/// Writes `bytes` to `file` a slice at a time, giving way to the shards between slices
+/// (a part of a gigabyte is a second of copying into the page cache), and returns their
+/// CRC-32.
+fn write_giving_way(file: &mut File, bytes: &[u8]) -> io::Result<u32> {
+    let mut crc = crc32fast::Hasher::new();
+    for slice in bytes.chunks(WRITE_SLICE) {
+        file.write_all(slice)?;
+        crc.update(slice);
+        background::give_way();
+    }
+    Ok(crc.finalize())
+}

@@ -108,7 +108,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use dirigo_runtime::background::ServicePriority;
+use dirigo_runtime::background::{self, ServicePriority};
 use dirigo_runtime::{Ingress, RuntimeBuilder};
 
 pub(crate) use link::Saved;
@@ -138,11 +138,13 @@ pub struct CheckpointConfig {
     /// it, such a checkpoint is refused (see [`Checkpoints::recover`]).
     pub allow_state_drop: bool,
     /// The priority of the checkpoint thread, which archives, writes and commits the
-    /// checkpoints: [`ServicePriority::Normal`] (the default) keeps their pace, and where
-    /// every core runs a shard the records' tail pays for it. [`ServicePriority::Idle`]
-    /// gives it only CPU time the shards leave, so a checkpoint does not delay a record;
-    /// where the shards keep every core busy, checkpoints then complete later than
-    /// `interval` asks, or not at all while the shards are saturated (an unpaced run).
+    /// checkpoints: [`ServicePriority::Normal`] (the default) keeps their pace. At either
+    /// priority the thread gives way to a shard that wakes on its CPU within
+    /// [`GIVE_WAY_EVERY`](background::GIVE_WAY_EVERY) (see [`background`]), so where every
+    /// core runs a shard a record waits that long for it, not a scheduler tick.
+    /// [`ServicePriority::Idle`] gives it only CPU time the shards leave; where the
+    /// shards keep every core busy, checkpoints then complete later than `interval` asks,
+    /// or not at all while the shards are saturated (an unpaced run).
     pub priority: ServicePriority,
 }
 
@@ -566,6 +568,9 @@ impl Checkpoints {
                 if let Err(e) = priority.apply() {
                     tracing::warn!("the checkpoint thread keeps its normal priority: {e}");
                 }
+                // Archiving and writing a large state takes long: a shard that wakes on
+                // this CPU gets it within `GIVE_WAY_EVERY`, not after a scheduler tick.
+                background::give_way_at_points();
                 coordinator.run(receiver, commands)
             })
             .expect("the checkpoint thread starts");

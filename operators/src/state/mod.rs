@@ -15,12 +15,12 @@
 
 use std::hash::Hash;
 
+use dirigo_runtime::snapshot::SnapshotWriter;
 use dirigo_runtime::{Snapshot, SnapshotError};
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
-use rkyv::util::AlignedVec;
 
 use crate::dataflow::Data;
 
@@ -41,7 +41,7 @@ pub trait Portable:
         Archived: rkyv::Deserialize<Self, HighDeserializer<rancor::Error>>
                       + for<'b> CheckBytes<HighValidator<'b, rancor::Error>>,
     >
-    + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+    + for<'a> rkyv::Serialize<HighSerializer<SnapshotWriter, ArenaHandle<'a>, rancor::Error>>
 {
 }
 
@@ -52,7 +52,7 @@ impl<T> Portable for T where
             Archived: rkyv::Deserialize<T, HighDeserializer<rancor::Error>>
                           + for<'b> CheckBytes<HighValidator<'b, rancor::Error>>,
         >
-        + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+        + for<'a> rkyv::Serialize<HighSerializer<SnapshotWriter, ArenaHandle<'a>, rancor::Error>>
 {
 }
 

@@ -16,6 +16,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
+use dirigo_runtime::background;
 use dirigo_runtime::{Snapshot, SnapshotError};
 use rustc_hash::FxHashMap;
 
@@ -61,12 +62,17 @@ impl<K: Key, A: Portable + Clone> FrozenWindows<K, A> {
                         start = Some(*window_start);
                         entries.push((key.clone(), acc.clone()));
                     }
+                    // Off the shard (the checkpoint thread): a shard waiting for this
+                    // CPU gets it between chunks.
+                    background::give_way();
                 }
                 // Every key of an aligned window shares the window's start.
                 Some((start?, *end, entries))
             })
             .collect();
-        Snapshot::of(&(aligned, self.sessions.clone()))
+        let entries: usize = aligned.iter().map(|(_, _, entries)| entries.len()).sum();
+        let expected = (entries + self.sessions.len()) * std::mem::size_of::<(K, A, Time)>();
+        Snapshot::of_sized(&(aligned, self.sessions.clone()), expected + 4096)
     }
 }
 
