@@ -605,6 +605,7 @@ impl<M: Send + 'static> Shard<M> {
         if measure {
             self.shared.policy.pre_apply(slot.id, &envelope.ctx);
         }
+        let kind = envelope.kind;
         let started = if measure { clock::raw() } else { 0 };
         let outcome = catch_unwind(AssertUnwindSafe(|| actor.receive(&mut ctx, envelope)));
         let mut cost = 0;
@@ -618,6 +619,9 @@ impl<M: Send + 'static> Shard<M> {
                     tracing::warn!(
                         actor = %slot.id,
                         shard = self.id,
+                        // User: data; Critical: a watermark, a window's end, a barrier;
+                        // Control: the runtime's own (scaling, state transfer).
+                        kind = ?kind,
                         cost_us = cost / 1000,
                         "a handler held its shard past the bound; messages behind it waited (more are counted as slow_handlers, warned at most once a second)"
                     );
