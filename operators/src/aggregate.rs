@@ -161,7 +161,7 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> Logic for AggregateLogic<T, K
             .collect();
         Ok(Saved::copy(entries, |entries| {
             let expected = std::mem::size_of_val(entries.as_slice()) + 4096;
-            Snapshot::of_sized(entries, expected)
+            Snapshot::of_sized(&entries, expected)
         }))
     }
 

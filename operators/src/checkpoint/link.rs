@@ -43,9 +43,9 @@ impl Saved {
     /// A copy of the state, archived later by `archive`.
     pub(crate) fn copy<T: Send + 'static>(
         copy: T,
-        archive: impl FnOnce(&T) -> Result<Snapshot, SnapshotError> + Send + 'static,
+        archive: impl FnOnce(T) -> Result<Snapshot, SnapshotError> + Send + 'static,
     ) -> Self {
-        Self::Copy(Box::new(move || archive(&copy)))
+        Self::Copy(Box::new(move || archive(copy)))
     }
 
     /// The archive, made now if it was deferred (`None`: no state).

@@ -271,6 +271,16 @@ impl<K: Hash + Eq + Clone, V: Clone> Chunks<K, V> {
         })
     }
 
+    /// Chunks a frozen view still shares with the table (each is copied on the table's
+    /// next write to it).
+    #[cfg(test)]
+    pub(super) fn shared_chunks(&self) -> usize {
+        self.chunks
+            .iter()
+            .filter(|chunk| Arc::strong_count(chunk) > 1)
+            .count()
+    }
+
     /// The table as it is now, for a checkpoint: its chunks, shared (`O(chunks)`); the
     /// table copies a chunk the first time it writes to it while the checkpoint holds it.
     pub(super) fn freeze(&self) -> Frozen<K, V> {

@@ -50,10 +50,12 @@ pub struct FrozenWindows<K, A> {
 impl<K: Key, A: Portable + Clone> FrozenWindows<K, A> {
     /// Archives the frozen state as a [`PartialWindows`] (what
     /// [`WindowState::snapshot`] would have made of it, without emptying the state).
-    pub fn archive(&self) -> Result<Snapshot, SnapshotError> {
+    /// Each chunk is let go as soon as its keys are copied out, so the shard writes to it
+    /// in place again instead of copying it.
+    pub fn archive(self) -> Result<Snapshot, SnapshotError> {
         let aligned: Vec<PartialWindow<K, A>> = self
             .aligned
-            .iter()
+            .into_iter()
             .filter_map(|(end, chunks)| {
                 let mut entries = Vec::with_capacity(chunks.iter().map(|c| c.len()).sum());
                 let mut start = None;
@@ -62,17 +64,18 @@ impl<K: Key, A: Portable + Clone> FrozenWindows<K, A> {
                         start = Some(*window_start);
                         entries.push((key.clone(), acc.clone()));
                     }
+                    drop(chunk);
                     // Off the shard (the checkpoint thread): a shard waiting for this
                     // CPU gets it between chunks.
                     background::give_way();
                 }
                 // Every key of an aligned window shares the window's start.
-                Some((start?, *end, entries))
+                Some((start?, end, entries))
             })
             .collect();
         let entries: usize = aligned.iter().map(|(_, _, entries)| entries.len()).sum();
         let expected = (entries + self.sessions.len()) * std::mem::size_of::<(K, A, Time)>();
-        Snapshot::of_sized(&(aligned, self.sessions.clone()), expected + 4096)
+        Snapshot::of_sized(&(aligned, self.sessions), expected + 4096)
     }
 }
 
@@ -490,6 +493,33 @@ mod tests {
                 check(spec, &records, fired, |key| format!("k{key}"))?;
             }
         }
+    }
+
+    #[test]
+    fn archiving_a_frozen_state_lets_go_of_its_chunks() {
+        let sum = |total: &mut u64, more: u64| *total += more;
+        let window = Window { start: 0, end: 10 };
+        let mut state = WindowState::<u64, u64>::new(Windows::Tumbling { size: 10 });
+        for key in 0..20_000 {
+            state.add(window, key, 1, &sum);
+        }
+        let shared = |state: &WindowState<u64, u64>| -> usize {
+            state
+                .windows
+                .values()
+                .map(|keys| keys.entries.shared_chunks())
+                .sum()
+        };
+        assert_eq!(shared(&state), 0);
+        let frozen = state.freeze().expect("keys are open");
+        assert!(shared(&state) > 1, "a frozen state shares every chunk");
+        let archive = frozen.archive().unwrap();
+        assert_eq!(shared(&state), 0, "the archive let go of every chunk");
+        let partial = archive.archived::<PartialWindows<u64, u64>>().unwrap();
+        assert_eq!(
+            partial.0.iter().map(|window| window.2.len()).sum::<usize>(),
+            20_000
+        );
     }
 
     #[test]
