@@ -60,6 +60,7 @@ struct InFlight {
     files: HashMap<ShardId, (File, u64)>,
     parts: Vec<PartEntry>,
     expected: usize,
+    /// When the last partition reported its part (not when this thread took it).
     last_part_at: Instant,
     max_hold_ns: u64,
     bytes: u64,
@@ -300,7 +301,7 @@ impl Coordinator {
             }
         };
         flight.max_hold_ns = flight.max_hold_ns.max(part.held_ns);
-        flight.last_part_at = Instant::now();
+        flight.last_part_at = flight.last_part_at.max(part.reported_at);
         flight.parts.push(PartEntry {
             app: part.actor.app,
             operator: part.actor.operator,

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use dirigo_runtime::{
     ActorId, AppId, Context, OperatorId, PartitionId, ShardId, Snapshot, SnapshotError,
@@ -74,6 +75,9 @@ pub(crate) struct Part {
     pub(crate) state: Result<Saved, String>,
     /// How long saving the state held the shard.
     pub(crate) held_ns: u64,
+    /// When the partition reported it (its barriers aligned and its state saved): the
+    /// coordinator may take it later, behind the parts it archives first.
+    pub(crate) reported_at: Instant,
 }
 
 /// What operator partitions send the coordinator.
@@ -234,6 +238,7 @@ impl CheckpointLink {
             inputs,
             state,
             held_ns,
+            reported_at: Instant::now(),
         }));
     }
 

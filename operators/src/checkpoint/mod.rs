@@ -206,8 +206,9 @@ pub struct CheckpointStats {
     pub resumed_from: Option<CheckpointId>,
     /// Duration of each completed checkpoint, start to committed manifest (µs).
     pub durations_us: Vec<u64>,
-    /// Of each completed checkpoint, start to its last part (barriers' travel and
-    /// alignment, µs).
+    /// Of each completed checkpoint, start to the moment the last partition reported its
+    /// part (barriers' travel and alignment, µs); archiving and writing the parts comes
+    /// after, in `durations_us`.
     pub alignments_us: Vec<u64>,
     /// The longest time archiving a partition's state held its shard (µs).
     pub max_shard_hold_us: u64,
