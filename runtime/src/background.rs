@@ -18,14 +18,19 @@
 //! time slice first (a scheduler tick, 1–4 ms) while the shard, woken by a record,
 //! waits; the thread also gets the CPU back at once where no shard waits, so its work
 //! slows by only a system call every [`GIVE_WAY_EVERY`].
+//!
+//! An offer, not a promise: while the kernel still owes the thread CPU time (it waited
+//! behind shards that poll for their timers, and so look busy to the kernel), the yield
+//! keeps it running until it has caught up. Measured on 2 shards over 2 cores, its bursts
+//! then last 0.2–0.55 ms, against a full tick without these points.
 
 use std::cell::Cell;
 use std::io;
 use std::time::{Duration, Instant};
 
 /// How long a service thread that gives way ([`give_way_at_points`]) runs between two
-/// offers of its CPU: a shard that wakes on the same CPU waits for about this long at
-/// most, not a scheduler tick.
+/// offers of its CPU to a shard that waits for it (which the kernel takes unless it
+/// still owes the thread CPU time; see the [module docs](self)).
 pub const GIVE_WAY_EVERY: Duration = Duration::from_micros(50);
 
 thread_local! {

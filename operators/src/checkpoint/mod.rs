@@ -139,9 +139,10 @@ pub struct CheckpointConfig {
     pub allow_state_drop: bool,
     /// The priority of the checkpoint thread, which archives, writes and commits the
     /// checkpoints: [`ServicePriority::Normal`] (the default) keeps their pace. At either
-    /// priority the thread gives way to a shard that wakes on its CPU within
+    /// priority the thread offers its CPU to a waiting shard every
     /// [`GIVE_WAY_EVERY`](background::GIVE_WAY_EVERY) (see [`background`]), so where every
-    /// core runs a shard a record waits that long for it, not a scheduler tick.
+    /// core runs a shard a record waits for a burst of its work (0.2–0.55 ms measured on
+    /// 2 shards over 2 cores), not a scheduler tick.
     /// [`ServicePriority::Idle`] gives it only CPU time the shards leave; where the
     /// shards keep every core busy, checkpoints then complete later than `interval` asks,
     /// or not at all while the shards are saturated (an unpaced run).
