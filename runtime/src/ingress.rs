@@ -28,6 +28,7 @@ use crate::shared::Shared;
 ///     .build()
 ///     .unwrap();
 /// let ingress = runtime.ingress();
+/// assert_eq!(ingress.shards(), 1);
 /// ingress.send_to(ActorId::new(0, 0, 0), 1).unwrap();
 /// match ingress.try_send(Envelope::user(ActorId::new(0, 0, 0), 2)) {
 ///     Ok(()) | Err(SendError::Full(_)) => {}
@@ -70,6 +71,11 @@ impl<M: Send + 'static> Ingress<M> {
     /// Sends `payload` to `target` as a user message entering now.
     pub fn send_to(&self, target: ActorId, payload: M) -> Result<(), SendError<M>> {
         self.send(Envelope::user(target, payload))
+    }
+
+    /// How many shards the runtime runs.
+    pub fn shards(&self) -> usize {
+        self.shared.shards()
     }
 
     /// The home shard of `actor`.
