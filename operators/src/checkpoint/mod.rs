@@ -563,12 +563,14 @@ impl Checkpoints {
             self.shared.stats.clone(),
         );
         let cpus = dirigo_runtime::placement::available_cpus().len();
+        // Once per process: a bench or a test starts checkpoints many times.
+        static SAID: std::sync::Once = std::sync::Once::new();
         if shards >= cpus {
-            tracing::info!(
+            SAID.call_once(|| tracing::info!(
                 shards,
                 cpus,
-                "checkpoints: every CPU runs a shard, so the checkpoint thread takes its CPU from the shards while it archives and writes; a latency-critical app's p99 rose 1.6-3.4x with checkpoints every second in `dirigo bench checkpoint` on 2 shards over 2 CPUs, and not at all (0.7-1.0x) on 1 shard, which left a CPU to the thread; run one shard fewer than CPUs where the tail matters"
-            );
+                "checkpoints: every CPU runs a shard, so the checkpoint thread takes its CPU from the shards while it archives and writes, and a latency-critical app's p99 rises (1.6-3.4x in `dirigo bench checkpoint` on 2 shards over 2 CPUs, none on 1 shard); where the tail matters, run one shard fewer than CPUs"
+            ));
         }
         let receiver = self.shared.receiver.clone();
         let commands = self.shared.command_receiver.clone();
