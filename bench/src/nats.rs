@@ -45,6 +45,8 @@
 //!   default: the stream is one partition, so one shard does all the work, and on a
 //!   two-core machine the other core is left to the server and the clients; with more,
 //!   the source, the map and the sink may sit on different shards, one hop apart each.
+//!   Its runtime polls for the runtime's default spin budget before a shard parks, unless
+//!   [`NatsBenchConfig::spin_budget`] says otherwise.
 //!
 //! Throughput: the path is started, then the publisher puts `events` records as fast as
 //! its acknowledgements allow while the subscriber reads; the rate is the records over
@@ -123,6 +125,9 @@ pub struct NatsBenchConfig {
     /// lateness figures show), as a publisher that batches would. Fewer, larger writes
     /// cost the server and the paths less CPU per record.
     pub pace_tick: Duration,
+    /// The dirigo path's spin budget (how long an idle shard polls before it parks;
+    /// `None`: the runtime's default, as `spin_budget_us` in a configuration).
+    pub spin_budget: Option<Duration>,
 }
 
 impl Default for NatsBenchConfig {
@@ -133,6 +138,7 @@ impl Default for NatsBenchConfig {
             rounds: 1,
             shards: SHARDS,
             pace_tick: Duration::ZERO,
+            spin_budget: None,
         }
     }
 }
@@ -188,6 +194,8 @@ pub struct NatsBenchReport {
     pub shards: usize,
     /// The paced publisher's tick, ns (0: each record at its own time).
     pub pace_tick_ns: u64,
+    /// The dirigo path's spin budget, ns (absent: the runtime's default).
+    pub spin_budget_ns: Option<u64>,
     /// The broker path alone: publisher → stream → subscriber.
     pub raw: PathFigures,
     /// Two hops through the server, relayed by a bare client.
@@ -214,6 +222,9 @@ impl NatsBenchReport {
             "nats: {} ({} records per throughput run, {:.1} s per load, {} round(s), medians; {pacing})\n",
             self.server, self.events, self.seconds, self.rounds
         );
+        if let Some(budget) = self.spin_budget_ns {
+            out += &format!("  dirigo's spin budget: {:.0} µs\n", budget as f64 / 1e3);
+        }
         for (name, what) in PATHS {
             out += &format!(
                 "  {name}: {}\n",
@@ -670,7 +681,12 @@ enum Relay {
     },
 }
 
-fn start_relay(path: Path, url: &str, run: u32, shards: usize) -> Result<Relay, String> {
+fn start_relay(
+    path: Path,
+    url: &str,
+    run: u32,
+    (shards, spin_budget): (usize, Option<Duration>),
+) -> Result<Relay, String> {
     match path {
         Path::Raw => Ok(Relay::None),
         Path::Relay => {
@@ -711,8 +727,12 @@ fn start_relay(path: Path, url: &str, run: u32, shards: usize) -> Result<Relay, 
                 )
                 .map_err(|e| e.to_string())?;
             let app = builder.build();
+            let mut runtime = Runtime::<Msg>::builder().shards(shards);
+            if let Some(budget) = spin_budget {
+                runtime = runtime.spin_budget(budget);
+            }
             let runtime = app
-                .install(Runtime::<Msg>::builder().shards(shards))
+                .install(runtime)
                 .build()
                 .map_err(|e| format!("the runtime did not start: {e}"))?;
             app.start(&runtime.ingress());
@@ -772,7 +792,7 @@ fn join<T>(thread: std::thread::JoinHandle<Result<T, String>>, name: &str) -> Re
 fn one_run(
     path: Path,
     url: &str,
-    (run, shards): (u32, usize),
+    (run, shards): (u32, (usize, Option<Duration>)),
     count: u64,
     pacing: (Option<f64>, Duration),
 ) -> Result<RunFigures, String> {
@@ -883,7 +903,7 @@ pub fn run(config: &NatsBenchConfig) -> Result<NatsBenchReport, String> {
             let figures_of_run = one_run(
                 path,
                 &url,
-                (run, config.shards),
+                (run, (config.shards, config.spin_budget)),
                 config.events,
                 (None, config.pace_tick),
             )?;
@@ -899,7 +919,7 @@ pub fn run(config: &NatsBenchConfig) -> Result<NatsBenchReport, String> {
                 let measured = one_run(
                     path,
                     &url,
-                    (run, config.shards),
+                    (run, (config.shards, config.spin_budget)),
                     count,
                     (Some(rate), config.pace_tick),
                 )?;
@@ -932,6 +952,7 @@ pub fn run(config: &NatsBenchConfig) -> Result<NatsBenchReport, String> {
         rounds: per_round.len(),
         shards: config.shards,
         pace_tick_ns: config.pace_tick.as_nanos() as u64,
+        spin_budget_ns: config.spin_budget.map(|budget| budget.as_nanos() as u64),
         raw: of(Path::Raw),
         relay: of(Path::Relay),
         dirigo: of(Path::Dirigo),
@@ -993,6 +1014,7 @@ mod tests {
             rounds: 1,
             shards: 1,
             pace_tick: Duration::ZERO,
+            spin_budget: None,
         })
         .expect("nats-server must start and every path must carry every record");
         for path in [&report.raw, &report.relay, &report.dirigo] {
