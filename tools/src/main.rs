@@ -374,6 +374,14 @@ enum BenchScenario {
         /// Shards of the dirigo path.
         #[arg(long, default_value_t = dirigo_bench::nats::SHARDS)]
         shards: usize,
+        /// The paced publisher's tick in µs: 0 sends each record at its own time; a tick
+        /// sends the records due within it together at its end (up to a tick late).
+        #[arg(long, default_value_t = 0)]
+        pace_tick_us: u64,
+        /// The dirigo path's spin budget in µs (how long an idle shard polls before it
+        /// parks, as `spin_budget_us` in a configuration); the runtime's default if absent.
+        #[arg(long)]
+        spin_budget_us: Option<u64>,
     },
     /// A NEXMark query (q0, q1, q2, q3, q4, q5, q7, q8, q11), or every one with `--all`,
     /// over events generated in memory beforehand: sustainable throughput, then open-loop
@@ -720,6 +728,8 @@ fn main() -> ExitCode {
                 seconds,
                 rounds,
                 shards,
+                pace_tick_us,
+                spin_budget_us,
             } => dirigo_bench::nats::run(&dirigo_bench::nats::NatsBenchConfig {
                 events: events.clamp(1_000, 100_000_000),
                 seconds: if seconds.is_finite() {
@@ -729,6 +739,8 @@ fn main() -> ExitCode {
                 },
                 rounds: rounds.clamp(1, 100),
                 shards: shards.clamp(1, 64),
+                pace_tick: Duration::from_micros(pace_tick_us.min(100_000)),
+                spin_budget: spin_budget_us.map(|us| Duration::from_micros(us.min(1_000_000))),
             })
             .and_then(|report| emit(json, &report, report.table())),
             BenchScenario::Soak { json, seconds } => {
