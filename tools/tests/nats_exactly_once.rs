@@ -191,21 +191,48 @@ fn read_output(url: &str) -> Vec<(String, String)> {
     })
 }
 
-fn spawn(dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_dirigo"))
+/// A `dirigo run` whose standard error goes to a file of its own: a pipe nobody reads
+/// until the run ends would fill (an outage logs every retry) and stall the run.
+struct Run {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl std::ops::Deref for Run {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Run {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+fn spawn(dir: &Path) -> Run {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let stderr = dir.join(format!("run-{n}.stderr"));
+    let child = Command::new(env!("CARGO_BIN_EXE_dirigo"))
         .current_dir(dir)
         .args(["run", "sums.toml"])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Run { child, stderr }
 }
 
-fn stderr_of(child: &mut Child) -> String {
-    let mut text = String::new();
-    use std::io::Read as _;
-    let _ = child.stderr.take().unwrap().read_to_string(&mut text);
-    text
+fn stderr_of(run: &mut Run) -> String {
+    std::fs::read_to_string(&run.stderr).unwrap_or_default()
+}
+
+/// The last lines of a log, for a failure message.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// A small deterministic generator of kill delays.
@@ -264,7 +291,11 @@ fn a_nats_pipeline_killed_at_random_moments_publishes_every_sum_exactly_once() {
         if let Some(status) = last.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "the last run did not end");
+        assert!(
+            Instant::now() < deadline,
+            "the last run did not end; its log ends:\n{}",
+            tail(&stderr_of(&mut last))
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let stderr = stderr_of(&mut last);
@@ -383,7 +414,8 @@ fn while_a_nats_commit_fails_no_later_checkpoint_starts_and_nothing_is_lost() {
         }
         assert!(
             Instant::now() < deadline,
-            "the run did not end after the server came back"
+            "the run did not end after the server came back; its log ends:\n{}",
+            tail(&stderr_of(&mut run))
         );
         std::thread::sleep(Duration::from_millis(20));
     };
