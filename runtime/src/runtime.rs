@@ -222,7 +222,9 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
         self
     }
 
-    /// How long an idle shard keeps polling before it parks; zero parks at once.
+    /// How long an idle shard keeps polling before it parks, at most; zero parks at once.
+    /// Each shard polls less while its parks show that polling would not have paid
+    /// (work came later than this), and comes back to this when work comes sooner.
     pub fn spin_budget(mut self, budget: Duration) -> Self {
         self.spin_budget = budget;
         self

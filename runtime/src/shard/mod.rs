@@ -6,7 +6,8 @@
 //! nothing else is ready (the fast lane), (3) drains every inbound ring and the outside
 //! intake into actor mailboxes, (4) runs a bounded batch of ready messages, (5) flushes
 //! the outbound links into the rings and rings the doorbells of parked receivers. With
-//! nothing to do it spins for the spin budget, then parks (see `mesh::Doorbell`).
+//! nothing to do it spins for the spin budget, then parks (see `mesh::Doorbell`); the
+//! budget adapts to how long its parks last (`spin`).
 //!
 //! Two places carry the scheduling decisions: `ShardRouter::route` (in `shared`)
 //! decides where a message runs, and [`Shard::next_message`] picks which ready message
@@ -40,6 +41,7 @@
 //! output without bound.
 
 mod lessor;
+mod spin;
 mod table;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -151,6 +153,8 @@ pub(crate) struct Shard<M> {
     pinned: bool,
     /// Average duration of one idle poll (see `idle`).
     poll_ns: u64,
+    /// How long an idle spell polls before it parks, adapted to how long parks last.
+    spin: spin::SpinBudget,
 }
 
 impl<M: Send + 'static> Shard<M> {
@@ -162,6 +166,7 @@ impl<M: Send + 'static> Shard<M> {
             intake,
         } = start;
         let start_policy = shared.policy.clone();
+        let shared_spin_budget_ns = shared.config.spin_budget.as_nanos() as u64;
         Self {
             id,
             timers: std::collections::BinaryHeap::new(),
@@ -179,6 +184,7 @@ impl<M: Send + 'static> Shard<M> {
             busy_ns: 0,
             utilization: (0, 0, 0.0),
             poll_ns: 20,
+            spin: spin::SpinBudget::new(shared_spin_budget_ns),
         }
     }
 
@@ -241,10 +247,15 @@ impl<M: Send + 'static> Shard<M> {
                     work_since = at;
                 }
                 Idle::Park => {
-                    self.publish_metrics(clock::now());
+                    let parked_at = clock::now();
+                    self.publish_metrics(parked_at);
                     self.park().await;
                     work_since = clock::now();
                     idle_since = work_since;
+                    let found_work =
+                        self.has_inbound() || self.next_timer().is_some_and(|at| at <= work_since);
+                    self.spin
+                        .parked(work_since.saturating_sub(parked_at), found_work);
                 }
                 Idle::Stop => break,
             }
@@ -326,7 +337,7 @@ impl<M: Send + 'static> Shard<M> {
         // clock after every one.
         let polls_per_check: u64 = if self.pinned { 64 } else { 1 };
         self.sweep_idle_actors(idle_since);
-        let spin_budget_ns = self.shared.config.spin_budget.as_nanos() as u64;
+        let spin_budget_ns = self.spin.current_ns();
         let mut last_reading = polling_from.max(idle_since);
         loop {
             for polls in 1..=polls_per_check {
