@@ -166,7 +166,7 @@ impl<M: Send + 'static> Shard<M> {
             intake,
         } = start;
         let start_policy = shared.policy.clone();
-        let shared_spin_budget_ns = shared.config.spin_budget.as_nanos() as u64;
+        let configured_spin_ns = shared.config.spin_budget.as_nanos() as u64;
         Self {
             id,
             timers: std::collections::BinaryHeap::new(),
@@ -184,7 +184,7 @@ impl<M: Send + 'static> Shard<M> {
             busy_ns: 0,
             utilization: (0, 0, 0.0),
             poll_ns: 20,
-            spin: spin::SpinBudget::new(shared_spin_budget_ns),
+            spin: spin::SpinBudget::new(configured_spin_ns),
         }
     }
 
