@@ -219,6 +219,13 @@ impl<M> Context<'_, M> {
             || waiting > shared.config.mailbox_high_water
     }
 
+    /// The shard's turn budget, ns (see [`turn`](crate::turn)): work that holds the shard
+    /// longer than this in one handler keeps latency-critical messages behind it waiting
+    /// that long, so batches and long jobs should be cut to about this.
+    pub fn turn_budget_ns(&self) -> Nanos {
+        self.out.shared.config.turn_budget_ns
+    }
+
     /// The scheduling context of the message being handled.
     pub fn current(&self) -> SchedContext {
         self.current

@@ -53,6 +53,7 @@ mod shared;
 pub mod snapshot;
 pub mod stats;
 mod sync;
+pub mod turn;
 
 pub use actor::{Actor, ActorFactory, Context, SavedState};
 pub use dual::{ActorMetrics, Barrier, ScaleChange, ScaleError, StateKind, LESSEE_TIMELINE_KEPT};

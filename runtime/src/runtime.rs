@@ -136,6 +136,7 @@ pub struct RuntimeBuilder<M: Send + 'static> {
     ring_capacity: usize,
     mailbox_high_water: Option<usize>,
     spin_budget: Duration,
+    turn_budget: Option<Duration>,
     park_timeout: Duration,
     idle_deactivation: Option<Duration>,
     intake_capacity: usize,
@@ -164,6 +165,7 @@ impl<M: Send + 'static> Default for RuntimeBuilder<M> {
             ring_capacity: 1024,
             mailbox_high_water: None,
             spin_budget: Duration::from_micros(100),
+            turn_budget: None,
             park_timeout: Duration::from_millis(10),
             idle_deactivation: Some(Duration::from_secs(60)),
             intake_capacity: 4096,
@@ -227,6 +229,30 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
     /// (work came later than this), and comes back to this when work comes sooner.
     pub fn spin_budget(mut self, budget: Duration) -> Self {
         self.spin_budget = budget;
+        self
+    }
+
+    /// How much handler time a shard runs before it looks at its timers and inbound
+    /// rings again, and what the dataflow layer cuts batches and window firings to (see
+    /// [`turn`](crate::turn)); within 1 µs..=10 ms. By default 50 µs; where several apps
+    /// share the runtime, the tightest [`app_slo`](Self::app_slo) ÷ 64 where that is
+    /// less, never below 10 µs. Shorter turns let a latency-critical message wait less
+    /// behind other apps' work, and cost those apps throughput.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dirigo_runtime::Runtime;
+    ///
+    /// let runtime = Runtime::<u64>::builder()
+    ///     .shards(1)
+    ///     .turn_budget(Duration::from_micros(20))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(runtime.turn_budget(), Duration::from_micros(20));
+    /// runtime.shutdown();
+    /// ```
+    pub fn turn_budget(mut self, budget: Duration) -> Self {
+        self.turn_budget = Some(crate::turn::bounded(budget));
         self
     }
 
@@ -600,11 +626,21 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
             }
         }
         let measure_costs = self.policy.wants_costs() || slo_ns.iter().any(|&slo| slo > 0);
+        let turn_budget = self.turn_budget.unwrap_or_else(|| {
+            crate::turn::budget_for(
+                operators
+                    .iter()
+                    .zip(&slo_ns)
+                    .filter(|(&operators, _)| operators > 0)
+                    .map(|(_, &slo)| Duration::from_nanos(slo)),
+            )
+        });
         // Both high-water marks default to four rings' worth of messages.
         let four_rings = self.ring_capacity.max(2).next_power_of_two() * 4;
         let shared = Arc::new(Shared {
             config: ShardConfig {
                 spin_budget: self.spin_budget,
+                turn_budget_ns: turn_budget.as_nanos() as u64,
                 park_timeout: self.park_timeout,
                 idle_deactivation: self.idle_deactivation,
                 backlog_high_water: four_rings,
@@ -719,6 +755,11 @@ impl<M: Send + 'static> Runtime<M> {
     /// How many shards run.
     pub fn shards(&self) -> usize {
         self.shared.shards()
+    }
+
+    /// The shards' turn budget (see [`RuntimeBuilder::turn_budget`]).
+    pub fn turn_budget(&self) -> Duration {
+        Duration::from_nanos(self.shared.config.turn_budget_ns)
     }
 
     /// Where each shard runs.

@@ -21,6 +21,8 @@ use crate::stats::ShardCounters;
 #[derive(Clone, Debug)]
 pub(crate) struct ShardConfig {
     pub(crate) spin_budget: Duration,
+    /// See [`crate::turn`].
+    pub(crate) turn_budget_ns: u64,
     pub(crate) park_timeout: Duration,
     pub(crate) idle_deactivation: Option<Duration>,
     pub(crate) backlog_high_water: usize,
@@ -230,6 +232,7 @@ impl<M: 'static> Shared<M> {
         Shared {
             config: ShardConfig {
                 spin_budget: Duration::ZERO,
+                turn_budget_ns: crate::turn::DEFAULT.as_nanos() as u64,
                 park_timeout: Duration::from_millis(1),
                 idle_deactivation: None,
                 backlog_high_water: 1 << 16,

@@ -715,3 +715,55 @@ fn timers_never_arrive_early_when_the_shards_share_their_cpus() {
         "{early} of {arrivals} timers arrived before they were due"
     );
 }
+
+/// Reports the turn budget its handler sees.
+struct BudgetProbe(Arc<AtomicU64>);
+
+impl Actor<u64> for BudgetProbe {
+    fn receive(&mut self, ctx: &mut Context<'_, u64>, _message: Envelope<u64>) {
+        self.0.store(ctx.turn_budget_ns(), Ordering::SeqCst);
+    }
+}
+
+/// The turn budget a runtime of `apps` (each with its SLO, zero for none) gives, as the
+/// runtime reports it and as a handler sees it.
+fn turn_budget_of(apps: &[(u16, Duration)], explicit: Option<Duration>) -> (Duration, u64) {
+    let seen = Arc::new(AtomicU64::new(0));
+    let mut builder = Runtime::<u64>::builder().shards(1).policy(Edf);
+    for &(app, slo) in apps {
+        let seen = seen.clone();
+        builder = builder
+            .app_slo(app, slo)
+            .operator(app, 0, move |_id: ActorId, _saved| {
+                Box::new(BudgetProbe(seen.clone())) as Box<dyn Actor<u64>>
+            });
+    }
+    if let Some(budget) = explicit {
+        builder = builder.turn_budget(budget);
+    }
+    let runtime = builder.build().unwrap();
+    runtime
+        .ingress()
+        .send_to(ActorId::new(apps[0].0, 0, 0), 0)
+        .unwrap();
+    let reported = runtime.turn_budget();
+    runtime.shutdown();
+    (reported, seen.load(Ordering::SeqCst))
+}
+
+#[test]
+fn a_tight_slo_beside_another_app_shortens_the_turns_and_a_lone_app_keeps_the_default() {
+    let (loose, tight) = (Duration::from_millis(500), Duration::from_millis(1));
+    let (shared, seen) = turn_budget_of(&[(1, loose), (2, tight)], None);
+    assert_eq!(shared, Duration::from_nanos(15_625));
+    assert_eq!(seen, 15_625);
+    let (alone, seen) = turn_budget_of(&[(1, tight)], None);
+    assert_eq!(alone, Duration::from_micros(50));
+    assert_eq!(seen, 50_000);
+    let (loose_only, _) = turn_budget_of(&[(1, loose), (2, Duration::ZERO)], None);
+    assert_eq!(loose_only, Duration::from_micros(50));
+    let (explicit, seen) =
+        turn_budget_of(&[(1, loose), (2, tight)], Some(Duration::from_micros(30)));
+    assert_eq!(explicit, Duration::from_micros(30));
+    assert_eq!(seen, 30_000);
+}

@@ -591,6 +591,9 @@ pub struct RuntimeSection {
     pub mailbox_high_water: Option<Spanned<usize>>,
     /// How long an idle shard polls before it parks, in microseconds.
     pub spin_budget_us: Option<Spanned<u64>>,
+    /// Handler time a shard runs before it looks at its timers and rings again, and what
+    /// batches are cut to, in microseconds (default: from the tightest SLO).
+    pub turn_budget_us: Option<Spanned<u64>>,
     /// The longest park, in milliseconds.
     pub park_timeout_ms: Option<Spanned<u64>>,
     /// Deactivate actors idle this long, in seconds (0: never).
@@ -1004,6 +1007,7 @@ impl Config {
             "a spin budget",
             "µs",
         )?;
+        in_range(&runtime.turn_budget_us, 1..=10_000, "a turn budget", "µs")?;
         in_range(&runtime.park_timeout_ms, 1..=60_000, "a park timeout", "ms")?;
         in_range(
             &runtime.idle_deactivation_s,
@@ -1099,6 +1103,9 @@ impl Config {
         }
         if let Some(budget) = &runtime.spin_budget_us {
             builder = builder.spin_budget(Duration::from_micros(*budget.get_ref()));
+        }
+        if let Some(budget) = &runtime.turn_budget_us {
+            builder = builder.turn_budget(Duration::from_micros(*budget.get_ref()));
         }
         if let Some(timeout) = &runtime.park_timeout_ms {
             builder = builder.park_timeout(Duration::from_millis(*timeout.get_ref()));
@@ -1962,7 +1969,7 @@ mod tests {
     #[test]
     fn a_full_file_parses() {
         let config = parse(
-            "[runtime]\nshards = 2\nring_capacity = 512\nmailbox_high_water = 2048\nspin_budget_us = 50\ntransparent_huge_pages = true\nrelease_freed_memory = true\n\n[scheduler]\npolicy = \"dirigo\"\nheadroom = 0.5\n",
+            "[runtime]\nshards = 2\nring_capacity = 512\nmailbox_high_water = 2048\nspin_budget_us = 50\nturn_budget_us = 20\ntransparent_huge_pages = true\nrelease_freed_memory = true\n\n[scheduler]\npolicy = \"dirigo\"\nheadroom = 0.5\n",
         )
         .unwrap();
         assert_eq!(config.scheduler.policy, PolicyName::Dirigo);
@@ -2066,6 +2073,8 @@ mod tests {
         ("[runtime]\nmailbox_high_water = 99999999\n", "2:22"),
         ("[runtime]\nintake_capacity = 99999999\n", "2:19"),
         ("[runtime]\nspin_budget_us = 99999999\n", "2:18"),
+        ("[runtime]\nturn_budget_us = 0\n", "2:18"),
+        ("[runtime]\nturn_budget_us = 99999999\n", "2:18"),
         ("[runtime]\npark_timeout_ms = 99999999\n", "2:19"),
         ("[runtime]\nidle_deactivation_s = 99999999999\n", "2:23"),
         ("[runtime]\nhandler_warning_ms = 99999999999\n", "2:22"),
@@ -2116,6 +2125,7 @@ mod tests {
         "[runtime]\nring_capacity = N\n",
         "[runtime]\nmailbox_high_water = N\n",
         "[runtime]\nspin_budget_us = N\n",
+        "[runtime]\nturn_budget_us = N\n",
         "[runtime]\npark_timeout_ms = N\n",
         "[runtime]\nidle_deactivation_s = N\n",
         "[runtime]\nintake_capacity = N\n",

@@ -2,21 +2,26 @@
 //!
 //! A batch is one handler turn of the operator partition that receives it, and no other
 //! message of its shard — another app's latency-critical record among them — runs until
-//! that turn ends. So a batch holds what the receiving operator handles in about
-//! [`TURN_TARGET_NS`], within [`MIN_BATCH`]`..=`[`MAX_BATCH`] records:
+//! that turn ends. So a batch holds what the receiving operator handles in about the
+//! shard's turn budget (`Context::turn_budget_ns`: 50 µs, shorter on a runtime that hosts
+//! an app with a tight SLO; see `dirigo_runtime::turn`), within
+//! [`least_batch`]`..=`[`MAX_BATCH`] records:
 //! - before it has run, from the work per record its builder declared (a record counted
-//!   into 20 sliding windows costs 20 units; see [`declared_limit`]);
+//!   into 20 sliding windows costs 20 units; see [`declared_limit`]), sized for the
+//!   default budget;
 //! - once it runs, from what its partitions measure: each partition times the batches it
-//!   handles ([`BatchMeter`]) and publishes the size that fits the target in
+//!   handles ([`BatchMeter`]) and publishes the size that fits its shard's budget in
 //!   [`BatchSizes`], one slot per operator of the app, which every upstream partition
 //!   reads each time it sends a batch.
 //!
 //! Cheap operators (a map, a filter, a sink that formats rows) measure far below the
-//! target per record, so their batches stay at [`MAX_BATCH`]; only costly ones get
-//! shorter batches, and their shards' other work waits a shorter turn. The least size,
-//! [`MIN_BATCH`], keeps a message's fixed cost (about a microsecond) a small share of a
-//! batch however costly each record is; a handler that costs more than the target per
-//! record still holds its shard for that record.
+//! budget per record, so their batches stay at [`MAX_BATCH`]; only costly ones get
+//! shorter batches, and their shards' other work waits a shorter turn. The least size
+//! keeps a message's fixed cost (about a microsecond) a small share of a batch however
+//! costly each record is: [`MIN_BATCH`] records at the default budget, proportionally
+//! fewer at a shorter one (a shorter budget is asked for latency, and pays for it), never
+//! fewer than [`LEAST_BATCH_FLOOR`]. A handler that costs more than the budget per record
+//! still holds its shard for that record.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,22 +31,19 @@ use dirigo_runtime::{Nanos, OperatorId};
 /// Most records a partition buffers for one downstream partition before it sends them.
 pub const MAX_BATCH: usize = 1024;
 
-/// Least records a batch to a costly operator is cut to: below this the fixed cost of a
-/// message per batch would dominate.
+/// Least records a batch to a costly operator is cut to at the default turn budget:
+/// below this the fixed cost of a message per batch would dominate.
 pub(crate) const MIN_BATCH: usize = 32;
 
-/// The handler time one batch should cost the operator it goes to: the shard's turn
-/// budget, so that a latency-critical message behind it waits about this long.
-pub(crate) const TURN_TARGET_NS: u64 = 50_000;
+/// Least records a batch to a costly operator is cut to at any budget.
+pub(crate) const LEAST_BATCH_FLOOR: usize = 4;
+
+/// The default turn budget, which the declared sizes fit.
+const DEFAULT_TURN_NS: u64 = dirigo_runtime::turn::DEFAULT.as_nanos() as u64;
 
 /// Units of declared work (see [`declared_limit`]) one batch may cost before anything is
 /// measured; a unit is about what a cheap record costs.
 const DECLARED_WORK: usize = 4 * MAX_BATCH;
-
-/// Batches with fewer records are not timed: a message's fixed cost dominates them, and
-/// under light load (a record or two per batch) the two clock reads would cost a share
-/// of each hop.
-const TIMED_MIN_RECORDS: u32 = MIN_BATCH as u32;
 
 /// How much of each new measurement the running cost per record takes in (1/8).
 const SMOOTHING_SHIFT: u32 = 3;
@@ -52,14 +54,23 @@ pub(crate) fn declared_limit(work: u32) -> usize {
     (DECLARED_WORK / work.max(1) as usize).clamp(MIN_BATCH, MAX_BATCH)
 }
 
+/// The least records a batch is cut to under a turn budget of `budget_ns`: [`MIN_BATCH`]
+/// at the default budget, in proportion below it, at least [`LEAST_BATCH_FLOOR`]. Smaller
+/// batches are not timed either: a message's fixed cost dominates them, and under light
+/// load (a record or two per batch) the two clock reads would cost a share of each hop.
+pub(crate) fn least_batch(budget_ns: u64) -> usize {
+    let scaled = MIN_BATCH as u64 * budget_ns / DEFAULT_TURN_NS;
+    (scaled as usize).clamp(LEAST_BATCH_FLOOR, MIN_BATCH)
+}
+
 /// The batch size that makes a turn of records costing `ns_per_record` each take about
-/// [`TURN_TARGET_NS`].
-fn measured_limit(ns_per_record: f64) -> usize {
+/// `budget_ns`.
+fn measured_limit(ns_per_record: f64, budget_ns: u64) -> usize {
     if ns_per_record <= 0.0 {
         return MAX_BATCH;
     }
-    let fits = TURN_TARGET_NS as f64 / ns_per_record;
-    (fits as usize).clamp(MIN_BATCH, MAX_BATCH)
+    let fits = budget_ns as f64 / ns_per_record;
+    (fits as usize).clamp(least_batch(budget_ns), MAX_BATCH)
 }
 
 /// One slot per operator, alone on its cache lines: written by the operator's
@@ -111,15 +122,17 @@ pub(crate) struct BatchMeter {
 }
 
 impl BatchMeter {
-    /// Whether a batch of `records` is worth timing.
-    pub(crate) fn times(&self, records: u32) -> bool {
-        records >= TIMED_MIN_RECORDS
+    /// Whether a batch of `records` is worth timing on a shard whose turn budget is
+    /// `budget_ns`.
+    pub(crate) fn times(&self, records: u32, budget_ns: u64) -> bool {
+        records as usize >= least_batch(budget_ns)
     }
 
-    /// A batch of `records` took `cost` to handle: folds it into the running cost per
-    /// record and publishes the size that fits the target when it moved by more than an
-    /// eighth, or reached a bound (so that the slot's cache line is written rarely).
-    pub(crate) fn observe(&mut self, records: u32, cost: Nanos) {
+    /// A batch of `records` took `cost` to handle on a shard whose turn budget is
+    /// `budget_ns`: folds it into the running cost per record and publishes the size that
+    /// fits the budget when it moved by more than an eighth, or reached a bound (so that
+    /// the slot's cache line is written rarely).
+    pub(crate) fn observe(&mut self, records: u32, cost: Nanos, budget_ns: u64) {
         if records == 0 {
             return;
         }
@@ -129,8 +142,8 @@ impl BatchMeter {
             Some(running) => running + (sample - running) / f64::from(1u32 << SMOOTHING_SHIFT),
         };
         self.ns_per_record = Some(smoothed);
-        let wanted = measured_limit(smoothed);
-        let at_bound = wanted == MIN_BATCH || wanted == MAX_BATCH;
+        let wanted = measured_limit(smoothed, budget_ns);
+        let at_bound = wanted == least_batch(budget_ns) || wanted == MAX_BATCH;
         if wanted.abs_diff(self.published) > self.published / 8
             || (at_bound && wanted != self.published)
         {
@@ -162,7 +175,7 @@ mod tests {
         assert_eq!(sizes.limit(1), DECLARED_WORK / 20);
         // Records of 1 µs each: 50 fit the target.
         let mut costly = sizes.meter(1);
-        costly.observe(200, 200_000);
+        costly.observe(200, 200_000, DEFAULT_TURN_NS);
         assert_eq!(sizes.limit(1), 50);
         // The other operator's slot is untouched, and an unknown operator gets the most.
         assert_eq!(sizes.limit(0), MAX_BATCH);
@@ -170,12 +183,12 @@ mod tests {
         // Cheap records: back to the most, however many measurements it takes to get
         // there (each moves the running cost an eighth of the way).
         for _ in 0..64 {
-            costly.observe(1024, 10_000);
+            costly.observe(1024, 10_000, DEFAULT_TURN_NS);
         }
         assert_eq!(sizes.limit(1), MAX_BATCH);
         // Records dearer than the whole target: the least size, never fewer.
         for _ in 0..64 {
-            costly.observe(32, 32 * 200_000);
+            costly.observe(32, 32 * 200_000, DEFAULT_TURN_NS);
         }
         assert_eq!(sizes.limit(1), MIN_BATCH);
     }
@@ -184,17 +197,39 @@ mod tests {
     fn small_moves_are_not_published_and_small_batches_are_not_timed() {
         let sizes = BatchSizes::declared([1]);
         let mut meter = sizes.meter(0);
-        meter.observe(100, 100 * 100);
+        meter.observe(100, 100 * 100, DEFAULT_TURN_NS);
         assert_eq!(sizes.limit(0), 500);
         // 480 is within an eighth of 500: the slot keeps 500.
         for _ in 0..64 {
-            meter.observe(100, 100 * 104);
+            meter.observe(100, 100 * 104, DEFAULT_TURN_NS);
         }
         assert_eq!(sizes.limit(0), 500);
-        assert!(!meter.times(TIMED_MIN_RECORDS - 1));
-        assert!(meter.times(TIMED_MIN_RECORDS));
+        assert!(!meter.times(MIN_BATCH as u32 - 1, DEFAULT_TURN_NS));
+        assert!(meter.times(MIN_BATCH as u32, DEFAULT_TURN_NS));
         // An empty batch teaches nothing.
-        meter.observe(0, 1_000_000);
+        meter.observe(0, 1_000_000, DEFAULT_TURN_NS);
         assert_eq!(sizes.limit(0), 500);
+    }
+
+    #[test]
+    fn a_shorter_turn_budget_cuts_costly_batches_shorter_and_times_smaller_ones() {
+        let (default, short) = (DEFAULT_TURN_NS, 15_625);
+        assert_eq!(least_batch(default), MIN_BATCH);
+        assert_eq!(least_batch(short), 10);
+        assert_eq!(least_batch(1_000), LEAST_BATCH_FLOOR);
+        assert_eq!(least_batch(10 * default), MIN_BATCH);
+        let sizes = BatchSizes::declared([20]);
+        let mut meter = sizes.meter(0);
+        // Records of 1.2 µs (the isolation bench's sliding-window count): 41 fit 50 µs,
+        // 13 fit 15.6 µs.
+        meter.observe(64, 64 * 1_200, short);
+        assert_eq!(sizes.limit(0), 13);
+        // Dearer than the short budget each: its least size, not the default's.
+        for _ in 0..64 {
+            meter.observe(16, 16 * 100_000, short);
+        }
+        assert_eq!(sizes.limit(0), 10);
+        assert!(meter.times(10, short) && !meter.times(9, short));
+        assert!(!meter.times(10, default));
     }
 }

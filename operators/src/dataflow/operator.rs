@@ -253,11 +253,12 @@ impl Actor<Msg> for OperatorActor {
                         .ingested
                         .fetch_add(u64::from(records), Ordering::Relaxed);
                 }
-                if self.meter.times(records) {
+                let budget = ctx.turn_budget_ns();
+                if self.meter.times(records, budget) {
                     let started = ctx.now();
                     self.logic.on_data(ctx, input, batch);
                     self.meter
-                        .observe(records, ctx.now().saturating_sub(started));
+                        .observe(records, ctx.now().saturating_sub(started), budget);
                 } else {
                     self.logic.on_data(ctx, input, batch);
                 }

@@ -31,13 +31,11 @@ type EmitFn<K, A, O> = Arc<dyn Fn(&K, Window, A, &mut Vec<O>) + Send + Sync>;
 /// record, record, outputs)`.
 pub(super) type EagerFn<T, K, A, O> = Arc<dyn Fn(&K, Window, &A, &T, &mut Vec<O>) + Send + Sync>;
 
-/// Handler time after which a window partition stops sending the rows of the windows
-/// it fired and goes on in a later turn of its own (see `WindowLogic::send_fired`), so
-/// that other work of its shard — another app's latency-critical records — does not
-/// wait for a whole window's rows.
-const FIRING_TURN_NS: u64 = 50_000;
-/// Rows sent between two looks at the clock while sending fired rows.
-const ROWS_PER_CLOCK_LOOK: usize = 256;
+/// Rows sent between two looks at the clock while sending fired rows: a few µs of work,
+/// so that a firing turn overruns its shard's turn budget (after which a window partition
+/// stops sending the rows of the windows it fired and goes on in a later turn of its own,
+/// see `WindowLogic::send_fired`) by little even where the budget is 10 µs.
+const ROWS_PER_CLOCK_LOOK: usize = 64;
 
 /// A fired window whose rows are on their way out: its end, and the states of the keys
 /// whose rows have not gone yet (each with its window's start).
@@ -260,7 +258,9 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> WindowLogic<T, K, A, O> {
     }
 
     /// Sends the rows of the fired windows, in firing order, then the frontier held back
-    /// behind them. With `bounded`, stops once the turn has taken [`FIRING_TURN_NS`] and
+    /// behind them. With `bounded`, stops once the turn has taken the shard's turn budget
+    /// (`Context::turn_budget_ns`: other work of the shard, another app's
+    /// latency-critical records among it, should not wait for a whole window's rows) and
     /// goes on in a turn of its own: a critical message to itself, which always runs on
     /// this partition (never on a lessee) and after what arrived before it, and which
     /// carries the context of the message that fired the windows, so the rows keep the
@@ -289,7 +289,7 @@ impl<T: Data, K: Key, A: Portable + Data, O: Data> WindowLogic<T, K, A, O> {
             }
             if bounded
                 && !self.fired.is_empty()
-                && ctx.now().saturating_sub(started) >= FIRING_TURN_NS
+                && ctx.now().saturating_sub(started) >= ctx.turn_budget_ns()
             {
                 self.out.flush(ctx);
                 if !self.continuing {

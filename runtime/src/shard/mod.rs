@@ -74,8 +74,6 @@ const INTAKE_BATCH: usize = 256;
 /// waking from a park takes tens of microseconds at best, and on a virtual machine an
 /// idle vCPU may not run again for milliseconds.
 const TIMER_SPIN_NS: u64 = 2_000_000;
-/// Handler time after which a turn ends early (only while handlers are timed).
-const TURN_BUDGET_NS: u64 = 50_000;
 /// How often, at most, a busy shard publishes changed lessor metrics.
 const METRICS_EVERY_NS: u64 = 1_000_000;
 /// How long a shard stuck on full rings past its spin budget sleeps before it retries.
@@ -551,17 +549,18 @@ impl<M: Send + 'static> Shard<M> {
     fn run_ready(&mut self, turn_start: Nanos) -> (usize, usize) {
         let mut ran = 0;
         let mut arrived = 0;
-        // A turn also ends after `TURN_BUDGET_NS`, so that timers, inbound rings and the
-        // reactor get a look often enough whatever the handlers cost (64 messages of a
-        // millisecond each made a source's timer a tenth of a second late, and starved
-        // it). While handlers are timed, their summed time counts; otherwise the clock is
+        // A turn also ends after the turn budget (`crate::turn`), so that timers, inbound
+        // rings and the reactor get a look often enough whatever the handlers cost (64
+        // messages of a millisecond each made a source's timer a tenth of a second late,
+        // and starved it). While handlers are timed, their summed time counts; otherwise the clock is
         // read every `BUDGET_CHECK_EVERY` messages: a few reads per full turn, none for a
         // short one (a hop between shards). Reading it after the 1st, 2nd and 4th too
         // ended turns early behind one costly message, and the window latency of
         // `bench peer` rose by a fifth.
         let timed = self.shared.measure_costs;
         let mut spent = 0;
-        while ran < RUN_BATCH && spent < TURN_BUDGET_NS {
+        let budget = self.shared.config.turn_budget_ns;
+        while ran < RUN_BATCH && spent < budget {
             // A shutdown that gave up draining stops after the message at hand, not after
             // the turn: a turn of costly messages would hold the stop for seconds.
             if ran > 0 && self.shared.abort.load(Ordering::Relaxed) {
@@ -570,7 +569,7 @@ impl<M: Send + 'static> Shard<M> {
             if !timed
                 && ran > 0
                 && ran % BUDGET_CHECK_EVERY == 0
-                && clock::now().saturating_sub(turn_start) >= TURN_BUDGET_NS
+                && clock::now().saturating_sub(turn_start) >= budget
             {
                 break;
             }
