@@ -635,6 +635,14 @@ impl<M: Send + 'static> RuntimeBuilder<M> {
                     .map(|(_, &slo)| Duration::from_nanos(slo)),
             )
         });
+        if self.turn_budget.is_none() && turn_budget != crate::turn::DEFAULT {
+            // Once per process: a benchmark builds many runtimes of the same apps.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| tracing::info!(
+                turn_budget_us = turn_budget.as_secs_f64() * 1e6,
+                "apps with a tight SLO share this runtime: batches and shard turns are cut to this much work, so that their records wait less behind other apps (which costs those apps throughput; `turn_budget` sets it)"
+            ));
+        }
         // Both high-water marks default to four rings' worth of messages.
         let four_rings = self.ring_capacity.max(2).next_power_of_two() * 4;
         let shared = Arc::new(Shared {
