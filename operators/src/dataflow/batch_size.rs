@@ -108,6 +108,7 @@ impl BatchSizes {
             sizes: self.clone(),
             operator,
             ns_per_record: None,
+            least: (DEFAULT_TURN_NS, MIN_BATCH),
         }
     }
 }
@@ -119,13 +120,24 @@ pub(crate) struct BatchMeter {
     operator: OperatorId,
     ns_per_record: Option<f64>,
     published: usize,
+    /// The turn budget last seen and its [`least_batch`], so that a message costs a
+    /// comparison rather than a division.
+    least: (u64, usize),
 }
 
 impl BatchMeter {
     /// Whether a batch of `records` is worth timing on a shard whose turn budget is
     /// `budget_ns`.
-    pub(crate) fn times(&self, records: u32, budget_ns: u64) -> bool {
-        records as usize >= least_batch(budget_ns)
+    pub(crate) fn times(&mut self, records: u32, budget_ns: u64) -> bool {
+        records as usize >= self.least_batch(budget_ns)
+    }
+
+    /// [`least_batch`] of `budget_ns`, worked out again only when the budget changes.
+    fn least_batch(&mut self, budget_ns: u64) -> usize {
+        if self.least.0 != budget_ns {
+            self.least = (budget_ns, least_batch(budget_ns));
+        }
+        self.least.1
     }
 
     /// A batch of `records` took `cost` to handle on a shard whose turn budget is
@@ -143,7 +155,7 @@ impl BatchMeter {
         };
         self.ns_per_record = Some(smoothed);
         let wanted = measured_limit(smoothed, budget_ns);
-        let at_bound = wanted == least_batch(budget_ns) || wanted == MAX_BATCH;
+        let at_bound = wanted == self.least_batch(budget_ns) || wanted == MAX_BATCH;
         if wanted.abs_diff(self.published) > self.published / 8
             || (at_bound && wanted != self.published)
         {
@@ -231,5 +243,7 @@ mod tests {
         assert_eq!(sizes.limit(0), 10);
         assert!(meter.times(10, short) && !meter.times(9, short));
         assert!(!meter.times(10, default));
+        // The least size follows the budget back.
+        assert!(meter.times(10, short));
     }
 }
